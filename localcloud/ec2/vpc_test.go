@@ -1,0 +1,182 @@
+package ec2
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+)
+
+func errCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	if err != nil {
+		return "non-API error: " + err.Error()
+	}
+	return ""
+}
+
+func TestVPCSubnetLifecycle(t *testing.T) {
+	c, _ := newTestClient(t)
+	ctx := context.Background()
+	vpcID, subID := testVPC(t, c)
+
+	subs, err := c.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("vpc-id"), Values: []string{vpcID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subs.Subnets) != 1 || *subs.Subnets[0].SubnetId != subID {
+		t.Fatalf("subnets of %s: %+v", vpcID, subs.Subnets)
+	}
+	// A /24 has 256 addresses; EC2 reserves 5.
+	if got := *subs.Subnets[0].AvailableIpAddressCount; got != 251 {
+		t.Fatalf("available addresses %d, want 251", got)
+	}
+	if *subs.Subnets[0].AvailabilityZoneId != "usw2-az1" {
+		t.Fatalf("az id %s", *subs.Subnets[0].AvailabilityZoneId)
+	}
+
+	for _, tc := range []struct {
+		name string
+		in   *ec2sdk.CreateSubnetInput
+		code string
+	}{
+		{"outside the VPC", &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("10.1.0.0/24")}, "InvalidSubnet.Range"},
+		{"overlapping", &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("10.0.1.128/25")}, "InvalidSubnet.Conflict"},
+		{"too small", &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("10.0.2.0/29")}, "InvalidParameterValue"},
+		{"unknown VPC", &ec2sdk.CreateSubnetInput{VpcId: aws.String("vpc-00000000000000000"), CidrBlock: aws.String("10.0.2.0/24")}, "InvalidVpcID.NotFound"},
+		{"bad zone", &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("10.0.3.0/24"), AvailabilityZone: aws.String("eu-west-1a")}, "InvalidParameterValue"},
+	} {
+		if _, err := c.CreateSubnet(ctx, tc.in); errCode(err) != tc.code {
+			t.Errorf("%s: got %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	if _, err := c.DeleteVpc(ctx, &ec2sdk.DeleteVpcInput{VpcId: &vpcID}); errCode(err) != "DependencyViolation" {
+		t.Fatalf("delete VPC with a subnet: %v", err)
+	}
+	if _, err := c.DeleteSubnet(ctx, &ec2sdk.DeleteSubnetInput{SubnetId: &subID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteVpc(ctx, &ec2sdk.DeleteVpcInput{VpcId: &vpcID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DescribeVpcs(ctx, &ec2sdk.DescribeVpcsInput{VpcIds: []string{vpcID}}); errCode(err) != "InvalidVpcID.NotFound" {
+		t.Fatalf("deleted VPC: %v", err)
+	}
+}
+
+func TestUnknownFilterAndAction(t *testing.T) {
+	c, _ := newTestClient(t)
+	_, err := c.DescribeSubnets(context.Background(), &ec2sdk.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("no-such-filter"), Values: []string{"x"}}}})
+	if errCode(err) != "InvalidParameterValue" {
+		t.Fatalf("unknown filter: %v", err)
+	}
+	_, err = c.DescribeVpcs(context.Background(), &ec2sdk.DescribeVpcsInput{Filters: []types.Filter{{Name: aws.String("cidr"), Values: []string{"172.31.*"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An action localcloud does not implement gets EC2's answer for it.
+	_, err = c.DescribeHosts(context.Background(), &ec2sdk.DescribeHostsInput{})
+	if errCode(err) != "InvalidAction" {
+		t.Fatalf("unimplemented action: %v", err)
+	}
+}
+
+func TestRunDescribeTerminateInstances(t *testing.T) {
+	c, _ := newTestClient(t)
+	ctx := context.Background()
+	_, subID := testVPC(t, c)
+	ud := base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\necho hi\n"))
+	run, err := c.RunInstances(ctx, &ec2sdk.RunInstancesInput{
+		ImageId: aws.String("ami-12345678"), InstanceType: types.InstanceTypeM5Large, MinCount: aws.Int32(2), MaxCount: aws.Int32(2),
+		SubnetId: &subID, UserData: &ud, ClientToken: aws.String("tok-1"),
+		IamInstanceProfile: &types.IamInstanceProfileSpecification{Name: aws.String("node-profile")},
+		TagSpecifications:  []types.TagSpecification{{ResourceType: types.ResourceTypeInstance, Tags: []types.Tag{{Key: aws.String("Name"), Value: aws.String("n")}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(run.Instances) != 2 {
+		t.Fatalf("launched %d", len(run.Instances))
+	}
+	again, err := c.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-12345678"), MinCount: aws.Int32(2), MaxCount: aws.Int32(2), SubnetId: &subID, ClientToken: aws.String("tok-1")})
+	if err != nil || *again.Instances[0].InstanceId != *run.Instances[0].InstanceId {
+		t.Fatalf("ClientToken retry launched new instances: %v", err)
+	}
+	ids := []string{*run.Instances[0].InstanceId, *run.Instances[1].InstanceId}
+	if err := ec2sdk.NewInstanceRunningWaiter(c).Wait(ctx, &ec2sdk.DescribeInstancesInput{InstanceIds: ids}, 10e9); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.DescribeInstances(ctx, &ec2sdk.DescribeInstancesInput{Filters: []types.Filter{{Name: aws.String("tag:Name"), Values: []string{"n"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := d.Reservations[0].Instances[0]
+	if len(inst.NetworkInterfaces) != 1 || *inst.NetworkInterfaces[0].Attachment.DeviceIndex != 0 ||
+		*inst.PrivateIpAddress != *inst.NetworkInterfaces[0].PrivateIpAddress || *inst.PrivateDnsName == "" ||
+		*inst.IamInstanceProfile.Arn != "arn:aws:iam::000000000000:instance-profile/node-profile" {
+		t.Fatalf("instance %+v", inst)
+	}
+	if _, err := c.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), InstanceType: "x9.huge", MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: &subID}); errCode(err) != "InvalidParameterValue" {
+		t.Fatalf("unknown instance type: %v", err)
+	}
+	if _, err := c.TerminateInstances(ctx, &ec2sdk.TerminateInstancesInput{InstanceIds: ids}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ec2sdk.NewInstanceTerminatedWaiter(c).Wait(ctx, &ec2sdk.DescribeInstancesInput{InstanceIds: ids}, 10e9); err != nil {
+		t.Fatal(err)
+	}
+	enis, err := c.DescribeNetworkInterfaces(ctx, &ec2sdk.DescribeNetworkInterfacesInput{Filters: []types.Filter{{Name: aws.String("subnet-id"), Values: []string{subID}}}})
+	if err != nil || len(enis.NetworkInterfaces) != 0 {
+		t.Fatalf("primary ENIs survive termination: %v %d", err, len(enis.NetworkInterfaces))
+	}
+	subs, _ := c.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{SubnetIds: []string{subID}})
+	if *subs.Subnets[0].AvailableIpAddressCount != 251 {
+		t.Fatalf("addresses not returned to the subnet: %d", *subs.Subnets[0].AvailableIpAddressCount)
+	}
+}
+
+func TestTags(t *testing.T) {
+	c, _ := newTestClient(t)
+	ctx := context.Background()
+	vpcID, subID := testVPC(t, c)
+	if _, err := c.CreateTags(ctx, &ec2sdk.CreateTagsInput{Resources: []string{vpcID, subID}, Tags: []types.Tag{{Key: aws.String("team"), Value: aws.String("net")}}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.DescribeTags(ctx, &ec2sdk.DescribeTagsInput{Filters: []types.Filter{{Name: aws.String("key"), Values: []string{"team"}}}})
+	if err != nil || len(out.Tags) != 2 {
+		t.Fatalf("DescribeTags: %v %+v", err, out)
+	}
+	if _, err := c.DeleteTags(ctx, &ec2sdk.DeleteTagsInput{Resources: []string{subID}, Tags: []types.Tag{{Key: aws.String("team")}}}); err != nil {
+		t.Fatal(err)
+	}
+	subs, _ := c.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{Filters: []types.Filter{{Name: aws.String("tag:team"), Values: []string{"net"}}}})
+	if len(subs.Subnets) != 0 {
+		t.Fatalf("tag not deleted")
+	}
+	if _, err := c.CreateTags(ctx, &ec2sdk.CreateTagsInput{Resources: []string{"vpc-00000000000000000"}, Tags: []types.Tag{{Key: aws.String("a"), Value: aws.String("b")}}}); errCode(err) != "InvalidVpcID.NotFound" {
+		t.Fatalf("tag unknown resource: %v", err)
+	}
+	if _, err := c.CreateTags(ctx, &ec2sdk.CreateTagsInput{Resources: []string{vpcID}, Tags: []types.Tag{{Key: aws.String("aws:x"), Value: aws.String("b")}}}); errCode(err) != "InvalidParameterValue" {
+		t.Fatalf("reserved tag prefix: %v", err)
+	}
+}
+
+func TestDescribeInstanceTypes(t *testing.T) {
+	c, _ := newTestClient(t)
+	out, err := c.DescribeInstanceTypes(context.Background(), &ec2sdk.DescribeInstanceTypesInput{InstanceTypes: []types.InstanceType{types.InstanceTypeM5Large}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := out.InstanceTypes[0].NetworkInfo
+	if *n.MaximumNetworkInterfaces != 3 || *n.Ipv4AddressesPerInterface != 10 {
+		t.Fatalf("m5.large network info %+v", n)
+	}
+}

@@ -231,3 +231,6 @@ func eniStatus(e *ENI) string {
 	}
 	return "in-use"
 }
+
+// AZID is the zone ID of a zone of the region (us-west-2a → usw2-az1).
+func (s *Service) AZID(az string) string { return s.azID(az) }

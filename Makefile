@@ -11,7 +11,7 @@ GO       ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth
+BINARIES := berth:./cmd/berth berth-localcloud:./localcloud
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables \
@@ -39,11 +39,11 @@ test: deps build ## Install, build and run every test (root and kernel tests inc
 bench: build ## Run the benchmarks (results go in docs/benchmarks.md)
 	BERTH_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee $(CURDIR)/.bench.txt
 
-up: deps build ## Start the local cluster in $(STATE)
-	@echo "make up: built $$(ls $(BIN) | tr '\n' ' '); no cluster component exists yet, so nothing was started"
+up: deps build ## Start the local cluster in $(STATE) (today: localcloud)
+	$(BIN)/berth up --state-dir $(STATE) --bin-dir $(BIN)
 
 down: ## Stop the local cluster and clean up what it made
-	@echo "make down: nothing runs yet" 
+	@if [ -x $(BIN)/berth ]; then $(BIN)/berth down --state-dir $(STATE); else echo "nothing to stop"; fi
 
 proto: ## Regenerate proto/rpc from proto/rpc.proto with the pinned generators
 	protoc -I proto \

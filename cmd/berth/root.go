@@ -19,5 +19,6 @@ func newRootCommand() *cobra.Command {
 			return err
 		},
 	})
+	root.AddCommand(newUpCommand(), newDownCommand())
 	return root
 }

@@ -202,6 +202,11 @@ func parse(r *http.Request) (*parsed, error) {
 		credential, signed, p.signature, dateStr = q.Get("X-Amz-Credential"), q.Get("X-Amz-SignedHeaders"), q.Get("X-Amz-Signature"), q.Get("X-Amz-Date")
 		p.token = q.Get("X-Amz-Security-Token")
 		exp := q.Get("X-Amz-Expires")
+		if exp == "" {
+			// STS accepts presigned URLs without X-Amz-Expires (the
+			// k8s-aws-v1 tokens of many clients): they live 15 minutes.
+			exp = "900"
+		}
 		secs, err := strconv.Atoi(exp)
 		if err != nil || secs < 1 || time.Duration(secs)*time.Second > maxExpires {
 			return nil, fail(http.StatusBadRequest, CodeIncomplete, "X-Amz-Expires must be between 1 and 604800 seconds, got %q", exp)

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-io/berth/internal/command"
+	"github.com/berth-io/berth/localcloud/server"
+)
+
+func newRootCommand() *cobra.Command {
+	root, logger := command.Root("berth-localcloud", "AWS emulator (EC2, IMDSv2, STS, EFS) for berth development and tests")
+	var (
+		listen, stateDir string
+		imdsLag          time.Duration
+		attachMin        time.Duration
+		attachMax        time.Duration
+		startDelay       time.Duration
+		noThrottle       bool
+	)
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the AWS APIs on one HTTP listener",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stateDir == "" {
+				return fmt.Errorf("--state-dir is required")
+			}
+			if attachMax < attachMin {
+				return fmt.Errorf("--attach-delay-max (%s) is below --attach-delay-min (%s)", attachMax, attachMin)
+			}
+			cfg := server.DefaultConfig(stateDir)
+			cfg.IMDSLag = imdsLag
+			cfg.EC2.AttachDelayMin, cfg.EC2.AttachDelayMax = attachMin, attachMax
+			cfg.EC2.InstanceStartDelay = startDelay
+			cfg.EC2.VolumeCreateDelay = attachMin
+			ctx := cmd.Context()
+			srv, err := server.New(ctx, cfg, logger())
+			if err != nil {
+				return err
+			}
+			if noThrottle {
+				srv.Faults.SetThrottling(false)
+			}
+			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", listen, err)
+			}
+			return srv.Run(ctx, ln)
+		},
+	}
+	f := serve.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:4566", "address of the API listener")
+	f.StringVar(&stateDir, "state-dir", "", "directory for state, credentials and config (created 0700)")
+	f.DurationVar(&imdsLag, "imds-lag", 2*time.Second, "how long metadata changes take to show in IMDS")
+	f.DurationVar(&attachMin, "attach-delay-min", time.Second, "shortest attaching/detaching time of ENIs and volumes")
+	f.DurationVar(&attachMax, "attach-delay-max", 3*time.Second, "longest attaching/detaching time of ENIs and volumes")
+	f.DurationVar(&startDelay, "instance-start-delay", 2*time.Second, "pending → running time of instances")
+	f.BoolVar(&noThrottle, "no-throttle", false, "disable EC2 request throttling")
+	root.AddCommand(serve)
+	return root
+}

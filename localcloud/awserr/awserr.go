@@ -59,3 +59,7 @@ func Throttled() *Error {
 func InvalidParameterCombination(format string, args ...any) *Error {
 	return BadRequest("InvalidParameterCombination", format, args...)
 }
+
+func InvalidParameterDependency(format string, args ...any) *Error {
+	return BadRequest("InvalidParameterDependency", format, args...)
+}

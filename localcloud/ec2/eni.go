@@ -208,6 +208,16 @@ func (s *Service) createENI(ctx context.Context, req *Request) (any, error) {
 	if (spec.SecondaryCount > 0 || len(spec.SecondaryIPs) > 0) && (spec.PrefixCount > 0 || len(spec.Prefixes) > 0) {
 		return nil, awserr.InvalidParameterCombination("You cannot specify both IPv4 addresses and IPv4 prefixes")
 	}
+	// An unattached ENI is bounded by the largest instance type's limits
+	// (this also keeps huge counts from reaching the allocators).
+	l := unattachedLimits()
+	if spec.SecondaryCount > l.ipv4 || spec.PrefixCount > l.ipv4 ||
+		1+spec.SecondaryCount+len(spec.SecondaryIPs)+spec.PrefixCount+len(spec.Prefixes) > l.ipv4 {
+		return nil, ipv4LimitExceeded()
+	}
+	if spec.IPv6Count > l.ipv6 {
+		return nil, ipv6LimitExceeded()
+	}
 	if spec.Tags, err = tagsFor(p, "network-interface"); err != nil {
 		return nil, err
 	}

@@ -463,12 +463,18 @@ func (s *Service) releaseInstanceResources(inst *Instance) {
 			if a.DeleteOnTermination {
 				del = true
 			}
+			if err := s.hooks.VolumeDetached(context.Background(), v, inst.ID); err != nil {
+				s.log.Error("datapath: detach volume of terminated instance", "volume", v.ID, "err", err)
+			}
 		}
 		v.Attachments = kept
 		if len(kept) == 0 && v.State == "in-use" {
 			v.State = "available"
 		}
 		if del && len(kept) == 0 {
+			if err := s.hooks.VolumeDeleted(context.Background(), v); err != nil {
+				s.log.Error("datapath: delete volume of terminated instance", "volume", v.ID, "err", err)
+			}
 			delete(s.st.Volumes, id)
 		}
 	}

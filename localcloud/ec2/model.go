@@ -152,7 +152,10 @@ type Volume struct {
 	CreateTime  time.Time           `json:"createTime"`
 	MultiAttach bool                `json:"multiAttach"`
 	Attachments []*VolumeAttachment `json:"attachments"`
-	Tags        Tags                `json:"tags"`
+	// ClientToken and Fingerprint make CreateVolume idempotent.
+	ClientToken string `json:"clientToken,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Tags        Tags   `json:"tags"`
 	// Modification is the latest ModifyVolume, kept for DescribeVolumesModifications.
 	Modification *VolumeModification `json:"modification,omitempty"`
 }

@@ -147,6 +147,9 @@ func reservePrefix(sub *Subnet, owner, prefix string) error {
 	if !p.Contains(pp.Addr()) {
 		return awserr.InvalidParameterValue("Prefix %s does not fall within the subnet's address range", prefix)
 	}
+	if sub.ExhaustedByFault {
+		return awserr.BadRequest("InsufficientCidrBlocks", "There are not enough free cidr blocks in the specified subnet to satisfy the request.")
+	}
 	start := offsetOf(p, pp.Addr())
 	for off := start; off < start+16; off++ {
 		a := addrAt(p, off).String()

@@ -297,3 +297,51 @@ func TestMalformedRequestsGetAWSErrors(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+func TestAdminSubnetExhaustionAndIMDSEndpoint(t *testing.T) {
+	c := startCloud(t, t.TempDir())
+	cfg := c.sdkConfig(t)
+	ctx := context.Background()
+	client := ec2sdk.NewFromConfig(cfg)
+	subs, err := client.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := *subs.Subnets[0].SubnetId
+	put := func(path, body string) int {
+		req, _ := http.NewRequest(http.MethodPut, c.endpoint+"/_localcloud/"+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put("subnets/"+sub+"/exhaustion", `{"exhausted":true}`); code != 204 {
+		t.Fatalf("exhaust: %d", code)
+	}
+	_, err = client.CreateNetworkInterface(ctx, &ec2sdk.CreateNetworkInterfaceInput{SubnetId: &sub})
+	if apiCode(err) != "InsufficientFreeAddressesInSubnet" {
+		t.Fatalf("exhausted subnet: %v", err)
+	}
+	put("subnets/"+sub+"/exhaustion", `{"exhausted":false}`)
+	run, err := client.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: &sub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(c.endpoint + "/_localcloud/imds/" + *run.Instances[0].InstanceId)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"endpoint":"http://127.0.0.1:`) {
+		t.Fatalf("imds endpoint: %d %s", resp.StatusCode, b)
+	}
+	if code := put("subnets/subnet-nope/exhaustion", `{"exhausted":true}`); code != 404 {
+		t.Fatalf("unknown subnet: %d", code)
+	}
+	if code := put("imds", `{"lagMs":-1}`); code != 400 {
+		t.Fatalf("negative lag: %d", code)
+	}
+}

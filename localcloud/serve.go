@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,7 @@ func newRootCommand() *cobra.Command {
 		attachMax        time.Duration
 		startDelay       time.Duration
 		noThrottle       bool
+		dp               string
 	)
 	serve := &cobra.Command{
 		Use:   "serve",
@@ -37,6 +39,15 @@ func newRootCommand() *cobra.Command {
 			cfg.EC2.AttachDelayMin, cfg.EC2.AttachDelayMax = attachMin, attachMax
 			cfg.EC2.InstanceStartDelay = startDelay
 			cfg.EC2.VolumeCreateDelay = attachMin
+			switch dp {
+			case "auto":
+				cfg.Datapath = os.Geteuid() == 0
+			case "on":
+				cfg.Datapath = true
+			case "off":
+			default:
+				return fmt.Errorf("--datapath %q: want auto, on or off", dp)
+			}
 			ctx := cmd.Context()
 			srv, err := server.New(ctx, cfg, logger())
 			if err != nil {
@@ -60,6 +71,7 @@ func newRootCommand() *cobra.Command {
 	f.DurationVar(&attachMax, "attach-delay-max", 3*time.Second, "longest attaching/detaching time of ENIs and volumes")
 	f.DurationVar(&startDelay, "instance-start-delay", 2*time.Second, "pending → running time of instances")
 	f.BoolVar(&noThrottle, "no-throttle", false, "disable EC2 request throttling")
+	f.StringVar(&dp, "datapath", "auto", `VPC-in-a-box datapath (namespaces, veths, loop devices): "on", "off" or "auto" (on when root)`)
 	root.AddCommand(serve)
 	return root
 }

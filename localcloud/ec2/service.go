@@ -313,3 +313,8 @@ func (nopHooks) AddressesChanged(context.Context, *ENI) error                   
 func (nopHooks) VolumeAttached(context.Context, *Volume, *VolumeAttachment) error { return nil }
 func (nopHooks) VolumeDetached(context.Context, *Volume, string) error            { return nil }
 func (nopHooks) VolumeDeleted(context.Context, *Volume) error                     { return nil }
+
+// LockedState returns the state to a hook: hooks run while the service
+// lock is held, so they may read (not keep) the state through it. Calling
+// it anywhere else is a data race.
+func (s *Service) LockedState() *State { return s.st }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-io/berth/localcloud/awserr"
 	"github.com/berth-io/berth/localcloud/awsquery"
+	"github.com/berth-io/berth/localcloud/datapath"
 	"github.com/berth-io/berth/localcloud/ec2"
 	"github.com/berth-io/berth/localcloud/efs"
 	"github.com/berth-io/berth/localcloud/faults"
@@ -40,6 +41,10 @@ type Config struct {
 	EC2      ec2.Config
 	// IMDSLag delays metadata changes as AWS does.
 	IMDSLag time.Duration
+	// Datapath turns on the VPC-in-a-box datapath (root only).
+	Datapath bool
+	// RegistryDir overrides where the datapath records what it made.
+	RegistryDir string
 }
 
 // DefaultConfig is us-west-2 with AWS-like latencies.
@@ -59,6 +64,7 @@ type Server struct {
 	imdsEnds *imds.Endpoints
 	Faults   *faults.Faults
 	verifier *sigv4.Verifier
+	dp       *datapath.Datapath
 }
 
 // New opens (or creates) the state in cfg.StateDir.
@@ -85,6 +91,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.IMDS = imds.New(imds.Config{Lag: cfg.IMDSLag, Region: cfg.Region}, s.EC2, s.IAM, log)
 	s.imdsEnds = imds.NewEndpoints(s.IMDS, log)
 	s.verifier = &sigv4.Verifier{Keys: keyStore{s.IAM}, Now: cfg.EC2.Now}
+	if cfg.Datapath {
+		s.dp, err = datapath.New(datapath.Config{StateDir: cfg.StateDir, RegistryDir: cfg.RegistryDir, IMDS: s.IMDS.Handler, API: s}, s.EC2, log)
+		if err != nil {
+			return nil, err
+		}
+		s.EC2.SetHooks(s.dp)
+	}
 	return s, nil
 }
 
@@ -92,6 +105,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	go s.EC2.Run(ctx)
 	go s.IMDS.Run(ctx)
+	dpDone := make(chan struct{})
+	if s.dp != nil {
+		go func() { s.dp.Run(ctx); close(dpDone) }()
+	} else {
+		close(dpDone)
+	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -105,6 +124,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.log.Info("localcloud serving", "addr", ln.Addr().String(), "state", s.cfg.StateDir, "region", s.cfg.Region)
 	err := srv.Serve(ln)
 	<-done
+	<-dpDone // every namespace, link and loop device is gone
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

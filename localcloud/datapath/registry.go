@@ -144,7 +144,7 @@ func removeObject(e entry) error {
 		}
 		return netlink.LinkDel(l)
 	case "loop":
-		if b, err := loopBacking(e.Name); err == nil && b != e.Backing {
+		if b, err := loopBacking(e.Name); err == nil && strings.TrimSuffix(b, " (deleted)") != e.Backing {
 			return nil // the device has been reused by someone else
 		}
 		return loopDetach(e.Name)

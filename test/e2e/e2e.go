@@ -109,3 +109,13 @@ func (l *Localcloud) Stop() {
 	}
 	l.cmd = nil
 }
+
+// Kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (l *Localcloud) Kill() {
+	if l.cmd == nil || l.cmd.Process == nil {
+		return
+	}
+	_ = l.cmd.Process.Kill()
+	_ = l.cmd.Wait()
+	l.cmd = nil
+}

@@ -36,8 +36,8 @@ build: ## Build every binary into bin/, version-stamped from git describe
 test: deps build ## Install, build and run every test (root and kernel tests included)
 	CI=$${CI:-true} BERTH_BIN=$(BIN) $(GO) test -count=1 -timeout 45m -p 2 ./...
 
-bench: build ## Run the benchmarks (results go in docs/benchmarks.md)
-	BERTH_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -count 5 ./... | tee $(CURDIR)/.bench.txt
+bench: build ## Run the benchmarks as root (results go in docs/benchmarks.md)
+	BERTH_BIN=$(BIN) $(GO) test -run '^$$' -bench . -benchmem -count 3 ./... | tee $(CURDIR)/.bench.txt
 
 up: deps build ## Start the local cluster in $(STATE) (today: localcloud)
 	$(BIN)/berth up --state-dir $(STATE) --bin-dir $(BIN)

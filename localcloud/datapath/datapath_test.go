@@ -30,7 +30,7 @@ import (
 	"github.com/berth-io/berth/localcloud/server"
 )
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
@@ -48,7 +48,7 @@ type cloud struct {
 	regDir string
 }
 
-func startCloud(t *testing.T, state, reg string) *cloud {
+func startCloud(t testing.TB, state, reg string) *cloud {
 	t.Helper()
 	requireRoot(t)
 	cfg := server.DefaultConfig(state)

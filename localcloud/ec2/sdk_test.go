@@ -2,6 +2,8 @@ package ec2
 
 import (
 	"context"
+	"errors"
+	"net"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 
@@ -57,7 +60,18 @@ func newTestClientWith(t *testing.T, svc *Service) *ec2sdk.Client {
 		Region:       "us-west-2",
 		BaseEndpoint: aws.String(srv.URL),
 		Credentials:  credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-		Retryer:      aws.NopRetryer{},
+		// Retry only a connection closed under a finished response (a known
+		// race of Go's HTTP client, aws/aws-sdk-go-v2#2737), so API errors
+		// still surface on the first attempt.
+		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 3
+			o.Retryables = []retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				if errors.Is(err, net.ErrClosed) {
+					return aws.TrueTernary
+				}
+				return aws.FalseTernary
+			})}
+		}),
 	})
 }
 

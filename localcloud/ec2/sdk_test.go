@@ -3,9 +3,9 @@ package ec2
 import (
 	"context"
 	"errors"
-	"net"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-io/berth/localcloud/awserr"
@@ -103,8 +104,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 // Run serves on ln until ctx ends, then shuts down.
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
-	go s.EC2.Run(ctx)
-	go s.IMDS.Run(ctx)
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); s.EC2.Run(ctx) }()
+	go func() { defer bg.Done(); s.IMDS.Run(ctx) }()
 	dpDone := make(chan struct{})
 	if s.dp != nil {
 		go func() { s.dp.Run(ctx); close(dpDone) }()
@@ -124,7 +127,8 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	s.log.Info("localcloud serving", "addr", ln.Addr().String(), "state", s.cfg.StateDir, "region", s.cfg.Region)
 	err := srv.Serve(ln)
 	<-done
-	<-dpDone // every namespace, link and loop device is gone
+	<-dpDone  // every namespace, link and loop device is gone
+	bg.Wait() // no state write outlives Run
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

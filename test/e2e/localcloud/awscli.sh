@@ -72,6 +72,12 @@ aws ec2 describe-network-interfaces --filters "Name=attachment.instance-id,Value
 echo "ok: describe with filters"
 
 fs=$(aws efs create-file-system --creation-token cli-fs --tags Key=Name,Value=cli | jqget "['FileSystemId']")
+for _ in $(seq 50); do
+	st=$(aws efs describe-file-systems --file-system-id "$fs" | jqget "['FileSystems'][0]['LifeCycleState']")
+	[ "$st" = available ] && break
+	sleep 0.2
+done
+[ "$st" = available ] || fail "file system $fs stuck in $st"
 ap=$(aws efs create-access-point --file-system-id "$fs" --client-token cli-ap \
 	--posix-user Uid=1000,Gid=1000 \
 	--root-directory 'Path=/data,CreationInfo={OwnerUid=1000,OwnerGid=1000,Permissions=0750}' | jqget "['AccessPointId']")

@@ -14,7 +14,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 BINARIES := berth:./cmd/berth berth-localcloud:./localcloud
 
 # Debian packages the build and the tests need.
-APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables \
+APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables containernetworking-plugins \
 	containerd runc awscli e2fsprogs xfsprogs util-linux kmod curl ca-certificates
 
 .PHONY: help deps build test bench up down proto generate lint clean

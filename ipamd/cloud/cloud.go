@@ -1,0 +1,706 @@
+// Package cloud is ipamd's boundary to AWS, in two layers as the EBS CSI
+// driver does it: EC2API lists the few SDK calls ipamd makes, and Cloud
+// offers the domain operations the pool needs (create-and-attach an ENI,
+// assign addresses) without SDK types. AWS error codes are translated here,
+// once, into the package's sentinels.
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-io/berth/internal/instancetypes"
+)
+
+// Sentinels for the pool's decisions.
+var (
+	ErrSubnetExhausted = errors.New("subnet has no free addresses")
+	ErrLimitExceeded   = errors.New("instance type limit reached")
+	ErrThrottled       = errors.New("EC2 request limit exceeded")
+	ErrNotFound        = errors.New("not found")
+)
+
+// translate maps an AWS error to a sentinel (keeping the AWS message).
+func translate(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "InsufficientFreeAddressesInSubnet", "InsufficientCidrBlocks":
+			return fmt.Errorf("%s: %s: %w", op, ae.ErrorMessage(), ErrSubnetExhausted)
+		case "AttachmentLimitExceeded", "PrivateIpAddressLimitExceeded":
+			return fmt.Errorf("%s: %s: %w", op, ae.ErrorMessage(), ErrLimitExceeded)
+		case "RequestLimitExceeded", "Throttling":
+			return fmt.Errorf("%s: %w", op, ErrThrottled)
+		case "InvalidNetworkInterfaceID.NotFound", "InvalidAttachmentID.NotFound":
+			return fmt.Errorf("%s: %s: %w", op, ae.ErrorMessage(), ErrNotFound)
+		}
+		return fmt.Errorf("%s: %s: %s", op, ae.ErrorCode(), ae.ErrorMessage())
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// EC2API is the part of the EC2 client ipamd uses.
+type EC2API interface {
+	CreateNetworkInterface(context.Context, *ec2.CreateNetworkInterfaceInput, ...func(*ec2.Options)) (*ec2.CreateNetworkInterfaceOutput, error)
+	AttachNetworkInterface(context.Context, *ec2.AttachNetworkInterfaceInput, ...func(*ec2.Options)) (*ec2.AttachNetworkInterfaceOutput, error)
+	ModifyNetworkInterfaceAttribute(context.Context, *ec2.ModifyNetworkInterfaceAttributeInput, ...func(*ec2.Options)) (*ec2.ModifyNetworkInterfaceAttributeOutput, error)
+	DetachNetworkInterface(context.Context, *ec2.DetachNetworkInterfaceInput, ...func(*ec2.Options)) (*ec2.DetachNetworkInterfaceOutput, error)
+	DeleteNetworkInterface(context.Context, *ec2.DeleteNetworkInterfaceInput, ...func(*ec2.Options)) (*ec2.DeleteNetworkInterfaceOutput, error)
+	AssignPrivateIpAddresses(context.Context, *ec2.AssignPrivateIpAddressesInput, ...func(*ec2.Options)) (*ec2.AssignPrivateIpAddressesOutput, error)
+	UnassignPrivateIpAddresses(context.Context, *ec2.UnassignPrivateIpAddressesInput, ...func(*ec2.Options)) (*ec2.UnassignPrivateIpAddressesOutput, error)
+	DescribeNetworkInterfaces(context.Context, *ec2.DescribeNetworkInterfacesInput, ...func(*ec2.Options)) (*ec2.DescribeNetworkInterfacesOutput, error)
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+}
+
+var _ EC2API = (*ec2.Client)(nil)
+
+// IMDSAPI is the part of the IMDS client ipamd uses.
+type IMDSAPI interface {
+	GetMetadata(context.Context, *imds.GetMetadataInput, ...func(*imds.Options)) (*imds.GetMetadataOutput, error)
+	GetRegion(context.Context, *imds.GetRegionInput, ...func(*imds.Options)) (*imds.GetRegionOutput, error)
+}
+
+// Instance is what ipamd knows of its node.
+type Instance struct {
+	ID, Type, AZ, Region, VPCID string
+	PrimaryMAC, PrimaryENI      string
+	PrimaryIP                   netip.Addr
+	SubnetID                    string
+	SubnetCIDR                  netip.Prefix
+	VPCCIDRs                    []netip.Prefix
+	SecurityGroups              []string
+	Info                        instancetypes.Info
+}
+
+// ENI is an interface attached to the node.
+type ENI struct {
+	ID, MAC, SubnetID string
+	Device, Card      int
+	SubnetCIDR        netip.Prefix
+	PrimaryIP         netip.Addr
+	Secondary         []netip.Addr
+	Prefixes          []netip.Prefix
+	Tags              map[string]string
+	Attached          bool
+}
+
+// Cloud is ipamd's AWS boundary.
+type Cloud interface {
+	Instance() Instance
+	// AttachedENIs lists the node's ENIs from EC2.
+	AttachedENIs(ctx context.Context) ([]ENI, error)
+	// MetadataENIs lists the node's ENIs as IMDS shows them (possibly stale).
+	MetadataENIs(ctx context.Context) ([]ENI, error)
+	CreateENI(ctx context.Context, req CreateENIRequest) (ENI, error)
+	AssignIPs(ctx context.Context, eniID string, n int) ([]netip.Addr, error)
+	AssignPrefixes(ctx context.Context, eniID string, n int) ([]netip.Prefix, error)
+	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
+	UnassignPrefixes(ctx context.Context, eniID string, p []netip.Prefix) error
+	FreeENI(ctx context.Context, eniID string) error
+	// LeakedENIs lists available ENIs this node created over 5 minutes ago.
+	LeakedENIs(ctx context.Context) ([]string, error)
+	DeleteENI(ctx context.Context, eniID string) error
+	// CNISubnets lists subnets of the node's VPC and AZ tagged kubernetes.io/role/cni.
+	CNISubnets(ctx context.Context) ([]Subnet, error)
+}
+
+// CreateENIRequest describes a new ENI.
+type CreateENIRequest struct {
+	SubnetID       string
+	SecurityGroups []string
+	Device         int
+	IPs            int // secondary addresses
+	Prefixes       int
+	Tags           map[string]string
+}
+
+// Subnet is a subnet ipamd may use.
+type Subnet struct {
+	ID        string
+	CIDR      netip.Prefix
+	Available int
+}
+
+// InstanceIDTag is the tag ipamd puts on every ENI it creates.
+const InstanceIDTag = "node.k8s.amazonaws.com/instance_id"
+
+// CreatedAtTag records when (RFC 3339).
+const CreatedAtTag = "node.k8s.amazonaws.com/createdAt"
+
+// AWS implements Cloud with aws-sdk-go-v2.
+type AWS struct {
+	ec2  EC2API
+	imds IMDSAPI
+	inst Instance
+	log  *slog.Logger
+	now  func() time.Time
+
+	calls   *prometheus.CounterVec
+	errs    *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+var _ Cloud = (*AWS)(nil)
+
+// Metrics are the awscni_* EC2 metrics.
+type Metrics struct {
+	Calls   *prometheus.CounterVec
+	Errors  *prometheus.CounterVec
+	Latency *prometheus.HistogramVec
+}
+
+// NewMetrics registers the EC2 call metrics on reg.
+func NewMetrics(reg prometheus.Registerer) Metrics {
+	m := Metrics{
+		Calls:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_ec2api_req_count", Help: "The number of calls made to EC2"}, []string{"fn"}),
+		Errors:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_ec2api_error_count", Help: "The number of failed EC2 calls"}, []string{"fn"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_aws_api_latency_ms", Help: "AWS API call latency in ms", Buckets: []float64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"api", "error"}),
+	}
+	reg.MustRegister(m.Calls, m.Errors, m.Latency)
+	return m
+}
+
+// Load discovers the instance through IMDS with the default SDK
+// configuration (so AWS_ENDPOINT_URL and AWS_EC2_METADATA_SERVICE_ENDPOINT
+// apply) and returns a Cloud for it.
+func Load(ctx context.Context, log *slog.Logger, m Metrics) (*AWS, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(func() aws.Retryer {
+		// Jittered exponential backoff, patient with throttling, without the
+		// client-side retry quota that would turn a throttled burst into
+		// hard failures.
+		return retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 12
+			o.MaxBackoff = 10 * time.Second
+			o.RateLimiter = ratelimit.None
+		})
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("load AWS config: %w", err)
+	}
+	md := imds.NewFromConfig(cfg)
+	if cfg.Region == "" {
+		r, err := md.GetRegion(ctx, &imds.GetRegionInput{})
+		if err != nil {
+			return nil, fmt.Errorf("region from IMDS: %w", err)
+		}
+		cfg.Region = r.Region
+	}
+	return New(ctx, ec2.NewFromConfig(cfg), md, cfg.Region, log, m)
+}
+
+// New builds a Cloud from clients (tests pass clients aimed at localcloud).
+func New(ctx context.Context, e EC2API, md IMDSAPI, region string, log *slog.Logger, m Metrics) (*AWS, error) {
+	c := &AWS{ec2: e, imds: md, log: log, now: time.Now, calls: m.Calls, errs: m.Errors, latency: m.Latency}
+	if err := c.discover(ctx, region); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Instance returns the node's facts.
+func (c *AWS) Instance() Instance { return c.inst }
+
+// meta reads one IMDS path, retrying briefly (IMDS can lag at boot).
+func (c *AWS) meta(ctx context.Context, path string) (string, error) {
+	var last error
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err := c.imds.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+		if err == nil {
+			defer out.Content.Close()
+			b := new(strings.Builder)
+			buf := make([]byte, 4096)
+			for {
+				n, rerr := out.Content.Read(buf)
+				b.Write(buf[:n])
+				if rerr != nil {
+					break
+				}
+			}
+			return strings.TrimSpace(b.String()), nil
+		}
+		last = err
+		var re interface{ HTTPStatusCode() int }
+		if errors.As(err, &re) && re.HTTPStatusCode() == 404 {
+			return "", fmt.Errorf("imds %s: %w", path, ErrNotFound)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+		}
+		c.log.Debug("imds retry", "path", path, "err", err)
+	}
+	return "", fmt.Errorf("imds %s: %w", path, last)
+}
+
+func (c *AWS) discover(ctx context.Context, region string) error {
+	get := func(path string) (string, error) { return c.meta(ctx, path) }
+	var err error
+	in := Instance{Region: region}
+	if in.ID, err = get("instance-id"); err != nil {
+		return err
+	}
+	if in.Type, err = get("instance-type"); err != nil {
+		return err
+	}
+	if in.AZ, err = get("placement/availability-zone"); err != nil {
+		return err
+	}
+	if in.PrimaryMAC, err = get("mac"); err != nil {
+		return err
+	}
+	p := "network/interfaces/macs/" + in.PrimaryMAC + "/"
+	if in.PrimaryENI, err = get(p + "interface-id"); err != nil {
+		return err
+	}
+	if in.SubnetID, err = get(p + "subnet-id"); err != nil {
+		return err
+	}
+	if in.VPCID, err = get(p + "vpc-id"); err != nil {
+		return err
+	}
+	ip, err := get("local-ipv4")
+	if err != nil {
+		return err
+	}
+	if in.PrimaryIP, err = netip.ParseAddr(ip); err != nil {
+		return fmt.Errorf("imds local-ipv4 %q: %w", ip, err)
+	}
+	cidr, err := get(p + "subnet-ipv4-cidr-block")
+	if err != nil {
+		return err
+	}
+	if in.SubnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
+		return fmt.Errorf("imds subnet cidr %q: %w", cidr, err)
+	}
+	vpcs, err := get(p + "vpc-ipv4-cidr-blocks")
+	if err != nil {
+		return err
+	}
+	for _, s := range strings.Fields(vpcs) {
+		v, err := netip.ParsePrefix(s)
+		if err != nil {
+			return fmt.Errorf("imds vpc cidr %q: %w", s, err)
+		}
+		in.VPCCIDRs = append(in.VPCCIDRs, v)
+	}
+	sgs, err := get(p + "security-group-ids")
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	in.SecurityGroups = strings.Fields(sgs)
+	info, ok := instancetypes.Lookup(in.Type)
+	if !ok {
+		return fmt.Errorf("instance type %s is not in the instance-type table", in.Type)
+	}
+	in.Info = info
+	c.inst = in
+	c.log.Info("discovered instance", "instance", in.ID, "type", in.Type, "az", in.AZ, "primaryENI", in.PrimaryENI, "ip", in.PrimaryIP)
+	return nil
+}
+
+// call times and counts one EC2 call.
+func (c *AWS) call(fn string, f func() error) error {
+	start := c.now()
+	err := f()
+	if c.calls != nil {
+		c.calls.WithLabelValues(fn).Inc()
+		c.latency.WithLabelValues(fn, strconv.FormatBool(err != nil)).Observe(float64(c.now().Sub(start).Milliseconds()))
+		if err != nil {
+			c.errs.WithLabelValues(fn).Inc()
+		}
+	}
+	return translate(fn, err)
+}
+
+func toENI(n types.NetworkInterface) ENI {
+	e := ENI{ID: aws.ToString(n.NetworkInterfaceId), MAC: aws.ToString(n.MacAddress), SubnetID: aws.ToString(n.SubnetId), Tags: map[string]string{}}
+	if a := n.Attachment; a != nil {
+		e.Device, e.Card = int(aws.ToInt32(a.DeviceIndex)), int(aws.ToInt32(a.NetworkCardIndex))
+		e.Attached = a.Status == types.AttachmentStatusAttached
+	}
+	for _, ip := range n.PrivateIpAddresses {
+		a, err := netip.ParseAddr(aws.ToString(ip.PrivateIpAddress))
+		if err != nil {
+			continue
+		}
+		if aws.ToBool(ip.Primary) {
+			e.PrimaryIP = a
+		} else {
+			e.Secondary = append(e.Secondary, a)
+		}
+	}
+	for _, p := range n.Ipv4Prefixes {
+		if pp, err := netip.ParsePrefix(aws.ToString(p.Ipv4Prefix)); err == nil {
+			e.Prefixes = append(e.Prefixes, pp)
+		}
+	}
+	for _, t := range n.TagSet {
+		e.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return e
+}
+
+// AttachedENIs lists the node's ENIs from EC2.
+func (c *AWS) AttachedENIs(ctx context.Context) ([]ENI, error) {
+	var out []ENI
+	in := &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{c.inst.ID}}}}
+	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
+	for p.HasMorePages() {
+		var page *ec2.DescribeNetworkInterfacesOutput
+		err := c.call("DescribeNetworkInterfaces", func() (err error) { page, err = p.NextPage(ctx); return err })
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range page.NetworkInterfaces {
+			out = append(out, toENI(n))
+		}
+	}
+	if err := c.fillSubnets(ctx, out); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out, nil
+}
+
+func (c *AWS) fillSubnets(ctx context.Context, enis []ENI) error {
+	need := map[string]bool{}
+	for _, e := range enis {
+		if e.SubnetID == c.inst.SubnetID {
+			continue
+		}
+		need[e.SubnetID] = true
+	}
+	cidrs := map[string]netip.Prefix{c.inst.SubnetID: c.inst.SubnetCIDR}
+	if len(need) > 0 {
+		ids := make([]string, 0, len(need))
+		for id := range need {
+			ids = append(ids, id)
+		}
+		var out *ec2.DescribeSubnetsOutput
+		if err := c.call("DescribeSubnets", func() (err error) {
+			out, err = c.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{SubnetIds: ids})
+			return err
+		}); err != nil {
+			return err
+		}
+		for _, s := range out.Subnets {
+			if p, err := netip.ParsePrefix(aws.ToString(s.CidrBlock)); err == nil {
+				cidrs[aws.ToString(s.SubnetId)] = p
+			}
+		}
+	}
+	for i := range enis {
+		enis[i].SubnetCIDR = cidrs[enis[i].SubnetID]
+	}
+	return nil
+}
+
+// MetadataENIs reads the ENIs IMDS lists.
+func (c *AWS) MetadataENIs(ctx context.Context) ([]ENI, error) {
+	macs, err := c.meta(ctx, "network/interfaces/macs/")
+	if err != nil {
+		return nil, err
+	}
+	var out []ENI
+	for _, m := range strings.Fields(macs) {
+		mac := strings.TrimSuffix(m, "/")
+		p := "network/interfaces/macs/" + mac + "/"
+		e := ENI{MAC: mac, Attached: true}
+		if e.ID, err = c.meta(ctx, p+"interface-id"); err != nil {
+			return nil, err
+		}
+		dev, err := c.meta(ctx, p+"device-number")
+		if err != nil {
+			return nil, err
+		}
+		e.Device, _ = strconv.Atoi(dev)
+		ips, err := c.meta(ctx, p+"local-ipv4s")
+		if err != nil {
+			return nil, err
+		}
+		for i, s := range strings.Fields(ips) {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				continue
+			}
+			if i == 0 {
+				e.PrimaryIP = a
+			} else {
+				e.Secondary = append(e.Secondary, a)
+			}
+		}
+		if pfx, err := c.meta(ctx, p+"ipv4-prefix"); err == nil {
+			for _, s := range strings.Fields(pfx) {
+				if pp, err := netip.ParsePrefix(s); err == nil {
+					e.Prefixes = append(e.Prefixes, pp)
+				}
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Device < out[j].Device })
+	return out, nil
+}
+
+// CreateENI creates, tags, attaches and configures a new ENI and waits for
+// the attachment; on failure it deletes what it made.
+func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err error) {
+	tags := []types.Tag{
+		{Key: aws.String(InstanceIDTag), Value: aws.String(c.inst.ID)},
+		{Key: aws.String(CreatedAtTag), Value: aws.String(c.now().UTC().Format(time.RFC3339))},
+	}
+	keys := make([]string, 0, len(r.Tags))
+	for k := range r.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(r.Tags[k])})
+	}
+	in := &ec2.CreateNetworkInterfaceInput{SubnetId: aws.String(r.SubnetID), Groups: r.SecurityGroups,
+		Description:       aws.String("aws-K8S-" + c.inst.ID),
+		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeNetworkInterface, Tags: tags}}}
+	if r.IPs > 0 {
+		in.SecondaryPrivateIpAddressCount = aws.Int32(int32(r.IPs))
+	}
+	if r.Prefixes > 0 {
+		in.Ipv4PrefixCount = aws.Int32(int32(r.Prefixes))
+	}
+	var created *ec2.CreateNetworkInterfaceOutput
+	if err := c.call("CreateNetworkInterface", func() (err error) { created, err = c.ec2.CreateNetworkInterface(ctx, in); return err }); err != nil {
+		return ENI{}, err
+	}
+	id := aws.ToString(created.NetworkInterface.NetworkInterfaceId)
+	defer func() {
+		if err != nil {
+			// Best effort: never leave a half-made ENI behind.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if derr := c.FreeENI(cctx, id); derr != nil {
+				c.log.Error("clean up a failed ENI (the hourly leaked-ENI cleanup will retry)", "eni", id, "err", derr)
+			}
+		}
+	}()
+	var att *ec2.AttachNetworkInterfaceOutput
+	if err := c.call("AttachNetworkInterface", func() (err error) {
+		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id),
+			InstanceId: aws.String(c.inst.ID), DeviceIndex: aws.Int32(int32(r.Device))})
+		return err
+	}); err != nil {
+		return ENI{}, err
+	}
+	if err := c.call("ModifyNetworkInterfaceAttribute", func() error {
+		_, err := c.ec2.ModifyNetworkInterfaceAttribute(ctx, &ec2.ModifyNetworkInterfaceAttributeInput{NetworkInterfaceId: aws.String(id),
+			Attachment: &types.NetworkInterfaceAttachmentChanges{AttachmentId: att.AttachmentId, DeleteOnTermination: aws.Bool(true)}})
+		return err
+	}); err != nil {
+		return ENI{}, err
+	}
+	// Wait for "attached": about 1–3 s on EC2.
+	delay := 200 * time.Millisecond
+	for {
+		var d *ec2.DescribeNetworkInterfacesOutput
+		if err := c.call("DescribeNetworkInterfaces", func() (err error) {
+			d, err = c.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{id}})
+			return err
+		}); err != nil {
+			return ENI{}, err
+		}
+		if len(d.NetworkInterfaces) == 1 {
+			eni = toENI(d.NetworkInterfaces[0])
+			if eni.Attached {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ENI{}, fmt.Errorf("wait for %s to attach: %w", id, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+	es := []ENI{eni}
+	if err := c.fillSubnets(ctx, es); err != nil {
+		return ENI{}, err
+	}
+	return es[0], nil
+}
+
+// AssignIPs asks for n more secondary addresses in one call.
+func (c *AWS) AssignIPs(ctx context.Context, eniID string, n int) ([]netip.Addr, error) {
+	var out *ec2.AssignPrivateIpAddressesOutput
+	if err := c.call("AssignPrivateIpAddresses", func() (err error) {
+		out, err = c.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID), SecondaryPrivateIpAddressCount: aws.Int32(int32(n))})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, a := range out.AssignedPrivateIpAddresses {
+		if ip, err := netip.ParseAddr(aws.ToString(a.PrivateIpAddress)); err == nil {
+			ips = append(ips, ip)
+		}
+	}
+	return ips, nil
+}
+
+// AssignPrefixes asks for n /28 prefixes in one call.
+func (c *AWS) AssignPrefixes(ctx context.Context, eniID string, n int) ([]netip.Prefix, error) {
+	var out *ec2.AssignPrivateIpAddressesOutput
+	if err := c.call("AssignPrivateIpAddresses", func() (err error) {
+		out, err = c.ec2.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID), Ipv4PrefixCount: aws.Int32(int32(n))})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, a := range out.AssignedIpv4Prefixes {
+		if p, err := netip.ParsePrefix(aws.ToString(a.Ipv4Prefix)); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps, nil
+}
+
+// UnassignIPs returns addresses to the subnet.
+func (c *AWS) UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error {
+	s := make([]string, len(ips))
+	for i, a := range ips {
+		s[i] = a.String()
+	}
+	return c.call("UnassignPrivateIpAddresses", func() error {
+		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID), PrivateIpAddresses: s})
+		return err
+	})
+}
+
+// UnassignPrefixes returns prefixes to the subnet.
+func (c *AWS) UnassignPrefixes(ctx context.Context, eniID string, ps []netip.Prefix) error {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return c.call("UnassignPrivateIpAddresses", func() error {
+		_, err := c.ec2.UnassignPrivateIpAddresses(ctx, &ec2.UnassignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(eniID), Ipv4Prefixes: s})
+		return err
+	})
+}
+
+// FreeENI detaches (if attached), waits, and deletes an ENI.
+func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
+	var d *ec2.DescribeNetworkInterfacesOutput
+	if err := c.call("DescribeNetworkInterfaces", func() (err error) {
+		d, err = c.ec2.DescribeNetworkInterfaces(ctx, &ec2.DescribeNetworkInterfacesInput{NetworkInterfaceIds: []string{eniID}})
+		return err
+	}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	if len(d.NetworkInterfaces) == 1 && d.NetworkInterfaces[0].Attachment != nil && d.NetworkInterfaces[0].Attachment.AttachmentId != nil {
+		if err := c.call("DetachNetworkInterface", func() error {
+			_, err := c.ec2.DetachNetworkInterface(ctx, &ec2.DetachNetworkInterfaceInput{AttachmentId: d.NetworkInterfaces[0].Attachment.AttachmentId})
+			return err
+		}); err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	delay := 200 * time.Millisecond
+	for {
+		err := c.DeleteENI(ctx, eniID)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "InUse") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s to detach: %w", eniID, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// DeleteENI deletes a detached ENI.
+func (c *AWS) DeleteENI(ctx context.Context, eniID string) error {
+	return c.call("DeleteNetworkInterface", func() error {
+		_, err := c.ec2.DeleteNetworkInterface(ctx, &ec2.DeleteNetworkInterfaceInput{NetworkInterfaceId: aws.String(eniID)})
+		return err
+	})
+}
+
+// LeakedENIs lists available ENIs tagged with this instance, older than 5 minutes.
+func (c *AWS) LeakedENIs(ctx context.Context) ([]string, error) {
+	in := &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{
+		{Name: aws.String("tag:" + InstanceIDTag), Values: []string{c.inst.ID}},
+		{Name: aws.String("status"), Values: []string{"available"}},
+	}}
+	var out []string
+	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
+	for p.HasMorePages() {
+		var page *ec2.DescribeNetworkInterfacesOutput
+		if err := c.call("DescribeNetworkInterfaces", func() (err error) { page, err = p.NextPage(ctx); return err }); err != nil {
+			return nil, err
+		}
+		for _, n := range page.NetworkInterfaces {
+			e := toENI(n)
+			created, err := time.Parse(time.RFC3339, e.Tags[CreatedAtTag])
+			if err == nil && c.now().Sub(created) < 5*time.Minute {
+				continue
+			}
+			out = append(out, e.ID)
+		}
+	}
+	return out, nil
+}
+
+// CNISubnets lists subnets of the node's VPC and AZ tagged for pods, most free first.
+func (c *AWS) CNISubnets(ctx context.Context) ([]Subnet, error) {
+	var out *ec2.DescribeSubnetsOutput
+	if err := c.call("DescribeSubnets", func() (err error) {
+		out, err = c.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
+			{Name: aws.String("vpc-id"), Values: []string{c.inst.VPCID}},
+			{Name: aws.String("availability-zone"), Values: []string{c.inst.AZ}},
+			{Name: aws.String("tag:kubernetes.io/role/cni"), Values: []string{"1"}},
+		}})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var subs []Subnet
+	for _, s := range out.Subnets {
+		p, err := netip.ParsePrefix(aws.ToString(s.CidrBlock))
+		if err != nil {
+			continue
+		}
+		subs = append(subs, Subnet{ID: aws.ToString(s.SubnetId), CIDR: p, Available: int(aws.ToInt32(s.AvailableIpAddressCount))})
+	}
+	sort.Slice(subs, func(i, j int) bool { return subs[i].Available > subs[j].Available })
+	return subs, nil
+}

@@ -1,0 +1,411 @@
+// Package datastore is ipamd's record of which VPC addresses the node has
+// (ENI → CIDR, a /32 secondary IP or a /28 prefix) and which pod holds
+// each, keyed like the Amazon VPC CNI by (network name, container ID,
+// interface name). Every lookup is indexed; all methods are safe for
+// concurrent use. Freed addresses cool down before reuse so a late packet
+// for an old pod never reaches a new one.
+package datastore
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Errors returned at the package boundary.
+var (
+	ErrNoFreeIP      = errors.New("no free IP address in the pool")
+	ErrUnknownENI    = errors.New("unknown ENI")
+	ErrCIDRInUse     = errors.New("CIDR has assigned addresses")
+	ErrDuplicateCIDR = errors.New("CIDR already in the pool")
+)
+
+// Key identifies a pod attachment.
+type Key struct {
+	NetworkName string
+	ContainerID string
+	IfName      string
+}
+
+func (k Key) String() string { return k.NetworkName + "/" + k.ContainerID + "/" + k.IfName }
+
+// Meta is what the checkpoint records about a pod.
+type Meta struct {
+	PodNamespace    string
+	PodName         string
+	InterfacesCount int
+}
+
+// Allocation is one assigned address.
+type Allocation struct {
+	Key        Key
+	IP         netip.Addr
+	ENI        string
+	Device     int
+	Meta       Meta
+	AssignedAt time.Time
+}
+
+// ENI is an interface the pool draws from.
+type ENI struct {
+	ID          string
+	DeviceIndex int
+	IsPrimary   bool
+	PrimaryIP   netip.Addr
+	Subnet      netip.Prefix
+	CreatedAt   time.Time
+	cidrs       map[netip.Prefix]*cidr
+}
+
+type cidr struct {
+	prefix   netip.Prefix
+	isPrefix bool // a delegated /28
+	eni      *ENI
+	assigned int
+}
+
+// addr is the state of one address the pool owns.
+type addr struct {
+	cidr     *cidr
+	alloc    *Allocation // nil when free
+	freedAt  time.Time   // zero: never used
+	queueGen uint64      // which queue entry is current (lazy deletion)
+}
+
+type queued struct {
+	ip  netip.Addr
+	gen uint64
+}
+
+// Store is the datastore.
+type Store struct {
+	mu       sync.Mutex
+	cooldown time.Duration
+	now      func() time.Time
+
+	enis   map[string]*ENI
+	addrs  map[netip.Addr]*addr
+	allocs map[Key]*Allocation
+	// fresh holds never-used free addresses (LIFO); cooling holds freed
+	// ones in the order they were freed (FIFO). Entries whose gen no
+	// longer matches the address are stale and skipped.
+	fresh   []queued
+	cooling []queued
+	gen     uint64
+	free    int
+
+	// changed is closed (and replaced) whenever free addresses appear.
+	changed chan struct{}
+}
+
+// New returns an empty store.
+func New(cooldown time.Duration, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{cooldown: cooldown, now: now, enis: map[string]*ENI{}, addrs: map[netip.Addr]*addr{},
+		allocs: map[Key]*Allocation{}, changed: make(chan struct{})}
+}
+
+// AddENI registers an ENI (idempotent).
+func (s *Store) AddENI(e ENI) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.enis[e.ID]; old != nil {
+		old.DeviceIndex, old.IsPrimary, old.PrimaryIP, old.Subnet = e.DeviceIndex, e.IsPrimary, e.PrimaryIP, e.Subnet
+		return
+	}
+	ne := e
+	ne.cidrs = map[netip.Prefix]*cidr{}
+	s.enis[e.ID] = &ne
+}
+
+// AddCIDR adds a secondary address (/32) or prefix (/28) of an ENI; its
+// addresses become free.
+func (s *Store) AddCIDR(eniID string, p netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[eniID]
+	if e == nil {
+		return fmt.Errorf("add %s to %s: %w", p, eniID, ErrUnknownENI)
+	}
+	p = p.Masked()
+	if _, ok := e.cidrs[p]; ok {
+		return nil
+	}
+	for a := range addrsOf(p) {
+		if _, taken := s.addrs[a]; taken {
+			return fmt.Errorf("add %s to %s: %s: %w", p, eniID, a, ErrDuplicateCIDR)
+		}
+	}
+	c := &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e}
+	e.cidrs[p] = c
+	for a := range addrsOf(p) {
+		s.gen++
+		s.addrs[a] = &addr{cidr: c, queueGen: s.gen}
+		s.fresh = append(s.fresh, queued{a, s.gen})
+		s.free++
+	}
+	s.notify()
+	return nil
+}
+
+func addrsOf(p netip.Prefix) func(func(netip.Addr) bool) {
+	return func(yield func(netip.Addr) bool) {
+		for a := p.Masked().Addr(); p.Contains(a); a = a.Next() {
+			if !yield(a) {
+				return
+			}
+		}
+	}
+}
+
+func (s *Store) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Changed returns a channel closed the next time free addresses appear.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Assign gives key an address. An existing allocation for key is returned
+// again (ADD retried by the runtime). ErrNoFreeIP when the pool is dry
+// (addresses still cooling down do not count).
+func (s *Store) Assign(k Key, m Meta) (Allocation, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.allocs[k]; a != nil {
+		return *a, nil
+	}
+	ip, ok := s.takeFree()
+	if !ok {
+		return Allocation{}, ErrNoFreeIP
+	}
+	st := s.addrs[ip]
+	a := &Allocation{Key: k, IP: ip, ENI: st.cidr.eni.ID, Device: st.cidr.eni.DeviceIndex, Meta: m, AssignedAt: s.now()}
+	st.alloc = a
+	st.cidr.assigned++
+	s.allocs[k] = a
+	return *a, nil
+}
+
+// takeFree pops a usable free address.
+func (s *Store) takeFree() (netip.Addr, bool) {
+	for len(s.fresh) > 0 {
+		q := s.fresh[len(s.fresh)-1]
+		s.fresh = s.fresh[:len(s.fresh)-1]
+		if st := s.addrs[q.ip]; st != nil && st.alloc == nil && st.queueGen == q.gen {
+			s.free--
+			return q.ip, true
+		}
+	}
+	now := s.now()
+	for len(s.cooling) > 0 {
+		q := s.cooling[0]
+		st := s.addrs[q.ip]
+		if st == nil || st.alloc != nil || st.queueGen != q.gen {
+			s.cooling = s.cooling[1:]
+			continue
+		}
+		if now.Sub(st.freedAt) < s.cooldown {
+			return netip.Addr{}, false
+		}
+		s.cooling = s.cooling[1:]
+		s.free--
+		return q.ip, true
+	}
+	return netip.Addr{}, false
+}
+
+// Restore re-creates an allocation read from the checkpoint. The address
+// must belong to the pool.
+func (s *Store) Restore(a Allocation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.addrs[a.IP]
+	if st == nil {
+		return fmt.Errorf("restore %s for %s: address not on any ENI", a.IP, a.Key)
+	}
+	if st.alloc != nil {
+		if st.alloc.Key == a.Key {
+			return nil
+		}
+		return fmt.Errorf("restore %s for %s: already held by %s", a.IP, a.Key, st.alloc.Key)
+	}
+	if _, dup := s.allocs[a.Key]; dup {
+		return fmt.Errorf("restore %s: %s already has an address", a.IP, a.Key)
+	}
+	na := a
+	na.ENI, na.Device = st.cidr.eni.ID, st.cidr.eni.DeviceIndex
+	st.alloc = &na
+	st.queueGen = 0 // any queue entry for it is now stale
+	st.cidr.assigned++
+	s.allocs[a.Key] = &na
+	s.free--
+	return nil
+}
+
+// Release frees key's address; ok is false when key held none.
+func (s *Store) Release(k Key) (Allocation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.allocs[k]
+	if a == nil {
+		return Allocation{}, false
+	}
+	delete(s.allocs, k)
+	st := s.addrs[a.IP]
+	st.alloc = nil
+	st.freedAt = s.now()
+	st.cidr.assigned--
+	s.gen++
+	st.queueGen = s.gen
+	s.cooling = append(s.cooling, queued{a.IP, s.gen})
+	s.free++
+	return *a, true
+}
+
+// Lookup returns key's allocation.
+func (s *Store) Lookup(k Key) (Allocation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.allocs[k]
+	if a == nil {
+		return Allocation{}, false
+	}
+	return *a, true
+}
+
+// Allocations returns every allocation, sorted by IP.
+func (s *Store) Allocations() []Allocation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Allocation, 0, len(s.allocs))
+	for _, a := range s.allocs {
+		out = append(out, *a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}
+
+// RemoveCIDR drops a CIDR whose addresses are all free (shrinking the
+// pool); ErrCIDRInUse otherwise.
+func (s *Store) RemoveCIDR(eniID string, p netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[eniID]
+	if e == nil {
+		return ErrUnknownENI
+	}
+	c := e.cidrs[p.Masked()]
+	if c == nil {
+		return nil
+	}
+	if c.assigned > 0 {
+		return fmt.Errorf("remove %s of %s: %w", p, eniID, ErrCIDRInUse)
+	}
+	for a := range addrsOf(c.prefix) {
+		delete(s.addrs, a)
+		s.free--
+	}
+	delete(e.cidrs, c.prefix)
+	return nil
+}
+
+// RemoveENI drops an ENI with no assigned addresses.
+func (s *Store) RemoveENI(id string) error {
+	s.mu.Lock()
+	e := s.enis[id]
+	s.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	for _, c := range s.CIDRs(id) {
+		if err := s.RemoveCIDR(id, c.Prefix); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	delete(s.enis, id)
+	s.mu.Unlock()
+	return nil
+}
+
+// CIDRInfo describes a CIDR for the pool manager and introspection.
+type CIDRInfo struct {
+	Prefix   netip.Prefix
+	IsPrefix bool
+	Assigned int
+	// Cooling counts free addresses still in their cooldown.
+	Cooling int
+}
+
+// CIDRs lists an ENI's CIDRs, sorted.
+func (s *Store) CIDRs(eniID string) []CIDRInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[eniID]
+	if e == nil {
+		return nil
+	}
+	now := s.now()
+	out := make([]CIDRInfo, 0, len(e.cidrs))
+	for _, c := range e.cidrs {
+		info := CIDRInfo{Prefix: c.prefix, IsPrefix: c.isPrefix, Assigned: c.assigned}
+		for a := range addrsOf(c.prefix) {
+			if st := s.addrs[a]; st != nil && st.alloc == nil && !st.freedAt.IsZero() && now.Sub(st.freedAt) < s.cooldown {
+				info.Cooling++
+			}
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.Addr().Less(out[j].Prefix.Addr()) })
+	return out
+}
+
+// ENIs returns the registered ENIs, by device index.
+func (s *Store) ENIs() []ENI {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ENI, 0, len(s.enis))
+	for _, e := range s.enis {
+		c := *e
+		c.cidrs = nil
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].DeviceIndex < out[j].DeviceIndex })
+	return out
+}
+
+// Stats are pool totals.
+type Stats struct {
+	Total, Assigned, Free, Cooling, ENIs, Prefixes int
+}
+
+// Stats returns pool totals.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Total: len(s.addrs), Assigned: len(s.allocs), Free: s.free, ENIs: len(s.enis)}
+	now := s.now()
+	for _, q := range s.cooling {
+		if a := s.addrs[q.ip]; a != nil && a.alloc == nil && a.queueGen == q.gen && now.Sub(a.freedAt) < s.cooldown {
+			st.Cooling++
+		}
+	}
+	for _, e := range s.enis {
+		for _, c := range e.cidrs {
+			if c.isPrefix {
+				st.Prefixes++
+			}
+		}
+	}
+	return st
+}

@@ -1,0 +1,193 @@
+package datastore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newStore(t *testing.T) (*Store, *clock) {
+	t.Helper()
+	c := &clock{t: time.Unix(1000, 0)}
+	s := New(30*time.Second, c.now)
+	s.AddENI(ENI{ID: "eni-1", DeviceIndex: 0, IsPrimary: true})
+	s.AddENI(ENI{ID: "eni-2", DeviceIndex: 1})
+	return s, c
+}
+
+func key(i int) Key { return Key{"aws-cni", fmt.Sprintf("c%d", i), "eth0"} }
+
+func TestAssignReleaseCooldown(t *testing.T) {
+	s, clk := newStore(t)
+	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.5/32")); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Assign(key(1), Meta{PodName: "p1"})
+	if err != nil || a.IP != netip.MustParseAddr("10.0.0.5") || a.ENI != "eni-1" {
+		t.Fatalf("assign: %+v %v", a, err)
+	}
+	again, err := s.Assign(key(1), Meta{})
+	if err != nil || again.IP != a.IP {
+		t.Fatalf("a retried ADD must get the same IP: %+v %v", again, err)
+	}
+	if _, err := s.Assign(key(2), Meta{}); !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("dry pool: %v", err)
+	}
+	if _, ok := s.Release(key(1)); !ok {
+		t.Fatal("release")
+	}
+	if _, ok := s.Release(key(1)); ok {
+		t.Fatal("double release reported ok")
+	}
+	if _, err := s.Assign(key(2), Meta{}); !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("address reused during its cooldown: %v", err)
+	}
+	clk.add(31 * time.Second)
+	if b, err := s.Assign(key(2), Meta{}); err != nil || b.IP != a.IP {
+		t.Fatalf("after cooldown: %+v %v", b, err)
+	}
+}
+
+func TestFreshBeforeCooling(t *testing.T) {
+	s, _ := newStore(t)
+	_ = s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.5/32"))
+	a, _ := s.Assign(key(1), Meta{})
+	s.Release(key(1))
+	// A fresh prefix arrives while .5 cools: it is used, not blocked behind .5.
+	if err := s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.16/28")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Assign(key(2), Meta{})
+	if err != nil || b.IP == a.IP || b.ENI != "eni-2" || b.Device != 1 {
+		t.Fatalf("assign: %+v %v", b, err)
+	}
+	st := s.Stats()
+	if st.Total != 17 || st.Assigned != 1 || st.Cooling != 1 || st.Prefixes != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestRemoveCIDRInUse(t *testing.T) {
+	s, _ := newStore(t)
+	p := netip.MustParsePrefix("10.0.1.16/28")
+	_ = s.AddCIDR("eni-2", p)
+	_, _ = s.Assign(key(1), Meta{})
+	if err := s.RemoveCIDR("eni-2", p); !errors.Is(err, ErrCIDRInUse) {
+		t.Fatalf("remove in use: %v", err)
+	}
+	s.Release(key(1))
+	if err := s.RemoveCIDR("eni-2", p); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Total != 0 || st.Free != 0 {
+		t.Fatalf("stats after remove %+v", st)
+	}
+	if _, err := s.Assign(key(2), Meta{}); !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("removed addresses still handed out: %v", err)
+	}
+}
+
+func TestConcurrentAssignNeverDuplicates(t *testing.T) {
+	s, _ := newStore(t)
+	for i := 0; i < 8; i++ {
+		_ = s.AddCIDR("eni-2", netip.MustParsePrefix(fmt.Sprintf("10.0.%d.0/28", i)))
+	}
+	var mu sync.Mutex
+	seen := map[netip.Addr]Key{}
+	var wg sync.WaitGroup
+	for i := 0; i < 128; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			a, err := s.Assign(key(i), Meta{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if other, dup := seen[a.IP]; dup {
+				t.Errorf("%s given to %s and %s", a.IP, other, a.Key)
+			}
+			seen[a.IP] = a.Key
+		}(i)
+	}
+	wg.Wait()
+	if _, err := s.Assign(key(999), Meta{}); !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("129th assign: %v", err)
+	}
+}
+
+func TestCheckpointRoundTripAndGroupCommit(t *testing.T) {
+	s, _ := newStore(t)
+	_ = s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.16/28"))
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	cp := NewCheckpointer(path, s)
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			if _, err := s.Assign(key(i), Meta{PodNamespace: "ns", PodName: fmt.Sprintf("p%d", i), InterfacesCount: 1}); err != nil {
+				t.Error(err)
+			}
+			if err := cp.Sync(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if w := cp.Writes(); w >= 16 || w < 1 {
+		t.Logf("writes: %d (group commit shares writes under contention)", w)
+	}
+	got, err := ReadCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 16 {
+		t.Fatalf("checkpoint has %d allocations", len(got))
+	}
+	// Restore into a fresh store with the same ENIs.
+	s2, _ := newStore(t)
+	_ = s2.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.16/28"))
+	for _, a := range got {
+		if err := s2.Restore(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s2.Stats(); st.Assigned != 16 || st.Free != 0 {
+		t.Fatalf("restored stats %+v", st)
+	}
+	if err := s2.Restore(Allocation{Key: key(77), IP: got[0].IP}); err == nil {
+		t.Fatal("restoring an address held by another key succeeded")
+	}
+}
+
+func TestCheckpointFormat(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	s, _ := newStore(t)
+	_ = s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.9/32"))
+	_, _ = s.Assign(Key{"aws-cni", "abc", "eth0"}, Meta{PodNamespace: "default", PodName: "web", InterfacesCount: 1})
+	if err := NewCheckpointer(path, s).Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	want := `{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"abc","ifName":"eth0","ipv4":"10.0.0.9","allocationTimestamp":1000000000000,"metadata":{"k8sPodNamespace":"default","k8sPodName":"web","interfacesCount":1}}]}`
+	if string(b) != want {
+		t.Fatalf("checkpoint\n got %s\nwant %s", b, want)
+	}
+}

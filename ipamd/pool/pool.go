@@ -1,0 +1,458 @@
+// Package pool keeps the node's warm pool of VPC addresses at the targets
+// of the Amazon VPC CNI knobs (WARM_ENI_TARGET, WARM_IP_TARGET,
+// MINIMUM_IP_TARGET, WARM_PREFIX_TARGET), growing it in as few EC2 calls as
+// possible (one call for many addresses, sized by the ADDs waiting), never
+// past the node's max pods, and shrinking it lazily.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/berth-io/berth/ipamd/cloud"
+	"github.com/berth-io/berth/ipamd/config"
+	"github.com/berth-io/berth/ipamd/datastore"
+)
+
+// HostNet configures secondary ENIs on the node (ipamd/hostnet).
+type HostNet interface {
+	SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error
+}
+
+// Errors explaining why the pool cannot grow.
+var (
+	ErrMaxPods      = errors.New("node at max pods")
+	ErrNodeCapacity = errors.New("node at its ENI and address limit")
+)
+
+// Pool manages the warm pool.
+type Pool struct {
+	cfg     config.Config
+	cloud   cloud.Cloud
+	ds      *datastore.Store
+	host    HostNet
+	log     *slog.Logger
+	now     func() time.Time
+	maxPods int
+
+	kick chan struct{}
+
+	mu           sync.Mutex
+	waiting      int
+	blocked      error     // why growing failed last, until the state changes
+	backoffUntil time.Time // after subnet exhaustion or EC2 errors
+	lastShrink   time.Time
+	enis         map[string]time.Time // ENI -> when ipamd added it
+	changed      chan struct{}
+}
+
+// MaxPods computes the node's pod capacity as EKS does: secondary-IP mode
+// ENIs × (IPs − 1) + 2, prefix mode ENIs × (IPs − 1) × 16 + 2 capped at
+// 110 (≤ 30 vCPUs) or 250.
+func MaxPods(c config.Config, in cloud.Instance) int {
+	if c.MaxPods > 0 {
+		return c.MaxPods
+	}
+	enis := in.Info.MaxENIs
+	if c.MaxENI > 0 && c.MaxENI < enis {
+		enis = c.MaxENI
+	}
+	if !c.PrefixDelegation {
+		return enis*(in.Info.IPv4PerENI-1) + 2
+	}
+	n := enis*(in.Info.IPv4PerENI-1)*16 + 2
+	limit := 250
+	if in.Info.VCPUs <= 30 {
+		limit = 110
+	}
+	return min(n, limit)
+}
+
+// New returns a pool manager.
+func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
+	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
+		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), enis: map[string]time.Time{}, changed: make(chan struct{})}
+}
+
+// MaxPodsLimit returns the node's pod capacity.
+func (p *Pool) MaxPodsLimit() int { return p.maxPods }
+
+// Init loads the ENIs and addresses the node has into the datastore and
+// configures secondary ENIs on the host.
+func (p *Pool) Init(ctx context.Context) error {
+	enis, err := p.cloud.AttachedENIs(ctx)
+	if err != nil {
+		return fmt.Errorf("list the node's ENIs: %w", err)
+	}
+	for _, e := range enis {
+		if err := p.adopt(ctx, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adopt records an ENI and its addresses.
+func (p *Pool) adopt(ctx context.Context, e cloud.ENI) error {
+	in := p.cloud.Instance()
+	p.ds.AddENI(datastore.ENI{ID: e.ID, DeviceIndex: e.Device, IsPrimary: e.ID == in.PrimaryENI, PrimaryIP: e.PrimaryIP, Subnet: e.SubnetCIDR, CreatedAt: p.now()})
+	p.mu.Lock()
+	if _, ok := p.enis[e.ID]; !ok {
+		p.enis[e.ID] = p.now()
+	}
+	p.mu.Unlock()
+	if e.ID != in.PrimaryENI && p.host != nil {
+		mac, err := net.ParseMAC(e.MAC)
+		if err != nil {
+			return fmt.Errorf("eni %s mac %q: %w", e.ID, e.MAC, err)
+		}
+		if err := p.host.SetupENI(ctx, mac, e.Device, e.PrimaryIP, e.SubnetCIDR); err != nil {
+			return fmt.Errorf("configure %s on the host: %w", e.ID, err)
+		}
+	}
+	for _, ip := range e.Secondary {
+		if err := p.ds.AddCIDR(e.ID, netip.PrefixFrom(ip, 32)); err != nil {
+			return err
+		}
+	}
+	for _, pf := range e.Prefixes {
+		if err := p.ds.AddCIDR(e.ID, pf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Kick asks for a reconcile now.
+func (p *Pool) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Wait registers an ADD waiting for an address; call the returned func
+// when it is done.
+func (p *Pool) Wait() func() {
+	p.mu.Lock()
+	p.waiting++
+	p.mu.Unlock()
+	p.Kick()
+	return func() {
+		p.mu.Lock()
+		p.waiting--
+		p.mu.Unlock()
+	}
+}
+
+// Blocked returns why the pool cannot give out more addresses, or nil
+// while it can still grow; and a channel closed when that may change.
+func (p *Pool) Blocked() (error, <-chan struct{}) {
+	st := p.ds.Stats()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st.Assigned >= p.maxPods {
+		return fmt.Errorf("%w (%d)", ErrMaxPods, p.maxPods), p.changed
+	}
+	return p.blocked, p.changed
+}
+
+func (p *Pool) setBlocked(err error, backoff time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blocked = err
+	if backoff > 0 {
+		p.backoffUntil = p.now().Add(backoff)
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// Run reconciles every 5 s and on Kick until ctx ends.
+func (p *Pool) Run(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	p.reconcile(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+		p.reconcile(ctx)
+	}
+}
+
+// target returns how many addresses the pool should hold.
+func (p *Pool) target(st datastore.Stats, waiting int) int {
+	c := p.cfg
+	in := p.cloud.Instance()
+	var want int
+	switch {
+	case c.WarmIPTarget > 0 || c.MinimumIPTarget > 0:
+		want = max(st.Assigned+c.WarmIPTarget, c.MinimumIPTarget)
+	case c.PrefixDelegation:
+		want = st.Assigned + c.WarmPrefixTarget*16
+	default:
+		want = st.Assigned + c.WarmENITarget*(in.Info.IPv4PerENI-1)
+	}
+	// Waiting ADDs need usable addresses now: cooling ones do not count.
+	want = max(want, st.Assigned+st.Cooling+waiting)
+	return min(want, p.maxPods+st.Cooling)
+}
+
+func (p *Pool) maxENIs() int {
+	n := p.cloud.Instance().Info.MaxENIs
+	if p.cfg.MaxENI > 0 && p.cfg.MaxENI < n {
+		n = p.cfg.MaxENI
+	}
+	return n
+}
+
+func (p *Pool) reconcile(ctx context.Context) {
+	st := p.ds.Stats()
+	p.mu.Lock()
+	waiting := p.waiting
+	inBackoff := p.now().Before(p.backoffUntil)
+	p.mu.Unlock()
+	want := p.target(st, waiting)
+	switch {
+	case st.Total < want:
+		if inBackoff && waiting == 0 {
+			return
+		}
+		if err := p.grow(ctx, want-st.Total); err != nil {
+			p.log.Warn("grow the pool", "want", want, "have", st.Total, "err", err)
+		}
+	case st.Total >= want && waiting == 0:
+		p.mu.Lock()
+		due := p.now().Sub(p.lastShrink) >= 30*time.Second
+		p.mu.Unlock()
+		if due {
+			p.shrink(ctx, st.Total-want)
+		}
+	}
+}
+
+// grow adds at least deficit addresses: first on existing ENIs, then on a
+// new one, in one EC2 call per ENI.
+func (p *Pool) grow(ctx context.Context, deficit int) error {
+	in := p.cloud.Instance()
+	per := in.Info.IPv4PerENI - 1 // slots besides the ENI's own primary address
+	enis := p.ds.ENIs()
+	for _, e := range enis {
+		if deficit <= 0 {
+			break
+		}
+		used := len(p.ds.CIDRs(e.ID))
+		room := per - used
+		if room <= 0 {
+			continue
+		}
+		got, err := p.addTo(ctx, e.ID, room, deficit)
+		deficit -= got
+		if err != nil {
+			return p.failed(err)
+		}
+	}
+	for deficit > 0 {
+		if len(p.ds.ENIs()) >= p.maxENIs() {
+			err := fmt.Errorf("%w: %d ENIs of %s", ErrNodeCapacity, p.maxENIs(), in.Type)
+			p.setBlocked(err, 0)
+			return err
+		}
+		n := min(deficit, per)
+		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
+		if p.cfg.PrefixDelegation {
+			req.Prefixes = min((n+15)/16, per)
+		} else {
+			req.IPs = n
+		}
+		if p.cfg.SubnetDiscovery {
+			if subs, err := p.cloud.CNISubnets(ctx); err == nil && len(subs) > 0 && subs[0].Available > n {
+				req.SubnetID = subs[0].ID
+			}
+		}
+		e, err := p.cloud.CreateENI(ctx, req)
+		if err != nil {
+			return p.failed(err)
+		}
+		if err := p.adopt(ctx, e); err != nil {
+			return p.failed(err)
+		}
+		deficit -= len(e.Secondary) + 16*len(e.Prefixes)
+		p.log.Info("attached ENI", "eni", e.ID, "device", e.Device, "ips", len(e.Secondary), "prefixes", len(e.Prefixes))
+	}
+	p.setBlocked(nil, 0)
+	return nil
+}
+
+// addTo assigns up to room slots (addresses or prefixes) to an ENI for a
+// deficit of addresses; it returns how many addresses it added.
+func (p *Pool) addTo(ctx context.Context, eniID string, room, deficit int) (int, error) {
+	if p.cfg.PrefixDelegation {
+		n := min((deficit+15)/16, room)
+		ps, err := p.cloud.AssignPrefixes(ctx, eniID, n)
+		if err != nil {
+			return 0, err
+		}
+		for _, pf := range ps {
+			if err := p.ds.AddCIDR(eniID, pf); err != nil {
+				return 0, err
+			}
+		}
+		return 16 * len(ps), nil
+	}
+	ips, err := p.cloud.AssignIPs(ctx, eniID, min(deficit, room))
+	if err != nil {
+		return 0, err
+	}
+	for _, ip := range ips {
+		if err := p.ds.AddCIDR(eniID, netip.PrefixFrom(ip, 32)); err != nil {
+			return 0, err
+		}
+	}
+	return len(ips), nil
+}
+
+func (p *Pool) nextDevice() int {
+	used := map[int]bool{}
+	for _, e := range p.ds.ENIs() {
+		used[e.DeviceIndex] = true
+	}
+	for d := 1; ; d++ {
+		if !used[d] {
+			return d
+		}
+	}
+}
+
+// failed records a growth failure and its backoff.
+func (p *Pool) failed(err error) error {
+	switch {
+	case errors.Is(err, cloud.ErrSubnetExhausted):
+		p.setBlocked(err, 120*time.Second)
+	case errors.Is(err, cloud.ErrLimitExceeded):
+		p.setBlocked(fmt.Errorf("%w: %v", ErrNodeCapacity, err), 30*time.Second)
+	default:
+		// Transient (throttling the SDK could not ride out, EC2 errors):
+		// retry soon, with jitter, but tell waiting ADDs the reason only if
+		// it persists.
+		p.setBlocked(nil, time.Duration(1000+rand.IntN(2000))*time.Millisecond)
+	}
+	return err
+}
+
+// shrink returns surplus addresses: whole prefixes in prefix mode,
+// individual addresses with WARM_IP_TARGET, whole ENIs otherwise; never
+// the primary ENI, never an ENI younger than a minute.
+func (p *Pool) shrink(ctx context.Context, surplus int) {
+	p.mu.Lock()
+	p.lastShrink = p.now()
+	p.mu.Unlock()
+	enis := p.ds.ENIs()
+	sort.Slice(enis, func(i, j int) bool { return enis[i].DeviceIndex > enis[j].DeviceIndex })
+	individual := p.cfg.WarmIPTarget > 0 || p.cfg.MinimumIPTarget > 0 || p.cfg.PrefixDelegation
+	for _, e := range enis {
+		cidrs := p.ds.CIDRs(e.ID)
+		if surplus <= 0 && len(cidrs) > 0 {
+			continue // only empty ENIs go when there is no surplus
+		}
+		size := 0
+		busy := false
+		for _, c := range cidrs {
+			size += 1 << (32 - c.Prefix.Bits())
+			busy = busy || c.Assigned > 0 || c.Cooling > 0
+		}
+		p.mu.Lock()
+		young := p.now().Sub(p.enis[e.ID]) < time.Minute
+		p.mu.Unlock()
+		if !e.IsPrimary && !busy && !young && size <= surplus {
+			if err := p.ds.RemoveENI(e.ID); err != nil {
+				continue
+			}
+			if err := p.cloud.FreeENI(ctx, e.ID); err != nil {
+				p.log.Error("free ENI", "eni", e.ID, "err", err)
+				continue
+			}
+			p.mu.Lock()
+			delete(p.enis, e.ID)
+			p.mu.Unlock()
+			surplus -= size
+			p.log.Info("freed surplus ENI", "eni", e.ID)
+			continue
+		}
+		if !individual {
+			continue
+		}
+		var ips []netip.Addr
+		var prefixes []netip.Prefix
+		for _, c := range cidrs {
+			n := 1 << (32 - c.Prefix.Bits())
+			if c.Assigned > 0 || c.Cooling > 0 || n > surplus {
+				continue
+			}
+			if err := p.ds.RemoveCIDR(e.ID, c.Prefix); err != nil {
+				continue
+			}
+			if c.IsPrefix {
+				prefixes = append(prefixes, c.Prefix)
+			} else {
+				ips = append(ips, c.Prefix.Addr())
+			}
+			surplus -= n
+		}
+		if len(ips) > 0 {
+			if err := p.cloud.UnassignIPs(ctx, e.ID, ips); err != nil {
+				p.log.Error("unassign surplus addresses", "eni", e.ID, "err", err)
+			}
+		}
+		if len(prefixes) > 0 {
+			if err := p.cloud.UnassignPrefixes(ctx, e.ID, prefixes); err != nil {
+				p.log.Error("unassign surplus prefixes", "eni", e.ID, "err", err)
+			}
+		}
+	}
+}
+
+// CleanupLeakedENIs deletes ENIs this node created and no longer uses;
+// it runs hourly after a random delay (as the VPC CNI does), unless disabled.
+func (p *Pool) CleanupLeakedENIs(ctx context.Context) {
+	if p.cfg.DisableLeakedENICleanup {
+		return
+	}
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Duration(rand.IntN(300)) * time.Second):
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		ids, err := p.cloud.LeakedENIs(ctx)
+		if err != nil {
+			p.log.Warn("list leaked ENIs", "err", err)
+		}
+		for _, id := range ids {
+			if err := p.cloud.DeleteENI(ctx, id); err != nil {
+				p.log.Warn("delete leaked ENI", "eni", id, "err", err)
+			} else {
+				p.log.Info("deleted leaked ENI", "eni", id)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

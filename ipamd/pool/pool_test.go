@@ -1,0 +1,242 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-io/berth/internal/instancetypes"
+	"github.com/berth-io/berth/ipamd/cloud"
+	"github.com/berth-io/berth/ipamd/config"
+	"github.com/berth-io/berth/ipamd/datastore"
+)
+
+// fakeCloud is a unit-test stand-in for the domain interface: it hands
+// out sequential addresses and counts calls. The real proof runs against
+// localcloud in the integration suite.
+type fakeCloud struct {
+	mu      sync.Mutex
+	inst    cloud.Instance
+	next    int
+	calls   map[string]int
+	enis    []cloud.ENI
+	exhaust bool
+}
+
+func newFake(typ string) *fakeCloud {
+	info, _ := instancetypes.Lookup(typ)
+	f := &fakeCloud{calls: map[string]int{}, inst: cloud.Instance{ID: "i-1", Type: typ, PrimaryENI: "eni-0", SubnetID: "subnet-1",
+		SubnetCIDR: netip.MustParsePrefix("10.0.0.0/16"), PrimaryIP: netip.MustParseAddr("10.0.0.10"), Info: info}}
+	f.enis = []cloud.ENI{{ID: "eni-0", Device: 0, MAC: "02:00:00:00:00:00", PrimaryIP: f.inst.PrimaryIP, SubnetCIDR: f.inst.SubnetCIDR}}
+	f.next = 100
+	return f
+}
+
+func (f *fakeCloud) ip() netip.Addr {
+	f.next++
+	return netip.AddrFrom4([4]byte{10, 0, byte(f.next >> 8), byte(f.next)})
+}
+
+func (f *fakeCloud) prefix() netip.Prefix {
+	f.next += 16
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte((f.next + 4096) >> 8), byte(f.next & 0xf0)}), 28)
+}
+
+func (f *fakeCloud) count(op string) { f.mu.Lock(); f.calls[op]++; f.mu.Unlock() }
+
+func (f *fakeCloud) Instance() cloud.Instance                           { return f.inst }
+func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
+func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
+func (f *fakeCloud) LeakedENIs(context.Context) ([]string, error)       { return nil, nil }
+func (f *fakeCloud) DeleteENI(context.Context, string) error            { return nil }
+func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return nil, nil }
+func (f *fakeCloud) FreeENI(context.Context, string) error              { f.count("FreeENI"); return nil }
+func (f *fakeCloud) UnassignIPs(context.Context, string, []netip.Addr) error {
+	f.count("Unassign")
+	return nil
+}
+func (f *fakeCloud) UnassignPrefixes(context.Context, string, []netip.Prefix) error {
+	f.count("Unassign")
+	return nil
+}
+
+func (f *fakeCloud) CreateENI(_ context.Context, r cloud.CreateENIRequest) (cloud.ENI, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["CreateENI"]++
+	if f.exhaust {
+		return cloud.ENI{}, fmt.Errorf("create: %w", cloud.ErrSubnetExhausted)
+	}
+	e := cloud.ENI{ID: fmt.Sprintf("eni-%d", r.Device), Device: r.Device, MAC: fmt.Sprintf("02:00:00:00:00:%02x", r.Device), PrimaryIP: f.ip(), SubnetCIDR: f.inst.SubnetCIDR}
+	for i := 0; i < r.IPs; i++ {
+		e.Secondary = append(e.Secondary, f.ip())
+	}
+	for i := 0; i < r.Prefixes; i++ {
+		e.Prefixes = append(e.Prefixes, f.prefix())
+	}
+	return e, nil
+}
+
+func (f *fakeCloud) AssignIPs(_ context.Context, _ string, n int) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["AssignIPs"]++
+	if f.exhaust {
+		return nil, cloud.ErrSubnetExhausted
+	}
+	var out []netip.Addr
+	for i := 0; i < n; i++ {
+		out = append(out, f.ip())
+	}
+	return out, nil
+}
+
+func (f *fakeCloud) AssignPrefixes(_ context.Context, _ string, n int) ([]netip.Prefix, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["AssignPrefixes"]++
+	var out []netip.Prefix
+	for i := 0; i < n; i++ {
+		out = append(out, f.prefix())
+	}
+	return out, nil
+}
+
+type nopHost struct{}
+
+func (nopHost) SetupENI(context.Context, net.HardwareAddr, int, netip.Addr, netip.Prefix) error {
+	return nil
+}
+
+func newPool(t *testing.T, typ string, env map[string]string) (*Pool, *fakeCloud, *datastore.Store) {
+	t.Helper()
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(typ)
+	ds := datastore.New(cfg.IPCooldown, nil)
+	p := New(cfg, f, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := p.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return p, f, ds
+}
+
+func TestMaxPods(t *testing.T) {
+	for _, tc := range []struct {
+		typ  string
+		env  map[string]string
+		want int
+	}{
+		{"m5.large", nil, 29},
+		{"t3.nano", nil, 4},
+		{"m5.large", map[string]string{"ENABLE_PREFIX_DELEGATION": "true"}, 110},
+		{"c5n.18xlarge", map[string]string{"ENABLE_PREFIX_DELEGATION": "true"}, 250},
+		{"m5.large", map[string]string{"MAX_ENI": "2"}, 20},
+		{"m5.large", map[string]string{"MAX_PODS": "7"}, 7},
+	} {
+		cfg, _ := config.FromEnv(func(k string) string { return tc.env[k] })
+		info, _ := instancetypes.Lookup(tc.typ)
+		if got := MaxPods(cfg, cloud.Instance{Info: info}); got != tc.want {
+			t.Errorf("%s %v: max pods %d, want %d", tc.typ, tc.env, got, tc.want)
+		}
+	}
+}
+
+func TestWarmENITargetFillsOneENIInOneCall(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	p.reconcile(context.Background())
+	st := ds.Stats()
+	// WARM_ENI_TARGET=1 on m5.large: 9 free addresses, all on the primary ENI, one call.
+	if st.Total != 9 || f.calls["AssignIPs"] != 1 || f.calls["CreateENI"] != 0 {
+		t.Fatalf("stats %+v calls %v", st, f.calls)
+	}
+	p.reconcile(context.Background())
+	if f.calls["AssignIPs"] != 1 {
+		t.Fatalf("a full pool made EC2 calls: %v", f.calls)
+	}
+}
+
+func TestSurgeSizesOneRequest(t *testing.T) {
+	p, f, ds := newPool(t, "m5.4xlarge", map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "1"})
+	p.reconcile(context.Background())
+	for i := 0; i < 20; i++ {
+		if _, err := ds.Assign(datastore.Key{NetworkName: "n", ContainerID: fmt.Sprint(i), IfName: "eth0"}, datastore.Meta{}); err != nil && i == 0 {
+			t.Fatal(err)
+		}
+	}
+	// 20 ADDs are waiting: the next reconcile asks for them in one call
+	// (m5.4xlarge has room for 29 secondary addresses per ENI).
+	var dones []func()
+	for i := 0; i < 20; i++ {
+		dones = append(dones, p.Wait())
+	}
+	before := f.calls["AssignIPs"]
+	p.reconcile(context.Background())
+	if f.calls["AssignIPs"]-before != 1 || ds.Stats().Free-ds.Stats().Cooling < 20 {
+		t.Fatalf("surge: %d calls, stats %+v", f.calls["AssignIPs"]-before, ds.Stats())
+	}
+	for _, d := range dones {
+		d()
+	}
+}
+
+func TestPrefixModeAndMaxPods(t *testing.T) {
+	p, f, ds := newPool(t, "t3.nano", map[string]string{"ENABLE_PREFIX_DELEGATION": "true"})
+	p.reconcile(context.Background())
+	if ds.Stats().Prefixes != 1 || f.calls["AssignPrefixes"] != 1 {
+		t.Fatalf("prefix mode: %+v %v", ds.Stats(), f.calls)
+	}
+	// t3.nano, prefix mode: 2*(2-1)*16+2 = 34 pods.
+	if p.MaxPodsLimit() != 34 {
+		t.Fatalf("max pods %d", p.MaxPodsLimit())
+	}
+}
+
+func TestBlockedAtMaxPodsAndOnExhaustion(t *testing.T) {
+	p, f, ds := newPool(t, "t3.nano", map[string]string{"MAX_PODS": "1"})
+	p.reconcile(context.Background())
+	if _, err := ds.Assign(datastore.Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}, datastore.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := p.Blocked(); reason == nil {
+		t.Fatal("not blocked at max pods")
+	}
+	p2, f2, _ := newPool(t, "m5.large", nil)
+	f2.exhaust = true
+	p2.reconcile(context.Background())
+	if reason, _ := p2.Blocked(); reason == nil {
+		t.Fatal("subnet exhaustion does not block")
+	}
+	_ = f
+}
+
+func TestShrinkFreesYoungENIsOnlyLater(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", map[string]string{"WARM_IP_TARGET": "30", "MAX_PODS": "100"})
+	p.reconcile(context.Background())
+	if ds.Stats().ENIs < 2 {
+		t.Fatalf("WARM_IP_TARGET=30 on m5.large needs more ENIs: %+v", ds.Stats())
+	}
+	p.cfg.WarmIPTarget = 2
+	p.lastShrink = time.Time{}
+	p.reconcile(context.Background())
+	if f.calls["FreeENI"] != 0 {
+		t.Fatal("freed an ENI younger than a minute")
+	}
+	if f.calls["Unassign"] == 0 {
+		t.Fatal("surplus addresses were not returned")
+	}
+	now := time.Now().Add(2 * time.Minute)
+	p.now = func() time.Time { return now }
+	p.reconcile(context.Background())
+	if f.calls["FreeENI"] == 0 && ds.Stats().ENIs > 1 {
+		t.Fatalf("surplus ENI kept: %+v %v", ds.Stats(), f.calls)
+	}
+}

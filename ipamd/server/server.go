@@ -1,0 +1,206 @@
+// Package server is ipamd's gRPC face: rpc.CNIBackend for the CNI plugin
+// (wire-compatible with the Amazon VPC CNI v1.23) and rpc.ConfigServerBackend
+// for the policy agent. AddNetwork waits for an address instead of failing
+// when the pool is momentarily dry, and fails only with the reason the pool
+// cannot grow.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/proto/rpc"
+)
+
+// Pool is what the server needs of the pool manager.
+type Pool interface {
+	Wait() (done func())
+	Blocked() (error, <-chan struct{})
+	Kick()
+}
+
+// Node describes the node for replies.
+type Node struct {
+	PrimaryENI        string
+	PrimaryIP         netip.Addr
+	VPCCIDRs          []netip.Prefix
+	ExternalSNAT      bool
+	NetworkPolicyMode string
+	InstanceID        string
+	Region            string
+}
+
+// Metrics are the per-request metrics.
+type Metrics struct {
+	AddSeconds     prometheus.Histogram
+	AddWaitSeconds prometheus.Histogram
+	AddReq, DelReq prometheus.Counter
+	NoIP           prometheus.Counter
+}
+
+// NewMetrics registers them.
+func NewMetrics(reg prometheus.Registerer) Metrics {
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := Metrics{
+		AddSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_seconds", Help: "Time ipamd took to answer AddNetwork", Buckets: buckets}),
+		AddWaitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_wait_seconds", Help: "Time AddNetwork waited for the pool to have an address", Buckets: buckets}),
+		AddReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_add_ip_req_count", Help: "The number of add IP address requests"}),
+		DelReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_del_ip_req_count", Help: "The number of delete IP address requests"}),
+		NoIP:           prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_no_available_ip_addresses", Help: "The number of AddNetwork calls that found no address and failed"}),
+	}
+	reg.MustRegister(m.AddSeconds, m.AddWaitSeconds, m.AddReq, m.DelReq, m.NoIP)
+	return m
+}
+
+// Checkpoint persists allocations before a reply goes out.
+type Checkpoint interface {
+	Sync(ctx context.Context) error
+}
+
+// Server implements the gRPC services.
+type Server struct {
+	rpc.UnimplementedCNIBackendServer
+	rpc.UnimplementedConfigServerBackendServer
+	ds      *datastore.Store
+	pool    Pool
+	cp      Checkpoint
+	node    Node
+	version string
+	wait    time.Duration
+	log     *slog.Logger
+	m       Metrics
+}
+
+// New returns the server. version is ipamd's own; wait bounds how long
+// AddNetwork waits for an address.
+func New(ds *datastore.Store, pool Pool, cp Checkpoint, node Node, version string, wait time.Duration, m Metrics, log *slog.Logger) *Server {
+	return &Server{ds: ds, pool: pool, cp: cp, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
+}
+
+// compatibleClient accepts berth-cni of the same version and the Amazon
+// VPC CNI v1.23 plugin, whose wire format berth keeps.
+func (s *Server) compatibleClient(v string) error {
+	if v == s.version || strings.HasPrefix(v, "v1.23.") || v == "v1.23" {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition,
+		"berth-ipamd %s does not accept CNI plugin version %q: install the berth-cni of the same release (or an Amazon VPC CNI v1.23 plugin)", s.version, v)
+}
+
+// AddNetwork assigns an address to a pod, waiting for the pool if needed.
+func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc.AddNetworkReply, error) {
+	start := time.Now()
+	s.m.AddReq.Inc()
+	defer func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }()
+	if err := s.compatibleClient(r.ClientVersion); err != nil {
+		return nil, err
+	}
+	if r.ContainerID == "" || r.IfName == "" || r.NetworkName == "" {
+		return nil, status.Error(codes.InvalidArgument, "AddNetwork needs ContainerID, IfName and NetworkName")
+	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
+	meta := datastore.Meta{PodNamespace: r.K8S_POD_NAMESPACE, PodName: r.K8S_POD_NAME, InterfacesCount: 1}
+	a, err := s.assign(ctx, key, meta)
+	if err != nil {
+		s.m.NoIP.Inc()
+		s.log.Warn("AddNetwork failed", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)
+		return nil, err
+	}
+	if err := s.cp.Sync(ctx); err != nil {
+		// Not on disk: not handed out.
+		s.ds.Release(key)
+		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
+	}
+	table := int32(254)
+	if a.Device != 0 {
+		table = int32(a.Device + 1)
+	}
+	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
+		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
+	for _, c := range s.node.VPCCIDRs {
+		reply.VPCv4CIDRs = append(reply.VPCv4CIDRs, c.String())
+	}
+	s.log.Debug("AddNetwork", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "ip", a.IP, "eni", a.ENI, "took", time.Since(start))
+	return reply, nil
+}
+
+// assign gets an address, waiting up to s.wait while the pool grows.
+func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.Meta) (datastore.Allocation, error) {
+	a, err := s.ds.Assign(key, meta)
+	if err == nil {
+		return a, nil
+	}
+	if !errors.Is(err, datastore.ErrNoFreeIP) {
+		return a, status.Errorf(codes.Internal, "assign: %v", err)
+	}
+	waitStart := time.Now()
+	done := s.pool.Wait()
+	defer done()
+	defer func() { s.m.AddWaitSeconds.Observe(time.Since(waitStart).Seconds()) }()
+	ctx, cancel := context.WithTimeout(ctx, s.wait)
+	defer cancel()
+	for {
+		// Subscribe before trying, so no notification falls in between.
+		freed := s.ds.Changed()
+		reason, poolChanged := s.pool.Blocked()
+		if a, err := s.ds.Assign(key, meta); err == nil {
+			return a, nil
+		}
+		if reason != nil {
+			return datastore.Allocation{}, status.Errorf(codes.ResourceExhausted, "no IP address for the pod: %v", reason)
+		}
+		select {
+		case <-freed:
+		case <-poolChanged:
+		case <-ctx.Done():
+			why := "the pool did not grow in time"
+			if reason, _ := s.pool.Blocked(); reason != nil {
+				why = reason.Error()
+			}
+			return datastore.Allocation{}, status.Errorf(codes.DeadlineExceeded, "no IP address for the pod after %s: %s", time.Since(waitStart).Round(time.Millisecond), why)
+		}
+	}
+}
+
+// DelNetwork releases a pod's address; a pod without one is success.
+func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
+	s.m.DelReq.Inc()
+	if err := s.compatibleClient(r.ClientVersion); err != nil {
+		return nil, err
+	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
+	a, ok := s.ds.Release(key)
+	if !ok {
+		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
+	}
+	if err := s.cp.Sync(ctx); err != nil {
+		return nil, status.Errorf(codes.Internal, "persist the release of %s: %v", a.IP, err)
+	}
+	s.pool.Kick()
+	table := int32(254)
+	if a.Device != 0 {
+		table = int32(a.Device + 1)
+	}
+	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
+		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
+}
+
+// GetNetworkPolicyConfigs tells the policy agent about the node.
+func (s *Server) GetNetworkPolicyConfigs(ctx context.Context, _ *emptypb.Empty) (*rpc.NetworkPolicyAgentConfigReply, error) {
+	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, NodeIPv4: s.node.PrimaryIP.String(),
+		InstanceID: s.node.InstanceID, Region: s.node.Region}, nil
+}
+
+// String is for logs.
+func (n Node) String() string { return fmt.Sprintf("%s %s", n.InstanceID, n.PrimaryIP) }

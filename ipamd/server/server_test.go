@@ -1,0 +1,166 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/proto/rpc"
+)
+
+// testPool grows the datastore on demand after a delay, or reports a
+// reason; a unit-test stand-in for the pool manager.
+type testPool struct {
+	mu      sync.Mutex
+	ds      *datastore.Store
+	next    int
+	reason  error
+	changed chan struct{}
+	growIn  time.Duration
+	waits   int
+}
+
+func (p *testPool) Wait() func() {
+	p.mu.Lock()
+	p.waits++
+	p.mu.Unlock()
+	p.Kick()
+	return func() {}
+}
+
+func (p *testPool) Kick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reason != nil || p.growIn < 0 {
+		return
+	}
+	p.next++
+	ip := netip.AddrFrom4([4]byte{10, 0, 2, byte(p.next)})
+	time.AfterFunc(p.growIn, func() { _ = p.ds.AddCIDR("eni-1", netip.PrefixFrom(ip, 32)) })
+}
+
+func (p *testPool) Blocked() (error, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reason, p.changed
+}
+
+func start(t *testing.T, pool *testPool, ds *datastore.Store, wait time.Duration) rpc.CNIBackendClient {
+	t.Helper()
+	cp := datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam.json"), ds)
+	s := New(ds, pool, cp, Node{PrimaryIP: netip.MustParseAddr("10.0.0.10"), VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}, NetworkPolicyMode: "standard"},
+		"v9.9.9", wait, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sock := filepath.Join(t.TempDir(), "ipamd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	rpc.RegisterCNIBackendServer(gs, s)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return rpc.NewCNIBackendClient(conn)
+}
+
+func newDS() *datastore.Store {
+	ds := datastore.New(time.Second, nil)
+	ds.AddENI(datastore.ENI{ID: "eni-1", DeviceIndex: 1})
+	return ds
+}
+
+func addReq(id, version string) *rpc.AddNetworkRequest {
+	return &rpc.AddNetworkRequest{ClientVersion: version, K8S_POD_NAME: "p-" + id, K8S_POD_NAMESPACE: "ns", ContainerID: id, IfName: "eth0", NetworkName: "aws-cni"}
+}
+
+func TestAddWaitsForThePool(t *testing.T) {
+	ds := newDS()
+	c := start(t, &testPool{ds: ds, growIn: 200 * time.Millisecond}, ds, 5*time.Second)
+	begin := time.Now()
+	r, err := c.AddNetwork(context.Background(), addReq("a", "v9.9.9"))
+	if err != nil {
+		t.Fatalf("ADD failed instead of waiting: %v", err)
+	}
+	if time.Since(begin) < 150*time.Millisecond {
+		t.Fatal("ADD did not wait for the pool")
+	}
+	m := r.IPAllocationMetadata[0]
+	if !r.Success || m.IPv4Addr != "10.0.2.1" || m.DeviceNumber != 1 || m.RouteTableId != 2 || r.VPCv4CIDRs[0] != "10.0.0.0/16" {
+		t.Fatalf("reply %v", r)
+	}
+	again, err := c.AddNetwork(context.Background(), addReq("a", "v9.9.9"))
+	if err != nil || again.IPAllocationMetadata[0].IPv4Addr != m.IPv4Addr {
+		t.Fatalf("retried ADD got %v %v", again, err)
+	}
+}
+
+func TestAddFailsWithTheReason(t *testing.T) {
+	ds := newDS()
+	c := start(t, &testPool{ds: ds, reason: errors.New("subnet has no free addresses")}, ds, 5*time.Second)
+	_, err := c.AddNetwork(context.Background(), addReq("a", "v9.9.9"))
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "subnet has no free addresses") {
+		t.Fatalf("got %v", err)
+	}
+	ds2 := newDS()
+	c2 := start(t, &testPool{ds: ds2, growIn: -1}, ds2, 300*time.Millisecond)
+	_, err = c2.AddNetwork(context.Background(), addReq("b", "v9.9.9"))
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("deadline: %v", err)
+	}
+}
+
+func TestClientVersions(t *testing.T) {
+	ds := newDS()
+	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))
+	c := start(t, &testPool{ds: ds}, ds, time.Second)
+	for _, tc := range []struct {
+		v  string
+		ok bool
+	}{{"v9.9.9", true}, {"v1.23.2", true}, {"v1.22.0", false}, {"", false}} {
+		_, err := c.AddNetwork(context.Background(), addReq("c"+tc.v, tc.v))
+		if (err == nil) != tc.ok {
+			t.Errorf("client %q: %v", tc.v, err)
+		}
+		if !tc.ok && status.Code(err) != codes.FailedPrecondition {
+			t.Errorf("client %q: code %v", tc.v, status.Code(err))
+		}
+	}
+}
+
+func TestDelIsIdempotent(t *testing.T) {
+	ds := newDS()
+	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))
+	c := start(t, &testPool{ds: ds}, ds, time.Second)
+	a, err := c.AddNetwork(context.Background(), addReq("x", "v9.9.9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	del := &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "x", IfName: "eth0", NetworkName: "aws-cni"}
+	r, err := c.DelNetwork(context.Background(), del)
+	if err != nil || !r.Success || r.IPAllocationMetadata[0].IPv4Addr != a.IPAllocationMetadata[0].IPv4Addr {
+		t.Fatalf("del: %v %v", r, err)
+	}
+	r, err = c.DelNetwork(context.Background(), del)
+	if err != nil || !r.Success || len(r.IPAllocationMetadata) != 0 {
+		t.Fatalf("second del: %v %v", r, err)
+	}
+}

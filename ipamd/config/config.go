@@ -35,7 +35,8 @@ type Config struct {
 	MaxPods int
 	// AddWait is how long AddNetwork waits for an address (berth: ADD_WAIT_TIMEOUT, default 30s).
 	AddWait time.Duration
-	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE).
+	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE);
+	// empty when unset, which tells a VPC CNI plugin there is no policy agent.
 	NetworkPolicyMode string
 }
 
@@ -48,7 +49,7 @@ func FromEnv(get Getenv) (Config, error) {
 		get = os.Getenv
 	}
 	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: true, MTU: 9001,
-		VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second, NetworkPolicyMode: "standard"}
+		VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second}
 	var errs []error
 	intVar := func(name string, dst *int, min int) {
 		v := strings.TrimSpace(get(name))

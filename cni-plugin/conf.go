@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Defaults are the Amazon VPC CNI's paths and values.
+const (
+	defaultIPAMDSocket = "/var/run/aws-node/ipamd.sock"
+	defaultNPASocket   = "/var/run/aws-node/npa.sock"
+	defaultIPAMState   = "/var/run/aws-node/ipam.json"
+	defaultVethPrefix  = "eni"
+	defaultMTU         = 9001
+)
+
+// NetConf is berth-cni's configuration.
+type NetConf struct {
+	types.NetConf
+	VethPrefix         string `json:"vethPrefix,omitempty"`
+	MTU                int    `json:"mtu,omitempty"`
+	IPAMDSocket        string `json:"ipamdSocket,omitempty"`
+	NPASocket          string `json:"npaSocket,omitempty"`
+	IPAMStateFile      string `json:"ipamStateFile,omitempty"`
+	PluginLogFile      string `json:"pluginLogFile,omitempty"`
+	PluginLogLevel     string `json:"pluginLogLevel,omitempty"`
+	PodSGEnforcingMode string `json:"podSGEnforcingMode,omitempty"`
+
+	// Keys the runtime injects.
+	RuntimeConfig    json.RawMessage `json:"runtimeConfig,omitempty"`
+	Args             json.RawMessage `json:"args,omitempty"`
+	ValidAttachments []GCAttachment  `json:"cni.dev/valid-attachments,omitempty"`
+	Attachments      []GCAttachment  `json:"cni.dev/attachments,omitempty"`
+}
+
+// GCAttachment is one entry of cni.dev/valid-attachments.
+type GCAttachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifname"`
+}
+
+// K8sArgs are the CNI_ARGS kubelet's runtime passes.
+type K8sArgs struct {
+	types.CommonArgs
+	K8S_POD_NAME               types.UnmarshallableString //nolint:revive // wire names
+	K8S_POD_NAMESPACE          types.UnmarshallableString //nolint:revive
+	K8S_POD_INFRA_CONTAINER_ID types.UnmarshallableString //nolint:revive
+	K8S_POD_UID                types.UnmarshallableString //nolint:revive
+}
+
+// loadNetConf decodes and validates the configuration strictly: an unknown
+// field, a wrong type or a bad value is an error naming it.
+func loadNetConf(b []byte) (*NetConf, string, error) {
+	conf := &NetConf{}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(conf); err != nil {
+		return nil, "", types.NewError(types.ErrDecodingFailure, "invalid berth-cni configuration", err.Error())
+	}
+	if conf.Name == "" {
+		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration", `"name" is required`)
+	}
+	if conf.VethPrefix == "" {
+		conf.VethPrefix = defaultVethPrefix
+	}
+	if len(conf.VethPrefix) > 4 || conf.VethPrefix == "eth" || conf.VethPrefix == "lo" || conf.VethPrefix == "vlan" {
+		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration",
+			fmt.Sprintf(`"vethPrefix" %q: at most 4 characters and not eth, lo or vlan`, conf.VethPrefix))
+	}
+	if conf.MTU == 0 {
+		conf.MTU = defaultMTU
+	}
+	if conf.MTU < 576 || conf.MTU > 9001 {
+		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration",
+			fmt.Sprintf(`"mtu" %d: must be between 576 and 9001`, conf.MTU))
+	}
+	if conf.IPAMDSocket == "" {
+		conf.IPAMDSocket = defaultIPAMDSocket
+	}
+	if conf.NPASocket == "" {
+		conf.NPASocket = defaultNPASocket
+	}
+	if conf.IPAMStateFile == "" {
+		conf.IPAMStateFile = defaultIPAMState
+	}
+	if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+		return nil, "", types.NewError(types.ErrDecodingFailure, "invalid prevResult", err.Error())
+	}
+	return conf, conf.CNIVersion, nil
+}
+
+func loadArgs(s string) (*K8sArgs, error) {
+	a := &K8sArgs{}
+	if err := types.LoadArgs(s, a); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI_ARGS", err.Error())
+	}
+	return a, nil
+}
+
+// badNetns reports a netns path the plugin cannot use.
+func badNetns(p string) error {
+	if p == "" || !strings.HasPrefix(p, "/") {
+		return types.NewError(types.ErrInvalidNetNS, "invalid netns path", fmt.Sprintf("%q is not an absolute path", p))
+	}
+	return nil
+}

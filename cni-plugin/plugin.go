@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/proto/rpc"
+)
+
+// rpcTimeout bounds a call to ipamd, which itself waits up to 30 s for a
+// warm address.
+const rpcTimeout = 60 * time.Second
+
+// tableInterface is the name prefix of the result's pseudo-interface that
+// carries the route table (Mac) and ENI device (Sandbox) for DEL without
+// ipamd, as the VPC CNI's dummy interface does.
+const tableInterface = "dummy"
+
+// errPluginNotAvailable is CNI 1.1's STATUS code 50: "the plugin is not available".
+const errPluginNotAvailable uint = 50
+
+func logger(conf *NetConf) *slog.Logger {
+	if conf.PluginLogFile == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f, err := os.OpenFile(conf.PluginLogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	level := slog.LevelInfo
+	if strings.EqualFold(conf.PluginLogLevel, "debug") {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
+}
+
+func dial(socket string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to ipamd at %s: %w", socket, err)
+	}
+	return conn, nil
+}
+
+func cmdAdd(args *skel.CmdArgs) (err error) {
+	conf, cniVersion, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := badNetns(args.Netns); err != nil {
+		return err
+	}
+	k8s, err := loadArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	log := logger(conf)
+	conn, err := dial(conf.IPAMDSocket)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "ipamd unreachable", err.Error())
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	client := rpc.NewCNIBackendClient(conn)
+	req := &rpc.AddNetworkRequest{ClientVersion: version.Version, K8S_POD_NAME: string(k8s.K8S_POD_NAME),
+		K8S_POD_NAMESPACE: string(k8s.K8S_POD_NAMESPACE), K8S_POD_INFRA_CONTAINER_ID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
+		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
+	reply, err := client.AddNetwork(ctx, req)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
+	}
+	if !reply.Success || len(reply.IPAllocationMetadata) == 0 || reply.IPAllocationMetadata[0].IPv4Addr == "" {
+		return types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", "ipamd answered without an address")
+	}
+	meta := reply.IPAllocationMetadata[0]
+	ip := net.ParseIP(meta.IPv4Addr).To4()
+	if ip == nil {
+		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
+	}
+	table := int(meta.RouteTableId)
+	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	defer func() {
+		if err != nil {
+			// Leave nothing behind: no links, no rules, no address held.
+			_ = teardownHost(hostName, ip, table)
+			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer dcancel()
+			_, _ = client.DelNetwork(dctx, &rpc.DelNetworkRequest{ClientVersion: version.Version, ContainerID: args.ContainerID,
+				IfName: args.IfName, NetworkName: conf.Name, K8S_POD_NAME: req.K8S_POD_NAME, K8S_POD_NAMESPACE: req.K8S_POD_NAMESPACE, Reason: "add failed"})
+		}
+	}()
+	hostMAC, podMAC, err := setupPod(args.Netns, args.IfName, hostName, conf.MTU, ip, table)
+	if err != nil {
+		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
+		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
+	}
+	if reply.NetworkPolicyMode != "" {
+		if err := enforcePolicy(conf, req); err != nil {
+			return types.NewError(types.ErrInternal, "network policy setup failed", err.Error())
+		}
+	}
+	idx := 1
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostName, Mac: hostMAC.String()},
+			{Name: args.IfName, Mac: podMAC.String(), Sandbox: args.Netns},
+			{Name: tableInterface + hostName[len(conf.VethPrefix):], Mac: strconv.Itoa(table), Sandbox: strconv.Itoa(int(meta.DeviceNumber))},
+		},
+		IPs:    []*current.IPConfig{{Address: *hostNet(ip), Gateway: podGateway, Interface: &idx}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podGateway}},
+	}
+	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", table, "veth", hostName)
+	return types.PrintResult(result, cniVersion)
+}
+
+// enforcePolicy asks the policy agent to apply the pod's policies before
+// the pod starts; without an agent there is nothing to do.
+func enforcePolicy(conf *NetConf, req *rpc.AddNetworkRequest) error {
+	if _, err := os.Stat(conf.NPASocket); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	conn, err := dial(conf.NPASocket)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := rpc.NewNPBackendClient(conn).EnforceNpToPod(ctx, &rpc.EnforceNpRequest{K8S_POD_NAME: req.K8S_POD_NAME,
+		K8S_POD_NAMESPACE: req.K8S_POD_NAMESPACE, InterfaceCount: 1})
+	if err != nil {
+		return fmt.Errorf("EnforceNpToPod: %w", err)
+	}
+	if !r.Success {
+		return errors.New("the policy agent refused EnforceNpToPod")
+	}
+	return nil
+}
+
+// prevState is what DEL and CHECK read from prevResult.
+type prevState struct {
+	hostName, ifName string
+	hostMAC          string
+	ip               net.IP
+	table            int
+}
+
+func fromPrev(conf *NetConf) (*prevState, error) {
+	if conf.PrevResult == nil {
+		return nil, nil
+	}
+	res, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return nil, fmt.Errorf("read prevResult: %w", err)
+	}
+	st := &prevState{table: mainTable}
+	for i, itf := range res.Interfaces {
+		switch {
+		case strings.HasPrefix(itf.Name, tableInterface) && itf.Sandbox != "" && i >= 2:
+			if t, err := strconv.Atoi(itf.Mac); err == nil {
+				st.table = t
+			}
+		case itf.Sandbox == "" && st.hostName == "":
+			st.hostName, st.hostMAC = itf.Name, itf.Mac
+		case itf.Sandbox != "" && st.ifName == "":
+			st.ifName = itf.Name
+		}
+	}
+	if len(res.IPs) > 0 {
+		st.ip = res.IPs[0].Address.IP.To4()
+	}
+	return st, nil
+}
+
+func cmdDel(args *skel.CmdArgs) error {
+	conf, _, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	k8s, err := loadArgs(args.Args)
+	if err != nil {
+		return err
+	}
+	log := logger(conf)
+	prev, err := fromPrev(conf)
+	if err != nil {
+		log.Warn("DEL without a usable prevResult", "err", err)
+	}
+	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	var ip net.IP
+	table := mainTable
+	if prev != nil {
+		ip, table = prev.ip, prev.table
+		if prev.hostName != "" {
+			hostName = prev.hostName
+		}
+	}
+	// Ask ipamd to release; it tells which address it was. When ipamd is
+	// down, prevResult still tells what to tear down.
+	if conn, derr := dial(conf.IPAMDSocket); derr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reply, rerr := rpc.NewCNIBackendClient(conn).DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: version.Version,
+			K8S_POD_NAME: string(k8s.K8S_POD_NAME), K8S_POD_NAMESPACE: string(k8s.K8S_POD_NAMESPACE),
+			K8S_POD_INFRA_CONTAINER_ID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), K8S_POD_UID: string(k8s.K8S_POD_UID),
+			ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Reason: "PodDeleted"})
+		cancel()
+		conn.Close()
+		if rerr != nil {
+			log.Warn("ipamd DelNetwork failed; tearing down from prevResult", "err", rerr)
+		} else if len(reply.IPAllocationMetadata) > 0 {
+			m := reply.IPAllocationMetadata[0]
+			if a := net.ParseIP(m.IPv4Addr).To4(); a != nil {
+				ip, table = a, int(m.RouteTableId)
+			}
+		}
+	}
+	if err := teardownHost(hostName, ip, table); err != nil {
+		log.Warn("teardown", "err", err)
+	}
+	return nil
+}
+
+func cmdCheck(args *skel.CmdArgs) error {
+	conf, _, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	prev, err := fromPrev(conf)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "invalid prevResult", err.Error())
+	}
+	if prev == nil || prev.ip == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult with the pod's address", "")
+	}
+	fail := func(format string, a ...any) error {
+		return types.NewError(types.ErrInternal, "CHECK failed", fmt.Sprintf(format, a...))
+	}
+	host, err := netlink.LinkByName(prev.hostName)
+	if err != nil {
+		return fail("host veth %s: %v", prev.hostName, err)
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: hostNet(prev.ip), Table: mainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil || len(routes) == 0 || routes[0].LinkIndex != host.Attrs().Index {
+		return fail("no host route %s dev %s", prev.ip, prev.hostName)
+	}
+	rules, err := netlink.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fail("list rules: %v", err)
+	}
+	found := false
+	for _, r := range rules {
+		if r.Priority == toPodPriority && r.Dst != nil && r.Dst.IP.Equal(prev.ip) {
+			found = true
+		}
+	}
+	if !found {
+		return fail("no rule 'to %s lookup main' (priority %d)", prev.ip, toPodPriority)
+	}
+	podNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fail("netns %s: %v", args.Netns, err)
+	}
+	defer podNS.Close()
+	return podNS.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(args.IfName)
+		if err != nil {
+			return fail("pod interface %s: %v", args.IfName, err)
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fail("pod addresses: %v", err)
+		}
+		ok := false
+		for _, a := range addrs {
+			ok = ok || (a.IP.Equal(prev.ip) && a.Mask.String() == net.CIDRMask(32, 32).String())
+		}
+		if !ok {
+			return fail("pod %s has no %s/32", args.IfName, prev.ip)
+		}
+		rs, err := netlink.RouteList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return fail("pod routes: %v", err)
+		}
+		def := false
+		for _, r := range rs {
+			def = def || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(podGateway))
+		}
+		if !def {
+			return fail("pod has no default route via %s", podGateway)
+		}
+		ns, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return fail("pod neighbours: %v", err)
+		}
+		for _, n := range ns {
+			if n.IP.Equal(podGateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == host.Attrs().HardwareAddr.String() {
+				return nil
+			}
+		}
+		return fail("pod has no permanent neighbour %s -> %s", podGateway, host.Attrs().HardwareAddr)
+	})
+}
+
+func cmdStatus(args *skel.CmdArgs) error {
+	conf, _, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	conn, err := dial(conf.IPAMDSocket)
+	if err != nil {
+		return types.NewError(errPluginNotAvailable, "ipamd is not available", err.Error())
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		msg := "not serving"
+		if err != nil {
+			msg = err.Error()
+		}
+		return types.NewError(errPluginNotAvailable, "ipamd is not ready", msg)
+	}
+	return nil
+}
+
+type checkpoint struct {
+	Version     string `json:"version"`
+	Allocations []struct {
+		NetworkName string `json:"networkName"`
+		ContainerID string `json:"containerID"`
+		IfName      string `json:"ifName"`
+		IPv4        string `json:"ipv4"`
+		Metadata    struct {
+			PodNamespace string `json:"k8sPodNamespace"`
+			PodName      string `json:"k8sPodName"`
+		} `json:"metadata"`
+	} `json:"allocations"`
+}
+
+// cmdGC releases allocations of this network that the runtime no longer
+// knows (not in cni.dev/valid-attachments).
+func cmdGC(args *skel.CmdArgs) error {
+	conf, _, err := loadNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(conf.IPAMStateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, "read the ipamd checkpoint", err.Error())
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode the ipamd checkpoint", err.Error())
+	}
+	valid := map[[2]string]bool{}
+	for _, a := range conf.ValidAttachments {
+		valid[[2]string{a.ContainerID, a.IfName}] = true
+	}
+	conn, err := dial(conf.IPAMDSocket)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "ipamd unreachable", err.Error())
+	}
+	defer conn.Close()
+	client := rpc.NewCNIBackendClient(conn)
+	var errs []error
+	for _, a := range cp.Allocations {
+		if a.NetworkName != conf.Name || valid[[2]string{a.ContainerID, a.IfName}] {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		reply, err := client.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: version.Version, ContainerID: a.ContainerID,
+			IfName: a.IfName, NetworkName: a.NetworkName, K8S_POD_NAME: a.Metadata.PodName, K8S_POD_NAMESPACE: a.Metadata.PodNamespace, Reason: "GC"})
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
+			continue
+		}
+		table := mainTable
+		if len(reply.IPAllocationMetadata) > 0 {
+			table = int(reply.IPAllocationMetadata[0].RouteTableId)
+		}
+		_ = teardownHost(hostVethName(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-io/berth/ipamd/config"
+)
+
+// ConflistName is the file ipamd writes into the CNI config dir.
+const ConflistName = "10-berth.conflist"
+
+// NetworkName is the CNI network name (kept from the VPC CNI, so
+// checkpoints and GC match).
+const NetworkName = "aws-cni"
+
+func conflist(socket, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
+	plugin := map[string]any{
+		"type":           "berth-cni",
+		"vethPrefix":     cfg.VethPrefix,
+		"mtu":            cfg.MTU,
+		"pluginLogFile":  "/var/log/aws-routed-eni/plugin.log",
+		"pluginLogLevel": "Debug",
+	}
+	if socket != DefaultSocket {
+		plugin["ipamdSocket"] = socket
+	}
+	plugins := []any{plugin}
+	if portmap {
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
+	}
+	return json.MarshalIndent(map[string]any{"cniVersion": cniVersion, "name": NetworkName, "plugins": plugins}, "", "  ")
+}
+
+// writeConflist writes the conflist atomically.
+func writeConflist(dir, socket, cniVersion string, cfg config.Config, portmap bool) error {
+	b, err := conflist(socket, cniVersion, cfg, portmap)
+	if err != nil {
+		return err
+	}
+	return atomicWrite(filepath.Join(dir, ConflistName), append(b, '\n'), 0o644)
+}
+
+// installPlugin copies berth-cni from beside this binary into dir.
+func installPlugin(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find berth-cni: %w", err)
+	}
+	src := filepath.Join(filepath.Dir(self), "berth-cni")
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("berth-cni must be installed beside berth-ipamd: %w", err)
+	}
+	defer in.Close()
+	b, err := io.ReadAll(in)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", src, err)
+	}
+	return atomicWrite(filepath.Join(dir, "berth-cni"), b, 0o755)
+}
+
+func atomicWrite(path string, data []byte, perm os.FileMode) (err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("mkdir for %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err = f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/berth-io/berth/internal/command"
+	"github.com/berth-io/berth/internal/metrics"
+	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/ipamd/cloud"
+	"github.com/berth-io/berth/ipamd/config"
+	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/ipamd/hostnet"
+	"github.com/berth-io/berth/ipamd/introspect"
+	"github.com/berth-io/berth/ipamd/pool"
+	"github.com/berth-io/berth/ipamd/server"
+	"github.com/berth-io/berth/proto/rpc"
+)
+
+// HealthService is the gRPC health service name the VPC CNI uses.
+const HealthService = "grpc.health.v1.aws-node"
+
+type flags struct {
+	cniBinDir, cniConfDir, socket, stateDir string
+	introspectionAddr, metricsAddr          string
+	chainPortmap                            bool
+	cniVersion                              string
+}
+
+func newRootCommand() *cobra.Command {
+	root, logger := command.Root("berth-ipamd", "Node IPAM daemon: VPC IP addresses for every pod")
+	var f flags
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		return run(cmd.Context(), f, logger())
+	}
+	fs := root.Flags()
+	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
+	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
+	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
+	fs.StringVar(&f.stateDir, "state-dir", "/var/run/aws-node", "directory of ipam.json, the allocation checkpoint")
+	fs.StringVar(&f.introspectionAddr, "introspection-addr", "127.0.0.1:61679", `introspection API address ("" to disable)`)
+	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
+	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
+	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "cniVersion of the conflist (1.0.0 for runtimes or chained plugins without CNI 1.1)")
+	return root
+}
+
+// DefaultSocket is the VPC CNI's socket path.
+const DefaultSocket = "/var/run/aws-node/ipamd.sock"
+
+func run(ctx context.Context, f flags, log *slog.Logger) error {
+	cfg, err := config.FromEnv(nil)
+	if err != nil {
+		return fmt.Errorf("invalid environment:\n%w", err)
+	}
+	reg := metrics.NewRegistry("ipamd")
+	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg))
+	if err != nil {
+		return err
+	}
+	in := c.Instance()
+	host, err := hostnet.New(hostnet.Config{MTU: cfg.MTU, VPCCIDRs: in.VPCCIDRs, ExcludeSNATCIDRs: cfg.ExcludeSNATCIDRs,
+		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, VethPrefix: cfg.VethPrefix}, log)
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	mac, err := net.ParseMAC(in.PrimaryMAC)
+	if err != nil {
+		return fmt.Errorf("primary MAC %q: %w", in.PrimaryMAC, err)
+	}
+	if err := host.SetupPrimary(ctx, mac, in.PrimaryIP); err != nil {
+		return fmt.Errorf("configure the primary interface: %w", err)
+	}
+
+	ds := datastore.New(cfg.IPCooldown, nil)
+	p := pool.New(cfg, c, ds, host, log)
+	if err := p.Init(ctx); err != nil {
+		return err
+	}
+	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, "ipam.json"), ds)
+	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, "ipam.json"), cfg.VethPrefix, log); err != nil {
+		return err
+	}
+	go p.Run(ctx)
+	go p.CleanupLeakedENIs(ctx)
+
+	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
+		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
+		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
+	gs := grpc.NewServer()
+	rpc.RegisterCNIBackendServer(gs, srv)
+	rpc.RegisterConfigServerBackendServer(gs, srv)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	ln, err := listenUnix(f.socket)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.socket)
+	go func() {
+		if err := gs.Serve(ln); err != nil {
+			log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	defer gs.GracefulStop()
+	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	src := introspect.Source{Store: ds, Env: cfg.Env(), MaxPods: p.MaxPodsLimit(), MaxENIs: in.Info.MaxENIs, MaxIPs: in.Info.MaxENIs * in.Info.IPv4PerENI}
+	introspect.RegisterMetrics(reg, src)
+	if f.introspectionAddr != "" {
+		if err := introspect.Serve(ctx, f.introspectionAddr, introspect.Handler(src), log); err != nil {
+			return err
+		}
+	}
+	if f.metricsAddr != "" {
+		if _, err := metrics.Serve(ctx, log, f.metricsAddr, reg); err != nil {
+			return err
+		}
+	}
+
+	// The readiness gate: kubelet reports the node NotReady until the
+	// conflist exists, so write it only once a pod can get an address.
+	if err := waitForFreeIP(ctx, ds, p); err != nil {
+		return err
+	}
+	if err := installPlugin(f.cniBinDir); err != nil {
+		return err
+	}
+	if err := writeConflist(f.cniConfDir, f.socket, f.cniVersion, cfg, f.chainPortmap); err != nil {
+		return err
+	}
+	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))
+	<-ctx.Done()
+	log.Info("ipamd stopping")
+	return nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error {
+	for {
+		st := ds.Stats()
+		if st.Free-st.Cooling > 0 {
+			return nil
+		}
+		p.Kick()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ds.Changed():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// VethName is the host-side name of a pod's veth, as the VPC CNI names it.
+func VethName(prefix, namespace, pod string) string {
+	h := sha1.Sum([]byte(namespace + "." + pod))
+	return prefix + hex.EncodeToString(h[:])[:11]
+}
+
+// restore re-creates the allocations of the checkpoint whose pod still has
+// its veth; the others are released (the pod went away while ipamd was
+// down) and the checkpoint rewritten.
+func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
+	allocs, err := datastore.ReadCheckpoint(path)
+	if err != nil {
+		return err
+	}
+	kept, dropped := 0, 0
+	for _, a := range allocs {
+		if a.Meta.PodName != "" {
+			if _, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName)); err != nil {
+				dropped++
+				log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
+				continue
+			}
+		}
+		if err := ds.Restore(a); err != nil {
+			dropped++
+			log.Warn("dropping a checkpoint entry", "err", err)
+			continue
+		}
+		kept++
+	}
+	if len(allocs) > 0 {
+		log.Info("restored allocations", "kept", kept, "released", dropped)
+	}
+	return cp.Sync(ctx)
+}

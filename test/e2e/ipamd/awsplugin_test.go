@@ -1,0 +1,139 @@
+package ipamd_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+const awsCNIVersion = "v1.23.2"
+
+// buildAWSPlugin builds the Amazon VPC CNI plugin binary of v1.23.2 from
+// the Go module proxy in a throwaway module (cached across runs).
+func buildAWSPlugin(t *testing.T) string {
+	t.Helper()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	dir := filepath.Join(cache, "berth-test", "aws-cni-"+awsCNIVersion)
+	bin := filepath.Join(dir, "aws-cni")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The two replace lines come from the plugin's own go.mod.
+	gomod := `module awscniplugin
+
+go 1.26
+
+replace gopkg.in/yaml.v3 v3.0.0-20200615113413-eeeca48fe776 => gopkg.in/yaml.v3 v3.0.1
+
+replace github.com/veraison/go-cose => github.com/veraison/go-cose v1.1.0
+`
+	tools := "//go:build tools\n\npackage tools\n\nimport _ \"github.com/aws/amazon-vpc-cni-k8s/cmd/routed-eni-cni-plugin\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tools.go"), []byte(tools), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %v: %v\n%s", args, err, out)
+		}
+	}
+	run("get", "github.com/aws/amazon-vpc-cni-k8s@"+awsCNIVersion)
+	run("build", "-ldflags", "-X main.version="+awsCNIVersion, "-o", bin+".tmp", "github.com/aws/amazon-vpc-cni-k8s/cmd/routed-eni-cni-plugin")
+	if err := os.Rename(bin+".tmp", bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// TestAmazonVPCCNIPluginWireCompatibility drives berth-ipamd with the real
+// Amazon VPC CNI plugin binary: ADD gives the pod a working VPC address,
+// DEL releases it. The plugin dials the fixed socket
+// /var/run/aws-node/ipamd.sock, so this node's ipamd listens there.
+func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
+	e2e.Require(t, os.Geteuid() == 0, "needs root")
+	if _, err := os.Stat("/var/run/aws-node/ipamd.sock"); err == nil {
+		t.Fatal("/var/run/aws-node/ipamd.sock exists: another ipamd runs on this machine")
+	}
+	plugin := buildAWSPlugin(t)
+	cl := newCluster(t, "10.64.0.0/16", "10.64.0.0/20")
+	n := cl.startNodeAt(t, "m5.large", "/var/run/aws-node/ipamd.sock")
+	peer := cl.startNode(t, "m5.large")
+	target, err := peer.add(t, "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.listen(t, 7070)
+
+	if err := os.Link(plugin, filepath.Join(n.binDir, "aws-cni")); err != nil {
+		b, rerr := os.ReadFile(plugin)
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		if err := os.WriteFile(filepath.Join(n.binDir, "aws-cni"), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logFile := filepath.Join(t.TempDir(), "aws-plugin.log")
+	conf, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"0.4.0","name":"aws-cni","disableCheck":true,
+		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict","pluginLogFile":%q,"pluginLogLevel":"Debug"}]}`, logFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsName := fmt.Sprintf("pod-aws-%d", time.Now().UnixNano()%1e6)
+	netnsPath := e2e.NewNetNS(t, nsName)
+	rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: netnsPath, IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "aws-plugin-pod"}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
+	var ip netip.Addr
+	err = e2e.InNetNS(n.inst.NetNS, func() error {
+		r, err := n.cni.AddNetworkList(context.Background(), conf, rt)
+		if err != nil {
+			return err
+		}
+		res, err := types100.NewResultFromResult(r)
+		if err != nil {
+			return err
+		}
+		ip, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+		return nil
+	})
+	if err != nil {
+		b, _ := os.ReadFile(logFile)
+		t.Fatalf("ADD through the Amazon VPC CNI plugin: %v\n%s", err, b)
+	}
+	if !netip.MustParsePrefix("10.64.0.0/20").Contains(ip) {
+		t.Fatalf("pod got %s", ip)
+	}
+	if _, err := e2e.DialFrom(nsName, net.JoinHostPort(target.ip.String(), "7070"), 2*time.Second); err != nil {
+		t.Fatalf("a pod set up by the AWS plugin cannot reach another node: %v", err)
+	}
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), conf, rt) }); err != nil {
+		t.Fatalf("DEL through the Amazon VPC CNI plugin: %v", err)
+	}
+	for _, held := range introspectPods(t, n) {
+		if held == ip.String() {
+			t.Fatalf("%s still allocated after the AWS plugin's DEL", ip)
+		}
+	}
+}

@@ -1,0 +1,103 @@
+package ipamd_test
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+// TestCrashDuringBurst kills ipamd with SIGKILL in the middle of 50
+// concurrent ADD/DEL cycles, restarts it, lets the runtime retry as
+// kubelet would (DEL for every sandbox that did not finish), and checks
+// that no address is held twice and none leaked.
+func TestCrashDuringBurst(t *testing.T) {
+	cl := newCluster(t, "10.65.0.0/16", "10.65.0.0/20")
+	n := cl.startNode(t, "m5.4xlarge", "WARM_IP_TARGET=10")
+	var mu sync.Mutex
+	live := map[string]*pod{}    // pods whose ADD succeeded and DEL did not run
+	pending := map[string]*pod{} // pods whose outcome is unknown (crash)
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			name := fmt.Sprintf("crash-%d", i)
+			p, err := n.add(t, name)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				pending[name] = p // may be nil: ADD failed before a pod existed
+				return
+			}
+			if i%2 == 0 {
+				live[name] = p
+				return
+			}
+			mu.Unlock()
+			derr := n.del(t, p)
+			mu.Lock()
+			if derr != nil {
+				pending[name] = p
+			}
+		}(i)
+		if i == 25 {
+			time.Sleep(50 * time.Millisecond)
+			_ = n.cmd.Process.Kill() // nsenter exec'd ipamd: this is ipamd
+		}
+	}
+	wg.Wait()
+	_ = n.cmd.Wait()
+	n.restart(t)
+	// The runtime retries: every pod that did not finish gets a DEL.
+	for name, p := range pending {
+		if p != nil {
+			if err := n.del(t, p); err != nil {
+				t.Fatalf("DEL of %s after restart: %v", name, err)
+			}
+		}
+	}
+	held := introspectPods(t, n)
+	sort.Strings(held)
+	seen := map[string]bool{}
+	for _, ip := range held {
+		if seen[ip] {
+			t.Fatalf("%s held twice: %v", ip, held)
+		}
+		seen[ip] = true
+	}
+	want := map[string]bool{}
+	for _, p := range live {
+		want[p.ip.String()] = true
+		if !seen[p.ip.String()] {
+			t.Errorf("live pod %s lost its address %s", p.name, p.ip)
+		}
+	}
+	for _, ip := range held {
+		if !want[ip] {
+			t.Errorf("leaked: %s is allocated but no live pod has it", ip)
+		}
+	}
+	_ = netip.Addr{}
+	_ = os.Getpid()
+}
+
+// restart starts a new ipamd in the node with the same directories.
+func (n *node) restart(t *testing.T) {
+	t.Helper()
+	ipamd := e2e.Bin(t, "berth-ipamd")
+	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1", "WARM_IP_TARGET=10"}
+	_ = os.Remove(n.confDir + "/10-berth.conflist")
+	n.cmd = e2e.StartIn(t, n.inst.NetNS, base, ipamd, "--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir,
+		"--socket", n.socket, "--state-dir", n.stateDir, "--chain-portmap=false")
+	e2e.WaitFor(t, "conflist after restart", 60*time.Second, func() bool {
+		_, err := os.Stat(n.confDir + "/10-berth.conflist")
+		return err == nil
+	})
+}

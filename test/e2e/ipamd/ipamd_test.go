@@ -1,0 +1,347 @@
+// Package ipamd_test runs berth-ipamd inside localcloud instances and
+// creates pods through libcni, as containerd does.
+package ipamd_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+// node is berth-ipamd running in one instance.
+type node struct {
+	inst             e2e.Instance
+	binDir, confDir  string
+	socket, stateDir string
+	cmd              *exec.Cmd
+	cni              *libcni.CNIConfig
+}
+
+type cluster struct {
+	lc  *e2e.Localcloud
+	ec2 *ec2sdk.Client
+	vpc string
+	sub string
+}
+
+func newCluster(t *testing.T, cidr, subnet string) *cluster {
+	t.Helper()
+	e2e.Require(t, os.Geteuid() == 0, "needs root")
+	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--attach-delay-min=100ms",
+		"--attach-delay-max=300ms", "--imds-lag=200ms")
+	c := lc.EC2(t)
+	ctx := context.Background()
+	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(subnet), AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{lc: lc, ec2: c, vpc: *v.Vpc.VpcId, sub: *s.Subnet.SubnetId}
+}
+
+// startNode runs an instance and berth-ipamd inside it.
+func (cl *cluster) startNode(t *testing.T, typ string, env ...string) *node {
+	t.Helper()
+	return cl.startNodeAt(t, typ, "", env...)
+}
+
+// startNodeAt is startNode with an explicit socket path ("" = a temp one).
+func (cl *cluster) startNodeAt(t *testing.T, typ, socket string, env ...string) *node {
+	t.Helper()
+	inst := e2e.RunInstance(t, cl.ec2, cl.sub, typ)
+	dir := t.TempDir()
+	if socket == "" {
+		socket = filepath.Join(dir, "ipamd.sock")
+	}
+	n := &node{inst: inst, binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
+		socket: socket, stateDir: filepath.Join(dir, "state")}
+	ipamd := e2e.Bin(t, "berth-ipamd")
+	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
+	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1"}
+	n.cmd = e2e.StartIn(t, inst.NetNS, append(base, env...), ipamd, "--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir,
+		"--socket", n.socket, "--state-dir", n.stateDir, "--chain-portmap=false", "--log-level", "debug")
+	e2e.WaitFor(t, "conflist of "+inst.ID, 60*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(n.confDir, "10-berth.conflist"))
+		return err == nil
+	})
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{n.binDir, "/usr/lib/cni"}, filepath.Join(dir, "cache"), nil)
+	return n
+}
+
+func (n *node) conf(t *testing.T) *libcni.NetworkConfigList {
+	t.Helper()
+	c, err := libcni.ConfListFromFile(filepath.Join(n.confDir, "10-berth.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type pod struct {
+	name, ns, netns string
+	ip              netip.Addr
+	rt              *libcni.RuntimeConf
+}
+
+// add creates a pod through libcni from inside the node's namespace.
+func (n *node) add(t *testing.T, name string) (*pod, error) {
+	t.Helper()
+	nsName := fmt.Sprintf("pod-%s-%d", name, time.Now().UnixNano()%1e6)
+	p := &pod{name: name, ns: "default", netns: e2e.NewNetNS(t, nsName)}
+	p.rt = &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: p.netns, IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", p.ns}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
+	var res *types100.Result
+	err := e2e.InNetNS(n.inst.NetNS, func() error {
+		r, err := n.cni.AddNetworkList(context.Background(), n.conf(t), p.rt)
+		if err != nil {
+			return err
+		}
+		res, err = types100.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.IPs) != 1 {
+		return nil, fmt.Errorf("result has %d IPs", len(res.IPs))
+	}
+	p.ip, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+	return p, nil
+}
+
+func (n *node) del(t *testing.T, p *pod) error {
+	return e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), n.conf(t), p.rt) })
+}
+
+func (n *node) check(t *testing.T, p *pod) error {
+	return e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.CheckNetworkList(context.Background(), n.conf(t), p.rt) })
+}
+
+// listen serves TCP echo inside the pod.
+func (p *pod) listen(t *testing.T, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := e2e.InNetNS(filepath.Base(p.netns), func() error {
+		var err error
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+}
+
+func (p *pod) dial(addr string) (net.Addr, error) {
+	return e2e.DialFrom(filepath.Base(p.netns), addr, 2*time.Second)
+}
+
+func TestPodsThroughLibcni(t *testing.T) {
+	cl := newCluster(t, "10.61.0.0/16", "10.61.0.0/20")
+	a := cl.startNode(t, "m5.large")
+	b := cl.startNode(t, "m5.large")
+	subnet := netip.MustParsePrefix("10.61.0.0/20")
+
+	p1, err := a.add(t, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := a.add(t, "web-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p3, err := b.add(t, "api-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*pod{p1, p2, p3} {
+		if !subnet.Contains(p.ip) {
+			t.Fatalf("pod %s got %s, not a VPC address", p.name, p.ip)
+		}
+	}
+	p2.listen(t, 8080)
+	p3.listen(t, 8080)
+	if _, err := p1.dial(net.JoinHostPort(p2.ip.String(), "8080")); err != nil {
+		t.Fatalf("pod to pod on one node: %v", err)
+	}
+	if _, err := p1.dial(net.JoinHostPort(p3.ip.String(), "8080")); err != nil {
+		t.Fatalf("pod to pod across nodes through the VPC router: %v", err)
+	}
+
+	// Leaving the VPC: SNAT to the node's primary address.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	remote := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	if _, err := p1.dial(fmt.Sprintf("169.254.123.1:%d", port)); err != nil {
+		t.Fatalf("pod to outside the VPC: %v", err)
+	}
+	if got := <-remote; got != a.inst.PrimaryIP {
+		t.Fatalf("outside saw source %s, want the node's primary %s (SNAT)", got, a.inst.PrimaryIP)
+	}
+
+	if err := a.check(t, p1); err != nil {
+		t.Fatalf("CHECK: %v", err)
+	}
+	if err := a.del(t, p1); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if err := a.del(t, p1); err != nil {
+		t.Fatalf("second DEL: %v", err)
+	}
+	pods := introspectPods(t, a)
+	for _, ip := range pods {
+		if ip == p1.ip.String() {
+			t.Fatalf("%s still allocated after DEL", p1.ip)
+		}
+	}
+}
+
+// introspectPods reads /v1/pods inside the node.
+func introspectPods(t *testing.T, n *node) []string {
+	t.Helper()
+	var ips []string
+	err := e2e.InNetNS(n.inst.NetNS, func() error {
+		tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := e2e.InNetNS(n.inst.NetNS, func() (err error) { c, err = net.Dial(network, addr); return err })
+			return c, err
+		}}
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679/v1/pods")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var pods []struct {
+			IP string `json:"ipv4"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&pods); err != nil {
+			return err
+		}
+		for _, p := range pods {
+			ips = append(ips, p.IP)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ips
+}
+
+func TestSecondaryENIPods(t *testing.T) {
+	cl := newCluster(t, "10.62.0.0/16", "10.62.0.0/20")
+	// t3.medium: 3 ENIs x 6 addresses: the primary ENI holds 5 pods.
+	a := cl.startNode(t, "t3.medium", "WARM_ENI_TARGET=1")
+	b := cl.startNode(t, "t3.medium")
+	target, err := b.add(t, "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.listen(t, 9000)
+	var pods []*pod
+	for i := 0; i < 8; i++ {
+		p, err := a.add(t, fmt.Sprintf("p%d", i))
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		pods = append(pods, p)
+	}
+	// Every pod, including those on a secondary ENI, reaches the other
+	// node: the router's source/dest check passes only when a pod's
+	// traffic leaves through the ENI that owns its address.
+	for _, p := range pods {
+		if _, err := p.dial(net.JoinHostPort(target.ip.String(), "9000")); err != nil {
+			t.Fatalf("pod %s (%s) to %s: %v", p.name, p.ip, target.ip, err)
+		}
+	}
+	enis, err := cl.ec2.DescribeNetworkInterfaces(context.Background(), &ec2sdk.DescribeNetworkInterfacesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, e := range enis.NetworkInterfaces {
+		if e.Attachment != nil && *e.Attachment.InstanceId == a.inst.ID {
+			count++
+		}
+	}
+	if count < 2 {
+		t.Fatalf("8 pods on a t3.medium should need a second ENI; node has %d", count)
+	}
+}
+
+func TestBurstWithThrottling(t *testing.T) {
+	cl := newCluster(t, "10.63.0.0/16", "10.63.0.0/20")
+	n := cl.startNode(t, "m5.4xlarge", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=2")
+	// From now on, 30% of EC2 calls are throttled.
+	body := `{"ec2:AssignPrivateIpAddresses":{"errorRate":0.3,"errorCode":"RequestLimitExceeded"},` +
+		`"ec2:CreateNetworkInterface":{"errorRate":0.3,"errorCode":"RequestLimitExceeded"},` +
+		`"ec2:AttachNetworkInterface":{"errorRate":0.3,"errorCode":"RequestLimitExceeded"},` +
+		`"ec2:DescribeNetworkInterfaces":{"errorRate":0.3,"errorCode":"RequestLimitExceeded"}}`
+	req, _ := http.NewRequest(http.MethodPut, cl.lc.Endpoint+"/_localcloud/faults", strings.NewReader(body))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("inject faults: %v %v", err, resp)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 60)
+	seen := sync.Map{}
+	for i := 0; i < 60; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			p, err := n.add(t, fmt.Sprintf("burst-%d", i))
+			if err != nil {
+				errs <- fmt.Errorf("pod %d: %w", i, err)
+				return
+			}
+			if other, dup := seen.LoadOrStore(p.ip, p.name); dup {
+				errs <- fmt.Errorf("%s given to %s and %s", p.ip, other, p.name)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/vishvananda/netns"
+)
+
+// EC2 returns an SDK client for a localcloud, with its root credentials.
+func (l *Localcloud) EC2(t testing.TB) *ec2sdk.Client {
+	t.Helper()
+	cfg, err := config.LoadDefaultConfig(context.Background(),
+		config.WithSharedCredentialsFiles([]string{filepath.Join(l.StateDir, "credentials")}),
+		config.WithSharedConfigFiles([]string{filepath.Join(l.StateDir, "config")}),
+		config.WithBaseEndpoint(l.Endpoint))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ec2sdk.NewFromConfig(cfg)
+}
+
+// Instance is a localcloud instance whose namespace exists.
+type Instance struct {
+	ID, NetNS, PrimaryIP, PrimaryENI, SubnetID string
+}
+
+// RunInstance launches one instance and waits for its namespace.
+func RunInstance(t testing.TB, c *ec2sdk.Client, subnet, typ string) Instance {
+	t.Helper()
+	out, err := c.RunInstances(context.Background(), &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"),
+		InstanceType: ec2Type(typ), MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String(subnet)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := out.Instances[0]
+	in := Instance{ID: *i.InstanceId, NetNS: "berth-" + *i.InstanceId, PrimaryIP: *i.PrivateIpAddress,
+		PrimaryENI: *i.NetworkInterfaces[0].NetworkInterfaceId, SubnetID: subnet}
+	WaitFor(t, "namespace "+in.NetNS, 20*time.Second, func() bool {
+		_, err := os.Stat("/var/run/netns/" + in.NetNS)
+		return err == nil
+	})
+	return in
+}
+
+// WaitFor polls cond.
+func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// InNetNS runs fn on an OS thread inside the named namespace; processes
+// fn starts inherit the namespace.
+func InNetNS(name string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			errc <- fmt.Errorf("netns %s: %w", name, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, err) // thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// StartIn starts a command inside a named namespace (via nsenter, which
+// leaves /sys alone, unlike `ip netns exec`), stopped when the test ends.
+func StartIn(t testing.TB, ns string, env []string, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + ns, name}, args...)...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd
+}
+
+// NewNetNS makes a named namespace for a pod, deleted when the test ends.
+func NewNetNS(t testing.TB, name string) string {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v %s", name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return "/var/run/netns/" + name
+}
+
+// DialFrom connects from inside ns to addr and closes.
+func DialFrom(ns, addr string, timeout time.Duration) (net.Addr, error) {
+	var local net.Addr
+	err := InNetNS(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, timeout)
+		if err != nil {
+			return err
+		}
+		local = c.LocalAddr()
+		return c.Close()
+	})
+	return local, err
+}
+
+func ec2Type(s string) ec2types.InstanceType { return ec2types.InstanceType(s) }

@@ -122,7 +122,7 @@ func (n *node) add(t *testing.T, name string) (*pod, error) {
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return p, err // the runtime still DELs a failed sandbox
 	}
 	if len(res.IPs) != 1 {
 		return nil, fmt.Errorf("result has %d IPs", len(res.IPs))

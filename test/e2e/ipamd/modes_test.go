@@ -1,0 +1,101 @@
+package ipamd_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/containernetworking/cni/libcni"
+	cnitypes "github.com/containernetworking/cni/pkg/types"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+func TestPrefixMode(t *testing.T) {
+	cl := newCluster(t, "10.67.0.0/16", "10.67.0.0/20")
+	n := cl.startNode(t, "m5.large", "ENABLE_PREFIX_DELEGATION=true")
+	var pods []*pod
+	for i := 0; i < 20; i++ { // more than one /28
+		p, err := n.add(t, "pd-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		pods = append(pods, p)
+	}
+	out, err := cl.ec2.DescribeNetworkInterfaces(context.Background(), &ec2sdk.DescribeNetworkInterfacesInput{
+		Filters: []ec2types.Filter{{Name: strPtr("attachment.instance-id"), Values: []string{n.inst.ID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prefixes []netip.Prefix
+	for _, e := range out.NetworkInterfaces {
+		if len(e.PrivateIpAddresses) > 1 {
+			t.Errorf("prefix mode assigned secondary IPs to %s", *e.NetworkInterfaceId)
+		}
+		for _, p := range e.Ipv4Prefixes {
+			prefixes = append(prefixes, netip.MustParsePrefix(*p.Ipv4Prefix))
+		}
+	}
+	for _, p := range pods {
+		in := false
+		for _, pf := range prefixes {
+			in = in || pf.Contains(p.ip)
+		}
+		if !in {
+			t.Errorf("pod %s got %s outside the node's prefixes %v", p.name, p.ip, prefixes)
+		}
+	}
+	if len(prefixes) < 2 {
+		t.Fatalf("20 pods need at least two /28s, node has %v", prefixes)
+	}
+}
+
+func strPtr(s string) *string { return &s }
+
+func TestMaxPodsStatusAndGC(t *testing.T) {
+	cl := newCluster(t, "10.68.0.0/16", "10.68.0.0/20")
+	n := cl.startNode(t, "m5.large", "MAX_PODS=3")
+	var pods []*pod
+	for i := 0; i < 3; i++ {
+		p, err := n.add(t, "mp-"+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+	}
+	if _, err := n.add(t, "mp-over"); err == nil || !strings.Contains(err.Error(), "max pods") {
+		t.Fatalf("4th pod with MAX_PODS=3: %v", err)
+	}
+
+	// STATUS through libcni: ready while ipamd serves.
+	conf := n.conf(t)
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.GetStatusNetworkList(context.Background(), conf) }); err != nil {
+		t.Fatalf("STATUS with ipamd up: %v", err)
+	}
+
+	// GC: only pods[0] is still valid; the others' addresses are released.
+	gc := &libcni.GCArgs{ValidAttachments: []cnitypes.GCAttachment{{ContainerID: pods[0].rt.ContainerID, IfName: "eth0"}}}
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.GCNetworkList(context.Background(), conf, gc) }); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	held := introspectPods(t, n)
+	if len(held) != 1 || held[0] != pods[0].ip.String() {
+		t.Fatalf("after GC ipamd holds %v, want only %s", held, pods[0].ip)
+	}
+
+	// STATUS when ipamd is gone: not available (code 50).
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	_ = os.Remove(filepath.Join(n.socket))
+	err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.GetStatusNetworkList(context.Background(), conf) })
+	var cniErr *cnitypes.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != 50 {
+		t.Fatalf("STATUS with ipamd down: %v, want CNI error 50 (plugin not available)", err)
+	}
+}

@@ -102,7 +102,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	defer func() {
 		if err != nil {
 			// Leave nothing behind: no links, no rules, no address held.
-			_ = teardownHost(hostName, ip, table)
+			_ = teardownHost(hostName, ip, table, true)
 			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer dcancel()
 			_, _ = client.DelNetwork(dctx, &rpc.DelNetworkRequest{ClientVersion: version.Version, ContainerID: args.ContainerID,
@@ -235,10 +235,20 @@ func cmdDel(args *skel.CmdArgs) error {
 			}
 		}
 	}
-	if err := teardownHost(hostName, ip, table); err != nil {
+	// Keep the veth when the pod's namespace is still there: the runtime
+	// deletes the namespace next, and the pair with it.
+	if err := teardownHost(hostName, ip, table, !netnsExists(args.Netns)); err != nil {
 		log.Warn("teardown", "err", err)
 	}
 	return nil
+}
+
+func netnsExists(p string) bool {
+	if p == "" {
+		return false
+	}
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
@@ -404,7 +414,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		if len(reply.IPAllocationMetadata) > 0 {
 			table = int(reply.IPAllocationMetadata[0].RouteTableId)
 		}
-		_ = teardownHost(hostVethName(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table)
+		_ = teardownHost(hostVethName(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table, true)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())

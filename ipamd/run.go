@@ -98,6 +98,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	go p.Run(ctx)
 	go p.CleanupLeakedENIs(ctx)
+	go sweepOrphans(ctx, ds, cp, cfg.VethPrefix, log)
 
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
@@ -189,6 +190,40 @@ func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error
 func VethName(prefix, namespace, pod string) string {
 	h := sha1.Sum([]byte(namespace + "." + pod))
 	return prefix + hex.EncodeToString(h[:])[:11]
+}
+
+// sweepOrphans releases, every 30 s, addresses whose pod veth is gone
+// (a DEL that could not reach ipamd, then the runtime deleted the pod's
+// namespace). Allocations younger than the sweep are left alone: their ADD
+// may still be wiring the veth.
+func sweepOrphans(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, vethPrefix string, log *slog.Logger) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		released := 0
+		for _, a := range ds.Allocations() {
+			if a.Meta.PodName == "" || time.Since(a.AssignedAt) < 30*time.Second {
+				continue
+			}
+			if _, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName)); err == nil {
+				continue
+			}
+			if _, ok := ds.Release(a.Key); ok {
+				released++
+				log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
+			}
+		}
+		if released > 0 {
+			if err := cp.Sync(ctx); err != nil {
+				log.Error("checkpoint after the orphan sweep", "err", err)
+			}
+		}
+	}
 }
 
 // restore re-creates the allocations of the checkpoint whose pod still has

@@ -1,13 +1,18 @@
 package ipamd_test
 
 import (
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/berth-io/berth/test/e2e"
 )
@@ -62,6 +67,30 @@ func TestCrashDuringBurst(t *testing.T) {
 		t.Fatal("the kill did not land during the burst (no ADD or DEL failed)")
 	}
 	_ = n.cmd.Wait()
+	// A runtime restarts ipamd after seconds, by which time the kernel has
+	// destroyed the namespaces of deleted pods and their veths with them;
+	// wait for that instead of racing the kernel's async netns cleanup.
+	e2e.WaitFor(t, "veths of deleted pods to go", 10*time.Second, func() bool {
+		gone := true
+		_ = e2e.InNetNS(n.inst.NetNS, func() error {
+			for i := 0; i < 50; i++ {
+				name := fmt.Sprintf("crash-%d", i)
+				mu.Lock()
+				_, isLive := live[name]
+				mu.Unlock()
+				if isLive {
+					continue
+				}
+				if _, err := netlink.LinkByName(vethName("default", name)); err == nil {
+					if _, err := os.Stat("/var/run/netns/" + podNetnsName(name, pending, live)); err != nil {
+						gone = false
+					}
+				}
+			}
+			return nil
+		})
+		return gone
+	})
 	n.restart(t)
 	// The runtime retries: every pod that did not finish gets a DEL.
 	for name, p := range pending {
@@ -94,8 +123,24 @@ func TestCrashDuringBurst(t *testing.T) {
 	}
 }
 
+func vethName(ns, pod string) string {
+	h := sha1.Sum([]byte(ns + "." + pod))
+	return "eni" + hex.EncodeToString(h[:])[:11]
+}
+
+// podNetnsName returns the namespace name of a pod, "" when unknown (then
+// its netns was deleted by del or never existed).
+func podNetnsName(name string, maps ...map[string]*pod) string {
+	for _, m := range maps {
+		if p := m[name]; p != nil {
+			return filepath.Base(p.netns)
+		}
+	}
+	return "-gone-"
+}
+
 // restart starts a new ipamd in the node with the same directories.
-func (n *node) restart(t *testing.T) {
+func (n *node) restart(t testing.TB) {
 	t.Helper()
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",

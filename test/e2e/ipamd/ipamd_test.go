@@ -42,7 +42,7 @@ type cluster struct {
 	sub string
 }
 
-func newCluster(t *testing.T, cidr, subnet string) *cluster {
+func newCluster(t testing.TB, cidr, subnet string) *cluster {
 	t.Helper()
 	e2e.Require(t, os.Geteuid() == 0, "needs root")
 	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--attach-delay-min=100ms",
@@ -61,13 +61,13 @@ func newCluster(t *testing.T, cidr, subnet string) *cluster {
 }
 
 // startNode runs an instance and berth-ipamd inside it.
-func (cl *cluster) startNode(t *testing.T, typ string, env ...string) *node {
+func (cl *cluster) startNode(t testing.TB, typ string, env ...string) *node {
 	t.Helper()
 	return cl.startNodeAt(t, typ, "", env...)
 }
 
 // startNodeAt is startNode with an explicit socket path ("" = a temp one).
-func (cl *cluster) startNodeAt(t *testing.T, typ, socket string, env ...string) *node {
+func (cl *cluster) startNodeAt(t testing.TB, typ, socket string, env ...string) *node {
 	t.Helper()
 	inst := e2e.RunInstance(t, cl.ec2, cl.sub, typ)
 	dir := t.TempDir()
@@ -90,7 +90,7 @@ func (cl *cluster) startNodeAt(t *testing.T, typ, socket string, env ...string) 
 	return n
 }
 
-func (n *node) conf(t *testing.T) *libcni.NetworkConfigList {
+func (n *node) conf(t testing.TB) *libcni.NetworkConfigList {
 	t.Helper()
 	c, err := libcni.ConfListFromFile(filepath.Join(n.confDir, "10-berth.conflist"))
 	if err != nil {
@@ -106,7 +106,7 @@ type pod struct {
 }
 
 // add creates a pod through libcni from inside the node's namespace.
-func (n *node) add(t *testing.T, name string) (*pod, error) {
+func (n *node) add(t testing.TB, name string) (*pod, error) {
 	t.Helper()
 	nsName := fmt.Sprintf("pod-%s-%d", name, time.Now().UnixNano()%1e6)
 	p := &pod{name: name, ns: "default", netns: e2e.NewNetNS(t, nsName)}
@@ -131,16 +131,21 @@ func (n *node) add(t *testing.T, name string) (*pod, error) {
 	return p, nil
 }
 
-func (n *node) del(t *testing.T, p *pod) error {
-	return e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), n.conf(t), p.rt) })
+// del runs DEL and then, as a runtime does, deletes the pod's namespace.
+func (n *node) del(t testing.TB, p *pod) error {
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), n.conf(t), p.rt) }); err != nil {
+		return err
+	}
+	_ = exec.Command("ip", "netns", "del", filepath.Base(p.netns)).Run()
+	return nil
 }
 
-func (n *node) check(t *testing.T, p *pod) error {
+func (n *node) check(t testing.TB, p *pod) error {
 	return e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.CheckNetworkList(context.Background(), n.conf(t), p.rt) })
 }
 
 // listen serves TCP echo inside the pod.
-func (p *pod) listen(t *testing.T, port int) {
+func (p *pod) listen(t testing.TB, port int) {
 	t.Helper()
 	var ln net.Listener
 	if err := e2e.InNetNS(filepath.Base(p.netns), func() error {
@@ -238,7 +243,7 @@ func TestPodsThroughLibcni(t *testing.T) {
 }
 
 // introspectPods reads /v1/pods inside the node.
-func introspectPods(t *testing.T, n *node) []string {
+func introspectPods(t testing.TB, n *node) []string {
 	t.Helper()
 	var ips []string
 	err := e2e.InNetNS(n.inst.NetNS, func() error {

@@ -99,6 +99,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	go p.Run(ctx)
 	go p.CleanupLeakedENIs(ctx)
 	go sweepOrphans(ctx, ds, cp, cfg.VethPrefix, log)
+	go p.ReconcileLoop(ctx, time.Minute)
 
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},

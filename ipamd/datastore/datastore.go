@@ -65,6 +65,7 @@ type cidr struct {
 	isPrefix bool // a delegated /28
 	eni      *ENI
 	assigned int
+	added    time.Time
 }
 
 // addr is the state of one address the pool owns.
@@ -141,7 +142,7 @@ func (s *Store) AddCIDR(eniID string, p netip.Prefix) error {
 			return fmt.Errorf("add %s to %s: %s: %w", p, eniID, a, ErrDuplicateCIDR)
 		}
 	}
-	c := &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e}
+	c := &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e, added: s.now()}
 	e.cidrs[p] = c
 	for a := range addrsOf(p) {
 		s.gen++
@@ -345,6 +346,8 @@ type CIDRInfo struct {
 	Assigned int
 	// Cooling counts free addresses still in their cooldown.
 	Cooling int
+	// Added is when the CIDR joined the pool.
+	Added time.Time
 }
 
 // CIDRs lists an ENI's CIDRs, sorted.
@@ -358,7 +361,7 @@ func (s *Store) CIDRs(eniID string) []CIDRInfo {
 	now := s.now()
 	out := make([]CIDRInfo, 0, len(e.cidrs))
 	for _, c := range e.cidrs {
-		info := CIDRInfo{Prefix: c.prefix, IsPrefix: c.isPrefix, Assigned: c.assigned}
+		info := CIDRInfo{Prefix: c.prefix, IsPrefix: c.isPrefix, Assigned: c.assigned, Added: c.added}
 		for a := range addrsOf(c.prefix) {
 			if st := s.addrs[a]; st != nil && st.alloc == nil && !st.freedAt.IsZero() && now.Sub(st.freedAt) < s.cooldown {
 				info.Cooling++

@@ -33,7 +33,7 @@ func newFake(typ string) *fakeCloud {
 	info, _ := instancetypes.Lookup(typ)
 	f := &fakeCloud{calls: map[string]int{}, inst: cloud.Instance{ID: "i-1", Type: typ, PrimaryENI: "eni-0", SubnetID: "subnet-1",
 		SubnetCIDR: netip.MustParsePrefix("10.0.0.0/16"), PrimaryIP: netip.MustParseAddr("10.0.0.10"), Info: info}}
-	f.enis = []cloud.ENI{{ID: "eni-0", Device: 0, MAC: "02:00:00:00:00:00", PrimaryIP: f.inst.PrimaryIP, SubnetCIDR: f.inst.SubnetCIDR}}
+	f.enis = []cloud.ENI{{ID: "eni-0", Device: 0, MAC: "02:00:00:00:00:00", PrimaryIP: f.inst.PrimaryIP, SubnetCIDR: f.inst.SubnetCIDR, Attached: true}}
 	f.next = 100
 	return f
 }
@@ -83,7 +83,7 @@ func (f *fakeCloud) CreateENI(_ context.Context, r cloud.CreateENIRequest) (clou
 	return e, nil
 }
 
-func (f *fakeCloud) AssignIPs(_ context.Context, _ string, n int) ([]netip.Addr, error) {
+func (f *fakeCloud) AssignIPs(_ context.Context, eni string, n int) ([]netip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["AssignIPs"]++
@@ -93,6 +93,9 @@ func (f *fakeCloud) AssignIPs(_ context.Context, _ string, n int) ([]netip.Addr,
 	var out []netip.Addr
 	for i := 0; i < n; i++ {
 		out = append(out, f.ip())
+	}
+	if eni == "eni-0" {
+		f.enis[0].Secondary = append(f.enis[0].Secondary, out...)
 	}
 	return out, nil
 }
@@ -238,5 +241,41 @@ func TestShrinkFreesYoungENIsOnlyLater(t *testing.T) {
 	p.reconcile(context.Background())
 	if f.calls["FreeENI"] == 0 && ds.Stats().ENIs > 1 {
 		t.Fatalf("surplus ENI kept: %+v %v", ds.Stats(), f.calls)
+	}
+}
+
+func TestReconcileAdoptsAndDrops(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	p.reconcile(context.Background())
+	before := ds.Stats().Total
+	// Someone assigned an address out of band; EC2 and IMDS show it.
+	extra := netip.MustParseAddr("10.0.9.9")
+	f.mu.Lock()
+	f.enis[0].Secondary = append(f.enis[0].Secondary, extra)
+	f.mu.Unlock()
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Stats().Total != before+1 {
+		t.Fatalf("adopted nothing: %+v", ds.Stats())
+	}
+	// EC2 drops them all; only once they are older than IMDS's lag does
+	// their absence from IMDS count.
+	f.mu.Lock()
+	f.enis[0].Secondary = nil
+	f.mu.Unlock()
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Stats().Total != before+1 {
+		t.Fatalf("dropped addresses younger than the IMDS lag: %+v", ds.Stats())
+	}
+	later := time.Now().Add(2 * time.Minute)
+	p.now = func() time.Time { return later }
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Stats().Total != 0 {
+		t.Fatalf("addresses EC2 no longer has were kept: %+v", ds.Stats())
 	}
 }

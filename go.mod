@@ -3,6 +3,7 @@ module github.com/berth-io/berth
 go 1.26.0
 
 tool (
+	github.com/containernetworking/cni/cnitool
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	google.golang.org/protobuf/cmd/protoc-gen-go
 )

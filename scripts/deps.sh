@@ -21,4 +21,5 @@ fi
 go mod download
 go tool -n protoc-gen-go >/dev/null
 go tool -n protoc-gen-go-grpc >/dev/null
+go tool -n cnitool >/dev/null
 echo "deps: Go tools ready"

@@ -171,12 +171,7 @@ func fileModeBits(mode uint64) os.FileMode {
 }
 
 func (s *Service) describeAccessPoints(q map[string][]string) (int, any, error) {
-	get := func(k string) string {
-		if v := q[k]; len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
+	get := func(k string) string { return first(q, k) }
 	max, err := intParam(get("MaxResults"), "MaxResults")
 	if err != nil {
 		return 0, nil, err

@@ -333,6 +333,14 @@ func page(ids []string, marker string, max int) ([]string, string, error) {
 	return ids, "", nil
 }
 
+// first returns the first value of a query parameter, or "".
+func first(q map[string][]string, k string) string {
+	if v := q[k]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 func intParam(v string, name string) (int, error) {
 	if v == "" {
 		return 0, nil
@@ -345,12 +353,7 @@ func intParam(v string, name string) (int, error) {
 }
 
 func (s *Service) describeFileSystems(q map[string][]string) (int, any, error) {
-	get := func(k string) string {
-		if v := q[k]; len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
+	get := func(k string) string { return first(q, k) }
 	max, err := intParam(get("MaxItems"), "MaxItems")
 	if err != nil {
 		return 0, nil, err
@@ -471,12 +474,7 @@ func (s *Service) createMountTarget(ctx context.Context, body []byte) (int, any,
 }
 
 func (s *Service) describeMountTargets(q map[string][]string) (int, any, error) {
-	get := func(k string) string {
-		if v := q[k]; len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
+	get := func(k string) string { return first(q, k) }
 	max, err := intParam(get("MaxItems"), "MaxItems")
 	if err != nil {
 		return 0, nil, err

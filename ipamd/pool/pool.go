@@ -238,7 +238,13 @@ func (p *Pool) reconcile(ctx context.Context) {
 		due := p.now().Sub(p.lastShrink) >= 30*time.Second
 		p.mu.Unlock()
 		if due {
-			p.shrink(ctx, st.Total-want)
+			// In prefix mode keep one prefix of slack, so pod churn at the
+			// edge of the target does not return a prefix and take it back.
+			slack := 0
+			if p.cfg.PrefixDelegation {
+				slack = 16
+			}
+			p.shrink(ctx, st.Total-want-slack)
 		}
 	}
 }

@@ -240,13 +240,17 @@ func BenchmarkSteadyState(b *testing.B) {
 	cl := newCluster(b, "10.72.0.0/16", "10.72.0.0/18")
 	node := cl.startNode(b, "c5n.18xlarge", "ENABLE_PREFIX_DELEGATION=true", "WARM_PREFIX_TARGET=2")
 	var pods []*pod
-	for i := 0; i < 250; i++ {
-		p, err := node.add(b, fmt.Sprintf("ss-%d", i))
-		if err != nil {
-			b.Fatalf("pod %d: %v", i, err)
+	addN := func(from, to int) {
+		for i := from; i < to; i++ {
+			p, err := node.add(b, fmt.Sprintf("ss-%d", i))
+			if err != nil {
+				b.Fatalf("pod %d: %v", i, err)
+			}
+			pods = append(pods, p)
 		}
-		pods = append(pods, p)
 	}
+	// Churn inside the warm target (100 pods, two spare prefixes): no EC2.
+	addN(0, 100)
 	time.Sleep(6 * time.Second) // let the pool settle at its target
 	resetCalls(b, cl)
 	for i := 0; i < 10; i++ {
@@ -260,6 +264,9 @@ func BenchmarkSteadyState(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(allCalls(b, cl)), "ec2-calls-per-20-ops")
+	b.Logf("EC2 calls during the steady-state operations: %v", calls(b, cl))
+	// Memory with 250 pods.
+	addN(100, 250)
 	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", node.cmd.Process.Pid))
 	for _, l := range strings.Split(string(status), "\n") {
 		if strings.HasPrefix(l, "VmRSS:") {

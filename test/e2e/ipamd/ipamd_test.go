@@ -69,6 +69,12 @@ func (cl *cluster) startNode(t testing.TB, typ string, env ...string) *node {
 // startNodeAt is startNode with an explicit socket path ("" = a temp one).
 func (cl *cluster) startNodeAt(t testing.TB, typ, socket string, env ...string) *node {
 	t.Helper()
+	return cl.startNodeWith(t, typ, socket, []string{"--chain-portmap=false"}, env...)
+}
+
+// startNodeWith also takes extra berth-ipamd flags.
+func (cl *cluster) startNodeWith(t testing.TB, typ, socket string, flags []string, env ...string) *node {
+	t.Helper()
 	inst := e2e.RunInstance(t, cl.ec2, cl.sub, typ)
 	dir := t.TempDir()
 	if socket == "" {
@@ -80,8 +86,8 @@ func (cl *cluster) startNodeAt(t testing.TB, typ, socket string, env ...string) 
 	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1"}
-	n.cmd = e2e.StartIn(t, inst.NetNS, append(base, env...), ipamd, "--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir,
-		"--socket", n.socket, "--state-dir", n.stateDir, "--chain-portmap=false", "--log-level", "debug")
+	args := append([]string{"--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir, "--socket", n.socket, "--state-dir", n.stateDir, "--log-level", "debug"}, flags...)
+	n.cmd = e2e.StartIn(t, inst.NetNS, append(base, env...), ipamd, args...)
 	e2e.WaitFor(t, "conflist of "+inst.ID, 60*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(n.confDir, "10-berth.conflist"))
 		return err == nil

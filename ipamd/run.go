@@ -87,6 +87,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("configure the primary interface: %w", err)
 	}
 
+	if pool.MaxPods(cfg, in) == 0 {
+		return fmt.Errorf("no pod capacity on %s with this configuration (prefix delegation needs a Nitro instance type)", in.Type)
+	}
 	ds := datastore.New(cfg.IPCooldown, nil)
 	p := pool.New(cfg, c, ds, host, log)
 	if err := p.Init(ctx); err != nil {

@@ -4,6 +4,7 @@ package instancetypes
 
 var table = []Info{
 	{Name: "a1.medium", VCPUs: 1, MemoryMiB: 2048, Hypervisor: "nitro", BareMetal: false, Architecture: "arm64", NetworkCards: 1, MaxENIs: 2, IPv4PerENI: 4, IPv6PerENI: 4, IPv6Supported: true, PrefixDelegation: true, MaxEBSAttachments: 28, EBSSharedWithENIs: true, NetworkPerformance: "Up to 10 Gigabit"},
+	{Name: "c5.18xlarge", VCPUs: 72, MemoryMiB: 147456, Hypervisor: "nitro", BareMetal: false, Architecture: "x86_64", NetworkCards: 1, MaxENIs: 15, IPv4PerENI: 50, IPv6PerENI: 50, IPv6Supported: true, PrefixDelegation: true, MaxEBSAttachments: 28, EBSSharedWithENIs: true, NetworkPerformance: "25 Gigabit"},
 	{Name: "c5.2xlarge", VCPUs: 8, MemoryMiB: 16384, Hypervisor: "nitro", BareMetal: false, Architecture: "x86_64", NetworkCards: 1, MaxENIs: 4, IPv4PerENI: 15, IPv6PerENI: 15, IPv6Supported: true, PrefixDelegation: true, MaxEBSAttachments: 28, EBSSharedWithENIs: true, NetworkPerformance: "Up to 10 Gigabit"},
 	{Name: "c5.4xlarge", VCPUs: 16, MemoryMiB: 32768, Hypervisor: "nitro", BareMetal: false, Architecture: "x86_64", NetworkCards: 1, MaxENIs: 8, IPv4PerENI: 30, IPv6PerENI: 30, IPv6Supported: true, PrefixDelegation: true, MaxEBSAttachments: 28, EBSSharedWithENIs: true, NetworkPerformance: "Up to 10 Gigabit"},
 	{Name: "c5.large", VCPUs: 2, MemoryMiB: 4096, Hypervisor: "nitro", BareMetal: false, Architecture: "x86_64", NetworkCards: 1, MaxENIs: 3, IPv4PerENI: 10, IPv6PerENI: 10, IPv6Supported: true, PrefixDelegation: true, MaxEBSAttachments: 28, EBSSharedWithENIs: true, NetworkPerformance: "Up to 10 Gigabit"},

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-io/berth/internal/maxpods"
 	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/config"
 	"github.com/berth-io/berth/ipamd/datastore"
@@ -54,26 +55,24 @@ type Pool struct {
 	changed      chan struct{}
 }
 
-// MaxPods computes the node's pod capacity as EKS does: secondary-IP mode
-// ENIs × (IPs − 1) + 2, prefix mode ENIs × (IPs − 1) × 16 + 2 capped at
-// 110 (≤ 30 vCPUs) or 250.
+// MaxPods is the node's pod capacity from the shared resolver (the one
+// berth-bootstrap gives kubelet): secondary-IP mode ENIs × (IPs − 1) + 2,
+// prefix mode ENIs × (IPs − 1) × 16 + 2 capped at 110 (≤ 30 vCPUs) or 250;
+// MAX_ENI lowers the ENI count and MAX_PODS overrides it all.
 func MaxPods(c config.Config, in cloud.Instance) int {
-	if c.MaxPods > 0 {
-		return c.MaxPods
+	info := in.Info
+	if c.MaxENI > 0 && c.MaxENI < info.MaxENIs {
+		info.MaxENIs = c.MaxENI
 	}
-	enis := in.Info.MaxENIs
-	if c.MaxENI > 0 && c.MaxENI < enis {
-		enis = c.MaxENI
+	mode := maxpods.SecondaryIP
+	if c.PrefixDelegation {
+		mode = maxpods.PrefixDelegation
 	}
-	if !c.PrefixDelegation {
-		return enis*(in.Info.IPv4PerENI-1) + 2
+	r, err := maxpods.Resolve(maxpods.Input{Type: info, Mode: mode, Explicit: c.MaxPods})
+	if err != nil {
+		return 0
 	}
-	n := enis*(in.Info.IPv4PerENI-1)*16 + 2
-	limit := 250
-	if in.Info.VCPUs <= 30 {
-		limit = 110
-	}
-	return min(n, limit)
+	return r.MaxPods
 }
 
 // New returns a pool manager.

@@ -11,7 +11,7 @@ GO       ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin
+BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables containernetworking-plugins \

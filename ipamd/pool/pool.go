@@ -443,21 +443,38 @@ func (p *Pool) CleanupLeakedENIs(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		ids, err := p.cloud.LeakedENIs(ctx)
-		if err != nil {
-			p.log.Warn("list leaked ENIs", "err", err)
-		}
-		for _, id := range ids {
-			if err := p.cloud.DeleteENI(ctx, id); err != nil {
-				p.log.Warn("delete leaked ENI", "eni", id, "err", err)
-			} else {
-				p.log.Info("deleted leaked ENI", "eni", id)
-			}
-		}
+		p.cleanupLeakedOnce(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// cleanupLeakedOnce deletes the leaked ENIs EC2 reports, never one the
+// datastore still uses.
+func (p *Pool) cleanupLeakedOnce(ctx context.Context) int {
+	ids, err := p.cloud.LeakedENIs(ctx)
+	if err != nil {
+		p.log.Warn("list leaked ENIs", "err", err)
+		return 0
+	}
+	inUse := map[string]bool{}
+	for _, e := range p.ds.ENIs() {
+		inUse[e.ID] = true
+	}
+	deleted := 0
+	for _, id := range ids {
+		if inUse[id] {
+			continue
+		}
+		if err := p.cloud.DeleteENI(ctx, id); err != nil {
+			p.log.Warn("delete leaked ENI", "eni", id, "err", err)
+			continue
+		}
+		deleted++
+		p.log.Info("deleted leaked ENI", "eni", id)
+	}
+	return deleted
 }

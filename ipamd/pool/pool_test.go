@@ -53,8 +53,6 @@ func (f *fakeCloud) count(op string) { f.mu.Lock(); f.calls[op]++; f.mu.Unlock()
 func (f *fakeCloud) Instance() cloud.Instance                           { return f.inst }
 func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
 func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
-func (f *fakeCloud) LeakedENIs(context.Context) ([]string, error)       { return nil, nil }
-func (f *fakeCloud) DeleteENI(context.Context, string) error            { return nil }
 func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return nil, nil }
 func (f *fakeCloud) FreeENI(context.Context, string) error              { f.count("FreeENI"); return nil }
 func (f *fakeCloud) UnassignIPs(context.Context, string, []netip.Addr) error {
@@ -277,5 +275,24 @@ func TestReconcileAdoptsAndDrops(t *testing.T) {
 	}
 	if ds.Stats().Total != 0 {
 		t.Fatalf("addresses EC2 no longer has were kept: %+v", ds.Stats())
+	}
+}
+
+func (f *fakeCloud) LeakedENIs(context.Context) ([]string, error) {
+	return []string{"eni-leaked-1", "eni-0", "eni-leaked-2"}, nil
+}
+
+func (f *fakeCloud) DeleteENI(_ context.Context, id string) error {
+	f.count("DeleteENI:" + id)
+	return nil
+}
+
+func TestLeakedENICleanupSparesENIsInUse(t *testing.T) {
+	p, f, _ := newPool(t, "m5.large", nil)
+	if n := p.cleanupLeakedOnce(context.Background()); n != 2 {
+		t.Fatalf("deleted %d leaked ENIs, want 2", n)
+	}
+	if f.calls["DeleteENI:eni-0"] != 0 {
+		t.Fatal("deleted the primary ENI, which the datastore uses")
 	}
 }

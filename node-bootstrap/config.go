@@ -55,6 +55,12 @@ func newRootCommand() *cobra.Command {
 		},
 	})
 	root.AddCommand(cfg)
+	ini := newInitCommand(&f)
+	ini.Flags().StringArrayVar(&f.sources, "config-source", nil, "where to read NodeConfig: imds://user-data (default) or file:///path; repeatable")
+	ini.Flags().StringVar(&f.dropIn, "drop-in-dir", "/etc/berth/nodeconfig.d", "directory of *.yaml NodeConfig drop-ins")
+	ini.Flags().StringVar(&f.instanceType, "instance-type", "", "instance type (default: from IMDS)")
+	ini.Flags().StringVar(&f.mode, "networking-mode", "secondary-ip", "pod networking mode")
+	root.AddCommand(ini)
 	return root
 }
 

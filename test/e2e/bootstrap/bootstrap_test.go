@@ -49,6 +49,37 @@ func TestConfigFromIMDSUserData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("berth-bootstrap config explain: %v\n%s", err, out)
 	}
+	// init --skip run writes every file under --root from the same sources.
+	root := t.TempDir()
+	ini := exec.Command(e2e.Bin(t, "berth-bootstrap"), "init", "--skip", "run", "--root", root, "--drop-in-dir", t.TempDir())
+	ini.Env = cmd.Env
+	if out, err := ini.CombinedOutput(); err != nil {
+		t.Fatalf("berth-bootstrap init --skip run: %v\n%s", err, out)
+	}
+	inst := *run.Instances[0].InstanceId
+	cfg, err := os.ReadFile(filepath.Join(root, "etc/kubernetes/kubelet/config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kc struct {
+		ProviderID   string            `json:"providerID"`
+		MaxPods      int               `json:"maxPods"`
+		KubeReserved map[string]string `json:"kubeReserved"`
+	}
+	if err := json.Unmarshal(cfg, &kc); err != nil {
+		t.Fatal(err)
+	}
+	if kc.ProviderID != "aws:///"+*run.Instances[0].Placement.AvailabilityZone+"/"+inst || kc.MaxPods != 17 || kc.KubeReserved["memory"] != "442Mi" {
+		t.Fatalf("kubelet config %+v", kc)
+	}
+	ca, _ := os.ReadFile(filepath.Join(root, "etc/kubernetes/pki/ca.crt"))
+	if !strings.HasPrefix(string(ca), "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("CA file %q", ca)
+	}
+	kubeconfig, _ := os.ReadFile(filepath.Join(root, "var/lib/kubelet/kubeconfig"))
+	if !strings.Contains(string(kubeconfig), `args: ["token", "--cluster-name", "demo"`) {
+		t.Fatalf("kubeconfig:\n%s", kubeconfig)
+	}
 	// Two NodeConfig parts merged from IMDS user data; t3.small read from IMDS; explicit maxPods 17 wins.
 	for _, want := range []string{"spec.cluster.name", "demo", "imds://user-data part 3", "effective maxPods                        17", "kubeReserved.memory                      442Mi"} {
 		if !strings.Contains(string(out), want) {

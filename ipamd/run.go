@@ -78,12 +78,15 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer host.Close()
+	defer func() { _ = host.Close() }()
 	mac, err := net.ParseMAC(in.PrimaryMAC)
 	if err != nil {
 		return fmt.Errorf("primary MAC %q: %w", in.PrimaryMAC, err)
 	}
-	if err := host.SetupPrimary(ctx, mac, in.PrimaryIP); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = host.SetupPrimary(pctx, mac, in.PrimaryIP)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("configure the primary interface: %w", err)
 	}
 

@@ -1,11 +1,18 @@
-// Package hostnet is the node-side network setup of berth-ipamd: secondary
-// ENIs (interface, address, route table device+1, rules), SNAT of pod
-// traffic that leaves the VPC (nftables), the connmark that keeps such
-// connections on the primary ENI, and rp_filter. The per-pod veth work is
-// berth-cni's.
+// Package hostnet is the node-side network setup of berth-ipamd: the primary
+// interface (rp_filter, MTU, the fwmark rule, SNAT and connmark in the
+// nftables table berth-snat), secondary ENIs (interface, address, route table
+// device+1, rule) and the pruning of pod rules left by a previous run. The
+// per-pod veth work is berth-cni's.
+//
+// ipamd is long-lived, so everything goes through sockets bound to the
+// node's namespace (a netlink handle from netlink.NewHandleAt, nftables
+// connections opened in the namespace) instead of moving threads between
+// namespaces. The exception is /proc/sys, which reflects the namespace of
+// the thread that opens it: sysctls are written from a throwaway thread.
 package hostnet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,59 +20,171 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// Priorities of the rules ipamd owns (the Amazon VPC CNI's numbers).
+// Rule priorities (the Amazon VPC CNI's numbers). berth-cni installs the pod
+// rules; ipamd installs the fwmark and ENI rules and prunes stale pod rules.
 const (
-	ToPodRulePriority   = 512
-	FwmarkRulePriority  = 1024
-	FromPodRulePriority = 1536
-	// ConnMark marks connections from pods to outside the VPC.
-	ConnMark = 0x80
+	ToPodRulePriority   = 512   // to <pod ip> lookup main
+	FwmarkRulePriority  = 1024  // fwmark 0x80/0x80 lookup main
+	FromPodRulePriority = 1536  // from <pod ip> lookup <ENI table>
+	ENIRulePriority     = 32765 // from <ENI primary ip> lookup <ENI table>
 )
 
-// Config configures the host.
+// ConnMark is the conntrack and packet mark bit of pod connections that leave
+// the VPC; the fwmark rule sends marked packets through the main table, that
+// is out of the primary interface.
+const ConnMark = 0x80
+
+// SNATTable is the nftables table (family ip) holding SNAT and connmark.
+const SNATTable = "berth-snat"
+
+// DefaultMTU is AWS_VPC_ENI_MTU's default.
+const DefaultMTU = 9001
+
+// Errors callers can test with errors.Is.
+var (
+	ErrInvalidConfig = errors.New("invalid hostnet configuration")
+	ErrInvalidArg    = errors.New("invalid argument")
+	ErrLinkNotFound  = errors.New("no interface with that MAC")
+	ErrClosed        = errors.New("host closed")
+)
+
+// Config configures the host. The zero value of NetNS (0) and netns.None()
+// both mean the namespace New is called in.
 type Config struct {
-	MTU              int
-	VPCCIDRs         []netip.Prefix
-	ExcludeSNATCIDRs []netip.Prefix
-	ExternalSNAT     bool
-	RandomizeSNAT    bool
-	VethPrefix       string
+	NetNS            netns.NsHandle // the node's namespace
+	MTU              int            // AWS_VPC_ENI_MTU; 0 means 9001
+	VPCCIDRs         []netip.Prefix // traffic to these is not SNATed
+	ExcludeSNATCIDRs []netip.Prefix // AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS
+	ExternalSNAT     bool           // AWS_VPC_K8S_CNI_EXTERNALSNAT: no SNAT, no connmark
+	RandomizeSNAT    bool           // fully-random source ports (config's default is true)
+	VethPrefix       string         // pod host veths are <prefix>*; "" means "eni"
 }
 
-// Host programs the node's namespace.
+// Host programs the node's namespace. Its methods are safe for concurrent
+// use.
 type Host struct {
 	cfg Config
 	log *slog.Logger
-	h   *netlink.Handle
+	ns  netns.NsHandle // owned: a duplicate of cfg.NetNS or the current namespace
+	nl  *netlink.Handle
+
+	life   sync.RWMutex // read-held by every operation, write-held by Close
+	closed bool         // under life
+	mu     sync.Mutex   // serialises multi-step changes
 }
 
-// New returns a Host for the current network namespace.
+// New validates cfg and opens handles on the node's namespace.
 func New(cfg Config, log *slog.Logger) (*Host, error) {
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle: %w", err)
-	}
 	if cfg.MTU == 0 {
-		cfg.MTU = 9001
+		cfg.MTU = DefaultMTU
 	}
 	if cfg.VethPrefix == "" {
 		cfg.VethPrefix = "eni"
 	}
-	return &Host{cfg: cfg, log: log.With("component", "hostnet"), h: h}, nil
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var ns netns.NsHandle
+	var err error
+	if cfg.NetNS <= 0 {
+		ns, err = netns.Get()
+	} else {
+		var fd int
+		fd, err = unix.FcntlInt(uintptr(cfg.NetNS), unix.F_DUPFD_CLOEXEC, 0)
+		ns = netns.NsHandle(fd)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace: %w", err)
+	}
+	nl, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		_ = ns.Close()
+		return nil, fmt.Errorf("netlink handle in %s: %w", ns, err)
+	}
+	// A wedged kernel request must not hang ipamd forever.
+	if err := nl.SetSocketTimeout(10 * time.Second); err != nil {
+		nl.Close()
+		_ = ns.Close()
+		return nil, fmt.Errorf("netlink socket timeout: %w", err)
+	}
+	return &Host{cfg: cfg, log: log.With("component", "hostnet"), ns: ns, nl: nl}, nil
 }
 
-// Close releases the netlink handle.
-func (h *Host) Close() { h.h.Close() }
+// validate returns every problem with cfg at once.
+func validate(cfg Config) error {
+	var errs []error
+	if cfg.MTU < 576 || cfg.MTU > 9001 {
+		errs = append(errs, fmt.Errorf("MTU %d: want 576..9001", cfg.MTU))
+	}
+	switch p := cfg.VethPrefix; {
+	case len(p) > 4:
+		errs = append(errs, fmt.Errorf("veth prefix %q: at most 4 characters", p))
+	case p == "eth" || p == "lo" || p == "vlan":
+		errs = append(errs, fmt.Errorf("veth prefix %q is reserved", p))
+	case strings.ContainsAny(p, "*/ \x00"):
+		errs = append(errs, fmt.Errorf("veth prefix %q: invalid character", p))
+	}
+	check := func(what string, ps []netip.Prefix) {
+		for _, p := range ps {
+			if !p.IsValid() || !p.Addr().Is4() {
+				errs = append(errs, fmt.Errorf("%s %s: not an IPv4 prefix", what, p))
+			}
+		}
+	}
+	check("VPC CIDR", cfg.VPCCIDRs)
+	check("excluded SNAT CIDR", cfg.ExcludeSNATCIDRs)
+	if !cfg.ExternalSNAT && len(cfg.VPCCIDRs) == 0 {
+		errs = append(errs, errors.New("no VPC CIDR: SNAT would rewrite traffic inside the VPC"))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+}
 
-// RouteTable is the route table of an ENI.
+// Close releases the handles; it removes nothing.
+func (h *Host) Close() error {
+	h.life.Lock()
+	defer h.life.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	h.nl.Close()
+	if err := h.ns.Close(); err != nil {
+		return fmt.Errorf("close namespace handle: %w", err)
+	}
+	return nil
+}
+
+// enter starts an operation: the handles stay open until the returned
+// function is called. Without it a closed netlink handle would silently fall
+// back to the process's own namespace.
+func (h *Host) enter() (func(), error) {
+	h.life.RLock()
+	if h.closed {
+		h.life.RUnlock()
+		return nil, ErrClosed
+	}
+	return h.life.RUnlock, nil
+}
+
+// RouteTable is the route table of an ENI: main (254) for device 0 on
+// network card 0, device+1 for the others, and 10000+device+100*card on
+// network cards above 0 (amazon-ec2-net-utils' numbering).
 func RouteTable(deviceIndex, networkCard int) int {
 	switch {
 	case networkCard > 0:
@@ -77,154 +196,143 @@ func RouteTable(deviceIndex, networkCard int) int {
 	}
 }
 
-// linkByMAC finds an interface by MAC, waiting for it to appear.
+// maxDumpAttempts bounds retries of dumps the kernel interrupted because
+// the table changed underneath (NLM_F_DUMP_INTR).
+const maxDumpAttempts = 10
+
+// dump runs a netlink dump, retrying interrupted ones.
+func dump[T any](ctx context.Context, what string, list func() ([]T, error)) ([]T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := list()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == maxDumpAttempts {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+	}
+}
+
+// sharesMAC reports link types that carry another interface's MAC (a VLAN
+// on a trunk ENI, macvlan, a bridge or bond over the ENI): never the ENI.
+func sharesMAC(l netlink.Link) bool {
+	switch l.Type() {
+	case "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "bridge", "bond":
+		return true
+	}
+	return false
+}
+
+// linkByMAC finds the interface with mac, polling with backoff until it
+// appears (a freshly attached ENI takes a moment) or ctx ends.
 func (h *Host) linkByMAC(ctx context.Context, mac net.HardwareAddr) (netlink.Link, error) {
-	delay := 50 * time.Millisecond
-	for {
-		links, err := h.h.LinkList()
-		if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return nil, fmt.Errorf("list links: %w", err)
+	if len(mac) == 0 {
+		return nil, fmt.Errorf("%w: empty MAC", ErrInvalidArg)
+	}
+	delay := 20 * time.Millisecond
+	for waited := false; ; waited = true {
+		links, err := dump(ctx, "links", h.nl.LinkList)
+		if err != nil {
+			return nil, err
 		}
 		for _, l := range links {
-			if l.Attrs().HardwareAddr.String() == mac.String() {
+			if bytes.Equal(l.Attrs().HardwareAddr, mac) && !sharesMAC(l) {
 				return l, nil
 			}
 		}
+		if !waited {
+			h.log.Info("waiting for interface", "mac", mac.String())
+		}
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("no interface with MAC %s: %w", mac, ctx.Err())
-		case <-time.After(delay):
+			t.Stop()
+			return nil, fmt.Errorf("%w %s: %w", ErrLinkNotFound, mac, ctx.Err())
+		case <-t.C:
 		}
 		delay = min(delay*2, time.Second)
 	}
 }
 
-// SetupPrimary configures rp_filter, the fwmark rule and SNAT for the
-// primary interface; idempotent.
-func (h *Host) SetupPrimary(ctx context.Context, mac net.HardwareAddr, primaryIP netip.Addr) error {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	l, err := h.linkByMAC(wctx, mac)
-	if err != nil {
-		return err
-	}
-	name := l.Attrs().Name
-	// Pods are routed through the node: forwarding on (EKS AMIs set it too).
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable ip_forward: %w", err)
-	}
-	// Loose reverse-path filtering: replies to pods on secondary ENIs may
-	// arrive on the primary interface.
-	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+name+"/rp_filter", []byte("2"), 0o644); err != nil {
-		return fmt.Errorf("rp_filter on %s: %w", name, err)
-	}
-	if h.cfg.ExternalSNAT {
-		return h.deleteSNAT()
-	}
-	rule := netlink.NewRule()
-	rule.Priority, rule.Mark, rule.Mask, rule.Table = FwmarkRulePriority, ConnMark, uintPtr(ConnMark), unix.RT_TABLE_MAIN
-	if err := h.h.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("fwmark rule: %w", err)
-	}
-	return h.applySNAT(name, primaryIP)
-}
-
-func uintPtr(v uint32) *uint32 { return &v }
-
-// applySNAT replaces the berth-snat nftables table atomically.
-func (h *Host) applySNAT(primaryIf string, primaryIP netip.Addr) error {
-	var keep []string
-	for _, p := range append(append([]netip.Prefix{}, h.cfg.VPCCIDRs...), h.cfg.ExcludeSNATCIDRs...) {
-		keep = append(keep, p.Masked().String())
-	}
-	set := ""
-	if len(keep) > 0 {
-		set = "elements = { " + strings.Join(keep, ", ") + " }"
-	}
-	random := ""
-	if h.cfg.RandomizeSNAT {
-		random = " fully-random"
-	}
-	rules := fmt.Sprintf(`table ip berth-snat
-delete table ip berth-snat
-table ip berth-snat {
-	set vpc {
-		type ipv4_addr
-		flags interval
-		%s
-	}
-	chain prerouting {
-		type filter hook prerouting priority mangle; policy accept;
-		iifname "%s*" ct state new ip daddr != @vpc fib daddr type != local ct mark set ct mark | 0x%x
-		meta mark set ct mark
-	}
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		oifname != "vlan*" ip saddr != %s ip daddr != @vpc fib daddr type != local snat to %s%s
-	}
-}
-`, set, h.cfg.VethPrefix, ConnMark, primaryIP, primaryIP, random)
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft berth-snat: %v: %s", err, out)
-	}
-	return nil
-}
-
-func (h *Host) deleteSNAT() error {
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader("table ip berth-snat\ndelete table ip berth-snat\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("remove berth-snat: %v: %s", err, out)
-	}
-	return nil
-}
-
-// SetupENI configures a secondary ENI; idempotent.
-func (h *Host) SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error {
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	l, err := h.linkByMAC(wctx, mac)
-	if err != nil {
-		return err
-	}
-	name := l.Attrs().Name
-	if l.Attrs().MTU != h.cfg.MTU {
-		if err := h.h.LinkSetMTU(l, h.cfg.MTU); err != nil {
-			return fmt.Errorf("mtu of %s: %w", name, err)
+// setMTUAndUp sets the MTU and brings l up, touching only what differs.
+func (h *Host) setMTUAndUp(l netlink.Link) error {
+	a := l.Attrs()
+	if a.MTU != h.cfg.MTU {
+		if err := h.nl.LinkSetMTU(l, h.cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", h.cfg.MTU, a.Name, err)
 		}
 	}
-	if err := h.h.LinkSetUp(l); err != nil {
-		return fmt.Errorf("up %s: %w", name, err)
-	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: eniPrimaryIP.AsSlice(), Mask: net.CIDRMask(subnet.Bits(), 32)}}
-	if err := h.h.AddrReplace(l, addr); err != nil {
-		return fmt.Errorf("address %s on %s: %w", eniPrimaryIP, name, err)
-	}
-	// The kernel adds a subnet route in main for the new address; pods on
-	// this ENI route through its own table instead, so drop it to keep
-	// main pointing at the primary interface.
-	_ = h.h.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: prefixNet(subnet.Masked()), Protocol: unix.RTPROT_KERNEL, Scope: netlink.SCOPE_LINK, Src: eniPrimaryIP.AsSlice()})
-	table := RouteTable(deviceIndex, 0)
-	gw := subnet.Masked().Addr().Next()
-	for _, r := range []*netlink.Route{
-		{LinkIndex: l.Attrs().Index, Dst: prefixNet(netip.PrefixFrom(gw, 32)), Scope: netlink.SCOPE_LINK, Table: table},
-		{LinkIndex: l.Attrs().Index, Gw: gw.AsSlice(), Table: table},
-	} {
-		if err := h.h.RouteReplace(r); err != nil {
-			return fmt.Errorf("table %d route on %s: %w", table, name, err)
+	if a.Flags&net.FlagUp == 0 {
+		if err := h.nl.LinkSetUp(l); err != nil {
+			return fmt.Errorf("set %s up: %w", a.Name, err)
 		}
 	}
-	rule := netlink.NewRule()
-	rule.Priority, rule.Src, rule.Table = FromPodRulePriority, prefixNet(netip.PrefixFrom(eniPrimaryIP, 32)), table
-	if err := h.h.RuleAdd(rule); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("rule for %s: %w", eniPrimaryIP, err)
-	}
-	h.log.Info("configured ENI", "interface", name, "device", deviceIndex, "table", table, "ip", eniPrimaryIP)
 	return nil
 }
 
-func prefixNet(p netip.Prefix) *net.IPNet {
+// inNamespace runs f on a fresh OS thread moved into ns. The thread is never
+// unlocked, so the runtime discards it when f returns and no other goroutine
+// ever runs in ns by accident.
+func inNamespace(ns netns.NsHandle, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+// writeSysctls writes /proc/sys/<key> = value for each pair, inside the
+// node's namespace (/proc/sys/net shows the opener's namespace).
+func (h *Host) writeSysctls(kv ...[2]string) error {
+	return inNamespace(h.ns, func() error {
+		for _, p := range kv {
+			if err := os.WriteFile("/proc/sys/"+p[0], []byte(p[1]), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(p[0], "/", "."), p[1], err)
+			}
+		}
+		return nil
+	})
+}
+
+// notFound reports the errors netlink gives for deleting something absent.
+func notFound(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.EADDRNOTAVAIL)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// prefixOf converts a kernel *net.IPNet to a netip.Prefix (IPv4 unmapped);
+// ok is false for nil or malformed values.
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, bits := n.Mask.Size()
+	if bits == 0 {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	if a.Is4() && bits == 128 {
+		ones -= 96
+	}
+	return netip.PrefixFrom(a, ones), true
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
 }

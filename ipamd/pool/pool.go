@@ -113,7 +113,11 @@ func (p *Pool) adopt(ctx context.Context, e cloud.ENI) error {
 		if err != nil {
 			return fmt.Errorf("eni %s mac %q: %w", e.ID, e.MAC, err)
 		}
-		if err := p.host.SetupENI(ctx, mac, e.Device, e.PrimaryIP, e.SubnetCIDR); err != nil {
+		// Bounded: an ENI whose interface never appears must not hang Init.
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = p.host.SetupENI(sctx, mac, e.Device, e.PrimaryIP, e.SubnetCIDR)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("configure %s on the host: %w", e.ID, err)
 		}
 	}

@@ -1,0 +1,138 @@
+package hostnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// SetupPrimary configures the primary interface (found by MAC, waiting
+// for it until ctx ends): its MTU; ip_forward=1 (pods are routed through
+// the node) and rp_filter=2 on it (replies for pods on secondary ENIs
+// arrive on it while their reverse path is another ENI); the fwmark rule
+// (priority 1024: fwmark 0x80/0x80 lookup main); and, unless ExternalSNAT,
+// the berth-snat table with SNAT to primaryIP and the connmark, replaced
+// atomically. With ExternalSNAT the table is removed if present.
+// Idempotent.
+func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, primaryIP netip.Addr) error {
+	if !primaryIP.Is4() {
+		return fmt.Errorf("%w: primary IP %s is not IPv4", ErrInvalidArg, primaryIP)
+	}
+	done, err := h.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	l, err := h.linkByMAC(ctx, primaryMAC)
+	if err != nil {
+		return fmt.Errorf("primary interface: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	name := l.Attrs().Name
+	if l.Attrs().MTU != h.cfg.MTU {
+		if err := h.nl.LinkSetMTU(l, h.cfg.MTU); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", h.cfg.MTU, name, err)
+		}
+	}
+	if err := h.writeSysctls(
+		[2]string{"net/ipv4/ip_forward", "1"},
+		[2]string{"net/ipv4/conf/" + name + "/rp_filter", "2"},
+	); err != nil {
+		return err
+	}
+	if err := h.ensureFwmarkRule(ctx); err != nil {
+		return err
+	}
+	if h.cfg.ExternalSNAT {
+		if err := h.deleteSNAT(); err != nil {
+			return err
+		}
+		h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", "external")
+		return nil
+	}
+	if err := h.replaceSNAT(name, primaryIP); err != nil {
+		return err
+	}
+	h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", SNATTable,
+		"randomize", h.cfg.RandomizeSNAT)
+	return nil
+}
+
+// TeardownPrimary removes what SetupPrimary added that matters to other
+// components: the berth-snat table and the fwmark rule. MTU and sysctls
+// are left as they are. Absent pieces are not an error.
+func (h *Host) TeardownPrimary(ctx context.Context) error {
+	done, err := h.enter()
+	if err != nil {
+		return err
+	}
+	defer done()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.deleteSNAT(); err != nil {
+		return err
+	}
+	rules, err := h.fwmarkRules(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rules {
+		if err := h.nl.RuleDel(&r); err != nil && !notFound(err) {
+			return fmt.Errorf("delete fwmark rule: %w", err)
+		}
+	}
+	return nil
+}
+
+func fwmarkRule() *netlink.Rule {
+	mask := uint32(ConnMark)
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Priority = FwmarkRulePriority
+	r.Mark = ConnMark
+	r.Mask = &mask
+	r.Table = unix.RT_TABLE_MAIN
+	return r
+}
+
+// fwmarkRules lists the rules equal to fwmarkRule.
+func (h *Host) fwmarkRules(ctx context.Context) ([]netlink.Rule, error) {
+	want := fwmarkRule()
+	rules, err := dump(ctx, "rules", func() ([]netlink.Rule, error) {
+		return h.nl.RuleListFiltered(netlink.FAMILY_V4, want,
+			netlink.RT_FILTER_PRIORITY|netlink.RT_FILTER_MARK|netlink.RT_FILTER_MASK|netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []netlink.Rule
+	for _, r := range rules {
+		if r.Src == nil && r.Dst == nil && r.IifName == "" && r.OifName == "" && !r.Invert {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (h *Host) ensureFwmarkRule(ctx context.Context) error {
+	have, err := h.fwmarkRules(ctx)
+	if err != nil {
+		return err
+	}
+	if len(have) > 0 {
+		return nil
+	}
+	if err := h.nl.RuleAdd(fwmarkRule()); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add rule fwmark %#x/%#x lookup main: %w", ConnMark, ConnMark, err)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -101,6 +102,14 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, "ipam.json"), ds)
 	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, "ipam.json"), cfg.VethPrefix, log); err != nil {
 		return err
+	}
+	// Rules and routes of pods that are gone (released by restore) go too.
+	live := map[netip.Addr]bool{}
+	for _, a := range ds.Allocations() {
+		live[a.IP] = true
+	}
+	if err := host.PruneStalePodRules(ctx, live); err != nil {
+		log.Warn("prune stale pod rules", "err", err)
 	}
 	go p.Run(ctx)
 	go p.CleanupLeakedENIs(ctx)

@@ -41,6 +41,29 @@ func RegisterMetrics(reg prometheus.Registerer, src Source) {
 	gauge("awscni_eni_max", "The maximum number of ENIs that can be attached to the instance", func(datastore.Stats) int { return src.MaxENIs })
 	gauge("awscni_ip_max", "The maximum number of IP addresses that can be allocated to the instance", func(datastore.Stats) int { return src.MaxIPs })
 	gauge("berth_max_pods", "The node's pod capacity ipamd enforces", func(datastore.Stats) int { return src.MaxPods })
+	reg.MustRegister(perCIDR{src.Store})
+}
+
+// perCIDR exports awscni_assigned_ip_per_cidr and awscni_assigned_ip_per_eni
+// from the datastore at scrape time.
+type perCIDR struct{ ds *datastore.Store }
+
+var (
+	perCIDRDesc = prometheus.NewDesc("awscni_assigned_ip_per_cidr", "The number of IP addresses assigned per CIDR", []string{"cidr"}, nil)
+	perENIDesc  = prometheus.NewDesc("awscni_assigned_ip_per_eni", "The number of IP addresses assigned per ENI", []string{"eni"}, nil)
+)
+
+func (c perCIDR) Describe(ch chan<- *prometheus.Desc) { ch <- perCIDRDesc; ch <- perENIDesc }
+
+func (c perCIDR) Collect(ch chan<- prometheus.Metric) {
+	for _, e := range c.ds.ENIs() {
+		total := 0
+		for _, ci := range c.ds.CIDRs(e.ID) {
+			total += ci.Assigned
+			ch <- prometheus.MustNewConstMetric(perCIDRDesc, prometheus.GaugeValue, float64(ci.Assigned), ci.Prefix.String())
+		}
+		ch <- prometheus.MustNewConstMetric(perENIDesc, prometheus.GaugeValue, float64(total), e.ID)
+	}
 }
 
 type eniView struct {

@@ -9,7 +9,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-io/berth/node-bootstrap/kubelet"
@@ -65,7 +69,7 @@ func newInitCommand(f *configFlags) *cobra.Command {
 			start := time.Now()
 			r, mp, err := resolve(cmd.Context(), *f)
 			if err != nil {
-				return err
+				return reportFailure(cmd.Context(), err)
 			}
 			node, region, err := discover(cmd.Context(), *f)
 			if err != nil {
@@ -74,7 +78,7 @@ func newInitCommand(f *configFlags) *cobra.Command {
 			nc := r.Config
 			cfg, err := kubelet.GenerateConfig(nc, node, mp)
 			if err != nil {
-				return err
+				return reportFailure(cmd.Context(), err)
 			}
 			kc, err := kubelet.GenerateKubeconfig(nc, region)
 			if err != nil {
@@ -171,4 +175,40 @@ func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		return fmt.Errorf("rename %s: %w", path, err)
 	}
 	return nil
+}
+
+// ErrorTag is the EC2 tag a failed join leaves on the instance, so a
+// broken node is visible from the console and the API, not a silent
+// half-node.
+const ErrorTag = "berth.io/bootstrap-error"
+
+// reportFailure tags the instance with the error (best effort: the error
+// itself is what init returns and prints).
+func reportFailure(ctx context.Context, failure error) error {
+	msg := failure.Error()
+	if len(msg) > 256 {
+		msg = msg[:253] + "..."
+	}
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return failure
+	}
+	md := imds.NewFromConfig(cfg)
+	id, err := md.GetMetadata(ctx, &imds.GetMetadataInput{Path: "instance-id"})
+	if err != nil {
+		return failure
+	}
+	b, _ := io.ReadAll(id.Content)
+	id.Content.Close()
+	if cfg.Region == "" {
+		if r, err := md.GetRegion(ctx, &imds.GetRegionInput{}); err == nil {
+			cfg.Region = r.Region
+		}
+	}
+	_, err = ec2.NewFromConfig(cfg).CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{strings.TrimSpace(string(b))},
+		Tags: []ec2types.Tag{{Key: aws.String(ErrorTag), Value: aws.String(msg)}}})
+	if err != nil {
+		return fmt.Errorf("%w (and tagging the instance with %s failed: %v)", failure, ErrorTag, err)
+	}
+	return failure
 }

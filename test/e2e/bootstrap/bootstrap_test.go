@@ -87,3 +87,52 @@ func TestConfigFromIMDSUserData(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedJoinTagsTheInstance: a bad NodeConfig makes init fail loudly
+// and leaves the berth.io/bootstrap-error tag on the instance.
+func TestFailedJoinTagsTheInstance(t *testing.T) {
+	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=off", "--instance-start-delay=0s", "--imds-lag=0s")
+	c := lc.EC2(t)
+	subs, err := c.DescribeSubnets(context.Background(), &ec2sdk.DescribeSubnetsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: demo\n"
+	run, err := c.RunInstances(context.Background(), &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), InstanceType: types.InstanceTypeT3Small,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: subs.Subnets[0].SubnetId, UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(bad)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := *run.Instances[0].InstanceId
+	resp, err := http.Get(lc.Endpoint + "/_localcloud/imds/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ep struct{ Endpoint string }
+	_ = json.NewDecoder(resp.Body).Decode(&ep)
+	resp.Body.Close()
+	cmd := exec.Command(e2e.Bin(t, "berth-bootstrap"), "init", "--skip", "run", "--root", t.TempDir(), "--drop-in-dir", t.TempDir())
+	// Default credential chain: the instance role through IMDS, the API at localcloud.
+	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+ep.Endpoint, "AWS_ENDPOINT_URL="+lc.Endpoint,
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("init with an incomplete NodeConfig succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "spec.cluster.apiServerEndpoint: required") {
+		t.Fatalf("init output does not say what is wrong:\n%s", out)
+	}
+	d, err := c.DescribeInstances(context.Background(), &ec2sdk.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged := ""
+	for _, tg := range d.Reservations[0].Instances[0].Tags {
+		if *tg.Key == "berth.io/bootstrap-error" {
+			tagged = *tg.Value
+		}
+	}
+	if !strings.Contains(tagged, "apiServerEndpoint") {
+		t.Fatalf("instance tag berth.io/bootstrap-error = %q", tagged)
+	}
+}

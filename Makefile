@@ -12,7 +12,7 @@ GO       ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap
+BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-csi-ebs:./csi-ebs
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables containernetworking-plugins \

@@ -22,4 +22,5 @@ go mod download
 go tool -n protoc-gen-go >/dev/null
 go tool -n protoc-gen-go-grpc >/dev/null
 go tool -n cnitool >/dev/null
+go tool -n csi-sanity >/dev/null
 echo "deps: Go tools ready"

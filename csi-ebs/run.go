@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/berth-io/berth/csi-ebs/cloud"
 	"github.com/berth-io/berth/csi-ebs/driver"
@@ -47,6 +48,8 @@ func newRootCommand() *cobra.Command {
 }
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
+	// mount-utils logs through klog: send it to our logger.
+	klog.SetSlogLogger(log.With("lib", "mount-utils"))
 	mode, err := driver.ParseMode(f.mode)
 	if err != nil {
 		return err

@@ -119,10 +119,14 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		// Clones and restored snapshots share an XFS UUID with their source.
 		opts = append(opts, "nouuid")
 	}
+	// Complete an expansion made while the volume was detached: ext grows
+	// before the mount, xfs (online only) after it.
+	if _, err := m.GrowOffline(dev); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := m.FormatAndMount(dev, staging, fsType, opts, format.MkfsArgs(fsType)); err != nil {
 		return nil, toStatus(err)
 	}
-	// Complete an expansion made while the volume was detached.
 	if _, err := m.Resize(dev, staging); err != nil {
 		return nil, toStatus(err)
 	}

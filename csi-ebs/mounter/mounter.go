@@ -164,6 +164,38 @@ func (m *Mounter) Resize(dev, path string) (bool, error) {
 	return true, nil
 }
 
+// GrowOffline grows an unmounted ext2/3/4 filesystem to its device's size
+// (e2fsck -f, then resize2fs) and reports whether it did. Growing before the
+// mount avoids the online-resize ioctl, which needs CAP_SYS_RESOURCE. Other
+// filesystems (xfs grows only online) are left to Resize after the mount.
+func (m *Mounter) GrowOffline(dev string) (bool, error) {
+	format, err := m.GetDiskFormat(dev)
+	if err != nil {
+		return false, fmt.Errorf("filesystem of %s: %w", dev, err)
+	}
+	switch format {
+	case "ext2", "ext3", "ext4":
+	default:
+		return false, nil
+	}
+	need, err := mount.NewResizeFs(m.Exec).NeedResize(dev, "")
+	if err != nil || !need {
+		return false, err
+	}
+	// -p repairs only what is safe unattended; exit codes 1 and 2 mean
+	// errors were corrected.
+	if out, err := m.Exec.Command("e2fsck", "-f", "-p", dev).CombinedOutput(); err != nil {
+		var ee exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() > 2 {
+			return false, fmt.Errorf("e2fsck %s: %w: %s", dev, err, out)
+		}
+	}
+	if out, err := m.Exec.Command("resize2fs", dev).CombinedOutput(); err != nil {
+		return false, fmt.Errorf("resize2fs %s: %w: %s", dev, err, out)
+	}
+	return true, nil
+}
+
 // Release unmounts path if it is mounted; with remove it also removes path.
 func (m *Mounter) Release(path string, remove bool) error {
 	if remove {

@@ -5,14 +5,19 @@ SHELL := /bin/bash
 MODULE   := github.com/berth-io/berth
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # grpcnotrace drops golang.org/x/net/trace (and html/template) from gRPC: smaller, faster-starting binaries.
-LDFLAGS  := -s -w -X $(MODULE)/internal/version.Version=$(VERSION)
+# Kubernetes reads its version from these; berth-controlplane links k8s.io/kubernetes $(KUBE_VERSION).
+KUBE_VERSION := v1.37.2
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 \
+	-X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=37
+LDFLAGS  := -s -w -X $(MODULE)/internal/version.Version=$(VERSION) $(KUBE_LDFLAGS)
 BIN      := $(CURDIR)/bin
 STATE    ?= $(CURDIR)/.berth
 GO       ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-csi-ebs:./csi-ebs
+BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables containernetworking-plugins \

@@ -19,6 +19,6 @@ func newRootCommand() *cobra.Command {
 			return err
 		},
 	})
-	root.AddCommand(newUpCommand(), newDownCommand())
+	root.AddCommand(newUpCommand(), newDownCommand(), newTokenCommand())
 	return root
 }

@@ -28,7 +28,7 @@ import (
 	"github.com/berth-io/berth/localcloud/faults"
 	"github.com/berth-io/berth/localcloud/iam"
 	"github.com/berth-io/berth/localcloud/imds"
-	"github.com/berth-io/berth/localcloud/sigv4"
+	"github.com/berth-io/berth/internal/sigv4"
 	"github.com/berth-io/berth/localcloud/sts"
 )
 

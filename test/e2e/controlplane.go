@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Controlplane is a berth-controlplane process.
+type Controlplane struct {
+	DataDir    string
+	Kubeconfig string // admin.kubeconfig
+	APIServer  string // https://host:port
+	EKS        string // http://host:port
+	Cluster    string
+	Env        []string // AWS environment pointing at localcloud
+	// EtcdClient and EtcdPeer are the embedded etcd's addresses.
+	EtcdClient, EtcdPeer string
+	args                 []string
+	cmd                  *exec.Cmd
+	exited               chan struct{}
+}
+
+// LocalcloudEnv is the environment that points AWS SDKs and the aws CLI
+// at lc with its root credentials.
+func LocalcloudEnv(lc *Localcloud) []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + lc.Endpoint,
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(lc.StateDir, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(lc.StateDir, "config"),
+		"AWS_REGION=us-west-2",
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// StartControlplane runs berth-controlplane serve against lc on free
+// loopback ports and waits for admin.kubeconfig; it is stopped when the
+// test ends.
+func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, flags ...string) *Controlplane {
+	t.Helper()
+	api, eks := FreePort(t), FreePort(t)
+	cp := &Controlplane{DataDir: dataDir, Cluster: cluster, APIServer: "https://" + api, EKS: "http://" + eks,
+		Kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"), Env: LocalcloudEnv(lc)}
+	cp.EtcdClient, cp.EtcdPeer = FreePort(t), FreePort(t)
+	cp.args = append([]string{"serve", "--data-dir", dataDir, "--cluster-name", cluster, "--listen", api, "--eks-listen", eks,
+		"--etcd-client-listen", cp.EtcdClient, "--etcd-peer-listen", cp.EtcdPeer}, flags...)
+	t.Cleanup(cp.Stop)
+	cp.Start(t)
+	return cp
+}
+
+// Start (re)starts the process with the same flags and waits until ready.
+func (c *Controlplane) Start(t testing.TB) {
+	t.Helper()
+	_ = os.Remove(c.Kubeconfig)
+	cmd := exec.Command(Bin(t, "berth-controlplane"), c.args...)
+	cmd.Env = append(os.Environ(), c.Env...)
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = cmd
+	c.exited = make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(c.exited)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if _, err := os.Stat(c.Kubeconfig); err == nil {
+			return
+		}
+		select {
+		case <-c.exited:
+			c.cmd = nil
+			t.Fatalf("berth-controlplane exited before it was ready: %v", cmd.ProcessState)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("berth-controlplane not ready after 3m")
+		}
+	}
+}
+
+// Stop ends the process gracefully (SIGINT, SIGKILL after 30s).
+func (c *Controlplane) Stop() {
+	if c.cmd == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	c.cmd = nil
+}
+
+// Kubectl runs the kubectl built from go.mod's tool line (the same
+// Kubernetes version) with the admin kubeconfig unless args set one.
+func (c *Controlplane) Kubectl(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	return Kubectl(t, c.Kubeconfig, c.Env, args...)
+}
+
+// Kubectl runs kubectl with kubeconfig and extra environment.
+func Kubectl(t testing.TB, kubeconfig string, env []string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, KubectlBin(t), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// KubectlBin is the path of kubectl from `go tool -n kubectl`.
+func KubectlBin(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "tool", "-n", "kubectl").Output()
+	Require(t, err == nil, "kubectl tool not built (make deps): "+errString(err))
+	return strings.TrimSpace(string(out))
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Get fetches url with client and returns the status code.
+func Get(client *http.Client, url, bearer string) (int, error) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}

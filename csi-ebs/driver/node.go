@@ -119,16 +119,23 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		// Clones and restored snapshots share an XFS UUID with their source.
 		opts = append(opts, "nouuid")
 	}
+	existing, err := m.Format(dev)
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	// Complete an expansion made while the volume was detached: ext grows
-	// before the mount, xfs (online only) after it.
-	if _, err := m.GrowOffline(dev); err != nil {
+	// before the mount, xfs (online only) after it. A blank device gets a
+	// filesystem of its full size.
+	if _, err := m.GrowOffline(dev, existing); err != nil {
 		return nil, toStatus(err)
 	}
 	if err := m.FormatAndMount(dev, staging, fsType, opts, format.MkfsArgs(fsType)); err != nil {
 		return nil, toStatus(err)
 	}
-	if _, err := m.Resize(dev, staging); err != nil {
-		return nil, toStatus(err)
+	if existing == "xfs" {
+		if _, err := m.Resize(dev, staging); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	return &csi.NodeStageVolumeResponse{}, nil
 }
@@ -196,10 +203,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			}
 		}
 	}
-	opts := []string{"bind"}
-	if req.GetReadonly() || c.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY {
-		opts = append(opts, "ro")
-	}
+	ro := req.GetReadonly() || c.GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
 	if c.GetBlock() != nil {
 		if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 			return nil, toStatus(fmt.Errorf("create target parent: %w", err))
@@ -209,8 +213,8 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			return nil, toStatus(fmt.Errorf("create target file: %w", err))
 		}
 		f.Close()
-		if err := m.Mount(dev, target, "", opts); err != nil {
-			return nil, toStatus(fmt.Errorf("bind %s to %s: %w", dev, target, err))
+		if err := mounter.BindMount(dev, target, ro); err != nil {
+			return nil, toStatus(err)
 		}
 		return &csi.NodePublishVolumeResponse{}, nil
 	}
@@ -224,9 +228,17 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return nil, toStatus(fmt.Errorf("create target path: %w", err))
 	}
-	opts = append(opts, c.GetMount().GetMountFlags()...)
-	if err := m.Mount(staging, target, "", opts); err != nil {
-		return nil, toStatus(fmt.Errorf("bind %s to %s: %w", staging, target, err))
+	if flags := c.GetMount().GetMountFlags(); len(flags) > 0 {
+		// Arbitrary mount(8) options: let mount-utils and mount(8) parse them.
+		opts := append([]string{"bind"}, flags...)
+		if ro {
+			opts = append(opts, "ro")
+		}
+		if err := m.Mount(staging, target, "", opts); err != nil {
+			return nil, toStatus(fmt.Errorf("bind %s to %s: %w", staging, target, err))
+		}
+	} else if err := mounter.BindMount(staging, target, ro); err != nil {
+		return nil, toStatus(err)
 	}
 	return &csi.NodePublishVolumeResponse{}, nil
 }

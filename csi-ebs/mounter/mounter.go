@@ -164,15 +164,36 @@ func (m *Mounter) Resize(dev, path string) (bool, error) {
 	return true, nil
 }
 
+// Format returns the filesystem on dev ("" when blank).
+func (m *Mounter) Format(dev string) (string, error) {
+	format, err := m.GetDiskFormat(dev)
+	if err != nil {
+		return "", fmt.Errorf("filesystem of %s: %w", dev, err)
+	}
+	return format, nil
+}
+
+// BindMount bind-mounts source on target (read-only when ro) with the
+// mount syscall: no mount(8) process for what the kernel does in one call.
+func BindMount(source, target string, ro bool) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", source, target, err)
+	}
+	if ro {
+		// A bind mount takes MS_RDONLY only on remount.
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			_ = unix.Unmount(target, 0)
+			return fmt.Errorf("remount %s read-only: %w", target, err)
+		}
+	}
+	return nil
+}
+
 // GrowOffline grows an unmounted ext2/3/4 filesystem to its device's size
 // (e2fsck -f, then resize2fs) and reports whether it did. Growing before the
 // mount avoids the online-resize ioctl, which needs CAP_SYS_RESOURCE. Other
 // filesystems (xfs grows only online) are left to Resize after the mount.
-func (m *Mounter) GrowOffline(dev string) (bool, error) {
-	format, err := m.GetDiskFormat(dev)
-	if err != nil {
-		return false, fmt.Errorf("filesystem of %s: %w", dev, err)
-	}
+func (m *Mounter) GrowOffline(dev, format string) (bool, error) {
 	switch format {
 	case "ext2", "ext3", "ext4":
 	default:

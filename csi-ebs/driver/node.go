@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -336,13 +338,19 @@ func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolume
 	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: h}, nil
 }
 
-// NodeGetStorageHealth reports the node's EBS backend: with the device
-// directory missing, no volume can show up.
+// NodeGetStorageHealth reports whether the node can format and mount EBS
+// volumes: the tools NodeStage runs must be installed.
 func (d *Driver) NodeGetStorageHealth(ctx context.Context, req *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
 	out := &csi.NodeGetStorageHealthResponse{}
-	if _, err := os.Stat("/dev"); err != nil {
+	var missing []string
+	for _, tool := range []string{"blkid", "mkfs.ext4", "mkfs.xfs", "mount", "e2fsck", "resize2fs", "xfs_growfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
 		out.BackendHealth = append(out.BackendHealth, &csi.NodeGetStorageHealthResponse_StorageBackendHealth{
-			Status: csi.StorageHealthErrorType_STORAGE_UNREACHABLE, Reason: "NoDevices", Message: err.Error()})
+			Status: csi.StorageHealthErrorType_STORAGE_DEGRADED, Reason: "MissingTools", Message: "not installed: " + strings.Join(missing, ", ")})
 	}
 	return out, nil
 }

@@ -124,16 +124,23 @@ func Listen(ctx context.Context, endpoint string) (net.Listener, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 			return nil, fmt.Errorf("socket directory: %w", err)
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		// Bind under a temporary name, chmod, then rename: the socket
+		// appears at its path with mode 0660 already.
+		tmp := path + ".tmp"
+		if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove stale socket %s: %w", tmp, err)
 		}
-		ln, err := lc.Listen(ctx, "unix", path)
+		ln, err := lc.Listen(ctx, "unix", tmp)
 		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", path, err)
+			return nil, fmt.Errorf("listen %s: %w", tmp, err)
 		}
-		if err := os.Chmod(path, 0o660); err != nil {
+		if err := os.Chmod(tmp, 0o660); err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("chmod %s: %w", path, err)
+			return nil, fmt.Errorf("chmod %s: %w", tmp, err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("move socket to %s: %w", path, err)
 		}
 		return ln, nil
 	case "tcp":

@@ -3,6 +3,8 @@ package csiebs_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,7 +73,7 @@ func TestLifecycle(t *testing.T) {
 	for _, fs := range []string{"ext4", "xfs"} {
 		t.Run(fs, func(t *testing.T) {
 			cl := newCluster(t)
-			a := cl.startNode(t, "m5.large")
+			a := cl.startNode(t, "m5.large", "--metrics-addr", "127.0.0.1:9809")
 			b := cl.startNode(t, "m5.large", "--mode", "node")
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
@@ -176,6 +178,7 @@ func TestLifecycle(t *testing.T) {
 			if _, err := a.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 				t.Fatalf("second DeleteVolume: %v", err)
 			}
+			checkMetrics(t, a)
 		})
 	}
 }
@@ -298,5 +301,38 @@ func TestOnlineExpandExt4(t *testing.T) {
 	}
 	if _, err := a.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkMetrics reads the driver's metrics from inside its instance.
+func checkMetrics(t *testing.T, n *node) {
+	t.Helper()
+	var body []byte
+	// Dial on this thread, inside the namespace (an http.Transport would
+	// dial from another goroutine, in the host's namespace).
+	err := e2e.InNetNS(n.inst.NetNS, func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:9809", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n"); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(c)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	for _, want := range []string{
+		`aws_ebs_csi_api_request_duration_seconds_count{request="AttachVolume"}`,
+		`aws_ebs_csi_api_request_duration_seconds_count{request="DescribeVolumes"}`,
+		`aws_ebs_csi_api_request_errors_total{code="InvalidVolume.NotFound",request="DeleteVolume"}`,
+		`berth_build_info{component="csi-ebs"`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }

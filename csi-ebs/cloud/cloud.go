@@ -104,16 +104,16 @@ type Instance struct {
 
 // DiskOptions describe a new disk.
 type DiskOptions struct {
-	SizeGiB              int32
-	Type                 string
-	IOPS, Throughput     int32
-	Encrypted            bool
-	KMSKeyID             string
-	AZ                   string
-	SnapshotID           string
-	MultiAttach          bool
-	Tags                 map[string]string
-	ClientTokenGeneraton int // bumped when an earlier token is burned
+	SizeGiB               int32
+	Type                  string
+	IOPS, Throughput      int32
+	Encrypted             bool
+	KMSKeyID              string
+	AZ                    string
+	SnapshotID            string
+	MultiAttach           bool
+	Tags                  map[string]string
+	ClientTokenGeneration int // bumped when an earlier token is burned
 }
 
 // ModifyOptions change a disk; zero fields stay.
@@ -418,7 +418,7 @@ func (c *AWS) CreateDisk(ctx context.Context, name string, o DiskOptions) (*Disk
 		Size:              aws.Int32(o.SizeGiB),
 		VolumeType:        types.VolumeType(o.Type),
 		Encrypted:         aws.Bool(o.Encrypted),
-		ClientToken:       aws.String(ClientToken(name, o.ClientTokenGeneraton)),
+		ClientToken:       aws.String(ClientToken(name, o.ClientTokenGeneration)),
 		TagSpecifications: []types.TagSpecification{{ResourceType: types.ResourceTypeVolume, Tags: tagList(tags)}},
 	}
 	if o.IOPS > 0 {
@@ -540,6 +540,11 @@ func (c *AWS) AttachDisk(ctx context.Context, volumeID, instanceID string) (stri
 	}
 	if a, ok := d.AttachedTo(instanceID); ok && a.State != "detaching" {
 		return a.Device, c.waitAttached(ctx, volumeID, instanceID)
+	} else if ok {
+		// A detach from this instance is finishing: let it, then attach anew.
+		if d, err = c.waitDetached(ctx, volumeID, instanceID); err != nil {
+			return "", err
+		}
 	}
 	if len(d.Attachments) > 0 && !d.MultiAttach {
 		return "", fmt.Errorf("volume %s is attached to %s: %w", volumeID, d.Attachments[0].InstanceID, ErrInUse)
@@ -610,13 +615,17 @@ func (c *AWS) DetachDisk(ctx context.Context, volumeID, instanceID string) error
 		return err
 	}
 	c.log.Info("volume detaching", "volume", volumeID, "instance", instanceID)
+	_, err = c.waitDetached(ctx, volumeID, instanceID)
+	return err
+}
+
+func (c *AWS) waitDetached(ctx context.Context, volumeID, instanceID string) (*Disk, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.AttachTimeout)
 	defer cancel()
-	_, err = c.waitDisk(ctx, volumeID, "detached from "+instanceID, func(d *Disk) (bool, error) {
+	return c.waitDisk(ctx, volumeID, "detached from "+instanceID, func(d *Disk) (bool, error) {
 		_, ok := d.AttachedTo(instanceID)
 		return !ok, nil
 	})
-	return err
 }
 
 // ModifyDisk changes size, type, IOPS or throughput and waits until the

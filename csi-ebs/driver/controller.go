@@ -165,7 +165,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 // volume of the same name with other parameters is AlreadyExists.
 func (d *Driver) createDisk(ctx context.Context, name string, opts cloud.DiskOptions) (*cloud.Disk, error) {
 	for gen := 0; ; gen++ {
-		opts.ClientTokenGeneraton = gen
+		opts.ClientTokenGeneration = gen
 		disk, err := d.opts.Cloud.CreateDisk(ctx, name, opts)
 		if !errors.Is(err, cloud.ErrIdempotentMismatch) {
 			return disk, err

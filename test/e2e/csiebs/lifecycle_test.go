@@ -304,8 +304,8 @@ func TestOnlineExpandExt4(t *testing.T) {
 	}
 }
 
-// checkMetrics reads the driver's metrics from inside its instance.
-func checkMetrics(t *testing.T, n *node) {
+// metrics reads the driver's metrics from inside its instance.
+func metrics(t *testing.T, n *node) string {
 	t.Helper()
 	var body []byte
 	// Dial on this thread, inside the namespace (an http.Transport would
@@ -325,14 +325,25 @@ func checkMetrics(t *testing.T, n *node) {
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	for _, want := range []string{
+	return string(body)
+}
+
+func checkMetricsContain(t *testing.T, n *node, want ...string) {
+	t.Helper()
+	body := metrics(t, n)
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("metrics lack %s", w)
+		}
+	}
+}
+
+// checkMetrics checks the API metrics after a lifecycle.
+func checkMetrics(t *testing.T, n *node) {
+	t.Helper()
+	checkMetricsContain(t, n,
 		`aws_ebs_csi_api_request_duration_seconds_count{request="AttachVolume"}`,
 		`aws_ebs_csi_api_request_duration_seconds_count{request="DescribeVolumes"}`,
 		`aws_ebs_csi_api_request_errors_total{code="InvalidVolume.NotFound",request="DeleteVolume"}`,
-		`berth_build_info{component="csi-ebs"`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("metrics lack %s", want)
-		}
-	}
+		`berth_build_info{component="csi-ebs"`)
 }

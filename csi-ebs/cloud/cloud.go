@@ -4,7 +4,7 @@
 // expose SDK types.
 //
 // Lookups of single volumes and instances from concurrent RPCs are merged
-// into one Describe call (a short window, up to 500 IDs), and waiting for a
+// into one Describe call (a short window, up to 200 IDs), and waiting for a
 // state polls through the same batches with backoff, so N concurrent
 // attaches cost far fewer than N Describe calls. Every mutation carries a
 // deterministic ClientToken where EC2 takes one.
@@ -219,11 +219,17 @@ func Load(ctx context.Context, opts Options, region string, log *slog.Logger) (*
 func New(client EC2, opts Options, log *slog.Logger) *AWS {
 	opts.defaults()
 	c := &AWS{ec2: client, opts: opts, log: log.With("component", "cloud"), reserved: map[string]map[string]string{}}
-	c.volumes = newBatcher(opts.BatchDelay, 500, c.describeVolumes)
-	c.instances = newBatcher(opts.BatchDelay, 500, c.describeInstances)
-	c.attached = newBatcher(opts.BatchDelay, 200, c.describeAttachedDevices)
+	// Batches look IDs up through a filter (an unknown ID is then simply
+	// absent instead of failing its neighbours); EC2 takes at most 200
+	// values per filter.
+	c.volumes = newBatcher(opts.BatchDelay, maxFilterValues, c.describeVolumes)
+	c.instances = newBatcher(opts.BatchDelay, maxFilterValues, c.describeInstances)
+	c.attached = newBatcher(opts.BatchDelay, maxFilterValues, c.describeAttachedDevices)
 	return c
 }
+
+// maxFilterValues is EC2's limit of values in one filter.
+const maxFilterValues = 200
 
 // ClientToken derives EC2's idempotency token from a CSI name.
 func ClientToken(name string, generation int) string {

@@ -90,6 +90,12 @@ type Driver struct {
 	inflight *inflight
 }
 
+var (
+	_ csi.IdentityServer   = (*Driver)(nil)
+	_ csi.ControllerServer = (*Driver)(nil)
+	_ csi.NodeServer       = (*Driver)(nil)
+)
+
 // New validates opts and returns a driver.
 func New(opts Options, log *slog.Logger) (*Driver, error) {
 	if opts.Name == "" {

@@ -15,6 +15,10 @@ BIN      := $(CURDIR)/bin
 STATE    ?= $(CURDIR)/.berth
 GO       ?= go
 export PATH := /usr/local/go/bin:$(PATH)
+# One set of build settings for build, test and go tool: the large Kubernetes
+# packages are then compiled once into the Go cache and shared by all three.
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath -tags=grpcnotrace
 
 # name:package of every binary that exists today.
 BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs
@@ -36,8 +40,10 @@ build: ## Build every binary into bin/, version-stamped from git describe
 	@for b in $(BINARIES); do \
 		name=$${b%%:*}; pkg=$${b#*:}; \
 		echo "go build $$name ($(VERSION))"; \
-		CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/$$name $$pkg || exit 1; \
+		$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/$$name $$pkg || exit 1; \
 	done
+	@echo "go build kubectl ($(KUBE_VERSION), the go.mod tool line)"
+	@$(GO) build -ldflags '-s -w $(KUBE_LDFLAGS)' -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
 
 test: deps build ## Install, build and run every test (root and kernel tests included)
 	CI=$${CI:-true} BERTH_BIN=$(BIN) $(GO) test -count=1 -timeout 45m -p 2 ./...

@@ -23,5 +23,4 @@ go tool -n protoc-gen-go >/dev/null
 go tool -n protoc-gen-go-grpc >/dev/null
 go tool -n cnitool >/dev/null
 go tool -n csi-sanity >/dev/null
-go tool -n kubectl >/dev/null
 echo "deps: Go tools ready"

@@ -19,12 +19,30 @@ import (
 
 // The local cluster is a set of background processes whose pid files live
 // in the state directory; `berth up` starts what is not running, `berth
-// down` stops all of them. Today the cluster is localcloud alone; the
-// control plane and nodes join it as they land.
+// down` stops all of them. Today the cluster is localcloud and the control
+// plane; nodes join it as they land.
 
 type component struct {
 	name string
 	args func(stateDir string) []string
+	env  []string
+}
+
+// localcloudEnv points AWS SDKs and the aws CLI at the local cloud.
+func localcloudEnv(endpoint, lcState string) []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + endpoint,
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(lcState, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(lcState, "config"),
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+func controlplaneComponent(cluster, listen, eksListen string, env []string) component {
+	return component{name: "berth-controlplane", env: env, args: func(state string) []string {
+		return []string{"serve", "--data-dir", filepath.Join(state, "controlplane"), "--cluster-name", cluster,
+			"--listen", listen, "--eks-listen", eksListen}
+	}}
 }
 
 func localcloudComponent(listen string) component {
@@ -34,7 +52,7 @@ func localcloudComponent(listen string) component {
 }
 
 func newUpCommand() *cobra.Command {
-	var stateDir, binDir, listen string
+	var stateDir, binDir, listen, cluster, apiListen, eksListen string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the local cluster in the background",
@@ -54,16 +72,49 @@ func newUpCommand() *cobra.Command {
 			lcState := filepath.Join(stateDir, "localcloud")
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "started berth-localcloud (EC2, IMDSv2, STS, EFS) on %s, state in %s\n", endpoint, lcState)
-			fmt.Fprintf(out, "not started yet (not built): control plane, nodes\n\nuse it with:\n")
+
+			cp := controlplaneComponent(cluster, apiListen, eksListen, localcloudEnv(endpoint, lcState))
+			kubeconfig := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
+			if _, ok := running(stateDir, cp.name); !ok {
+				_ = os.Remove(kubeconfig)
+			}
+			if err := start(cmd.Context(), stateDir, binDir, cp); err != nil {
+				return err
+			}
+			if err := waitFile(cmd.Context(), kubeconfig, 3*time.Minute); err != nil {
+				return fmt.Errorf("berth-controlplane did not become ready (log: %s): %w", logPath(stateDir, cp.name), err)
+			}
+			fmt.Fprintf(out, "started berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
+			fmt.Fprintf(out, "not started yet: nodes (node-bootstrap cannot run kubelet yet)\n\nuse it with:\n")
 			fmt.Fprintf(out, "  export AWS_ENDPOINT_URL=%s AWS_SHARED_CREDENTIALS_FILE=%s/credentials AWS_CONFIG_FILE=%s/config\n", endpoint, lcState, lcState)
+			fmt.Fprintf(out, "  export KUBECONFIG=%s   # or %s for IAM auth via berth token\n", kubeconfig, filepath.Join(stateDir, "controlplane", "iam.kubeconfig"))
 			fmt.Fprintf(out, "  aws --endpoint-url %s ec2 describe-vpcs\n", endpoint)
+			fmt.Fprintf(out, "  aws --endpoint-url http://%s eks describe-cluster --name %s\n", eksListen, cluster)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", ".berth", "directory for the local cluster's state, logs and pid files")
 	cmd.Flags().StringVar(&binDir, "bin-dir", "", "directory of the berth binaries (default: next to this binary)")
 	cmd.Flags().StringVar(&listen, "localcloud-listen", "127.0.0.1:4566", "address of localcloud's API")
+	cmd.Flags().StringVar(&cluster, "cluster-name", "berth", "name of the local cluster")
+	cmd.Flags().StringVar(&apiListen, "api-listen", "127.0.0.1:6443", "address of the Kubernetes API")
+	cmd.Flags().StringVar(&eksListen, "eks-listen", "127.0.0.1:4567", "address of the EKS API")
 	return cmd
+}
+
+func waitFile(ctx context.Context, path string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not written: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func newDownCommand() *cobra.Command {
@@ -73,14 +124,17 @@ func newDownCommand() *cobra.Command {
 		Short: "Stop the local cluster",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			stopped, err := stop(stateDir, "berth-localcloud")
-			if err != nil {
-				return err
-			}
-			if stopped {
-				fmt.Fprintln(cmd.OutOrStdout(), "stopped berth-localcloud")
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "berth-localcloud was not running")
+			// The control plane first: it calls localcloud while it runs.
+			for _, name := range []string{"berth-controlplane", "berth-localcloud"} {
+				stopped, err := stop(stateDir, name)
+				if err != nil {
+					return err
+				}
+				if stopped {
+					fmt.Fprintln(cmd.OutOrStdout(), "stopped "+name)
+				} else {
+					fmt.Fprintln(cmd.OutOrStdout(), name+" was not running")
+				}
 			}
 			return nil
 		},
@@ -131,6 +185,7 @@ func start(ctx context.Context, state, binDir string, c component) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(binDir, c.name), c.args(state)...)
+	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session, so it outlives this command and the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -368,11 +368,16 @@ func validGroups(groups []string) *apiError {
 	return nil
 }
 
+// entryARN names a new access entry. It reads the store: call it outside
+// Store.update.
 func (a *API) entryARN(principal string) string {
 	c := a.Store.Cluster()
 	p := strings.SplitN(principal, ":", 6)
+	if len(p) != 6 {
+		p = []string{"arn", "aws", "iam", "", a.Account, principal}
+	}
 	kind, name := "role", p[5]
-	if strings.HasPrefix(name, "user/") {
+	if !strings.HasPrefix(name, "role/") {
 		kind = "user"
 	}
 	name = name[strings.LastIndex(name, "/")+1:]
@@ -424,25 +429,28 @@ func (a *API) createAccessEntry(body []byte) (any, *apiError) {
 		username = *in.Username
 	}
 	now := a.now().UTC()
+	arn := a.entryARN(principal)
 	var out *AccessEntry
 	var aerr *apiError
 	err := a.Store.update(func(st *state) error {
 		if e, ok := st.Entries[principal]; ok {
 			// A retry with the same client token is the same request.
 			if in.ClientRequestToken != "" && e.ClientToken == in.ClientRequestToken {
-				out = e
+				c := *e
+				out = &c
 				return nil
 			}
 			aerr = inUse("The specified access entry resource is already in use on this cluster.")
 			return aerr
 		}
 		e := &AccessEntry{
-			PrincipalARN: principal, ARN: a.entryARN(principal), Type: typ, Username: username,
+			PrincipalARN: principal, ARN: arn, Type: typ, Username: username,
 			KubernetesGroups: nonNil(in.KubernetesGroups), CreatedAt: now, ModifiedAt: now, Tags: in.Tags,
 			ClientToken: in.ClientRequestToken,
 		}
 		st.Entries[principal] = e
-		out = e
+		c := *e
+		out = &c
 		return nil
 	})
 	if aerr != nil {
@@ -753,10 +761,11 @@ func (a *API) BootstrapCreator(principal string) error {
 		return nil
 	}
 	now := a.now().UTC()
+	arn := a.entryARN(principal)
 	return a.Store.update(func(st *state) error {
 		if _, ok := st.Entries[principal]; !ok {
 			st.Entries[principal] = &AccessEntry{
-				PrincipalARN: principal, ARN: a.entryARN(principal), Type: authn.EntryStandard,
+				PrincipalARN: principal, ARN: arn, Type: authn.EntryStandard,
 				Username: authn.DefaultUsername(principal, authn.EntryStandard), KubernetesGroups: []string{},
 				CreatedAt: now, ModifiedAt: now,
 				Policies: []Association{{PolicyARN: PolicyARNPrefix + "AmazonEKSClusterAdminPolicy", ScopeType: "cluster", AssociatedAt: now, ModifiedAt: now}},

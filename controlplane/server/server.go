@@ -86,7 +86,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	klog.SetSlogLogger(s.log.With("component", "kube"))
+	klog.SetSlogLogger(s.log.With("subsystem", "kube"))
 
 	host, port, _ := splitHostPort(s.cfg.Listen)
 	advertise, err := s.advertiseIP(host)
@@ -147,7 +147,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api := &eks.API{Store: store, Region: s.cfg.Region, Account: account, Log: s.log.With("component", "eks-api")}
+	api := &eks.API{Store: store, Region: s.cfg.Region, Account: account, Log: s.log.With("subsystem", "eks-api")}
 	if s.cfg.BootstrapCreatorAdmin && creator != "" && s.cfg.AuthenticationMode != authn.ModeConfigMap {
 		if err := api.BootstrapCreator(creator); err != nil {
 			return err
@@ -162,7 +162,7 @@ func (s *Server) Run(ctx context.Context) error {
 		AWSAuth:   awsAuth.Load,
 		Entries:   store,
 		EC2:       newEC2DNS(ec2.NewFromConfig(awsCfg)),
-		Log:       s.log.With("component", "authenticator"),
+		Log:       s.log.With("subsystem", "authenticator"),
 		Creator:   creatorForConfigMap(s.cfg.AuthenticationMode, creator),
 	}
 	if err := a.Register(s.reg); err != nil {
@@ -212,7 +212,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	s.watchAWSAuth(ctx, client, &awsAuth)
-	rec := &accesspolicy.Reconciler{Client: client, Store: store, Log: s.log.With("component", "access-policy")}
+	rec := &accesspolicy.Reconciler{Client: client, Store: store, Log: s.log.With("subsystem", "access-policy")}
 	wg.Add(1)
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 

@@ -118,12 +118,11 @@ func Kubectl(t testing.TB, kubeconfig string, env []string, args ...string) (str
 	return strings.TrimSpace(string(out)), err
 }
 
-// KubectlBin is the path of kubectl from `go tool -n kubectl`.
+// KubectlBin is bin/kubectl, built by make build from go.mod's tool line
+// with the Kubernetes version stamped.
 func KubectlBin(t testing.TB) string {
 	t.Helper()
-	out, err := exec.Command("go", "tool", "-n", "kubectl").Output()
-	Require(t, err == nil, "kubectl tool not built (make deps): "+errString(err))
-	return strings.TrimSpace(string(out))
+	return Bin(t, "kubectl")
 }
 
 func errString(err error) string {

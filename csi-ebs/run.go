@@ -18,6 +18,7 @@ import (
 	"github.com/berth-io/berth/csi-ebs/driver"
 	"github.com/berth-io/berth/csi-ebs/mounter"
 	"github.com/berth-io/berth/internal/command"
+	"github.com/berth-io/berth/internal/csiserver"
 	"github.com/berth-io/berth/internal/instancetypes"
 	"github.com/berth-io/berth/internal/metrics"
 	"github.com/berth-io/berth/internal/version"
@@ -50,7 +51,7 @@ func newRootCommand() *cobra.Command {
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	// mount-utils logs through klog: send it to our logger.
 	klog.SetSlogLogger(log.With("lib", "mount-utils"))
-	mode, err := driver.ParseMode(f.mode)
+	mode, err := csiserver.ParseMode(f.mode)
 	if err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ln, err := driver.Listen(ctx, f.endpoint)
+	ln, err := csiserver.Listen(ctx, f.endpoint)
 	if err != nil {
 		return err
 	}

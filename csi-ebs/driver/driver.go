@@ -3,18 +3,15 @@
 // cloud or kernel call → error mapping (one switch, toStatus) → response.
 //
 //	d, err := driver.New(driver.Options{Name: "ebs.csi.aws.com", Mode: driver.ModeAll, Cloud: c, Node: info}, log)
-//	err = d.Serve(ctx, "unix:///run/csi/csi.sock")
+//	ln, err := csiserver.Listen(ctx, "unix:///run/csi/csi.sock")
+//	err = d.Serve(ctx, ln)
 package driver
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -25,29 +22,18 @@ import (
 	"github.com/berth-io/berth/csi-ebs/cloud"
 	"github.com/berth-io/berth/csi-ebs/mounter"
 	"github.com/berth-io/berth/csi-ebs/params"
+	"github.com/berth-io/berth/internal/csiserver"
 )
 
 // Mode selects which services the binary serves.
-type Mode string
+type Mode = csiserver.Mode
 
 // Modes.
 const (
-	ModeController Mode = "controller"
-	ModeNode       Mode = "node"
-	ModeAll        Mode = "all"
+	ModeController = csiserver.ModeController
+	ModeNode       = csiserver.ModeNode
+	ModeAll        = csiserver.ModeAll
 )
-
-// ParseMode validates a --mode value.
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case ModeController, ModeNode, ModeAll:
-		return m, nil
-	}
-	return "", fmt.Errorf("invalid mode %q: want controller, node or all", s)
-}
-
-func (m Mode) controller() bool { return m == ModeController || m == ModeAll }
-func (m Mode) node() bool       { return m == ModeNode || m == ModeAll }
 
 // Topology keys: the well-known zone label, and the AWS driver's legacy key
 // (accepted in requests so its StorageClasses keep working).
@@ -87,7 +73,7 @@ type Driver struct {
 
 	opts     Options
 	log      *slog.Logger
-	inflight *inflight
+	inflight *csiserver.Inflight
 }
 
 var (
@@ -101,104 +87,30 @@ func New(opts Options, log *slog.Logger) (*Driver, error) {
 	if opts.Name == "" {
 		return nil, errors.New("driver name is empty")
 	}
-	if opts.Mode.controller() && opts.Cloud == nil {
+	if opts.Mode.Controller() && opts.Cloud == nil {
 		return nil, errors.New("controller mode needs a cloud")
 	}
-	if opts.Mode.node() && (opts.Mounter == nil || opts.Node.InstanceID == "") {
+	if opts.Mode.Node() && (opts.Mounter == nil || opts.Node.InstanceID == "") {
 		return nil, errors.New("node mode needs a mounter and the instance ID")
 	}
 	if opts.DeviceWait == 0 {
 		opts.DeviceWait = 10 * time.Second
 	}
-	return &Driver{opts: opts, log: log, inflight: newInflight()}, nil
-}
-
-// Listen opens the endpoint: unix:///path (mode 0660, a stale socket
-// removed) or tcp://host:port.
-func Listen(ctx context.Context, endpoint string) (net.Listener, error) {
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		return nil, fmt.Errorf("parse endpoint %q: %w", endpoint, err)
-	}
-	var lc net.ListenConfig
-	switch u.Scheme {
-	case "unix":
-		path := u.Path
-		if path == "" {
-			path = u.Host
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-			return nil, fmt.Errorf("socket directory: %w", err)
-		}
-		// Bind under a temporary name, chmod, then rename: the socket
-		// appears at its path with mode 0660 already.
-		tmp := path + ".tmp"
-		if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("remove stale socket %s: %w", tmp, err)
-		}
-		ln, err := lc.Listen(ctx, "unix", tmp)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", tmp, err)
-		}
-		if err := os.Chmod(tmp, 0o660); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("chmod %s: %w", tmp, err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("move socket to %s: %w", path, err)
-		}
-		return ln, nil
-	case "tcp":
-		ln, err := lc.Listen(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", u.Host, err)
-		}
-		return ln, nil
-	}
-	return nil, fmt.Errorf("endpoint %q: scheme must be unix or tcp", endpoint)
+	return &Driver{opts: opts, log: log, inflight: csiserver.NewInflight()}, nil
 }
 
 // Serve serves the driver on ln until ctx ends.
 func (d *Driver) Serve(ctx context.Context, ln net.Listener) error {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(d.logRPC))
-	csi.RegisterIdentityServer(srv, d)
-	if d.opts.Mode.controller() {
-		csi.RegisterControllerServer(srv, d)
-	}
-	if d.opts.Mode.node() {
-		csi.RegisterNodeServer(srv, d)
-	}
-	go func() {
-		<-ctx.Done()
-		srv.GracefulStop()
-	}()
-	d.log.Info("serving", "endpoint", ln.Addr().String(), "mode", d.opts.Mode, "name", d.opts.Name)
-	if err := srv.Serve(ln); err != nil {
-		return fmt.Errorf("serve csi: %w", err)
-	}
-	return nil
-}
-
-// logRPC is the one logging interceptor. It logs the method, duration and
-// code, never request bodies (which may carry secrets).
-func (d *Driver) logRPC(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	code := status.Code(err)
-	attrs := []any{"method", info.FullMethod, "duration", time.Since(start).Round(time.Microsecond), "code", code.String()}
-	if v, ok := req.(interface{ GetVolumeId() string }); ok && v.GetVolumeId() != "" {
-		attrs = append(attrs, "volume", v.GetVolumeId())
-	}
-	switch code {
-	case codes.OK:
-		d.log.Debug("rpc", attrs...)
-	case codes.Internal, codes.Unknown, codes.DeadlineExceeded:
-		d.log.Error("rpc", append(attrs, "err", err)...)
-	default:
-		d.log.Info("rpc", append(attrs, "err", err)...)
-	}
-	return resp, err
+	d.log.Info("starting", "mode", d.opts.Mode, "name", d.opts.Name)
+	return csiserver.Serve(ctx, ln, d.log, func(srv *grpc.Server) {
+		csi.RegisterIdentityServer(srv, d)
+		if d.opts.Mode.Controller() {
+			csi.RegisterControllerServer(srv, d)
+		}
+		if d.opts.Mode.Node() {
+			csi.RegisterNodeServer(srv, d)
+		}
+	})
 }
 
 // toStatus maps errors to gRPC codes: the one place sentinels meet codes.
@@ -247,7 +159,7 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 		{Type: &csi.PluginCapability_Service_{Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS}}},
 		{Type: &csi.PluginCapability_VolumeExpansion_{VolumeExpansion: &csi.PluginCapability_VolumeExpansion{Type: csi.PluginCapability_VolumeExpansion_ONLINE}}},
 	}
-	if d.opts.Mode.controller() {
+	if d.opts.Mode.Controller() {
 		caps = append(caps, &csi.PluginCapability{Type: &csi.PluginCapability_Service_{Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_CONTROLLER_SERVICE}}})
 	}
 	return &csi.GetPluginCapabilitiesResponse{Capabilities: caps}, nil

@@ -38,26 +38,6 @@ func TestToStatus(t *testing.T) {
 	}
 }
 
-func TestInflight(t *testing.T) {
-	f := newInflight()
-	release, err := f.acquire("vol-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.acquire("vol-1"); status.Code(err) != codes.Aborted {
-		t.Fatalf("duplicate: %v, want Aborted", err)
-	}
-	if r, err := f.acquire("vol-2"); err != nil {
-		t.Fatal(err)
-	} else {
-		r()
-	}
-	release()
-	if _, err := f.acquire("vol-1"); err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-}
-
 func TestSizeGiB(t *testing.T) {
 	const gib = int64(1) << 30
 	for _, tc := range []struct {

@@ -96,7 +96,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	topo := req.GetAccessibilityRequirements()
 	zone := pickZone(topo, d.opts.DefaultZone)
 
-	release, err := d.inflight.acquire("create/" + name)
+	release, err := d.inflight.Acquire("create/" + name)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if id == "" {
 		return nil, invalidArg("volume ID is missing")
 	}
-	release, err := d.inflight.acquire(id)
+	release, err := d.inflight.Acquire(id)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ func (d *Driver) ControllerPublishVolume(ctx context.Context, req *csi.Controlle
 	if err := validateCapability(req.GetVolumeCapability()); err != nil {
 		return nil, invalidArg("%v", err)
 	}
-	release, err := d.inflight.acquire(vol + "@" + node)
+	release, err := d.inflight.Acquire(vol + "@" + node)
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +248,7 @@ func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 	if node == "" {
 		return nil, invalidArg("node ID is missing (detaching from every node is not supported)")
 	}
-	release, err := d.inflight.acquire(vol + "@" + node)
+	release, err := d.inflight.Acquire(vol + "@" + node)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +419,7 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if req.GetCapacityRange() == nil || (req.GetCapacityRange().GetRequiredBytes() <= 0 && req.GetCapacityRange().GetLimitBytes() <= 0) {
 		return nil, invalidArg("capacity range is missing")
 	}
-	release, err := d.inflight.acquire(id)
+	release, err := d.inflight.Acquire(id)
 	if err != nil {
 		return nil, err
 	}
@@ -454,7 +454,7 @@ func (d *Driver) ControllerModifyVolume(ctx context.Context, req *csi.Controller
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	release, err := d.inflight.acquire(id)
+	release, err := d.inflight.Acquire(id)
 	if err != nil {
 		return nil, err
 	}
@@ -503,7 +503,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	release, err := d.inflight.acquire("snapshot/" + name)
+	release, err := d.inflight.Acquire("snapshot/" + name)
 	if err != nil {
 		return nil, err
 	}
@@ -533,7 +533,7 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	if id == "" {
 		return nil, invalidArg("snapshot ID is missing")
 	}
-	release, err := d.inflight.acquire(id)
+	release, err := d.inflight.Acquire(id)
 	if err != nil {
 		return nil, err
 	}

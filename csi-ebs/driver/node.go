@@ -75,7 +75,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err := validateCapability(c); err != nil {
 		return nil, invalidArg("%v", err)
 	}
-	release, err := d.inflight.acquire(vol)
+	release, err := d.inflight.Acquire(vol)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	case staging == "":
 		return nil, invalidArg("staging target path is missing")
 	}
-	release, err := d.inflight.acquire(vol)
+	release, err := d.inflight.Acquire(vol)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +177,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := validateCapability(c); err != nil {
 		return nil, invalidArg("%v", err)
 	}
-	release, err := d.inflight.acquire(vol + ":" + target)
+	release, err := d.inflight.Acquire(vol + ":" + target)
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	case target == "":
 		return nil, invalidArg("target path is missing")
 	}
-	release, err := d.inflight.acquire(vol + ":" + target)
+	release, err := d.inflight.Acquire(vol + ":" + target)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		}
 		return nil, toStatus(err)
 	}
-	release, err := d.inflight.acquire(vol)
+	release, err := d.inflight.Acquire(vol)
 	if err != nil {
 		return nil, err
 	}

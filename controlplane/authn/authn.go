@@ -222,7 +222,7 @@ func (a *Authenticator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.count("success")
-	a.Log.Debug("token accepted", "username", u.Username, "arn", u.Extra["arn"][0])
+	a.Log.Info("token accepted", "username", u.Username, "arn", u.Extra["arn"][0])
 	extra := map[string]authv1.ExtraValue{}
 	for k, v := range u.Extra {
 		extra[k] = v

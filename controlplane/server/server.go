@@ -20,7 +20,7 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
 	"github.com/berth-io/berth/controlplane/accesspolicy"
@@ -40,14 +41,12 @@ import (
 	"github.com/berth-io/berth/controlplane/etcd"
 	"github.com/berth-io/berth/controlplane/kube"
 	"github.com/berth-io/berth/controlplane/pki"
-	"github.com/berth-io/berth/internal/metrics"
 )
 
 // Server is a running control plane.
 type Server struct {
 	cfg Config
 	log *slog.Logger
-	reg *prometheus.Registry
 
 	pkiDir string
 	certs  certs
@@ -69,7 +68,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, reg: metrics.NewRegistry("controlplane"), pkiDir: filepath.Join(cfg.DataDir, "pki")}, nil
+	return &Server{cfg: cfg, log: log, pkiDir: filepath.Join(cfg.DataDir, "pki")}, nil
 }
 
 func (s *Server) path(p ...string) string {
@@ -86,7 +85,19 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	klog.SetSlogLogger(s.log.With("subsystem", "kube"))
+	logs := newLogRouter(s.log, s.path("logs"), s.cfg.LogTypes)
+	defer logs.Close()
+	loggers := map[string]*slog.Logger{}
+	for _, t := range []string{"api", "authenticator", "controllerManager", "scheduler"} {
+		l, err := logs.logger(t)
+		if err != nil {
+			return err
+		}
+		loggers[t] = l
+	}
+	// Global klog calls are the apiserver's; controller manager and
+	// scheduler log through the contextual logger of their context.
+	klog.SetSlogLogger(loggers["api"])
 
 	host, port, _ := splitHostPort(s.cfg.Listen)
 	advertise, err := s.advertiseIP(host)
@@ -162,10 +173,11 @@ func (s *Server) Run(ctx context.Context) error {
 		AWSAuth:   awsAuth.Load,
 		Entries:   store,
 		EC2:       newEC2DNS(ec2.NewFromConfig(awsCfg)),
-		Log:       s.log.With("subsystem", "authenticator"),
+		Log:       loggers["authenticator"],
 		Creator:   creatorForConfigMap(s.cfg.AuthenticationMode, creator),
 	}
-	if err := a.Register(s.reg); err != nil {
+	// Into the Kubernetes registry, so the apiserver's /metrics has them.
+	if err := a.Register(legacyregistry.Registerer()); err != nil {
 		return err
 	}
 	webhookAddr, err := s.serveTLS(ctx, goRun, "authenticator", "127.0.0.1:0", s.certs.webhook, a)
@@ -198,9 +210,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	goRun("kube-controller-manager", func(ctx context.Context) error {
+		ctx = klog.NewContext(ctx, logr.FromSlogHandler(loggers["controllerManager"].Handler()))
 		return kube.RunControllerManager(ctx, s.controllerManagerArgs(cmKubeconfig))
 	})
 	goRun("kube-scheduler", func(ctx context.Context) error {
+		ctx = klog.NewContext(ctx, logr.FromSlogHandler(loggers["scheduler"].Handler()))
 		return kube.RunScheduler(ctx, s.schedulerArgs(schedKubeconfig))
 	})
 
@@ -221,7 +235,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	if s.cfg.MetricsAddr != "" {
-		if _, err := metrics.Serve(ctx, s.log, s.cfg.MetricsAddr, s.reg); err != nil {
+		// The same registry as the apiserver's /metrics, without its
+		// authentication, for a scraper on the host.
+		if _, err := s.serve(ctx, goRun, "metrics", s.cfg.MetricsAddr, legacyregistry.Handler()); err != nil {
 			return err
 		}
 	}

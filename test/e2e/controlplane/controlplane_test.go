@@ -35,10 +35,10 @@ type env struct {
 	cp *e2e.Controlplane
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T, flags ...string) *env {
 	t.Helper()
 	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath", "off")
-	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), cluster)
+	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), cluster, flags...)
 	return &env{lc: lc, cp: cp}
 }
 
@@ -52,12 +52,47 @@ func mustKubectl(t *testing.T, cp *e2e.Controlplane, args ...string) string {
 }
 
 func TestControlplane(t *testing.T) {
-	e := setup(t)
+	e := setup(t, "--log-types", "audit,authenticator,scheduler")
 	t.Run("kubectl", func(t *testing.T) { testKubectl(t, e) })
 	t.Run("iam-auth", func(t *testing.T) { testIAMAuth(t, e) })
 	t.Run("forged-tokens", func(t *testing.T) { testForgedTokens(t, e) })
 	t.Run("node-restriction", func(t *testing.T) { testNodeRestriction(t, e) })
+	t.Run("logs-and-metrics", func(t *testing.T) { testLogsAndMetrics(t, e) })
 	t.Run("restart-keeps-objects", func(t *testing.T) { testRestart(t, e) })
+}
+
+// testLogsAndMetrics checks the EKS log types chosen with --log-types and
+// the single /metrics endpoint of the process.
+func testLogsAndMetrics(t *testing.T, e *env) {
+	logs := filepath.Join(e.cp.DataDir, "logs")
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(logs, name))
+		if err != nil {
+			t.Fatalf("log type file: %v", err)
+		}
+		return string(b)
+	}
+	if a := read("authenticator.log"); !strings.Contains(a, `"token rejected"`) || !strings.Contains(a, `"token accepted"`) ||
+		!strings.Contains(a, `"logType":"authenticator"`) || strings.Contains(a, "k8s-aws-v1.") {
+		t.Errorf("authenticator log lacks decisions or leaks a token:\n%.2000s", a)
+	}
+	if a := read("audit.log"); !strings.Contains(a, `"kind":"Event"`) || !strings.Contains(a, `"verb":"create"`) {
+		t.Errorf("audit log: %.1000s", a)
+	}
+	if s := read("scheduler.log"); !strings.Contains(s, `"logType":"scheduler"`) {
+		t.Errorf("scheduler log: %.1000s", s)
+	}
+	for _, off := range []string{"controllerManager.log", "api.log"} {
+		if _, err := os.Stat(filepath.Join(logs, off)); err == nil {
+			t.Errorf("%s written although not enabled", off)
+		}
+	}
+	m := mustKubectl(t, e.cp, "get", "--raw", "/metrics")
+	for _, want := range []string{"berth_authenticator_requests_total{result=\"rejected\"}", "apiserver_request_total", "scheduler_schedule_attempts_total", "workqueue_adds_total"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 func testKubectl(t *testing.T, e *env) {

@@ -21,7 +21,7 @@ export CGO_ENABLED := 0
 export GOFLAGS := -trimpath -tags=grpcnotrace
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs
+BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs berth-csi-efs:./csi-efs
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler iproute2 nftables containernetworking-plugins \

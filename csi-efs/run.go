@@ -22,8 +22,8 @@ import (
 
 type flags struct {
 	endpoint, mode, name, metricsAddr, region string
-	mountCommand, localRoot, nodeID            string
-	deleteRootDir                              bool
+	mountCommand, localRoot, nodeID           string
+	deleteRootDir                             bool
 }
 
 func newRootCommand() *cobra.Command {

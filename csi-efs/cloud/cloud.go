@@ -89,6 +89,10 @@ func Load(ctx context.Context, region string, log *slog.Logger) (Cloud, error) {
 	var opts []func(*config.LoadOptions) error
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))
+	} else {
+		// The SDK asks IMDS for the region (after the environment and
+		// shared config) only when told to.
+		opts = append(opts, config.WithEC2IMDSRegion())
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {

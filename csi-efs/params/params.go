@@ -56,6 +56,9 @@ const (
 // DefaultSubPathPattern puts each volume in a directory named for its PV.
 const DefaultSubPathPattern = "${.PV.name}"
 
+// maxPath is EFS's limit on an access point's root directory.
+const maxPath = 100
+
 // maxID is the largest POSIX ID EFS accepts.
 const maxID = 4294967295
 
@@ -262,16 +265,25 @@ func (p Params) Directory(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	base := path.Clean("/" + p.BasePath)
+	sub = strings.Trim(sub, "/")
+	suffix := ""
 	if p.EnsureUniqueDirectory {
 		sum := sha256.Sum256([]byte(name))
-		sub = strings.TrimSuffix(sub, "/") + "-" + hex.EncodeToString(sum[:])[:12]
-		if strings.HasPrefix(sub, "-") {
-			sub = sub[1:]
+		suffix = hex.EncodeToString(sum[:])[:12]
+		if sub != "" {
+			suffix = "-" + suffix
+		}
+		// EFS root directories are at most 100 characters; a long PV or
+		// PVC name (CSI names go up to 128) is cut, and the suffix keeps
+		// the directory unique.
+		if room := maxPath - len(strings.TrimSuffix(base, "/")) - 1 - len(suffix); len(sub) > room && room > 0 {
+			sub = strings.TrimRight(sub[:room], "/")
 		}
 	}
-	dir := path.Clean("/" + p.BasePath + "/" + sub)
-	if len(dir) > 100 {
-		return "", invalid(BasePath+"/"+SubPathPattern, "directory %q is longer than EFS's 100 characters", dir)
+	dir := path.Clean(base + "/" + sub + suffix)
+	if len(dir) > maxPath {
+		return "", invalid(BasePath+"/"+SubPathPattern, "directory %q is longer than EFS's %d characters", dir, maxPath)
 	}
 	return dir, nil
 }

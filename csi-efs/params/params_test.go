@@ -89,6 +89,12 @@ func TestDirectory(t *testing.T) {
 	if a == b || a != a2 || !strings.HasPrefix(a, "/shared-") {
 		t.Errorf("ensureUniqueDirectory: %q %q %q", a, b, a2)
 	}
+	long, _ := Parse(base(BasePath, "/dyn"))
+	l1, err := long.Directory(strings.Repeat("n", 128))
+	l2, _ := long.Directory(strings.Repeat("n", 127) + "m")
+	if err != nil || len(l1) > 100 || l1 == l2 || !strings.HasPrefix(l1, "/dyn/nnn") {
+		t.Errorf("long names: %q %q %v", l1, l2, err)
+	}
 	p, _ = Parse(base(BasePath, strings.Repeat("x", 99)))
 	if _, err := p.Directory("pv-1"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("long directory: %v", err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -144,6 +145,11 @@ func TestAccessPoints(t *testing.T) {
 	path, err := svc.AccessPointPath(fsID, *ap.AccessPointId)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The layout is a contract: berth-csi-efs --local-efs-root=<state-dir>/efs
+	// bind-mounts <root>/<fs-id>/<access point path>.
+	if want := filepath.Join(dir, "efs", fsID, "dynamic", "pvc-123"); path != want {
+		t.Fatalf("access point directory %s, want %s", path, want)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {

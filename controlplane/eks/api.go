@@ -544,36 +544,24 @@ func (a *API) updateAccessEntry(principal string, body []byte) (any, *apiError) 
 		return nil, err
 	}
 	var out AccessEntry
-	var aerr *apiError
-	err := a.Store.update(func(st *state) error {
-		e, ok := st.Entries[principal]
-		if !ok {
-			aerr = notFound("The specified principalArn could not be found.")
-			return aerr
-		}
+	if aerr := a.mutateEntry(principal, func(st *state, e *AccessEntry) *apiError {
 		if e.Type != authn.EntryStandard && (in.KubernetesGroups != nil || in.Username != nil) {
-			aerr = invalidParam("username and kubernetesGroups can be changed only for access entries of type STANDARD")
-			return aerr
+			return invalidParam("username and kubernetesGroups can be changed only for access entries of type STANDARD")
 		}
 		if in.KubernetesGroups != nil {
 			e.KubernetesGroups = in.KubernetesGroups
 		}
 		if in.Username != nil {
 			if *in.Username == "" || strings.HasPrefix(*in.Username, "system:") {
-				aerr = invalidParam("username %q is not valid", *in.Username)
-				return aerr
+				return invalidParam("username %q is not valid", *in.Username)
 			}
 			e.Username = *in.Username
 		}
 		e.ModifiedAt = a.now().UTC()
 		out = *e
 		return nil
-	})
-	if aerr != nil {
+	}); aerr != nil {
 		return nil, aerr
-	}
-	if err != nil {
-		return nil, &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
 	}
 	return map[string]any{"accessEntry": a.entryJSON(&out)}, nil
 }
@@ -582,20 +570,11 @@ func (a *API) deleteAccessEntry(principal string) (any, *apiError) {
 	if err := a.requireAPIMode(); err != nil {
 		return nil, err
 	}
-	var aerr *apiError
-	err := a.Store.update(func(st *state) error {
-		if _, ok := st.Entries[principal]; !ok {
-			aerr = notFound("The specified principalArn could not be found.")
-			return aerr
-		}
+	if aerr := a.mutateEntry(principal, func(st *state, _ *AccessEntry) *apiError {
 		delete(st.Entries, principal)
 		return nil
-	})
-	if aerr != nil {
+	}); aerr != nil {
 		return nil, aerr
-	}
-	if err != nil {
-		return nil, &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
 	}
 	return map[string]any{}, nil
 }
@@ -645,16 +624,9 @@ func (a *API) associatePolicy(principal string, body []byte) (any, *apiError) {
 	}
 	now := a.now().UTC()
 	var assoc Association
-	var aerr *apiError
-	err := a.Store.update(func(st *state) error {
-		e, ok := st.Entries[principal]
-		if !ok {
-			aerr = notFound("The specified principalArn could not be found.")
-			return aerr
-		}
+	if aerr := a.mutateEntry(principal, func(st *state, e *AccessEntry) *apiError {
 		if e.Type != authn.EntryStandard {
-			aerr = invalidRequest("access policies can be associated only with access entries of type STANDARD")
-			return aerr
+			return invalidRequest("access policies can be associated only with access entries of type STANDARD")
 		}
 		assoc = Association{PolicyARN: *in.PolicyARN, ScopeType: scope, Namespaces: slices.Clone(in.AccessScope.Namespaces), AssociatedAt: now, ModifiedAt: now}
 		for i, p := range e.Policies {
@@ -669,12 +641,8 @@ func (a *API) associatePolicy(principal string, body []byte) (any, *apiError) {
 		e.Policies = append(e.Policies, assoc)
 		e.ModifiedAt = now
 		return nil
-	})
-	if aerr != nil {
+	}); aerr != nil {
 		return nil, aerr
-	}
-	if err != nil {
-		return nil, &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
 	}
 	return map[string]any{
 		"clusterName":            a.Store.Cluster().Name,
@@ -726,27 +694,16 @@ func (a *API) disassociatePolicy(principal, policyARN string) (any, *apiError) {
 	if err := a.requireAPIMode(); err != nil {
 		return nil, err
 	}
-	var aerr *apiError
-	err := a.Store.update(func(st *state) error {
-		e, ok := st.Entries[principal]
-		if !ok {
-			aerr = notFound("The specified principalArn could not be found.")
-			return aerr
-		}
+	if aerr := a.mutateEntry(principal, func(st *state, e *AccessEntry) *apiError {
 		i := slices.IndexFunc(e.Policies, func(p Association) bool { return p.PolicyARN == policyARN })
 		if i < 0 {
-			aerr = notFound("The policy %s is not associated with %s.", policyARN, principal)
-			return aerr
+			return notFound("The policy %s is not associated with %s.", policyARN, principal)
 		}
 		e.Policies = slices.Delete(e.Policies, i, i+1)
 		e.ModifiedAt = a.now().UTC()
 		return nil
-	})
-	if aerr != nil {
+	}); aerr != nil {
 		return nil, aerr
-	}
-	if err != nil {
-		return nil, &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
 	}
 	return map[string]any{}, nil
 }
@@ -774,4 +731,29 @@ func (a *API) BootstrapCreator(principal string) error {
 		st.Cluster.CreatorBootstrapped = true
 		return nil
 	})
+}
+
+// mutateEntry runs fn on an existing entry under the store's lock and saves
+// the state; an error from fn is returned as is (nothing is saved), a
+// failed save as a ServerException.
+func (a *API) mutateEntry(principal string, fn func(st *state, e *AccessEntry) *apiError) *apiError {
+	var aerr *apiError
+	err := a.Store.update(func(st *state) error {
+		e, ok := st.Entries[principal]
+		if !ok {
+			aerr = notFound("The specified principalArn could not be found.")
+			return aerr
+		}
+		if aerr = fn(st, e); aerr != nil {
+			return aerr
+		}
+		return nil
+	})
+	if aerr != nil {
+		return aerr
+	}
+	if err != nil {
+		return &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
+	}
+	return nil
 }

@@ -106,3 +106,17 @@ func TestAccessEntryGroupAndRestartPersistence(t *testing.T) {
 		t.Fatal("entry lost on reopen")
 	}
 }
+
+// A request that fails half-way changes nothing.
+func TestFailedUpdateChangesNothing(t *testing.T) {
+	a, srv := newAPI(t)
+	p := "arn:aws:iam::111122223333:role/Team"
+	call(t, srv, "POST", "/clusters/c1/access-entries", `{"principalArn":"`+p+`","kubernetesGroups":["team"]}`)
+	status, _, _ := call(t, srv, "POST", "/clusters/c1/access-entries/arn%3Aaws%3Aiam%3A%3A111122223333%3Arole%2FTeam", `{"kubernetesGroups":["other"],"username":"system:evil"}`)
+	if status != http.StatusBadRequest {
+		t.Fatalf("status %d", status)
+	}
+	if e, _ := a.Store.AccessEntry(p); e.KubernetesGroups[0] != "team" {
+		t.Fatalf("groups changed by a failed update: %v", e.KubernetesGroups)
+	}
+}

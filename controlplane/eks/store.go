@@ -187,19 +187,24 @@ func (s *Store) Entries() []AccessEntry {
 	return out
 }
 
-// update runs fn on the state under the lock and saves it; a failed save
-// restores the previous state so memory and disk never disagree.
+// update runs fn on the state under the lock and saves it; a failed fn or
+// save restores the previous state so memory and disk never disagree.
 func (s *Store) update(fn func(st *state) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, _ := json.Marshal(&s.st)
-	if err := fn(&s.st); err != nil {
-		return err
-	}
-	if err := s.saveLocked(); err != nil {
+	restore := func() {
 		var prev state
 		_ = json.Unmarshal(old, &prev)
 		s.st = prev
+	}
+	// fn may fail half-way through its changes: undo them all.
+	if err := fn(&s.st); err != nil {
+		restore()
+		return err
+	}
+	if err := s.saveLocked(); err != nil {
+		restore()
 		return err
 	}
 	s.notify()

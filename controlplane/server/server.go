@@ -617,15 +617,8 @@ func (s *Server) serveTLS(ctx context.Context, goRun func(string, func(context.C
 	if err != nil {
 		return "", fmt.Errorf("%s listen: %w", name, err)
 	}
-	srv := &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, ReadHeaderTimeout: 10 * time.Second}
-	goRun(name, func(ctx context.Context) error {
-		go func() { <-ctx.Done(); srv.Close() }()
-		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	return ln.Addr().String(), nil
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	return s.serveOn(goRun, name, ln, h), nil
 }
 
 func (s *Server) serve(ctx context.Context, goRun func(string, func(context.Context) error), name, addr string, h http.Handler) (string, error) {
@@ -633,6 +626,11 @@ func (s *Server) serve(ctx context.Context, goRun func(string, func(context.Cont
 	if err != nil {
 		return "", fmt.Errorf("%s listen: %w", name, err)
 	}
+	return s.serveOn(goRun, name, ln, h), nil
+}
+
+// serveOn serves h on ln until the run's context ends.
+func (s *Server) serveOn(goRun func(string, func(context.Context) error), name string, ln net.Listener, h http.Handler) string {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	goRun(name, func(ctx context.Context) error {
 		go func() { <-ctx.Done(); srv.Close() }()
@@ -641,7 +639,7 @@ func (s *Server) serve(ctx context.Context, goRun func(string, func(context.Cont
 		}
 		return nil
 	})
-	return ln.Addr().String(), nil
+	return ln.Addr().String()
 }
 
 // bootstrapRBAC grants what EKS grants out of the box: the apiserver may

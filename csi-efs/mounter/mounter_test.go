@@ -1,0 +1,94 @@
+package mounter
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/berth-io/berth/csi-efs/volume"
+)
+
+func TestEFSUtilsArgs(t *testing.T) {
+	fs, ap := "fs-0123abcd", "fsap-0456abcdef"
+	for _, tc := range []struct {
+		r    Request
+		want []string
+	}{
+		{Request{ID: volume.ID{FileSystemID: fs, AccessPointID: ap}, Encrypt: true},
+			[]string{"-t", "efs", "-o", "tls,accesspoint=" + ap, fs + ":/", "/t"}},
+		{Request{ID: volume.ID{FileSystemID: fs, AccessPointID: ap}, Encrypt: true, ReadOnly: true, Options: []string{"tls", "iam", "accesspoint=" + ap}},
+			[]string{"-t", "efs", "-o", "tls,accesspoint=" + ap + ",ro,iam", fs + ":/", "/t"}},
+		{Request{ID: volume.ID{FileSystemID: fs, SubPath: "/data"}, Encrypt: false},
+			[]string{"-t", "efs", fs + ":/data", "/t"}},
+	} {
+		got, err := (&EFSUtils{}).Args(tc.r, "/t")
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Args(%+v) = %q, %v; want %q", tc.r, got, err, tc.want)
+		}
+	}
+	if _, err := (&EFSUtils{}).Args(Request{ID: volume.ID{FileSystemID: fs, AccessPointID: ap}}, "/t"); !errors.Is(err, volume.ErrMalformed) {
+		t.Errorf("access point without TLS: %v", err)
+	}
+}
+
+// TestEFSUtilsCommand runs a stand-in mount helper: the configured command
+// gets the efs-utils command line, and its failure output is reported.
+func TestEFSUtilsCommand(t *testing.T) {
+	dir := t.TempDir()
+	record := filepath.Join(dir, "args")
+	helper := filepath.Join(dir, "mount")
+	script := "#!/bin/sh\necho \"$@\" > " + record + "\n[ \"$5\" = fs-0123abcd:/ ] || { echo 'mount.efs: bad source' >&2; exit 32; }\n"
+	if err := os.WriteFile(helper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &EFSUtils{Command: helper}
+	r := Request{ID: volume.ID{FileSystemID: "fs-0123abcd", AccessPointID: "fsap-0456abcdef"}, Encrypt: true}
+	if err := e.Mount(context.Background(), r, "/target"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(record)
+	if want := "-t efs -o tls,accesspoint=fsap-0456abcdef fs-0123abcd:/ /target\n"; string(got) != want {
+		t.Errorf("helper got %q, want %q", got, want)
+	}
+	r.ID.SubPath = "/x"
+	if err := e.Mount(context.Background(), r, "/target"); err == nil || !strings.Contains(err.Error(), "bad source") {
+		t.Errorf("failing helper: %v", err)
+	}
+}
+
+func TestLocalDir(t *testing.T) {
+	root := t.TempDir()
+	fs, ap := "fs-0123abcd", "fsap-0456abcdef"
+	if err := os.MkdirAll(filepath.Join(root, fs, "aps", "one", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l := &Local{Root: root, AccessPointRoot: func(_ context.Context, fsID, apID string) (string, error) {
+		if fsID != fs || apID != ap {
+			return "", ErrNotFound
+		}
+		return "/aps/one", nil
+	}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		id   volume.ID
+		want string
+		err  error
+	}{
+		{volume.ID{FileSystemID: fs}, filepath.Join(root, fs), nil},
+		{volume.ID{FileSystemID: fs, SubPath: "/aps"}, filepath.Join(root, fs, "aps"), nil},
+		{volume.ID{FileSystemID: fs, AccessPointID: ap}, filepath.Join(root, fs, "aps", "one"), nil},
+		{volume.ID{FileSystemID: fs, AccessPointID: ap, SubPath: "/sub"}, filepath.Join(root, fs, "aps", "one", "sub"), nil},
+		{volume.ID{FileSystemID: fs, SubPath: "/missing"}, "", ErrNotFound},
+		{volume.ID{FileSystemID: "fs-99999999"}, "", ErrNotFound},
+		{volume.ID{FileSystemID: fs, AccessPointID: "fsap-99999999"}, "", ErrNotFound},
+	} {
+		got, err := l.Dir(ctx, tc.id)
+		if got != tc.want || !errors.Is(err, tc.err) {
+			t.Errorf("Dir(%v) = %q, %v; want %q, %v", tc.id, got, err, tc.want, tc.err)
+		}
+	}
+}

@@ -122,6 +122,11 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if ap.FileSystemID != p.FileSystemID {
+		// Client tokens are per account and region, not per file system:
+		// a reuse token already used on another file system.
+		return nil, status.Errorf(codes.AlreadyExists, "client token of volume %s is used by access point %s of %s, not of %s", name, ap.ID, ap.FileSystemID, p.FileSystemID)
+	}
 	d.log.Info("created access point", "name", name, "accessPoint", ap.ID, "dir", ap.RootPath, "uid", uid, "gid", gid)
 	return createResponse(ap, size), nil
 }

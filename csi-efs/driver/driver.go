@@ -133,15 +133,13 @@ func (d *Driver) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi
 	return &csi.GetPluginInfoResponse{Name: d.opts.Name, VendorVersion: d.opts.Version}, nil
 }
 
-// GetPluginCapabilities advertises the controller service when served. EFS
-// file systems are regional: no accessibility constraints.
+// GetPluginCapabilities advertises the controller service: the plugin has
+// one even where this process serves only the node (the spec describes the
+// plugin, and csi-sanity asks the node endpoint). EFS file systems are
+// regional: no accessibility constraints.
 func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
-	out := &csi.GetPluginCapabilitiesResponse{}
-	if d.opts.Mode.Controller() {
-		out.Capabilities = append(out.Capabilities, &csi.PluginCapability{Type: &csi.PluginCapability_Service_{
-			Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_CONTROLLER_SERVICE}}})
-	}
-	return out, nil
+	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{{Type: &csi.PluginCapability_Service_{
+		Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_CONTROLLER_SERVICE}}}}}, nil
 }
 
 // Probe reports readiness: the driver is ready once it serves.

@@ -72,11 +72,27 @@ func allowedSkip(name, msg string) bool {
 
 // TestSanity runs csi-sanity v5.6.0 against the driver inside an instance,
 // provisioning access points on a localcloud file system and bind-mounting
-// their directories: controller, node stage/publish/unpublish, stats.
+// their directories: controller, node stage/publish/unpublish, stats. The
+// split case serves the controller from one instance and the node from
+// another, as a Deployment and a DaemonSet would.
 func TestSanity(t *testing.T) {
-	tool := csiSanity(t)
-	cl := newCluster(t)
-	n := cl.startNode(t, "--delete-access-point-root-dir")
+	for _, split := range []bool{false, true} {
+		t.Run(map[bool]string{false: "all", true: "split"}[split], func(t *testing.T) {
+			tool := csiSanity(t)
+			cl := newCluster(t)
+			n := cl.startNode(t, "--delete-access-point-root-dir")
+			args := []string{"--csi.endpoint=unix://" + n.socket}
+			if split {
+				ctrl := n
+				n = cl.startNode(t, "--mode", "node")
+				args = []string{"--csi.endpoint=unix://" + n.socket, "--csi.controllerendpoint=unix://" + ctrl.socket}
+			}
+			runSanity(t, cl, tool, args)
+		})
+	}
+}
+
+func runSanity(t *testing.T, cl *cluster, tool string, endpoints []string) {
 	dir := filepath.Join(cl.dir, "sanity")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -87,8 +103,7 @@ func TestSanity(t *testing.T) {
 		t.Fatal(err)
 	}
 	report := filepath.Join(dir, "junit.xml")
-	cmd := exec.Command(tool,
-		"--csi.endpoint=unix://"+n.socket,
+	cmd := exec.Command(tool, append(endpoints,
 		"--csi.stagingdir="+filepath.Join(dir, "staging"),
 		"--csi.mountdir="+filepath.Join(dir, "mount"),
 		"--csi.testvolumesize=1073741824",
@@ -96,7 +111,7 @@ func TestSanity(t *testing.T) {
 		"--csi.testvolumeaccesstype=mount",
 		"--ginkgo.junit-report="+report,
 		"--ginkgo.timeout=10m",
-	)
+	)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Errorf("csi-sanity: %v\n%s", err, tail(string(out), 200))

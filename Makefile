@@ -44,6 +44,8 @@ build: ## Build every binary into bin/, version-stamped from git describe
 	done
 	@echo "go build kubectl ($(KUBE_VERSION), the go.mod tool line)"
 	@$(GO) build -ldflags '-s -w $(KUBE_LDFLAGS)' -o $(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
+	@echo "go build kubelet ($(KUBE_VERSION), the go.mod tool line; the node-bootstrap join test runs it)"
+	@$(GO) build -ldflags '-s -w $(KUBE_LDFLAGS)' -o $(BIN)/kubelet k8s.io/kubernetes/cmd/kubelet
 
 test: deps build ## Install, build and run every test (root and kernel tests included)
 	CI=$${CI:-true} BERTH_BIN=$(BIN) $(GO) test -count=1 -timeout 45m -p 2 ./...

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/instancetypes"
 	"github.com/berth-io/berth/internal/maxpods"
+	"github.com/berth-io/berth/node-bootstrap/discovery"
 	"github.com/berth-io/berth/node-bootstrap/nodeconfig"
 )
 
@@ -25,7 +27,7 @@ type configFlags struct {
 }
 
 func newRootCommand() *cobra.Command {
-	root, _ := command.Root("berth-bootstrap", "Join an EC2 host to an EKS-compatible cluster from its NodeConfig")
+	root, logger := command.Root("berth-bootstrap", "Join an EC2 host to an EKS-compatible cluster from its NodeConfig")
 	var f configFlags
 	cfg := &cobra.Command{Use: "config", Short: "Validate or explain the node configuration"}
 	pf := cfg.PersistentFlags()
@@ -36,7 +38,7 @@ func newRootCommand() *cobra.Command {
 	cfg.AddCommand(&cobra.Command{
 		Use: "check", Short: "Validate the configuration without writing anything", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, _, err := resolve(cmd.Context(), f)
+			_, _, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger()))
 			if err != nil {
 				return err
 			}
@@ -47,7 +49,7 @@ func newRootCommand() *cobra.Command {
 	cfg.AddCommand(&cobra.Command{
 		Use: "explain", Short: "Print each effective setting and the source that set it", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, mp, err := resolve(cmd.Context(), f)
+			r, mp, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger()))
 			if err != nil {
 				return err
 			}
@@ -55,7 +57,7 @@ func newRootCommand() *cobra.Command {
 		},
 	})
 	root.AddCommand(cfg)
-	ini := newInitCommand(&f)
+	ini := newInitCommand(&f, logger)
 	ini.Flags().StringArrayVar(&f.sources, "config-source", nil, "where to read NodeConfig: imds://user-data (default) or file:///path; repeatable")
 	ini.Flags().StringVar(&f.dropIn, "drop-in-dir", "/etc/berth/nodeconfig.d", "directory of *.yaml NodeConfig drop-ins")
 	ini.Flags().StringVar(&f.instanceType, "instance-type", "", "instance type (default: from IMDS)")
@@ -64,35 +66,34 @@ func newRootCommand() *cobra.Command {
 	return root
 }
 
-func imdsClient(ctx context.Context) (*imds.Client, error) {
-	c, err := config.LoadDefaultConfig(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load AWS config: %w", err)
+// newDiscoverer returns a lazy IMDS discoverer for config check and
+// explain (they call IMDS only for imds:// sources and the instance type).
+func newDiscoverer(ctx context.Context, log *slog.Logger) func() (*discovery.Discoverer, error) {
+	var d *discovery.Discoverer
+	return func() (*discovery.Discoverer, error) {
+		if d != nil {
+			return d, nil
+		}
+		c, err := config.LoadDefaultConfig(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("load AWS config: %w", err)
+		}
+		d = discovery.New(imds.NewFromConfig(c), nil, log, discovery.Options{NameSource: discovery.InstanceID})
+		return d, nil
 	}
-	return imds.NewFromConfig(c), nil
 }
 
-func resolve(ctx context.Context, f configFlags) (*nodeconfig.Resolved, maxpods.Result, error) {
-	var client *imds.Client
-	getClient := func() (*imds.Client, error) {
-		if client != nil {
-			return client, nil
-		}
-		var err error
-		client, err = imdsClient(ctx)
-		return client, err
-	}
+func resolve(ctx context.Context, f configFlags, disc func() (*discovery.Discoverer, error)) (*nodeconfig.Resolved, maxpods.Result, error) {
 	userData := func(ctx context.Context) ([]byte, error) {
-		c, err := getClient()
+		d, err := disc()
 		if err != nil {
 			return nil, err
 		}
-		out, err := c.GetUserData(ctx, &imds.GetUserDataInput{})
+		b, err := d.UserData(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("user data from IMDS: %w", err)
 		}
-		defer out.Content.Close()
-		return io.ReadAll(io.LimitReader(out.Content, 1<<20))
+		return b, nil
 	}
 	r, err := nodeconfig.Resolve(ctx, f.sources, f.dropIn, userData)
 	if err != nil {
@@ -103,17 +104,13 @@ func resolve(ctx context.Context, f configFlags) (*nodeconfig.Resolved, maxpods.
 	}
 	typ := f.instanceType
 	if typ == "" {
-		c, err := getClient()
+		d, err := disc()
 		if err != nil {
 			return nil, maxpods.Result{}, err
 		}
-		out, err := c.GetMetadata(ctx, &imds.GetMetadataInput{Path: "instance-type"})
-		if err != nil {
+		if typ, err = d.Metadata(ctx, "instance-type"); err != nil {
 			return nil, maxpods.Result{}, fmt.Errorf("instance type from IMDS: %w (or pass --instance-type)", err)
 		}
-		b, _ := io.ReadAll(out.Content)
-		out.Content.Close()
-		typ = strings.TrimSpace(string(b))
 	}
 	info, ok := instancetypes.Lookup(typ)
 	if !ok {

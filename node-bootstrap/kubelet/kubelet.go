@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -19,13 +20,57 @@ import (
 	"github.com/berth-io/berth/internal/maxpods"
 )
 
-// Paths of the files berth-bootstrap writes (under --root).
+// Paths of the files berth-bootstrap writes on a node (under --root).
 const (
 	ConfigPath     = "/etc/kubernetes/kubelet/config.json"
 	KubeconfigPath = "/var/lib/kubelet/kubeconfig"
 	CAPath         = "/etc/kubernetes/pki/ca.crt"
 	FlagsPath      = "/etc/berth/kubelet.flags"
+	RootDir        = "/var/lib/kubelet"
+	PodLogsDir     = "/var/log/pods"
+	VolumePlugins  = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec"
+	// ContainerdSocket is containerd's CRI endpoint.
+	ContainerdSocket = "/run/containerd/containerd.sock"
+	// TokenCommand is the berth CLI an AMI installs.
+	TokenCommand = "/usr/bin/berth"
 )
+
+// Paths are where kubelet finds its files. On an AMI (and in image builds
+// under --root) they are the absolute paths above; in local mode, where
+// several nodes share one host, they are prefixed with the node's root.
+type Paths struct {
+	Config, Kubeconfig, CA, Flags, RootDir, PodLogsDir, VolumePlugins, ContainerdSocket string
+}
+
+// DefaultPaths are a node's paths.
+func DefaultPaths() Paths {
+	return Paths{Config: ConfigPath, Kubeconfig: KubeconfigPath, CA: CAPath, Flags: FlagsPath, RootDir: RootDir,
+		PodLogsDir: PodLogsDir, VolumePlugins: VolumePlugins, ContainerdSocket: ContainerdSocket}
+}
+
+// Under prefixes every path with root.
+func (p Paths) Under(root string) Paths {
+	j := func(s string) string { return filepath.Join(root, s) }
+	return Paths{Config: j(p.Config), Kubeconfig: j(p.Kubeconfig), CA: j(p.CA), Flags: j(p.Flags), RootDir: j(p.RootDir),
+		PodLogsDir: j(p.PodLogsDir), VolumePlugins: j(p.VolumePlugins), ContainerdSocket: j(p.ContainerdSocket)}
+}
+
+// Options are the facts of the host kubelet runs on.
+type Options struct {
+	Paths Paths
+	// Local: the node is a network namespace on a shared host, kubelet a
+	// child of berth-bootstrap: the cgroupfs driver (no systemd), no QoS
+	// or node-allocatable cgroups (several kubelets share the host's
+	// cgroups), oomScoreAdj 0 (a negative score needs CAP_SYS_RESOURCE).
+	Local bool
+	// CgroupV1 is set when the host has cgroup v1, which kubelet refuses
+	// unless failCgroupV1 is false; berth sets that only in local mode.
+	CgroupV1 bool
+	// TokenCommand is the berth binary kubelet's exec plugin runs.
+	TokenCommand string
+	// Region is the region the token is signed for.
+	Region string
+}
 
 // Node is what discovery found out about the instance.
 type Node struct {
@@ -49,7 +94,7 @@ func ClusterDNS(serviceCIDR string) (string, error) {
 // kubelet.config merged key by key (validated against
 // KubeletConfiguration: a misspelt key is an error), with maxPods and
 // kube-reserved from the one resolver so they always agree.
-func GenerateConfig(nc *v1alpha1.NodeConfig, node Node, mp maxpods.Result) ([]byte, error) {
+func GenerateConfig(nc *v1alpha1.NodeConfig, node Node, mp maxpods.Result, opts Options) ([]byte, error) {
 	dns, err := ClusterDNS(nc.Spec.Cluster.CIDR)
 	if err != nil {
 		return nil, err
@@ -60,12 +105,12 @@ func GenerateConfig(nc *v1alpha1.NodeConfig, node Node, mp maxpods.Result) ([]by
 		"apiVersion":               "kubelet.config.k8s.io/v1beta1",
 		"kind":                     "KubeletConfiguration",
 		"address":                  "0.0.0.0",
-		"authentication":           map[string]any{"anonymous": map[string]any{"enabled": false}, "webhook": map[string]any{"enabled": true, "cacheTTL": "2m0s"}, "x509": map[string]any{"clientCAFile": CAPath}},
+		"authentication":           map[string]any{"anonymous": map[string]any{"enabled": false}, "webhook": map[string]any{"enabled": true, "cacheTTL": "2m0s"}, "x509": map[string]any{"clientCAFile": opts.Paths.CA}},
 		"authorization":            map[string]any{"mode": "Webhook", "webhook": map[string]any{"cacheAuthorizedTTL": "5m0s", "cacheUnauthorizedTTL": "30s"}},
 		"cgroupDriver":             "systemd",
 		"clusterDNS":               []string{dns},
 		"clusterDomain":            "cluster.local",
-		"containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+		"containerRuntimeEndpoint": "unix://" + opts.Paths.ContainerdSocket,
 		"evictionHard":             map[string]string{"memory.available": "100Mi", "nodefs.available": "10%", "nodefs.inodesFree": "5%"},
 		"hairpinMode":              "hairpin-veth",
 		"maxPods":                  mp.MaxPods,
@@ -79,6 +124,21 @@ func GenerateConfig(nc *v1alpha1.NodeConfig, node Node, mp maxpods.Result) ([]by
 			"memory":            fmt.Sprintf("%dMi", mp.KubeReservedMemoryMiB),
 			"ephemeral-storage": "1Gi",
 		},
+	}
+	if opts.Paths.PodLogsDir != PodLogsDir {
+		base["podLogsDir"] = opts.Paths.PodLogsDir
+	}
+	if opts.Paths.VolumePlugins != VolumePlugins {
+		base["volumePluginDir"] = opts.Paths.VolumePlugins
+	}
+	if opts.Local {
+		base["cgroupDriver"] = "cgroupfs"
+		base["cgroupsPerQOS"] = false
+		base["enforceNodeAllocatable"] = []string{}
+		base["oomScoreAdj"] = 0
+		if opts.CgroupV1 {
+			base["failCgroupV1"] = false
+		}
 	}
 	b, err := json.Marshal(base)
 	if err != nil {
@@ -111,10 +171,13 @@ func GenerateConfig(nc *v1alpha1.NodeConfig, node Node, mp maxpods.Result) ([]by
 
 // GenerateKubeconfig renders kubelet's kubeconfig: the cluster's endpoint
 // and CA, and the berth token exec plugin for the node's IAM identity.
-func GenerateKubeconfig(nc *v1alpha1.NodeConfig, region string) ([]byte, error) {
+func GenerateKubeconfig(nc *v1alpha1.NodeConfig, opts Options) ([]byte, error) {
 	c := nc.Spec.Cluster
 	if c.APIServerEndpoint == "" || c.Name == "" {
 		return nil, fmt.Errorf("kubeconfig needs spec.cluster.name and apiServerEndpoint")
+	}
+	if opts.Region == "" || opts.TokenCommand == "" {
+		return nil, fmt.Errorf("kubeconfig needs the region and the token command")
 	}
 	return []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -133,23 +196,26 @@ users:
 - name: kubelet
   user:
     exec:
-      apiVersion: client.authentication.k8s.io/v1beta1
-      command: /usr/bin/berth
+      apiVersion: client.authentication.k8s.io/v1
+      command: %[6]s
       args: ["token", "--cluster-name", %[4]q, "--region", %[5]q]
       interactiveMode: Never
       provideClusterInfo: false
-`, c.Name, c.APIServerEndpoint, CAPath, c.Name, region)), nil
+`, c.Name, c.APIServerEndpoint, opts.Paths.CA, c.Name, opts.Region, opts.TokenCommand)), nil
 }
 
 // GenerateFlags renders kubelet's command line: berth's flags, then the
 // user's (later flags win in kubelet), sorted within berth's own set.
-func GenerateFlags(nc *v1alpha1.NodeConfig, node Node) []byte {
+func GenerateFlags(nc *v1alpha1.NodeConfig, node Node, opts Options) []byte {
 	own := []string{
-		"--config=" + ConfigPath,
-		"--kubeconfig=" + KubeconfigPath,
+		"--config=" + opts.Paths.Config,
+		"--kubeconfig=" + opts.Paths.Kubeconfig,
 		"--node-ip=" + node.PrivateIP,
 		"--hostname-override=" + node.NodeName,
 		"--cloud-provider=external",
+	}
+	if opts.Paths.RootDir != RootDir {
+		own = append(own, "--root-dir="+opts.Paths.RootDir)
 	}
 	sort.Strings(own)
 	return []byte(strings.Join(append(own, nc.Spec.Kubelet.Flags...), "\n") + "\n")

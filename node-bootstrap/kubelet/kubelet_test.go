@@ -56,6 +56,8 @@ func resolve(t *testing.T, typ string, mode maxpods.Mode, explicit int) maxpods.
 	return r
 }
 
+var awsOpts = Options{Paths: DefaultPaths(), TokenCommand: TokenCommand, Region: "us-west-2"}
+
 var node = Node{InstanceID: "i-0123456789abcdef0", AvailabilityZone: "us-west-2a", PrivateIP: "10.0.1.17", NodeName: "ip-10-0-1-17.us-west-2.compute.internal"}
 
 func TestGenerateConfig(t *testing.T) {
@@ -71,7 +73,7 @@ func TestGenerateConfig(t *testing.T) {
 		{"dropin-override", "m5.large", maxpods.SecondaryIP, map[string]string{"maxPods": "58", "shutdownGracePeriod": `"45s"`, "registryPullQPS": "10"}, 58},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := GenerateConfig(nodeConfig(tc.kubelet), node, resolve(t, tc.typ, tc.mode, tc.explicit))
+			b, err := GenerateConfig(nodeConfig(tc.kubelet), node, resolve(t, tc.typ, tc.mode, tc.explicit), awsOpts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,8 +82,27 @@ func TestGenerateConfig(t *testing.T) {
 	}
 }
 
+// TestLocalMode: a node that is a namespace on a shared cgroup-v1 host
+// (localcloud) gets its paths under its root, the cgroupfs driver, no
+// QoS cgroups, oomScoreAdj 0 and failCgroupV1 false.
+func TestLocalMode(t *testing.T) {
+	local := Options{Paths: DefaultPaths().Under("/srv/node1"), Local: true, CgroupV1: true, TokenCommand: "/opt/berth/bin/berth", Region: "us-west-2"}
+	nc := nodeConfig(nil)
+	b, err := GenerateConfig(nc, node, resolve(t, "t3.small", maxpods.SecondaryIP, 0), local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "local.config.json", b)
+	kc, err := GenerateKubeconfig(nc, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "local.kubeconfig.yaml", kc)
+	golden(t, "local.kubelet.flags", GenerateFlags(nc, node, local))
+}
+
 func TestReservationFollowsExplicitMaxPods(t *testing.T) {
-	b, err := GenerateConfig(nodeConfig(map[string]string{"maxPods": "58"}), node, resolve(t, "m5.large", maxpods.SecondaryIP, 58))
+	b, err := GenerateConfig(nodeConfig(map[string]string{"maxPods": "58"}), node, resolve(t, "m5.large", maxpods.SecondaryIP, 58), awsOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +112,7 @@ func TestReservationFollowsExplicitMaxPods(t *testing.T) {
 }
 
 func TestBadKubeletKey(t *testing.T) {
-	_, err := GenerateConfig(nodeConfig(map[string]string{"maxPod": "58"}), node, resolve(t, "m5.large", maxpods.SecondaryIP, 0))
+	_, err := GenerateConfig(nodeConfig(map[string]string{"maxPod": "58"}), node, resolve(t, "m5.large", maxpods.SecondaryIP, 0), awsOpts)
 	if err == nil || !strings.Contains(err.Error(), `unknown field "maxPod"`) {
 		t.Fatalf("a misspelt kubelet key: %v", err)
 	}
@@ -99,12 +120,12 @@ func TestBadKubeletKey(t *testing.T) {
 
 func TestKubeconfigAndFlags(t *testing.T) {
 	nc := nodeConfig(nil, "--node-labels=team=a")
-	kc, err := GenerateKubeconfig(nc, "us-west-2")
+	kc, err := GenerateKubeconfig(nc, awsOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "kubeconfig.yaml", kc)
-	golden(t, "kubelet.flags", GenerateFlags(nc, node))
+	golden(t, "kubelet.flags", GenerateFlags(nc, node, awsOpts))
 	if d, _ := ClusterDNS("10.100.0.0/16"); d != "10.100.0.10" {
 		t.Fatalf("cluster DNS %s", d)
 	}

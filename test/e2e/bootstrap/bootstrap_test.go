@@ -49,14 +49,37 @@ func TestConfigFromIMDSUserData(t *testing.T) {
 	if err != nil {
 		t.Fatalf("berth-bootstrap config explain: %v\n%s", err, out)
 	}
-	// init --skip run writes every file under --root from the same sources.
+	// init --skip run writes every file under --root from the same sources;
+	// the node name comes from EC2 DescribeInstances with the instance
+	// role's credentials (the default chain through IMDS).
+	inst := *run.Instances[0].InstanceId
+	d, err := c.DescribeInstances(context.Background(), &ec2sdk.DescribeInstancesInput{InstanceIds: []string{inst}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsName := *d.Reservations[0].Instances[0].PrivateDnsName
 	root := t.TempDir()
 	ini := exec.Command(e2e.Bin(t, "berth-bootstrap"), "init", "--skip", "run", "--root", root, "--drop-in-dir", t.TempDir())
-	ini.Env = cmd.Env
+	ini.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT="+ep.Endpoint, "AWS_ENDPOINT_URL="+lc.Endpoint,
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=")
 	if out, err := ini.CombinedOutput(); err != nil {
 		t.Fatalf("berth-bootstrap init --skip run: %v\n%s", err, out)
 	}
-	inst := *run.Instances[0].InstanceId
+	flags, _ := os.ReadFile(filepath.Join(root, "etc/berth/kubelet.flags"))
+	if !strings.Contains(string(flags), "--hostname-override="+dnsName+"\n") {
+		t.Fatalf("kubelet flags do not name the node %s (EC2 private DNS name):\n%s", dnsName, flags)
+	}
+	// --node-name instance-id needs no EC2 call.
+	root2 := t.TempDir()
+	ini = exec.Command(e2e.Bin(t, "berth-bootstrap"), "init", "--skip", "run", "--root", root2, "--drop-in-dir", t.TempDir(), "--node-name", "instance-id")
+	ini.Env = cmd.Env
+	if out, err := ini.CombinedOutput(); err != nil {
+		t.Fatalf("berth-bootstrap init --skip run --node-name instance-id: %v\n%s", err, out)
+	}
+	flags, _ = os.ReadFile(filepath.Join(root2, "etc/berth/kubelet.flags"))
+	if !strings.Contains(string(flags), "--hostname-override="+inst+"\n") {
+		t.Fatalf("kubelet flags do not name the node %s:\n%s", inst, flags)
+	}
 	cfg, err := os.ReadFile(filepath.Join(root, "etc/kubernetes/kubelet/config.json"))
 	if err != nil {
 		t.Fatal(err)

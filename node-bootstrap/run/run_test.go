@@ -1,0 +1,100 @@
+package run
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata")
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./node-bootstrap/run -update)", err)
+	}
+	if string(want) != string(got) {
+		t.Fatalf("%s differs\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
+func TestUnits(t *testing.T) {
+	o := UnitOptions{KubeletBin: DefaultKubeletBin, ContainerdBin: DefaultContainerdBin, ContainerdConfig: "/etc/containerd/config.toml"}
+	golden(t, "kubelet.service", GenerateKubeletUnit(o))
+	golden(t, "10-berth.conf", GenerateContainerdDropIn(o))
+	env, err := GenerateKubeletEnv([]byte("--config=/etc/kubernetes/kubelet/config.json\n--node-ip=10.0.1.17\n--node-labels=team=a,tier=web\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "kubelet.env", env)
+	if _, err := GenerateKubeletEnv([]byte("--node-labels=a=b c\n")); err == nil {
+		t.Fatal("a flag with a space was accepted into the EnvironmentFile")
+	}
+}
+
+// TestSupervisorRestartsAndStops: a child that exits is restarted after a
+// backoff, its output lands in its log file, and ending the context stops
+// the whole process group.
+func TestSupervisorRestartsAndStops(t *testing.T) {
+	dir := t.TempDir()
+	counter := filepath.Join(dir, "count")
+	s := &Supervisor{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond, StopTimeout: 2 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var firstStarts atomic.Int32
+	procs := []Process{
+		{Name: "flaky", Path: "/bin/sh", Args: []string{"-c", "echo run >> " + counter + "; echo hello; exit 3"}, LogFile: filepath.Join(dir, "flaky.log")},
+		{Name: "steady", Path: "/bin/sh", Args: []string{"-c", "sleep 60 & wait"}, LogFile: filepath.Join(dir, "steady.log")},
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, procs, func(string, int) { firstStarts.Add(1) }) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(counter)
+		if strings.Count(string(b), "run") >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flaky child not restarted: %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("supervisor did not stop its children")
+	}
+	if n := firstStarts.Load(); n != 2 {
+		t.Fatalf("started callback ran %d times, want once per process", n)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "flaky.log")); !strings.Contains(string(b), "hello") {
+		t.Fatalf("log file: %q", b)
+	}
+}
+
+func TestSupervisorMissingBinary(t *testing.T) {
+	s := &Supervisor{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	err := s.Run(context.Background(), []Process{{Name: "x", Path: "/nonexistent/kubelet", LogFile: filepath.Join(t.TempDir(), "x.log")}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/kubelet") {
+		t.Fatalf("missing binary: %v", err)
+	}
+}

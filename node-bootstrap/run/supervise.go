@@ -1,0 +1,164 @@
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process is one supervised child.
+type Process struct {
+	Name string
+	Path string
+	Args []string
+	// Env is the child's environment (nil: berth-bootstrap's own).
+	Env []string
+	// LogFile receives the child's stdout and stderr (appended).
+	LogFile string
+}
+
+// Supervisor runs processes as children in local mode, where there is no
+// systemd: each starts at once, is restarted with exponential backoff when
+// it exits, and is stopped (SIGTERM, then SIGKILL) when the context ends.
+type Supervisor struct {
+	Log *slog.Logger
+	// MinBackoff and MaxBackoff bound the pause before a restart (default
+	// 500ms and 30s); a child that ran for StableAfter (default 10s) starts
+	// again from MinBackoff.
+	MinBackoff, MaxBackoff, StableAfter time.Duration
+	// StopTimeout is how long a child has to exit after SIGTERM (default 10s).
+	StopTimeout time.Duration
+}
+
+func (s *Supervisor) defaults() {
+	if s.MinBackoff <= 0 {
+		s.MinBackoff = 500 * time.Millisecond
+	}
+	if s.MaxBackoff <= 0 {
+		s.MaxBackoff = 30 * time.Second
+	}
+	if s.StableAfter <= 0 {
+		s.StableAfter = 10 * time.Second
+	}
+	if s.StopTimeout <= 0 {
+		s.StopTimeout = 10 * time.Second
+	}
+}
+
+// Run starts every process in parallel and supervises them until ctx ends;
+// started is called once per process after its first successful start. Run
+// returns when every child has exited, with ctx's error.
+func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name string, pid int)) error {
+	s.defaults()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(procs))
+	for _, p := range procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.supervise(ctx, p, started); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return ctx.Err()
+}
+
+func (s *Supervisor) supervise(ctx context.Context, p Process, started func(string, int)) error {
+	log := s.Log.With("process", p.Name)
+	if err := os.MkdirAll(filepath.Dir(p.LogFile), 0o755); err != nil {
+		return fmt.Errorf("%s log dir: %w", p.Name, err)
+	}
+	backoff := s.MinBackoff
+	first := true
+	for restarts := 0; ; restarts++ {
+		t0 := time.Now()
+		cmd, logf, err := s.start(p)
+		if err != nil {
+			// A missing binary does not heal: fail instead of looping.
+			if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("start %s: %w", p.Name, err)
+			}
+			log.Error("start failed", "err", err, "retryIn", backoff)
+		} else {
+			log.Info("started", "pid", cmd.Process.Pid, "restarts", restarts, "elapsed", time.Since(t0).Round(time.Microsecond), "log", p.LogFile)
+			if first && started != nil {
+				started(p.Name, cmd.Process.Pid)
+			}
+			first = false
+			werr := s.wait(ctx, cmd, log)
+			logf.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			ran := time.Since(t0)
+			if ran >= s.StableAfter {
+				backoff = s.MinBackoff
+			}
+			log.Warn("exited, restarting", "err", werr, "ran", ran.Round(time.Millisecond), "retryIn", backoff, "log", p.LogFile)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, s.MaxBackoff)
+	}
+}
+
+func (s *Supervisor) start(p Process) (*exec.Cmd, *os.File, error) {
+	logf, err := os.OpenFile(p.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", p.LogFile, err)
+	}
+	cmd := exec.Command(p.Path, p.Args...)
+	cmd.Env = p.Env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group, so stopping reaches kubelet's exec-plugin children
+	// too; the kernel kills the child if berth-bootstrap dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, nil, fmt.Errorf("start %s: %w", p.Path, err)
+	}
+	return cmd, logf, nil
+}
+
+// wait returns when the child exits; when ctx ends first it stops the
+// child's process group: SIGTERM, then SIGKILL after StopTimeout.
+func (s *Supervisor) wait(ctx context.Context, cmd *exec.Cmd, log *slog.Logger) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case err := <-done:
+		log.Info("stopped", "pid", pgid)
+		return err
+	case <-time.After(s.StopTimeout):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		log.Warn("killed after stop timeout", "pid", pgid, "timeout", s.StopTimeout)
+		return <-done
+	}
+}

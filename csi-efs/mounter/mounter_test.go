@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-io/berth/csi-efs/volume"
 )
 
@@ -90,5 +92,51 @@ func TestLocalDir(t *testing.T) {
 		if got != tc.want || !errors.Is(err, tc.err) {
 			t.Errorf("Dir(%v) = %q, %v; want %q, %v", tc.id, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (CI=true: a missing privilege is a failure)")
+	}
+	t.Skip("needs root")
+}
+
+// TestBindAndRelease: a read-only bind mount stacked twice on a target is
+// released in one call, the directory removed, and a second call succeeds.
+func TestBindAndRelease(t *testing.T) {
+	requireRoot(t)
+	src, target := t.TempDir(), filepath.Join(t.TempDir(), "target")
+	if err := os.Mkdir(target, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH); _ = unix.Unmount(target, unix.MNT_DETACH) })
+	for range 2 {
+		if err := BindMount(src, target, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(target, "x"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write to read-only bind: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "x"), nil, 0o644); err != nil {
+		t.Fatalf("the source stays writable: %v", err)
+	}
+	k := NewKernel()
+	if ok, err := k.IsMountPoint(target); err != nil || !ok {
+		t.Fatalf("IsMountPoint = %t, %v", ok, err)
+	}
+	if err := k.Release(target, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("target after release: %v", err)
+	}
+	if err := k.Release(target, true); err != nil {
+		t.Fatalf("second release: %v", err)
 	}
 }

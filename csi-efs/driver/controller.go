@@ -82,10 +82,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	unlock := d.fsLocks.lock(p.FileSystemID)
 	defer unlock()
 
+	// Listing the access points also answers whether the file system
+	// exists (FileSystemNotFound): no separate DescribeFileSystems.
 	c := d.opts.Cloud
-	if err := c.FileSystem(ctx, p.FileSystemID); err != nil {
-		return nil, toStatus(err)
-	}
 	aps, err := c.AccessPoints(ctx, p.FileSystemID)
 	if err != nil {
 		return nil, toStatus(err)

@@ -111,6 +111,18 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 		return fmt.Errorf("--run-mode %q: want auto, systemd or supervise", o.runMode)
 	}
 	local := mode == "supervise"
+	if local && !skipRun {
+		// A local node gets a mount namespace of its own (run.NodeMounts):
+		// run again inside a new one, once.
+		inside, since := run.InPrivateMounts()
+		if !inside {
+			return run.ReexecInPrivateMounts(ctx, ph.start)
+		}
+		if !since.IsZero() {
+			ph.start = since
+			ph.end("reexec", since)
+		}
+	}
 
 	t0 := time.Now()
 	awsCfg, err := config.LoadDefaultConfig(ctx)
@@ -201,6 +213,11 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 		ph.log.Info("init done", "node", node.NodeName, "elapsed", time.Since(ph.start).Round(time.Microsecond), "phases", ph.summary())
 		return nil
 	}
+	if err := run.NodeMounts(o.root); err != nil {
+		return reportFailure(ctx, awsCfg, node.ID, err)
+	}
+	ph.end("node-mounts", t0)
+	t0 = time.Now()
 	flags := strings.Fields(string(kubelet.GenerateFlags(r.Config, kn, kopts)))
 	procs := []run.Process{
 		{Name: "containerd", Path: o.containerdBin, Args: []string{"--config", filepath.Join(o.root, containerd.ConfigPath)},

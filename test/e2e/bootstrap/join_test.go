@@ -1,0 +1,291 @@
+package bootstrap_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+// TestJoin is the proof of the bootstrap: a localcloud instance whose user
+// data is a NodeConfig runs berth-bootstrap init in its namespace; the real
+// kubelet (bin/kubelet, k8s.io/kubernetes v1.37.2) and containerd it starts
+// register the Node with berth-controlplane through the instance's IAM
+// role (an EC2_LINUX access entry), named after the instance's private DNS
+// name, with providerID aws:///<az>/<instance-id>.
+func TestJoin(t *testing.T) {
+	for _, tool := range []string{"containerd", "runc", "nsenter"} {
+		_, err := exec.LookPath(tool)
+		e2e.Require(t, err == nil, tool+" not installed (make deps)")
+	}
+	kubeletBin, berthBin, bootstrapBin := e2e.Bin(t, "kubelet"), e2e.Bin(t, "berth"), e2e.Bin(t, "berth-bootstrap")
+	hostIP := hostAddress(t)
+	ctx := context.Background()
+
+	cache := t.TempDir() // kubectl's discovery cache, not ~/.kube/cache
+	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--imds-lag=0s")
+	// Instances reach the host (not its loopback) through the VPC router;
+	// localcloud's API listens on loopback, so a forwarder on the host
+	// address carries STS calls: the node presigns its token for it and the
+	// control plane verifies the token through it.
+	sts := forward(t, hostIP, strings.TrimPrefix(lc.Endpoint, "http://"))
+	api := listenAddr(t, hostIP)
+	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "demo",
+		"--listen", api, "--sts-endpoint", "http://"+sts)
+
+	c := lc.EC2(t)
+	subnet, cidr := ownSubnet(t, c)
+	account := createNodeAccessEntry(t, lc, cp)
+
+	ca, err := os.ReadFile(filepath.Join(cp.DataDir, "pki", "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	userData := fmt.Sprintf(`MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="BOUNDARY"
+
+--BOUNDARY
+Content-Type: application/node.eks.aws
+
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: demo
+    apiServerEndpoint: https://%s
+    certificateAuthority: %s
+    cidr: 10.100.0.0/16
+
+--BOUNDARY--
+`, api, base64.StdEncoding.EncodeToString(ca))
+	out, err := c.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), InstanceType: types.InstanceTypeM5Large,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String(subnet),
+		UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(userData)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := out.Instances[0]
+	id, az, dnsName := *inst.InstanceId, *inst.Placement.AvailabilityZone, *inst.PrivateDnsName
+	t.Logf("instance %s (%s, %s) in %s, account %s", id, dnsName, *inst.PrivateIpAddress, cidr, account)
+	ns := "berth-" + id
+	e2e.WaitFor(t, "namespace "+ns, 20*time.Second, func() bool {
+		_, err := os.Stat("/var/run/netns/" + ns)
+		return err == nil
+	})
+
+	root := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), "berth-bootstrap.log")
+	start := time.Now()
+	startBootstrap(t, ns, root, logPath, bootstrapBin, kubeletBin, berthBin, sts)
+	defer func() {
+		if t.Failed() {
+			dumpLogs(t, logPath, filepath.Join(root, "var/log/berth/kubelet.log"), filepath.Join(root, "var/log/berth/containerd.log"))
+		}
+	}()
+
+	var providerID string
+	e2e.WaitFor(t, "Node "+dnsName+" registered", 3*time.Minute, func() bool {
+		out, err := cp.Kubectl(t, "--cache-dir", cache, "get", "node", dnsName, "-o", "jsonpath={.spec.providerID}")
+		providerID = out
+		return err == nil && out != ""
+	})
+	t.Logf("node %s registered %s after berth-bootstrap started", dnsName, time.Since(start).Round(time.Millisecond))
+	if want := "aws:///" + az + "/" + id; providerID != want {
+		t.Fatalf("Node %s spec.providerID %q, want %q", dnsName, providerID, want)
+	}
+	// The kubelet registered as the authenticator maps the instance role:
+	// the Node's creator is system:node:<private DNS name> (NodeRestriction
+	// would refuse any other name), and its addresses are the instance's.
+	addr, err := cp.Kubectl(t, "--cache-dir", cache, "get", "node", dnsName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
+	if err != nil || addr != *inst.PrivateIpAddress {
+		t.Fatalf("Node InternalIP %q (%v), want %s", addr, err, *inst.PrivateIpAddress)
+	}
+	logs, _ := os.ReadFile(logPath)
+	for _, want := range []string{"init done: containerd and kubelet launched", `phase=node-name`} {
+		if !strings.Contains(string(logs), want) {
+			t.Errorf("berth-bootstrap log lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`init done: containerd and kubelet launched.*elapsed=(\S+).*phases="([^"]*)"`).FindSubmatch(logs); m != nil {
+		t.Logf("init to kubelet launched: %s (%s)", m[1], m[2])
+	}
+}
+
+// startBootstrap runs berth-bootstrap init inside the instance's network
+// namespace (nsenter, which leaves /sys alone, unlike ip netns exec); it is
+// interrupted, and its children stopped, when the test ends.
+func startBootstrap(t *testing.T, ns, root, logPath, bootstrapBin, kubeletBin, berthBin, sts string) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net=/var/run/netns/"+ns, bootstrapBin, "init", "--root", root, "--run-mode", "supervise",
+		"--drop-in-dir", filepath.Join(root, "etc/berth/nodeconfig.d"), "--kubelet-bin", kubeletBin, "--berth-bin", berthBin)
+	cmd.Env = append(nodeEnv(),
+		// EC2 through localcloud's API inside the instance; STS through the
+		// host forwarder, which the control plane trusts for tokens.
+		"AWS_ENDPOINT_URL=http://169.254.169.254:4566", "AWS_ENDPOINT_URL_STS=http://"+sts)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(40 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	})
+}
+
+// nodeEnv is the host environment without AWS settings: the node uses
+// its instance role through IMDS, as on EC2.
+func nodeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null")
+}
+
+// hostAddress is the host's first global IPv4 address, which instances
+// reach through their VPC router.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.String()
+		}
+	}
+	e2e.Require(t, false, "no global IPv4 address on the host for instances to reach")
+	return ""
+}
+
+func listenAddr(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// forward relays TCP connections from ip:<free port> to target until the
+// test ends, and returns the listening address.
+func forward(t *testing.T, ip, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.DialTimeout("tcp", target, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(out, in); out.(*net.TCPConn).CloseWrite() }()
+				_, _ = io.Copy(in, out)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// ownSubnet makes a VPC with a random 10.x.0.0/16, so that the host route
+// to it does not collide with another localcloud's default VPC on the same
+// machine.
+func ownSubnet(t *testing.T, c *ec2sdk.Client) (string, string) {
+	t.Helper()
+	ctx := context.Background()
+	cidr := fmt.Sprintf("10.%d.0.0/16", 64+rand.IntN(128))
+	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(strings.Replace(cidr, "0.0/16", "1.0/24", 1)),
+		AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *s.Subnet.SubnetId, cidr
+}
+
+// createNodeAccessEntry gives localcloud's default instance role an
+// EC2_LINUX access entry, as EKS does for a node group's role.
+func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplane) string {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithSharedCredentialsFiles([]string{filepath.Join(lc.StateDir, "credentials")}),
+		config.WithSharedConfigFiles([]string{filepath.Join(lc.StateDir, "config")}),
+		config.WithRegion("us-west-2"), config.WithBaseEndpoint(cp.EKS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := eks.NewFromConfig(cfg)
+	cl, err := c.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String("demo")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	account := strings.Split(*cl.Cluster.Arn, ":")[4]
+	role := "arn:aws:iam::" + account + ":role/berth-node-role"
+	if _, err := c.CreateAccessEntry(ctx, &eks.CreateAccessEntryInput{ClusterName: aws.String("demo"), PrincipalArn: aws.String(role),
+		Type: aws.String("EC2_LINUX")}); err != nil {
+		t.Fatalf("access entry for %s: %v", role, err)
+	}
+	return account
+}
+
+func dumpLogs(t *testing.T, paths ...string) {
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Logf("%s: %v", p, err)
+			continue
+		}
+		if len(b) > 12000 {
+			b = append([]byte("...\n"), b[len(b)-12000:]...)
+		}
+		t.Logf("--- %s\n%s", p, bytes.TrimSpace(b))
+	}
+}

@@ -234,7 +234,7 @@ func forward(t *testing.T, ip, target string) string {
 // ownSubnet makes a VPC with a random 10.x.0.0/16, so that the host route
 // to it does not collide with another localcloud's default VPC on the same
 // machine.
-func ownSubnet(t *testing.T, c *ec2sdk.Client) (string, string) {
+func ownSubnet(t testing.TB, c *ec2sdk.Client) (string, string) {
 	t.Helper()
 	ctx := context.Background()
 	cidr := fmt.Sprintf("10.%d.0.0/16", 64+rand.IntN(128))

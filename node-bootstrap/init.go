@@ -258,12 +258,16 @@ func generateFiles(nc *v1alpha1.NodeConfig, kn kubelet.Node, mp maxpods.Result, 
 		return nil, err
 	}
 	flags := kubelet.GenerateFlags(nc, kn, kopts)
+	ctrd, err := containerd.GenerateConfig(nc.Spec.Containerd.Config, copts)
+	if err != nil {
+		return nil, err
+	}
 	files := []file{
 		{kubelet.ConfigPath, append(cfg, '\n'), 0o644},
 		{kubelet.KubeconfigPath, kc, 0o600},
 		{kubelet.CAPath, nc.Spec.Cluster.CertificateAuthority, 0o644},
 		{kubelet.FlagsPath, flags, 0o644},
-		{containerd.ConfigPath, containerd.GenerateConfig(nc.Spec.Containerd.Config, copts), 0o644},
+		{containerd.ConfigPath, ctrd, 0o644},
 	}
 	if mode == "systemd" {
 		env, err := run.GenerateKubeletEnv(flags)

@@ -1,12 +1,16 @@
 // Package containerd renders containerd's configuration for a node:
 // berth's base (CRI with runc, CNI paths) with the user's
-// spec.containerd.config TOML appended, so later tables win.
+// spec.containerd.config TOML deep-merged over it, table by table (the
+// user's keys win; containerd's own imports would replace whole tables).
 package containerd
 
 import (
+	"bytes"
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 // ConfigPath is where containerd's configuration goes on a node.
@@ -28,8 +32,9 @@ func Socket(opts Options) string {
 }
 
 // GenerateConfig renders config.toml (schema version 2, which containerd
-// 1.6 to 2.x read).
-func GenerateConfig(userTOML string, opts Options) []byte {
+// 1.6 to 2.x read). Bad user TOML is an error naming the field, so nothing
+// is written.
+func GenerateConfig(userTOML string, opts Options) ([]byte, error) {
 	p := func(s string) string { return filepath.Join("/", opts.Root, s) }
 	var b strings.Builder
 	fmt.Fprintf(&b, `version = 2
@@ -56,10 +61,37 @@ SystemdCgroup = %t
 bin_dir = "/opt/cni/bin"
 conf_dir = %q
 `, p("/var/lib/containerd"), p("/run/containerd"), Socket(opts), p("/opt/containerd"), !opts.Local, p("/etc/cni/net.d"))
-	if userTOML != "" {
-		b.WriteString("\n# spec.containerd.config\n")
-		b.WriteString(strings.TrimRight(userTOML, "\n"))
-		b.WriteString("\n")
+	if strings.TrimSpace(userTOML) == "" {
+		return []byte(b.String()), nil
 	}
-	return []byte(b.String())
+	var base, user map[string]any
+	if err := toml.Unmarshal([]byte(b.String()), &base); err != nil {
+		return nil, fmt.Errorf("berth's containerd config: %w", err)
+	}
+	if err := toml.Unmarshal([]byte(userTOML), &user); err != nil {
+		return nil, fmt.Errorf("spec.containerd.config: %w", err)
+	}
+	merge(base, user)
+	var out bytes.Buffer
+	out.WriteString("# berth's containerd configuration with spec.containerd.config merged over it.\n")
+	enc := toml.NewEncoder(&out)
+	enc.SetIndentTables(false)
+	if err := enc.Encode(base); err != nil {
+		return nil, fmt.Errorf("encode containerd config: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// merge copies src into dst: tables merge key by key, anything else
+// (values, arrays) is replaced.
+func merge(dst, src map[string]any) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]any); ok {
+			if dm, ok := dst[k].(map[string]any); ok {
+				merge(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
 }

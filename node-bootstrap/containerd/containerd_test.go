@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -15,11 +16,14 @@ func TestGenerateConfig(t *testing.T) {
 		opts       Options
 	}{
 		{"ami", "", Options{}},
-		{"ami-user-override", "[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"localhost/pause:3.10\"\n", Options{}},
+		{"ami-user-override", "[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"localhost/pause:3.10\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\ndiscard_unpacked_layers = false\n", Options{}},
 		{"local", "", Options{Root: "/srv/node1", Local: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := GenerateConfig(tc.user, tc.opts)
+			got, err := GenerateConfig(tc.user, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
 			path := filepath.Join("testdata", tc.name+".toml")
 			if *update {
 				if err := os.WriteFile(path, got, 0o644); err != nil {
@@ -35,6 +39,9 @@ func TestGenerateConfig(t *testing.T) {
 				t.Fatalf("%s differs\n--- got\n%s--- want\n%s", path, got, want)
 			}
 		})
+	}
+	if _, err := GenerateConfig("[plugins\nx = 1\n", Options{}); err == nil || !strings.Contains(err.Error(), "spec.containerd.config") {
+		t.Fatalf("bad TOML: %v", err)
 	}
 	if s := Socket(Options{Root: "/srv/node1"}); s != "/srv/node1/run/containerd/containerd.sock" {
 		t.Fatalf("socket %s", s)

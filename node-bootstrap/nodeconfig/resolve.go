@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pelletier/go-toml/v2"
+
 	"github.com/berth-io/berth/api/nodeconfig/v1alpha1"
 	"github.com/berth-io/berth/node-bootstrap/userdata"
 )
@@ -157,6 +159,17 @@ func Validate(nc *v1alpha1.NodeConfig) error {
 		var n int
 		if err := json.Unmarshal(raw, &n); err != nil || n < 1 {
 			errs = append(errs, fmt.Errorf("spec.kubelet.config.maxPods: %s is not a positive integer", raw))
+		}
+	}
+	if c := nc.Spec.Containerd.Config; c != "" {
+		var m map[string]any
+		if err := toml.Unmarshal([]byte(c), &m); err != nil {
+			var de *toml.DecodeError
+			if errors.As(err, &de) {
+				row, col := de.Position()
+				err = fmt.Errorf("line %d column %d: %w", row, col, err)
+			}
+			errs = append(errs, fmt.Errorf("spec.containerd.config: %w", err))
 		}
 	}
 	for _, f := range nc.Spec.Kubelet.Flags {

@@ -80,6 +80,23 @@ func TestConfigFromIMDSUserData(t *testing.T) {
 	if !strings.Contains(string(flags), "--hostname-override="+inst+"\n") {
 		t.Fatalf("kubelet flags do not name the node %s:\n%s", inst, flags)
 	}
+	// --run-mode systemd (an AMI) also writes the units, with the node's
+	// own paths (--root is the image being built).
+	root3 := t.TempDir()
+	ini = exec.Command(e2e.Bin(t, "berth-bootstrap"), "init", "--skip", "run", "--root", root3, "--drop-in-dir", t.TempDir(), "--node-name", "instance-id", "--run-mode", "systemd")
+	ini.Env = cmd.Env
+	if out, err := ini.CombinedOutput(); err != nil {
+		t.Fatalf("berth-bootstrap init --skip run --run-mode systemd: %v\n%s", err, out)
+	}
+	env, _ := os.ReadFile(filepath.Join(root3, "etc/berth/kubelet.env"))
+	if !strings.Contains(string(env), "--config=/etc/kubernetes/kubelet/config.json --hostname-override="+inst) {
+		t.Fatalf("kubelet.env:\n%s", env)
+	}
+	for _, unit := range []string{"etc/systemd/system/kubelet.service", "etc/systemd/system/containerd.service.d/10-berth.conf"} {
+		if _, err := os.Stat(filepath.Join(root3, unit)); err != nil {
+			t.Errorf("systemd mode: %v", err)
+		}
+	}
 	cfg, err := os.ReadFile(filepath.Join(root, "etc/kubernetes/kubelet/config.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,15 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	}
 	defer release()
 	mounted, err := d.kernel.IsMountPoint(staging)
+	if err != nil && mounter.Corrupted(err) {
+		// A dead mount (its proxy gone with a restart): replace it rather
+		// than leave every pod of the node failing on it.
+		d.log.Warn("staged mount is corrupted: remounting", "volume", handle, "staging", staging, "err", err)
+		if err := d.kernel.Release(staging, false); err != nil {
+			return nil, toStatus(err)
+		}
+		mounted, err = false, nil
+	}
 	if err != nil {
 		return nil, toStatus(err)
 	}

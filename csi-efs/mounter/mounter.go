@@ -215,7 +215,7 @@ func (k *Kernel) Release(path string, remove bool) error {
 		switch {
 		case errors.Is(err, os.ErrNotExist):
 			return nil
-		case err != nil && mount.IsCorruptedMnt(err):
+		case err != nil && Corrupted(err):
 			mounted = true
 		case err != nil:
 			return fmt.Errorf("is %s a mount point: %w", path, err)
@@ -235,6 +235,18 @@ func (k *Kernel) Release(path string, remove bool) error {
 		}
 	}
 	return nil
+}
+
+// Corrupted reports whether err says a mount is there but dead: a stale
+// NFS handle, a TLS proxy gone (the errors mount-utils treats so, checked
+// through wrapping).
+func Corrupted(err error) bool {
+	for _, e := range []error{unix.ENOTCONN, unix.ESTALE, unix.EIO, unix.EACCES, unix.EHOSTDOWN, unix.EWOULDBLOCK, unix.ENODEV} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats are a mounted file system's usage.

@@ -3,6 +3,7 @@ package mounter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -138,5 +139,21 @@ func TestBindAndRelease(t *testing.T) {
 	}
 	if err := k.Release(target, true); err != nil {
 		t.Fatalf("second release: %v", err)
+	}
+}
+
+func TestCorrupted(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("is x a mount point: %w", &os.PathError{Op: "stat", Path: "x", Err: unix.ESTALE}), true},
+		{fmt.Errorf("wrapped: %w", unix.ENOTCONN), true},
+		{&os.PathError{Op: "stat", Path: "x", Err: unix.ENOENT}, false},
+		{nil, false},
+	} {
+		if got := Corrupted(tc.err); got != tc.want {
+			t.Errorf("Corrupted(%v) = %t, want %t", tc.err, got, tc.want)
+		}
 	}
 }

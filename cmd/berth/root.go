@@ -19,6 +19,6 @@ func newRootCommand() *cobra.Command {
 			return err
 		},
 	})
-	root.AddCommand(newUpCommand(), newDownCommand(), newTokenCommand())
+	root.AddCommand(newUpCommand(), newDownCommand(), newTokenCommand(), newKubeconfigCommand())
 	return root
 }

@@ -57,8 +57,29 @@ func TestControlplane(t *testing.T) {
 	t.Run("iam-auth", func(t *testing.T) { testIAMAuth(t, e) })
 	t.Run("forged-tokens", func(t *testing.T) { testForgedTokens(t, e) })
 	t.Run("node-restriction", func(t *testing.T) { testNodeRestriction(t, e) })
+	t.Run("berth-kubeconfig", func(t *testing.T) { testBerthKubeconfig(t, e) })
 	t.Run("logs-and-metrics", func(t *testing.T) { testLogsAndMetrics(t, e) })
 	t.Run("restart-keeps-objects", func(t *testing.T) { testRestart(t, e) })
+}
+
+// testBerthKubeconfig: `berth kubeconfig` asks the EKS API for the cluster
+// and writes a kubeconfig that authenticates through berth token.
+func testBerthKubeconfig(t *testing.T, e *env) {
+	kc := filepath.Join(t.TempDir(), "sub", "config")
+	cmd := exec.Command(e2e.Bin(t, "berth"), "kubeconfig", "--cluster-name", cluster, "--kubeconfig", kc, "--alias", "local")
+	cmd.Env = append(append(os.Environ(), e.cp.Env...), "AWS_ENDPOINT_URL_EKS="+e.cp.EKS)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "Added context local") {
+		t.Fatalf("berth kubeconfig: %v\n%s", err, out)
+	}
+	out, err := e2e.Kubectl(t, kc, e.cp.Env, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	if err != nil || out != "arn:aws:iam::000000000000:root" {
+		t.Fatalf("kubectl with the written kubeconfig: %q %v", out, err)
+	}
+	cmd = exec.Command(e2e.Bin(t, "berth"), "kubeconfig", "--cluster-name", "missing", "--kubeconfig", kc)
+	cmd.Env = append(append(os.Environ(), e.cp.Env...), "AWS_ENDPOINT_URL_EKS="+e.cp.EKS)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "ResourceNotFoundException") {
+		t.Fatalf("unknown cluster: %v\n%s", err, out)
+	}
 }
 
 // testLogsAndMetrics checks the EKS log types chosen with --log-types and

@@ -62,7 +62,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	// The node needs the EFS API only in local mode (to find an access
 	// point's directory); efs-utils resolves access points itself.
 	if mode.Controller() || f.localRoot != "" {
-		if opts.Cloud, err = cloud.Load(ctx, f.region, log); err != nil {
+		if opts.Cloud, err = cloud.Load(ctx, f.region, cloud.NewMetrics(reg), log); err != nil {
 			return err
 		}
 	}

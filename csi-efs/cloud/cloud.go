@@ -3,7 +3,7 @@
 // operations on access points that never expose SDK types. EFS error codes
 // become sentinels here, once.
 //
-//	c, err := cloud.Load(ctx, region, log)
+//	c, err := cloud.Load(ctx, region, cloud.NewMetrics(reg), log)
 //	ap, err := c.CreateAccessPoint(ctx, cloud.AccessPointOptions{FileSystemID: "fs-…", ClientToken: "pvc-…", …})
 package cloud
 
@@ -85,7 +85,7 @@ func New(c EFS, log *slog.Logger) Cloud { return &cloud{efs: c, log: log.With("c
 
 // Load builds a client from the default AWS config chain (AWS_ENDPOINT_URL,
 // IMDS role credentials); region "" means AWS_REGION, else IMDS.
-func Load(ctx context.Context, region string, log *slog.Logger) (Cloud, error) {
+func Load(ctx context.Context, region string, m *Metrics, log *slog.Logger) (Cloud, error) {
 	var opts []func(*config.LoadOptions) error
 	if region != "" {
 		opts = append(opts, config.WithRegion(region))
@@ -100,6 +100,9 @@ func Load(ctx context.Context, region string, log *slog.Logger) (Cloud, error) {
 	}
 	if cfg.Region == "" {
 		return nil, errors.New("no AWS region: set --region, AWS_REGION or run where IMDS answers")
+	}
+	if m != nil {
+		cfg.APIOptions = append(cfg.APIOptions, m.apiOption)
 	}
 	return New(efs.NewFromConfig(cfg), log), nil
 }

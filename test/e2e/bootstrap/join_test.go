@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,7 +51,7 @@ func TestJoin(t *testing.T) {
 	sts := forward(t, hostIP, strings.TrimPrefix(lc.Endpoint, "http://"))
 	api := listenAddr(t, hostIP)
 	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "demo",
-		"--listen", api, "--sts-endpoint", "http://"+sts)
+		"--listen", api, "--sts-endpoint", "http://"+sts, "--log-types", "audit")
 
 	c := lc.EC2(t)
 	subnet, cidr := ownSubnet(t, c)
@@ -112,8 +114,23 @@ spec:
 		t.Fatalf("Node %s spec.providerID %q, want %q", dnsName, providerID, want)
 	}
 	// The kubelet registered as the authenticator maps the instance role:
-	// the Node's creator is system:node:<private DNS name> (NodeRestriction
-	// would refuse any other name), and its addresses are the instance's.
+	// the audit log shows the Node created by system:node:<private DNS
+	// name> (NodeRestriction refuses any other name), and its addresses
+	// are the instance's.
+	audit, err := os.ReadFile(filepath.Join(cp.DataDir, "logs", "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := false
+	for _, l := range strings.Split(string(audit), "\n") {
+		if strings.Contains(l, `"verb":"create"`) && strings.Contains(l, `"resource":"nodes"`) &&
+			strings.Contains(l, `"username":"system:node:`+dnsName+`"`) && strings.Contains(l, `"code":201`) {
+			created = true
+		}
+	}
+	if !created {
+		t.Errorf("audit log has no Node create by system:node:%s", dnsName)
+	}
 	addr, err := cp.Kubectl(t, "--cache-dir", cache, "get", "node", dnsName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
 	if err != nil || addr != *inst.PrivateIpAddress {
 		t.Fatalf("Node InternalIP %q (%v), want %s", addr, err, *inst.PrivateIpAddress)
@@ -127,6 +144,20 @@ spec:
 	if m := regexp.MustCompile(`init done: containerd and kubelet launched.*elapsed=(\S+).*phases="([^"]*)"`).FindSubmatch(logs); m != nil {
 		t.Logf("init to kubelet launched: %s (%s)", m[1], m[2])
 	}
+
+	// The supervisor restarts a kubelet that dies.
+	m := regexp.MustCompile(`msg=started .*process=kubelet pid=(\d+) restarts=0`).FindSubmatch(logs)
+	if m == nil {
+		t.Fatal("berth-bootstrap log lacks kubelet's pid")
+	}
+	pid, _ := strconv.Atoi(string(m[1]))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill kubelet %d: %v", pid, err)
+	}
+	e2e.WaitFor(t, "kubelet restarted", 30*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return regexp.MustCompile(`msg=started .*process=kubelet pid=\d+ restarts=1`).Match(b)
+	})
 }
 
 // startBootstrap runs berth-bootstrap init inside the instance's network
@@ -134,6 +165,13 @@ spec:
 // interrupted, and its children stopped, when the test ends.
 func startBootstrap(t *testing.T, ns, root, logPath, bootstrapBin, kubeletBin, berthBin, sts string) {
 	t.Helper()
+	// Registered first, so it runs after the stop below: nothing the node
+	// started may outlive berth-bootstrap.
+	t.Cleanup(func() {
+		if left := processesUnder(root); len(left) > 0 {
+			t.Errorf("processes left behind after berth-bootstrap stopped: %v", left)
+		}
+	})
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +312,22 @@ func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplan
 		t.Fatalf("access entry for %s: %v", role, err)
 	}
 	return account
+}
+
+// processesUnder lists processes whose command line mentions dir.
+func processesUnder(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(dir)) {
+			out = append(out, e.Name()+": "+string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
 }
 
 func dumpLogs(t *testing.T, paths ...string) {

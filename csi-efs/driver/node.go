@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/berth-io/berth/csi-efs/cloud"
 	"github.com/berth-io/berth/csi-efs/mounter"
 	"github.com/berth-io/berth/csi-efs/volume"
 )
@@ -24,6 +25,8 @@ const (
 var nodeCaps = []csi.NodeServiceCapability_RPC_Type{
 	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 	csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
+	csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+	csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
 }
 
 // NodeGetCapabilities lists the node RPCs served. Staging is what makes
@@ -227,4 +230,57 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 		{Unit: csi.VolumeUsage_BYTES, Total: st.TotalBytes, Available: st.AvailableBytes, Used: st.UsedBytes},
 		{Unit: csi.VolumeUsage_INODES, Total: st.TotalInodes, Available: st.FreeInodes, Used: st.UsedInodes},
 	}}, nil
+}
+
+// NodeGetVolumeHealth reports a volume inaccessible when its published path
+// is no longer a working mount (a stale handle, a dead proxy) or, without
+// a path, when the node cannot reach what the volume names.
+func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
+	handle, path := req.GetVolumeId(), req.GetVolumePublishPath()
+	if handle == "" {
+		return nil, invalidArg("volume_id is missing")
+	}
+	id, err := parseHandle(handle)
+	if err != nil {
+		return nil, err
+	}
+	h := &csi.VolumeHealth{VolumeId: handle}
+	sick := func(reason string, err error) (*csi.NodeGetVolumeHealthResponse, error) {
+		h.HealthStatuses = append(h.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: reason, Message: err.Error()})
+		return &csi.NodeGetVolumeHealthResponse{VolumeHealth: h}, nil
+	}
+	if path == "" {
+		if err := d.opts.Mounter.Check(ctx, id); err != nil {
+			if errors.Is(err, mounter.ErrNotFound) || errors.Is(err, cloud.ErrNotFound) {
+				return sick("NotFound", err)
+			}
+			return nil, toStatus(err)
+		}
+		return &csi.NodeGetVolumeHealthResponse{VolumeHealth: h}, nil
+	}
+	mounted, err := d.kernel.IsMountPoint(path)
+	switch {
+	case err != nil && mounter.Corrupted(err):
+		return sick("CorruptedMount", err)
+	case err != nil:
+		return nil, toStatus(err)
+	case !mounted:
+		return sick("NotMounted", fmt.Errorf("%s is not a mount of volume %s", path, handle))
+	}
+	if _, err := mounter.StatFS(path); err != nil {
+		return sick("IOError", err)
+	}
+	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: h}, nil
+}
+
+// NodeGetStorageHealth reports whether the node can mount EFS volumes at
+// all: efs-utils installed, or localcloud's directory present.
+func (d *Driver) NodeGetStorageHealth(ctx context.Context, req *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
+	out := &csi.NodeGetStorageHealthResponse{}
+	if err := d.opts.Mounter.Ready(); err != nil {
+		out.BackendHealth = append(out.BackendHealth, &csi.NodeGetStorageHealthResponse_StorageBackendHealth{
+			Status: csi.StorageHealthErrorType_STORAGE_UNREACHABLE, Reason: "MountUnavailable", Message: err.Error()})
+	}
+	return out, nil
 }

@@ -43,6 +43,11 @@ type Mounter interface {
 	// WithRoot runs fn with the file system's root mounted (or visible)
 	// at a directory, to remove an access point's directory.
 	WithRoot(ctx context.Context, fsID string, fn func(root string) error) error
+	// Ready reports what keeps the node from mounting any volume.
+	Ready() error
+	// Check reports what keeps the node from mounting this volume (nil
+	// when nothing is known to).
+	Check(ctx context.Context, id volume.ID) error
 }
 
 // EFSUtils mounts through efs-utils' mount helper.
@@ -102,6 +107,20 @@ func (e *EFSUtils) Mount(ctx context.Context, r Request, target string) error {
 	return nil
 }
 
+// Ready checks that the mount command and efs-utils' mount.efs are installed.
+func (e *EFSUtils) Ready() error {
+	for _, tool := range []string{e.command(), "mount.efs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed (efs-utils): %w", tool, err)
+		}
+	}
+	return nil
+}
+
+// Check knows nothing about one volume before mounting it: the mount
+// target and the access point are resolved by efs-utils.
+func (e *EFSUtils) Check(context.Context, volume.ID) error { return nil }
+
 // WithRoot mounts the file system root at a temporary directory.
 func (e *EFSUtils) WithRoot(ctx context.Context, fsID string, fn func(root string) error) (err error) {
 	dir, err := os.MkdirTemp("", "efs-root-")
@@ -150,6 +169,20 @@ func (l *Local) Dir(ctx context.Context, id volume.ID) (string, error) {
 		return "", fmt.Errorf("directory %s of volume %s: %w", dir, id, ErrNotFound)
 	}
 	return dir, nil
+}
+
+// Ready checks that localcloud's EFS directory is there.
+func (l *Local) Ready() error {
+	if fi, err := os.Stat(l.Root); err != nil || !fi.IsDir() {
+		return fmt.Errorf("local EFS root %s: %w", l.Root, ErrNotFound)
+	}
+	return nil
+}
+
+// Check looks up the volume's directory.
+func (l *Local) Check(ctx context.Context, id volume.ID) error {
+	_, err := l.Dir(ctx, id)
+	return err
 }
 
 // Mount bind-mounts the volume's directory at target.

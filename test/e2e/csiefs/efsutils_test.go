@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -77,6 +78,16 @@ exec mount --bind "` + cl.efsRoot() + `/$fs$path" "$dst"
 		if _, err := os.Stat(f[len(f)-1]); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("root mount directory %s left after DeleteVolume: %v", f[len(f)-1], err)
 		}
+	}
+	// Storage health says whether efs-utils is installed.
+	sh, err := n.node.NodeGetStorageHealth(ctx, &csi.NodeGetStorageHealthRequest{})
+	if _, lerr := exec.LookPath("mount.efs"); lerr == nil {
+		if err != nil || len(sh.BackendHealth) != 0 {
+			t.Errorf("storage health with efs-utils installed: %v %v", sh, err)
+		}
+	} else if err != nil || len(sh.BackendHealth) != 1 || sh.BackendHealth[0].Status != csi.StorageHealthErrorType_STORAGE_UNREACHABLE ||
+		!strings.Contains(sh.BackendHealth[0].Message, "mount.efs") {
+		t.Errorf("storage health without efs-utils: %v %v", sh, err)
 	}
 	if n := mountsUnder(t, cl.dir); n != 0 {
 		t.Errorf("%d mounts left under the test directory", n)

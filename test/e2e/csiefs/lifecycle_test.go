@@ -118,6 +118,13 @@ func TestTwoNodesShare(t *testing.T) {
 		t.Fatalf("stats: %v %v", st, err)
 	}
 
+	if h, err := b.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: vol, VolumePublishPath: podB}); err != nil || len(h.VolumeHealth.HealthStatuses) != 0 {
+		t.Errorf("health of a published volume: %v %v", h, err)
+	}
+	if h, err := b.node.NodeGetStorageHealth(ctx, &csi.NodeGetStorageHealthRequest{}); err != nil || len(h.BackendHealth) != 0 {
+		t.Errorf("storage health in local mode: %v %v", h, err)
+	}
+
 	for _, p := range []struct {
 		n      *node
 		target string
@@ -139,6 +146,10 @@ func TestTwoNodesShare(t *testing.T) {
 	}
 	if n := mountsUnder(t, base); n != 0 {
 		t.Errorf("%d mounts left after unstage", n)
+	}
+	h, err := b.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: vol, VolumePublishPath: podB})
+	if err != nil || len(h.VolumeHealth.HealthStatuses) != 1 || h.VolumeHealth.HealthStatuses[0].Reason != "NotMounted" {
+		t.Errorf("health of an unpublished path: %v %v, want NotMounted", h, err)
 	}
 	if _, err := a.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: vol}); err != nil {
 		t.Fatal(err)

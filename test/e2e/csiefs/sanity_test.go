@@ -40,7 +40,6 @@ var allowedSkips = []string{
 	"ControllerUnpublishVolume not supported", "Controller Publish, UnpublishVolume not supported",
 	"Modify Volume not supported",
 	"ControllerGetVolumeHealth not supported", "ControllerListVolumeHealth not supported",
-	"NodeGetStorageHealth not supported", "NodeGetVolumeHealth not supported",
 	"Service does not have single node multi writer capability",
 }
 

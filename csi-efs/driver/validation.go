@@ -71,5 +71,5 @@ func allocateGID(aps []cloud.AccessPoint, start, end int64) (int64, error) {
 			return g, nil
 		}
 	}
-	return 0, fmt.Errorf("all GIDs in [%d, %d] are used by access points: %w", start, end, errGIDsExhausted)
+	return 0, fmt.Errorf("gidRangeStart/gidRangeEnd: all GIDs in [%d, %d] are held by access points of the file system: %w", start, end, errGIDsExhausted)
 }

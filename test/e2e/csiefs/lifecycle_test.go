@@ -206,8 +206,8 @@ func TestGIDAllocation(t *testing.T) {
 		}
 	}
 	_, err := n.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "pvc-gid-full", Parameters: params, VolumeCapabilities: []*csi.VolumeCapability{rwx}})
-	if status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("ninth volume in an 8-GID range: %v, want ResourceExhausted", err)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "gidRange") {
+		t.Fatalf("ninth volume in an 8-GID range: %v, want ResourceExhausted naming the GID range", err)
 	}
 	// A retry of a created volume is not a new allocation.
 	again := cl.create(t, n, "pvc-gid-3", params)

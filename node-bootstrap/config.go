@@ -24,6 +24,7 @@ type configFlags struct {
 	dropIn       string
 	instanceType string
 	mode         string
+	imdsAttempts int
 }
 
 func newRootCommand() *cobra.Command {
@@ -35,10 +36,11 @@ func newRootCommand() *cobra.Command {
 	pf.StringVar(&f.dropIn, "drop-in-dir", "/etc/berth/nodeconfig.d", "directory of *.yaml NodeConfig drop-ins merged after the sources")
 	pf.StringVar(&f.instanceType, "instance-type", "", "instance type (default: from IMDS)")
 	pf.StringVar(&f.mode, "networking-mode", "secondary-ip", "pod networking: secondary-ip, prefix-delegation, custom-networking or custom-networking-prefix-delegation")
+	pf.IntVar(&f.imdsAttempts, "imds-attempts", 10, "attempts per IMDS call (backoff from 50ms, doubling to 1s)")
 	cfg.AddCommand(&cobra.Command{
 		Use: "check", Short: "Validate the configuration without writing anything", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, _, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger()))
+			_, _, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger(), f.imdsAttempts))
 			if err != nil {
 				return err
 			}
@@ -49,7 +51,7 @@ func newRootCommand() *cobra.Command {
 	cfg.AddCommand(&cobra.Command{
 		Use: "explain", Short: "Print each effective setting and the source that set it", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, mp, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger()))
+			r, mp, err := resolve(cmd.Context(), f, newDiscoverer(cmd.Context(), logger(), f.imdsAttempts))
 			if err != nil {
 				return err
 			}
@@ -62,13 +64,14 @@ func newRootCommand() *cobra.Command {
 	ini.Flags().StringVar(&f.dropIn, "drop-in-dir", "/etc/berth/nodeconfig.d", "directory of *.yaml NodeConfig drop-ins")
 	ini.Flags().StringVar(&f.instanceType, "instance-type", "", "instance type (default: from IMDS)")
 	ini.Flags().StringVar(&f.mode, "networking-mode", "secondary-ip", "pod networking mode")
+	ini.Flags().IntVar(&f.imdsAttempts, "imds-attempts", 10, "attempts per IMDS call (backoff from 50ms, doubling to 1s)")
 	root.AddCommand(ini)
 	return root
 }
 
 // newDiscoverer returns a lazy IMDS discoverer for config check and
 // explain (they call IMDS only for imds:// sources and the instance type).
-func newDiscoverer(ctx context.Context, log *slog.Logger) func() (*discovery.Discoverer, error) {
+func newDiscoverer(ctx context.Context, log *slog.Logger, attempts int) func() (*discovery.Discoverer, error) {
 	var d *discovery.Discoverer
 	return func() (*discovery.Discoverer, error) {
 		if d != nil {
@@ -78,7 +81,7 @@ func newDiscoverer(ctx context.Context, log *slog.Logger) func() (*discovery.Dis
 		if err != nil {
 			return nil, fmt.Errorf("load AWS config: %w", err)
 		}
-		d = discovery.New(imds.NewFromConfig(c), nil, log, discovery.Options{NameSource: discovery.InstanceID})
+		d = discovery.New(imds.NewFromConfig(c, discovery.NoSDKRetries), nil, log, discovery.Options{NameSource: discovery.InstanceID, IMDSAttempts: attempts})
 		return d, nil
 	}
 }

@@ -37,7 +37,6 @@ type initOptions struct {
 	kubeletBin    string
 	containerdBin string
 	berthBin      string
-	imdsAttempts  int
 }
 
 func newInitCommand(f *configFlags, logger func() *slog.Logger) *cobra.Command {
@@ -58,7 +57,6 @@ func newInitCommand(f *configFlags, logger func() *slog.Logger) *cobra.Command {
 	fl.StringVar(&o.kubeletBin, "kubelet-bin", run.DefaultKubeletBin, "kubelet binary")
 	fl.StringVar(&o.containerdBin, "containerd-bin", run.DefaultContainerdBin, "containerd binary")
 	fl.StringVar(&o.berthBin, "berth-bin", kubelet.TokenCommand, "berth CLI that kubelet runs as its token exec plugin")
-	fl.IntVar(&o.imdsAttempts, "imds-attempts", 10, "attempts per IMDS call (backoff from 50ms, doubling to 1s)")
 	return cmd
 }
 
@@ -129,11 +127,11 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 	if err != nil {
 		return fmt.Errorf("load AWS config: %w", err)
 	}
-	d := discovery.New(imds.NewFromConfig(awsCfg), func(region string) discovery.EC2 {
+	d := discovery.New(imds.NewFromConfig(awsCfg, discovery.NoSDKRetries), func(region string) discovery.EC2 {
 		c := awsCfg.Copy()
 		c.Region = region
 		return ec2.NewFromConfig(c)
-	}, log, discovery.Options{NameSource: nameSource, IMDSAttempts: o.imdsAttempts})
+	}, log, discovery.Options{NameSource: nameSource, IMDSAttempts: f.imdsAttempts})
 	ph.end("aws-config", t0)
 
 	// The identity first (one IMDS call); then the user data and the node

@@ -150,20 +150,20 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 		node     discovery.Instance
 		discE    error
 	)
+	if f.instanceType == "" {
+		f.instanceType = id.Type
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		t := time.Now()
-		if f.instanceType == "" {
-			f.instanceType = id.Type
-		}
 		r, mp, resolveE = resolve(ctx, f, func() (*discovery.Discoverer, error) { return d, nil })
 		ph.end("resolve-config", t)
 	}()
 	go func() {
 		defer wg.Done()
 		t := time.Now()
-		node, discE = d.Discover(ctx)
+		node, discE = d.NodeName(ctx, id)
 		ph.end("node-name", t)
 	}()
 	wg.Wait()
@@ -219,17 +219,23 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 	flags := strings.Fields(string(kubelet.GenerateFlags(r.Config, kn, kopts)))
 	procs := []run.Process{
 		{Name: "containerd", Path: o.containerdBin, Args: []string{"--config", filepath.Join(o.root, containerd.ConfigPath)},
-			LogFile: filepath.Join(o.root, "/var/log/berth/containerd.log")},
-		{Name: "kubelet", Path: o.kubeletBin, Args: flags, LogFile: filepath.Join(o.root, "/var/log/berth/kubelet.log")},
+			LogFile: filepath.Join(o.root, "/var/log/berth/containerd.log"), Ready: run.SocketReady(kopts.Paths.ContainerdSocket)},
+		// kubelet exits at once if the CRI socket does not answer yet.
+		{Name: "kubelet", Path: o.kubeletBin, Args: flags, LogFile: filepath.Join(o.root, "/var/log/berth/kubelet.log"),
+			After: []string{"containerd"}},
 	}
 	var launched sync.WaitGroup
 	launched.Add(len(procs))
 	go func() {
 		launched.Wait()
-		ph.end("start", t0)
 		ph.log.Info("init done: containerd and kubelet launched", "node", node.NodeName, "elapsed", time.Since(ph.start).Round(time.Microsecond), "phases", ph.summary())
 	}()
-	err = (&run.Supervisor{Log: log}).Run(ctx, procs, func(string, int) { launched.Done() })
+	// containerd-launched is its exec; kubelet-launched also covers
+	// containerd coming up (kubelet starts once the CRI socket answers).
+	err = (&run.Supervisor{Log: log}).Run(ctx, procs, func(name string, _ int) {
+		ph.end(name+"-launched", t0)
+		launched.Done()
+	})
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -330,6 +336,9 @@ const ErrorTag = "berth.io/bootstrap-error"
 // itself is what init returns and prints). instanceID may be empty when
 // discovery failed; it is then asked of IMDS once more.
 func reportFailure(ctx context.Context, cfg aws.Config, instanceID string, failure error) error {
+	if ctx.Err() != nil {
+		return failure // interrupted, not failed
+	}
 	msg := failure.Error()
 	if len(msg) > 256 {
 		msg = msg[:253] + "..."

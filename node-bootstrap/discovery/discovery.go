@@ -196,11 +196,17 @@ func (d *Discoverer) Identity(ctx context.Context) (Instance, error) {
 
 // Discover returns the instance with its node name.
 func (d *Discoverer) Discover(ctx context.Context) (Instance, error) {
-	start := time.Now()
 	in, err := d.Identity(ctx)
 	if err != nil {
 		return in, err
 	}
+	return d.NodeName(ctx, in)
+}
+
+// NodeName fills in the node name of an instance Identity returned.
+func (d *Discoverer) NodeName(ctx context.Context, in Instance) (Instance, error) {
+	start := time.Now()
+	var err error
 	switch d.opts.NameSource {
 	case InstanceID:
 		in.NodeName = in.ID

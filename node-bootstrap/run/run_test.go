@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,24 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite testdata")
+
+// listenEnv makes the test binary a slow-starting runtime: it listens on
+// the socket after 300ms and stays up.
+const listenEnv = "BERTH_RUN_TEST_LISTEN"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(listenEnv); path != "" {
+		time.Sleep(300 * time.Millisecond)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			os.Exit(2)
+		}
+		defer ln.Close()
+		time.Sleep(time.Minute)
+		return
+	}
+	os.Exit(m.Run())
+}
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
@@ -88,6 +107,42 @@ func TestSupervisorRestartsAndStops(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "flaky.log")); !strings.Contains(string(b), "hello") {
 		t.Fatalf("log file: %q", b)
+	}
+}
+
+// TestSupervisorOrder: a process with After starts only once the other's
+// Ready probe passes (here: its socket answers).
+func TestSupervisorOrder(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	marker := filepath.Join(dir, "order")
+	s := &Supervisor{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The "runtime" takes a while before it listens; the "kubelet" records
+	// whether the socket existed when it started.
+	procs := []Process{
+		{Name: "kubelet", Path: "/bin/sh", Args: []string{"-c", "test -S " + sock + " && echo ok > " + marker + "; sleep 60"}, LogFile: filepath.Join(dir, "k.log"), After: []string{"runtime"}},
+		{Name: "runtime", Path: os.Args[0], Env: []string{listenEnv + "=" + sock}, LogFile: filepath.Join(dir, "r.log"), Ready: SocketReady(sock)},
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, procs, nil) }()
+	e2eWait(t, func() bool { b, _ := os.ReadFile(marker); return strings.TrimSpace(string(b)) == "ok" })
+	cancel()
+	<-done
+	if err := (&Supervisor{Log: s.Log}).Run(context.Background(), []Process{{Name: "a", After: []string{"b"}}}, nil); err == nil {
+		t.Fatal("After naming an unknown process was accepted")
+	}
+}
+
+func e2eWait(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

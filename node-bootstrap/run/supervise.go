@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,32 @@ type Process struct {
 	Env []string
 	// LogFile receives the child's stdout and stderr (appended).
 	LogFile string
+	// Ready, when set, probes whether the started child serves; the
+	// processes that name it in After start once it does.
+	Ready func(context.Context) error
+	// After names processes whose first start must be ready before this
+	// one's first start (kubelet exits at once when the CRI socket does not
+	// answer yet). Restarts do not wait.
+	After []string
+}
+
+// SocketReady is a Ready probe: the unix socket at path accepts
+// connections.
+func SocketReady(path string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		for {
+			c, err := d.DialContext(ctx, "unix", path)
+			if err == nil {
+				return c.Close()
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s not ready: %w (last: %v)", path, ctx.Err(), err)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // Supervisor runs processes as children in local mode, where there is no
@@ -52,18 +79,37 @@ func (s *Supervisor) defaults() {
 	}
 }
 
-// Run starts every process in parallel and supervises them until ctx ends;
-// started is called once per process after its first successful start. Run
-// returns when every child has exited, with ctx's error.
+// Run starts every process in parallel (a process with After once those
+// are ready) and supervises them until ctx ends; started is called once per
+// process after its first successful start. Run returns when every child
+// has exited, with ctx's error.
 func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name string, pid int)) error {
 	s.defaults()
+	ready := map[string]chan struct{}{}
+	for _, p := range procs {
+		ready[p.Name] = make(chan struct{})
+	}
+	for _, p := range procs {
+		for _, a := range p.After {
+			if ready[a] == nil {
+				return fmt.Errorf("%s: after unknown process %q", p.Name, a)
+			}
+		}
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(procs))
 	for _, p := range procs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.supervise(ctx, p, started); err != nil {
+			for _, a := range p.After {
+				select {
+				case <-ready[a]:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if err := s.supervise(ctx, p, ready[p.Name], started); err != nil {
 				errc <- err
 			}
 		}()
@@ -80,7 +126,7 @@ func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name
 	return ctx.Err()
 }
 
-func (s *Supervisor) supervise(ctx context.Context, p Process, started func(string, int)) error {
+func (s *Supervisor) supervise(ctx context.Context, p Process, ready chan struct{}, started func(string, int)) error {
 	log := s.Log.With("process", p.Name)
 	if err := os.MkdirAll(filepath.Dir(p.LogFile), 0o755); err != nil {
 		return fmt.Errorf("%s log dir: %w", p.Name, err)
@@ -98,8 +144,11 @@ func (s *Supervisor) supervise(ctx context.Context, p Process, started func(stri
 			log.Error("start failed", "err", err, "retryIn", backoff)
 		} else {
 			log.Info("started", "pid", cmd.Process.Pid, "restarts", restarts, "elapsed", time.Since(t0).Round(time.Microsecond), "log", p.LogFile)
-			if first && started != nil {
-				started(p.Name, cmd.Process.Pid)
+			if first {
+				if started != nil {
+					started(p.Name, cmd.Process.Pid)
+				}
+				go s.probe(ctx, p, t0, ready, log)
 			}
 			first = false
 			werr := s.wait(ctx, cmd, log)
@@ -120,6 +169,17 @@ func (s *Supervisor) supervise(ctx context.Context, p Process, started func(stri
 		}
 		backoff = min(2*backoff, s.MaxBackoff)
 	}
+}
+
+// probe closes ready once p's Ready probe passes (at once without one).
+func (s *Supervisor) probe(ctx context.Context, p Process, t0 time.Time, ready chan struct{}, log *slog.Logger) {
+	if p.Ready != nil {
+		if err := p.Ready(ctx); err != nil {
+			return
+		}
+		log.Info("ready", "elapsed", time.Since(t0).Round(time.Microsecond))
+	}
+	close(ready)
 }
 
 func (s *Supervisor) start(p Process) (*exec.Cmd, *os.File, error) {

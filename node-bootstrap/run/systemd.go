@@ -25,7 +25,8 @@ type Systemd struct {
 }
 
 // Start reloads the units and restarts containerd and kubelet in one
-// systemctl call: systemd runs both jobs at once.
+// systemctl call: one transaction, kubelet's job starting the moment
+// containerd reports ready.
 func (s Systemd) Start(ctx context.Context) error {
 	bin := s.Systemctl
 	if bin == "" {

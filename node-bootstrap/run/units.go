@@ -1,8 +1,10 @@
 // Package run starts containerd and kubelet once their files are written:
 // on an AMI as systemd units (one writer per unit, golden-tested), in local
 // mode as children of berth-bootstrap, supervised and restarted with
-// backoff. Both start at once: kubelet waits for the CRI socket itself, so
-// there is no serial wait for containerd.
+// backoff. The only wait is the one kubelet needs: it exits at once when
+// containerd's CRI socket does not answer, so it starts the moment the
+// socket does (systemd: After= a Type=notify containerd; supervisor: a
+// socket probe), not after a fixed delay.
 package run
 
 import (
@@ -26,15 +28,16 @@ type UnitOptions struct {
 	KubeletBin, ContainerdBin, ContainerdConfig string
 }
 
-// GenerateKubeletUnit renders kubelet.service. It wants containerd but is
-// not ordered after it: both units start in the same transaction.
+// GenerateKubeletUnit renders kubelet.service, ordered after containerd
+// (Type=notify: ready once its socket serves), since kubelet exits at once
+// when the CRI socket does not answer.
 func GenerateKubeletUnit(o UnitOptions) []byte {
 	return []byte(fmt.Sprintf(`# Written by berth-bootstrap init; rewritten at every boot.
 [Unit]
 Description=Kubernetes kubelet (berth node)
 Documentation=https://github.com/berth-io/berth/tree/main/node-bootstrap
 Wants=network-online.target containerd.service
-After=network-online.target
+After=network-online.target containerd.service
 
 [Service]
 EnvironmentFile=%s

@@ -97,6 +97,9 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 	if err != nil {
 		return err
 	}
+	if o.root, err = filepath.Abs(o.root); err != nil {
+		return fmt.Errorf("--root: %w", err)
+	}
 	mode := o.runMode
 	switch mode {
 	case "auto":

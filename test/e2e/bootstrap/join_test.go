@@ -32,7 +32,8 @@ import (
 // kubelet (bin/kubelet, k8s.io/kubernetes v1.37.2) and containerd it starts
 // register the Node with berth-controlplane through the instance's IAM
 // role (an EC2_LINUX access entry), named after the instance's private DNS
-// name, with providerID aws:///<az>/<instance-id>.
+// name, with providerID aws:///<az>/<instance-id>. A second instance then
+// joins through an aws-auth mapping of the same role instead.
 func TestJoin(t *testing.T) {
 	for _, tool := range []string{"containerd", "runc", "nsenter"} {
 		_, err := exec.LookPath(tool)
@@ -55,7 +56,8 @@ func TestJoin(t *testing.T) {
 
 	c := lc.EC2(t)
 	subnet, cidr := ownSubnet(t, c)
-	account := createNodeAccessEntry(t, lc, cp)
+	eksc, role := createNodeAccessEntry(t, lc, cp)
+	account := strings.Split(role, ":")[4]
 
 	ca, err := os.ReadFile(filepath.Join(cp.DataDir, "pki", "ca.crt"))
 	if err != nil {
@@ -78,20 +80,9 @@ spec:
 
 --BOUNDARY--
 `, api, base64.StdEncoding.EncodeToString(ca))
-	out, err := c.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), InstanceType: types.InstanceTypeM5Large,
-		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String(subnet),
-		UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(userData)))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := out.Instances[0]
+	inst, ns := launch(t, c, subnet, userData)
 	id, az, dnsName := *inst.InstanceId, *inst.Placement.AvailabilityZone, *inst.PrivateDnsName
 	t.Logf("instance %s (%s, %s) in %s, account %s", id, dnsName, *inst.PrivateIpAddress, cidr, account)
-	ns := "berth-" + id
-	e2e.WaitFor(t, "namespace "+ns, 20*time.Second, func() bool {
-		_, err := os.Stat("/var/run/netns/" + ns)
-		return err == nil
-	})
 
 	root := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "berth-bootstrap.log")
@@ -117,20 +108,7 @@ spec:
 	// the audit log shows the Node created by system:node:<private DNS
 	// name> (NodeRestriction refuses any other name), and its addresses
 	// are the instance's.
-	audit, err := os.ReadFile(filepath.Join(cp.DataDir, "logs", "audit.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	created := false
-	for _, l := range strings.Split(string(audit), "\n") {
-		if strings.Contains(l, `"verb":"create"`) && strings.Contains(l, `"resource":"nodes"`) &&
-			strings.Contains(l, `"username":"system:node:`+dnsName+`"`) && strings.Contains(l, `"code":201`) {
-			created = true
-		}
-	}
-	if !created {
-		t.Errorf("audit log has no Node create by system:node:%s", dnsName)
-	}
+	auditedNodeCreate(t, cp, dnsName)
 	addr, err := cp.Kubectl(t, "--cache-dir", cache, "get", "node", dnsName, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`)
 	if err != nil || addr != *inst.PrivateIpAddress {
 		t.Fatalf("Node InternalIP %q (%v), want %s", addr, err, *inst.PrivateIpAddress)
@@ -162,6 +140,81 @@ spec:
 		b, _ := os.ReadFile(logPath)
 		return regexp.MustCompile(`msg=started .*process=kubelet pid=\d+ restarts=1`).Match(b)
 	})
+
+	// The same join through aws-auth: without the access entry, the
+	// ConfigMap maps the role to system:node:{{EC2PrivateDNSName}}, which
+	// the authenticator renders with EC2 DescribeInstances.
+	if _, err := eksc.DeleteAccessEntry(ctx, &eks.DeleteAccessEntryInput{ClusterName: aws.String("demo"), PrincipalArn: aws.String(role)}); err != nil {
+		t.Fatal(err)
+	}
+	awsAuth := filepath.Join(t.TempDir(), "aws-auth.yaml")
+	if err := os.WriteFile(awsAuth, []byte(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: aws-auth, namespace: kube-system}
+data:
+  mapRoles: |
+    - rolearn: `+role+`
+      username: system:node:{{EC2PrivateDNSName}}
+      groups: [system:bootstrappers, system:nodes]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.Kubectl(t, "--cache-dir", cache, "apply", "-f", awsAuth); err != nil {
+		t.Fatalf("kubectl apply aws-auth: %v\n%s", err, out)
+	}
+	inst2, ns2 := launch(t, c, subnet, userData)
+	dns2 := *inst2.PrivateDnsName
+	root2 := t.TempDir()
+	logPath2 := filepath.Join(t.TempDir(), "berth-bootstrap.log")
+	startBootstrap(t, ns2, root2, logPath2, bootstrapBin, kubeletBin, berthBin, sts)
+	defer func() {
+		if t.Failed() {
+			dumpLogs(t, logPath2, filepath.Join(root2, "var/log/berth/kubelet.log"))
+		}
+	}()
+	e2e.WaitFor(t, "Node "+dns2+" registered through aws-auth", 3*time.Minute, func() bool {
+		out, err := cp.Kubectl(t, "--cache-dir", cache, "get", "node", dns2, "-o", "jsonpath={.spec.providerID}")
+		providerID = out
+		return err == nil && out != ""
+	})
+	if want := "aws:///" + *inst2.Placement.AvailabilityZone + "/" + *inst2.InstanceId; providerID != want {
+		t.Fatalf("Node %s spec.providerID %q, want %q", dns2, providerID, want)
+	}
+	auditedNodeCreate(t, cp, dns2)
+}
+
+// auditedNodeCreate checks the audit log for the Node's creation by
+// system:node:<name>.
+func auditedNodeCreate(t *testing.T, cp *e2e.Controlplane, name string) {
+	t.Helper()
+	audit, err := os.ReadFile(filepath.Join(cp.DataDir, "logs", "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(audit), "\n") {
+		if strings.Contains(l, `"verb":"create"`) && strings.Contains(l, `"resource":"nodes"`) &&
+			strings.Contains(l, `"username":"system:node:`+name+`"`) && strings.Contains(l, `"code":201`) {
+			return
+		}
+	}
+	t.Errorf("audit log has no Node create by system:node:%s", name)
+}
+
+// launch runs one m5.large with the user data and waits for its namespace.
+func launch(t *testing.T, c *ec2sdk.Client, subnet, userData string) (types.Instance, string) {
+	t.Helper()
+	out, err := c.RunInstances(context.Background(), &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-1"), InstanceType: types.InstanceTypeM5Large,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SubnetId: aws.String(subnet),
+		UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(userData)))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "berth-" + *out.Instances[0].InstanceId
+	e2e.WaitFor(t, "namespace "+ns, 20*time.Second, func() bool {
+		_, err := os.Stat("/var/run/netns/" + ns)
+		return err == nil
+	})
+	return out.Instances[0], ns
 }
 
 // startBootstrap runs berth-bootstrap init inside the instance's network
@@ -294,7 +347,7 @@ func ownSubnet(t testing.TB, c *ec2sdk.Client) (string, string) {
 
 // createNodeAccessEntry gives localcloud's default instance role an
 // EC2_LINUX access entry, as EKS does for a node group's role.
-func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplane) string {
+func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplane) (*eks.Client, string) {
 	t.Helper()
 	ctx := context.Background()
 	cfg, err := config.LoadDefaultConfig(ctx,
@@ -315,7 +368,7 @@ func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplan
 		Type: aws.String("EC2_LINUX")}); err != nil {
 		t.Fatalf("access entry for %s: %v", role, err)
 	}
-	return account
+	return c, role
 }
 
 // processesUnder lists processes whose command line mentions dir.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -31,8 +32,11 @@ type Authenticator struct {
 	ClusterID string
 	Endpoints []Endpoint
 	// STS sends the presigned requests; its timeout bounds a verify.
-	STS  *http.Client
-	Mode string
+	STS *http.Client
+	// STSForward, when set, receives every token's request whatever AWS STS
+	// host the token names (local mode: localcloud).
+	STSForward *url.URL
+	Mode       string
 	// AWSAuth returns the current aws-auth mapping (nil when absent).
 	AWSAuth func() *AWSAuth
 	Entries Entries
@@ -100,7 +104,7 @@ func (a *Authenticator) Verify(ctx context.Context, token string) (*Identity, bo
 	if err != nil {
 		return nil, false, err
 	}
-	id, err := callSTS(ctx, a.STS, p, a.ClusterID)
+	id, err := callSTS(ctx, a.STS, p, a.ClusterID, a.STSForward)
 	if err != nil {
 		return nil, false, err
 	}

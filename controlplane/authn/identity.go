@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -35,11 +36,22 @@ func (e *DeniedError) Error() string {
 
 // callSTS sends the presigned request with the cluster header and parses
 // the caller identity from the XML or JSON answer.
-func callSTS(ctx context.Context, client *http.Client, p *Parsed, clusterID string) (*Identity, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL.String(), nil)
+//
+// With forward set, the request goes to that STS instead of the host the
+// token names, with the token's Host header kept so its signature still
+// verifies: a local control plane sends tokens presigned for AWS's STS
+// hosts (the aws CLI's `eks get-token` ignores endpoint settings) to the
+// local STS it trusts.
+func callSTS(ctx context.Context, client *http.Client, p *Parsed, clusterID string, forward *url.URL) (*Identity, error) {
+	target := *p.URL
+	if forward != nil {
+		target.Scheme, target.Host = forward.Scheme, forward.Host
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("sts request: %w", err)
 	}
+	req.Host = p.URL.Host
 	req.Header.Set(ClusterIDHeader, clusterID)
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)

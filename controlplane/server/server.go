@@ -166,15 +166,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var awsAuth atomic.Pointer[authn.AWSAuth]
 	a := &authn.Authenticator{
-		ClusterID: s.cfg.ClusterName,
-		Endpoints: s.stsEndpoints(),
-		STS:       &http.Client{Timeout: 10 * time.Second},
-		Mode:      s.cfg.AuthenticationMode,
-		AWSAuth:   awsAuth.Load,
-		Entries:   store,
-		EC2:       newEC2DNS(ec2.NewFromConfig(awsCfg)),
-		Log:       loggers["authenticator"],
-		Creator:   creatorForConfigMap(s.cfg.AuthenticationMode, creator),
+		ClusterID:  s.cfg.ClusterName,
+		Endpoints:  s.stsEndpoints(),
+		STS:        &http.Client{Timeout: 10 * time.Second},
+		STSForward: s.stsForward(),
+		Mode:       s.cfg.AuthenticationMode,
+		AWSAuth:    awsAuth.Load,
+		Entries:    store,
+		EC2:        newEC2DNS(ec2.NewFromConfig(awsCfg)),
+		Log:        loggers["authenticator"],
+		Creator:    creatorForConfigMap(s.cfg.AuthenticationMode, creator),
 	}
 	// Into the Kubernetes registry, so the apiserver's /metrics has them.
 	if err := a.Register(legacyregistry.Registerer()); err != nil {
@@ -406,6 +407,19 @@ func (s *Server) stsEndpoints() []authn.Endpoint {
 		}
 	}
 	return eps
+}
+
+// stsForward is the local STS that tokens for AWS's STS hosts are sent to
+// when the control plane runs against one (STSEndpoint set); nil on AWS.
+func (s *Server) stsForward() *url.URL {
+	if s.cfg.STSEndpoint == "" {
+		return nil
+	}
+	u, err := url.Parse(s.cfg.STSEndpoint)
+	if err != nil || u.Host == "" {
+		return nil
+	}
+	return u
 }
 
 func (s *Server) apiserverArgs(host string, port int, advertise string, etcdServers []string, etcdTLS etcd.TLS) []string {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-io/berth/internal/sigv4"
 	"github.com/berth-io/berth/localcloud/awserr"
 	"github.com/berth-io/berth/localcloud/awsquery"
 	"github.com/berth-io/berth/localcloud/datapath"
@@ -28,7 +29,6 @@ import (
 	"github.com/berth-io/berth/localcloud/faults"
 	"github.com/berth-io/berth/localcloud/iam"
 	"github.com/berth-io/berth/localcloud/imds"
-	"github.com/berth-io/berth/internal/sigv4"
 	"github.com/berth-io/berth/localcloud/sts"
 )
 

@@ -56,6 +56,7 @@ func TestControlplane(t *testing.T) {
 	t.Run("kubectl", func(t *testing.T) { testKubectl(t, e) })
 	t.Run("iam-auth", func(t *testing.T) { testIAMAuth(t, e) })
 	t.Run("forged-tokens", func(t *testing.T) { testForgedTokens(t, e) })
+	t.Run("aws-eks-get-token", func(t *testing.T) { testAWSGetToken(t, e) })
 	t.Run("node-restriction", func(t *testing.T) { testNodeRestriction(t, e) })
 	t.Run("berth-kubeconfig", func(t *testing.T) { testBerthKubeconfig(t, e) })
 	t.Run("logs-and-metrics", func(t *testing.T) { testLogsAndMetrics(t, e) })
@@ -328,6 +329,36 @@ func testForgedTokens(t *testing.T, e *env) {
 	tampered := strings.Replace(string(raw), "X-Amz-Expires=60", "X-Amz-Expires=61", 1)
 	check("tampered", "k8s-aws-v1."+base64.RawURLEncoding.EncodeToString([]byte(tampered)), http.StatusUnauthorized)
 	check("good token still works", good, http.StatusOK)
+}
+
+// testAWSGetToken: a token from the real aws CLI's `eks get-token`, which
+// presigns for AWS's regional STS host, is verified through localcloud's
+// STS (the control plane forwards STS hosts to the STS it trusts).
+func testAWSGetToken(t *testing.T, e *env) {
+	_, err := exec.LookPath("aws")
+	e2e.Require(t, err == nil, "aws CLI not installed (make deps)")
+	cmd := exec.Command("aws", "eks", "get-token", "--cluster-name", cluster, "--region", "us-west-2", "--output", "json")
+	for _, kv := range e.cp.Env {
+		if !strings.HasPrefix(kv, "AWS_ENDPOINT_URL=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("aws eks get-token: %v", err)
+	}
+	var cred struct{ Status struct{ Token string } }
+	if err := json.Unmarshal(out, &cred); err != nil || !strings.HasPrefix(cred.Status.Token, "k8s-aws-v1.") {
+		t.Fatalf("aws eks get-token output %s (%v)", out, err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(strings.TrimRight(strings.TrimPrefix(cred.Status.Token, "k8s-aws-v1."), "="))
+	if !strings.Contains(string(raw), "sts.us-west-2.amazonaws.com") {
+		t.Fatalf("token not presigned for AWS's STS host: %s", raw)
+	}
+	if code, err := e2e.Get(apiClient(t, e), e.cp.APIServer+"/api/v1/namespaces", cred.Status.Token); err != nil || code != http.StatusOK {
+		t.Fatalf("aws eks get-token token: %d %v", code, err)
+	}
 }
 
 func testNodeRestriction(t *testing.T, e *env) {

@@ -55,7 +55,7 @@ type Server struct {
 type certs struct {
 	ca, frontCA, etcdCA                        *pki.CA
 	apiserver, kubeletClient, frontProxyClient *pki.Pair
-	cm, sched, admin, webhook                  *pki.Pair
+	cm, sched, admin, superAdmin, webhook      *pki.Pair
 	etcdServer, etcdClient                     *pki.Pair
 	saKey                                      string
 }
@@ -193,7 +193,9 @@ func (s *Server) Run(ctx context.Context) error {
 	goRun("kube-apiserver", func(ctx context.Context) error {
 		return kube.RunAPIServer(ctx, s.apiserverArgs(host, port, advertise, etcdServers, etcdTLS))
 	})
-	admin, err := s.restConfig(host, port, s.certs.admin)
+	// The process's own client is the only system:masters identity: it
+	// must work before any RBAC binding exists.
+	admin, err := s.restConfig(host, port, s.certs.superAdmin)
 	if err != nil {
 		return err
 	}
@@ -325,7 +327,11 @@ func (s *Server) makeCerts(host, advertise string) error {
 		{&c.kubeletClient, c.ca, "apiserver-kubelet-client", pki.Spec{CommonName: "kube-apiserver-kubelet-client", Client: true}},
 		{&c.cm, c.ca, "controller-manager", pki.Spec{CommonName: "system:kube-controller-manager", Client: true}},
 		{&c.sched, c.ca, "scheduler", pki.Spec{CommonName: "system:kube-scheduler", Client: true}},
-		{&c.admin, c.ca, "admin", pki.Spec{CommonName: "kubernetes-admin", Organization: []string{"system:masters"}, Client: true}},
+		// As kubeadm since 1.29: the user's admin identity is in a group bound
+		// to cluster-admin, so it can be revoked; system:masters, which RBAC
+		// cannot restrict, stays inside this process.
+		{&c.admin, c.ca, "admin", pki.Spec{CommonName: "kubernetes-admin", Organization: []string{clusterAdminsGroup}, Client: true}},
+		{&c.superAdmin, c.ca, "super-admin", pki.Spec{CommonName: "berth-controlplane", Organization: []string{"system:masters"}, Client: true}},
 		{&c.webhook, c.ca, "authenticator", pki.Spec{CommonName: "berth-authenticator", IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true}},
 		{&c.frontProxyClient, c.frontCA, "front-proxy-client", pki.Spec{CommonName: "front-proxy-client", Client: true}},
 		{&c.etcdServer, c.etcdCA, "etcd-server", pki.Spec{CommonName: "etcd", DNSNames: []string{"localhost"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: true}},
@@ -656,17 +662,27 @@ func (s *Server) serveOn(goRun func(string, func(context.Context) error), name s
 	return ln.Addr().String()
 }
 
-// bootstrapRBAC grants what EKS grants out of the box: the apiserver may
-// reach kubelets.
+// clusterAdminsGroup is the group of admin.kubeconfig's identity.
+const clusterAdminsGroup = "berth:cluster-admins"
+
+// bootstrapRBAC grants what the control plane needs out of the box: the
+// apiserver may reach kubelets, and admin.kubeconfig's group is
+// cluster-admin.
 func (s *Server) bootstrapRBAC(ctx context.Context, c kubernetes.Interface) error {
-	crb := &rbacv1.ClusterRoleBinding{
+	bindings := []*rbacv1.ClusterRoleBinding{{
 		ObjectMeta: metav1.ObjectMeta{Name: "berth:apiserver-kubelet-client"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "kube-apiserver-kubelet-client"}},
-	}
-	_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("bootstrap rbac: %w", err)
+	}, {
+		ObjectMeta: metav1.ObjectMeta{Name: clusterAdminsGroup},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: clusterAdminsGroup}},
+	}}
+	for _, crb := range bindings {
+		_, err := c.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("bootstrap rbac %s: %w", crb.Name, err)
+		}
 	}
 	return nil
 }

@@ -126,6 +126,11 @@ func testKubectl(t *testing.T, e *env) {
 	if err := json.Unmarshal([]byte(v[strings.Index(v, "{"):]), &ver); err != nil || ver.ServerVersion.GitVersion != "v1.37.2" {
 		t.Fatalf("server version %q (%v): %s", ver.ServerVersion.GitVersion, err, v)
 	}
+	// admin.kubeconfig is cluster-admin through a group RBAC can revoke,
+	// not system:masters.
+	if who := mustKubectl(t, cp, "auth", "whoami", "-o", "jsonpath={.status.userInfo.groups}"); !strings.Contains(who, "berth:cluster-admins") || strings.Contains(who, "system:masters") {
+		t.Fatalf("admin groups: %s", who)
+	}
 	mustKubectl(t, cp, "create", "namespace", "shop")
 	mustKubectl(t, cp, "-n", "shop", "create", "deployment", "web", "--image=registry.k8s.io/pause:3.10", "--replicas=2")
 	// The controller manager turns the deployment into a replica set and pods.

@@ -18,12 +18,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/berth-io/berth/internal/version"
-	"github.com/berth-io/berth/proto/rpc"
 )
 
 // rpcTimeout bounds a call to ipamd, which itself waits up to 30 s for a
@@ -53,14 +49,6 @@ func logger(conf *NetConf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
 }
 
-func dial(socket string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("connect to ipamd at %s: %w", socket, err)
-	}
-	return conn, nil
-}
-
 func cmdAdd(args *skel.CmdArgs) (err error) {
 	conf, cniVersion, err := loadNetConf(args.StdinData)
 	if err != nil {
@@ -74,46 +62,72 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	log := logger(conf)
-	conn, err := dial(conf.IPAMDSocket)
-	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "ipamd unreachable", err.Error())
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	client := rpc.NewCNIBackendClient(conn)
-	req := &rpc.AddNetworkRequest{ClientVersion: version.Version, K8S_POD_NAME: string(k8s.K8S_POD_NAME),
-		K8S_POD_NAMESPACE: string(k8s.K8S_POD_NAMESPACE), K8S_POD_INFRA_CONTAINER_ID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
+	req := &addNetworkRequest{ClientVersion: version.Version, PodName: string(k8s.K8S_POD_NAME),
+		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
 		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
-	reply, err := client.AddNetwork(ctx, req)
-	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
-	}
-	if !reply.Success || len(reply.IPAllocationMetadata) == 0 || reply.IPAllocationMetadata[0].IPv4Addr == "" {
-		return types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", "ipamd answered without an address")
-	}
-	meta := reply.IPAllocationMetadata[0]
-	ip := net.ParseIP(meta.IPv4Addr).To4()
-	if ip == nil {
-		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
-	}
-	table := int(meta.RouteTableId)
 	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	// Ask ipamd and build the links that do not depend on the address at
+	// the same time: the call waits on ipamd's checkpoint fsync.
+	type rpcResult struct {
+		reply *networkReply
+		err   error
+	}
+	called := make(chan rpcResult, 1)
+	go func() {
+		r, err := addNetwork(ctx, conf.IPAMDSocket, req)
+		called <- rpcResult{r, err}
+	}()
+	links, linkErr := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
+	if links != nil {
+		defer links.close()
+	}
+	res := <-called
+	reply := res.reply
+	if res.err == nil && (!reply.Success || len(reply.Allocations) == 0 || reply.Allocations[0].IPv4Addr == "" ||
+		net.ParseIP(reply.Allocations[0].IPv4Addr).To4() == nil) {
+		detail := "ipamd answered without an address"
+		if reply.Success && len(reply.Allocations) > 0 && reply.Allocations[0].IPv4Addr != "" {
+			detail = "ipamd returned a bad address " + reply.Allocations[0].IPv4Addr
+		}
+		res.err = types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", detail)
+	}
+	var ip net.IP
+	table := mainTable
+	var meta ipAllocation
+	if res.err == nil {
+		meta = reply.Allocations[0]
+		ip, table = net.ParseIP(meta.IPv4Addr).To4(), int(meta.RouteTableID)
+	}
 	defer func() {
-		if err != nil {
+		if err != nil && res.err == nil {
 			// Leave nothing behind: no links, no rules, no address held.
 			_ = teardownHost(hostName, ip, table, true)
 			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer dcancel()
-			_, _ = client.DelNetwork(dctx, &rpc.DelNetworkRequest{ClientVersion: version.Version, ContainerID: args.ContainerID,
-				IfName: args.IfName, NetworkName: conf.Name, K8S_POD_NAME: req.K8S_POD_NAME, K8S_POD_NAMESPACE: req.K8S_POD_NAMESPACE, Reason: "add failed"})
+			_, _ = delNetwork(dctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version, ContainerID: args.ContainerID,
+				IfName: args.IfName, NetworkName: conf.Name, PodName: req.PodName, PodNamespace: req.PodNamespace, Reason: "add failed"})
 		}
 	}()
-	hostMAC, podMAC, err := setupPod(args.Netns, args.IfName, hostName, conf.MTU, ip, table)
-	if err != nil {
-		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
-		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
+	if res.err != nil {
+		if links != nil {
+			links.removeVeth()
+		}
+		var cniErr *types.Error
+		if errors.As(res.err, &cniErr) {
+			return cniErr
+		}
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", res.err.Error())
 	}
+	if linkErr == nil {
+		linkErr = links.assign(ip, table)
+	}
+	if linkErr != nil {
+		log.Error("pod network setup failed", "container", args.ContainerID, "err", linkErr)
+		return types.NewError(types.ErrInternal, "pod network setup failed", linkErr.Error())
+	}
+	hostMAC, podMAC := links.hostMAC, links.podMAC
 	if reply.NetworkPolicyMode != "" {
 		if err := enforcePolicy(conf, req); err != nil {
 			return types.NewError(types.ErrInternal, "network policy setup failed", err.Error())
@@ -136,23 +150,17 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 
 // enforcePolicy asks the policy agent to apply the pod's policies before
 // the pod starts; without an agent there is nothing to do.
-func enforcePolicy(conf *NetConf, req *rpc.AddNetworkRequest) error {
+func enforcePolicy(conf *NetConf, req *addNetworkRequest) error {
 	if _, err := os.Stat(conf.NPASocket); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	conn, err := dial(conf.NPASocket)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r, err := rpc.NewNPBackendClient(conn).EnforceNpToPod(ctx, &rpc.EnforceNpRequest{K8S_POD_NAME: req.K8S_POD_NAME,
-		K8S_POD_NAMESPACE: req.K8S_POD_NAMESPACE, InterfaceCount: 1})
+	ok, err := enforceNpToPod(ctx, conf.NPASocket, req.PodName, req.PodNamespace, 1)
 	if err != nil {
 		return fmt.Errorf("EnforceNpToPod: %w", err)
 	}
-	if !r.Success {
+	if !ok {
 		return errors.New("the policy agent refused EnforceNpToPod")
 	}
 	return nil
@@ -218,20 +226,19 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// Ask ipamd to release; it tells which address it was. When ipamd is
 	// down, prevResult still tells what to tear down.
-	if conn, derr := dial(conf.IPAMDSocket); derr == nil {
+	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reply, rerr := rpc.NewCNIBackendClient(conn).DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: version.Version,
-			K8S_POD_NAME: string(k8s.K8S_POD_NAME), K8S_POD_NAMESPACE: string(k8s.K8S_POD_NAMESPACE),
-			K8S_POD_INFRA_CONTAINER_ID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), K8S_POD_UID: string(k8s.K8S_POD_UID),
+		reply, rerr := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version,
+			PodName: string(k8s.K8S_POD_NAME), PodNamespace: string(k8s.K8S_POD_NAMESPACE),
+			PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), PodUID: string(k8s.K8S_POD_UID),
 			ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Reason: "PodDeleted"})
 		cancel()
-		conn.Close()
 		if rerr != nil {
 			log.Warn("ipamd DelNetwork failed; tearing down from prevResult", "err", rerr)
-		} else if len(reply.IPAllocationMetadata) > 0 {
-			m := reply.IPAllocationMetadata[0]
+		} else if len(reply.Allocations) > 0 {
+			m := reply.Allocations[0]
 			if a := net.ParseIP(m.IPv4Addr).To4(); a != nil {
-				ip, table = a, int(m.RouteTableId)
+				ip, table = a, int(m.RouteTableID)
 			}
 		}
 	}
@@ -337,15 +344,10 @@ func cmdStatus(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	conn, err := dial(conf.IPAMDSocket)
-	if err != nil {
-		return types.NewError(errPluginNotAvailable, "ipamd is not available", err.Error())
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+	serving, err := healthServing(ctx, conf.IPAMDSocket)
+	if err != nil || !serving {
 		msg := "not serving"
 		if err != nil {
 			msg = err.Error()
@@ -391,28 +393,22 @@ func cmdGC(args *skel.CmdArgs) error {
 	for _, a := range conf.ValidAttachments {
 		valid[[2]string{a.ContainerID, a.IfName}] = true
 	}
-	conn, err := dial(conf.IPAMDSocket)
-	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "ipamd unreachable", err.Error())
-	}
-	defer conn.Close()
-	client := rpc.NewCNIBackendClient(conn)
 	var errs []error
 	for _, a := range cp.Allocations {
 		if a.NetworkName != conf.Name || valid[[2]string{a.ContainerID, a.IfName}] {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reply, err := client.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: version.Version, ContainerID: a.ContainerID,
-			IfName: a.IfName, NetworkName: a.NetworkName, K8S_POD_NAME: a.Metadata.PodName, K8S_POD_NAMESPACE: a.Metadata.PodNamespace, Reason: "GC"})
+		reply, err := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version, ContainerID: a.ContainerID,
+			IfName: a.IfName, NetworkName: a.NetworkName, PodName: a.Metadata.PodName, PodNamespace: a.Metadata.PodNamespace, Reason: "GC"})
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
 			continue
 		}
 		table := mainTable
-		if len(reply.IPAllocationMetadata) > 0 {
-			table = int(reply.IPAllocationMetadata[0].RouteTableId)
+		if len(reply.Allocations) > 0 {
+			table = int(reply.Allocations[0].RouteTableID)
 		}
 		_ = teardownHost(hostVethName(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table, true)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,77 +39,113 @@ func randomMAC() net.HardwareAddr {
 
 func hostNet(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }
 
-// setupPod creates the veth pair with its pod end directly in the pod's
-// namespace, then configures both ends. It returns the pod end's MAC.
-func setupPod(netnsPath, ifName, hostName string, mtu int, ip net.IP, table int) (hostMAC, podMAC net.HardwareAddr, err error) {
-	podNS, err := ns.GetNS(netnsPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open netns %s: %w", netnsPath, err)
+// podLinks is a pod's veth pair while ADD configures it. Each namespace
+// gets one netlink socket for all requests (the package functions open
+// and close one per request), and the pod's side is configured through a
+// socket opened in its namespace, without moving the thread there.
+type podLinks struct {
+	h, ph             *netlink.Handle
+	podNS             ns.NetNS
+	netnsPath, ifName string
+	hostName          string
+	hostIndex, podIdx int
+	hostMAC, podMAC   net.HardwareAddr
+}
+
+// createPodLinks does the part of the pod's wiring that does not depend
+// on its address, so that it runs while ipamd assigns one: the veth pair
+// with its pod end created directly in the pod's namespace, both ends up,
+// the pod's gateway route, default route and permanent gateway neighbour.
+func createPodLinks(netnsPath, ifName, hostName string, mtu int) (p *podLinks, err error) {
+	p = &podLinks{netnsPath: netnsPath, ifName: ifName, hostName: hostName}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	if p.podNS, err = ns.GetNS(netnsPath); err != nil {
+		return nil, fmt.Errorf("open netns %s: %w", netnsPath, err)
 	}
-	defer podNS.Close()
-	hostMAC = randomMAC()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: mtu, HardwareAddr: hostMAC},
-		PeerName: ifName, PeerNamespace: netlink.NsFd(int(podNS.Fd()))}
-	if err := netlink.LinkAdd(veth); err != nil {
+	if p.h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	if p.ph, err = netlink.NewHandleAt(netns.NsHandle(p.podNS.Fd()), unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", netnsPath, err)
+	}
+	p.hostMAC = randomMAC()
+	// The host end is created up, and LinkAdd reads its index back: no
+	// separate LinkByName and LinkSetUp round trips.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: mtu, HardwareAddr: p.hostMAC, Flags: net.FlagUp},
+		PeerName: ifName, PeerNamespace: netlink.NsFd(int(p.podNS.Fd()))}
+	if err := p.h.LinkAdd(veth); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
-			return nil, nil, fmt.Errorf("create veth %s/%s in %s: %w", hostName, ifName, netnsPath, err)
+			return nil, fmt.Errorf("create veth %s/%s in %s: %w", hostName, ifName, netnsPath, err)
 		}
 		// A retried ADD after a partial one: start clean.
-		if old, lerr := netlink.LinkByName(hostName); lerr == nil {
-			_ = netlink.LinkDel(old)
+		if old, lerr := p.h.LinkByName(hostName); lerr == nil {
+			_ = p.h.LinkDel(old)
 		}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return nil, nil, fmt.Errorf("create veth %s/%s in %s: %w", hostName, ifName, netnsPath, err)
+		if err := p.h.LinkAdd(veth); err != nil {
+			return nil, fmt.Errorf("create veth %s/%s in %s: %w", hostName, ifName, netnsPath, err)
 		}
 	}
 	defer func() {
 		if err != nil {
-			if l, lerr := netlink.LinkByName(hostName); lerr == nil {
-				_ = netlink.LinkDel(l)
-			}
+			p.removeVeth()
 		}
 	}()
-	host, err := netlink.LinkByName(hostName)
+	if p.hostIndex = veth.Attrs().Index; p.hostIndex == 0 {
+		return nil, fmt.Errorf("find %s: no index after creation", hostName)
+	}
+	l, err := p.ph.LinkByName(ifName)
 	if err != nil {
-		return nil, nil, fmt.Errorf("find %s: %w", hostName, err)
+		return nil, fmt.Errorf("find %s in %s: %w", ifName, netnsPath, err)
 	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return nil, nil, fmt.Errorf("up %s: %w", hostName, err)
+	p.podMAC, p.podIdx = l.Attrs().HardwareAddr, l.Attrs().Index
+	if err := p.ph.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("up %s: %w", ifName, err)
 	}
-	err = podNS.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(ifName)
-		if err != nil {
-			return fmt.Errorf("find %s in %s: %w", ifName, netnsPath, err)
-		}
-		podMAC = l.Attrs().HardwareAddr
-		if err := netlink.LinkSetUp(l); err != nil {
-			return fmt.Errorf("up %s: %w", ifName, err)
-		}
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: hostNet(ip)}); err != nil {
-			return fmt.Errorf("address %s on %s: %w", ip, ifName, err)
-		}
-		idx := l.Attrs().Index
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: hostNet(podGateway), Scope: netlink.SCOPE_LINK}); err != nil {
-			return fmt.Errorf("gateway route in %s: %w", netnsPath, err)
-		}
-		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Gw: podGateway}); err != nil {
-			return fmt.Errorf("default route in %s: %w", netnsPath, err)
-		}
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, IP: podGateway, HardwareAddr: hostMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}); err != nil {
-			return fmt.Errorf("gateway neighbour in %s: %w", netnsPath, err)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.podIdx, Dst: hostNet(podGateway), Scope: netlink.SCOPE_LINK}); err != nil {
+		return nil, fmt.Errorf("gateway route in %s: %w", netnsPath, err)
 	}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: host.Attrs().Index, Dst: hostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
-		return nil, nil, fmt.Errorf("host route to %s: %w", ip, err)
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.podIdx, Gw: podGateway}); err != nil {
+		return nil, fmt.Errorf("default route in %s: %w", netnsPath, err)
 	}
-	if err := addRules(ip, table); err != nil {
-		return nil, nil, err
+	if err := p.ph.NeighSet(&netlink.Neigh{LinkIndex: p.podIdx, IP: podGateway, HardwareAddr: p.hostMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}); err != nil {
+		return nil, fmt.Errorf("gateway neighbour in %s: %w", netnsPath, err)
 	}
-	return hostMAC, podMAC, nil
+	return p, nil
+}
+
+// assign finishes the wiring with the pod's address: the /32 on the pod's
+// interface, the host route to it and its rules.
+func (p *podLinks) assign(ip net.IP, table int) error {
+	if err := p.ph.AddrAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: p.podIdx, Name: p.ifName}}, &netlink.Addr{IPNet: hostNet(ip)}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", ip, p.ifName, err)
+	}
+	if err := p.h.RouteReplace(&netlink.Route{LinkIndex: p.hostIndex, Dst: hostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("host route to %s: %w", ip, err)
+	}
+	return addRules(p.h, ip, table)
+}
+
+// removeVeth deletes the pair (an ADD that cannot complete).
+func (p *podLinks) removeVeth() {
+	if l, err := p.h.LinkByName(p.hostName); err == nil {
+		_ = p.h.LinkDel(l)
+	}
+}
+
+func (p *podLinks) close() {
+	if p.ph != nil {
+		p.ph.Close()
+	}
+	if p.h != nil {
+		p.h.Close()
+	}
+	if p.podNS != nil {
+		p.podNS.Close()
+	}
 }
 
 func podRules(ip net.IP, table int) []*netlink.Rule {
@@ -123,9 +160,9 @@ func podRules(ip net.IP, table int) []*netlink.Rule {
 	return rules
 }
 
-func addRules(ip net.IP, table int) error {
+func addRules(h *netlink.Handle, ip net.IP, table int) error {
 	for _, r := range podRules(ip, table) {
-		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		if err := h.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("rule for %s (priority %d): %w", ip, r.Priority, err)
 		}
 	}

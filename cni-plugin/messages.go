@@ -1,0 +1,213 @@
+package main
+
+// The protobuf messages of proto/rpc.proto the plugin sends and reads,
+// encoded by hand (proto3: zero values are not sent, unknown fields are
+// skipped). cni-plugin/wire_test.go checks them against the generated code.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+type addNetworkRequest struct {
+	ClientVersion, PodName, PodNamespace, PodInfraContainerID string
+	ContainerID, IfName, NetworkName, Netns                   string
+}
+
+func (m *addNetworkRequest) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.PodName)
+	b = pbString(b, 2, m.PodNamespace)
+	b = pbString(b, 3, m.PodInfraContainerID)
+	b = pbString(b, 4, m.Netns)
+	b = pbString(b, 5, m.IfName)
+	b = pbString(b, 6, m.NetworkName)
+	b = pbString(b, 7, m.ContainerID)
+	b = pbString(b, 8, m.ClientVersion)
+	return b
+}
+
+type delNetworkRequest struct {
+	ClientVersion, PodName, PodNamespace, PodInfraContainerID, PodUID string
+	Reason, ContainerID, IfName, NetworkName                          string
+}
+
+func (m *delNetworkRequest) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.PodName)
+	b = pbString(b, 2, m.PodNamespace)
+	b = pbString(b, 3, m.PodInfraContainerID)
+	b = pbString(b, 5, m.Reason)
+	b = pbString(b, 6, m.IfName)
+	b = pbString(b, 7, m.NetworkName)
+	b = pbString(b, 8, m.ContainerID)
+	b = pbString(b, 9, m.ClientVersion)
+	b = pbString(b, 10, m.PodUID)
+	return b
+}
+
+type ipAllocation struct {
+	IPv4Addr     string
+	DeviceNumber int32
+	RouteTableID int32
+}
+
+// networkReply is AddNetworkReply and DelNetworkReply: the fields the
+// plugin reads have the same numbers in both, except NetworkPolicyMode.
+type networkReply struct {
+	Success           bool
+	Allocations       []ipAllocation
+	NetworkPolicyMode string
+}
+
+func unmarshalNetworkReply(b []byte, policyField uint64) (*networkReply, error) {
+	r := &networkReply{}
+	err := pbFields(b, func(num uint64, v uint64, p []byte) error {
+		switch {
+		case num == 1 && p == nil:
+			r.Success = v != 0
+		case num == 2 && p != nil:
+			var a ipAllocation
+			if err := pbFields(p, func(num uint64, v uint64, p []byte) error {
+				switch {
+				case num == 1 && p != nil:
+					a.IPv4Addr = string(p)
+				case num == 3 && p == nil:
+					a.DeviceNumber = int32(v)
+				case num == 4 && p == nil:
+					a.RouteTableID = int32(v)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			r.Allocations = append(r.Allocations, a)
+		case num == policyField && p != nil:
+			r.NetworkPolicyMode = string(p)
+		}
+		return nil
+	})
+	return r, err
+}
+
+func addNetwork(ctx context.Context, socket string, m *addNetworkRequest) (*networkReply, error) {
+	b, err := unaryCall(ctx, socket, methodAddNetwork, m.marshal())
+	if err != nil {
+		return nil, err
+	}
+	return unmarshalNetworkReply(b, 13)
+}
+
+func delNetwork(ctx context.Context, socket string, m *delNetworkRequest) (*networkReply, error) {
+	b, err := unaryCall(ctx, socket, methodDelNetwork, m.marshal())
+	if err != nil {
+		return nil, err
+	}
+	return unmarshalNetworkReply(b, 6)
+}
+
+// enforceNpToPod is NPBackend.EnforceNpToPod; it reports Success.
+func enforceNpToPod(ctx context.Context, socket, podName, podNamespace string, interfaces int32) (bool, error) {
+	var req []byte
+	req = pbString(req, 1, podName)
+	req = pbString(req, 2, podNamespace)
+	if interfaces != 0 {
+		req = pbVarint(req, 4, uint64(interfaces))
+	}
+	b, err := unaryCall(ctx, socket, methodEnforceNpToPod, req)
+	if err != nil {
+		return false, err
+	}
+	ok := false
+	err = pbFields(b, func(num uint64, v uint64, p []byte) error {
+		if num == 1 && p == nil {
+			ok = v != 0
+		}
+		return nil
+	})
+	return ok, err
+}
+
+// healthServing is grpc.health.v1.Health/Check for the server as a whole.
+func healthServing(ctx context.Context, socket string) (bool, error) {
+	b, err := unaryCall(ctx, socket, methodHealthCheck, nil)
+	if err != nil {
+		return false, err
+	}
+	st := uint64(0)
+	err = pbFields(b, func(num uint64, v uint64, p []byte) error {
+		if num == 1 && p == nil {
+			st = v
+		}
+		return nil
+	})
+	return st == 1, err // SERVING
+}
+
+func pbVarint(b []byte, field int, v uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(field)<<3)
+	return binary.AppendUvarint(b, v)
+}
+
+func pbString(b []byte, field int, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(field)<<3|2)
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+var errBadMessage = errors.New("malformed protobuf message")
+
+// pbFields calls f for every field of b: varints with p == nil,
+// length-delimited fields with p != nil; fixed-width fields are skipped.
+func pbFields(b []byte, f func(num uint64, v uint64, p []byte) error) error {
+	for len(b) > 0 {
+		tag, n := binary.Uvarint(b)
+		if n <= 0 {
+			return errBadMessage
+		}
+		b = b[n:]
+		num := tag >> 3
+		switch tag & 7 {
+		case 0:
+			v, n := binary.Uvarint(b)
+			if n <= 0 {
+				return errBadMessage
+			}
+			b = b[n:]
+			if err := f(num, v, nil); err != nil {
+				return err
+			}
+		case 1:
+			if len(b) < 8 {
+				return errBadMessage
+			}
+			b = b[8:]
+		case 2:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > math.MaxInt32 || uint64(len(b)-n) < l {
+				return errBadMessage
+			}
+			p := b[n : n+int(l)]
+			if p == nil {
+				p = []byte{}
+			}
+			b = b[n+int(l):]
+			if err := f(num, 0, p); err != nil {
+				return err
+			}
+		case 5:
+			if len(b) < 4 {
+				return errBadMessage
+			}
+			b = b[4:]
+		default:
+			return errBadMessage
+		}
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/berth-io/berth/proto/rpc"
+)
+
+// The hand-written client and messages against grpc-go's server and the
+// generated protobuf code.
+
+type fakeBackend struct {
+	rpc.UnimplementedCNIBackendServer
+	rpc.UnimplementedNPBackendServer
+	gotAdd *rpc.AddNetworkRequest
+	gotDel *rpc.DelNetworkRequest
+}
+
+func (f *fakeBackend) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc.AddNetworkReply, error) {
+	f.gotAdd = r
+	switch r.ClientVersion {
+	case "old":
+		return nil, status.Error(codes.FailedPrecondition, "berth-ipamd does not accept \"old\": 100% sure ✓\nline two")
+	case "slow":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case "big":
+		reply := &rpc.AddNetworkReply{Success: true}
+		for i := 0; i < 3000; i++ {
+			reply.VPCv4CIDRs = append(reply.VPCv4CIDRs, strings.Repeat("x", 20))
+		}
+		reply.IPAllocationMetadata = []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.0.9", DeviceNumber: 1, RouteTableId: 2}}
+		return reply, nil
+	}
+	return &rpc.AddNetworkReply{Success: true, UseExternalSNAT: true, VPCv4CIDRs: []string{"10.0.0.0/16"}, NetworkPolicyMode: "standard",
+		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableId: 3}}}, nil
+}
+
+func (f *fakeBackend) DelNetwork(_ context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
+	f.gotDel = r
+	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: "strict",
+		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.3.4", DeviceNumber: -1, RouteTableId: 254}}}, nil
+}
+
+func (f *fakeBackend) EnforceNpToPod(_ context.Context, r *rpc.EnforceNpRequest) (*rpc.EnforceNpReply, error) {
+	return &rpc.EnforceNpReply{Success: r.K8S_POD_NAME == "p" && r.InterfaceCount == 1}, nil
+}
+
+func serve(t *testing.T) (string, *fakeBackend, *health.Server) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "ipamd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	f := &fakeBackend{}
+	rpc.RegisterCNIBackendServer(s, f)
+	rpc.RegisterNPBackendServer(s, f)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	go func() { _ = s.Serve(l) }()
+	t.Cleanup(s.Stop)
+	return sock, f, h
+}
+
+func TestWireAddDel(t *testing.T) {
+	sock, f, _ := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := &addNetworkRequest{ClientVersion: "v1", PodName: "pod", PodNamespace: "ns", PodInfraContainerID: "infra",
+		ContainerID: "cid", IfName: "eth0", NetworkName: "net", Netns: "/var/run/netns/x"}
+	r, err := addNetwork(ctx, sock, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := f.gotAdd
+	if g.ClientVersion != "v1" || g.K8S_POD_NAME != "pod" || g.K8S_POD_NAMESPACE != "ns" || g.K8S_POD_INFRA_CONTAINER_ID != "infra" ||
+		g.ContainerID != "cid" || g.IfName != "eth0" || g.NetworkName != "net" || g.Netns != "/var/run/netns/x" || g.RequiresMultiNICAttachment {
+		t.Fatalf("server decoded %v", g)
+	}
+	if !r.Success || r.NetworkPolicyMode != "standard" || len(r.Allocations) != 1 ||
+		r.Allocations[0] != (ipAllocation{IPv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableID: 3}) {
+		t.Fatalf("reply %+v", r)
+	}
+	d, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "v1", PodName: "pod", PodNamespace: "ns", PodInfraContainerID: "infra",
+		PodUID: "uid", Reason: "PodDeleted", ContainerID: "cid", IfName: "eth0", NetworkName: "net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gd := f.gotDel
+	if gd.ClientVersion != "v1" || gd.K8S_POD_NAME != "pod" || gd.K8S_POD_NAMESPACE != "ns" || gd.K8S_POD_INFRA_CONTAINER_ID != "infra" ||
+		gd.K8S_POD_UID != "uid" || gd.Reason != "PodDeleted" || gd.ContainerID != "cid" || gd.IfName != "eth0" || gd.NetworkName != "net" {
+		t.Fatalf("server decoded %v", gd)
+	}
+	if !d.Success || d.NetworkPolicyMode != "strict" || len(d.Allocations) != 1 ||
+		d.Allocations[0] != (ipAllocation{IPv4Addr: "10.0.3.4", DeviceNumber: -1, RouteTableID: 254}) {
+		t.Fatalf("reply %+v", d)
+	}
+	// A reply spanning several DATA frames.
+	r, err = addNetwork(ctx, sock, &addNetworkRequest{ClientVersion: "big", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err != nil || len(r.Allocations) != 1 || r.Allocations[0].IPv4Addr != "10.0.0.9" {
+		t.Fatalf("big reply: %+v %v", r, err)
+	}
+	ok, err := enforceNpToPod(ctx, sock, "p", "ns", 1)
+	if err != nil || !ok {
+		t.Fatalf("EnforceNpToPod: %v %v", ok, err)
+	}
+}
+
+func TestWireStatusErrors(t *testing.T) {
+	sock, _, h := serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := addNetwork(ctx, sock, &addNetworkRequest{ClientVersion: "old", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	want := "rpc error: code = FailedPrecondition desc = berth-ipamd does not accept \"old\": 100% sure ✓\nline two"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+	if ok, err := healthServing(ctx, sock); err != nil || !ok {
+		t.Fatalf("health: %v %v", ok, err)
+	}
+	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	if ok, err := healthServing(ctx, sock); err != nil || ok {
+		t.Fatalf("health when not serving: %v %v", ok, err)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	_, err = addNetwork(short, sock, &addNetworkRequest{ClientVersion: "slow", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") {
+		t.Fatalf("slow call: %v", err)
+	}
+	_, err = addNetwork(ctx, filepath.Join(t.TempDir(), "none.sock"), &addNetworkRequest{})
+	if err == nil || !strings.Contains(err.Error(), "Unavailable") {
+		t.Fatalf("no server: %v", err)
+	}
+}

@@ -67,41 +67,22 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	req := &addNetworkRequest{ClientVersion: version.Version, PodName: string(k8s.K8S_POD_NAME),
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
 		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
+	reply, err := addNetwork(ctx, conf.IPAMDSocket, req)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
+	}
+	if !reply.Success || len(reply.Allocations) == 0 || reply.Allocations[0].IPv4Addr == "" {
+		return types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", "ipamd answered without an address")
+	}
+	meta := reply.Allocations[0]
+	ip := net.ParseIP(meta.IPv4Addr).To4()
+	if ip == nil {
+		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
+	}
+	table := int(meta.RouteTableID)
 	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
-	// Ask ipamd and build the links that do not depend on the address at
-	// the same time: the call waits on ipamd's checkpoint fsync.
-	type rpcResult struct {
-		reply *networkReply
-		err   error
-	}
-	called := make(chan rpcResult, 1)
-	go func() {
-		r, err := addNetwork(ctx, conf.IPAMDSocket, req)
-		called <- rpcResult{r, err}
-	}()
-	links, linkErr := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
-	if links != nil {
-		defer links.close()
-	}
-	res := <-called
-	reply := res.reply
-	if res.err == nil && (!reply.Success || len(reply.Allocations) == 0 || reply.Allocations[0].IPv4Addr == "" ||
-		net.ParseIP(reply.Allocations[0].IPv4Addr).To4() == nil) {
-		detail := "ipamd answered without an address"
-		if reply.Success && len(reply.Allocations) > 0 && reply.Allocations[0].IPv4Addr != "" {
-			detail = "ipamd returned a bad address " + reply.Allocations[0].IPv4Addr
-		}
-		res.err = types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", detail)
-	}
-	var ip net.IP
-	table := mainTable
-	var meta ipAllocation
-	if res.err == nil {
-		meta = reply.Allocations[0]
-		ip, table = net.ParseIP(meta.IPv4Addr).To4(), int(meta.RouteTableID)
-	}
 	defer func() {
-		if err != nil && res.err == nil {
+		if err != nil {
 			// Leave nothing behind: no links, no rules, no address held.
 			_ = teardownHost(hostName, ip, table, true)
 			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -110,22 +91,14 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 				IfName: args.IfName, NetworkName: conf.Name, PodName: req.PodName, PodNamespace: req.PodNamespace, Reason: "add failed"})
 		}
 	}()
-	if res.err != nil {
-		if links != nil {
-			links.removeVeth()
-		}
-		var cniErr *types.Error
-		if errors.As(res.err, &cniErr) {
-			return cniErr
-		}
-		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", res.err.Error())
+	links, err := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
+	if err == nil {
+		defer links.close()
+		err = links.assign(ip, table)
 	}
-	if linkErr == nil {
-		linkErr = links.assign(ip, table)
-	}
-	if linkErr != nil {
-		log.Error("pod network setup failed", "container", args.ContainerID, "err", linkErr)
-		return types.NewError(types.ErrInternal, "pod network setup failed", linkErr.Error())
+	if err != nil {
+		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
+		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
 	}
 	hostMAC, podMAC := links.hostMAC, links.podMAC
 	if reply.NetworkPolicyMode != "" {

@@ -58,9 +58,11 @@ const maxResponse = 4 << 20
 
 // codeUnavailable etc. are the gRPC status codes the plugin produces itself.
 const (
-	codeUnknown     = 2
-	codeInternal    = 13
-	codeUnavailable = 14
+	codeCanceled         = 1
+	codeDeadlineExceeded = 4
+	codeUnknown          = 2
+	codeInternal         = 13
+	codeUnavailable      = 14
 )
 
 var codeNames = []string{"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound", "AlreadyExists",
@@ -96,10 +98,15 @@ func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, 
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	reply, err := exchange(c, method, req, ctx)
+	var re *rpcError
+	if dl, ok := ctx.Deadline(); ok && errors.As(err, &re) && re.Code == codeCanceled && time.Until(dl) < 100*time.Millisecond {
+		// The server's copy of the deadline (grpc-timeout) ran out first.
+		return nil, &rpcError{Code: codeDeadlineExceeded, Message: context.DeadlineExceeded.Error()}
+	}
 	if err != nil && ctx.Err() != nil {
-		code := 4 // DeadlineExceeded
+		code := codeDeadlineExceeded
 		if errors.Is(ctx.Err(), context.Canceled) {
-			code = 1
+			code = codeCanceled
 		}
 		return nil, &rpcError{Code: code, Message: ctx.Err().Error()}
 	}
@@ -242,6 +249,9 @@ func exchange(c net.Conn, method string, req []byte, ctx context.Context) ([]byt
 				code := uint32(0)
 				if len(p) >= 4 {
 					code = binary.BigEndian.Uint32(p)
+				}
+				if code == 8 { // CANCEL: the server gave up, at its grpc-timeout
+					return nil, &rpcError{Code: codeCanceled, Message: "the server cancelled the call"}
 				}
 				return nil, &rpcError{Code: codeInternal, Message: fmt.Sprintf("stream terminated by RST_STREAM with error code %d", code)}
 			}

@@ -37,6 +37,9 @@ type Authenticator struct {
 	// host the token names (local mode: localcloud).
 	STSForward *url.URL
 	Mode       string
+	// CurrentMode, when set, is read on every request instead of Mode: the
+	// EKS API can change the mode while the cluster runs.
+	CurrentMode func() string
 	// AWSAuth returns the current aws-auth mapping (nil when absent).
 	AWSAuth func() *AWSAuth
 	Entries Entries
@@ -145,8 +148,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*User, 
 	if a.AWSAuth != nil {
 		auth = a.AWSAuth()
 	}
-	m, ok := lookup(id, a.Mode, a.Entries, auth)
-	if !ok && a.Creator != "" && strings.EqualFold(id.CanonicalARN, a.Creator) {
+	mode := a.Mode
+	if a.CurrentMode != nil {
+		mode = a.CurrentMode()
+	}
+	m, ok := lookup(id, mode, a.Entries, auth)
+	if !ok && mode == ModeConfigMap && a.Creator != "" && strings.EqualFold(id.CanonicalARN, a.Creator) {
 		m, ok = &mapped{username: "kubernetes-admin", groups: []string{"system:masters"}, source: "creator"}, true
 	}
 	if !ok {

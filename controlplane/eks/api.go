@@ -47,8 +47,20 @@ func PolicyByARN(arn string) (Policy, bool) {
 	return p, ok
 }
 
+// newUUID is a random RFC 4122-shaped ID, as EKS uses for updates and
+// access entries.
+func newUUID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	id := hex.EncodeToString(b)
+	return id[0:8] + "-" + id[8:12] + "-" + id[12:16] + "-" + id[16:20] + "-" + id[20:]
+}
+
 // API serves the EKS REST-JSON API.
 type API struct {
+	// Creator is the cluster creator's principal ARN, given an access entry
+	// when the cluster leaves CONFIG_MAP mode.
+	Creator string
 	Store   *Store
 	Keys    sigv4.KeyStore
 	Region  string
@@ -160,6 +172,11 @@ func (a *API) route(r *http.Request, body []byte) (any, *apiError) {
 		return a.listAccessPolicies(r)
 	case len(seg) == 2 && seg[0] == "clusters" && m == http.MethodGet:
 		return a.describeCluster(seg[1])
+	case len(seg) == 3 && seg[0] == "clusters" && seg[2] == "update-config" && m == http.MethodPost:
+		if err := a.checkCluster(seg[1]); err != nil {
+			return nil, err
+		}
+		return a.updateClusterConfig(body)
 	}
 	if len(seg) < 3 || seg[0] != "clusters" || seg[2] != "access-entries" {
 		return nil, &apiError{http.StatusNotFound, "UnknownOperationException", fmt.Sprintf("no operation for %s %s", m, r.URL.Path)}
@@ -381,11 +398,7 @@ func (a *API) entryARN(principal string) string {
 		kind = "user"
 	}
 	name = name[strings.LastIndex(name, "/")+1:]
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	id := hex.EncodeToString(b)
-	uuid := id[0:8] + "-" + id[8:12] + "-" + id[12:16] + "-" + id[16:20] + "-" + id[20:]
-	return fmt.Sprintf("arn:aws:eks:%s:%s:access-entry/%s/%s/%s/%s/%s", a.Region, a.Account, c.Name, kind, p[4], name, uuid)
+	return fmt.Sprintf("arn:aws:eks:%s:%s:access-entry/%s/%s/%s/%s/%s", a.Region, a.Account, c.Name, kind, p[4], name, newUUID())
 }
 
 func (a *API) createAccessEntry(body []byte) (any, *apiError) {
@@ -756,4 +769,60 @@ func (a *API) mutateEntry(principal string, fn func(st *state, e *AccessEntry) *
 		return &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
 	}
 	return nil
+}
+
+// updateClusterConfig changes the authentication mode, forward only as EKS
+// allows. Other settings are fixed at start in berth (flags) and refused.
+func (a *API) updateClusterConfig(body []byte) (any, *apiError) {
+	var in struct {
+		AccessConfig *struct {
+			AuthenticationMode *string `json:"authenticationMode"`
+		} `json:"accessConfig"`
+		ClientRequestToken string          `json:"clientRequestToken"`
+		Logging            json.RawMessage `json:"logging"`
+		ResourcesVpcConfig json.RawMessage `json:"resourcesVpcConfig"`
+	}
+	if err := decode(body, &in); err != nil {
+		return nil, err
+	}
+	if in.Logging != nil || in.ResourcesVpcConfig != nil {
+		return nil, invalidParam("berth sets logging and VPC configuration when the control plane starts (--log-types); only accessConfig can be updated")
+	}
+	if in.AccessConfig == nil || in.AccessConfig.AuthenticationMode == nil {
+		return nil, invalidParam("accessConfig.authenticationMode is required")
+	}
+	to := *in.AccessConfig.AuthenticationMode
+	if !authn.ValidMode(to) {
+		return nil, invalidParam("authenticationMode %q is not one of CONFIG_MAP, API, API_AND_CONFIG_MAP", to)
+	}
+	from := a.Store.Cluster().AuthenticationMode
+	if modeRank(to) <= modeRank(from) {
+		return nil, invalidRequest("Unsupported authentication mode update from %s to %s", from, to)
+	}
+	now := a.now().UTC()
+	var saveErr error
+	if err := a.Store.update(func(st *state) error {
+		st.Cluster.AuthenticationMode = to
+		return nil
+	}); err != nil {
+		saveErr = err
+	}
+	if saveErr != nil {
+		return nil, &apiError{http.StatusInternalServerError, "ServerException", saveErr.Error()}
+	}
+	// Leaving CONFIG_MAP, the creator's invisible admin becomes an access
+	// entry, as on EKS.
+	if from == authn.ModeConfigMap && a.Creator != "" && a.Store.Cluster().BootstrapAdmin {
+		if err := a.BootstrapCreator(a.Creator); err != nil {
+			return nil, &apiError{http.StatusInternalServerError, "ServerException", err.Error()}
+		}
+	}
+	return map[string]any{"update": map[string]any{
+		"id":        newUUID(),
+		"status":    "Successful",
+		"type":      "AccessConfigUpdate",
+		"params":    []map[string]string{{"type": "AuthenticationMode", "value": to}},
+		"createdAt": epoch(now),
+		"errors":    []any{},
+	}}, nil
 }

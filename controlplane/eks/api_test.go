@@ -120,3 +120,36 @@ func TestFailedUpdateChangesNothing(t *testing.T) {
 		t.Fatalf("groups changed by a failed update: %v", e.KubernetesGroups)
 	}
 }
+
+// The authentication mode moves only forward, as on EKS, and survives a
+// restart that passes the original mode again.
+func TestUpdateClusterConfigAuthenticationMode(t *testing.T) {
+	a, srv := newAPI(t)
+	a.Store.st.Cluster.AuthenticationMode = authn.ModeConfigMap
+	a.Store.st.Cluster.BootstrapAdmin = true
+	a.Creator = "arn:aws:iam::111122223333:role/Creator"
+	status, code, out := call(t, srv, "POST", "/clusters/c1/update-config", `{"accessConfig":{"authenticationMode":"API_AND_CONFIG_MAP"}}`)
+	if status != 200 || out["update"].(map[string]any)["status"] != "Successful" {
+		t.Fatalf("update: %d %s %v", status, code, out)
+	}
+	if _, ok := a.Store.AccessEntry(a.Creator); !ok {
+		t.Fatal("leaving CONFIG_MAP gave the creator no access entry")
+	}
+	for _, body := range []string{`{"accessConfig":{"authenticationMode":"CONFIG_MAP"}}`, `{"accessConfig":{"authenticationMode":"API_AND_CONFIG_MAP"}}`} {
+		if status, code, _ := call(t, srv, "POST", "/clusters/c1/update-config", body); status != 400 || code != "InvalidRequestException" {
+			t.Fatalf("backward or same mode %s: %d %s", body, status, code)
+		}
+	}
+	for _, body := range []string{`{"accessConfig":{"authenticationMode":"LDAP"}}`, `{"logging":{"clusterLogging":[]}}`, `{}`} {
+		if status, code, _ := call(t, srv, "POST", "/clusters/c1/update-config", body); status != 400 || code != "InvalidParameterException" {
+			t.Fatalf("%s: %d %s", body, status, code)
+		}
+	}
+	if status, _, _ := call(t, srv, "POST", "/clusters/c1/update-config", `{"accessConfig":{"authenticationMode":"API"}}`); status != 200 {
+		t.Fatal("API_AND_CONFIG_MAP → API refused")
+	}
+	again, err := Open(a.Store.path, Cluster{Name: "c1", AuthenticationMode: authn.ModeConfigMap})
+	if err != nil || again.Cluster().AuthenticationMode != authn.ModeAPI {
+		t.Fatalf("mode after reopen: %s %v", again.Cluster().AuthenticationMode, err)
+	}
+}

@@ -97,6 +97,12 @@ func Open(path string, cluster Cluster) (*Store, error) {
 		}
 		cluster.CreatedAt = s.st.Cluster.CreatedAt
 		cluster.CreatorBootstrapped = s.st.Cluster.CreatorBootstrapped
+		// The authentication mode is changed through UpdateClusterConfig,
+		// only forward (CONFIG_MAP → API_AND_CONFIG_MAP → API), as on EKS;
+		// a restart with the first mode's flag does not undo that.
+		if modeRank(s.st.Cluster.AuthenticationMode) > modeRank(cluster.AuthenticationMode) {
+			cluster.AuthenticationMode = s.st.Cluster.AuthenticationMode
+		}
 		if s.st.Cluster.Tags != nil && cluster.Tags == nil {
 			cluster.Tags = s.st.Cluster.Tags
 		}
@@ -213,3 +219,16 @@ func (s *Store) update(fn func(st *state) error) error {
 
 // statePath is where a data dir keeps the EKS state.
 func StatePath(dataDir string) string { return filepath.Join(dataDir, "eks", "state.json") }
+
+// modeRank orders authentication modes the way EKS lets them change.
+func modeRank(m string) int {
+	switch m {
+	case authn.ModeConfigMap:
+		return 1
+	case authn.ModeAPIAndConfigMap:
+		return 2
+	case authn.ModeAPI:
+		return 3
+	}
+	return 0
+}

@@ -158,8 +158,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api := &eks.API{Store: store, Region: s.cfg.Region, Account: account, Log: s.log.With("subsystem", "eks-api")}
-	if s.cfg.BootstrapCreatorAdmin && creator != "" && s.cfg.AuthenticationMode != authn.ModeConfigMap {
+	api := &eks.API{Store: store, Region: s.cfg.Region, Account: account, Creator: creator, Log: s.log.With("subsystem", "eks-api")}
+	if s.cfg.BootstrapCreatorAdmin && creator != "" && store.Cluster().AuthenticationMode != authn.ModeConfigMap {
 		if err := api.BootstrapCreator(creator); err != nil {
 			return err
 		}
@@ -175,7 +175,9 @@ func (s *Server) Run(ctx context.Context) error {
 		Entries:    store,
 		EC2:        newEC2DNS(ec2.NewFromConfig(awsCfg)),
 		Log:        loggers["authenticator"],
-		Creator:    creatorForConfigMap(s.cfg.AuthenticationMode, creator),
+		// The mode can change through UpdateClusterConfig while running.
+		CurrentMode: func() string { return store.Cluster().AuthenticationMode },
+		Creator:     creator,
 	}
 	// Into the Kubernetes registry, so the apiserver's /metrics has them.
 	if err := a.Register(legacyregistry.Registerer()); err != nil {
@@ -261,13 +263,6 @@ func (s *Server) Run(ctx context.Context) error {
 		cancel()
 		return err
 	}
-}
-
-func creatorForConfigMap(mode, creator string) string {
-	if mode == authn.ModeConfigMap {
-		return creator
-	}
-	return ""
 }
 
 func (s *Server) advertiseIP(host string) (string, error) {

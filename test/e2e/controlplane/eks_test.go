@@ -235,6 +235,20 @@ func TestEKSAPI(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// The authentication mode moves forward only, through UpdateClusterConfig.
+	up, err := c.UpdateClusterConfig(ctx, &eks.UpdateClusterConfigInput{Name: aws.String(cluster),
+		AccessConfig: &ekstypes.UpdateAccessConfigRequest{AuthenticationMode: ekstypes.AuthenticationModeApi}})
+	if err != nil || up.Update.Status != ekstypes.UpdateStatusSuccessful {
+		t.Fatalf("UpdateClusterConfig: %+v %v", up, err)
+	}
+	if d, err := c.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(cluster)}); err != nil || d.Cluster.AccessConfig.AuthenticationMode != ekstypes.AuthenticationModeApi {
+		t.Fatalf("mode after update: %v", err)
+	}
+	if _, err := c.UpdateClusterConfig(ctx, &eks.UpdateClusterConfigInput{Name: aws.String(cluster),
+		AccessConfig: &ekstypes.UpdateAccessConfigRequest{AuthenticationMode: ekstypes.AuthenticationModeConfigMap}}); apiErrorCode(err) != "InvalidRequestException" {
+		t.Fatalf("backward mode change: %v", err)
+	}
+
 	// The real aws CLI (Debian awscli) against the same API.
 	out, err := awsCLI(t, e, "eks", "describe-cluster", "--name", cluster)
 	if err != nil || !strings.Contains(out, `"status": "ACTIVE"`) || !strings.Contains(out, e.cp.APIServer) {

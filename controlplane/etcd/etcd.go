@@ -9,8 +9,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -39,12 +41,15 @@ type Config struct {
 	Server TLS
 	// StartTimeout bounds the wait for the member to serve (default 60s).
 	StartTimeout time.Duration
+	// Log receives the member's warnings and errors (default: discarded).
+	Log *slog.Logger
 }
 
 // Member is a running embedded etcd.
 type Member struct {
 	etcd     *embed.Etcd
 	Endpoint string
+	closing  *atomic.Bool
 }
 
 // Start starts the member and waits until it serves clients.
@@ -69,6 +74,11 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	tlsInfo := transport.TLSInfo{CertFile: cfg.Server.CertFile, KeyFile: cfg.Server.KeyFile, TrustedCAFile: cfg.Server.CAFile, ClientCertAuth: true}
 	ec.ClientTLSInfo, ec.PeerTLSInfo = tlsInfo, tlsInfo
 	ec.LogLevel = "error"
+	closing := new(atomic.Bool)
+	if cfg.Log != nil {
+		ec.LogLevel = "warn"
+		ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newLogger(cfg.Log, zap.WarnLevel, closing.Load))
+	}
 	// A one-member cluster needs no long snapshot history; a smaller
 	// snapshot interval keeps the in-memory raft log, and so RSS, small.
 	ec.SnapshotCount = 5000
@@ -92,14 +102,17 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 		e.Close()
 		return nil, ctx.Err()
 	}
-	return &Member{etcd: e, Endpoint: client.String()}, nil
+	return &Member{etcd: e, Endpoint: client.String(), closing: closing}, nil
 }
 
 // Err reports a fatal error of the running member.
 func (m *Member) Err() <-chan error { return m.etcd.Err() }
 
 // Close stops the member.
-func (m *Member) Close() { m.etcd.Close() }
+func (m *Member) Close() {
+	m.closing.Store(true)
+	m.etcd.Close()
+}
 
 // ClientConfig is how a client reaches an etcd cluster.
 func ClientConfig(endpoints []string, id TLS) (clientv3.Config, error) {

@@ -130,6 +130,7 @@ func (s *Server) Run(ctx context.Context) error {
 		m, err := etcd.Start(ctx, etcd.Config{
 			DataDir: s.path("etcd"), ClientAddr: s.cfg.EtcdClientAddr, PeerAddr: s.cfg.EtcdPeerAddr,
 			Server: etcd.TLS{CertFile: s.certs.etcdServer.CertFile, KeyFile: s.certs.etcdServer.KeyFile, CAFile: s.caFile("etcd-ca")},
+			Log:    s.log.With("subsystem", "etcd"),
 		})
 		if err != nil {
 			return err

@@ -3,6 +3,7 @@ package mounter
 import (
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,17 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (loop devices) (CI=true: a missing prerequisite is a failure)")
-	}
-	t.Skip("needs root (loop devices)")
-}
 
 // loop attaches a small sparse file to a loop device, detached at cleanup.
 func loop(t *testing.T) string {
@@ -53,7 +43,7 @@ func link(t *testing.T, target, name string) {
 }
 
 func TestFindDevice(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "loop devices")
 	vol := fmt.Sprintf("vol-0%016x", time.Now().UnixNano())
 	devA, devB := loop(t), loop(t)
 	link(t, devA, ByIDPath(vol))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -96,21 +97,10 @@ func TestLocalDir(t *testing.T) {
 	}
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: a missing privilege is a failure)")
-	}
-	t.Skip("needs root")
-}
-
 // TestBindAndRelease: a read-only bind mount stacked twice on a target is
 // released in one call, the directory removed, and a second call succeeds.
 func TestBindAndRelease(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "mounts")
 	src, target := t.TempDir(), filepath.Join(t.TempDir(), "target")
 	if err := os.Mkdir(target, 0o750); err != nil {
 		t.Fatal(err)

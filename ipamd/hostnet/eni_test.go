@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"net/netip"
 	"slices"
 	"testing"
@@ -73,7 +74,7 @@ func eniRulesIn(t *testing.T, h *netlink.Handle) []string {
 }
 
 func TestSetupENI(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, netlink, nftables")
 	ctx := t.Context()
 	nodeNS, node := newNS(t)
 	vpcNS, vpc := newNS(t)
@@ -194,7 +195,7 @@ func TestSetupENI(t *testing.T) {
 }
 
 func TestSetupENIWaitsForLink(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, netlink, nftables")
 	nodeNS, node := newNS(t)
 	vpcNS, vpc := newNS(t)
 	h := newHost(t, Config{NetNS: nodeNS, MTU: 1500, ExternalSNAT: true})

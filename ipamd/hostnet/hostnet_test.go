@@ -22,17 +22,6 @@ import (
 // crash) deletes them with everything inside; nothing is left in
 // /run/netns.
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("kernel tests need root (CI=true: not skipping)")
-	}
-	t.Skip("kernel tests need root")
-}
-
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -128,7 +129,7 @@ func fwmarkRuleCount(t *testing.T, h *netlink.Handle) int {
 }
 
 func TestSetupPrimary(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, netlink, nftables")
 	primaryMAC := mustMAC(t, "02:00:00:00:00:05")
 	primaryIP := netip.MustParseAddr("10.0.1.10")
 	pfx := func(ss ...string) []netip.Prefix {

@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"net/netip"
 	"slices"
 	"testing"
@@ -11,7 +12,7 @@ import (
 )
 
 func TestPruneStalePodRules(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, netlink, nftables")
 	ctx := t.Context()
 	nodeNS, node := newNS(t)
 	for _, name := range []string{"eni1", "eni2", "other0"} {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"net"
 	"net/netip"
 	"os"
@@ -243,7 +244,7 @@ func addNodePortDNAT(t *testing.T, ns netns.NsHandle, port int) {
 }
 
 func TestSNATTraffic(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, netlink, nftables")
 	ctx := t.Context()
 	n := newTrafficNet(t)
 	const port = 7000

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -30,17 +31,6 @@ import (
 	"github.com/berth-io/berth/localcloud/server"
 )
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the datapath tests need root (CI runs as root)")
-	}
-	t.Skip("needs root")
-}
-
 type cloud struct {
 	srv    *server.Server
 	c      *ec2sdk.Client
@@ -50,7 +40,7 @@ type cloud struct {
 
 func startCloud(t testing.TB, state, reg string) *cloud {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t, "netns, loop devices")
 	cfg := server.DefaultConfig(state)
 	cfg.EC2.AttachDelayMin, cfg.EC2.AttachDelayMax = 50*time.Millisecond, 150*time.Millisecond
 	cfg.EC2.InstanceStartDelay, cfg.EC2.VolumeCreateDelay = 0, 0

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/berth-io/berth/internal/testenv"
 	"net"
 	"net/http"
 	"os"
@@ -18,13 +19,7 @@ import (
 // Require fails (under CI=true) or skips the test when ok is false.
 func Require(t testing.TB, ok bool, what string) {
 	t.Helper()
-	if ok {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing prerequisite is a failure)", what)
-	}
-	t.Skip(what)
+	testenv.Require(t, ok, what)
 }
 
 // Bin returns the path of a built binary: $BERTH_BIN/name, or the

@@ -184,7 +184,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := a.Register(legacyregistry.Registerer()); err != nil {
 		return err
 	}
-	webhookAddr, err := s.serveTLS(ctx, goRun, "authenticator", "127.0.0.1:0", s.certs.webhook, a)
+	webhookAddr, err := s.serveTLS(goRun, "authenticator", "127.0.0.1:0", s.certs.webhook, a)
 	if err != nil {
 		return err
 	}
@@ -198,10 +198,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	// The process's own client is the only system:masters identity: it
 	// must work before any RBAC binding exists.
-	admin, err := s.restConfig(host, port, s.certs.superAdmin)
-	if err != nil {
-		return err
-	}
+	admin := s.restConfig(host, port, s.certs.superAdmin)
 	if err := s.waitReady(ctx, admin, errc); err != nil {
 		return err
 	}
@@ -237,13 +234,13 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 
 	api.Keys = newKeyStore(s.log, account, s.cfg.EKSCredentialsFile)
-	if _, err := s.serve(ctx, goRun, "eks-api", s.cfg.EKSListen, api); err != nil {
+	if _, err := s.serve(goRun, "eks-api", s.cfg.EKSListen, api); err != nil {
 		return err
 	}
 	if s.cfg.MetricsAddr != "" {
 		// The same registry as the apiserver's /metrics, without its
 		// authentication, for a scraper on the host.
-		if _, err := s.serve(ctx, goRun, "metrics", s.cfg.MetricsAddr, legacyregistry.Handler()); err != nil {
+		if _, err := s.serve(goRun, "metrics", s.cfg.MetricsAddr, legacyregistry.Handler()); err != nil {
 			return err
 		}
 	}
@@ -522,7 +519,7 @@ func (s *Server) schedulerArgs(kubeconfig string) []string {
 	}
 }
 
-func (s *Server) restConfig(host string, port int, id *pki.Pair) (*rest.Config, error) {
+func (s *Server) restConfig(host string, port int, id *pki.Pair) *rest.Config {
 	h := host
 	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
 		h = "127.0.0.1"
@@ -533,7 +530,7 @@ func (s *Server) restConfig(host string, port int, id *pki.Pair) (*rest.Config, 
 			CAData: s.certs.ca.CertPEM, CertData: id.CertPEM, KeyData: id.KeyPEM,
 		},
 		QPS: 50, Burst: 100,
-	}, nil
+	}
 }
 
 func (s *Server) waitReady(ctx context.Context, cfg *rest.Config, errc <-chan error) error {
@@ -566,7 +563,7 @@ func (s *Server) waitReady(ctx context.Context, cfg *rest.Config, errc <-chan er
 }
 
 func (s *Server) writeKubeconfig(name, host string, port int, user string, id *pki.Pair) (string, error) {
-	cfg, _ := s.restConfig(host, port, id)
+	cfg := s.restConfig(host, port, id)
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[s.cfg.ClusterName] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.certs.ca.CertPEM}
 	kc.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: id.CertPEM, ClientKeyData: id.KeyPEM}
@@ -587,7 +584,7 @@ func (s *Server) writeConfig(name string, kc *clientcmdapi.Config) (string, erro
 // writeIAMKubeconfig writes a kubeconfig that authenticates with an IAM
 // identity through `berth token`, as `aws eks update-kubeconfig` would.
 func (s *Server) writeIAMKubeconfig(host string, port int) error {
-	cfg, _ := s.restConfig(host, port, s.certs.admin)
+	cfg := s.restConfig(host, port, s.certs.admin)
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[s.cfg.ClusterName] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: s.certs.ca.CertPEM}
 	exec := &clientcmdapi.ExecConfig{
@@ -624,7 +621,7 @@ func (s *Server) writeWebhookKubeconfig(addr string) error {
 	return nil
 }
 
-func (s *Server) serveTLS(ctx context.Context, goRun func(string, func(context.Context) error), name, addr string, id *pki.Pair, h http.Handler) (string, error) {
+func (s *Server) serveTLS(goRun func(string, func(context.Context) error), name, addr string, id *pki.Pair, h http.Handler) (string, error) {
 	cert, err := tls.X509KeyPair(id.CertPEM, id.KeyPEM)
 	if err != nil {
 		return "", err
@@ -637,7 +634,7 @@ func (s *Server) serveTLS(ctx context.Context, goRun func(string, func(context.C
 	return s.serveOn(goRun, name, ln, h), nil
 }
 
-func (s *Server) serve(ctx context.Context, goRun func(string, func(context.Context) error), name, addr string, h http.Handler) (string, error) {
+func (s *Server) serve(goRun func(string, func(context.Context) error), name, addr string, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("%s listen: %w", name, err)

@@ -103,12 +103,20 @@ func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, 
 		// The server's copy of the deadline (grpc-timeout) ran out first.
 		return nil, &rpcError{Code: codeDeadlineExceeded, Message: context.DeadlineExceeded.Error()}
 	}
-	if err != nil && ctx.Err() != nil {
-		code := codeDeadlineExceeded
-		if errors.Is(ctx.Err(), context.Canceled) {
-			code = codeCanceled
+	if err != nil {
+		// The connection's deadline is the context's, and the read can time
+		// out a moment before the context's own timer marks it done: a
+		// passed deadline is DeadlineExceeded either way, as in grpc-go.
+		if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+			return nil, &rpcError{Code: codeDeadlineExceeded, Message: context.DeadlineExceeded.Error()}
 		}
-		return nil, &rpcError{Code: code, Message: ctx.Err().Error()}
+		if ctx.Err() != nil {
+			code := codeDeadlineExceeded
+			if errors.Is(ctx.Err(), context.Canceled) {
+				code = codeCanceled
+			}
+			return nil, &rpcError{Code: code, Message: ctx.Err().Error()}
+		}
 	}
 	return reply, err
 }

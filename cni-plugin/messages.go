@@ -109,14 +109,27 @@ func delNetwork(ctx context.Context, socket string, m *delNetworkRequest) (*netw
 }
 
 // enforceNpToPod is NPBackend.EnforceNpToPod; it reports Success.
-func enforceNpToPod(ctx context.Context, socket, podName, podNamespace string, interfaces int32) (bool, error) {
+func enforceNpToPod(ctx context.Context, socket, podName, podNamespace, mode string, interfaces int32) (bool, error) {
 	var req []byte
 	req = pbString(req, 1, podName)
 	req = pbString(req, 2, podNamespace)
+	req = pbString(req, 3, mode)
 	if interfaces != 0 {
 		req = pbVarint(req, 4, uint64(interfaces))
 	}
-	b, err := unaryCall(ctx, socket, methodEnforceNpToPod, req)
+	return npSuccess(unaryCall(ctx, socket, methodEnforceNpToPod, req))
+}
+
+// deletePodNp is NPBackend.DeletePodNp; it reports Success.
+func deletePodNp(ctx context.Context, socket, podName, podNamespace string) (bool, error) {
+	var req []byte
+	req = pbString(req, 1, podName)
+	req = pbString(req, 2, podNamespace)
+	return npSuccess(unaryCall(ctx, socket, methodDeletePodNp, req))
+}
+
+// npSuccess reads the Success field both NPBackend replies carry first.
+func npSuccess(b []byte, err error) (bool, error) {
 	if err != nil {
 		return false, err
 	}

@@ -102,7 +102,7 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	}
 	hostMAC, podMAC := links.hostMAC, links.podMAC
 	if reply.NetworkPolicyMode != "" {
-		if err := enforcePolicy(conf, req); err != nil {
+		if err := enforcePolicy(conf, req, reply.NetworkPolicyMode); err != nil {
 			return types.NewError(types.ErrInternal, "network policy setup failed", err.Error())
 		}
 	}
@@ -123,13 +123,13 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 
 // enforcePolicy asks the policy agent to apply the pod's policies before
 // the pod starts; without an agent there is nothing to do.
-func enforcePolicy(conf *NetConf, req *addNetworkRequest) error {
+func enforcePolicy(conf *NetConf, req *addNetworkRequest, mode string) error {
 	if _, err := os.Stat(conf.NPASocket); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ok, err := enforceNpToPod(ctx, conf.NPASocket, req.PodName, req.PodNamespace, 1)
+	ok, err := enforceNpToPod(ctx, conf.NPASocket, req.PodName, req.PodNamespace, mode, 1)
 	if err != nil {
 		return fmt.Errorf("EnforceNpToPod: %w", err)
 	}
@@ -214,6 +214,14 @@ func cmdDel(args *skel.CmdArgs) error {
 				ip, table = a, int(m.RouteTableID)
 			}
 		}
+	}
+	// The agent forgets the pod's policy state; DEL must succeed without it.
+	if _, err := os.Stat(conf.NPASocket); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := deletePodNp(ctx, conf.NPASocket, string(k8s.K8S_POD_NAME), string(k8s.K8S_POD_NAMESPACE)); err != nil {
+			log.Warn("policy agent DeletePodNp failed", "err", err)
+		}
+		cancel()
 	}
 	// Keep the veth when the pod's namespace is still there: the runtime
 	// deletes the namespace next, and the pair with it.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"crypto/rand"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Rule priorities and the pod gateway of the Amazon VPC CNI datapath.
@@ -24,11 +24,8 @@ const (
 
 var podGateway = net.IPv4(169, 254, 1, 1).To4()
 
-// hostVethName is <prefix><first 11 hex of sha1("<namespace>.<pod>")>.
-func hostVethName(prefix, namespace, pod string) string {
-	h := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(h[:])[:11]
-}
+// hostVethName is the VPC CNI's name for a pod's host veth.
+func hostVethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
 
 func randomMAC() net.HardwareAddr {
 	b := make([]byte, 6)

@@ -28,6 +28,7 @@ const (
 	methodAddNetwork     = "/rpc.CNIBackend/AddNetwork"
 	methodDelNetwork     = "/rpc.CNIBackend/DelNetwork"
 	methodEnforceNpToPod = "/rpc.NPBackend/EnforceNpToPod"
+	methodDeletePodNp    = "/rpc.NPBackend/DeletePodNp"
 	methodHealthCheck    = "/grpc.health.v1.Health/Check"
 )
 

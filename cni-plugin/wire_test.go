@@ -54,7 +54,11 @@ func (f *fakeBackend) DelNetwork(_ context.Context, r *rpc.DelNetworkRequest) (*
 }
 
 func (f *fakeBackend) EnforceNpToPod(_ context.Context, r *rpc.EnforceNpRequest) (*rpc.EnforceNpReply, error) {
-	return &rpc.EnforceNpReply{Success: r.K8S_POD_NAME == "p" && r.InterfaceCount == 1}, nil
+	return &rpc.EnforceNpReply{Success: r.K8S_POD_NAME == "p" && r.NETWORK_POLICY_MODE == "strict" && r.InterfaceCount == 1}, nil
+}
+
+func (f *fakeBackend) DeletePodNp(_ context.Context, r *rpc.DeleteNpRequest) (*rpc.DeleteNpReply, error) {
+	return &rpc.DeleteNpReply{Success: r.K8S_POD_NAME == "p" && r.K8S_POD_NAMESPACE == "ns"}, nil
 }
 
 func serve(t *testing.T) (string, *fakeBackend, *health.Server) {
@@ -113,9 +117,15 @@ func TestWireAddDel(t *testing.T) {
 	if err != nil || len(r.Allocations) != 1 || r.Allocations[0].IPv4Addr != "10.0.0.9" {
 		t.Fatalf("big reply: %+v %v", r, err)
 	}
-	ok, err := enforceNpToPod(ctx, sock, "p", "ns", 1)
+	ok, err := enforceNpToPod(ctx, sock, "p", "ns", "strict", 1)
 	if err != nil || !ok {
 		t.Fatalf("EnforceNpToPod: %v %v", ok, err)
+	}
+	if ok, err = enforceNpToPod(ctx, sock, "p", "ns", "standard", 1); err != nil || ok {
+		t.Fatalf("EnforceNpToPod lost the mode: %v %v", ok, err)
+	}
+	if ok, err = deletePodNp(ctx, sock, "p", "ns"); err != nil || !ok {
+		t.Fatalf("DeletePodNp: %v %v", ok, err)
 	}
 }
 

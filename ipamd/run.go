@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +20,7 @@ import (
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/metrics"
 	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/config"
 	"github.com/berth-io/berth/ipamd/datastore"
@@ -203,10 +202,7 @@ func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error
 }
 
 // VethName is the host-side name of a pod's veth, as the VPC CNI names it.
-func VethName(prefix, namespace, pod string) string {
-	h := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(h[:])[:11]
-}
+func VethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
 
 // sweepOrphans releases, every 30 s, addresses whose pod veth is gone
 // (a DEL that could not reach ipamd, then the runtime deleted the pod's

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/metrics"
+	"github.com/berth-io/berth/internal/unixsock"
 	"github.com/berth-io/berth/internal/version"
 	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/cloud"
@@ -123,7 +123,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	rpc.RegisterConfigServerBackendServer(gs, srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	ln, err := listenUnix(f.socket)
+	ln, err := unixsock.Listen(f.socket)
 	if err != nil {
 		return err
 	}
@@ -165,24 +165,6 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	<-ctx.Done()
 	log.Info("ipamd stopping")
 	return nil
-}
-
-func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
-	}
-	return ln, nil
 }
 
 func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error {

@@ -1,0 +1,400 @@
+// Package agent is berth-netpol's control loop: it follows the
+// PolicyEndpoints of the cluster and the pods of its node, compiles each
+// local pod's policy and hands it to the eBPF datapath, and serves the
+// NPBackend calls berth-cni makes before a pod's ADD returns.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	pe "github.com/berth-io/berth/api/policyendpoint/v1alpha1"
+	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/netpol/datapath"
+)
+
+// Modes of NETWORK_POLICY_ENFORCING_MODE.
+const (
+	ModeStandard = "standard"
+	ModeStrict   = "strict"
+)
+
+// Datapath is what the agent needs of netpol/datapath.
+type Datapath interface {
+	Apply(ifindex int, p datapath.Policy) error
+	Attach(ifindex int) error
+	Remove(ifindex int) error
+	Attached() ([]int, error)
+}
+
+// Config configures an Agent.
+type Config struct {
+	NodeName   string
+	Mode       string // the default when berth-cni does not say
+	VethPrefix string
+	Kube       kubernetes.Interface
+	Dynamic    dynamic.Interface
+	Datapath   Datapath
+	// LinkIndex finds a host veth's ifindex by name (netlink in production).
+	LinkIndex func(name string) (int, error)
+	Metrics   *Metrics
+	Events    EventSink
+	Log       *slog.Logger
+}
+
+// EventSink reports PolicyEndpoints the agent could not fully enforce.
+type EventSink interface {
+	Warn(obj types.NamespacedName, reason, msg string)
+}
+
+// Agent keeps every local pod's datapath policy equal to what the
+// PolicyEndpoints say.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	synced   bool
+	chunks   map[types.NamespacedName]map[string]*pe.PolicyEndpoint // by policy, then object name
+	sets     map[types.NamespacedName]*policySet                    // complete sets in force
+	pods     map[types.NamespacedName]*localPod
+	attr     attribution
+	podStore cache.Store
+}
+
+// localPod is a pod of this node whose veth the agent enforces.
+type localPod struct {
+	ifindex int
+	mode    string
+	applied *datapath.Policy
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) *Agent {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeStandard
+	}
+	if cfg.VethPrefix == "" {
+		cfg.VethPrefix = "eni"
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Agent{cfg: cfg, log: cfg.Log, chunks: map[types.NamespacedName]map[string]*pe.PolicyEndpoint{},
+		sets: map[types.NamespacedName]*policySet{}, pods: map[types.NamespacedName]*localPod{}}
+}
+
+// Start runs the informers and returns once their caches are in sync and
+// pods enforced before a restart are enforced again; the loops stop with ctx.
+func (a *Agent) Start(ctx context.Context) error {
+	pf := informers.NewSharedInformerFactoryWithOptions(a.cfg.Kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", a.cfg.NodeName).String()
+	}))
+	podInf := pf.Core().V1().Pods().Informer()
+	a.podStore = podInf.GetStore()
+	df := dynamicinformer.NewDynamicSharedInformerFactory(a.cfg.Dynamic, 0)
+	peInf := df.ForResource(pe.GroupVersionResource).Informer()
+	if _, err := peInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { a.peChanged(o, false) },
+		UpdateFunc: func(_, o any) { a.peChanged(o, false) },
+		DeleteFunc: func(o any) { a.peChanged(o, true) },
+	}); err != nil {
+		return fmt.Errorf("policy endpoint handler: %w", err)
+	}
+	if _, err := podInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, o any) { a.podChanged(o, false) },
+		DeleteFunc: func(o any) { a.podChanged(o, true) },
+	}); err != nil {
+		return fmt.Errorf("pod handler: %w", err)
+	}
+	pf.Start(ctx.Done())
+	df.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), podInf.HasSynced, peInf.HasSynced) {
+		return fmt.Errorf("policy endpoint and pod caches did not sync: %w", context.Cause(ctx))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.synced = true
+	return a.recover()
+}
+
+// recover takes back the pods whose programs outlived the previous agent:
+// their pinned links still enforce the old policy, which is now brought up
+// to date; links of pods that are gone are removed.
+func (a *Agent) recover() error {
+	attached, err := a.cfg.Datapath.Attached()
+	if err != nil {
+		return fmt.Errorf("list attached pods: %w", err)
+	}
+	byIndex := map[int]types.NamespacedName{}
+	for _, o := range a.podStore.List() {
+		p := o.(*corev1.Pod)
+		if p.Spec.HostNetwork {
+			continue
+		}
+		idx, err := a.cfg.LinkIndex(vethname.For(a.cfg.VethPrefix, p.Namespace, p.Name))
+		if err == nil {
+			byIndex[idx] = types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		}
+	}
+	for _, idx := range attached {
+		key, ok := byIndex[idx]
+		if !ok {
+			if err := a.cfg.Datapath.Remove(idx); err != nil {
+				a.log.Warn("remove state of a gone pod", "ifindex", idx, "err", err)
+			}
+			continue
+		}
+		a.pods[key] = &localPod{ifindex: idx, mode: a.cfg.Mode}
+		if err := a.sync(key, nil); err != nil {
+			a.log.Error("re-enforce pod after restart", "pod", key, "err", err)
+		}
+	}
+	a.log.Info("policy agent in sync", "policies", len(a.sets), "pods", len(a.pods))
+	return nil
+}
+
+// Enforce is EnforceNpToPod: it returns once the pod's programs are
+// attached with its final policy in their maps.
+func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string) error {
+	start := time.Now()
+	if mode == "" {
+		mode = a.cfg.Mode
+	}
+	if mode != ModeStandard && mode != ModeStrict {
+		return fmt.Errorf("network policy mode %q: want standard or strict", mode)
+	}
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	veth := vethname.For(a.cfg.VethPrefix, namespace, name)
+	idx, err := a.cfg.LinkIndex(veth)
+	if err != nil {
+		return fmt.Errorf("pod %s: host veth %s: %w", key, veth, err)
+	}
+	// The pod object exists before its sandbox does; when the informer has
+	// not seen it yet, read it, so its labels select its policies now.
+	var podLabels map[string]string
+	if p := a.cachedPod(key); p != nil {
+		podLabels = p.Labels
+	} else if p, err := a.cfg.Kube.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		podLabels = p.Labels
+	} else if !apierrors.IsNotFound(err) {
+		a.log.Warn("pod labels unavailable; using the controller's endpoint lists", "pod", key, "err", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.synced {
+		return errors.New("policy agent is not in sync with the API server yet")
+	}
+	lp := &localPod{ifindex: idx, mode: mode}
+	if old, ok := a.pods[key]; ok && old.ifindex != idx {
+		_ = a.cfg.Datapath.Remove(old.ifindex)
+	}
+	a.pods[key] = lp
+	if err := a.sync(key, podLabels); err != nil {
+		delete(a.pods, key)
+		return err
+	}
+	if err := a.cfg.Datapath.Attach(idx); err != nil {
+		delete(a.pods, key)
+		_ = a.cfg.Datapath.Remove(idx)
+		return fmt.Errorf("attach programs to %s: %w", veth, err)
+	}
+	a.cfg.Metrics.observeEnforce(time.Since(start))
+	a.cfg.Metrics.setPods(len(a.pods))
+	return nil
+}
+
+// Delete is DeletePodNp; it is idempotent.
+func (a *Agent) Delete(namespace, name string) error {
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lp, ok := a.pods[key]
+	if !ok {
+		return nil
+	}
+	delete(a.pods, key)
+	a.cfg.Metrics.setPods(len(a.pods))
+	if err := a.cfg.Datapath.Remove(lp.ifindex); err != nil {
+		return fmt.Errorf("remove policy of %s: %w", key, err)
+	}
+	return nil
+}
+
+func (a *Agent) cachedPod(key types.NamespacedName) *corev1.Pod {
+	if a.podStore == nil {
+		return nil
+	}
+	o, ok, err := a.podStore.GetByKey(key.String())
+	if err != nil || !ok {
+		return nil
+	}
+	return o.(*corev1.Pod)
+}
+
+// sync compiles one pod's policy and applies it when it changed. podLabels
+// nil means "take them from the cache".
+func (a *Agent) sync(key types.NamespacedName, podLabels map[string]string) error {
+	lp := a.pods[key]
+	if lp == nil {
+		return nil
+	}
+	if podLabels == nil {
+		if p := a.cachedPod(key); p != nil {
+			podLabels = p.Labels
+		}
+	}
+	var selecting []*policySet
+	for _, s := range a.sets {
+		if s.selects(key, podLabels) {
+			selecting = append(selecting, s)
+		}
+	}
+	var pol datapath.Policy
+	switch {
+	case len(selecting) > 0:
+		var bad []badEntry
+		pol, bad = compile(selecting, &a.attr)
+		for _, b := range bad {
+			a.cfg.Metrics.invalidRule()
+			a.log.Warn("skipping a rule the datapath cannot enforce", "policy", b.set.ref, "pod", key, "reason", b.reason)
+			if a.cfg.Events != nil {
+				for _, c := range b.set.chunks {
+					a.cfg.Events.Warn(types.NamespacedName{Namespace: b.set.ref.Namespace, Name: c}, "InvalidRule", b.reason)
+				}
+			}
+		}
+	case lp.mode == ModeStrict:
+		pol = datapath.DenyAll
+	default:
+		pol = datapath.AllowAll
+	}
+	if lp.applied != nil && reflect.DeepEqual(*lp.applied, pol) {
+		return nil
+	}
+	if err := a.cfg.Datapath.Apply(lp.ifindex, pol); err != nil {
+		return fmt.Errorf("apply policy of %s: %w", key, err)
+	}
+	lp.applied = &pol
+	return nil
+}
+
+func (a *Agent) peChanged(o any, deleted bool) {
+	start := time.Now()
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	var obj pe.PolicyEndpoint
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &obj); err != nil {
+		a.log.Warn("unreadable policy endpoint", "name", u.GetNamespace()+"/"+u.GetName(), "err", err)
+		a.cfg.Metrics.invalidRule()
+		return
+	}
+	ref := types.NamespacedName{Namespace: obj.Spec.PolicyRef.Namespace, Name: obj.Spec.PolicyRef.Name}
+	if ref.Namespace == "" {
+		ref.Namespace = obj.Namespace
+	}
+	if ref.Name == "" {
+		a.log.Warn("policy endpoint without policyRef", "name", obj.Namespace+"/"+obj.Name)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.chunks[ref]
+	if m == nil {
+		m = map[string]*pe.PolicyEndpoint{}
+		a.chunks[ref] = m
+	}
+	if deleted {
+		delete(m, obj.Name)
+	} else {
+		m[obj.Name] = &obj
+	}
+	objs := make([]*pe.PolicyEndpoint, 0, len(m))
+	for _, c := range m {
+		objs = append(objs, c)
+	}
+	old := a.sets[ref]
+	switch set, ok, err := completeSet(ref, objs); {
+	case err != nil:
+		a.log.Warn("policy endpoints not usable; keeping the last complete set", "policy", ref, "err", err)
+		a.cfg.Metrics.invalidRule()
+		return
+	case len(objs) == 0:
+		delete(a.chunks, ref)
+		delete(a.sets, ref)
+	case !ok:
+		return // a generation is half-written: the old one stays in force
+	default:
+		a.sets[ref] = set
+	}
+	if !a.synced {
+		return
+	}
+	for key := range a.pods {
+		// Only pods of the policy's namespace can be selected by it.
+		if key.Namespace != ref.Namespace && (old == nil || !old.endpoints[key]) {
+			continue
+		}
+		if err := a.sync(key, nil); err != nil {
+			a.log.Error("enforce policy change", "pod", key, "err", err)
+		}
+	}
+	a.cfg.Metrics.observeProgramming(time.Since(start))
+}
+
+func (a *Agent) podChanged(o any, deleted bool) {
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	p, ok := o.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.synced {
+		return
+	}
+	if deleted {
+		if lp, ok := a.pods[key]; ok {
+			delete(a.pods, key)
+			_ = a.cfg.Datapath.Remove(lp.ifindex)
+			a.cfg.Metrics.setPods(len(a.pods))
+		}
+		return
+	}
+	if err := a.sync(key, p.Labels); err != nil {
+		a.log.Error("enforce pod label change", "pod", key, "err", err)
+	}
+}
+
+// RuleName is the policy and rule a verdict's rule ID stands for.
+func (a *Agent) RuleName(id uint32) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.attr.name(id)
+}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -40,7 +39,7 @@ func TestJoin(t *testing.T) {
 		e2e.Require(t, err == nil, tool+" not installed (make deps)")
 	}
 	kubeletBin, berthBin, bootstrapBin := e2e.Bin(t, "kubelet"), e2e.Bin(t, "berth"), e2e.Bin(t, "berth-bootstrap")
-	hostIP := hostAddress(t)
+	hostIP := e2e.HostAddress(t)
 	ctx := context.Background()
 
 	cache := t.TempDir() // kubectl's discovery cache, not ~/.kube/cache
@@ -49,8 +48,8 @@ func TestJoin(t *testing.T) {
 	// localcloud's API listens on loopback, so a forwarder on the host
 	// address carries STS calls: the node presigns its token for it and the
 	// control plane verifies the token through it.
-	sts := forward(t, hostIP, strings.TrimPrefix(lc.Endpoint, "http://"))
-	api := listenAddr(t, hostIP)
+	sts := e2e.Forward(t, hostIP, strings.TrimPrefix(lc.Endpoint, "http://"))
+	api := e2e.ListenAddr(t, hostIP)
 	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "demo",
 		"--listen", api, "--sts-endpoint", "http://"+sts, "--log-types", "audit")
 
@@ -267,63 +266,6 @@ func nodeEnv() []string {
 		}
 	}
 	return append(env, "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null")
-}
-
-// hostAddress is the host's first global IPv4 address, which instances
-// reach through their VPC router.
-func hostAddress(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
-			return n.IP.String()
-		}
-	}
-	e2e.Require(t, false, "no global IPv4 address on the host for instances to reach")
-	return ""
-}
-
-func listenAddr(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// forward relays TCP connections from ip:<free port> to target until the
-// test ends, and returns the listening address.
-func forward(t *testing.T, ip, target string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer in.Close()
-				out, err := net.DialTimeout("tcp", target, 5*time.Second)
-				if err != nil {
-					return
-				}
-				defer out.Close()
-				go func() { _, _ = io.Copy(out, in); out.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(in, out)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // ownSubnet makes a VPC with a random 10.x.0.0/16, so that the host route

@@ -27,7 +27,7 @@ BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd 
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler libprotobuf-dev iproute2 nftables containernetworking-plugins \
 	containerd runc awscli e2fsprogs xfsprogs util-linux kmod curl ca-certificates
 
-.PHONY: help deps build test bench up down proto generate lint clean
+.PHONY: help deps build test bench up down proto bpf generate lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ proto: ## Regenerate proto/rpc from proto/rpc.proto with the pinned generators
 		--go_out=. --go_opt=module=$(MODULE) \
 		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) \
 		proto/rpc.proto
+
+bpf: ## Regenerate the netpol BPF objects from netpol/bpf (needs clang and llvm-strip; output committed)
+	cd netpol/datapath && $(GO) generate ./...
 
 generate: proto ## Rerun every code generator
 

@@ -3,6 +3,7 @@ module github.com/berth-io/berth
 go 1.26.0
 
 tool (
+	github.com/cilium/ebpf/cmd/bpf2go
 	github.com/containernetworking/cni/cnitool
 	github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity
 	google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -20,6 +21,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/efs v1.41.18
 	github.com/aws/aws-sdk-go-v2/service/sts v1.52.0
 	github.com/aws/smithy-go v1.28.9
+	github.com/cilium/ebpf v0.22.0
 	github.com/pelletier/go-toml/v2 v2.2.4
 	github.com/prometheus/client_golang v1.25.0
 	github.com/spf13/cobra v1.10.2

@@ -1,0 +1,548 @@
+//go:build ignore
+
+// berth-netpol datapath: NetworkPolicy enforcement on a pod's host veth.
+//
+// netpol_egress runs on TCX ingress of the host veth (packets the pod sends:
+// pod egress, matched on the destination); netpol_ingress runs on TCX egress
+// of the host veth (packets to the pod: pod ingress, matched on the source).
+// Everything is keyed by the host veth's ifindex. See netpol/README.md for
+// the map layout and the established-flow rule.
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// TCX verdicts (newer than the installed uapi headers). NEXT lets programs
+// attached after ours see an allowed packet; at the end of the chain it
+// passes.
+#define TCX_NEXT -1
+#define TCX_DROP 2
+
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+#define VERDICT_ALLOW 0
+#define VERDICT_DENY 1
+
+// pod_state.flags
+#define POD_ISOLATED_INGRESS (1 << 0)
+#define POD_ISOLATED_EGRESS (1 << 1)
+
+// rule.flags
+#define RULE_ANY_PEER (1 << 0)
+#define RULE_ANY_PORT (1 << 1)
+
+// Upper bound of the rule loop per direction (userspace refuses more).
+#define MAX_RULES 65536
+
+// Conntrack idle timeouts: an entry idle longer is treated as absent.
+#define CT_TIMEOUT_TCP (12ULL * 3600 * 1000000000ULL)
+#define CT_TIMEOUT_OTHER (300ULL * 1000000000ULL)
+// last_seen is refreshed at most this often, to keep writes off the fast path.
+#define CT_REFRESH (1000000000ULL)
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+// linux/icmp.h drags in libc headers; the echo header is all we read.
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+struct icmp_echo {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;
+	__be16 sequence;
+};
+
+#ifndef IPPROTO_SCTP
+#define IPPROTO_SCTP 132
+#endif
+
+// Per pod (host veth ifindex). ruleset is also the policy generation:
+// every Apply writes a new one.
+struct pod_state {
+	__u32 ruleset;
+	__u32 flags;
+	__u32 n_rules[2]; // indexed by DIR_*
+};
+
+struct rule_key {
+	__u32 ruleset;
+	__u32 dir;
+	__u32 index;
+};
+
+struct rule {
+	__u32 peer_set;
+	__u32 port_set;
+	__u32 flags;
+	__u32 id;
+};
+
+// LPM key of the peer sets: prefixlen covers set (32 bits, always
+// matched) plus the address prefix.
+struct peer_key {
+	__u32 prefixlen;
+	__u32 set;
+	__be32 addr;
+};
+
+// member 0 marks an Except: the longest prefix decides.
+struct peer_val {
+	__u32 id; // rule ID of a merged set's member, 0: the rule's own
+	__u32 member;
+};
+
+// LPM key of the port sets: set and proto always matched; pad is always 0;
+// the port prefix expresses ranges. prefixlen 40 matches every port of
+// proto.
+struct port_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+};
+
+// Conntrack is keyed by the flow as first seen, scoped to the veth it was
+// seen on, so one pod's packets can never create or match another's
+// entries.
+struct ct_key {
+	__u32 ifindex;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_val {
+	__u64 last_seen;
+	__u32 generation; // pod_state.ruleset when last evaluated
+	__u32 rule_id;
+	__u32 dir; // direction the flow was opened in
+	__u32 pad;
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct settings {
+	__u32 log_enabled;
+	__u32 log_per_second;
+};
+
+struct log_window {
+	__u64 start;
+	__u64 count;
+};
+
+struct event {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 verdict;
+	__u8 pad;
+	__u32 ifindex;
+	__u32 rule_id;
+};
+
+// Keeps struct event in BTF for bpf2go's generated Go type.
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct pod_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rule_key);
+	__type(value, struct rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 21);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct peer_key);
+	__type(value, struct peer_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peer_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct port_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_sets SEC(".maps");
+
+// Sources always allowed into pods (the node's addresses: kubelet probes).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} node_ips SEC(".maps");
+
+// max_entries is set from Config.ConntrackSize at load.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
+// Index dir*2 + verdict.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct log_window);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} log_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} verdicts SEC(".maps");
+
+struct flow {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 has_ports; // TCP, UDP, SCTP: rules with Ports can match
+};
+
+struct eval_ctx {
+	const struct flow *f;
+	__u32 ruleset;
+	__u32 dir;
+	__u32 allowed;
+	__u32 rule_id;
+};
+
+static long eval_rule(__u64 index, void *data)
+{
+	struct eval_ctx *c = data;
+	struct rule_key rk = {.ruleset = c->ruleset, .dir = c->dir, .index = (__u32)index};
+	struct rule *r = bpf_map_lookup_elem(&rules, &rk);
+	if (!r)
+		return 1; // a torn ruleset cannot happen (see Apply); fail closed
+
+	__u32 id = r->id;
+	if (!(r->flags & RULE_ANY_PEER)) {
+		struct peer_key pk = {
+			.prefixlen = 64,
+			.set = r->peer_set,
+			.addr = c->dir == DIR_INGRESS ? c->f->saddr : c->f->daddr,
+		};
+		struct peer_val *pv = bpf_map_lookup_elem(&peer_sets, &pk);
+		if (!pv || !pv->member)
+			return 0;
+		if (pv->id)
+			id = pv->id;
+	}
+	if (!(r->flags & RULE_ANY_PORT)) {
+		if (!c->f->has_ports)
+			return 0;
+		struct port_key k = {
+			.prefixlen = 64,
+			.set = r->port_set,
+			.proto = c->f->proto,
+			.port = c->f->dport,
+		};
+		if (!bpf_map_lookup_elem(&port_sets, &k))
+			return 0;
+	}
+	c->allowed = 1;
+	c->rule_id = id;
+	return 1;
+}
+
+// evaluate decides a flow travelling in dir against the pod's policy.
+static __always_inline int evaluate(const struct pod_state *ps, const struct flow *f, __u32 dir,
+				    __u32 *rule_id)
+{
+	*rule_id = 0;
+	if (dir == DIR_INGRESS && bpf_map_lookup_elem(&node_ips, &f->saddr))
+		return 1;
+	__u32 isolated = dir == DIR_INGRESS ? POD_ISOLATED_INGRESS : POD_ISOLATED_EGRESS;
+	if (!(ps->flags & isolated))
+		return 1;
+	__u32 n = ps->n_rules[dir & 1];
+	if (n == 0)
+		return 0;
+	if (n > MAX_RULES)
+		n = MAX_RULES;
+	struct eval_ctx c = {.f = f, .ruleset = ps->ruleset, .dir = dir};
+	bpf_loop(n, eval_rule, &c, 0);
+	*rule_id = c.rule_id;
+	return c.allowed;
+}
+
+static __always_inline void count(__u32 dir, __u32 verdict, __u64 len)
+{
+	__u32 idx = (dir & 1) * 2 + (verdict & 1);
+	struct counter *c = bpf_map_lookup_elem(&counters, &idx);
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+}
+
+static __always_inline void log_verdict(const struct flow *f, __u32 dir, __u32 verdict,
+					__u32 ifindex, __u32 rule_id)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&config, &zero);
+	if (!s || !s->log_enabled)
+		return;
+	struct log_window *w = bpf_map_lookup_elem(&log_state, &zero);
+	if (!w)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	// A racy window reset at most lets a few extra events through.
+	if (now - w->start >= 1000000000ULL) {
+		w->start = now;
+		w->count = 0;
+	}
+	if (__sync_fetch_and_add(&w->count, 1) >= s->log_per_second)
+		return;
+	struct event *e = bpf_ringbuf_reserve(&verdicts, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->saddr = f->saddr;
+	e->daddr = f->daddr;
+	e->sport = f->sport;
+	e->dport = f->dport;
+	e->proto = f->proto;
+	e->dir = dir;
+	e->verdict = verdict;
+	e->pad = 0;
+	e->ifindex = ifindex;
+	e->rule_id = rule_id;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	if ((void *)(ip + 1) > data_end) {
+		// Headers not in the linear area: pull them in and re-read.
+		if (bpf_skb_pull_data(skb, sizeof(struct ethhdr) + sizeof(struct iphdr) + 8) < 0)
+			return -1;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip = data + sizeof(struct ethhdr);
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+	}
+	if (ip->ihl < 5)
+		return -1;
+	f->saddr = ip->saddr;
+	f->daddr = ip->daddr;
+	f->proto = ip->protocol;
+	f->sport = 0;
+	f->dport = 0;
+	f->has_ports = 0;
+	// A non-first fragment has no L4 header. It passes on the addresses
+	// alone (see README): the receiver cannot reassemble the datagram
+	// without the first fragment, which was judged with its ports.
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return 1;
+
+	__u32 l4off = sizeof(struct ethhdr) + ip->ihl * 4;
+	__u8 *l4 = data + l4off;
+	if ((void *)(l4 + 8) > data_end) {
+		if (bpf_skb_pull_data(skb, l4off + 8) < 0)
+			return -1;
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		l4 = data + l4off;
+		if ((void *)(l4 + 8) > data_end)
+			return -1;
+	}
+	switch (f->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		// All three start with the source and destination port.
+		f->sport = *(__be16 *)l4;
+		f->dport = *(__be16 *)(l4 + 2);
+		f->has_ports = 1;
+		break;
+	case IPPROTO_ICMP: {
+		struct icmp_echo *ic = (void *)l4;
+		// Echo request and reply share the identifier: it stands in for
+		// both ports so the reply finds the request's entry.
+		if (ic->type == ICMP_ECHO || ic->type == ICMP_ECHOREPLY) {
+			f->sport = ic->id;
+			f->dport = ic->id;
+		} else {
+			f->sport = bpf_htons(((__u16)ic->type << 8) | ic->code);
+		}
+		break;
+	}
+	}
+	return 0;
+}
+
+static __always_inline __u64 ct_timeout(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? CT_TIMEOUT_TCP : CT_TIMEOUT_OTHER;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TCX_NEXT; // IPv6 and ARP: not enforced (see README)
+
+	__u32 ifindex = skb->ifindex;
+	struct flow f = {};
+	int frag = parse(skb, &f);
+	struct pod_state *ps = bpf_map_lookup_elem(&pod_states, &ifindex);
+	__u32 verdict = VERDICT_DENY, rule_id = 0;
+	if (!ps || frag < 0)
+		goto out; // attached without state, or a truncated header: fail closed
+	if (frag == 1) {
+		verdict = VERDICT_ALLOW;
+		goto out;
+	}
+
+	__u64 now = bpf_ktime_get_ns();
+	struct ct_key fwd = {
+		.ifindex = ifindex,
+		.saddr = f.saddr,
+		.daddr = f.daddr,
+		.sport = f.sport,
+		.dport = f.dport,
+		.proto = f.proto,
+	};
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
+	if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
+		if (ct->generation == ps->ruleset) {
+			if (now - ct->last_seen > CT_REFRESH)
+				ct->last_seen = now;
+			verdict = VERDICT_ALLOW;
+			goto out_quiet;
+		}
+		// The policy changed since this flow was judged: judge it once
+		// more (same direction, same tuple as a new packet would be).
+		ct = 0;
+	} else {
+		struct ct_key rev = {
+			.ifindex = ifindex,
+			.saddr = f.daddr,
+			.daddr = f.saddr,
+			.sport = f.dport,
+			.dport = f.sport,
+			.proto = f.proto,
+		};
+		ct = bpf_map_lookup_elem(&conntrack, &rev);
+		if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
+			if (ct->generation == ps->ruleset) {
+				if (now - ct->last_seen > CT_REFRESH)
+					ct->last_seen = now;
+				verdict = VERDICT_ALLOW;
+				goto out_quiet;
+			}
+			// A reply after a policy change: re-judge the flow as
+			// its opener sent it.
+			struct flow orig = {
+				.saddr = f.daddr,
+				.daddr = f.saddr,
+				.sport = f.dport,
+				.dport = f.sport,
+				.proto = f.proto,
+				.has_ports = f.has_ports,
+			};
+			__u32 odir = ct->dir & 1;
+			__u32 oid;
+			if (evaluate(ps, &orig, odir, &oid)) {
+				ct->generation = ps->ruleset;
+				ct->rule_id = oid;
+				ct->last_seen = now;
+				verdict = VERDICT_ALLOW;
+				rule_id = oid;
+				goto out_quiet;
+			}
+			bpf_map_delete_elem(&conntrack, &rev);
+			// Cut; the packet itself may still be allowed as new.
+		}
+	}
+
+	if (evaluate(ps, &f, dir, &rule_id)) {
+		verdict = VERDICT_ALLOW;
+		struct ct_val nv = {.last_seen = now, .generation = ps->ruleset, .rule_id = rule_id, .dir = dir};
+		bpf_map_update_elem(&conntrack, &fwd, &nv, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&conntrack, &fwd);
+	}
+	log_verdict(&f, dir, verdict, ifindex, rule_id);
+	goto out_quiet;
+
+out:
+	log_verdict(&f, dir, verdict, ifindex, rule_id);
+out_quiet:
+	count(dir, verdict, skb->len);
+	return verdict == VERDICT_ALLOW ? TCX_NEXT : TCX_DROP;
+}
+
+SEC("tcx/egress")
+int netpol_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+SEC("tcx/ingress")
+int netpol_egress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}
+
+char __license[] SEC("license") = "GPL";

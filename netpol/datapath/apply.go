@@ -1,0 +1,497 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+)
+
+var nativeEndian = binary.NativeEndian
+
+// Flags shared with netpol/bpf/netpol.c.
+const (
+	podIsolatedIngress = 1 << 0
+	podIsolatedEgress  = 1 << 1
+	ruleAnyPeer        = 1 << 0
+	ruleAnyPort        = 1 << 1
+
+	dirIngress = 0
+	dirEgress  = 1
+)
+
+// LPM prefix lengths: the set id (32 bits) always matches, then the
+// address; for ports the id, the protocol and a zero pad byte, then the port.
+const (
+	peerPrefixBase = 32
+	portPrefixBase = 48
+)
+
+// compiled is a validated policy, before ids are assigned.
+type compiled struct {
+	isolated [2]bool
+	rules    [2][]compiledRule
+}
+
+type compiledRule struct {
+	id      uint32
+	anyPeer bool
+	peers   []peerEntry // when !anyPeer
+	anyPort bool
+	ports   []portEntry // when !anyPort
+	portKey string      // canonical form of ports, to share one port set
+}
+
+type peerEntry struct {
+	prefix netip.Prefix
+	member bool
+	id     uint32 // the rule's ID: sets merge several rules
+}
+
+type portEntry struct {
+	proto uint8
+	port  uint16
+	bits  int // port bits matched, 0..16
+}
+
+type portRange struct {
+	proto      uint8
+	start, end uint16
+}
+
+// compile validates p and turns it into rules with peer and port sets.
+// Rules without Except that allow the same ports share one peer set
+// (each address remembers its rule's ID), so N single-CIDR rules cost one
+// LPM lookup, not N. A rule with Except keeps a set of its own: the
+// longest prefix decides, which is exact only within one rule.
+func compile(p Policy) (*compiled, error) {
+	c := &compiled{}
+	for dir, pd := range [2]Direction{dirIngress: p.Ingress, dirEgress: p.Egress} {
+		name := [2]string{"ingress", "egress"}[dir]
+		c.isolated[dir] = pd.Isolated
+		if !pd.Isolated {
+			continue
+		}
+		merged := map[string]int{} // portKey+anyPeer -> index in c.rules[dir]
+		var own []compiledRule
+		for i, r := range pd.Rules {
+			cr, err := compileRule(r)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s rule %d (id %d): %w", ErrInvalidPolicy, name, i, r.ID, err)
+			}
+			switch {
+			case cr == nil: // no IPv4 peer: matches nothing
+			case cr.anyPeer || !hasExcept(cr.peers):
+				key := strconv.FormatBool(cr.anyPeer) + "/" + cr.portKey
+				j, ok := merged[key]
+				if !ok {
+					merged[key] = len(c.rules[dir])
+					c.rules[dir] = append(c.rules[dir], *cr)
+					continue
+				}
+				if m := &c.rules[dir][j]; !m.anyPeer {
+					m.peers = append(m.peers, cr.peers...)
+				}
+			default:
+				own = append(own, *cr)
+			}
+		}
+		c.rules[dir] = append(c.rules[dir], own...)
+		for j := range c.rules[dir] {
+			c.rules[dir][j].peers = dedupPeers(c.rules[dir][j].peers)
+		}
+		if len(c.rules[dir]) > MaxRules {
+			return nil, fmt.Errorf("%w: %s has %d distinct rules, at most %d", ErrInvalidPolicy, name, len(c.rules[dir]), MaxRules)
+		}
+	}
+	return c, nil
+}
+
+func hasExcept(peers []peerEntry) bool {
+	return slices.ContainsFunc(peers, func(p peerEntry) bool { return !p.member })
+}
+
+// dedupPeers keeps one entry per prefix: a non-member (Except) wins over
+// a member, otherwise the first rule's.
+func dedupPeers(peers []peerEntry) []peerEntry {
+	if len(peers) < 2 {
+		return peers
+	}
+	idx := make(map[netip.Prefix]int, len(peers))
+	out := peers[:0:0]
+	for _, p := range peers {
+		if i, ok := idx[p.prefix]; ok {
+			if !p.member {
+				out[i] = p
+			}
+			continue
+		}
+		idx[p.prefix] = len(out)
+		out = append(out, p)
+	}
+	return out
+}
+
+// compileRule returns nil for a rule that can match no IPv4 packet.
+func compileRule(r Rule) (*compiledRule, error) {
+	cr := &compiledRule{id: r.ID, anyPeer: r.AnyPeer}
+	var cidrs, except []netip.Prefix
+	for _, p := range r.CIDRs {
+		v4, err := ipv4Prefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("cidr: %w", err)
+		}
+		if v4.IsValid() {
+			cidrs = append(cidrs, v4)
+		}
+	}
+	for _, p := range r.Except {
+		v4, err := ipv4Prefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("except: %w", err)
+		}
+		if v4.IsValid() {
+			except = append(except, v4)
+		}
+	}
+	ranges, anyPort, err := normalizePorts(r.Ports)
+	if err != nil {
+		return nil, err
+	}
+	cr.anyPort = anyPort
+	if !anyPort {
+		var b strings.Builder
+		for _, pr := range ranges {
+			fmt.Fprintf(&b, "%d:%d-%d,", pr.proto, pr.start, pr.end)
+			cr.ports = append(cr.ports, splitRange(pr)...)
+		}
+		cr.portKey = b.String()
+	}
+	if cr.anyPeer && len(except) > 0 {
+		// Every address minus Except.
+		cr.anyPeer = false
+		cidrs = []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+	}
+	if cr.anyPeer {
+		return cr, nil
+	}
+	// A CIDR inside an Except is removed whole; with the rest, the longest
+	// prefix gives exactly "CIDRs minus Except" (prefixes nest or are
+	// disjoint, and a CIDR longer than an Except that holds it is gone).
+	for _, c := range cidrs {
+		if slices.ContainsFunc(except, func(e netip.Prefix) bool { return e.Bits() <= c.Bits() && e.Contains(c.Addr()) }) {
+			continue
+		}
+		cr.peers = append(cr.peers, peerEntry{prefix: c, member: true, id: r.ID})
+	}
+	if len(cr.peers) == 0 {
+		return nil, nil
+	}
+	for _, e := range except {
+		cr.peers = append(cr.peers, peerEntry{prefix: e, id: r.ID})
+	}
+	return cr, nil
+}
+
+// ipv4Prefix masks p; an IPv6 prefix returns the zero Prefix (IPv6 is not
+// enforced, see README).
+func ipv4Prefix(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("%q is not a valid prefix", p.String())
+	}
+	if !p.Addr().Is4() {
+		return netip.Prefix{}, nil
+	}
+	return p.Masked(), nil
+}
+
+// normalizePorts validates ports and merges them into sorted,
+// non-overlapping ranges per protocol; anyPort when every protocol and
+// port is allowed.
+func normalizePorts(ports []PortRange) (ranges []portRange, anyPort bool, err error) {
+	if len(ports) == 0 {
+		return nil, true, nil
+	}
+	for _, p := range ports {
+		switch p.Protocol {
+		case ProtoAny:
+			if p.Start != 0 || p.End != 0 {
+				return nil, false, fmt.Errorf("port %d-%d without a protocol", p.Start, p.End)
+			}
+			return nil, true, nil
+		case ProtoTCP, ProtoUDP, ProtoSCTP:
+		default:
+			return nil, false, fmt.Errorf("unknown protocol %d (TCP 6, UDP 17, SCTP 132 or 0 for any)", p.Protocol)
+		}
+		r := portRange{proto: p.Protocol, start: p.Start, end: p.End}
+		switch {
+		case p.Start == 0:
+			r.end = 65535 // every port of the protocol
+		case p.End == 0:
+			r.end = p.Start
+		case p.Start > p.End:
+			return nil, false, fmt.Errorf("port range %d-%d: start after end", p.Start, p.End)
+		}
+		ranges = append(ranges, r)
+	}
+	slices.SortFunc(ranges, func(a, b portRange) int {
+		if a.proto != b.proto {
+			return int(a.proto) - int(b.proto)
+		}
+		return int(a.start) - int(b.start)
+	})
+	out := ranges[:1]
+	for _, r := range ranges[1:] {
+		last := &out[len(out)-1]
+		if r.proto == last.proto && uint32(r.start) <= uint32(last.end)+1 {
+			last.end = max(last.end, r.end)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, false, nil
+}
+
+// splitRange decomposes start..end into the fewest aligned power-of-two
+// blocks, each one LPM prefix.
+func splitRange(r portRange) []portEntry {
+	var out []portEntry
+	start, end := uint32(r.start), uint32(r.end)
+	for start <= end {
+		size := uint32(1)
+		for size < 1<<16 && start%(size*2) == 0 && start+size*2-1 <= end {
+			size *= 2
+		}
+		bits := 16
+		for s := size; s > 1; s >>= 1 {
+			bits--
+		}
+		out = append(out, portEntry{proto: r.proto, port: uint16(start), bits: bits})
+		start += size
+	}
+	return out
+}
+
+// Apply makes p the whole policy of the pod whose host veth is ifindex.
+// The new rules are written under a new ruleset id, the pod's state entry
+// is swapped to it in one map update, and only then are the old rules
+// deleted, so a packet sees either the old policy or the new one. Bad
+// input returns an error wrapping ErrInvalidPolicy and changes nothing.
+func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
+	if ifindex <= 0 || ifindex > 1<<31-1 {
+		return fmt.Errorf("%w: ifindex %d", ErrInvalidPolicy, ifindex)
+	}
+	c, err := compile(p)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+
+	rec := &podRecord{ruleset: d.allocID()}
+	defer func() {
+		if err != nil {
+			if derr := d.deleteRecord(rec); derr != nil {
+				d.log.Warn("roll back partial policy", "ifindex", ifindex, "err", derr)
+			}
+		}
+	}()
+	state := netpolPodState{Ruleset: rec.ruleset}
+	var ruleKeys []netpolRuleKey
+	var ruleVals []netpolRule
+	var peerKeys []netpolPeerKey
+	var peerVals []netpolPeerVal
+	var portKeys []netpolPortKey
+	for dir := range 2 {
+		if c.isolated[dir] {
+			state.Flags |= [2]uint32{podIsolatedIngress, podIsolatedEgress}[dir]
+		}
+		state.N_rules[dir] = uint32(len(c.rules[dir]))
+		portSets := map[string]uint32{}
+		for i, cr := range c.rules[dir] {
+			v := netpolRule{Id: cr.id}
+			if cr.anyPeer {
+				v.Flags |= ruleAnyPeer
+			} else {
+				v.PeerSet = d.allocID()
+				for _, pe := range cr.peers {
+					peerKeys = append(peerKeys, netpolPeerKey{
+						Prefixlen: uint32(peerPrefixBase + pe.prefix.Bits()),
+						Set:       v.PeerSet,
+						Addr:      addrKey(pe.prefix.Addr()),
+					})
+					pv := netpolPeerVal{Id: pe.id}
+					if pe.member {
+						pv.Member = 1
+					}
+					peerVals = append(peerVals, pv)
+				}
+			}
+			if cr.anyPort {
+				v.Flags |= ruleAnyPort
+			} else if id, ok := portSets[cr.portKey]; ok {
+				v.PortSet = id
+			} else {
+				v.PortSet = d.allocID()
+				portSets[cr.portKey] = v.PortSet
+				for _, pe := range cr.ports {
+					portKeys = append(portKeys, netpolPortKey{
+						Prefixlen: uint32(portPrefixBase + pe.bits),
+						Set:       v.PortSet,
+						Proto:     pe.proto,
+						Port:      portKey(pe.port),
+					})
+				}
+			}
+			ruleKeys = append(ruleKeys, netpolRuleKey{Ruleset: rec.ruleset, Dir: uint32(dir), Index: uint32(i)})
+			ruleVals = append(ruleVals, v)
+		}
+	}
+
+	// Sets first, then the rules that name them, then the state that
+	// names the rules: nothing is reachable before it is complete.
+	rec.peerKeys = peerKeys
+	if err := putAll(d.objs.PeerSets, peerKeys, peerVals); err != nil {
+		return fmt.Errorf("write peer sets of ifindex %d: %w", ifindex, err)
+	}
+	rec.portKeys = portKeys
+	portVals := make([]uint32, len(portKeys))
+	for i := range portVals {
+		portVals[i] = 1
+	}
+	if err := putAll(d.objs.PortSets, portKeys, portVals); err != nil {
+		return fmt.Errorf("write port sets of ifindex %d: %w", ifindex, err)
+	}
+	rec.rules = ruleKeys
+	if err := putAll(d.objs.Rules, ruleKeys, ruleVals); err != nil {
+		return fmt.Errorf("write rules of ifindex %d: %w", ifindex, err)
+	}
+	if err := d.objs.PodStates.Put(uint32(ifindex), state); err != nil {
+		return fmt.Errorf("swap policy of ifindex %d: %w", ifindex, err)
+	}
+	old := d.pods[uint32(ifindex)]
+	d.pods[uint32(ifindex)] = rec
+	if old != nil {
+		if err := d.retire(old); err != nil {
+			// The new policy is in force; leftovers go at the next Open.
+			d.log.Warn("delete replaced policy", "ifindex", ifindex, "err", err)
+		}
+	}
+	d.log.Debug("policy applied", "ifindex", ifindex, "ruleset", rec.ruleset,
+		"ingressRules", state.N_rules[dirIngress], "egressRules", state.N_rules[dirEgress],
+		"peerEntries", len(peerKeys), "portEntries", len(portKeys))
+	return nil
+}
+
+// retire deletes a ruleset nothing points to any more, once no running
+// program can still be reading it.
+func (d *Datapath) retire(rec *podRecord) error {
+	if err := d.waitPrograms(); err != nil {
+		return err
+	}
+	return d.deleteRecord(rec)
+}
+
+// waitPrograms returns once every BPF program running at the time of the
+// call has finished: the kernel waits for an RCU grace period on each
+// update of an array-of-maps.
+func (d *Datapath) waitPrograms() error {
+	if err := d.barrier.Put(uint32(0), d.inner); err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
+}
+
+func (d *Datapath) allocID() uint32 {
+	id := d.nextID
+	d.nextID++
+	if d.nextID == 0 {
+		d.nextID = 1 // 0 is never an id
+	}
+	return id
+}
+
+// putAll writes keys[i]=vals[i], in batches where the map type has them.
+func putAll[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if m.Type() == ebpf.Hash {
+		if _, err := m.BatchUpdate(keys, vals, nil); err == nil {
+			return nil
+		} else if !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+	}
+	for i := range keys {
+		if err := m.Put(keys[i], vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteAll deletes keys; absent keys are fine.
+func deleteAll[K any](m *ebpf.Map, keys []K) error {
+	var errs []error
+	for i := range keys {
+		if err := m.Delete(keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteRecord deletes the state's rules, then the sets they named.
+func (d *Datapath) deleteRecord(rec *podRecord) error {
+	return errors.Join(
+		deleteAll(d.objs.Rules, rec.rules),
+		deleteAll(d.objs.PeerSets, rec.peerKeys),
+		deleteAll(d.objs.PortSets, rec.portKeys),
+	)
+}
+
+// Remove detaches the programs from ifindex and deletes the pod's state,
+// rules, sets and conntrack entries. Removing an unknown ifindex is not an
+// error.
+func (d *Datapath) Remove(ifindex int) error {
+	if err := d.detach(ifindex); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.objs.PodStates.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete state of ifindex %d: %w", ifindex, err)
+	}
+	if rec := d.pods[uint32(ifindex)]; rec != nil {
+		if err := d.retire(rec); err != nil {
+			return fmt.Errorf("delete policy of ifindex %d: %w", ifindex, err)
+		}
+		delete(d.pods, uint32(ifindex))
+	}
+	if err := d.deleteConntrack(uint32(ifindex)); err != nil {
+		return fmt.Errorf("delete conntrack of ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+func (d *Datapath) deleteConntrack(ifindex uint32) error {
+	var stale []netpolCtKey
+	var k netpolCtKey
+	var v netpolCtVal
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		if k.Ifindex == ifindex {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	return deleteAll(d.objs.Conntrack, stale)
+}

@@ -1,0 +1,370 @@
+package datapath
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/berth-io/berth/internal/testenv"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// The test network: a "host" namespace with one veth pair per pod, wired
+// like berth-cni does (pod /32, default route via a link-local gateway
+// with a static neighbour, host /32 route to the pod), so the programs see
+// what they see on a node.
+const gateway = "169.254.1.1"
+
+var nodeIP = netip.MustParseAddr("10.99.255.1")
+
+type testNet struct {
+	host string
+	pods []*testPod
+	pin  string
+}
+
+type testPod struct {
+	ns      string
+	ip      netip.Addr
+	ifindex int // host veth
+}
+
+func randSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newTestNet builds the host namespace with n pods and a unique pin dir;
+// everything is removed when the test ends.
+func newTestNet(t testing.TB, n int) *testNet {
+	t.Helper()
+	testenv.RequireRoot(t, "netns, veth and bpf programs")
+	id := randSuffix()
+	tn := &testNet{host: "npt-h-" + id, pin: "/sys/fs/bpf/berth-test-" + id}
+	unmount := !isBPFFS("/sys/fs/bpf")
+	t.Cleanup(func() {
+		if err := os.RemoveAll(tn.pin); err != nil {
+			t.Errorf("remove pin dir: %v", err)
+		}
+		if unmount {
+			// Only if we mounted it and nothing else is pinned there.
+			if bpffsEmpty("/sys/fs/bpf") {
+				_ = unix.Unmount("/sys/fs/bpf", 0)
+			}
+		}
+	})
+	addNetNS(t, tn.host)
+	hh := nsHandle(t, tn.host)
+	lo, err := hh.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(nodeIP)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := inNS(tn.host, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	gw := net.ParseIP(gateway)
+	for i := range n {
+		p := &testPod{ns: fmt.Sprintf("npt-p%d-%s", i, id), ip: netip.AddrFrom4([4]byte{10, 99, 0, byte(i + 1)})}
+		addNetNS(t, p.ns)
+		ph := nsHandle(t, p.ns)
+		pfd, err := netns.GetFromName(p.ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("hv%d", i), Flags: net.FlagUp},
+			PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pfd))}
+		err = hh.LinkAdd(veth)
+		pfd.Close()
+		if err != nil {
+			t.Fatalf("veth for pod %d: %v", i, err)
+		}
+		hl, err := hh.LinkByName(veth.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.ifindex = hl.Attrs().Index
+		pl, err := ph.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		plo, err := ph.LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []error{
+			ph.LinkSetUp(plo),
+			ph.LinkSetUp(pl),
+			ph.AddrAdd(pl, &netlink.Addr{IPNet: ipNet(p.ip)}),
+			ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}),
+			ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gw}),
+			ph.NeighSet(&netlink.Neigh{LinkIndex: pl.Attrs().Index, IP: gw, HardwareAddr: hl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
+			hh.RouteReplace(&netlink.Route{LinkIndex: p.ifindex, Dst: ipNet(p.ip), Scope: netlink.SCOPE_LINK}),
+			hh.NeighSet(&netlink.Neigh{LinkIndex: p.ifindex, IP: p.ip.AsSlice(), HardwareAddr: pl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
+		}
+		if err := errors.Join(steps...); err != nil {
+			t.Fatalf("wire pod %d: %v", i, err)
+		}
+		tn.pods = append(tn.pods, p)
+	}
+	return tn
+}
+
+// bpffsEmpty reports whether dir holds nothing but the kernel's preloaded
+// iterators (maps.debug, progs.debug).
+func bpffsEmpty(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if e.Name() != "maps.debug" && e.Name() != "progs.debug" {
+			return false
+		}
+	}
+	return true
+}
+
+func ipNet(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+}
+
+func addNetNS(t testing.TB, name string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v %s", name, err, out)
+		}
+	})
+}
+
+func nsHandle(t testing.TB, name string) *netlink.Handle {
+	t.Helper()
+	ns, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// inNS runs fn on a thread inside the named namespace. Sockets fn opens
+// stay in that namespace afterwards.
+func inNS(name string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.GetFromName(name)
+		if err != nil {
+			errc <- fmt.Errorf("netns %s: %w", name, err)
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, err) // the thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// open opens a Datapath on the test's pin dir, closed at the end.
+func (tn *testNet) open(t testing.TB) *Datapath {
+	t.Helper()
+	d, err := Open(Config{PinDir: tn.pin, NodeIPs: []netip.Addr{nodeIP}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { _ = d.Close() })
+	return d
+}
+
+// attach attaches in the host namespace, where the ifindexes live.
+func (tn *testNet) attach(t testing.TB, d *Datapath, p *testPod) {
+	t.Helper()
+	if err := inNS(tn.host, func() error { return d.Attach(p.ifindex) }); err != nil {
+		t.Fatalf("attach %s: %v", p.ns, err)
+	}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// serveTCP starts an echo server on port in p's namespace.
+func serveTCP(t testing.TB, p *testPod, port int) {
+	t.Helper()
+	var ln net.Listener
+	if err := inNS(p.ns, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", p.ip, port))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+const denyWait = 400 * time.Millisecond
+
+// dial connects from ns (a pod's or the host's) to dst:port.
+func dial(ns string, dst netip.Addr, port int) (net.Conn, error) {
+	var c net.Conn
+	err := inNS(ns, func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", dst, port), denyWait)
+		return err
+	})
+	return c, err
+}
+
+// canTCP reports whether a TCP connection and one round trip work.
+func canTCP(ns string, dst netip.Addr, port int) bool {
+	c, err := dial(ns, dst, port)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	return roundTrip(c) == nil
+}
+
+// roundTrip sends one byte and waits for its echo.
+func roundTrip(c net.Conn) error {
+	if err := c.SetDeadline(time.Now().Add(denyWait)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte{'x'}); err != nil {
+		return err
+	}
+	b := make([]byte, 1)
+	_, err := io.ReadFull(c, b)
+	return err
+}
+
+// canUDP reports whether a datagram from src reaches dst:port.
+func canUDP(t testing.TB, src, dst *testPod, port int) bool {
+	t.Helper()
+	var srv, cli *net.UDPConn
+	if err := inNS(dst.ns, func() (err error) {
+		srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: dst.ip.AsSlice(), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := inNS(src.ns, func() (err error) {
+		cli, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: dst.ip.AsSlice(), Port: port})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.SetReadDeadline(time.Now().Add(denyWait))
+	b := make([]byte, 16)
+	_, _, err := srv.ReadFromUDP(b)
+	return err == nil
+}
+
+// canSCTP sends a raw IPv4 packet of protocol 132 (an SCTP common header:
+// ports, verification tag, checksum) from src and reports whether dst's
+// raw socket receives it. The kernel has no SCTP stack to answer it.
+func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
+	t.Helper()
+	var rfd, sfd int
+	if err := inNS(dst.ns, func() (err error) {
+		rfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, 132)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rfd)
+	tv := unix.NsecToTimeval(denyWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(rfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	if err := inNS(src.ns, func() (err error) {
+		sfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, 132)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sfd)
+	tag := randSuffix()
+	pkt := []byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport), 1, 2, 3, 4, 0, 0, 0, 0}
+	pkt = append(pkt, tag...)
+	if err := unix.Sendto(sfd, pkt, 0, &unix.SockaddrInet4{Addr: dst.ip.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	deadline := time.Now().Add(denyWait)
+	for time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(rfd, buf, 0)
+		if err != nil {
+			return false
+		}
+		// Skip the IP header; match our tag (other tests' packets are in
+		// other namespaces, but be exact anyway).
+		if n > 20 && string(buf[n-len(tag):n]) == tag {
+			return true
+		}
+	}
+	return false
+}
+

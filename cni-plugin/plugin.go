@@ -92,20 +92,25 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 		}
 	}()
 	links, err := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
-	if err == nil {
-		defer links.close()
-		err = links.assign(ip, table)
-	}
 	if err != nil {
 		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
 		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
 	}
-	hostMAC, podMAC := links.hostMAC, links.podMAC
+	defer links.close()
+	// The policy agent attaches to the host veth before the pod has its
+	// address or the host a route to it: no packet to or from the pod can
+	// pass before its policy is in place.
 	if reply.NetworkPolicyMode != "" {
-		if err := enforcePolicy(conf, req, reply.NetworkPolicyMode); err != nil {
+		if err = enforcePolicy(conf, req, reply.NetworkPolicyMode); err != nil {
+			log.Error("network policy setup failed", "container", args.ContainerID, "err", err)
 			return types.NewError(types.ErrInternal, "network policy setup failed", err.Error())
 		}
 	}
+	if err = links.assign(ip, table); err != nil {
+		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
+		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
+	}
+	hostMAC, podMAC := links.hostMAC, links.podMAC
 	idx := 1
 	result := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,

@@ -254,6 +254,7 @@ struct flow {
 	__be16 dport;
 	__u8 proto;
 	__u8 has_ports; // TCP, UDP, SCTP: rules with Ports can match
+	__u8 opens; // may create a conntrack entry: not a mid-stream TCP segment
 };
 
 struct eval_ctx {
@@ -390,6 +391,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	f->sport = 0;
 	f->dport = 0;
 	f->has_ports = 0;
+	f->opens = 1;
 	// A non-first fragment has no L4 header. It passes on the addresses
 	// alone (see README): the receiver cannot reassemble the datagram
 	// without the first fragment, which was judged with its ports.
@@ -429,6 +431,24 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 		break;
 	}
 	}
+	if (f->proto == IPPROTO_TCP) {
+		// Only a SYN opens a TCP flow. A mid-stream segment passes when
+		// policy allows it but creates no entry: otherwise a side whose
+		// direction is open could revive, as "replies", a connection
+		// the other side's new policy has cut.
+		__u8 *flags = data + l4off + 13;
+		if ((void *)(flags + 1) > data_end) {
+			if (bpf_skb_pull_data(skb, l4off + 14) < 0)
+				return -1;
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			flags = data + l4off + 13;
+			if ((void *)(flags + 1) > data_end)
+				return -1;
+		}
+		if ((*flags & 0x12) != 0x02) // SYN without ACK
+			f->opens = 0;
+	}
 	return 0;
 }
 
@@ -463,6 +483,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		.dport = f.dport,
 		.proto = f.proto,
 	};
+	int tracked = 0;
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
 	if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
 		if (ct->generation == ps->ruleset) {
@@ -473,7 +494,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		}
 		// The policy changed since this flow was judged: judge it once
 		// more (same direction, same tuple as a new packet would be).
-		ct = 0;
+		tracked = 1;
 	} else {
 		struct ct_key rev = {
 			.ifindex = ifindex,
@@ -518,9 +539,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 
 	if (evaluate(ps, &f, dir, &rule_id)) {
 		verdict = VERDICT_ALLOW;
-		struct ct_val nv = {.last_seen = now, .generation = ps->ruleset, .rule_id = rule_id, .dir = dir};
-		bpf_map_update_elem(&conntrack, &fwd, &nv, BPF_ANY);
-	} else {
+		if (tracked || f.opens) {
+			struct ct_val nv = {.last_seen = now, .generation = ps->ruleset, .rule_id = rule_id, .dir = dir};
+			bpf_map_update_elem(&conntrack, &fwd, &nv, BPF_ANY);
+		}
+	} else if (tracked) {
 		bpf_map_delete_elem(&conntrack, &fwd);
 	}
 	log_verdict(&f, dir, verdict, ifindex, rule_id);

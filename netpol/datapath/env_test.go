@@ -367,4 +367,3 @@ func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
 	}
 	return false
 }
-

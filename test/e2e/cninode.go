@@ -69,12 +69,22 @@ type CNIPod struct {
 // as a runtime DELs a failed sandbox.
 func (n *CNINode) AddPod(t testing.TB, namespace, name string) (*CNIPod, error) {
 	t.Helper()
+	return n.AddPodAfter(t, namespace, name, nil)
+}
+
+// AddPodAfter is AddPod that first calls before with the new namespace's
+// name, as a test that must act inside the pod while ADD runs needs.
+func (n *CNINode) AddPodAfter(t testing.TB, namespace, name string, before func(netns string)) (*CNIPod, error) {
+	t.Helper()
 	nsName := fmt.Sprintf("pod-%s-%s-%d-%d", namespace, name, os.Getpid()%1000, n.podSeq.Add(1))
 	if len(nsName) > 40 {
 		nsName = nsName[:40]
 	}
 	NewNetNS(t, nsName)
 	p := &CNIPod{Namespace: namespace, Name: name, NetNS: nsName}
+	if before != nil {
+		before(nsName)
+	}
 	id := "c-" + nsName
 	p.rt = &libcni.RuntimeConf{ContainerID: id, NetNS: "/var/run/netns/" + nsName, IfName: "eth0",
 		Args: [][2]string{{"K8S_POD_NAMESPACE", namespace}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", id}, {"IgnoreUnknown", "1"}}}

@@ -13,13 +13,14 @@ import (
 
 	"github.com/berth-io/berth/controlplane/authn"
 	"github.com/berth-io/berth/controlplane/etcd"
+	"github.com/berth-io/berth/controlplane/netpolicy"
 	"github.com/berth-io/berth/controlplane/server"
 	"github.com/berth-io/berth/internal/command"
 )
 
 func newRootCommand() *cobra.Command {
 	root, logger := command.Root("berth-controlplane", "berth-controlplane: a slim EKS-compatible Kubernetes control plane in one process")
-	root.AddCommand(newServeCommand(logger), newEtcdCommand())
+	root.AddCommand(newServeCommand(logger), newEtcdCommand(), newNetpolCommand(logger))
 	return root
 }
 
@@ -83,7 +84,29 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 	f.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.100.0.0/16", "Service IPv4 CIDR (EKS default)")
 	f.StringVar(&cfg.ServiceIssuer, "service-account-issuer", "", "service-account token issuer URL (default https://kubernetes.default.svc)")
 	f.StringSliceVar(&cfg.LogTypes, "log-types", nil, "control-plane log types to enable: api, audit, authenticator, controllerManager, scheduler")
-	f.BoolVar(&cfg.LeaderElect, "leader-elect", false, "controller manager and scheduler take a lease (set for several replicas over one external etcd)")
+	f.BoolVar(&cfg.LeaderElect, "leader-elect", false, "controller manager, scheduler and network policy controller take a lease (set for several replicas over one external etcd)")
+	f.BoolVar(&cfg.NetworkPolicyController, "network-policy-controller", true, "install the PolicyEndpoint CRD and run the NetworkPolicy → PolicyEndpoint controller")
+	f.IntVar(&cfg.NetworkPolicyChunkSize, "network-policy-endpoint-chunk-size", netpolicy.DefaultChunkSize, "most pod endpoints and rules per PolicyEndpoint")
+	return cmd
+}
+
+func newNetpolCommand(logger func() *slog.Logger) *cobra.Command {
+	var cfg netpolicy.StandaloneConfig
+	cmd := &cobra.Command{
+		Use:   "netpol-controller [--kubeconfig FILE]",
+		Short: "Run only the NetworkPolicy → PolicyEndpoint controller, against any cluster",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return netpolicy.RunStandalone(cmd.Context(), cfg, logger())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: in-cluster)")
+	f.IntVar(&cfg.Options.ChunkSize, "endpoint-chunk-size", netpolicy.DefaultChunkSize, "most pod endpoints and rules per PolicyEndpoint")
+	f.IntVar(&cfg.Options.Workers, "workers", 2, "policies reconciled at once")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address for Prometheus metrics and /healthz (empty: none)")
+	f.BoolVar(&cfg.LeaderElect, "leader-elect", false, "take the Lease kube-system/"+netpolicy.LeaseName+" (set for several replicas)")
+	f.BoolVar(&cfg.InstallCRD, "install-crd", false, "create or update the PolicyEndpoint CRD first (needs write access to CRDs)")
 	return cmd
 }
 

@@ -55,6 +55,11 @@ type Config struct {
 	// LeaderElect makes controller manager and scheduler take a lease, for
 	// several replicas over one external etcd.
 	LeaderElect bool
+	// NetworkPolicyController runs the NetworkPolicy → PolicyEndpoint
+	// controller (and installs the PolicyEndpoint CRD).
+	NetworkPolicyController bool
+	// NetworkPolicyChunkSize is the most items per PolicyEndpoint (0: 200).
+	NetworkPolicyChunkSize int
 }
 
 // LogTypes are the control-plane log types EKS offers.
@@ -100,6 +105,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.STSEndpoint); err != nil || u.Host == "" {
 			errs = append(errs, fmt.Sprintf("STS endpoint %q is not a URL", c.STSEndpoint))
 		}
+	}
+	if c.NetworkPolicyChunkSize < 0 {
+		errs = append(errs, fmt.Sprintf("--network-policy-endpoint-chunk-size %d: must be positive", c.NetworkPolicyChunkSize))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid configuration:\n  %s", strings.Join(errs, "\n  "))

@@ -232,6 +232,11 @@ func (s *Server) Run(ctx context.Context) error {
 	rec := &accesspolicy.Reconciler{Client: client, Store: store, Log: s.log.With("subsystem", "access-policy")}
 	wg.Add(1)
 	go func() { defer wg.Done(); rec.Run(ctx) }()
+	if s.cfg.NetworkPolicyController {
+		if err := s.startNetworkPolicyController(ctx, goRun, admin, client); err != nil {
+			return err
+		}
+	}
 
 	api.Keys = newKeyStore(s.log, account, s.cfg.EKSCredentialsFile)
 	if _, err := s.serve(goRun, "eks-api", s.cfg.EKSListen, api); err != nil {

@@ -1,0 +1,128 @@
+package datapath
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf/link"
+)
+
+// TestRestart: the pinned programs keep enforcing while no agent runs, an
+// established flow survives Close, Open, Attach (a link update to the new
+// program) and a re-Apply, and the new Datapath knows the old state.
+func TestRestart(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	serveTCP(t, b, 8080)
+	serveTCP(t, b, 8081)
+	d := tn.open(t)
+	pol := ingressOnly(Rule{ID: 1, CIDRs: []netip.Prefix{netip.PrefixFrom(a.ip, 32)}, Ports: []PortRange{{Protocol: ProtoTCP, Start: 8080}}})
+	if err := d.Apply(b.ifindex, pol); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, b)
+	conn, err := dial(a.ns, b.ip, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := roundTrip(conn); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// No agent.
+	if err := roundTrip(conn); err != nil {
+		t.Errorf("established flow with no agent: %v", err)
+	}
+	if canTCP(a.ns, b.ip, 8081) {
+		t.Error("no agent: a->b:8081 passed, want still enforced")
+	}
+
+	d2 := tn.open(t)
+	if got, err := d2.Attached(); err != nil || len(got) != 1 || got[0] != b.ifindex {
+		t.Fatalf("attached after restart: %v %v, want [%d]", got, err, b.ifindex)
+	}
+	if rec := d2.pods[uint32(b.ifindex)]; rec == nil || len(rec.rules) != 1 || len(rec.peerKeys) != 1 || len(rec.portKeys) != 1 {
+		t.Fatalf("recovered record %+v, want 1 rule, 1 peer, 1 port entry", rec)
+	}
+	tn.attach(t, d2, b)
+	for _, h := range hooks {
+		l, err := link.LoadPinnedLink(d2.linkPath(b.ifindex, h), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pinfo, err := d2.program(h).Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := pinfo.ID()
+		if info.Program != want {
+			t.Errorf("%s link runs program %d, want the new %d", h.name, info.Program, want)
+		}
+	}
+	if err := roundTrip(conn); err != nil {
+		t.Errorf("established flow after Attach by the new agent: %v", err)
+	}
+	if err := d2.Apply(b.ifindex, pol); err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(conn); err != nil {
+		t.Errorf("established flow after re-Apply: %v", err)
+	}
+	if canTCP(a.ns, b.ip, 8081) {
+		t.Error("after restart: a->b:8081 passed")
+	}
+	if !canTCP(a.ns, b.ip, 8080) {
+		t.Error("after restart: new a->b:8080 blocked")
+	}
+	// The old ruleset is gone, the new one alone is left.
+	if n := countEntries(t, d2.objs.Rules); n != 1 {
+		t.Errorf("%d rules, want 1", n)
+	}
+}
+
+// TestRecoverGC: entries an agent left behind (it died between writing
+// a ruleset and swapping it in) are deleted on Open, and new ids are
+// above every id found.
+func TestRecoverGC(t *testing.T) {
+	tn := newTestNet(t, 1)
+	p := tn.pods[0]
+	d := tn.open(t)
+	if err := d.Apply(p.ifindex, ingressOnly(Rule{ID: 1, CIDRs: []netip.Prefix{pfx("10.0.0.0/8")}})); err != nil {
+		t.Fatal(err)
+	}
+	const orphan = 1000
+	if err := d.objs.Rules.Put(netpolRuleKey{Ruleset: orphan, Dir: 0, Index: 0}, netpolRule{PeerSet: orphan + 1, PortSet: orphan + 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.objs.PeerSets.Put(netpolPeerKey{Prefixlen: 64, Set: orphan + 1, Addr: addrKey(netip.MustParseAddr("10.1.2.3"))}, netpolPeerVal{Member: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.objs.PortSets.Put(netpolPortKey{Prefixlen: 64, Set: orphan + 3, Proto: ProtoTCP, Port: portKey(80)}, uint32(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := tn.open(t)
+	if n := countEntries(t, d2.objs.Rules); n != 1 {
+		t.Errorf("%d rules after recovery, want 1", n)
+	}
+	if n := countEntries(t, d2.objs.PeerSets); n != 1 {
+		t.Errorf("%d peer entries after recovery, want 1", n)
+	}
+	if n := countEntries(t, d2.objs.PortSets); n != 0 {
+		t.Errorf("%d port entries after recovery, want 0", n)
+	}
+	if d2.nextID <= orphan+3 {
+		t.Errorf("next id %d collides with ids in the maps", d2.nextID)
+	}
+}

@@ -1,0 +1,214 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes/fake"
+
+	pe "github.com/berth-io/berth/api/policyendpoint/v1alpha1"
+	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/netpol/datapath"
+)
+
+// recorder is a Datapath that remembers calls, for the logic around it;
+// the real datapath is proven against the kernel in netpol/datapath and
+// test/e2e/netpol.
+type recorder struct {
+	mu       sync.Mutex
+	calls    []string
+	policies map[int]datapath.Policy
+	attached map[int]bool
+}
+
+func (r *recorder) Apply(i int, p datapath.Policy) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "apply")
+	r.policies[i] = p
+	return nil
+}
+
+func (r *recorder) Attach(i int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "attach")
+	r.attached[i] = true
+	return nil
+}
+
+func (r *recorder) Remove(i int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, "remove")
+	delete(r.policies, i)
+	delete(r.attached, i)
+	return nil
+}
+
+func (r *recorder) Attached() ([]int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for i := range r.attached {
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func (r *recorder) policy(i int) (datapath.Policy, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.policies[i]
+	return p, ok
+}
+
+func testPod(ns, name string, l map[string]string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: l}, Spec: corev1.PodSpec{NodeName: "n1"}}
+}
+
+func peObject(t *testing.T, name, gen, count string, spec pe.PolicyEndpointSpec) *unstructured.Unstructured {
+	t.Helper()
+	o := chunk(name, gen, count, spec)
+	o.APIVersion, o.Kind = pe.Group+"/"+pe.Version, pe.Kind
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
+
+func startAgent(t *testing.T, mode string, objs ...runtime.Object) (*Agent, *recorder, *dynfake.FakeDynamicClient, *fake.Clientset) {
+	t.Helper()
+	kube := fake.NewClientset(objs...)
+	scheme := runtime.NewScheme()
+	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme,
+		map[schema.GroupVersionResource]string{pe.GroupVersionResource: "PolicyEndpointList"})
+	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
+	links := map[string]int{vethname.For("eni", "x", "a"): 7, vethname.For("eni", "x", "b"): 8}
+	a := New(Config{NodeName: "n1", Mode: mode, Kube: kube, Dynamic: dyn, Datapath: rec,
+		LinkIndex: func(n string) (int, error) {
+			if i, ok := links[n]; ok {
+				return i, nil
+			}
+			return 0, errors.New("no such link")
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return a, rec, dyn, kube
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestEnforceAppliesBeforeAttachAndFollowsModes(t *testing.T) {
+	a, rec, _, _ := startAgent(t, ModeStandard, testPod("x", "a", map[string]string{"pod": "a"}), testPod("x", "b", nil))
+	if err := a.Enforce(context.Background(), "x", "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.calls) != 2 || rec.calls[0] != "apply" || rec.calls[1] != "attach" {
+		t.Fatalf("calls %v: the policy must be in the maps before the programs see a packet", rec.calls)
+	}
+	if p, _ := rec.policy(7); p.Ingress.Isolated || p.Egress.Isolated {
+		t.Fatalf("standard mode isolated an unselected pod: %+v", p)
+	}
+	if err := a.Enforce(context.Background(), "x", "b", ModeStrict); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := rec.policy(8); !p.Ingress.Isolated || !p.Egress.Isolated || len(p.Ingress.Rules) != 0 {
+		t.Fatalf("strict mode let an unselected pod talk: %+v", p)
+	}
+	if err := a.Enforce(context.Background(), "x", "nope", ""); err == nil {
+		t.Fatal("a pod without a veth was reported enforced")
+	}
+	if err := a.Enforce(context.Background(), "x", "a", "loose"); err == nil {
+		t.Fatal("an unknown mode was accepted")
+	}
+	if err := a.Delete("x", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Delete("x", "a"); err != nil {
+		t.Fatalf("a second DeletePodNp must succeed: %v", err)
+	}
+	if _, ok := rec.policy(7); ok {
+		t.Fatal("state left after DeletePodNp")
+	}
+}
+
+func TestPolicyEndpointChangesReachPods(t *testing.T) {
+	a, rec, dyn, kube := startAgent(t, ModeStandard, testPod("x", "a", map[string]string{"pod": "a"}))
+	if err := a.Enforce(context.Background(), "x", "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	res := dyn.Resource(pe.GroupVersionResource).Namespace("x")
+	ctx := context.Background()
+	spec := pe.PolicyEndpointSpec{
+		PodSelector:  &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+		PodIsolation: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress:      []pe.EndpointInfo{{CIDR: "10.0.0.9/32"}},
+	}
+	if _, err := res.Create(ctx, peObject(t, "p-1", "1", "1", spec), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ingress isolation", func() bool { p, _ := rec.policy(7); return p.Ingress.Isolated && len(p.Ingress.Rules) == 1 })
+
+	// Generation 2 is written in two chunks; with one of them present the
+	// pod keeps generation 1.
+	spec2 := spec
+	spec2.Ingress = []pe.EndpointInfo{{CIDR: "10.0.0.10/32"}}
+	if _, err := res.Create(ctx, peObject(t, "p-2", "2", "2", spec2), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if p, _ := rec.policy(7); len(p.Ingress.Rules) != 1 || p.Ingress.Rules[0].CIDRs[0].String() != "10.0.0.9/32" {
+		t.Fatalf("a half-written generation was enforced: %+v", p.Ingress)
+	}
+	spec3 := spec
+	spec3.Ingress = []pe.EndpointInfo{{CIDR: "10.0.0.11/32"}}
+	if _, err := res.Create(ctx, peObject(t, "p-3", "2", "2", spec3), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "generation 2", func() bool {
+		p, _ := rec.policy(7)
+		return len(p.Ingress.Rules) == 1 && len(p.Ingress.Rules[0].CIDRs) == 2
+	})
+
+	// The pod leaves the selector: it is unselected at once.
+	if _, err := kube.CoreV1().Pods("x").Update(ctx, testPod("x", "a", map[string]string{"pod": "z"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "relabelled pod unselected", func() bool { p, _ := rec.policy(7); return !p.Ingress.Isolated })
+
+	// Removing every chunk stops enforcing.
+	if _, err := kube.CoreV1().Pods("x").Update(ctx, testPod("x", "a", map[string]string{"pod": "a"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "selected again", func() bool { p, _ := rec.policy(7); return p.Ingress.Isolated })
+	for _, n := range []string{"p-1", "p-2", "p-3"} {
+		if err := res.Delete(ctx, n, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "policy deleted", func() bool { p, _ := rec.policy(7); return !p.Ingress.Isolated })
+}

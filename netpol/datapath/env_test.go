@@ -367,3 +367,48 @@ func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
 	}
 	return false
 }
+
+// canPing sends an ICMP echo request from src to dst over a raw socket
+// and reports whether the echo reply comes back.
+func canPing(t testing.TB, src, dst *testPod) bool {
+	t.Helper()
+	var fd int
+	if err := inNS(src.ns, func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(denyWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	id := [2]byte{}
+	_, _ = rand.Read(id[:])
+	pkt := []byte{8, 0, 0, 0, id[0], id[1], 0, 1, 'b', 'e', 'r', 't', 'h', '!'}
+	var sum uint32
+	for i := 0; i < len(pkt); i += 2 {
+		sum += uint32(pkt[i])<<8 | uint32(pkt[i+1])
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	pkt[2], pkt[3] = byte(^sum>>8), byte(^sum)
+	if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst.ip.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	deadline := time.Now().Add(denyWait)
+	for time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return false
+		}
+		ihl := int(buf[0]&0xf) * 4
+		if n >= ihl+8 && buf[ihl] == 0 && buf[ihl+4] == id[0] && buf[ihl+5] == id[1] {
+			return true
+		}
+	}
+	return false
+}

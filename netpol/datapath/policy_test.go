@@ -128,6 +128,8 @@ func TestPorts(t *testing.T) {
 		{"no ports", nil,
 			map[int]bool{8080: true}, map[int]bool{8080: true}, map[uint16]bool{1: true}},
 	}
+	// ICMP has no ports: only rules without Ports (or any protocol) match.
+	icmp := map[string]bool{"one tcp port": false, "udp only": false, "sctp": false, "any protocol": true, "no ports": true}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := d.Apply(b.ifindex, ingressOnly(Rule{ID: 7, CIDRs: any, Ports: tc.ports})); err != nil {
@@ -141,6 +143,11 @@ func TestPorts(t *testing.T) {
 			for port, want := range tc.udp {
 				if got := canUDP(t, a, b, port); got != want {
 					t.Errorf("udp %d: allowed %v, want %v", port, got, want)
+				}
+			}
+			if want, ok := icmp[tc.name]; ok {
+				if got := canPing(t, a, b); got != want {
+					t.Errorf("icmp echo: allowed %v, want %v", got, want)
 				}
 			}
 			for port, want := range tc.sctp {

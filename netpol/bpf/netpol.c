@@ -474,7 +474,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		goto out;
 	}
 
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct ct_key fwd = {
 		.ifindex = ifindex,
 		.saddr = f.saddr,

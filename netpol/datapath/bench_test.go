@@ -1,6 +1,10 @@
 package datapath
 
 import (
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/netip"
 	"slices"
@@ -24,8 +28,33 @@ func BenchmarkDatapath(b *testing.B) {
 	// Rounds alternate no program and the case under test (detached and
 	// attached again, the state kept), and the median of the rounds'
 	// ratios is reported: the machine's drift cancels out.
-	const rounds, rrTime, crrTime = 5, 400 * time.Millisecond, 300 * time.Millisecond
-	type result struct{ rr, crr float64 }
+	const rounds, rrTime, crrTime = 11, 200 * time.Millisecond, 150 * time.Millisecond
+	// Kernel run-time stats of the programs (enabled only for a last
+	// measurement per case: they cost two clock reads a run): ns per
+	// packet is exact where the rates are noisy.
+	progTime := func() (time.Duration, uint64) {
+		var rt time.Duration
+		var n uint64
+		for _, p := range []*ebpf.Program{d.objs.NetpolIngress, d.objs.NetpolEgress} {
+			st, err := p.Stats()
+			if err != nil {
+				b.Fatal(err)
+			}
+			rt += st.Runtime
+			n += st.RunCount
+		}
+		return rt, n
+	}
+	type result struct{ rr, crr, rrNs, crrNs float64 }
+	nsPerRun := func(f func()) float64 {
+		t0, n0 := progTime()
+		f()
+		t1, n1 := progTime()
+		if n1 == n0 {
+			return 0
+		}
+		return float64(t1-t0) / float64(n1-n0)
+	}
 	measure := func() result {
 		conn, err := dial(client.ns, server.ip, 8080)
 		if err != nil {
@@ -33,10 +62,16 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		defer conn.Close()
 		var r result
-		r.rr = rate(b, rrTime, func() error { return roundTrip(conn) })
+		r.rrNs = nsPerRun(func() { r.rr = rate(b, rrTime, func() error { return roundTrip(conn) }) })
 		// The whole loop runs in the client's namespace: sockets are
 		// made in the namespace of the thread that creates them.
 		if err := inNS(client.ns, func() error {
+			t0, n0 := progTime()
+			defer func() {
+				if t1, n1 := progTime(); n1 > n0 {
+					r.crrNs = float64(t1-t0) / float64(n1-n0)
+				}
+			}()
 			r.crr = rate(b, crrTime, func() error {
 				c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(server.ip, 8080).String(), denyWait)
 				if err != nil {
@@ -64,7 +99,50 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 	}
 
+	// The floor of any TCX policy: a program that only returns "next",
+	// on the same four hooks.
+	noop, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer noop.Close()
+	var noopLinks []link.Link
+	setNoop := func(on bool) {
+		if !on {
+			for _, l := range noopLinks {
+				_ = l.Close()
+			}
+			noopLinks = nil
+			return
+		}
+		for _, p := range tn.pods {
+			for _, h := range hooks {
+				if err := inNS(tn.host, func() error {
+					l, err := link.AttachTCX(link.TCXOptions{Interface: p.ifindex, Program: noop, Attach: h.attach})
+					noopLinks = append(noopLinks, l)
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	defer setNoop(false)
+
 	b.ResetTimer()
+	var rr, crr []float64
+	for range rounds {
+		ref := measure()
+		setNoop(true)
+		r := measure()
+		setNoop(false)
+		rr, crr = append(rr, r.rr/ref.rr), append(crr, r.crr/ref.crr)
+	}
+	b.ReportMetric(median(rr), "rr-ratio-noop")
+	b.ReportMetric(median(crr), "crr-ratio-noop")
+	b.Logf("noop: rr ratios %.3f, crr ratios %.3f", rr, crr)
+
 	cases := []struct {
 		name string
 		n    int
@@ -82,7 +160,7 @@ func BenchmarkDatapath(b *testing.B) {
 			}
 			b.Logf("%s: Apply took %v", c.name, time.Since(start).Round(time.Millisecond))
 		}
-		var rr, crr []float64
+		rr, crr = nil, nil
 		for range rounds {
 			setAttached(false)
 			ref := measure()
@@ -91,9 +169,17 @@ func BenchmarkDatapath(b *testing.B) {
 			rr, crr = append(rr, r.rr/ref.rr), append(crr, r.crr/ref.crr)
 			baseRR, baseCRR = append(baseRR, ref.rr), append(baseCRR, ref.crr)
 		}
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			b.Fatalf("enable bpf stats: %v", err)
+		}
+		withStats := measure()
+		stats.Close()
 		b.ReportMetric(median(rr), "rr-ratio-"+c.name)
 		b.ReportMetric(median(crr), "crr-ratio-"+c.name)
-		b.Logf("%s: rr ratios %.3f, crr ratios %.3f", c.name, rr, crr)
+		b.ReportMetric(withStats.rrNs, "rr-ns/pkt-"+c.name)
+		b.ReportMetric(withStats.crrNs, "crr-ns/pkt-"+c.name)
+		b.Logf("%s: rr ratios %.3f, crr ratios %.3f; program ns/packet rr %.0f crr %.0f", c.name, rr, crr, withStats.rrNs, withStats.crrNs)
 	}
 	b.ReportMetric(median(baseRR), "rr/s-noprog")
 	b.ReportMetric(median(baseCRR), "crr/s-noprog")

@@ -53,19 +53,7 @@ func newTestNet(t testing.TB, n int) *testNet {
 	t.Helper()
 	testenv.RequireRoot(t, "netns, veth and bpf programs")
 	id := randSuffix()
-	tn := &testNet{host: "npt-h-" + id, pin: "/sys/fs/bpf/berth-test-" + id}
-	unmount := !isBPFFS("/sys/fs/bpf")
-	t.Cleanup(func() {
-		if err := os.RemoveAll(tn.pin); err != nil {
-			t.Errorf("remove pin dir: %v", err)
-		}
-		if unmount {
-			// Only if we mounted it and nothing else is pinned there.
-			if bpffsEmpty("/sys/fs/bpf") {
-				_ = unix.Unmount("/sys/fs/bpf", 0)
-			}
-		}
-	})
+	tn := &testNet{host: "npt-h-" + id, pin: pinDir(t)}
 	addNetNS(t, tn.host)
 	hh := nsHandle(t, tn.host)
 	lo, err := hh.LinkByName("lo")
@@ -128,6 +116,24 @@ func newTestNet(t testing.TB, n int) *testNet {
 		tn.pods = append(tn.pods, p)
 	}
 	return tn
+}
+
+// pinDir returns a unique pin dir under /sys/fs/bpf, removed when the
+// test ends, with bpffs unmounted again if Open mounted it and nothing
+// else is pinned there.
+func pinDir(t testing.TB) string {
+	t.Helper()
+	dir := "/sys/fs/bpf/berth-test-" + randSuffix()
+	unmount := !isBPFFS("/sys/fs/bpf")
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("remove pin dir: %v", err)
+		}
+		if unmount && bpffsEmpty("/sys/fs/bpf") {
+			_ = unix.Unmount("/sys/fs/bpf", 0)
+		}
+	})
+	return dir
 }
 
 // bpffsEmpty reports whether dir holds nothing but the kernel's preloaded

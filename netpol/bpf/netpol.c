@@ -52,7 +52,10 @@
 
 // linux/icmp.h drags in libc headers; the echo header is all we read.
 #define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
 #define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
 struct icmp_echo {
 	__u8 type;
 	__u8 code;
@@ -255,6 +258,8 @@ struct flow {
 	__u8 proto;
 	__u8 has_ports; // TCP, UDP, SCTP: rules with Ports can match
 	__u8 opens; // may create a conntrack entry: not a mid-stream TCP segment
+	__u8 icmp_error; // inner holds the flow the ICMP error is about
+	struct ct_key inner;
 };
 
 struct eval_ctx {
@@ -368,6 +373,37 @@ static __always_inline void log_verdict(const struct flow *f, __u32 dir, __u32 v
 	bpf_ringbuf_submit(e, 0);
 }
 
+// parse_icmp_error reads the header an ICMP error quotes (the packet that
+// caused it, as that packet's sender sent it) into a conntrack key.
+static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
+{
+	struct iphdr in;
+	__u32 off = l4off + 8;
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.ihl < 5)
+		return -1;
+	__be16 ports[2] = {};
+	if (in.protocol == IPPROTO_TCP || in.protocol == IPPROTO_UDP || in.protocol == IPPROTO_SCTP) {
+		if (bpf_skb_load_bytes(skb, off + in.ihl * 4, ports, sizeof(ports)) < 0)
+			return -1;
+	} else if (in.protocol == IPPROTO_ICMP) {
+		struct icmp_echo ie;
+		if (bpf_skb_load_bytes(skb, off + in.ihl * 4, &ie, sizeof(ie)) < 0)
+			return -1;
+		if (ie.type != ICMP_ECHO && ie.type != ICMP_ECHOREPLY)
+			return -1;
+		ports[0] = ie.id;
+		ports[1] = ie.id;
+	} else {
+		return -1;
+	}
+	k->saddr = in.saddr;
+	k->daddr = in.daddr;
+	k->sport = ports[0];
+	k->dport = ports[1];
+	k->proto = in.protocol;
+	return 0;
+}
+
 static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 {
 	void *data = (void *)(long)skb->data;
@@ -427,6 +463,9 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			f->dport = ic->id;
 		} else {
 			f->sport = bpf_htons(((__u16)ic->type << 8) | ic->code);
+			if (ic->type == ICMP_DEST_UNREACH || ic->type == ICMP_TIME_EXCEEDED ||
+			    ic->type == ICMP_PARAMETERPROB)
+				f->icmp_error = parse_icmp_error(skb, l4off, &f->inner) == 0;
 		}
 		break;
 	}
@@ -475,6 +514,27 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 
 	__u64 now = bpf_ktime_get_coarse_ns();
+	if (f.icmp_error) {
+		// An error about a tracked flow (needs-frag for path MTU
+		// discovery, unreachable, TTL exceeded) is part of that flow.
+		f.inner.ifindex = ifindex;
+		if (bpf_map_lookup_elem(&conntrack, &f.inner)) {
+			verdict = VERDICT_ALLOW;
+			goto out_quiet;
+		}
+		struct ct_key rin = {
+			.ifindex = ifindex,
+			.saddr = f.inner.daddr,
+			.daddr = f.inner.saddr,
+			.sport = f.inner.dport,
+			.dport = f.inner.sport,
+			.proto = f.inner.proto,
+		};
+		if (bpf_map_lookup_elem(&conntrack, &rin)) {
+			verdict = VERDICT_ALLOW;
+			goto out_quiet;
+		}
+	}
 	struct ct_key fwd = {
 		.ifindex = ifindex,
 		.saddr = f.saddr,

@@ -3,7 +3,9 @@ package datapath
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -452,4 +454,33 @@ func TestApplyBadInput(t *testing.T) {
 		t.Errorf("map entries %d -> %d after bad input", entries, n)
 	}
 	check("after bad input")
+}
+
+// TestICMPErrorOfTrackedFlow: an ICMP error about a flow the pod opened
+// (here port unreachable; needs-frag for path MTU discovery works the
+// same) reaches a pod whose ingress admits nothing.
+func TestICMPErrorOfTrackedFlow(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	d := tn.open(t)
+	if err := d.Apply(b.ifindex, ingressOnly()); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, b)
+	var c net.Conn
+	if err := inNS(b.ns, func() (err error) {
+		c, err = net.Dial("udp4", netip.AddrPortFrom(a.ip, 9).String()) // nothing listens
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(denyWait))
+	_, err := c.Read(make([]byte, 8))
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("read after sending to a closed port: %v, want ECONNREFUSED (the ICMP error let through)", err)
+	}
 }

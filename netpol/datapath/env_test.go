@@ -304,6 +304,13 @@ func roundTrip(c net.Conn) error {
 // canUDP reports whether a datagram from src reaches dst:port.
 func canUDP(t testing.TB, src, dst *testPod, port int) bool {
 	t.Helper()
+	return canUDPSize(t, src, dst, port, 4)
+}
+
+// canUDPSize is canUDP with a datagram of size bytes (above the veths'
+// 1500-byte MTU the sender fragments it).
+func canUDPSize(t testing.TB, src, dst *testPod, port, size int) bool {
+	t.Helper()
 	var srv, cli *net.UDPConn
 	if err := inNS(dst.ns, func() (err error) {
 		srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: dst.ip.AsSlice(), Port: port})
@@ -319,13 +326,13 @@ func canUDP(t testing.TB, src, dst *testPod, port int) bool {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	if _, err := cli.Write([]byte("ping")); err != nil {
+	if _, err := cli.Write(make([]byte, size)); err != nil {
 		t.Fatal(err)
 	}
 	_ = srv.SetReadDeadline(time.Now().Add(denyWait))
-	b := make([]byte, 16)
-	_, _, err := srv.ReadFromUDP(b)
-	return err == nil
+	b := make([]byte, size+1)
+	n, _, err := srv.ReadFromUDP(b)
+	return err == nil && n == size
 }
 
 // canSCTP sends a raw IPv4 packet of protocol 132 (an SCTP common header:

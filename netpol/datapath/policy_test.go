@@ -484,3 +484,80 @@ func TestICMPErrorOfTrackedFlow(t *testing.T) {
 		t.Errorf("read after sending to a closed port: %v, want ECONNREFUSED (the ICMP error let through)", err)
 	}
 }
+
+// TestFragments: a fragmented datagram is judged by its first fragment
+// (the only one with ports); later fragments pass on their own.
+func TestFragments(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	d := tn.open(t)
+	if err := d.Apply(b.ifindex, ingressOnly(Rule{ID: 1, AnyPeer: true, Ports: []PortRange{{Protocol: ProtoUDP, Start: 8080}}})); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, b)
+	if !canUDPSize(t, a, b, 8080, 4000) {
+		t.Error("fragmented datagram to an allowed port lost")
+	}
+	if canUDPSize(t, a, b, 8081, 4000) {
+		t.Error("fragmented datagram to a denied port delivered")
+	}
+}
+
+// TestPolicyChangeReplyFirst: when the first packet after a policy
+// change is a reply, the flow is judged as its opener sent it.
+func TestPolicyChangeReplyFirst(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	var ln net.Listener
+	if err := inNS(b.ns, func() (err error) {
+		ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.ip, 8080).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := tn.open(t)
+	toB := func(id uint32) Policy {
+		return Policy{Ingress: Direction{Isolated: true}, Egress: Direction{Isolated: true,
+			Rules: []Rule{{ID: id, CIDRs: []netip.Prefix{netip.PrefixFrom(b.ip, 32)}}}}}
+	}
+	if err := d.Apply(a.ifindex, toB(1)); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, a)
+	client, err := dial(a.ns, b.ip, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	push := func() error { // the server speaks first
+		if _, err := server.Write([]byte{'y'}); err != nil {
+			return err
+		}
+		_ = client.SetReadDeadline(time.Now().Add(denyWait))
+		_, err := client.Read(make([]byte, 1))
+		return err
+	}
+	if err := push(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(a.ifindex, toB(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := push(); err != nil {
+		t.Errorf("reply-first after a still-allowing change: %v", err)
+	}
+	other := Policy{Ingress: Direction{Isolated: true}, Egress: Direction{Isolated: true,
+		Rules: []Rule{{ID: 3, CIDRs: []netip.Prefix{pfx("192.0.2.0/24")}}}}}
+	if err := d.Apply(a.ifindex, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := push(); err == nil {
+		t.Error("reply-first after a denying change still delivered")
+	}
+}

@@ -434,6 +434,16 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return 1;
 
+	switch (f->proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+	case IPPROTO_ICMP:
+		break;
+	default:
+		return 0; // no L4 header we read: judged on addresses alone
+	}
+
 	__u32 l4off = sizeof(struct ethhdr) + ip->ihl * 4;
 	__u8 *l4 = data + l4off;
 	if ((void *)(l4 + 8) > data_end) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -340,9 +341,17 @@ func canUDPSize(t testing.TB, src, dst *testPod, port, size int) bool {
 // raw socket receives it. The kernel has no SCTP stack to answer it.
 func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
 	t.Helper()
+	return canRaw(t, src, dst, 132, []byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport), 1, 2, 3, 4, 0, 0, 0, 0})
+}
+
+// canRaw sends payload (plus a random tag) as an IPv4 packet of protocol
+// proto from src over a raw socket and reports whether a raw socket in
+// dst receives it.
+func canRaw(t testing.TB, src, dst *testPod, proto int, payload []byte) bool {
+	t.Helper()
 	var rfd, sfd int
 	if err := inNS(dst.ns, func() (err error) {
-		rfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, 132)
+		rfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, proto)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -353,15 +362,14 @@ func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
 		t.Fatal(err)
 	}
 	if err := inNS(src.ns, func() (err error) {
-		sfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, 132)
+		sfd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, proto)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(sfd)
-	tag := randSuffix()
-	pkt := []byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport), 1, 2, 3, 4, 0, 0, 0, 0}
-	pkt = append(pkt, tag...)
+	tag := randSuffix()[:4] // short: with a nil payload, less than an L4 header
+	pkt := append(slices.Clone(payload), tag...)
 	if err := unix.Sendto(sfd, pkt, 0, &unix.SockaddrInet4{Addr: dst.ip.As4()}); err != nil {
 		t.Fatal(err)
 	}
@@ -372,8 +380,7 @@ func canSCTP(t testing.TB, src, dst *testPod, sport, dport uint16) bool {
 		if err != nil {
 			return false
 		}
-		// Skip the IP header; match our tag (other tests' packets are in
-		// other namespaces, but be exact anyway).
+		// The IP header comes first; match our tag at the end.
 		if n > 20 && string(buf[n-len(tag):n]) == tag {
 			return true
 		}

@@ -130,7 +130,8 @@ func TestPorts(t *testing.T) {
 		{"no ports", nil,
 			map[int]bool{8080: true}, map[int]bool{8080: true}, map[uint16]bool{1: true}},
 	}
-	// ICMP has no ports: only rules without Ports (or any protocol) match.
+	// ICMP (and any protocol without ports) matches only rules without
+	// Ports or with any protocol.
 	icmp := map[string]bool{"one tcp port": false, "udp only": false, "sctp": false, "any protocol": true, "no ports": true}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,6 +149,10 @@ func TestPorts(t *testing.T) {
 				}
 			}
 			if want, ok := icmp[tc.name]; ok {
+				// A protocol without ports we parse (GRE), short payload.
+				if got := canRaw(t, a, b, 47, nil); got != want {
+					t.Errorf("gre: allowed %v, want %v", got, want)
+				}
 				if got := canPing(t, a, b); got != want {
 					t.Errorf("icmp echo: allowed %v, want %v", got, want)
 				}

@@ -3,6 +3,7 @@ package datapath
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -564,5 +565,96 @@ func TestPolicyChangeReplyFirst(t *testing.T) {
 	}
 	if err := push(); err == nil {
 		t.Error("reply-first after a denying change still delivered")
+	}
+}
+
+// TestApplyUnderTraffic: while new connections and an established flow
+// run, the pod's policy is replaced hundreds of times by policies of
+// different shapes that all allow the traffic: not one packet is denied.
+func TestApplyUnderTraffic(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	serveTCP(t, b, 8080)
+	d := tn.open(t)
+	aIP := netip.PrefixFrom(a.ip, 32)
+	shapes := []Policy{
+		ingressOnly(Rule{ID: 1, CIDRs: []netip.Prefix{aIP}}),
+		ingressOnly(Rule{ID: 2, CIDRs: []netip.Prefix{pfx("10.99.0.0/16")}, Except: []netip.Prefix{pfx("10.99.0.2/32")}, Ports: []PortRange{{Protocol: ProtoTCP, Start: 8000, End: 8100}}}),
+		ingressOnly(Rule{ID: 3, CIDRs: []netip.Prefix{pfx("192.0.2.0/24")}}, Rule{ID: 4, AnyPeer: true, Ports: []PortRange{{Protocol: ProtoTCP}}}),
+		manyRules(500, a.ip, b.ip),
+	}
+	if err := d.Apply(b.ifindex, shapes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Apply(a.ifindex, AllowAll); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, a)
+	tn.attach(t, d, b)
+	conn, err := dial(a.ns, b.ip, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	before, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	errc := make(chan error, 2)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			if err := roundTrip(conn); err != nil {
+				errc <- fmt.Errorf("established flow: %w", err)
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				errc <- nil
+				return
+			default:
+			}
+			c, err := dial(a.ns, b.ip, 8080)
+			if err == nil {
+				err = roundTrip(c)
+				_ = c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+			if err != nil {
+				errc <- fmt.Errorf("new connection: %w", err)
+				return
+			}
+		}
+	}()
+	for i := range 200 {
+		if err := d.Apply(b.ifindex, shapes[i%len(shapes)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+	after, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.IngressDenied != before.IngressDenied || after.EgressDenied != before.EgressDenied {
+		t.Errorf("packets denied while every policy allowed the traffic: before %+v after %+v", before, after)
+	}
+	if after.IngressAllowed.Packets-before.IngressAllowed.Packets < 100 {
+		t.Errorf("too little traffic during the updates: %+v -> %+v", before, after)
 	}
 }

@@ -274,6 +274,7 @@ func (c *Controller) processNext(ctx context.Context) bool {
 		return true
 	}
 	c.m.reconciles.WithLabelValues(result).Inc()
+	c.log.Debug("reconciled", "policy", key, "result", result, "elapsed", time.Since(start))
 	c.queue.Forget(key)
 	return true
 }

@@ -416,17 +416,15 @@ func (d *Datapath) allocID() uint32 {
 	return id
 }
 
-// putAll writes keys[i]=vals[i], in batches where the map type has them.
+// putAll writes keys[i]=vals[i] with one batch syscall where the kernel
+// has batch ops for the map type, one syscall per key otherwise.
 func putAll[K, V any](m *ebpf.Map, keys []K, vals []V) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	if m.Type() == ebpf.Hash {
-		if _, err := m.BatchUpdate(keys, vals, nil); err == nil {
-			return nil
-		} else if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
-		}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
 	}
 	for i := range keys {
 		if err := m.Put(keys[i], vals[i]); err != nil {
@@ -436,11 +434,19 @@ func putAll[K, V any](m *ebpf.Map, keys []K, vals []V) error {
 	return nil
 }
 
-// deleteAll deletes keys; absent keys are fine.
+// deleteAll deletes keys; absent keys are fine. A batch delete stops at
+// the first absent key; the rest then go one by one.
 func deleteAll[K any](m *ebpf.Map, keys []K) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	n, err := m.BatchDelete(keys, nil)
+	if err == nil {
+		return nil
+	}
 	var errs []error
-	for i := range keys {
-		if err := m.Delete(keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	for i := range keys[n:] {
+		if err := m.Delete(keys[n+i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 		}
 	}

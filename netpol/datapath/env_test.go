@@ -72,51 +72,59 @@ func newTestNet(t testing.TB, n int) *testNet {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	gw := net.ParseIP(gateway)
 	for i := range n {
 		p := &testPod{ns: fmt.Sprintf("npt-p%d-%s", i, id), ip: netip.AddrFrom4([4]byte{10, 99, 0, byte(i + 1)})}
 		addNetNS(t, p.ns)
-		ph := nsHandle(t, p.ns)
-		pfd, err := netns.GetFromName(p.ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("hv%d", i), Flags: net.FlagUp},
-			PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pfd))}
-		err = hh.LinkAdd(veth)
-		pfd.Close()
-		if err != nil {
-			t.Fatalf("veth for pod %d: %v", i, err)
-		}
-		hl, err := hh.LinkByName(veth.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.ifindex = hl.Attrs().Index
-		pl, err := ph.LinkByName("eth0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		plo, err := ph.LinkByName("lo")
-		if err != nil {
-			t.Fatal(err)
-		}
-		steps := []error{
-			ph.LinkSetUp(plo),
-			ph.LinkSetUp(pl),
-			ph.AddrAdd(pl, &netlink.Addr{IPNet: ipNet(p.ip)}),
-			ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}),
-			ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gw}),
-			ph.NeighSet(&netlink.Neigh{LinkIndex: pl.Attrs().Index, IP: gw, HardwareAddr: hl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
-			hh.RouteReplace(&netlink.Route{LinkIndex: p.ifindex, Dst: ipNet(p.ip), Scope: netlink.SCOPE_LINK}),
-			hh.NeighSet(&netlink.Neigh{LinkIndex: p.ifindex, IP: p.ip.AsSlice(), HardwareAddr: pl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
-		}
-		if err := errors.Join(steps...); err != nil {
-			t.Fatalf("wire pod %d: %v", i, err)
-		}
+		tn.wire(t, p, fmt.Sprintf("hv%d", i), 0)
 		tn.pods = append(tn.pods, p)
 	}
 	return tn
+}
+
+// wire creates p's veth pair (host end hostName, with ifindex index if
+// not 0) and wires it as berth-cni does.
+func (tn *testNet) wire(t testing.TB, p *testPod, hostName string, index int) {
+	t.Helper()
+	hh := nsHandle(t, tn.host)
+	ph := nsHandle(t, p.ns)
+	pfd, err := netns.GetFromName(p.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, Index: index, Flags: net.FlagUp},
+		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pfd))}
+	err = hh.LinkAdd(veth)
+	pfd.Close()
+	if err != nil {
+		t.Fatalf("veth for %s: %v", p.ns, err)
+	}
+	hl, err := hh.LinkByName(veth.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.ifindex = hl.Attrs().Index
+	pl, err := ph.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plo, err := ph.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := net.ParseIP(gateway)
+	steps := []error{
+		ph.LinkSetUp(plo),
+		ph.LinkSetUp(pl),
+		ph.AddrAdd(pl, &netlink.Addr{IPNet: ipNet(p.ip)}),
+		ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: &net.IPNet{IP: gw, Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}),
+		ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gw}),
+		ph.NeighSet(&netlink.Neigh{LinkIndex: pl.Attrs().Index, IP: gw, HardwareAddr: hl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
+		hh.RouteReplace(&netlink.Route{LinkIndex: p.ifindex, Dst: ipNet(p.ip), Scope: netlink.SCOPE_LINK}),
+		hh.NeighSet(&netlink.Neigh{LinkIndex: p.ifindex, IP: p.ip.AsSlice(), HardwareAddr: pl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
+	}
+	if err := errors.Join(steps...); err != nil {
+		t.Fatalf("wire %s: %v", p.ns, err)
+	}
 }
 
 // pinDir returns a unique pin dir under /sys/fs/bpf, removed when the

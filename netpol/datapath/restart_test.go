@@ -126,3 +126,59 @@ func TestRecoverGC(t *testing.T) {
 		t.Errorf("next id %d collides with ids in the maps", d2.nextID)
 	}
 }
+
+// TestVethReplaced: a pod's veth is deleted while its links are pinned
+// (the agent missed the DEL) and a new pod's veth gets the same ifindex.
+// Attach drops the defunct links and attaches anew; Remove of a gone
+// veth succeeds.
+func TestVethReplaced(t *testing.T) {
+	tn := newTestNet(t, 2)
+	a, b := tn.pods[0], tn.pods[1]
+	d := tn.open(t)
+	if err := d.Apply(b.ifindex, DenyAll); err != nil {
+		t.Fatal(err)
+	}
+	tn.attach(t, d, b)
+	old := b.ifindex
+	hh := nsHandle(t, tn.host)
+	l, err := hh.LinkByIndex(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.Attached(); err != nil || len(got) != 1 || got[0] != old {
+		t.Fatalf("attached %v %v, want the gone veth's [%d] still pinned", got, err, old)
+	}
+	tn.wire(t, b, "hv1new", old)
+	if b.ifindex != old {
+		t.Fatalf("new veth got ifindex %d, want %d", b.ifindex, old)
+	}
+	serveTCP(t, b, 8080)
+	tn.attach(t, d, b) // defunct links replaced
+	if canTCP(a.ns, b.ip, 8080) {
+		t.Error("new veth with the old ifindex is not enforced (deny-all)")
+	}
+	if err := d.Apply(b.ifindex, AllowAll); err != nil {
+		t.Fatal(err)
+	}
+	if !canTCP(a.ns, b.ip, 8080) {
+		t.Error("allow-all on the new veth: blocked")
+	}
+	// Gone for good: Remove still cleans up.
+	l, err = hh.LinkByIndex(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Remove(old); err != nil {
+		t.Fatalf("remove of a gone veth: %v", err)
+	}
+	if got, err := d.Attached(); err != nil || len(got) != 0 {
+		t.Errorf("attached %v %v, want none", got, err)
+	}
+	assertNoState(t, d, old)
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -135,19 +136,21 @@ func (c *Controller) Run(ctx context.Context) error {
 			DeleteFunc: c.enqueue,
 		}},
 		{podInf.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { c.enqueueAll() },
-			UpdateFunc: func(o, n any) { c.enqueueAllIf(podChanged(o, n)) },
-			DeleteFunc: func(any) { c.enqueueAll() },
+			AddFunc:    c.enqueueAffected,
+			UpdateFunc: func(o, n any) { c.enqueueAffectedIf(n, podChanged(o, n)) },
+			DeleteFunc: c.enqueueAffected,
 		}},
 		{nsInf.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { c.enqueueAll() },
-			UpdateFunc: func(o, n any) { c.enqueueAllIf(namespaceChanged(o, n)) },
-			DeleteFunc: func(any) { c.enqueueAll() },
+			// A namespace's labels matter to namespaceSelectors only; its
+			// pods come and go with their own events.
+			AddFunc:    func(any) { c.enqueueCrossNamespace("") },
+			UpdateFunc: func(o, n any) { c.enqueueAffectedIf(nil, namespaceChanged(o, n)) },
+			DeleteFunc: func(any) { c.enqueueCrossNamespace("") },
 		}},
 		{svcInf.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { c.enqueueAll() },
-			UpdateFunc: func(o, n any) { c.enqueueAllIf(serviceChanged(o, n)) },
-			DeleteFunc: func(any) { c.enqueueAll() },
+			AddFunc:    c.enqueueAffected,
+			UpdateFunc: func(o, n any) { c.enqueueAffectedIf(n, serviceChanged(o, n)) },
+			DeleteFunc: c.enqueueAffected,
 		}},
 		{peInf, cache.ResourceEventHandlerFuncs{
 			// Someone else's edit or delete of a chunk is repaired; the
@@ -201,23 +204,73 @@ func (c *Controller) enqueue(obj any) {
 	c.queue.Add(key)
 }
 
-// enqueueAll queues every policy: a pod, namespace or Service change can
-// matter to any of them (peers and Services cross namespaces).
-func (c *Controller) enqueueAll() {
+// enqueueAffected queues the policies a change of a pod or Service (obj)
+// can matter to: those of its namespace, and those whose peers reach into
+// other namespaces (see crossNamespace).
+func (c *Controller) enqueueAffected(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return
+	}
+	ns, _, _ := cache.SplitMetaNamespaceKey(key)
+	c.enqueueCrossNamespace(ns)
+}
+
+// enqueueAffectedIf queues for obj when changed; a nil obj stands for a
+// namespace, which only matters to cross-namespace policies.
+func (c *Controller) enqueueAffectedIf(obj any, changed bool) {
+	switch {
+	case !changed:
+	case obj == nil:
+		c.enqueueCrossNamespace("")
+	default:
+		c.enqueueAffected(obj)
+	}
+}
+
+// enqueueCrossNamespace queues the policies of namespace ns ("" for none)
+// and every policy that crossNamespace reports.
+func (c *Controller) enqueueCrossNamespace(ns string) {
 	nps, err := c.policies.List(labels.Everything())
 	if err != nil {
 		c.log.Warn("list network policies", "err", err)
 		return
 	}
 	for _, np := range nps {
-		c.queue.Add(np.Namespace + "/" + np.Name)
+		if np.Namespace == ns || crossNamespace(np) {
+			c.queue.Add(np.Namespace + "/" + np.Name)
+		}
 	}
 }
 
-func (c *Controller) enqueueAllIf(changed bool) {
-	if changed {
-		c.enqueueAll()
+// crossNamespace reports whether a policy's resolution reads pods or
+// Services outside its own namespace: a namespaceSelector peer, or an
+// egress rule to an ipBlock or to everywhere (the pods inside are looked
+// up for named ports and Services).
+func crossNamespace(np *networkingv1.NetworkPolicy) bool {
+	types := PolicyTypes(np)
+	if slices.Contains(types, networkingv1.PolicyTypeIngress) {
+		for _, r := range np.Spec.Ingress {
+			for _, p := range r.From {
+				if p.NamespaceSelector != nil {
+					return true
+				}
+			}
+		}
 	}
+	if slices.Contains(types, networkingv1.PolicyTypeEgress) {
+		for _, r := range np.Spec.Egress {
+			if len(r.To) == 0 {
+				return true
+			}
+			for _, p := range r.To {
+				if p.NamespaceSelector != nil || p.IPBlock != nil {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (c *Controller) enqueueChunkOwner(obj any) {

@@ -10,8 +10,13 @@
 //	cluster := netpolicy.NewCluster(pods, namespaces, services)
 //	chunks, err := netpolicy.Translate(policy, cluster, netpolicy.DefaultChunkSize)
 //
-// The controller runs it on every change of a policy, pod, namespace or
-// Service, and stores the result:
+// The controller runs it on every change of a policy, and of a pod,
+// namespace or Service the policy may read: a pod or Service change wakes
+// the policies of its namespace and those reaching across namespaces
+// (namespaceSelector peers, egress to an ipBlock or everywhere); a
+// namespace label change only the latter. Pod changes that resolution
+// does not read (conditions, annotations) wake nothing. It stores the
+// result:
 //
 //	c := netpolicy.New(kubeClient, dynamicClient, netpolicy.Options{Log: log})
 //	_ = c.Register(prometheus.DefaultRegisterer)
@@ -91,5 +96,14 @@
 // object of older generations. Chunks are never updated in place, so the
 // API always holds a complete generation: an agent takes, per policy, the
 // highest generation for which it sees ChunkCount chunks annotated with it,
-// and ignores incomplete ones.
+// and ignores incomplete ones (v1alpha1.NewestComplete does exactly this).
+//
+// When a write fails half-way the new generation stays incomplete and the
+// old one stays in force; the retry writes a newer generation and deletes
+// both. Generation numbers only grow: the next is above every stored one
+// and above the last this process wrote (its cache may lag its writes).
+// Objects owned by an earlier policy of the same name (another UID) are
+// never taken as current. Every write happens only after a fresh list from
+// the apiserver; the informer's copy is used to see that nothing is to be
+// done, which is by far the most common result.
 package netpolicy

@@ -448,28 +448,19 @@ func listChunks(t *testing.T, e *env, ns, policy string) []*pe.PolicyEndpoint {
 }
 
 // readChunks returns the newest complete generation, judged as an agent
-// must: ChunkCount chunks that all carry that generation.
+// does, with pe.NewestComplete.
 func readChunks(t *testing.T, e *env, ns, policy string) chunkSet {
 	t.Helper()
-	byGen := map[int64][]*pe.PolicyEndpoint{}
+	var all []pe.PolicyEndpoint
 	for _, o := range listChunks(t, e, ns, policy) {
-		g, _ := strconv.ParseInt(o.Annotations[pe.AnnotationGeneration], 10, 64)
-		byGen[g] = append(byGen[g], o)
+		all = append(all, *o)
 	}
-	var best chunkSet
-	for g, objs := range byGen {
-		count, _ := strconv.Atoi(objs[0].Annotations[pe.AnnotationChunkCount])
-		if g <= best.gen || len(objs) != count {
-			continue
-		}
-		slices.SortFunc(objs, func(a, b *pe.PolicyEndpoint) int {
-			ia, _ := strconv.Atoi(a.Annotations[pe.AnnotationChunkIndex])
-			ib, _ := strconv.Atoi(b.Annotations[pe.AnnotationChunkIndex])
-			return ia - ib
-		})
-		best = chunkSet{gen: g, objs: objs}
+	gen, set, _ := pe.NewestComplete(all)
+	s := chunkSet{gen: gen}
+	for i := range set {
+		s.objs = append(s.objs, &set[i])
 	}
-	return best
+	return s
 }
 
 // waitChunks waits until the newest complete generation satisfies ok and

@@ -520,7 +520,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		goto out; // attached without state, or a truncated header: fail closed
 	if (frag == 1) {
 		verdict = VERDICT_ALLOW;
-		goto out;
+		goto out_quiet;
 	}
 
 	__u64 now = bpf_ktime_get_coarse_ns();
@@ -600,6 +600,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 				ct->last_seen = now;
 				verdict = VERDICT_ALLOW;
 				rule_id = oid;
+				log_verdict(&orig, odir, verdict, ifindex, oid);
 				goto out_quiet;
 			}
 			bpf_map_delete_elem(&conntrack, &rev);

@@ -144,12 +144,12 @@ func TestControllerWrites(t *testing.T) {
 	}
 
 	// Touching the policy and a pod's annotations writes nothing.
+	before := testutil.ToFloat64(c.m.reconciles.WithLabelValues(resultUnchanged))
 	np, _ := kube.NetworkingV1().NetworkPolicies("x").Get(ctx, "p", metav1.GetOptions{})
 	np.Annotations = map[string]string{"touched": "1"}
 	if _, err := kube.NetworkingV1().NetworkPolicies("x").Update(ctx, np, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	before := testutil.ToFloat64(c.m.reconciles.WithLabelValues(resultUnchanged))
 	waitFor("an unchanged reconcile", func() bool { return testutil.ToFloat64(c.m.reconciles.WithLabelValues(resultUnchanged)) > before })
 	if w := writes(); !slices.Equal(w, want) {
 		t.Fatalf("writes after a no-op: %v", w)

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -44,16 +45,18 @@ import (
 // harness is one node with the x, y, z × a, b, c pods of the upstream
 // NetworkPolicy suite.
 type harness struct {
-	t        *testing.T
-	kube     kubernetes.Interface
-	dyn      dynamic.Interface
-	node     *e2e.CNINode
-	nodeName string
-	nodeIP   string
-	npa      string
-	pods     []*hpod
-	m        *model
-	sctpPort atomic.Uint32
+	t         *testing.T
+	kube      kubernetes.Interface
+	dyn       dynamic.Interface
+	node      *e2e.CNINode
+	nodeName  string
+	nodeIP    string
+	npa       string
+	pods      []*hpod
+	m         *model
+	sctpPort  atomic.Uint32
+	agent     *exec.Cmd
+	agentArgs []string
 	// changed is when the test last changed a policy or a label.
 	changed time.Time
 }
@@ -168,14 +171,25 @@ func (h *harness) createNode() {
 func (h *harness) startAgent(kubeconfig, mode string) {
 	pin := fmt.Sprintf("/sys/fs/bpf/berth-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
 	h.t.Cleanup(func() { _ = os.RemoveAll(pin) })
+	h.agentArgs = []string{"--kubeconfig", kubeconfig, "--node-name", h.nodeName, "--ipamd-socket", h.node.Socket,
+		"--socket", h.npa, "--pin-dir", pin, "--metrics-addr", h.agentMetrics(), "--mode", mode}
+	h.runAgent()
+}
+
+func (h *harness) runAgent() {
+	_ = os.Remove(h.npa)
 	env := []string{"PATH=" + os.Getenv("PATH")}
-	e2e.StartIn(h.t, h.node.Inst.NetNS, env, e2e.Bin(h.t, "berth-netpol"), "--kubeconfig", kubeconfig,
-		"--node-name", h.nodeName, "--ipamd-socket", h.node.Socket, "--socket", h.npa, "--pin-dir", pin,
-		"--metrics-addr", h.agentMetrics(), "--mode", mode)
+	h.agent = e2e.StartIn(h.t, h.node.Inst.NetNS, env, e2e.Bin(h.t, "berth-netpol"), h.agentArgs...)
 	e2e.WaitFor(h.t, "npa.sock", 60*time.Second, func() bool {
 		_, err := os.Stat(h.npa)
 		return err == nil
 	})
+}
+
+// killAgent stops the agent as a crash or an upgrade would: SIGKILL.
+func (h *harness) killAgent() {
+	_ = h.agent.Process.Kill()
+	_ = h.agent.Wait()
 }
 
 // addNamespaces creates x, y, z labelled ns=<name>.

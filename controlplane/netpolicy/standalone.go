@@ -62,7 +62,7 @@ func RunStandalone(ctx context.Context, cfg StandaloneConfig, log *slog.Logger) 
 	c := New(client, dyn, cfg.Options)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2) // the metrics server and the controller
 	if cfg.MetricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		if err := c.Register(reg); err != nil {

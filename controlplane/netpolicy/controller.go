@@ -516,5 +516,8 @@ func (l *listerCluster) Namespaces() ([]*corev1.Namespace, error) {
 }
 
 func (l *listerCluster) Services(namespace string) ([]*corev1.Service, error) {
+	if namespace == "" {
+		return l.services.List(labels.Everything())
+	}
 	return l.services.Services(namespace).List(labels.Everything())
 }

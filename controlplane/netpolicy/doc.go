@@ -76,9 +76,17 @@
 // reach, through the ClusterIP, backends the policy does not allow to it
 // (kube-proxy picks the backend after the check). The ingress side of the
 // backend still enforces on the real pod after DNAT, so a policy on the
-// server is never bypassed. Exceptions of an ipBlock are applied to the
-// pods behind a Service, not to the ClusterIP itself: if a block's CIDR
-// contains the Service CIDR, its ClusterIPs are allowed by the block.
+// server is never bypassed.
+//
+// The other way round, an egress CIDR entry (an ipBlock, or a rule without
+// peers but with ports) lists in its except the ClusterIPs of
+// selector-based Services that fall inside it, so a ClusterIP is never
+// allowed because of where the Service CIDR happens to lie: with
+// ipBlock 0.0.0.0/4 except <pod b>/32 (upstream's except test), the
+// ClusterIP of b's Service is denied and those of the other pods' Services
+// are allowed by their own entries, as after DNAT. Services without a
+// selector (the kubernetes Service, manual Endpoints) have no pod
+// backends to judge by and stay allowed by a CIDR that contains them.
 //
 // # Chunks and generations
 //

@@ -27,7 +27,7 @@ type Cluster interface {
 	// Pods lists the pods of a namespace, or of all namespaces for "".
 	Pods(namespace string) ([]*corev1.Pod, error)
 	Namespaces() ([]*corev1.Namespace, error)
-	// Services lists the services of a namespace.
+	// Services lists the services of a namespace, or of all for "".
 	Services(namespace string) ([]*corev1.Service, error)
 }
 
@@ -59,7 +59,7 @@ func (s *staticCluster) Namespaces() ([]*corev1.Namespace, error) { return s.nam
 func (s *staticCluster) Services(namespace string) ([]*corev1.Service, error) {
 	var out []*corev1.Service
 	for _, svc := range s.services {
-		if svc.Namespace == namespace {
+		if namespace == "" || svc.Namespace == namespace {
 			out = append(out, svc)
 		}
 	}
@@ -226,6 +226,7 @@ type resolver struct {
 	allPods    []*corev1.Pod // eligible pods of every namespace, nil until needed
 	namespaces []*corev1.Namespace
 	services   map[string][]*corev1.Service
+	vips       []netip.Addr // ClusterIPs of selector-based Services, nil until needed
 	problems   []string
 }
 
@@ -296,6 +297,37 @@ func (r *resolver) servicesIn(ns string) ([]*corev1.Service, error) {
 	}
 	r.services[ns] = s
 	return s, nil
+}
+
+// virtualIPsIn are the ClusterIPs of selector-based Services that lie in
+// cidr and outside except, as /32 (or /128) prefixes. An egress CIDR entry
+// excepts them: a ClusterIP is no destination of its own but stands for
+// its backends, so it is allowed only by the Service entries of the
+// backends the rule allows (see the package doc). Services without a
+// selector (the kubernetes Service, manual Endpoints) keep their ClusterIP
+// inside the block: their backends are not pods the controller knows.
+func (r *resolver) virtualIPsIn(cidr netip.Prefix, except []netip.Prefix) ([]netip.Prefix, error) {
+	if r.vips == nil {
+		svcs, err := r.c.Services("")
+		if err != nil {
+			return nil, fmt.Errorf("list services: %w", err)
+		}
+		r.vips = []netip.Addr{}
+		for _, svc := range svcs {
+			if svc.Spec.Type != corev1.ServiceTypeExternalName && len(svc.Spec.Selector) > 0 {
+				r.vips = append(r.vips, clusterIPs(svc)...)
+			}
+		}
+		slices.SortFunc(r.vips, func(a, b netip.Addr) int { return a.Compare(b) })
+		r.vips = slices.Compact(r.vips)
+	}
+	var out []netip.Prefix
+	for _, ip := range r.vips {
+		if inBlock(ip, cidr, except) {
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out, nil
 }
 
 // selector converts a label selector; nil selects everything (as a
@@ -421,13 +453,20 @@ func (r *resolver) ingressRule(set *entrySet, rule *networkingv1.NetworkPolicyIn
 func (r *resolver) egressRule(set *entrySet, rule *networkingv1.NetworkPolicyEgressRule) error {
 	rp := parsePorts(rule.Ports)
 	if len(rule.To) == 0 { // no peers: every address
-		if rp.all || len(rp.numeric) > 0 {
-			for _, cidr := range r.anywhere() {
-				set.add(cidr, nil, rp.all, rp.numeric)
-			}
-		}
 		if rp.all {
+			for _, cidr := range r.anywhere() {
+				set.add(cidr, nil, true, nil)
+			}
 			return nil // every address and port: Service IPs included
+		}
+		if len(rp.numeric) > 0 {
+			for _, cidr := range r.anywhere() {
+				vips, err := r.virtualIPsIn(cidr, nil)
+				if err != nil {
+					return err
+				}
+				set.add(cidr, vips, false, rp.numeric)
+			}
 		}
 		pods, err := r.eligiblePods()
 		if err != nil {
@@ -443,7 +482,11 @@ func (r *resolver) egressRule(set *entrySet, rule *networkingv1.NetworkPolicyEgr
 				continue
 			}
 			if rp.all || len(rp.numeric) > 0 {
-				set.add(cidr, except, rp.all, rp.numeric)
+				vips, err := r.virtualIPsIn(cidr, except)
+				if err != nil {
+					return err
+				}
+				set.add(cidr, append(slices.Clone(except), vips...), rp.all, rp.numeric)
 			}
 			// Pods inside the block: their named ports, and the Services
 			// in front of them (see the package doc).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -65,10 +64,13 @@ type portRange struct {
 }
 
 // compile validates p and turns it into rules with peer and port sets.
-// Rules without Except that allow the same ports share one peer set
-// (each address remembers its rule's ID), so N single-CIDR rules cost one
-// LPM lookup, not N. A rule with Except keeps a set of its own: the
-// longest prefix decides, which is exact only within one rule.
+// All rules of a direction that allow the same ports share one peer set,
+// so a packet costs one LPM lookup per distinct port set, however many
+// rules and CIDRs there are. Without Except the set is the union of the
+// CIDRs (each entry keeps its rule's ID). With Except, each prefix in
+// the set gets the verdict the rules give the addresses for which it is
+// the longest match (see resolvePeers), which keeps every rule's Except
+// to itself.
 func compile(p Policy) (*compiled, error) {
 	c := &compiled{}
 	for dir, pd := range [2]Direction{dirIngress: p.Ingress, dirEgress: p.Egress} {
@@ -77,64 +79,144 @@ func compile(p Policy) (*compiled, error) {
 		if !pd.Isolated {
 			continue
 		}
-		merged := map[string]int{} // portKey+anyPeer -> index in c.rules[dir]
-		var own []compiledRule
+		groups := map[string][]*compiledRule{} // by port set
+		var order []string
 		for i, r := range pd.Rules {
 			cr, err := compileRule(r)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s rule %d (id %d): %w", ErrInvalidPolicy, name, i, r.ID, err)
 			}
-			switch {
-			case cr == nil: // no IPv4 peer: matches nothing
-			case cr.anyPeer || !hasExcept(cr.peers):
-				key := strconv.FormatBool(cr.anyPeer) + "/" + cr.portKey
-				j, ok := merged[key]
-				if !ok {
-					merged[key] = len(c.rules[dir])
-					c.rules[dir] = append(c.rules[dir], *cr)
-					continue
-				}
-				if m := &c.rules[dir][j]; !m.anyPeer {
-					m.peers = append(m.peers, cr.peers...)
-				}
-			default:
-				own = append(own, *cr)
+			if cr == nil {
+				continue // no IPv4 peer: matches nothing
 			}
+			if _, ok := groups[cr.portKey]; !ok {
+				order = append(order, cr.portKey)
+			}
+			groups[cr.portKey] = append(groups[cr.portKey], cr)
 		}
-		c.rules[dir] = append(c.rules[dir], own...)
-		for j := range c.rules[dir] {
-			c.rules[dir][j].peers = dedupPeers(c.rules[dir][j].peers)
+		for _, key := range order {
+			c.rules[dir] = append(c.rules[dir], mergeRules(groups[key]))
 		}
 		if len(c.rules[dir]) > MaxRules {
-			return nil, fmt.Errorf("%w: %s has %d distinct rules, at most %d", ErrInvalidPolicy, name, len(c.rules[dir]), MaxRules)
+			return nil, fmt.Errorf("%w: %s has %d distinct port sets, at most %d", ErrInvalidPolicy, name, len(c.rules[dir]), MaxRules)
 		}
 	}
 	return c, nil
+}
+
+// mergeRules makes one rule of rules that allow the same ports.
+func mergeRules(rules []*compiledRule) compiledRule {
+	if i := slices.IndexFunc(rules, func(r *compiledRule) bool { return r.anyPeer }); i >= 0 {
+		return *rules[i] // every peer: the others add nothing
+	}
+	m := *rules[0]
+	m.id = 0 // each peer entry carries its own rule's ID
+	m.peers = nil
+	if !slices.ContainsFunc(rules, func(r *compiledRule) bool { return hasExcept(r.peers) }) {
+		for _, r := range rules {
+			m.peers = append(m.peers, r.peers...)
+		}
+		m.peers = dedupPeers(m.peers)
+		return m
+	}
+	m.peers = resolvePeers(rules)
+	return m
 }
 
 func hasExcept(peers []peerEntry) bool {
 	return slices.ContainsFunc(peers, func(p peerEntry) bool { return !p.member })
 }
 
-// dedupPeers keeps one entry per prefix: a non-member (Except) wins over
-// a member, otherwise the first rule's.
+// dedupPeers keeps the first entry of each prefix (all are members).
 func dedupPeers(peers []peerEntry) []peerEntry {
 	if len(peers) < 2 {
 		return peers
 	}
-	idx := make(map[netip.Prefix]int, len(peers))
+	seen := make(map[uint64]bool, len(peers))
 	out := peers[:0:0]
 	for _, p := range peers {
-		if i, ok := idx[p.prefix]; ok {
-			if !p.member {
-				out[i] = p
-			}
-			continue
+		if k := prefixKey(p.prefix); !seen[k] {
+			seen[k] = true
+			out = append(out, p)
 		}
-		idx[p.prefix] = len(out)
-		out = append(out, p)
 	}
 	return out
+}
+
+func prefixKey(p netip.Prefix) uint64 {
+	a := p.Addr().As4()
+	return uint64(binary.BigEndian.Uint32(a[:]))<<8 | uint64(p.Bits())
+}
+
+// resolvePeers builds one LPM set that is exact for several rules with
+// Excepts. Every address's longest matching prefix P among all the rules'
+// CIDRs and Excepts is contained in every rule prefix that contains the
+// address (prefixes nest or are disjoint), so which rules allow the
+// address (one of its CIDRs contains it, none of its Excepts does) is the
+// same for every address whose longest match is P. Each P therefore gets
+// that verdict, and the ID of the first rule allowing it.
+func resolvePeers(rules []*compiledRule) []peerEntry {
+	type mark struct {
+		rule   int
+		except bool
+	}
+	marks := map[uint64][]mark{}
+	var order []netip.Prefix
+	for i, r := range rules {
+		for _, pe := range r.peers {
+			k := prefixKey(pe.prefix)
+			if _, ok := marks[k]; !ok {
+				order = append(order, pe.prefix)
+			}
+			marks[k] = append(marks[k], mark{rule: i, except: !pe.member})
+		}
+	}
+	allowed := make([]bool, len(rules))
+	removed := make([]bool, len(rules))
+	var touched []int
+	member := make(map[uint64]bool, len(order))
+	out := make([]peerEntry, 0, len(order))
+	for _, p := range order {
+		touched = touched[:0]
+		for bits := p.Bits(); bits >= 0; bits-- {
+			for _, m := range marks[prefixKey(netip.PrefixFrom(p.Addr(), bits).Masked())] {
+				if m.except {
+					removed[m.rule] = true
+				} else {
+					allowed[m.rule] = true
+				}
+				touched = append(touched, m.rule)
+			}
+		}
+		best := -1
+		for _, r := range touched {
+			if allowed[r] && !removed[r] && (best < 0 || r < best) {
+				best = r
+			}
+		}
+		for _, r := range touched {
+			allowed[r], removed[r] = false, false
+		}
+		e := peerEntry{prefix: p}
+		if best >= 0 {
+			e.member, e.id = true, rules[best].id
+		}
+		member[prefixKey(p)] = e.member
+		out = append(out, e)
+	}
+	// A non-member whose nearest enclosing entry is no member (or which
+	// has none) changes no lookup: leave it out.
+	return slices.DeleteFunc(out, func(e peerEntry) bool {
+		if e.member {
+			return false
+		}
+		for bits := e.prefix.Bits() - 1; bits >= 0; bits-- {
+			if m, ok := member[prefixKey(netip.PrefixFrom(e.prefix.Addr(), bits).Masked())]; ok {
+				return !m
+			}
+		}
+		return true
+	})
 }
 
 // compileRule returns nil for a rule that can match no IPv4 packet.

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
@@ -100,7 +101,7 @@ func TestCompile(t *testing.T) {
 			t.Errorf("member keeps its rule id: %+v", c.rules[dirEgress][0].peers[999])
 		}
 	})
-	t.Run("except keeps its own set", func(t *testing.T) {
+	t.Run("rules with except share one exact set", func(t *testing.T) {
 		c, err := compile(Policy{Ingress: Direction{Isolated: true, Rules: []Rule{
 			{ID: 1, CIDRs: []netip.Prefix{p("10.0.0.0/8")}, Except: []netip.Prefix{p("10.1.0.0/16")}},
 			{ID: 2, CIDRs: []netip.Prefix{p("10.1.2.0/24")}},
@@ -108,8 +109,16 @@ func TestCompile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := len(c.rules[dirIngress]); n != 2 {
-			t.Fatalf("%d rules, want 2", n)
+		if n := len(c.rules[dirIngress]); n != 1 {
+			t.Fatalf("%d rules, want 1", n)
+		}
+		want := []peerEntry{
+			{prefix: p("10.0.0.0/8"), member: true, id: 1},
+			{prefix: p("10.1.0.0/16")},
+			{prefix: p("10.1.2.0/24"), member: true, id: 2},
+		}
+		if got := c.rules[dirIngress][0].peers; !slices.Equal(got, want) {
+			t.Errorf("peers %+v, want %+v", got, want)
 		}
 	})
 	t.Run("cidr inside except dropped; v6 ignored; host bits masked", func(t *testing.T) {
@@ -137,13 +146,75 @@ func TestCompile(t *testing.T) {
 			t.Errorf("got %+v %v, want isolated with no rules", c, err)
 		}
 	})
-	t.Run("too many rules", func(t *testing.T) {
+	t.Run("too many port sets", func(t *testing.T) {
 		var rules []Rule
 		for i := range MaxRules + 1 {
-			rules = append(rules, Rule{CIDRs: []netip.Prefix{p("10.0.0.0/8")}, Except: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)}})
+			rules = append(rules, Rule{AnyPeer: true, Ports: []PortRange{{Protocol: ProtoTCP + uint8(i>>16)*11, Start: uint16(i) + 1}}})
 		}
 		if _, err := compile(Policy{Ingress: Direction{Isolated: true, Rules: rules}}); !errors.Is(err, ErrInvalidPolicy) {
 			t.Errorf("got %v, want ErrInvalidPolicy", err)
 		}
 	})
+}
+
+// TestResolvePeersExact compares the one-lookup set built for random
+// rules with Excepts against the definition, address by address: some
+// rule has a CIDR holding the address and no Except holding it.
+func TestResolvePeersExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	// Prefixes of 10.0.0.0/24, so random ones nest often.
+	randPrefix := func(minBits int) netip.Prefix {
+		bits := minBits + rng.IntN(33-minBits)
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(256))}), bits).Masked()
+	}
+	for round := range 500 {
+		var rules []Rule
+		for i := range 1 + rng.IntN(5) {
+			r := Rule{ID: uint32(i + 1)}
+			for range 1 + rng.IntN(3) {
+				r.CIDRs = append(r.CIDRs, randPrefix(20))
+			}
+			for range rng.IntN(4) {
+				r.Except = append(r.Except, randPrefix(24))
+			}
+			rules = append(rules, r)
+		}
+		c, err := compile(Policy{Ingress: Direction{Isolated: true, Rules: rules}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var set []peerEntry
+		switch len(c.rules[dirIngress]) {
+		case 0:
+		case 1:
+			set = c.rules[dirIngress][0].peers
+		default:
+			t.Fatalf("round %d: %d rules, want 1", round, len(c.rules[dirIngress]))
+		}
+		for i := range 256 {
+			a := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
+			var want []uint32 // IDs of the rules allowing a
+			for _, r := range rules {
+				in := slices.ContainsFunc(r.CIDRs, func(p netip.Prefix) bool { return p.Contains(a) })
+				out := slices.ContainsFunc(r.Except, func(p netip.Prefix) bool { return p.Contains(a) })
+				if in && !out {
+					want = append(want, r.ID)
+				}
+			}
+			// The LPM lookup the program does.
+			best := -1
+			for j, e := range set {
+				if e.prefix.Contains(a) && (best < 0 || e.prefix.Bits() > set[best].prefix.Bits()) {
+					best = j
+				}
+			}
+			got := best >= 0 && set[best].member
+			if got != (len(want) > 0) {
+				t.Fatalf("round %d: %v allowed %v, want %v\nrules %+v\nset %+v", round, a, got, len(want) > 0, rules, set)
+			}
+			if got && !slices.Contains(want, set[best].id) {
+				t.Fatalf("round %d: %v attributed to rule %d, not one of %v", round, a, set[best].id, want)
+			}
+		}
+	}
 }

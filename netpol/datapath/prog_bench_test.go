@@ -80,7 +80,7 @@ func BenchmarkProgram(b *testing.B) {
 			run(b, tcpFrame(peer, pod, 80, 3000, ack))
 		})
 	}
-	// The rule loop: n rules that cannot share a set (each has an Except).
+	// Rules with Excepts still share one set when their ports match.
 	for _, n := range []int{10, 1000} {
 		var rules []Rule
 		for i := range n {
@@ -92,6 +92,20 @@ func BenchmarkProgram(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("denied/except-rules=%d", n), func(b *testing.B) {
 			run(b, tcpFrame(stranger, pod, 1000, 8080, syn))
+		})
+	}
+	// The rule loop: one rule per distinct port set, the packet's last.
+	for _, n := range []int{10, 1000} {
+		var rules []Rule
+		for i := range n {
+			rules = append(rules, Rule{ID: uint32(i + 1), AnyPeer: true, Ports: []PortRange{{Protocol: ProtoTCP, Start: uint16(10000 + i)}}})
+		}
+		rules = append(rules, Rule{ID: uint32(n + 1), AnyPeer: true, Ports: []PortRange{{Protocol: ProtoTCP, Start: 8080}}})
+		if err := d.Apply(lo, ingressOnly(rules...)); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("allowed-untracked/port-sets=%d", n+1), func(b *testing.B) {
+			run(b, tcpFrame(peer, pod, 1000, 8080, ack))
 		})
 	}
 }

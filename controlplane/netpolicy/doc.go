@@ -79,14 +79,17 @@
 // server is never bypassed.
 //
 // The other way round, an egress CIDR entry (an ipBlock, or a rule without
-// peers but with ports) lists in its except the ClusterIPs of
-// selector-based Services that fall inside it, so a ClusterIP is never
-// allowed because of where the Service CIDR happens to lie: with
-// ipBlock 0.0.0.0/4 except <pod b>/32 (upstream's except test), the
-// ClusterIP of b's Service is denied and those of the other pods' Services
-// are allowed by their own entries, as after DNAT. Services without a
-// selector (the kubernetes Service, manual Endpoints) have no pod
-// backends to judge by and stay allowed by a CIDR that contains them.
+// peers but with ports) would allow every ClusterIP inside it on the
+// rule's ports, whatever the backends. So it lists in its except the
+// ClusterIPs of selector-based Services inside the block that have a port
+// the entry allows but that leads to no backend the rule allows (inside
+// the block, on an allowed pod port); the backends' Service entries then
+// allow the right ports. With upstream's except test (ipBlock <pod>/4
+// except <pod b>/32, which holds the Service CIDR), b's ClusterIP is
+// denied and the others allowed, as after DNAT. A ClusterIP the CIDR
+// allows correctly is not listed, so a "port 53 anywhere" rule stays one
+// short entry. Services without a selector (the kubernetes Service, manual
+// Endpoints) have no pod backends to judge by and are left to the CIDR.
 //
 // # Chunks and generations
 //

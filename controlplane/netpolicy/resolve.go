@@ -226,8 +226,9 @@ type resolver struct {
 	allPods    []*corev1.Pod // eligible pods of every namespace, nil until needed
 	namespaces []*corev1.Namespace
 	services   map[string][]*corev1.Service
-	vips       []netip.Addr // ClusterIPs of selector-based Services, nil until needed
-	problems   []string
+	// allServices are the selector-based Services of the cluster, nil until needed.
+	allServices []*corev1.Service
+	problems    []string
 }
 
 func (r *resolver) problem(format string, args ...any) {
@@ -299,35 +300,75 @@ func (r *resolver) servicesIn(ns string) ([]*corev1.Service, error) {
 	return s, nil
 }
 
-// virtualIPsIn are the ClusterIPs of selector-based Services that lie in
-// cidr and outside except, as /32 (or /128) prefixes. An egress CIDR entry
-// excepts them: a ClusterIP is no destination of its own but stands for
-// its backends, so it is allowed only by the Service entries of the
-// backends the rule allows (see the package doc). Services without a
-// selector (the kubernetes Service, manual Endpoints) keep their ClusterIP
-// inside the block: their backends are not pods the controller knows.
-func (r *resolver) virtualIPsIn(cidr netip.Prefix, except []netip.Prefix) ([]netip.Prefix, error) {
-	if r.vips == nil {
+// virtualIPsIn are the ClusterIPs (as /32 or /128) that an egress entry
+// allowing cidr minus except on the rule's ports would allow wrongly: those
+// of selector-based Services inside the block with a Service port the
+// entry allows but that leads to no backend the rule allows (a backend
+// inside the block, on a pod port the rule allows to it). The entry
+// excepts them; the Service entries of the backends (serviceEntries) then
+// allow exactly the right ports. Services without a selector (the
+// kubernetes Service, manual Endpoints) are left to the CIDR: their
+// backends are not pods the controller knows.
+func (r *resolver) virtualIPsIn(cidr netip.Prefix, except []netip.Prefix, rp rulePorts) ([]netip.Prefix, error) {
+	if r.allServices == nil {
 		svcs, err := r.c.Services("")
 		if err != nil {
 			return nil, fmt.Errorf("list services: %w", err)
 		}
-		r.vips = []netip.Addr{}
-		for _, svc := range svcs {
-			if svc.Spec.Type != corev1.ServiceTypeExternalName && len(svc.Spec.Selector) > 0 {
-				r.vips = append(r.vips, clusterIPs(svc)...)
-			}
-		}
-		slices.SortFunc(r.vips, func(a, b netip.Addr) int { return a.Compare(b) })
-		r.vips = slices.Compact(r.vips)
+		r.allServices = slices.DeleteFunc(slices.Clone(svcs), func(svc *corev1.Service) bool {
+			return svc.Spec.Type == corev1.ServiceTypeExternalName || len(svc.Spec.Selector) == 0
+		})
+	}
+	pods, err := r.eligiblePods()
+	if err != nil {
+		return nil, err
 	}
 	var out []netip.Prefix
-	for _, ip := range r.vips {
-		if inBlock(ip, cidr, except) {
+	for _, svc := range r.allServices {
+		var inside []netip.Addr
+		for _, ip := range clusterIPs(svc) {
+			if inBlock(ip, cidr, except) {
+				inside = append(inside, ip)
+			}
+		}
+		if len(inside) == 0 || !r.vipOverAllowed(svc, cidr, except, rp, pods) {
+			continue
+		}
+		for _, ip := range inside {
 			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 	}
 	return out, nil
+}
+
+// vipOverAllowed reports whether some port of svc that the rule's ports
+// allow leads to no backend the rule allows.
+func (r *resolver) vipOverAllowed(svc *corev1.Service, cidr netip.Prefix, except []netip.Prefix, rp rulePorts, pods []*corev1.Pod) bool {
+	sel := labels.SelectorFromSet(svc.Spec.Selector)
+	var backends []*corev1.Pod
+	for _, p := range pods {
+		if p.Namespace == svc.Namespace && sel.Matches(labels.Set(p.Labels)) &&
+			slices.ContainsFunc(PodIPs(p), func(ip netip.Addr) bool { return inBlock(ip, cidr, except) }) {
+			backends = append(backends, p)
+		}
+	}
+	for _, sp := range svc.Spec.Ports {
+		proto := sp.Protocol
+		if proto == "" {
+			proto = corev1.ProtocolTCP
+		}
+		if !rp.all && !portAllowed(rp.numeric, proto, sp.Port) {
+			continue // the entry does not allow this port anyway
+		}
+		reaches := slices.ContainsFunc(backends, func(p *corev1.Pod) bool {
+			target, ok := targetPort(p, sp, proto)
+			return ok && (rp.all || portAllowed(append(slices.Clone(rp.numeric), rp.resolve(p)...), proto, target))
+		})
+		if !reaches {
+			return true
+		}
+	}
+	return false
 }
 
 // selector converts a label selector; nil selects everything (as a
@@ -461,7 +502,7 @@ func (r *resolver) egressRule(set *entrySet, rule *networkingv1.NetworkPolicyEgr
 		}
 		if len(rp.numeric) > 0 {
 			for _, cidr := range r.anywhere() {
-				vips, err := r.virtualIPsIn(cidr, nil)
+				vips, err := r.virtualIPsIn(cidr, nil, rp)
 				if err != nil {
 					return err
 				}
@@ -482,7 +523,7 @@ func (r *resolver) egressRule(set *entrySet, rule *networkingv1.NetworkPolicyEgr
 				continue
 			}
 			if rp.all || len(rp.numeric) > 0 {
-				vips, err := r.virtualIPsIn(cidr, except)
+				vips, err := r.virtualIPsIn(cidr, except, rp)
 				if err != nil {
 					return err
 				}

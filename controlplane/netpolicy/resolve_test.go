@@ -341,7 +341,7 @@ func TestResolve(t *testing.T) {
 		wantPods: endpoints("x", "a"), wantIso: egressOnly,
 		wantEgress: []pe.EndpointInfo{ep("10.2.0.2/32", tcp(80)), ep("10.100.0.10/32", tcp(80))},
 	}, {
-		name: "egress CIDR entries except the ClusterIPs inside them: Services are decided by their backends",
+		name: "egress CIDR entries except the ClusterIPs they would allow wrongly: Services are decided by their backends",
 		np: policy("x", map[string]string{"pod": "a"}, egressOnly, nil, []networkingv1.NetworkPolicyEgressRule{{
 			To:    []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/8", Except: []string{"10.2.0.2/32"}}}},
 			Ports: []networkingv1.NetworkPolicyPort{npPort(corev1.ProtocolTCP, 80)},
@@ -350,13 +350,14 @@ func TestResolve(t *testing.T) {
 		}}),
 		services: []*corev1.Service{
 			service("y", "s-y-b", "10.100.0.10", map[string]string{"pod": "b"}, corev1.ServicePort{Port: 80}), // its backend is excepted
-			service("y", "s-y-a", "10.100.0.11", map[string]string{"pod": "a"}, corev1.ServicePort{Port: 80}),
+			service("y", "s-y-a", "10.100.0.11", map[string]string{"pod": "a"}, corev1.ServicePort{Name: "a", Port: 80},
+				corev1.ServicePort{Name: "b", Port: 443, TargetPort: intstr.FromInt32(8443)}), // 443 leads to a port rule 2 does not allow
 			service("default", "kubernetes", "10.100.0.1", nil, corev1.ServicePort{Port: 443}), // no selector: left to the CIDR
 		},
 		wantPods: endpoints("x", "a"), wantIso: egressOnly,
 		wantEgress: []pe.EndpointInfo{
-			{CIDR: "0.0.0.0/0", Except: []pe.NetworkAddress{"10.100.0.10/32", "10.100.0.11/32"}, Ports: []pe.Port{tcp(443)}},
-			{CIDR: "10.0.0.0/8", Except: []pe.NetworkAddress{"10.2.0.2/32", "10.100.0.10/32", "10.100.0.11/32"}, Ports: []pe.Port{tcp(80)}},
+			{CIDR: "0.0.0.0/0", Except: []pe.NetworkAddress{"10.100.0.11/32"}, Ports: []pe.Port{tcp(443)}},
+			{CIDR: "10.0.0.0/8", Except: []pe.NetworkAddress{"10.2.0.2/32", "10.100.0.10/32"}, Ports: []pe.Port{tcp(80)}},
 			ep("10.100.0.11/32", tcp(80)),
 		},
 	}, {

@@ -335,4 +335,3 @@ func splitRange(r portRange) []portEntry {
 	}
 	return out
 }
-

@@ -1,9 +1,12 @@
 package datapath
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
+	"github.com/berth-io/berth/internal/testenv"
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
 
@@ -181,4 +184,32 @@ func TestVethReplaced(t *testing.T) {
 		t.Errorf("attached %v %v, want none", got, err)
 	}
 	assertNoState(t, d, old)
+}
+
+// TestOpenConntrackSize: the size applies to a new map; a pinned map of
+// another size is refused, not silently replaced (it holds live flows).
+func TestOpenConntrackSize(t *testing.T) {
+	testenv.RequireRoot(t, "bpf maps")
+	pin := pinDir(t)
+	d, err := Open(Config{PinDir: pin, ConntrackSize: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := d.objs.Conntrack.MaxEntries(); n != 1024 {
+		t.Errorf("conntrack size %d, want 1024", n)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(Config{PinDir: pin, ConntrackSize: 2048}); !errors.Is(err, ebpf.ErrMapIncompatible) {
+		t.Errorf("open with another size: %v, want ErrMapIncompatible", err)
+	}
+	if _, err := Open(Config{PinDir: pin, ConntrackSize: -1}); err == nil {
+		t.Error("negative size accepted")
+	}
+	d, err = Open(Config{PinDir: pin, ConntrackSize: 1024})
+	if err != nil {
+		t.Fatalf("reopen with the same size: %v", err)
+	}
+	d.Close()
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 )
 
+// TestSplitRange: ranges become the fewest aligned blocks covering each
+// port of the range once and nothing else.
 func TestSplitRange(t *testing.T) {
 	cases := []struct {
 		start, end uint16
@@ -47,6 +49,7 @@ func TestSplitRange(t *testing.T) {
 	}
 }
 
+// TestNormalizePorts: validation and canonical merged ranges.
 func TestNormalizePorts(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -78,6 +81,7 @@ func TestNormalizePorts(t *testing.T) {
 	}
 }
 
+// TestCompile: set sharing, Except handling, IPv6 and limits.
 func TestCompile(t *testing.T) {
 	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 	t.Run("rules without except and the same ports share one set", func(t *testing.T) {

@@ -36,6 +36,8 @@ func ingressOnly(rules ...Rule) Policy {
 	return Policy{Ingress: Direction{Isolated: true, Rules: rules}}
 }
 
+// TestCIDRAndExcept: CIDR peers minus Except, per rule: another rule
+// still allows what one rule's Except removes; egress matches destinations.
 func TestCIDRAndExcept(t *testing.T) {
 	tn := newTestNet(t, 3)
 	a, b, c := tn.pods[0], tn.pods[1], tn.pods[2]
@@ -95,6 +97,9 @@ func TestCIDRAndExcept(t *testing.T) {
 	}
 }
 
+// TestPorts: one port, a range (endPort), any port of a protocol, TCP vs
+// UDP vs SCTP (raw packets), any protocol, no ports; ICMP and GRE only
+// where a rule has no ports.
 func TestPorts(t *testing.T) {
 	tn := newTestNet(t, 2)
 	a, b := tn.pods[0], tn.pods[1]
@@ -255,6 +260,8 @@ func TestPolicyChangeEstablished(t *testing.T) {
 	}
 }
 
+// TestRemove: Attach is idempotent; Remove (twice) detaches and leaves
+// nothing of the pod in any map, conntrack included.
 func TestRemove(t *testing.T) {
 	tn := newTestNet(t, 2)
 	a, b := tn.pods[0], tn.pods[1]
@@ -329,6 +336,8 @@ func assertEmpty(t *testing.T, d *Datapath) {
 	}
 }
 
+// TestVerdictLog: events carry the tuple, direction, verdict and the
+// allowing rule's ID; the per-second limit holds; reading stops with ctx.
 func TestVerdictLog(t *testing.T) {
 	tn := newTestNet(t, 2)
 	a, b := tn.pods[0], tn.pods[1]
@@ -398,6 +407,8 @@ func TestVerdictLog(t *testing.T) {
 	}
 }
 
+// TestApplyBadInput: each kind of bad input fails with ErrInvalidPolicy
+// and leaves the maps and both pods' enforcement exactly as they were.
 func TestApplyBadInput(t *testing.T) {
 	tn := newTestNet(t, 2)
 	a, b := tn.pods[0], tn.pods[1]

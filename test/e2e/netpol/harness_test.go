@@ -45,7 +45,7 @@ import (
 // harness is one node with the x, y, z × a, b, c pods of the upstream
 // NetworkPolicy suite.
 type harness struct {
-	t         *testing.T
+	t         testing.TB
 	kube      kubernetes.Interface
 	dyn       dynamic.Interface
 	node      *e2e.CNINode
@@ -101,7 +101,7 @@ var servedPorts = func() []corev1.ContainerPort {
 	return out
 }()
 
-func newHarness(t *testing.T, mode, instanceType string) *harness {
+func newHarness(t testing.TB, mode, instanceType string) *harness {
 	t.Helper()
 	e2e.Require(t, os.Geteuid() == 0, "needs root for namespaces, veths and eBPF")
 	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--attach-delay-min=50ms",
@@ -130,7 +130,7 @@ func newHarness(t *testing.T, mode, instanceType string) *harness {
 
 // ownSubnet makes a VPC with a random 10.x.0.0/16, so its host route does
 // not collide with another localcloud's on the same machine.
-func ownSubnet(t *testing.T, c *ec2sdk.Client) string {
+func ownSubnet(t testing.TB, c *ec2sdk.Client) string {
 	t.Helper()
 	ctx := context.Background()
 	cidr := fmt.Sprintf("10.%d.0.0/16", 100+rand.IntN(100))
@@ -652,4 +652,24 @@ func (h *harness) waitPolicyEndpoints(ns, name string) {
 			metav1.ListOptions{LabelSelector: pe.LabelPolicyName + "=" + name})
 		return err == nil && len(l.Items) > 0
 	})
+}
+
+// metricQuantile is the upper bound of the histogram bucket holding the
+// q-quantile of one of the agent's histograms.
+func (h *harness) metricQuantile(name string, q float64) time.Duration {
+	h.t.Helper()
+	total := h.metric(name + "_count")
+	if total == 0 {
+		return 0
+	}
+	for _, le := range []string{"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf"} {
+		if h.metric(name+`_bucket{le="`+le+`"}`) >= q*total {
+			if le == "+Inf" {
+				return time.Duration(1<<63 - 1)
+			}
+			f, _ := strconv.ParseFloat(le, 64)
+			return time.Duration(f * float64(time.Second))
+		}
+	}
+	return 0
 }

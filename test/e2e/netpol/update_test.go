@@ -124,7 +124,7 @@ func TestUpdatesDropNothing(t *testing.T) {
 }
 
 // dialFrom opens a UDP and a TCP connection from inside a pod to a server's port 80.
-func dialFrom(t *testing.T, netns string, server *hpod) (net.Conn, net.Conn) {
+func dialFrom(t testing.TB, netns string, server *hpod) (net.Conn, net.Conn) {
 	t.Helper()
 	var udp, tcp net.Conn
 	err := e2e.InNetNS(netns, func() error {

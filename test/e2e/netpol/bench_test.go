@@ -40,6 +40,7 @@ func BenchmarkProgramming(b *testing.B) {
 	allow := policy("x", "p", sel("pod", "b"), ingressOnly, ingressRules(in(peers(podPeer(sel("pod", "a"))), portNum(corev1.ProtocolTCP, 80))), nil)
 	var lat []time.Duration
 	b.Run("policy-to-enforced", func(b *testing.B) {
+		lat = lat[:0]
 		for range b.N {
 			b.StopTimer()
 			h.apply(deny)

@@ -39,6 +39,9 @@ func Root(name, short string) (root *cobra.Command, logger func() *slog.Logger) 
 		},
 	}
 	root.SetVersionTemplate(name + " {{.Version}}\n")
+	// Declared here, not left to cobra: cobra merges pflag.CommandLine,
+	// where Kubernetes' verflag registers a non-bool --version on import.
+	root.Flags().Bool("version", false, "print the version and exit")
 	opts.AddFlags(root.PersistentFlags())
 	return root, func() *slog.Logger {
 		if log == nil {

@@ -6,10 +6,12 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -84,7 +86,10 @@ type Agent struct {
 type localPod struct {
 	ifindex int
 	mode    string
-	applied *datapath.Policy
+	// applied is the digest of the policy in the pod's maps (zero: none
+	// yet); a digest, not the policy, since a thousand pods selected by a
+	// thousand-peer policy would otherwise hold a million prefixes.
+	applied [sha256.Size]byte
 }
 
 // New returns an agent; Run starts it.
@@ -287,14 +292,54 @@ func (a *Agent) sync(key types.NamespacedName, podLabels map[string]string) erro
 	default:
 		pol = datapath.AllowAll
 	}
-	if lp.applied != nil && reflect.DeepEqual(*lp.applied, pol) {
+	sum := digest(pol)
+	if lp.applied == sum {
 		return nil
 	}
 	if err := a.cfg.Datapath.Apply(lp.ifindex, pol); err != nil {
 		return fmt.Errorf("apply policy of %s: %w", key, err)
 	}
-	lp.applied = &pol
+	lp.applied = sum
 	return nil
+}
+
+// digest identifies a policy by its content.
+func digest(p datapath.Policy) [sha256.Size]byte {
+	h := sha256.New()
+	var b []byte
+	for _, d := range []datapath.Direction{p.Ingress, p.Egress} {
+		b = binary.AppendUvarint(b[:0], uint64(len(d.Rules)))
+		if d.Isolated {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		h.Write(b)
+		for _, r := range d.Rules {
+			b = binary.AppendUvarint(b[:0], uint64(r.ID))
+			if r.AnyPeer {
+				b = append(b, 1)
+			} else {
+				b = append(b, 0)
+			}
+			for _, list := range [][]netip.Prefix{r.CIDRs, r.Except} {
+				b = binary.AppendUvarint(b, uint64(len(list)))
+				for _, c := range list {
+					b, _ = c.AppendBinary(b)
+				}
+			}
+			b = binary.AppendUvarint(b, uint64(len(r.Ports)))
+			for _, pr := range r.Ports {
+				b = append(b, pr.Protocol)
+				b = binary.BigEndian.AppendUint16(b, pr.Start)
+				b = binary.BigEndian.AppendUint16(b, pr.End)
+			}
+			h.Write(b)
+		}
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
 }
 
 func (a *Agent) peChanged(o any, deleted bool) {

@@ -83,7 +83,7 @@ func TestSelectsPrefersLiveLabels(t *testing.T) {
 }
 
 func proto(p corev1.Protocol) *corev1.Protocol { return &p }
-func port(n int32) *int32                     { return &n }
+func port(n int32) *int32                      { return &n }
 
 func TestCompileKeepsExceptPerRule(t *testing.T) {
 	s := &policySet{ref: ref, egressIsolation: true, egress: []pe.EndpointInfo{

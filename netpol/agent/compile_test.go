@@ -165,3 +165,36 @@ func TestCompileSkipsBadEntriesOnly(t *testing.T) {
 		t.Fatalf("the valid rule must stay enforced: %+v", p.Ingress)
 	}
 }
+
+func TestDigestSeesEveryField(t *testing.T) {
+	base := func() datapath.Policy {
+		return datapath.Policy{Ingress: datapath.Direction{Isolated: true, Rules: []datapath.Rule{{ID: 1,
+			CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, Except: []netip.Prefix{netip.MustParsePrefix("10.0.0.8/29")},
+			Ports: []datapath.PortRange{{Protocol: datapath.ProtoTCP, Start: 80, End: 80}}}}}}
+	}
+	changes := map[string]func(p *datapath.Policy){
+		"isolation": func(p *datapath.Policy) { p.Egress.Isolated = true },
+		"rule id":   func(p *datapath.Policy) { p.Ingress.Rules[0].ID = 2 },
+		"any peer":  func(p *datapath.Policy) { p.Ingress.Rules[0].AnyPeer = true },
+		"cidr":      func(p *datapath.Policy) { p.Ingress.Rules[0].CIDRs[0] = netip.MustParsePrefix("10.0.1.0/24") },
+		"except to cidr": func(p *datapath.Policy) {
+			r := &p.Ingress.Rules[0]
+			r.CIDRs, r.Except = append(r.CIDRs, r.Except...), nil
+		},
+		"port end":  func(p *datapath.Policy) { p.Ingress.Rules[0].Ports[0].End = 81 },
+		"protocol":  func(p *datapath.Policy) { p.Ingress.Rules[0].Ports[0].Protocol = datapath.ProtoUDP },
+		"rule gone": func(p *datapath.Policy) { p.Ingress.Rules = nil },
+		"direction": func(p *datapath.Policy) { p.Ingress, p.Egress = p.Egress, p.Ingress },
+	}
+	b := base()
+	if digest(b) != digest(base()) {
+		t.Fatal("equal policies have different digests")
+	}
+	for name, change := range changes {
+		p := base()
+		change(&p)
+		if digest(p) == digest(b) {
+			t.Errorf("digest misses a change of %s", name)
+		}
+	}
+}

@@ -50,6 +50,35 @@
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
+// ICMPv6 types: errors below 128, echo, and the neighbour discovery and
+// multicast listener messages a pod cannot live without.
+#define ICMP6_ERROR_MAX 127
+#define ICMP6_ECHO_REQUEST 128
+#define ICMP6_ECHO_REPLY 129
+#define ICMP6_MLD_QUERY 130
+#define ICMP6_MLD_DONE 132
+#define ICMP6_ROUTER_SOLICIT 133
+#define ICMP6_REDIRECT 137
+#define ICMP6_MLD2_REPORT 143
+
+#ifndef IPPROTO_ICMPV6
+#define IPPROTO_ICMPV6 58
+#endif
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+
+// The IPv6 header (linux/ipv6.h needs libc-compat definitions).
+struct ip6 {
+	__be32 vtc_flow;
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
 // linux/icmp.h drags in libc headers; the echo header is all we read.
 #define ICMP_ECHOREPLY 0
 #define ICMP_DEST_UNREACH 3
@@ -89,12 +118,22 @@ struct rule {
 	__u32 id;
 };
 
+// An address in network byte order, IPv4 as IPv4-mapped IPv6
+// (::ffff:a.b.c.d), so one key shape serves both families.
+struct addr {
+	__u32 a[4];
+};
+
+// Peer sets of IPv6 prefixes use the set id with this bit: ::/0 must not
+// hold the IPv4-mapped addresses.
+#define SET_V6 0x80000000u
+
 // LPM key of the peer sets: prefixlen covers set (32 bits, always
-// matched) plus the address prefix.
+// matched) plus the address prefix (IPv4: 96 + bits of the mapped form).
 struct peer_key {
 	__u32 prefixlen;
 	__u32 set;
-	__be32 addr;
+	struct addr addr;
 };
 
 // member 0 marks an Except: the longest prefix decides.
@@ -119,8 +158,8 @@ struct port_key {
 // entries.
 struct ct_key {
 	__u32 ifindex;
-	__be32 saddr;
-	__be32 daddr;
+	struct addr saddr;
+	struct addr daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -151,8 +190,8 @@ struct log_window {
 };
 
 struct event {
-	__be32 saddr;
-	__be32 daddr;
+	struct addr saddr;
+	struct addr daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
@@ -205,7 +244,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
-	__type(key, __be32);
+	__type(key, struct addr);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } node_ips SEC(".maps");
@@ -251,14 +290,16 @@ struct {
 } verdicts SEC(".maps");
 
 struct flow {
-	__be32 saddr;
-	__be32 daddr;
+	struct addr saddr;
+	struct addr daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 has_ports; // TCP, UDP, SCTP: rules with Ports can match
 	__u8 opens; // may create a conntrack entry: not a mid-stream TCP segment
 	__u8 icmp_error; // inner holds the flow the ICMP error is about
+	__u8 v6;
+	__u8 always; // neighbour discovery and MLD: pass, untracked
 	struct ct_key inner;
 };
 
@@ -281,8 +322,8 @@ static long eval_rule(__u64 index, void *data)
 	__u32 id = r->id;
 	if (!(r->flags & RULE_ANY_PEER)) {
 		struct peer_key pk = {
-			.prefixlen = 64,
-			.set = r->peer_set,
+			.prefixlen = 160,
+			.set = c->f->v6 ? r->peer_set | SET_V6 : r->peer_set,
 			.addr = c->dir == DIR_INGRESS ? c->f->saddr : c->f->daddr,
 		};
 		struct peer_val *pv = bpf_map_lookup_elem(&peer_sets, &pk);
@@ -373,6 +414,14 @@ static __always_inline void log_verdict(const struct flow *f, __u32 dir, __u32 v
 	bpf_ringbuf_submit(e, 0);
 }
 
+static __always_inline void map4(struct addr *a, __be32 v4)
+{
+	a->a[0] = 0;
+	a->a[1] = 0;
+	a->a[2] = bpf_htonl(0xffff);
+	a->a[3] = v4;
+}
+
 // parse_icmp_error reads the header an ICMP error quotes (the packet that
 // caused it, as that packet's sender sent it) into a conntrack key.
 static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
@@ -396,8 +445,8 @@ static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, 
 	} else {
 		return -1;
 	}
-	k->saddr = in.saddr;
-	k->daddr = in.daddr;
+	map4(&k->saddr, in.saddr);
+	map4(&k->daddr, in.daddr);
 	k->sport = ports[0];
 	k->dport = ports[1];
 	k->proto = in.protocol;
@@ -421,8 +470,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	}
 	if (ip->ihl < 5)
 		return -1;
-	f->saddr = ip->saddr;
-	f->daddr = ip->daddr;
+	map4(&f->saddr, ip->saddr);
+	map4(&f->daddr, ip->daddr);
 	f->proto = ip->protocol;
 	f->sport = 0;
 	f->dport = 0;
@@ -501,6 +550,117 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 	return 0;
 }
 
+// parse_icmp6_error is parse_icmp_error for ICMPv6 (the quoted header's
+// extension headers are not walked).
+static __always_inline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
+{
+	struct ip6 in;
+	__u32 off = l4off + 8;
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0)
+		return -1;
+	off += sizeof(in);
+	__be16 ports[2] = {};
+	if (in.nexthdr == IPPROTO_TCP || in.nexthdr == IPPROTO_UDP || in.nexthdr == IPPROTO_SCTP) {
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return -1;
+	} else if (in.nexthdr == IPPROTO_ICMPV6) {
+		struct icmp_echo ie;
+		if (bpf_skb_load_bytes(skb, off, &ie, sizeof(ie)) < 0)
+			return -1;
+		if (ie.type != ICMP6_ECHO_REQUEST && ie.type != ICMP6_ECHO_REPLY)
+			return -1;
+		ports[0] = ie.id;
+		ports[1] = ie.id;
+	} else {
+		return -1;
+	}
+	__builtin_memcpy(&k->saddr, in.saddr, sizeof(k->saddr));
+	__builtin_memcpy(&k->daddr, in.daddr, sizeof(k->daddr));
+	k->sport = ports[0];
+	k->dport = ports[1];
+	k->proto = in.nexthdr;
+	return 0;
+}
+
+// parse6 is parse for IPv6: it walks up to six extension headers to the
+// L4 header; like IPv4, a non-first fragment returns 1.
+static __always_inline int parse6(struct __sk_buff *skb, struct flow *f)
+{
+	struct ip6 ip;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) < 0)
+		return -1;
+	f->v6 = 1;
+	__builtin_memcpy(&f->saddr, ip.saddr, sizeof(f->saddr));
+	__builtin_memcpy(&f->daddr, ip.daddr, sizeof(f->daddr));
+	f->opens = 1;
+	__u8 nh = ip.nexthdr;
+	__u32 off = sizeof(struct ethhdr) + sizeof(ip);
+#pragma unroll
+	for (int i = 0; i < 6; i++) {
+		if (nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_DEST) {
+			__u8 h[2];
+			if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+				return -1;
+			nh = h[0];
+			off += ((__u32)h[1] + 1) * 8;
+		} else if (nh == NEXTHDR_FRAGMENT) {
+			struct {
+				__u8 nexthdr;
+				__u8 reserved;
+				__be16 frag_off;
+				__be32 id;
+			} fh;
+			if (bpf_skb_load_bytes(skb, off, &fh, sizeof(fh)) < 0)
+				return -1;
+			f->proto = fh.nexthdr;
+			if (fh.frag_off & bpf_htons(0xfff8))
+				return 1;
+			nh = fh.nexthdr;
+			off += sizeof(fh);
+		} else {
+			break;
+		}
+	}
+	f->proto = nh;
+	switch (nh) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__be16 ports[2];
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
+			return -1;
+		f->sport = ports[0];
+		f->dport = ports[1];
+		f->has_ports = 1;
+		if (nh == IPPROTO_TCP) {
+			__u8 flags;
+			if (bpf_skb_load_bytes(skb, off + 13, &flags, 1) < 0)
+				return -1;
+			if ((flags & 0x12) != 0x02) // only a SYN opens (see parse)
+				f->opens = 0;
+		}
+		break;
+	}
+	case IPPROTO_ICMPV6: {
+		struct icmp_echo ic;
+		if (bpf_skb_load_bytes(skb, off, &ic, sizeof(ic)) < 0)
+			return -1;
+		if (ic.type == ICMP6_ECHO_REQUEST || ic.type == ICMP6_ECHO_REPLY) {
+			f->sport = ic.id;
+			f->dport = ic.id;
+			break;
+		}
+		f->sport = bpf_htons(((__u16)ic.type << 8) | ic.code);
+		if (ic.type <= ICMP6_ERROR_MAX)
+			f->icmp_error = parse_icmp6_error(skb, off, &f->inner) == 0;
+		else if ((ic.type >= ICMP6_MLD_QUERY && ic.type <= ICMP6_REDIRECT) || ic.type == ICMP6_MLD2_REPORT)
+			f->always = 1;
+		break;
+	}
+	}
+	return 0;
+}
+
 static __always_inline __u64 ct_timeout(__u8 proto)
 {
 	return proto == IPPROTO_TCP ? CT_TIMEOUT_TCP : CT_TIMEOUT_OTHER;
@@ -508,17 +668,21 @@ static __always_inline __u64 ct_timeout(__u8 proto)
 
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return TCX_NEXT; // IPv6 and ARP: not enforced (see README)
+	struct flow f = {};
+	int frag;
+	if (skb->protocol == bpf_htons(ETH_P_IP))
+		frag = parse(skb, &f);
+	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		frag = parse6(skb, &f);
+	else
+		return TCX_NEXT; // ARP and the rest: not IP, not policy's business
 
 	__u32 ifindex = skb->ifindex;
-	struct flow f = {};
-	int frag = parse(skb, &f);
 	struct pod_state *ps = bpf_map_lookup_elem(&pod_states, &ifindex);
 	__u32 verdict = VERDICT_DENY, rule_id = 0;
 	if (!ps || frag < 0)
 		goto out; // attached without state, or a truncated header: fail closed
-	if (frag == 1) {
+	if (frag == 1 || f.always) {
 		verdict = VERDICT_ALLOW;
 		goto out_quiet;
 	}

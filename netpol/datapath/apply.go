@@ -22,9 +22,12 @@ const (
 )
 
 // LPM prefix lengths: the set id (32 bits) always matches, then the
-// address; for ports the id, the protocol and a zero pad byte, then the port.
+// address (IPv4 as IPv4-mapped IPv6: 96 more bits); for ports the id, the
+// protocol and a zero pad byte, then the port.
 const (
 	peerPrefixBase = 32
+	// setV6 marks the peer set ids of IPv6 prefixes (SET_V6 in the C).
+	setV6          = 0x80000000
 	portPrefixBase = 48
 )
 
@@ -71,11 +74,15 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 			} else {
 				v.PeerSet = d.allocID()
 				for _, pe := range cr.peers {
-					peerKeys = append(peerKeys, netpolPeerKey{
-						Prefixlen: uint32(peerPrefixBase + pe.prefix.Bits()),
+					k := netpolPeerKey{
+						Prefixlen: uint32(peerPrefixBase + 96 + pe.prefix.Bits()), // IPv4-mapped
 						Set:       v.PeerSet,
 						Addr:      addrKey(pe.prefix.Addr()),
-					})
+					}
+					if pe.prefix.Addr().Is6() {
+						k.Prefixlen, k.Set = uint32(peerPrefixBase+pe.prefix.Bits()), v.PeerSet|setV6
+					}
+					peerKeys = append(peerKeys, k)
 					pv := netpolPeerVal{Id: pe.id}
 					if pe.member {
 						pv.Member = 1

@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -64,7 +63,7 @@ func compile(p Policy) (*compiled, error) {
 				return nil, fmt.Errorf("%w: %s rule %d (id %d): %w", ErrInvalidPolicy, name, i, r.ID, err)
 			}
 			if cr == nil {
-				continue // no IPv4 peer: matches nothing
+				continue // no peer: matches nothing
 			}
 			if _, ok := groups[cr.portKey]; !ok {
 				order = append(order, cr.portKey)
@@ -109,7 +108,7 @@ func dedupPeers(peers []peerEntry) []peerEntry {
 	if len(peers) < 2 {
 		return peers
 	}
-	seen := make(map[uint64]bool, len(peers))
+	seen := make(map[pfxKey]bool, len(peers))
 	out := peers[:0:0]
 	for _, p := range peers {
 		if k := prefixKey(p.prefix); !seen[k] {
@@ -120,9 +119,15 @@ func dedupPeers(peers []peerEntry) []peerEntry {
 	return out
 }
 
-func prefixKey(p netip.Prefix) uint64 {
-	a := p.Addr().As4()
-	return uint64(binary.BigEndian.Uint32(a[:]))<<8 | uint64(p.Bits())
+// pfxKey is a comparable prefix without netip's zone pointer, for maps.
+type pfxKey struct {
+	addr [16]byte
+	bits int
+	v6   bool
+}
+
+func prefixKey(p netip.Prefix) pfxKey {
+	return pfxKey{addr: p.Addr().As16(), bits: p.Bits(), v6: p.Addr().Is6()}
 }
 
 // resolvePeers builds one LPM set that is exact for several rules with
@@ -137,7 +142,7 @@ func resolvePeers(rules []*compiledRule) []peerEntry {
 		rule   int
 		except bool
 	}
-	marks := map[uint64][]mark{}
+	marks := map[pfxKey][]mark{}
 	var order []netip.Prefix
 	for i, r := range rules {
 		for _, pe := range r.peers {
@@ -151,7 +156,7 @@ func resolvePeers(rules []*compiledRule) []peerEntry {
 	allowed := make([]bool, len(rules))
 	removed := make([]bool, len(rules))
 	var touched []int
-	member := make(map[uint64]bool, len(order))
+	member := make(map[pfxKey]bool, len(order))
 	out := make([]peerEntry, 0, len(order))
 	for _, p := range order {
 		touched = touched[:0]
@@ -196,27 +201,23 @@ func resolvePeers(rules []*compiledRule) []peerEntry {
 	})
 }
 
-// compileRule returns nil for a rule that can match no IPv4 packet.
+// compileRule returns nil for a rule that can match no packet.
 func compileRule(r Rule) (*compiledRule, error) {
 	cr := &compiledRule{id: r.ID, anyPeer: r.AnyPeer}
 	var cidrs, except []netip.Prefix
 	for _, p := range r.CIDRs {
-		v4, err := ipv4Prefix(p)
+		c, err := canonPrefix(p)
 		if err != nil {
 			return nil, fmt.Errorf("cidr: %w", err)
 		}
-		if v4.IsValid() {
-			cidrs = append(cidrs, v4)
-		}
+		cidrs = append(cidrs, c)
 	}
 	for _, p := range r.Except {
-		v4, err := ipv4Prefix(p)
+		e, err := canonPrefix(p)
 		if err != nil {
 			return nil, fmt.Errorf("except: %w", err)
 		}
-		if v4.IsValid() {
-			except = append(except, v4)
-		}
+		except = append(except, e)
 	}
 	ranges, anyPort, err := normalizePorts(r.Ports)
 	if err != nil {
@@ -234,7 +235,7 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if cr.anyPeer && len(except) > 0 {
 		// Every address minus Except.
 		cr.anyPeer = false
-		cidrs = []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+		cidrs = []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)}
 	}
 	if cr.anyPeer {
 		return cr, nil
@@ -257,14 +258,13 @@ func compileRule(r Rule) (*compiledRule, error) {
 	return cr, nil
 }
 
-// ipv4Prefix masks p; an IPv6 prefix returns the zero Prefix (IPv6 is not
-// enforced, see README).
-func ipv4Prefix(p netip.Prefix) (netip.Prefix, error) {
+// canonPrefix masks p; an IPv4-mapped IPv6 prefix becomes IPv4.
+func canonPrefix(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
 		return netip.Prefix{}, fmt.Errorf("%q is not a valid prefix", p.String())
 	}
-	if !p.Addr().Is4() {
-		return netip.Prefix{}, nil
+	if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 	}
 	return p.Masked(), nil
 }

@@ -125,29 +125,41 @@ func TestCompile(t *testing.T) {
 			t.Errorf("peers %+v, want %+v", got, want)
 		}
 	})
-	t.Run("cidr inside except dropped; v6 ignored; host bits masked", func(t *testing.T) {
-		cr, err := compileRule(Rule{CIDRs: []netip.Prefix{p("10.0.0.1/8"), p("10.1.2.0/24"), p("fd00::/8")}, Except: []netip.Prefix{p("10.1.0.0/16")}})
+	t.Run("cidr inside except dropped; host bits masked; mapped unmapped", func(t *testing.T) {
+		cr, err := compileRule(Rule{CIDRs: []netip.Prefix{p("10.0.0.1/8"), p("10.1.2.0/24"), p("fd00::1/8"), p("::ffff:192.168.0.0/112")},
+			Except: []netip.Prefix{p("10.1.0.0/16")}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []peerEntry{{prefix: p("10.0.0.0/8"), member: true}, {prefix: p("10.1.0.0/16")}}
+		want := []peerEntry{{prefix: p("10.0.0.0/8"), member: true}, {prefix: p("fd00::/8"), member: true},
+			{prefix: p("192.168.0.0/16"), member: true}, {prefix: p("10.1.0.0/16")}}
 		if !slices.Equal(cr.peers, want) {
 			t.Errorf("peers %+v, want %+v", cr.peers, want)
 		}
 	})
-	t.Run("any peer with except", func(t *testing.T) {
+	t.Run("any peer with except: both families minus except", func(t *testing.T) {
 		cr, err := compileRule(Rule{AnyPeer: true, Except: []netip.Prefix{p("10.0.0.0/8")}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cr.anyPeer || len(cr.peers) != 2 {
-			t.Errorf("got %+v, want 0.0.0.0/0 minus 10.0.0.0/8", cr)
+		want := []peerEntry{{prefix: p("0.0.0.0/0"), member: true}, {prefix: p("::/0"), member: true}, {prefix: p("10.0.0.0/8")}}
+		if cr.anyPeer || !slices.Equal(cr.peers, want) {
+			t.Errorf("got %+v, want %+v", cr, want)
 		}
 	})
-	t.Run("only v6 peers match nothing", func(t *testing.T) {
-		c, err := compile(Policy{Ingress: Direction{Isolated: true, Rules: []Rule{{CIDRs: []netip.Prefix{p("fd00::/8")}}}}})
-		if err != nil || len(c.rules[dirIngress]) != 0 || !c.isolated[dirIngress] {
-			t.Errorf("got %+v %v, want isolated with no rules", c, err)
+	t.Run("families do not mix", func(t *testing.T) {
+		// ::/0 minus an IPv4 Except, and an IPv4 rule: the Except is of
+		// no family the first rule allows.
+		c, err := compile(Policy{Ingress: Direction{Isolated: true, Rules: []Rule{
+			{ID: 1, CIDRs: []netip.Prefix{p("::/0")}, Except: []netip.Prefix{p("10.0.0.0/8")}},
+			{ID: 2, CIDRs: []netip.Prefix{p("10.1.0.0/16")}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []peerEntry{{prefix: p("::/0"), member: true, id: 1}, {prefix: p("10.1.0.0/16"), member: true, id: 2}}
+		if got := c.rules[dirIngress][0].peers; !slices.Equal(got, want) {
+			t.Errorf("peers %+v, want %+v", got, want)
 		}
 	})
 	t.Run("too many port sets", func(t *testing.T) {

@@ -54,7 +54,7 @@ type Config struct {
 	// mounted at /sys/fs/bpf when it is not mounted there yet.
 	PinDir string
 	// NodeIPs are sources always allowed into pods (kubelet probes), as
-	// Kubernetes requires. IPv6 addresses are ignored.
+	// Kubernetes requires; IPv4 and IPv6.
 	NodeIPs []netip.Addr
 	// ConntrackSize is the number of LRU conntrack entries; default
 	// DefaultConntrackSize. Changing it needs the pinned map removed.
@@ -199,14 +199,14 @@ func isBPFFS(path string) bool {
 
 // setNodeIPs makes node_ips hold exactly ips.
 func (d *Datapath) setNodeIPs(ips []netip.Addr) error {
-	want := map[uint32]bool{}
+	want := map[netpolAddr]bool{}
 	for _, ip := range ips {
-		if ip.Is4() || ip.Is4In6() {
+		if ip.IsValid() {
 			want[addrKey(ip.Unmap())] = true
 		}
 	}
-	var stale []uint32
-	var k uint32
+	var stale []netpolAddr
+	var k netpolAddr
 	var v uint32
 	it := d.objs.NodeIps.Iterate()
 	for it.Next(&k, &v) {
@@ -294,8 +294,8 @@ func (d *Datapath) recover() error {
 	var pv netpolPeerVal
 	it = d.objs.PeerSets.Iterate()
 	for it.Next(&pk, &pv) {
-		seen(pk.Set)
-		if rec := peerOwner[pk.Set]; rec != nil {
+		seen(pk.Set &^ setV6)
+		if rec := peerOwner[pk.Set&^setV6]; rec != nil {
 			rec.peerKeys = append(rec.peerKeys, pk)
 		} else {
 			stalePeers = append(stalePeers, pk)
@@ -331,17 +331,23 @@ func (d *Datapath) recover() error {
 	return nil
 }
 
-// addrKey is an IPv4 address as the BPF side sees it: network byte order
-// in memory, whatever the host's.
-func addrKey(a netip.Addr) uint32 {
-	b := a.As4()
-	return nativeEndian.Uint32(b[:])
+// addrKey is an address as the BPF side sees it: 16 bytes in network
+// order in memory whatever the host's, IPv4 as IPv4-mapped IPv6.
+func addrKey(a netip.Addr) netpolAddr {
+	b := a.As16()
+	var k netpolAddr
+	for i := range k.A {
+		k.A[i] = nativeEndian.Uint32(b[i*4:])
+	}
+	return k
 }
 
-func keyAddr(k uint32) netip.Addr {
-	var b [4]byte
-	nativeEndian.PutUint32(b[:], k)
-	return netip.AddrFrom4(b)
+func keyAddr(k netpolAddr) netip.Addr {
+	var b [16]byte
+	for i, w := range k.A {
+		nativeEndian.PutUint32(b[i*4:], w)
+	}
+	return netip.AddrFrom16(b).Unmap()
 }
 
 func portKey(p uint16) uint16 {

@@ -28,7 +28,12 @@ import (
 // what they see on a node.
 const gateway = "169.254.1.1"
 
-var nodeIP = netip.MustParseAddr("10.99.255.1")
+var (
+	nodeIP  = netip.MustParseAddr("10.99.255.1")
+	nodeIP6 = netip.MustParseAddr("fd99:ffff::1")
+	// IPv6 pods route via a link-local gateway, as IPv4 ones do.
+	gateway6 = netip.MustParseAddr("fe80::1")
+)
 
 type testNet struct {
 	host string
@@ -39,6 +44,7 @@ type testNet struct {
 type testPod struct {
 	ns      string
 	ip      netip.Addr
+	ip6     netip.Addr
 	ifindex int // host veth
 }
 
@@ -64,17 +70,27 @@ func newTestNet(t testing.TB, n int) *testNet {
 	if err := hh.LinkSetUp(lo); err != nil {
 		t.Fatal(err)
 	}
-	if err := hh.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(nodeIP)}); err != nil {
-		t.Fatal(err)
+	for _, a := range []netip.Addr{nodeIP, nodeIP6} {
+		if err := hh.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(a), Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := inNS(tn.host, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		return errors.Join(
+			os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644),
+			os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644),
+			noDAD(),
+		)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
-		p := &testPod{ns: fmt.Sprintf("npt-p%d-%s", i, id), ip: netip.AddrFrom4([4]byte{10, 99, 0, byte(i + 1)})}
+		p := &testPod{ns: fmt.Sprintf("npt-p%d-%s", i, id), ip: netip.AddrFrom4([4]byte{10, 99, 0, byte(i + 1)}),
+			ip6: netip.AddrFrom16([16]byte{0xfd, 0x99, 15: byte(i + 1)})}
 		addNetNS(t, p.ns)
+		if err := inNS(p.ns, noDAD); err != nil {
+			t.Fatal(err)
+		}
 		tn.wire(t, p, fmt.Sprintf("hv%d", i), 0)
 		tn.pods = append(tn.pods, p)
 	}
@@ -121,6 +137,12 @@ func (tn *testNet) wire(t testing.TB, p *testPod, hostName string, index int) {
 		ph.NeighSet(&netlink.Neigh{LinkIndex: pl.Attrs().Index, IP: gw, HardwareAddr: hl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
 		hh.RouteReplace(&netlink.Route{LinkIndex: p.ifindex, Dst: ipNet(p.ip), Scope: netlink.SCOPE_LINK}),
 		hh.NeighSet(&netlink.Neigh{LinkIndex: p.ifindex, IP: p.ip.AsSlice(), HardwareAddr: pl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}),
+		// IPv6: the host finds the pod by neighbour discovery, which
+		// the programs must let through whatever the policy.
+		ph.AddrAdd(pl, &netlink.Addr{IPNet: ipNet(p.ip6), Flags: unix.IFA_F_NODAD}),
+		ph.NeighSet(&netlink.Neigh{LinkIndex: pl.Attrs().Index, IP: gateway6.AsSlice(), HardwareAddr: hl.Attrs().HardwareAddr, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V6}),
+		ph.RouteReplace(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: gateway6.AsSlice()}),
+		hh.RouteReplace(&netlink.Route{LinkIndex: p.ifindex, Dst: ipNet(p.ip6), Scope: netlink.SCOPE_LINK}),
 	}
 	if err := errors.Join(steps...); err != nil {
 		t.Fatalf("wire %s: %v", p.ns, err)
@@ -160,8 +182,14 @@ func bpffsEmpty(dir string) bool {
 	return true
 }
 
+// noDAD turns off duplicate address detection for new interfaces of the
+// calling thread's namespace: addresses are usable at once.
+func noDAD() error {
+	return os.WriteFile("/proc/sys/net/ipv6/conf/default/accept_dad", []byte("0"), 0o644)
+}
+
 func ipNet(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
 func addNetNS(t testing.TB, name string) {
@@ -227,7 +255,7 @@ func inNS(name string, fn func() error) error {
 // open opens a Datapath on the test's pin dir, closed at the end.
 func (tn *testNet) open(t testing.TB) *Datapath {
 	t.Helper()
-	d, err := Open(Config{PinDir: tn.pin, NodeIPs: []netip.Addr{nodeIP}, Logger: testLogger(t)})
+	d, err := Open(Config{PinDir: tn.pin, NodeIPs: []netip.Addr{nodeIP, nodeIP6}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -255,7 +283,7 @@ func serveTCP(t testing.TB, p *testPod, port int) {
 	t.Helper()
 	var ln net.Listener
 	if err := inNS(p.ns, func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", p.ip, port))
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", port)) // both families
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -281,7 +309,7 @@ const denyWait = 400 * time.Millisecond
 func dial(ns string, dst netip.Addr, port int) (net.Conn, error) {
 	var c net.Conn
 	err := inNS(ns, func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", dst, port), denyWait)
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, uint16(port)).String(), denyWait)
 		return err
 	})
 	return c, err
@@ -435,6 +463,41 @@ func canPing(t testing.TB, src, dst *testPod) bool {
 		}
 		ihl := int(buf[0]&0xf) * 4
 		if n >= ihl+8 && buf[ihl] == 0 && buf[ihl+4] == id[0] && buf[ihl+5] == id[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// canPing6 is canPing over ICMPv6 (the kernel fills in the checksum).
+func canPing6(t testing.TB, src, dst *testPod) bool {
+	t.Helper()
+	var fd int
+	if err := inNS(src.ns, func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(denyWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	id := [2]byte{}
+	_, _ = rand.Read(id[:])
+	pkt := []byte{128, 0, 0, 0, id[0], id[1], 0, 1, 'b', 'e', 'r', 't', 'h'}
+	if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet6{Addr: dst.ip6.As16()}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	deadline := time.Now().Add(denyWait)
+	for time.Now().Before(deadline) {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			return false
+		}
+		if n >= 8 && buf[0] == 129 && buf[4] == id[0] && buf[5] == id[1] {
 			return true
 		}
 	}

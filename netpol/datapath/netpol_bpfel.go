@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpolAddr struct {
+	_ structs.HostLayout
+	A [4]uint32
+}
+
 type netpolCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -22,8 +27,8 @@ type netpolCounter struct {
 type netpolCtKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
-	Saddr   uint32
-	Daddr   uint32
+	Saddr   netpolAddr
+	Daddr   netpolAddr
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
@@ -41,8 +46,8 @@ type netpolCtVal struct {
 
 type netpolEvent struct {
 	_       structs.HostLayout
-	Saddr   uint32
-	Daddr   uint32
+	Saddr   netpolAddr
+	Daddr   netpolAddr
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
@@ -63,7 +68,7 @@ type netpolPeerKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Set       uint32
-	Addr      uint32
+	Addr      netpolAddr
 }
 
 type netpolPeerVal struct {

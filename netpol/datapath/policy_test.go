@@ -484,21 +484,23 @@ func TestICMPErrorOfTrackedFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn.attach(t, d, b)
-	var c net.Conn
-	if err := inNS(b.ns, func() (err error) {
-		c, err = net.Dial("udp4", netip.AddrPortFrom(a.ip, 9).String()) // nothing listens
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(denyWait))
-	_, err := c.Read(make([]byte, 8))
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Errorf("read after sending to a closed port: %v, want ECONNREFUSED (the ICMP error let through)", err)
+	for _, dst := range []netip.Addr{a.ip, a.ip6} {
+		var c net.Conn
+		if err := inNS(b.ns, func() (err error) {
+			c, err = net.Dial("udp", netip.AddrPortFrom(dst, 9).String()) // nothing listens
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(denyWait))
+		_, err := c.Read(make([]byte, 8))
+		c.Close()
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("read after sending to a closed port of %s: %v, want ECONNREFUSED (the ICMP error let through)", dst, err)
+		}
 	}
 }
 

@@ -228,6 +228,11 @@ func (c *Controller) enqueueAffectedIf(obj any, changed bool) {
 	}
 }
 
+// podBatchDelay gathers the pod, Service and namespace changes of a burst
+// (a Deployment scaling up) into one new generation of PolicyEndpoints
+// instead of one per pod; a change to the policy itself is not delayed.
+const podBatchDelay = 50 * time.Millisecond
+
 // enqueueCrossNamespace queues the policies of namespace ns ("" for none)
 // and every policy that crossNamespace reports.
 func (c *Controller) enqueueCrossNamespace(ns string) {
@@ -238,7 +243,7 @@ func (c *Controller) enqueueCrossNamespace(ns string) {
 	}
 	for _, np := range nps {
 		if np.Namespace == ns || crossNamespace(np) {
-			c.queue.Add(np.Namespace + "/" + np.Name)
+			c.queue.AddAfter(np.Namespace+"/"+np.Name, podBatchDelay)
 		}
 	}
 }

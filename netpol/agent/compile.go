@@ -155,9 +155,6 @@ func compile(sets []*policySet, attr *attribution) (datapath.Policy, []badEntry)
 					bad = append(bad, badEntry{set: s, dir: name, reason: fmt.Sprintf("%s rule %d: %v", name, i, err)})
 					continue
 				}
-				if r == nil {
-					continue // an IPv6 entry; this datapath is IPv4
-				}
 				if len(r.Except) > 0 {
 					r.ID = attr.id(s.ref, name, fmt.Sprintf("%d", i))
 					d.Rules = append(d.Rules, *r)
@@ -171,18 +168,13 @@ func compile(sets []*policySet, attr *attribution) (datapath.Policy, []badEntry)
 					order = append(order, key)
 					continue
 				}
-				m.AnyPeer = m.AnyPeer || r.AnyPeer
 				m.CIDRs = append(m.CIDRs, r.CIDRs...)
 			}
 		}
 		for _, k := range order {
 			r := merged[k]
-			if r.AnyPeer {
-				r.CIDRs = nil
-			} else {
-				slices.SortFunc(r.CIDRs, comparePrefix)
-				r.CIDRs = slices.Compact(r.CIDRs)
-			}
+			slices.SortFunc(r.CIDRs, comparePrefix)
+			r.CIDRs = slices.Compact(r.CIDRs)
 			d.Rules = append(d.Rules, *r)
 		}
 	}
@@ -198,27 +190,21 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
-// parseEntry checks one entry; nil, nil is an IPv6 entry to leave out.
+// parseEntry checks one entry. "Every address" stays the CIDR it is
+// (0.0.0.0/0 or ::/0), not AnyPeer: the controller writes one per family,
+// and 0.0.0.0/0 alone must not open IPv6.
 func parseEntry(e pe.EndpointInfo) (*datapath.Rule, error) {
 	cidr, err := parseAddr(string(e.CIDR))
 	if err != nil {
 		return nil, err
 	}
-	if !cidr.Addr().Is4() {
-		return nil, nil
-	}
-	r := &datapath.Rule{}
-	if cidr.Bits() == 0 && len(e.Except) == 0 {
-		r.AnyPeer = true
-	} else {
-		r.CIDRs = []netip.Prefix{cidr}
-	}
+	r := &datapath.Rule{CIDRs: []netip.Prefix{cidr}}
 	for _, x := range e.Except {
 		p, err := parseAddr(string(x))
 		if err != nil {
 			return nil, fmt.Errorf("except: %w", err)
 		}
-		if !p.Addr().Is4() || !cidr.Contains(p.Addr()) || p.Bits() < cidr.Bits() {
+		if p.Addr().Is4() != cidr.Addr().Is4() || !cidr.Contains(p.Addr()) || p.Bits() < cidr.Bits() {
 			return nil, fmt.Errorf("except %s is not inside %s", x, e.CIDR)
 		}
 		r.Except = append(r.Except, p)

@@ -118,7 +118,7 @@ func TestCompilePortsAndUnion(t *testing.T) {
 		{CIDR: "10.0.0.5", Ports: []pe.Port{{Port: port(80)}, {Protocol: proto(corev1.ProtocolUDP), Port: port(53)}}},
 		{CIDR: "10.0.0.6", Ports: []pe.Port{{Protocol: proto(corev1.ProtocolUDP), Port: port(53)}, {Port: port(80)}}},
 		{CIDR: "0.0.0.0/0", Ports: []pe.Port{{Protocol: proto(corev1.ProtocolSCTP), Port: port(1000), EndPort: port(2000)}}},
-		{CIDR: "::/0"},
+		{CIDR: "::/0", Ports: []pe.Port{{Protocol: proto(corev1.ProtocolSCTP), Port: port(1000), EndPort: port(2000)}}},
 	}}
 	b := &policySet{ref: types.NamespacedName{Namespace: "x", Name: "q"}, ingressIsolation: true, egressIsolation: true}
 	p, bad := compile([]*policySet{a, b}, &attribution{})
@@ -136,7 +136,9 @@ func TestCompilePortsAndUnion(t *testing.T) {
 		r0.Ports[1] != (datapath.PortRange{Protocol: datapath.ProtoUDP, Start: 53, End: 53}) {
 		t.Fatalf("same-port entries not merged: %+v", r0)
 	}
-	if !r1.AnyPeer || r1.Ports[0] != (datapath.PortRange{Protocol: datapath.ProtoSCTP, Start: 1000, End: 2000}) {
+	// Everything of each family is a CIDR of its own: 0.0.0.0/0 must not open IPv6.
+	if r1.AnyPeer || len(r1.CIDRs) != 2 || r1.CIDRs[0] != netip.MustParsePrefix("0.0.0.0/0") || r1.CIDRs[1] != netip.MustParsePrefix("::/0") ||
+		r1.Ports[0] != (datapath.PortRange{Protocol: datapath.ProtoSCTP, Start: 1000, End: 2000}) {
 		t.Fatalf("range rule %+v", r1)
 	}
 }

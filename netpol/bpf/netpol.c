@@ -166,6 +166,18 @@ struct ct_key {
 	__u8 pad[3];
 };
 
+// The IPv4 conntrack key: half the size of ct_key, and hashed on every
+// packet.
+struct ct4_key {
+	__u32 ifindex;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
 struct ct_val {
 	__u64 last_seen;
 	__u32 generation; // pod_state.ruleset when last evaluated
@@ -249,14 +261,77 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } node_ips SEC(".maps");
 
-// max_entries is set from Config.ConntrackSize at load.
+// One per family; max_entries of each is set from Config.ConntrackSize
+// at load.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct4_key);
+	__type(value, struct ct_val);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} conntrack SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
 	__type(key, struct ct_key);
 	__type(value, struct ct_val);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} conntrack SEC(".maps");
+} conntrack6 SEC(".maps");
+
+// ct_get looks up a family-neutral key (an ICMP error's quoted flow) in
+// the map of its family.
+static __always_inline void ct4(struct ct4_key *k4, const struct ct_key *k)
+{
+	k4->ifindex = k->ifindex;
+	k4->saddr = k->saddr.a[3];
+	k4->daddr = k->daddr.a[3];
+	k4->sport = k->sport;
+	k4->dport = k->dport;
+	k4->proto = k->proto;
+	k4->pad[0] = 0;
+	k4->pad[1] = 0;
+	k4->pad[2] = 0;
+}
+
+static __always_inline struct ct_val *ct_get(const struct ct_key *k, int v6)
+{
+	if (v6)
+		return bpf_map_lookup_elem(&conntrack6, k);
+	struct ct4_key k4;
+	ct4(&k4, k);
+	return bpf_map_lookup_elem(&conntrack, &k4);
+}
+
+// A conntrack key of either family, built straight from a flow on the
+// per-packet path (no family-neutral key in between).
+union ctk {
+	struct ct4_key v4;
+	struct ct_key v6;
+};
+
+static __always_inline struct ct_val *ctk_get(union ctk *k, int v6)
+{
+	if (v6)
+		return bpf_map_lookup_elem(&conntrack6, &k->v6);
+	return bpf_map_lookup_elem(&conntrack, &k->v4);
+}
+
+static __always_inline void ctk_put(union ctk *k, int v6, const struct ct_val *v)
+{
+	if (v6)
+		bpf_map_update_elem(&conntrack6, &k->v6, v, BPF_ANY);
+	else
+		bpf_map_update_elem(&conntrack, &k->v4, v, BPF_ANY);
+}
+
+static __always_inline void ctk_del(union ctk *k, int v6)
+{
+	if (v6)
+		bpf_map_delete_elem(&conntrack6, &k->v6);
+	else
+		bpf_map_delete_elem(&conntrack, &k->v4);
+}
 
 // Index dir*2 + verdict.
 struct {
@@ -297,10 +372,9 @@ struct flow {
 	__u8 proto;
 	__u8 has_ports; // TCP, UDP, SCTP: rules with Ports can match
 	__u8 opens; // may create a conntrack entry: not a mid-stream TCP segment
-	__u8 icmp_error; // inner holds the flow the ICMP error is about
+	__u8 icmp_error; // *inner holds the flow the ICMP error is about
 	__u8 v6;
 	__u8 always; // neighbour discovery and MLD: pass, untracked
-	struct ct_key inner;
 };
 
 struct eval_ctx {
@@ -426,6 +500,7 @@ static __always_inline void map4(struct addr *a, __be32 v4)
 // caused it, as that packet's sender sent it) into a conntrack key.
 static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
 {
+	__builtin_memset(k, 0, sizeof(*k));
 	struct iphdr in;
 	__u32 off = l4off + 8;
 	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.ihl < 5)
@@ -453,7 +528,7 @@ static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, 
 	return 0;
 }
 
-static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
+static __always_inline int parse(struct __sk_buff *skb, struct flow *f, struct ct_key *inner)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -524,7 +599,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 			f->sport = bpf_htons(((__u16)ic->type << 8) | ic->code);
 			if (ic->type == ICMP_DEST_UNREACH || ic->type == ICMP_TIME_EXCEEDED ||
 			    ic->type == ICMP_PARAMETERPROB)
-				f->icmp_error = parse_icmp_error(skb, l4off, &f->inner) == 0;
+				f->icmp_error = parse_icmp_error(skb, l4off, inner) == 0;
 		}
 		break;
 	}
@@ -554,6 +629,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f)
 // extension headers are not walked).
 static __always_inline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
 {
+	__builtin_memset(k, 0, sizeof(*k));
 	struct ip6 in;
 	__u32 off = l4off + 8;
 	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0)
@@ -584,7 +660,7 @@ static __always_inline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off,
 
 // parse6 is parse for IPv6: it walks up to six extension headers to the
 // L4 header; like IPv4, a non-first fragment returns 1.
-static __always_inline int parse6(struct __sk_buff *skb, struct flow *f)
+static __always_inline int parse6(struct __sk_buff *skb, struct flow *f, struct ct_key *inner)
 {
 	struct ip6 ip;
 	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) < 0)
@@ -652,7 +728,7 @@ static __always_inline int parse6(struct __sk_buff *skb, struct flow *f)
 		}
 		f->sport = bpf_htons(((__u16)ic.type << 8) | ic.code);
 		if (ic.type <= ICMP6_ERROR_MAX)
-			f->icmp_error = parse_icmp6_error(skb, off, &f->inner) == 0;
+			f->icmp_error = parse_icmp6_error(skb, off, inner) == 0;
 		else if ((ic.type >= ICMP6_MLD_QUERY && ic.type <= ICMP6_REDIRECT) || ic.type == ICMP6_MLD2_REPORT)
 			f->always = 1;
 		break;
@@ -669,11 +745,12 @@ static __always_inline __u64 ct_timeout(__u8 proto)
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	struct flow f = {};
+	struct ct_key inner; // written only for ICMP errors, read only then
 	int frag;
 	if (skb->protocol == bpf_htons(ETH_P_IP))
-		frag = parse(skb, &f);
+		frag = parse(skb, &f, &inner);
 	else if (skb->protocol == bpf_htons(ETH_P_IPV6))
-		frag = parse6(skb, &f);
+		frag = parse6(skb, &f, &inner);
 	else
 		return TCX_NEXT; // ARP and the rest: not IP, not policy's business
 
@@ -691,34 +768,33 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	if (f.icmp_error) {
 		// An error about a tracked flow (needs-frag for path MTU
 		// discovery, unreachable, TTL exceeded) is part of that flow.
-		f.inner.ifindex = ifindex;
-		if (bpf_map_lookup_elem(&conntrack, &f.inner)) {
+		inner.ifindex = ifindex;
+		if (ct_get(&inner, f.v6)) {
 			verdict = VERDICT_ALLOW;
 			goto out_quiet;
 		}
 		struct ct_key rin = {
 			.ifindex = ifindex,
-			.saddr = f.inner.daddr,
-			.daddr = f.inner.saddr,
-			.sport = f.inner.dport,
-			.dport = f.inner.sport,
-			.proto = f.inner.proto,
+			.saddr = inner.daddr,
+			.daddr = inner.saddr,
+			.sport = inner.dport,
+			.dport = inner.sport,
+			.proto = inner.proto,
 		};
-		if (bpf_map_lookup_elem(&conntrack, &rin)) {
+		if (ct_get(&rin, f.v6)) {
 			verdict = VERDICT_ALLOW;
 			goto out_quiet;
 		}
 	}
-	struct ct_key fwd = {
-		.ifindex = ifindex,
-		.saddr = f.saddr,
-		.daddr = f.daddr,
-		.sport = f.sport,
-		.dport = f.dport,
-		.proto = f.proto,
-	};
+	union ctk fwd;
+	if (f.v6)
+		fwd.v6 = (struct ct_key){.ifindex = ifindex, .saddr = f.saddr, .daddr = f.daddr,
+					 .sport = f.sport, .dport = f.dport, .proto = f.proto};
+	else
+		fwd.v4 = (struct ct4_key){.ifindex = ifindex, .saddr = f.saddr.a[3], .daddr = f.daddr.a[3],
+					  .sport = f.sport, .dport = f.dport, .proto = f.proto};
 	int tracked = 0;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
+	struct ct_val *ct = ctk_get(&fwd, f.v6);
 	if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
 		if (ct->generation == ps->ruleset) {
 			if (now - ct->last_seen > CT_REFRESH)
@@ -730,15 +806,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		// more (same direction, same tuple as a new packet would be).
 		tracked = 1;
 	} else {
-		struct ct_key rev = {
-			.ifindex = ifindex,
-			.saddr = f.daddr,
-			.daddr = f.saddr,
-			.sport = f.dport,
-			.dport = f.sport,
-			.proto = f.proto,
-		};
-		ct = bpf_map_lookup_elem(&conntrack, &rev);
+		union ctk rev;
+		if (f.v6)
+			rev.v6 = (struct ct_key){.ifindex = ifindex, .saddr = f.daddr, .daddr = f.saddr,
+						 .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		else
+			rev.v4 = (struct ct4_key){.ifindex = ifindex, .saddr = f.daddr.a[3], .daddr = f.saddr.a[3],
+						  .sport = f.dport, .dport = f.sport, .proto = f.proto};
+		ct = ctk_get(&rev, f.v6);
 		if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
 			if (ct->generation == ps->ruleset) {
 				if (now - ct->last_seen > CT_REFRESH)
@@ -755,6 +830,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 				.dport = f.sport,
 				.proto = f.proto,
 				.has_ports = f.has_ports,
+				.v6 = f.v6,
 			};
 			__u32 odir = ct->dir & 1;
 			__u32 oid;
@@ -767,7 +843,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 				log_verdict(&orig, odir, verdict, ifindex, oid);
 				goto out_quiet;
 			}
-			bpf_map_delete_elem(&conntrack, &rev);
+			ctk_del(&rev, f.v6);
 			// Cut; the packet itself may still be allowed as new.
 		}
 	}
@@ -776,10 +852,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		verdict = VERDICT_ALLOW;
 		if (tracked || f.opens) {
 			struct ct_val nv = {.last_seen = now, .generation = ps->ruleset, .rule_id = rule_id, .dir = dir};
-			bpf_map_update_elem(&conntrack, &fwd, &nv, BPF_ANY);
+			ctk_put(&fwd, f.v6, &nv);
 		}
 	} else if (tracked) {
-		bpf_map_delete_elem(&conntrack, &fwd);
+		ctk_del(&fwd, f.v6);
 	}
 	log_verdict(&f, dir, verdict, ifindex, rule_id);
 	goto out_quiet;

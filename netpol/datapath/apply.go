@@ -245,17 +245,25 @@ func (d *Datapath) Remove(ifindex int) error {
 }
 
 func (d *Datapath) deleteConntrack(ifindex uint32) error {
-	var stale []netpolCtKey
-	var k netpolCtKey
+	return errors.Join(
+		deleteOwned(d.objs.Conntrack, func(k netpolCt4Key) bool { return k.Ifindex == ifindex }),
+		deleteOwned(d.objs.Conntrack6, func(k netpolCtKey) bool { return k.Ifindex == ifindex }),
+	)
+}
+
+// deleteOwned deletes the entries of m whose key mine selects.
+func deleteOwned[K any](m *ebpf.Map, mine func(K) bool) error {
+	var stale []K
+	var k K
 	var v netpolCtVal
-	it := d.objs.Conntrack.Iterate()
+	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if k.Ifindex == ifindex {
+		if mine(k) {
 			stale = append(stale, k)
 		}
 	}
 	if err := it.Err(); err != nil {
 		return err
 	}
-	return deleteAll(d.objs.Conntrack, stale)
+	return deleteAll(m, stale)
 }

@@ -125,6 +125,7 @@ func Open(cfg Config) (d *Datapath, err error) {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
 	}
 	spec.Maps[netpolMapConntrack].MaxEntries = uint32(cfg.ConntrackSize)
+	spec.Maps[netpolMapConntrack6].MaxEntries = uint32(cfg.ConntrackSize)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.mapsDir}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		// ErrMapIncompatible: a pinned map of another layout or size

@@ -24,6 +24,17 @@ type netpolCounter struct {
 	Bytes   uint64
 }
 
+type netpolCt4Key struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Saddr   uint32
+	Daddr   uint32
+	Sport   uint16
+	Dport   uint16
+	Proto   uint8
+	Pad     [3]uint8
+}
+
 type netpolCtKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -120,6 +131,7 @@ type netpolSettings struct {
 const (
 	netpolMapConfig         = "config"
 	netpolMapConntrack      = "conntrack"
+	netpolMapConntrack6     = "conntrack6"
 	netpolMapCounters       = "counters"
 	netpolMapLogState       = "log_state"
 	netpolMapNodeIps        = "node_ips"
@@ -183,16 +195,17 @@ type netpolProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpolMapSpecs struct {
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Conntrack *ebpf.MapSpec `ebpf:"conntrack"`
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	LogState  *ebpf.MapSpec `ebpf:"log_state"`
-	NodeIps   *ebpf.MapSpec `ebpf:"node_ips"`
-	PeerSets  *ebpf.MapSpec `ebpf:"peer_sets"`
-	PodStates *ebpf.MapSpec `ebpf:"pod_states"`
-	PortSets  *ebpf.MapSpec `ebpf:"port_sets"`
-	Rules     *ebpf.MapSpec `ebpf:"rules"`
-	Verdicts  *ebpf.MapSpec `ebpf:"verdicts"`
+	Config     *ebpf.MapSpec `ebpf:"config"`
+	Conntrack  *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack6 *ebpf.MapSpec `ebpf:"conntrack6"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	LogState   *ebpf.MapSpec `ebpf:"log_state"`
+	NodeIps    *ebpf.MapSpec `ebpf:"node_ips"`
+	PeerSets   *ebpf.MapSpec `ebpf:"peer_sets"`
+	PodStates  *ebpf.MapSpec `ebpf:"pod_states"`
+	PortSets   *ebpf.MapSpec `ebpf:"port_sets"`
+	Rules      *ebpf.MapSpec `ebpf:"rules"`
+	Verdicts   *ebpf.MapSpec `ebpf:"verdicts"`
 }
 
 // netpolVariableSpecs contains global variables before they are loaded into the kernel.
@@ -222,22 +235,24 @@ func (o *netpolObjects) Close() error {
 //
 // It can be passed to loadNetpolObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpolMaps struct {
-	Config    *ebpf.Map `ebpf:"config"`
-	Conntrack *ebpf.Map `ebpf:"conntrack"`
-	Counters  *ebpf.Map `ebpf:"counters"`
-	LogState  *ebpf.Map `ebpf:"log_state"`
-	NodeIps   *ebpf.Map `ebpf:"node_ips"`
-	PeerSets  *ebpf.Map `ebpf:"peer_sets"`
-	PodStates *ebpf.Map `ebpf:"pod_states"`
-	PortSets  *ebpf.Map `ebpf:"port_sets"`
-	Rules     *ebpf.Map `ebpf:"rules"`
-	Verdicts  *ebpf.Map `ebpf:"verdicts"`
+	Config     *ebpf.Map `ebpf:"config"`
+	Conntrack  *ebpf.Map `ebpf:"conntrack"`
+	Conntrack6 *ebpf.Map `ebpf:"conntrack6"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	LogState   *ebpf.Map `ebpf:"log_state"`
+	NodeIps    *ebpf.Map `ebpf:"node_ips"`
+	PeerSets   *ebpf.Map `ebpf:"peer_sets"`
+	PodStates  *ebpf.Map `ebpf:"pod_states"`
+	PortSets   *ebpf.Map `ebpf:"port_sets"`
+	Rules      *ebpf.Map `ebpf:"rules"`
+	Verdicts   *ebpf.Map `ebpf:"verdicts"`
 }
 
 func (m *netpolMaps) Close() error {
 	return _NetpolClose(
 		m.Config,
 		m.Conntrack,
+		m.Conntrack6,
 		m.Counters,
 		m.LogState,
 		m.NodeIps,

@@ -309,12 +309,19 @@ func assertNoState(t *testing.T, d *Datapath, ifindex int) {
 	if err := d.objs.PodStates.Lookup(uint32(ifindex), &st); !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Errorf("pod state of %d still present (%v)", ifindex, err)
 	}
-	var k netpolCtKey
+	var k4 netpolCt4Key
 	var v netpolCtVal
 	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		if k.Ifindex == uint32(ifindex) {
-			t.Errorf("conntrack entry of %d left: %+v", ifindex, k)
+	for it.Next(&k4, &v) {
+		if k4.Ifindex == uint32(ifindex) {
+			t.Errorf("conntrack entry of %d left: %+v", ifindex, k4)
+		}
+	}
+	var k6 netpolCtKey
+	it = d.objs.Conntrack6.Iterate()
+	for it.Next(&k6, &v) {
+		if k6.Ifindex == uint32(ifindex) {
+			t.Errorf("IPv6 conntrack entry of %d left: %+v", ifindex, k6)
 		}
 	}
 }
@@ -523,28 +530,41 @@ func TestFragments(t *testing.T) {
 }
 
 // TestPolicyChangeReplyFirst: when the first packet after a policy
-// change is a reply, the flow is judged as its opener sent it.
+// change is a reply, the flow is judged as its opener sent it (IPv4 and
+// IPv6).
 func TestPolicyChangeReplyFirst(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4", true: "ipv6"}[v6], func(t *testing.T) {
+			testPolicyChangeReplyFirst(t, v6)
+		})
+	}
+}
+
+func testPolicyChangeReplyFirst(t *testing.T, v6 bool) {
 	tn := newTestNet(t, 2)
 	a, b := tn.pods[0], tn.pods[1]
+	bAddr, elsewhere := netip.PrefixFrom(b.ip, 32), pfx("192.0.2.0/24")
+	if v6 {
+		bAddr, elsewhere = netip.PrefixFrom(b.ip6, 128), pfx("2001:db8::/32")
+	}
 	var ln net.Listener
 	if err := inNS(b.ns, func() (err error) {
-		ln, err = net.Listen("tcp4", netip.AddrPortFrom(b.ip, 8080).String())
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(bAddr.Addr(), 8080).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	d := tn.open(t)
-	toB := func(id uint32) Policy {
+	egressTo := func(id uint32, p netip.Prefix) Policy {
 		return Policy{Ingress: Direction{Isolated: true}, Egress: Direction{Isolated: true,
-			Rules: []Rule{{ID: id, CIDRs: []netip.Prefix{netip.PrefixFrom(b.ip, 32)}}}}}
+			Rules: []Rule{{ID: id, CIDRs: []netip.Prefix{p}}}}}
 	}
-	if err := d.Apply(a.ifindex, toB(1)); err != nil {
+	if err := d.Apply(a.ifindex, egressTo(1, bAddr)); err != nil {
 		t.Fatal(err)
 	}
 	tn.attach(t, d, a)
-	client, err := dial(a.ns, b.ip, 8080)
+	client, err := dial(a.ns, bAddr.Addr(), 8080)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,15 +585,13 @@ func TestPolicyChangeReplyFirst(t *testing.T) {
 	if err := push(); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Apply(a.ifindex, toB(2)); err != nil {
+	if err := d.Apply(a.ifindex, egressTo(2, bAddr)); err != nil {
 		t.Fatal(err)
 	}
 	if err := push(); err != nil {
 		t.Errorf("reply-first after a still-allowing change: %v", err)
 	}
-	other := Policy{Ingress: Direction{Isolated: true}, Egress: Direction{Isolated: true,
-		Rules: []Rule{{ID: 3, CIDRs: []netip.Prefix{pfx("192.0.2.0/24")}}}}}
-	if err := d.Apply(a.ifindex, other); err != nil {
+	if err := d.Apply(a.ifindex, egressTo(3, elsewhere)); err != nil {
 		t.Fatal(err)
 	}
 	if err := push(); err == nil {

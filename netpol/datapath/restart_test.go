@@ -195,8 +195,8 @@ func TestOpenConntrackSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := d.objs.Conntrack.MaxEntries(); n != 1024 {
-		t.Errorf("conntrack size %d, want 1024", n)
+	if n, n6 := d.objs.Conntrack.MaxEntries(), d.objs.Conntrack6.MaxEntries(); n != 1024 || n6 != 1024 {
+		t.Errorf("conntrack sizes %d and %d, want 1024", n, n6)
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)

@@ -178,12 +178,23 @@ func TestCompile(t *testing.T) {
 // rule has a CIDR holding the address and no Except holding it.
 func TestResolvePeersExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	// Prefixes of 10.0.0.0/24, so random ones nest often.
-	randPrefix := func(minBits int) netip.Prefix {
-		bits := minBits + rng.IntN(33-minBits)
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(256))}), bits).Masked()
-	}
-	for round := range 500 {
+	for round := range 1000 {
+		// Prefixes within 10.0.0.0/24 or fd00::/120 (odd rounds), so
+		// random ones nest often.
+		v6 := round%2 == 1
+		addr := func(i int) netip.Addr {
+			if v6 {
+				return netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(i)})
+			}
+			return netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
+		}
+		randPrefix := func(minBits int) netip.Prefix {
+			if v6 {
+				minBits += 96
+			}
+			bits := minBits + rng.IntN(addr(0).BitLen()+1-minBits)
+			return netip.PrefixFrom(addr(rng.IntN(256)), bits).Masked()
+		}
 		var rules []Rule
 		for i := range 1 + rng.IntN(5) {
 			r := Rule{ID: uint32(i + 1)}
@@ -208,7 +219,7 @@ func TestResolvePeersExact(t *testing.T) {
 			t.Fatalf("round %d: %d rules, want 1", round, len(c.rules[dirIngress]))
 		}
 		for i := range 256 {
-			a := netip.AddrFrom4([4]byte{10, 0, 0, byte(i)})
+			a := addr(i)
 			var want []uint32 // IDs of the rules allowing a
 			for _, r := range rules {
 				in := slices.ContainsFunc(r.CIDRs, func(p netip.Prefix) bool { return p.Contains(a) })

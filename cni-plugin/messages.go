@@ -93,7 +93,19 @@ func unmarshalNetworkReply(b []byte, policyField uint64) (*networkReply, error) 
 }
 
 func addNetwork(ctx context.Context, socket string, m *addNetworkRequest) (*networkReply, error) {
-	b, err := unaryCall(ctx, socket, methodAddNetwork, m.marshal())
+	return startAddNetwork(ctx, socket, m).reply()
+}
+
+// pendingAdd is an AddNetwork request on the wire.
+type pendingAdd struct{ c *call }
+
+// startAddNetwork sends AddNetwork without waiting for the reply.
+func startAddNetwork(ctx context.Context, socket string, m *addNetworkRequest) pendingAdd {
+	return pendingAdd{startCall(ctx, socket, methodAddNetwork, m.marshal())}
+}
+
+func (p pendingAdd) reply() (*networkReply, error) {
+	b, err := p.c.reply()
 	if err != nil {
 		return nil, err
 	}

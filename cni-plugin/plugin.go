@@ -67,20 +67,31 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	req := &addNetworkRequest{ClientVersion: version.Version, PodName: string(k8s.K8S_POD_NAME),
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
 		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
-	reply, err := addNetwork(ctx, conf.IPAMDSocket, req)
+	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	// The request goes out first and the links that do not depend on the
+	// address are built while ipamd assigns it and writes its checkpoint
+	// (an fsync'd file): the reply waits in the socket meanwhile.
+	pending := startAddNetwork(ctx, conf.IPAMDSocket, req)
+	links, linkErr := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
+	if links != nil {
+		defer links.close()
+	}
+	reply, err := pending.reply()
 	if err != nil {
+		if links != nil {
+			links.removeVeth()
+		}
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
 	}
 	if !reply.Success || len(reply.Allocations) == 0 || reply.Allocations[0].IPv4Addr == "" {
+		if links != nil {
+			links.removeVeth()
+		}
 		return types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", "ipamd answered without an address")
 	}
 	meta := reply.Allocations[0]
 	ip := net.ParseIP(meta.IPv4Addr).To4()
-	if ip == nil {
-		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
-	}
 	table := int(meta.RouteTableID)
-	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
 	defer func() {
 		if err != nil {
 			// Leave nothing behind: no links, no rules, no address held.
@@ -91,12 +102,13 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 				IfName: args.IfName, NetworkName: conf.Name, PodName: req.PodName, PodNamespace: req.PodNamespace, Reason: "add failed"})
 		}
 	}()
-	links, err := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
-	if err != nil {
+	if ip == nil {
+		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
+	}
+	if err = linkErr; err != nil {
 		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
 		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
 	}
-	defer links.close()
 	// The policy agent attaches to the host veth before the pod has its
 	// address or the host a route to it: no packet to or from the pod can
 	// pass before its policy is in place.

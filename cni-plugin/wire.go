@@ -87,18 +87,49 @@ func (e *rpcError) Error() string {
 // unaryCall sends one request on a fresh connection to socket and returns
 // the reply message.
 func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, error) {
+	return startCall(ctx, socket, method, req).reply()
+}
+
+// call is a request already written to the server whose reply has not
+// been read yet. The reply waits in the socket's buffer, so the caller can
+// do other work on the same thread while the server answers (ADD builds
+// the pod's links while ipamd assigns and persists the address).
+type call struct {
+	ctx  context.Context
+	c    net.Conn
+	stop func() bool
+	err  error
+}
+
+// startCall dials socket and writes the whole request; errors are
+// reported by reply.
+func startCall(ctx context.Context, socket, method string, req []byte) *call {
 	d := net.Dialer{}
 	c, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, &rpcError{Code: codeUnavailable, Message: "connection error: " + err.Error()}
+		return &call{err: &rpcError{Code: codeUnavailable, Message: "connection error: " + err.Error()}}
 	}
-	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	reply, err := exchange(c, method, req, ctx)
+	cl := &call{ctx: ctx, c: c}
+	cl.stop = context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	cl.err = writeRequest(c, method, req, ctx)
+	return cl
+}
+
+// reply reads the answer to the call and closes its connection.
+func (cl *call) reply() ([]byte, error) {
+	if cl.c == nil {
+		return nil, cl.err
+	}
+	defer cl.c.Close()
+	defer cl.stop()
+	ctx, err := cl.ctx, cl.err
+	var reply []byte
+	if err == nil {
+		reply, err = readReply(cl.c)
+	}
 	var re *rpcError
 	if dl, ok := ctx.Deadline(); ok && errors.As(err, &re) && re.Code == codeCanceled && time.Until(dl) < 100*time.Millisecond {
 		// The server's copy of the deadline (grpc-timeout) ran out first.
@@ -122,7 +153,9 @@ func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, 
 	return reply, err
 }
 
-func exchange(c net.Conn, method string, req []byte, ctx context.Context) ([]byte, error) {
+// writeRequest writes the connection preface, settings and the request
+// stream in one write, without waiting for the server's SETTINGS.
+func writeRequest(c net.Conn, method string, req []byte, ctx context.Context) error {
 	// Request headers, HPACK literals without indexing (no Huffman).
 	var hb []byte
 	lit := func(name, value string) {
@@ -163,9 +196,14 @@ func exchange(c net.Conn, method string, req []byte, ctx context.Context) ([]byt
 	binary.BigEndian.PutUint32(msg[1:], uint32(len(req)))
 	out = appendFrame(out, frameData, flagEndStream, 1, append(msg, req...))
 	if _, err := c.Write(out); err != nil {
-		return nil, &rpcError{Code: codeUnavailable, Message: "write: " + err.Error()}
+		return &rpcError{Code: codeUnavailable, Message: "write: " + err.Error()}
 	}
+	return nil
+}
 
+// readReply reads the reply to stream 1, acknowledging the server's
+// SETTINGS and PINGs on the way.
+func readReply(c net.Conn) ([]byte, error) {
 	r := bufio.NewReaderSize(c, 16<<10)
 	dec := hpack.NewDecoder(4096, nil)
 	var (

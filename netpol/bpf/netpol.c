@@ -423,8 +423,10 @@ static long eval_rule(__u64 index, void *data)
 	return 1;
 }
 
-// evaluate decides a flow travelling in dir against the pod's policy.
-static __always_inline int evaluate(const struct pod_state *ps, const struct flow *f, __u32 dir,
+// evaluate decides a flow travelling in dir against the pod's policy. It
+// and the other paths a tracked packet does not take are BPF-to-BPF calls,
+// not inlined: the per-packet code stays small in the instruction cache.
+static __noinline int evaluate(const struct pod_state *ps, const struct flow *f, __u32 dir,
 				    __u32 *rule_id)
 {
 	*rule_id = 0;
@@ -454,7 +456,7 @@ static __always_inline void count(__u32 dir, __u32 verdict, __u64 len)
 	}
 }
 
-static __always_inline void log_verdict(const struct flow *f, __u32 dir, __u32 verdict,
+static __noinline void log_verdict(const struct flow *f, __u32 dir, __u32 verdict,
 					__u32 ifindex, __u32 rule_id)
 {
 	__u32 zero = 0;
@@ -498,7 +500,7 @@ static __always_inline void map4(struct addr *a, __be32 v4)
 
 // parse_icmp_error reads the header an ICMP error quotes (the packet that
 // caused it, as that packet's sender sent it) into a conntrack key.
-static __always_inline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
+static __noinline int parse_icmp_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	struct iphdr in;
@@ -627,7 +629,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f, struct c
 
 // parse_icmp6_error is parse_icmp_error for ICMPv6 (the quoted header's
 // extension headers are not walked).
-static __always_inline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
+static __noinline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off, struct ct_key *k)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	struct ip6 in;
@@ -660,7 +662,7 @@ static __always_inline int parse_icmp6_error(struct __sk_buff *skb, __u32 l4off,
 
 // parse6 is parse for IPv6: it walks up to six extension headers to the
 // L4 header; like IPv4, a non-first fragment returns 1.
-static __always_inline int parse6(struct __sk_buff *skb, struct flow *f, struct ct_key *inner)
+static __noinline int parse6(struct __sk_buff *skb, struct flow *f, struct ct_key *inner)
 {
 	struct ip6 ip;
 	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &ip, sizeof(ip)) < 0)

@@ -168,8 +168,10 @@ func (d *Datapath) waitPrograms() error {
 func (d *Datapath) allocID() uint32 {
 	id := d.nextID
 	d.nextID++
-	if d.nextID == 0 {
-		d.nextID = 1 // 0 is never an id
+	if d.nextID&setV6 != 0 {
+		// 2^31 Applies later: the top bit marks IPv6 sets. Wrap; 0 is
+		// never an id.
+		d.nextID = 1
 	}
 	return id
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -49,7 +48,7 @@ func logger(conf *NetConf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
 }
 
-func cmdAdd(args *skel.CmdArgs) (err error) {
+func cmdAdd(args *cmdArgs) (err error) {
 	conf, cniVersion, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -191,7 +190,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	return st, nil
 }
 
-func cmdDel(args *skel.CmdArgs) error {
+func cmdDel(args *cmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -256,7 +255,7 @@ func netnsExists(p string) bool {
 	return err == nil
 }
 
-func cmdCheck(args *skel.CmdArgs) error {
+func cmdCheck(args *cmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -337,7 +336,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	})
 }
 
-func cmdStatus(args *skel.CmdArgs) error {
+func cmdStatus(args *cmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -371,7 +370,7 @@ type checkpoint struct {
 
 // cmdGC releases allocations of this network that the runtime no longer
 // knows (not in cni.dev/valid-attachments).
-func cmdGC(args *skel.CmdArgs) error {
+func cmdGC(args *cmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -11,8 +10,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-
-	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Rule priorities and the pod gateway of the Amazon VPC CNI datapath.
@@ -24,12 +21,15 @@ const (
 
 var podGateway = net.IPv4(169, 254, 1, 1).To4()
 
-// hostVethName is the VPC CNI's name for a pod's host veth.
-func hostVethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
-
 func randomMAC() net.HardwareAddr {
 	b := make([]byte, 6)
-	_, _ = rand.Read(b)
+	// getrandom(2) directly: crypto/rand would link the FIPS module (see
+	// hostVethName). Six bytes are never a short read.
+	for {
+		if _, err := unix.Getrandom(b, 0); !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
 	b[0] = (b[0] | 0x02) &^ 0x01 // locally administered, unicast
 	return b
 }

@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	pe "github.com/berth-io/berth/api/policyendpoint/v1alpha1"
 	"github.com/berth-io/berth/test/e2e"
@@ -124,8 +125,39 @@ func newHarness(t testing.TB, mode, instanceType string) *harness {
 	h.npa = filepath.Join(h.node.Dir, "npa.sock")
 	h.pointCNIAtAgent()
 	h.createNode()
-	h.startAgent(cp.Kubeconfig, mode)
+	h.startAgent(agentKubeconfig(t, cp), mode)
 	return h
+}
+
+// agentKubeconfig is a kubeconfig of the ServiceAccount deploy/rbac gives
+// the agent: the tests prove that role is enough.
+func agentKubeconfig(t testing.TB, cp *e2e.Controlplane) string {
+	t.Helper()
+	wd, err := os.Getwd() // go test runs in the package's directory
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbac := filepath.Join(wd, "..", "..", "..", "deploy", "rbac", "netpol-agent.yaml")
+	if out, err := cp.Kubectl(t, "apply", "-f", rbac); err != nil {
+		t.Fatalf("kubectl apply %s: %v\n%s", rbac, err, out)
+	}
+	token, err := cp.Kubectl(t, "-n", "kube-system", "create", "token", "berth-netpol", "--duration=2h")
+	if err != nil {
+		t.Fatalf("token: %v\n%s", err, token)
+	}
+	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{"agent": {Token: strings.TrimSpace(token)}}
+	for _, c := range kc.Contexts {
+		c.AuthInfo = "agent"
+	}
+	path := filepath.Join(t.TempDir(), "agent.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // ownSubnet makes a VPC with a random 10.x.0.0/16, so its host route does

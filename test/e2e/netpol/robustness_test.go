@@ -16,7 +16,9 @@ import (
 	"github.com/berth-io/berth/test/e2e"
 )
 
-func (h *harness) reach(from, to *hpod, ps probeSpec) bool { return h.probe(from, to, ps.proto, ps.port) }
+func (h *harness) reach(from, to *hpod, ps probeSpec) bool {
+	return h.probe(from, to, ps.proto, ps.port)
+}
 
 // TestBadPolicyEndpoint: rules the datapath cannot enforce (a bad CIDR, an
 // inverted port range, an unknown protocol) are reported with an event and

@@ -36,6 +36,12 @@ const (
 // is swapped to it in one map update, and only then are the old rules
 // deleted, so a packet sees either the old policy or the new one. Bad
 // input returns an error wrapping ErrInvalidPolicy and changes nothing.
+//
+// Peer sets of shared rules (Rule.Shared) are shared with every pod whose
+// merged rule has the same identity; new content for such a set is written
+// into it for all of them (see peerSetFor), and the pods that lose
+// members get a new generation, so their established flows are judged
+// again.
 func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 	if ifindex <= 0 || ifindex > 1<<31-1 {
 		return fmt.Errorf("%w: ifindex %d", ErrInvalidPolicy, ifindex)
@@ -47,112 +53,132 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
-	rec := &podRecord{ruleset: d.allocID()}
-	defer func() {
-		if err != nil {
-			if derr := d.deleteRecord(rec); derr != nil {
-				d.log.Warn("roll back partial policy", "ifindex", ifindex, "err", derr)
-			}
-		}
-	}()
-	state := netpolPodState{Ruleset: rec.ruleset}
-	var ruleKeys []netpolRuleKey
-	var ruleVals []netpolRule
-	var peerKeys []netpolPeerKey
-	var peerVals []netpolPeerVal
-	var portKeys []netpolPortKey
+	idx := uint32(ifindex)
+	rec := &podRecord{}
 	for dir := range 2 {
 		if c.isolated[dir] {
-			state.Flags |= [2]uint32{podIsolatedIngress, podIsolatedEgress}[dir]
+			rec.state.Flags |= [2]uint32{podIsolatedIngress, podIsolatedEgress}[dir]
 		}
-		state.N_rules[dir] = uint32(len(c.rules[dir]))
-		portSets := map[string]uint32{}
-		for i, cr := range c.rules[dir] {
-			v := netpolRule{Id: cr.id}
-			if cr.anyPeer {
-				v.Flags |= ruleAnyPeer
-			} else {
-				v.PeerSet = d.allocID()
-				for _, pe := range cr.peers {
-					k := netpolPeerKey{
-						Prefixlen: uint32(peerPrefixBase + 96 + pe.prefix.Bits()), // IPv4-mapped
-						Set:       v.PeerSet,
-						Addr:      addrKey(pe.prefix.Addr()),
-					}
-					if pe.prefix.Addr().Is6() {
-						k.Prefixlen, k.Set = uint32(peerPrefixBase+pe.prefix.Bits()), v.PeerSet|setV6
-					}
-					peerKeys = append(peerKeys, k)
-					pv := netpolPeerVal{Id: pe.id}
-					if pe.member {
-						pv.Member = 1
-					}
-					peerVals = append(peerVals, pv)
-				}
-			}
-			if cr.anyPort {
-				v.Flags |= ruleAnyPort
-			} else if id, ok := portSets[cr.portKey]; ok {
-				v.PortSet = id
-			} else {
-				v.PortSet = d.allocID()
-				portSets[cr.portKey] = v.PortSet
-				for _, pe := range cr.ports {
-					portKeys = append(portKeys, netpolPortKey{
-						Prefixlen: uint32(portPrefixBase + pe.bits),
-						Set:       v.PortSet,
-						Proto:     pe.proto,
-						Port:      portKey(pe.port),
-					})
-				}
-			}
-			ruleKeys = append(ruleKeys, netpolRuleKey{Ruleset: rec.ruleset, Dir: uint32(dir), Index: uint32(i)})
-			ruleVals = append(ruleVals, v)
-		}
+		rec.state.N_rules[dir] = uint32(len(c.rules[dir]))
 	}
-
+	tx := &setTx{bump: map[*peerSet]bool{}, moved: map[*peerSet]*peerSet{}}
+	var errs []error
 	// Sets first, then the rules that name them, then the state that
 	// names the rules: nothing is reachable before it is complete.
-	rec.peerKeys = peerKeys
-	if err := putAll(d.objs.PeerSets, peerKeys, peerVals); err != nil {
-		return fmt.Errorf("write peer sets of ifindex %d: %w", ifindex, err)
-	}
-	rec.portKeys = portKeys
-	portVals := make([]uint32, len(portKeys))
-	for i := range portVals {
-		portVals[i] = 1
-	}
-	if err := putAll(d.objs.PortSets, portKeys, portVals); err != nil {
-		return fmt.Errorf("write port sets of ifindex %d: %w", ifindex, err)
-	}
-	rec.rules = ruleKeys
-	if err := putAll(d.objs.Rules, ruleKeys, ruleVals); err != nil {
-		return fmt.Errorf("write rules of ifindex %d: %w", ifindex, err)
-	}
-	if err := d.objs.PodStates.Put(uint32(ifindex), state); err != nil {
-		return fmt.Errorf("swap policy of ifindex %d: %w", ifindex, err)
-	}
-	old := d.pods[uint32(ifindex)]
-	d.pods[uint32(ifindex)] = rec
-	if old != nil {
-		if err := d.retire(old); err != nil {
-			// The new policy is in force; leftovers go at the next Open.
-			d.log.Warn("delete replaced policy", "ifindex", ifindex, "err", err)
+	setsErr := func() error {
+		for dir := range 2 {
+			for i, cr := range c.rules[dir] {
+				rec.rules = append(rec.rules, ruleEntry{dir: uint32(dir), index: uint32(i), val: netpolRule{Id: cr.id}})
+				re := &rec.rules[len(rec.rules)-1]
+				if cr.anyPeer {
+					re.val.Flags |= ruleAnyPeer
+				} else {
+					ps, err := d.peerSetFor(&cr, tx)
+					if err != nil {
+						return fmt.Errorf("write peer sets of ifindex %d: %w", ifindex, err)
+					}
+					ps.refs++
+					re.peer = ps
+				}
+				if cr.anyPort {
+					re.val.Flags |= ruleAnyPort
+				} else {
+					pt, err := d.portSetFor(&cr)
+					if err != nil {
+						return fmt.Errorf("write port sets of ifindex %d: %w", ifindex, err)
+					}
+					pt.refs++
+					re.port = pt
+				}
+			}
+		}
+		return nil
+	}()
+	old := d.pods[idx]
+	var retired []*podRecord
+	switch {
+	case setsErr != nil:
+		errs = append(errs, setsErr)
+		d.release(rec)
+	case old != nil && old.sameAs(rec) && !old.uses(tx.bump):
+		// Nothing of this pod's ruleset changes: no swap.
+		d.release(rec)
+	default:
+		rec.ruleset = d.allocID()
+		if err := d.install(idx, rec); err != nil {
+			errs = append(errs, err)
+			d.release(rec)
+			break
+		}
+		if old != nil {
+			retired = append(retired, old)
 		}
 	}
-	d.log.Debug("policy applied", "ifindex", ifindex, "ruleset", rec.ruleset,
-		"ingressRules", state.N_rules[dirIngress], "egressRules", state.N_rules[dirEgress],
-		"peerEntries", len(peerKeys), "portEntries", len(portKeys))
+	// Other pods using a set whose content changed: a new generation
+	// where members left, the new set where it was rebuilt.
+	if len(tx.bump) > 0 || len(tx.moved) > 0 {
+		for other, orec := range d.pods {
+			if orec == rec || !(orec.uses(tx.bump) || orec.usesMoved(tx.moved)) {
+				continue
+			}
+			nrec := orec.renewed(tx.moved)
+			nrec.ruleset = d.allocID()
+			if err := d.install(other, nrec); err != nil {
+				errs = append(errs, fmt.Errorf("new generation of ifindex %d: %w", other, err))
+				d.release(nrec)
+				continue
+			}
+			retired = append(retired, orec)
+		}
+	}
+	for _, ps := range tx.hold {
+		if ps.refs--; ps.refs == 0 {
+			d.freePeerSet(ps) // no pod moved to it
+		}
+	}
+	if len(retired) > 0 {
+		if err := d.waitPrograms(); err != nil {
+			// The new rulesets are in force; leftovers go at the next Open.
+			d.log.Warn("delete replaced policy", "ifindex", ifindex, "err", err)
+		} else {
+			for _, r := range retired {
+				if err := d.deleteRules(r); err != nil {
+					d.log.Warn("delete replaced policy", "ifindex", ifindex, "err", err)
+				}
+				d.release(r)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	d.log.Debug("policy applied", "ifindex", ifindex, "ruleset", d.pods[idx].ruleset,
+		"ingressRules", rec.state.N_rules[dirIngress], "egressRules", rec.state.N_rules[dirEgress],
+		"newGenerations", len(retired))
 	return nil
 }
 
-// retire deletes a ruleset nothing points to any more, once no running
-// program can still be reading it.
-func (d *Datapath) retire(rec *podRecord) error {
-	if err := d.waitPrograms(); err != nil {
-		return err
+// install writes rec's rules under rec.ruleset and swaps the pod's state
+// to them; on error nothing of rec is reachable and its rules are gone.
+func (d *Datapath) install(ifindex uint32, rec *podRecord) error {
+	rec.state.Ruleset = rec.ruleset
+	keys := make([]netpolRuleKey, len(rec.rules))
+	vals := make([]netpolRule, len(rec.rules))
+	for i, re := range rec.rules {
+		keys[i] = netpolRuleKey{Ruleset: rec.ruleset, Dir: re.dir, Index: re.index}
+		vals[i] = re.value()
 	}
-	return d.deleteRecord(rec)
+	if err := putAll(d.objs.Rules, keys, vals); err != nil {
+		_ = deleteAll(d.objs.Rules, keys)
+		return fmt.Errorf("write rules of ifindex %d: %w", ifindex, err)
+	}
+	if err := d.objs.PodStates.Put(ifindex, rec.state); err != nil {
+		_ = deleteAll(d.objs.Rules, keys)
+		return fmt.Errorf("swap policy of ifindex %d: %w", ifindex, err)
+	}
+	d.stats.RulesetSwaps++
+	d.pods[ifindex] = rec
+	return nil
 }
 
 // waitPrograms returns once every BPF program running at the time of the
@@ -213,13 +239,13 @@ func deleteAll[K any](m *ebpf.Map, keys []K) error {
 	return errors.Join(errs...)
 }
 
-// deleteRecord deletes the state's rules, then the sets they named.
-func (d *Datapath) deleteRecord(rec *podRecord) error {
-	return errors.Join(
-		deleteAll(d.objs.Rules, rec.rules),
-		deleteAll(d.objs.PeerSets, rec.peerKeys),
-		deleteAll(d.objs.PortSets, rec.portKeys),
-	)
+// deleteRules deletes the rules of rec's ruleset.
+func (d *Datapath) deleteRules(rec *podRecord) error {
+	keys := make([]netpolRuleKey, len(rec.rules))
+	for i, re := range rec.rules {
+		keys[i] = netpolRuleKey{Ruleset: rec.ruleset, Dir: re.dir, Index: re.index}
+	}
+	return deleteAll(d.objs.Rules, keys)
 }
 
 // Remove detaches the programs from ifindex and deletes the pod's state,
@@ -235,10 +261,15 @@ func (d *Datapath) Remove(ifindex int) error {
 		return fmt.Errorf("delete state of ifindex %d: %w", ifindex, err)
 	}
 	if rec := d.pods[uint32(ifindex)]; rec != nil {
-		if err := d.retire(rec); err != nil {
+		if err := d.waitPrograms(); err != nil {
 			return fmt.Errorf("delete policy of ifindex %d: %w", ifindex, err)
 		}
 		delete(d.pods, uint32(ifindex))
+		err := d.deleteRules(rec)
+		d.release(rec)
+		if err != nil {
+			return fmt.Errorf("delete policy of ifindex %d: %w", ifindex, err)
+		}
 	}
 	if err := d.deleteConntrack(uint32(ifindex)); err != nil {
 		return fmt.Errorf("delete conntrack of ifindex %d: %w", ifindex, err)

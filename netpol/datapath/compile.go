@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -20,6 +21,11 @@ type compiledRule struct {
 	anyPort bool
 	ports   []portEntry // when !anyPort
 	portKey string      // canonical form of ports, to share one port set
+	shared  bool        // Rule.Shared
+	// share is the identity of the peer set when pods may share it:
+	// direction, ports and the sorted IDs of the shared rules merged
+	// into it; "" for a set of the pod's own.
+	share string
 }
 
 type peerEntry struct {
@@ -71,7 +77,23 @@ func compile(p Policy) (*compiled, error) {
 			groups[cr.portKey] = append(groups[cr.portKey], cr)
 		}
 		for _, key := range order {
-			c.rules[dir] = append(c.rules[dir], mergeRules(groups[key]))
+			g := groups[key]
+			share := ""
+			if !slices.ContainsFunc(g, func(r *compiledRule) bool { return !r.shared || r.id == 0 }) {
+				// Content must not depend on the order of the rules:
+				// merge them in ID order, so every pod builds the same set.
+				slices.SortStableFunc(g, func(a, b *compiledRule) int { return cmp.Compare(a.id, b.id) })
+				ids := make([]uint32, 0, len(g))
+				for _, r := range g {
+					ids = append(ids, r.id)
+				}
+				share = fmt.Sprintf("%s|%s|%v", name, key, slices.Compact(ids))
+			}
+			m := mergeRules(g)
+			if !m.anyPeer {
+				m.share = share
+			}
+			c.rules[dir] = append(c.rules[dir], m)
 		}
 		if len(c.rules[dir]) > MaxRules {
 			return nil, fmt.Errorf("%w: %s has %d distinct port sets, at most %d", ErrInvalidPolicy, name, len(c.rules[dir]), MaxRules)
@@ -203,7 +225,7 @@ func resolvePeers(rules []*compiledRule) []peerEntry {
 
 // compileRule returns nil for a rule that can match no packet.
 func compileRule(r Rule) (*compiledRule, error) {
-	cr := &compiledRule{id: r.ID, anyPeer: r.AnyPeer}
+	cr := &compiledRule{id: r.ID, anyPeer: r.AnyPeer, shared: r.Shared}
 	var cidrs, except []netip.Prefix
 	for _, p := range r.CIDRs {
 		c, err := canonPrefix(p)

@@ -245,3 +245,45 @@ func TestResolvePeersExact(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileShareIdentity: a merged rule's set is shared only when every
+// rule in it is Shared with a non-zero ID; its identity is the direction,
+// the ports and the sorted IDs, and its content does not depend on the
+// order of the rules.
+func TestCompileShareIdentity(t *testing.T) {
+	a := Rule{ID: 2, Shared: true, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	b := Rule{ID: 1, Shared: true, CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16")}}
+	share := func(rules ...Rule) compiledRule {
+		t.Helper()
+		c, err := compile(Policy{Egress: Direction{Isolated: true, Rules: rules}})
+		if err != nil || len(c.rules[dirEgress]) != 1 {
+			t.Fatalf("compile: %v %+v", err, c)
+		}
+		return c.rules[dirEgress][0]
+	}
+	ab, ba := share(a, b), share(b, a)
+	if ab.share == "" || ab.share != ba.share || ab.share != "egress||[1 2]" {
+		t.Fatalf("identities %q %q", ab.share, ba.share)
+	}
+	ka, va, _ := peerContent(&ab)
+	kb, vb, _ := peerContent(&ba)
+	if !slices.Equal(ka, kb) || !slices.Equal(va, vb) {
+		t.Fatalf("content depends on rule order: %v %v / %v %v", ka, va, kb, vb)
+	}
+	if share(a).share == ab.share {
+		t.Fatal("different rules, same identity")
+	}
+	unshared := b
+	unshared.Shared = false
+	zero := a
+	zero.ID = 0
+	if s := share(a, unshared).share; s != "" {
+		t.Fatalf("with an unshared rule: %q", s)
+	}
+	if s := share(zero).share; s != "" {
+		t.Fatalf("ID 0: %q", s)
+	}
+	if s := share(Rule{ID: 3, Shared: true, AnyPeer: true}, a).share; s != "" {
+		t.Fatalf("any peer needs no set: %q", s)
+	}
+}

@@ -23,12 +23,14 @@
 package datapath
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -79,15 +81,12 @@ type Datapath struct {
 	mu     sync.Mutex
 	pods   map[uint32]*podRecord
 	nextID uint32
-}
-
-// podRecord is every map key one Apply wrote for a pod, to delete them
-// when the policy is replaced or the pod removed.
-type podRecord struct {
-	ruleset  uint32
-	rules    []netpolRuleKey
-	peerKeys []netpolPeerKey
-	portKeys []netpolPortKey
+	// shared holds the peer sets pods share, by identity (see
+	// compiledRule.share); ports the port sets, by their ports.
+	shared    map[string]*peerSet
+	ports     map[string]*portSet
+	nPeerSets int
+	stats     Stats
 }
 
 // Open loads the programs and opens the maps, reusing maps pinned by a
@@ -114,6 +113,8 @@ func Open(cfg Config) (d *Datapath, err error) {
 		mapsDir:  filepath.Join(cfg.PinDir, "maps"),
 		linksDir: filepath.Join(cfg.PinDir, "links"),
 		pods:     map[uint32]*podRecord{},
+		shared:   map[string]*peerSet{},
+		ports:    map[string]*portSet{},
 	}
 	for _, dir := range []string{d.mapsDir, d.linksDir} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -231,39 +232,33 @@ func (d *Datapath) setNodeIPs(ips []netip.Addr) error {
 	return nil
 }
 
-// recover rebuilds the record of each pod's keys from the pinned maps,
-// deletes entries no pod references (an agent that died mid-Apply) and
-// sets the next id above every id still in the maps, so new rulesets and
-// sets never collide with old ones.
+// recover rebuilds the record of each pod's ruleset and sets from the
+// pinned maps, deletes entries no pod references (an agent that died
+// mid-Apply) and sets the next id above every id still in the maps, so new
+// rulesets and sets never collide with old ones. Recovered sets are not
+// shared with new Applies (their identity is not in the maps): they are
+// deleted once the last pod using them has a new ruleset.
 func (d *Datapath) recover() error {
 	var maxID uint32
 	seen := func(id uint32) {
 		maxID = max(maxID, id)
 	}
-	states := map[uint32]netpolPodState{}
+	byRuleset := map[uint32]*podRecord{}
 	var ifindex uint32
 	var st netpolPodState
 	it := d.objs.PodStates.Iterate()
 	for it.Next(&ifindex, &st) {
-		states[ifindex] = st
 		seen(st.Ruleset)
+		rec := &podRecord{ruleset: st.Ruleset, state: st}
+		d.pods[ifindex] = rec
+		byRuleset[st.Ruleset] = rec
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list pod states: %w", err)
 	}
-	type owner struct {
-		rec *podRecord
-		n   [2]uint32
-	}
-	byRuleset := map[uint32]owner{}
-	for ifindex, st := range states {
-		rec := &podRecord{ruleset: st.Ruleset}
-		d.pods[ifindex] = rec
-		byRuleset[st.Ruleset] = owner{rec, st.N_rules}
-	}
 
-	peerOwner := map[uint32]*podRecord{}
-	portOwner := map[uint32]*podRecord{}
+	peers := map[uint32]*peerSet{}
+	ports := map[uint32]*portSet{}
 	var staleRules []netpolRuleKey
 	var rk netpolRuleKey
 	var r netpolRule
@@ -272,22 +267,36 @@ func (d *Datapath) recover() error {
 		seen(rk.Ruleset)
 		seen(r.PeerSet)
 		seen(r.PortSet)
-		o, ok := byRuleset[rk.Ruleset]
-		if !ok || rk.Dir > 1 || rk.Index >= o.n[rk.Dir] {
+		rec, ok := byRuleset[rk.Ruleset]
+		if !ok || rk.Dir > 1 || rk.Index >= rec.state.N_rules[rk.Dir] {
 			staleRules = append(staleRules, rk)
 			continue
 		}
-		rec := o.rec
-		rec.rules = append(rec.rules, rk)
+		re := ruleEntry{dir: rk.Dir, index: rk.Index, val: r}
+		re.val.PeerSet, re.val.PortSet = 0, 0
 		if r.Flags&ruleAnyPeer == 0 {
-			peerOwner[r.PeerSet] = rec
+			if peers[r.PeerSet] == nil {
+				peers[r.PeerSet] = &peerSet{id: r.PeerSet}
+			}
+			re.peer = peers[r.PeerSet]
+			re.peer.refs++
 		}
 		if r.Flags&ruleAnyPort == 0 {
-			portOwner[r.PortSet] = rec
+			if ports[r.PortSet] == nil {
+				ports[r.PortSet] = &portSet{id: r.PortSet}
+			}
+			re.port = ports[r.PortSet]
+			re.port.refs++
 		}
+		rec.rules = append(rec.rules, re)
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list rules: %w", err)
+	}
+	for _, rec := range d.pods {
+		slices.SortFunc(rec.rules, func(a, b ruleEntry) int {
+			return cmp.Or(cmp.Compare(a.dir, b.dir), cmp.Compare(a.index, b.index))
+		})
 	}
 
 	var stalePeers []netpolPeerKey
@@ -295,9 +304,12 @@ func (d *Datapath) recover() error {
 	var pv netpolPeerVal
 	it = d.objs.PeerSets.Iterate()
 	for it.Next(&pk, &pv) {
-		seen(pk.Set &^ setV6)
-		if rec := peerOwner[pk.Set&^setV6]; rec != nil {
-			rec.peerKeys = append(rec.peerKeys, pk)
+		id := pk.Set &^ setV6
+		seen(id)
+		if ps := peers[id]; ps != nil {
+			k := pk
+			k.Set &= setV6
+			ps.keys = append(ps.keys, k)
 		} else {
 			stalePeers = append(stalePeers, pk)
 		}
@@ -305,14 +317,15 @@ func (d *Datapath) recover() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list peer sets: %w", err)
 	}
+	d.nPeerSets = len(peers)
 	var stalePorts []netpolPortKey
 	var ptk netpolPortKey
 	var ptv uint32
 	it = d.objs.PortSets.Iterate()
 	for it.Next(&ptk, &ptv) {
 		seen(ptk.Set)
-		if rec := portOwner[ptk.Set]; rec != nil {
-			rec.portKeys = append(rec.portKeys, ptk)
+		if pt := ports[ptk.Set]; pt != nil {
+			pt.keys = append(pt.keys, ptk)
 		} else {
 			stalePorts = append(stalePorts, ptk)
 		}
@@ -321,11 +334,17 @@ func (d *Datapath) recover() error {
 		return fmt.Errorf("list port sets: %w", err)
 	}
 	d.nextID = maxID + 1
-	stale := &podRecord{rules: staleRules, peerKeys: stalePeers, portKeys: stalePorts}
+	if d.nextID&setV6 != 0 {
+		d.nextID = 1
+	}
 	if n := len(staleRules) + len(stalePeers) + len(stalePorts); n > 0 {
 		d.log.Info("removing unreferenced policy entries", "entries", n)
 	}
-	if err := d.deleteRecord(stale); err != nil {
+	if err := errors.Join(
+		deleteAll(d.objs.Rules, staleRules),
+		deleteAll(d.objs.PeerSets, stalePeers),
+		deleteAll(d.objs.PortSets, stalePorts),
+	); err != nil {
 		return fmt.Errorf("remove unreferenced entries: %w", err)
 	}
 	d.log.Info("datapath opened", "pods", len(d.pods), "nextID", d.nextID)

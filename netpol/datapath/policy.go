@@ -21,8 +21,18 @@ type PortRange struct {
 // A rule is evaluated on its own: its Except never removes what another rule
 // allows. AnyPeer allows every address; empty Ports allow every protocol and
 // port. ID is the caller's attribution, reported in verdict logs.
+//
+// Shared (with a non-zero ID) declares the ID stable node-wide: every rule
+// with this ID in any Apply carries the same CIDRs and Except at the time
+// of the call, and an Apply with new CIDRs or Except for the ID is the new
+// content for every pod whose policy has it. Pods whose merged rules (same
+// direction and ports) come from the same set of shared IDs then share one
+// peer set, and an Apply that changes it updates it for all of them (see
+// netpol/README.md). Rules without Shared, or with ID 0, get a peer set of
+// their pod's own.
 type Rule struct {
 	ID      uint32
+	Shared  bool
 	AnyPeer bool
 	CIDRs   []netip.Prefix
 	Except  []netip.Prefix

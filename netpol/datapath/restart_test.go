@@ -48,7 +48,7 @@ func TestRestart(t *testing.T) {
 	if got, err := d2.Attached(); err != nil || len(got) != 1 || got[0] != b.ifindex {
 		t.Fatalf("attached after restart: %v %v, want [%d]", got, err, b.ifindex)
 	}
-	if rec := d2.pods[uint32(b.ifindex)]; rec == nil || len(rec.rules) != 1 || len(rec.peerKeys) != 1 || len(rec.portKeys) != 1 {
+	if rec := d2.pods[uint32(b.ifindex)]; rec == nil || len(rec.rules) != 1 || rec.rules[0].peer == nil || len(rec.rules[0].peer.keys) != 1 || rec.rules[0].port == nil || len(rec.rules[0].port.keys) != 1 {
 		t.Fatalf("recovered record %+v, want 1 rule, 1 peer, 1 port entry", rec)
 	}
 	tn.attach(t, d2, b)

@@ -303,6 +303,13 @@ func (a *Agent) sync(key types.NamespacedName, podLabels map[string]string) erro
 	return nil
 }
 
+func flag(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // digest identifies a policy by its content.
 func digest(p datapath.Policy) [sha256.Size]byte {
 	h := sha256.New()
@@ -317,11 +324,7 @@ func digest(p datapath.Policy) [sha256.Size]byte {
 		h.Write(b)
 		for _, r := range d.Rules {
 			b = binary.AppendUvarint(b[:0], uint64(r.ID))
-			if r.AnyPeer {
-				b = append(b, 1)
-			} else {
-				b = append(b, 0)
-			}
+			b = append(b, flag(r.AnyPeer), flag(r.Shared))
 			for _, list := range [][]netip.Prefix{r.CIDRs, r.Except} {
 				b = binary.AppendUvarint(b, uint64(len(list)))
 				for _, c := range list {

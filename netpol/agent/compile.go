@@ -124,9 +124,18 @@ type badEntry struct {
 }
 
 // compile turns the sets selecting a pod into its datapath policy. Each
-// entry stays a rule of its own when it has exceptions; entries without
-// exceptions and with the same ports are one rule whose CIDRs are a set, so
-// a thousand peer pods cost one lookup.
+// entry stays a rule of its own when it has exceptions; a policy's entries
+// without exceptions and with the same ports are one rule whose CIDRs are
+// a set, so a thousand peer pods cost one lookup.
+//
+// Rule IDs name the policy, direction and entry (or ports), and a rule
+// with a given ID has the same content for every pod the policy selects:
+// rules are Shared, so the pods a policy selects share its peer sets in
+// the datapath, and a peer pod appearing is one map write for all of them.
+// That is why rules of different policies are never merged here (the
+// datapath merges the rules of one pod by ports, and shares the result
+// among pods with the same policies). An ID that collides with another
+// rule's (a 32-bit hash) is not Shared.
 func compile(sets []*policySet, attr *attribution) (datapath.Policy, []badEntry) {
 	var p datapath.Policy
 	var bad []badEntry
@@ -142,13 +151,13 @@ func compile(sets []*policySet, attr *attribution) (datapath.Policy, []badEntry)
 		if !d.Isolated {
 			return
 		}
-		merged := map[string]*datapath.Rule{}
-		var order []string
 		for _, s := range sets {
 			iso, entries := pick(s)
 			if !iso {
 				continue
 			}
+			merged := map[string]*datapath.Rule{}
+			var order []string
 			for i, e := range entries {
 				r, err := parseEntry(e)
 				if err != nil {
@@ -156,26 +165,26 @@ func compile(sets []*policySet, attr *attribution) (datapath.Policy, []badEntry)
 					continue
 				}
 				if len(r.Except) > 0 {
-					r.ID = attr.id(s.ref, name, fmt.Sprintf("%d", i))
+					r.ID, r.Shared = attr.id(s.ref, name, fmt.Sprintf("%d", i))
 					d.Rules = append(d.Rules, *r)
 					continue
 				}
 				key := portsKey(r)
 				m, ok := merged[key]
 				if !ok {
-					r.ID = attr.id(s.ref, name, "ports "+key)
+					r.ID, r.Shared = attr.id(s.ref, name, "ports "+key)
 					merged[key] = r
 					order = append(order, key)
 					continue
 				}
 				m.CIDRs = append(m.CIDRs, r.CIDRs...)
 			}
-		}
-		for _, k := range order {
-			r := merged[k]
-			slices.SortFunc(r.CIDRs, comparePrefix)
-			r.CIDRs = slices.Compact(r.CIDRs)
-			d.Rules = append(d.Rules, *r)
+			for _, k := range order {
+				r := merged[k]
+				slices.SortFunc(r.CIDRs, comparePrefix)
+				r.CIDRs = slices.Compact(r.CIDRs)
+				d.Rules = append(d.Rules, *r)
+			}
 		}
 	}
 	dir(&p.Ingress, "ingress", func(s *policySet) (bool, []pe.EndpointInfo) { return s.ingressIsolation, s.ingress })
@@ -295,19 +304,25 @@ type attribution struct {
 	names map[uint32]string
 }
 
-func (a *attribution) id(ref types.NamespacedName, dir, what string) uint32 {
+// id is the rule ID of a policy's rule; unique is false when another rule
+// had the ID first (a hash collision): such a rule must not be Shared,
+// since the datapath would take the two for one.
+func (a *attribution) id(ref types.NamespacedName, dir, what string) (id uint32, unique bool) {
 	h := fnv.New32a()
 	name := ref.String() + " " + dir + " " + what
 	h.Write([]byte(name))
-	id := h.Sum32()
+	id = h.Sum32()
 	if id == 0 {
 		id = 1 // 0 means "no rule" in a verdict
 	}
 	if a.names == nil {
 		a.names = map[uint32]string{}
 	}
+	if first, ok := a.names[id]; ok {
+		return id, first == name
+	}
 	a.names[id] = name
-	return id
+	return id, true
 }
 
 func (a *attribution) name(id uint32) string {

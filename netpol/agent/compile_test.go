@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -178,6 +179,7 @@ func TestDigestSeesEveryField(t *testing.T) {
 		"isolation": func(p *datapath.Policy) { p.Egress.Isolated = true },
 		"rule id":   func(p *datapath.Policy) { p.Ingress.Rules[0].ID = 2 },
 		"any peer":  func(p *datapath.Policy) { p.Ingress.Rules[0].AnyPeer = true },
+		"shared":    func(p *datapath.Policy) { p.Ingress.Rules[0].Shared = true },
 		"cidr":      func(p *datapath.Policy) { p.Ingress.Rules[0].CIDRs[0] = netip.MustParsePrefix("10.0.1.0/24") },
 		"except to cidr": func(p *datapath.Policy) {
 			r := &p.Ingress.Rules[0]
@@ -198,5 +200,48 @@ func TestDigestSeesEveryField(t *testing.T) {
 		if digest(p) == digest(b) {
 			t.Errorf("digest misses a change of %s", name)
 		}
+	}
+}
+
+// TestCompileSharedRules: rules carry IDs that are the same for every pod
+// a policy selects, with the same content, and are Shared; two policies'
+// entries are never merged into one rule (pods selected by only one of
+// them would carry the same ID with other peers); a colliding ID is not
+// Shared.
+func TestCompileSharedRules(t *testing.T) {
+	a := &policySet{ref: ref, ingressIsolation: true, ingress: []pe.EndpointInfo{
+		{CIDR: "10.0.0.5", Ports: []pe.Port{{Port: port(80)}}},
+		{CIDR: "10.0.0.0/24", Except: []pe.NetworkAddress{"10.0.0.128/25"}, Ports: []pe.Port{{Port: port(80)}}},
+	}}
+	b := &policySet{ref: types.NamespacedName{Namespace: "x", Name: "q"}, ingressIsolation: true, ingress: []pe.EndpointInfo{
+		{CIDR: "10.0.0.6", Ports: []pe.Port{{Port: port(80)}}},
+	}}
+	var attr attribution
+	both, _ := compile([]*policySet{a, b}, &attr)
+	onlyA, _ := compile([]*policySet{a}, &attr)
+	if len(both.Ingress.Rules) != 3 || len(onlyA.Ingress.Rules) != 2 {
+		t.Fatalf("rules: both %+v, a %+v", both.Ingress.Rules, onlyA.Ingress.Rules)
+	}
+	byID := map[uint32]datapath.Rule{}
+	for _, r := range both.Ingress.Rules {
+		if !r.Shared || r.ID == 0 {
+			t.Fatalf("rule not shared: %+v", r)
+		}
+		if _, dup := byID[r.ID]; dup {
+			t.Fatalf("two rules with ID %d", r.ID)
+		}
+		byID[r.ID] = r
+	}
+	for _, r := range onlyA.Ingress.Rules {
+		o, ok := byID[r.ID]
+		if !ok || !slices.Equal(o.CIDRs, r.CIDRs) || !slices.Equal(o.Except, r.Except) || !slices.Equal(o.Ports, r.Ports) {
+			t.Fatalf("rule %d differs between pods: %+v vs %+v", r.ID, r, o)
+		}
+	}
+	// A collision: the second name with an ID is not shared.
+	id, unique := attr.id(ref, "ingress", "ports x")
+	attr.names[id] = "someone else"
+	if _, unique2 := attr.id(ref, "ingress", "ports x"); !unique || unique2 {
+		t.Fatalf("collision not detected: first %v, second %v", unique, unique2)
 	}
 }

@@ -19,8 +19,6 @@ import (
 	"net"
 	"strconv"
 	"time"
-
-	"golang.org/x/net/http2/hpack"
 )
 
 // gRPC method paths (proto/rpc.proto and grpc.health.v1).
@@ -205,7 +203,7 @@ func writeRequest(c net.Conn, method string, req []byte, ctx context.Context) er
 // SETTINGS and PINGs on the way.
 func readReply(c net.Conn) ([]byte, error) {
 	r := bufio.NewReaderSize(c, 16<<10)
-	dec := hpack.NewDecoder(4096, nil)
+	dec := newHPACKDecoder()
 	var (
 		hdr       [9]byte
 		block     []byte
@@ -216,21 +214,21 @@ func readReply(c net.Conn) ([]byte, error) {
 		inHeaders bool
 	)
 	decodeBlock := func() error {
-		fields, err := dec.DecodeFull(block)
+		fields, err := dec.decode(block)
 		block = block[:0]
 		if err != nil {
-			return &rpcError{Code: codeInternal, Message: "hpack: " + err.Error()}
+			return &rpcError{Code: codeInternal, Message: err.Error()}
 		}
 		for _, f := range fields {
-			switch f.Name {
+			switch f.name {
 			case ":status":
-				httpCode = f.Value
+				httpCode = f.value
 			case "grpc-status":
-				if n, err := strconv.Atoi(f.Value); err == nil {
+				if n, err := strconv.Atoi(f.value); err == nil {
 					status = n
 				}
 			case "grpc-message":
-				message = percentDecode(f.Value)
+				message = percentDecode(f.value)
 			}
 		}
 		return nil

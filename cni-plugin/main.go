@@ -5,10 +5,9 @@
 package main
 
 import (
-	"fmt"
-	"os"
 	"runtime"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
 	"github.com/berth-io/berth/internal/version"
@@ -18,11 +17,6 @@ import (
 func init() { runtime.LockOSThread() }
 
 func main() {
-	if e := pluginMain(cniFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC},
-		cniversion.All, "berth-cni "+version.Version); e != nil {
-		if err := e.Print(); err != nil {
-			fmt.Fprintln(os.Stderr, "write the error JSON to stdout:", err)
-		}
-		os.Exit(1)
-	}
+	skel.PluginMainFuncs(skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC},
+		cniversion.All, "berth-cni "+version.Version)
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -48,7 +49,7 @@ func logger(conf *NetConf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
 }
 
-func cmdAdd(args *cmdArgs) (err error) {
+func cmdAdd(args *skel.CmdArgs) (err error) {
 	conf, cniVersion, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -190,7 +191,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	return st, nil
 }
 
-func cmdDel(args *cmdArgs) error {
+func cmdDel(args *skel.CmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -255,7 +256,7 @@ func netnsExists(p string) bool {
 	return err == nil
 }
 
-func cmdCheck(args *cmdArgs) error {
+func cmdCheck(args *skel.CmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -336,7 +337,7 @@ func cmdCheck(args *cmdArgs) error {
 	})
 }
 
-func cmdStatus(args *cmdArgs) error {
+func cmdStatus(args *skel.CmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -370,7 +371,7 @@ type checkpoint struct {
 
 // cmdGC releases allocations of this network that the runtime no longer
 // knows (not in cni.dev/valid-attachments).
-func cmdGC(args *cmdArgs) error {
+func cmdGC(args *skel.CmdArgs) error {
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err

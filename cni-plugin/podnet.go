@@ -10,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Rule priorities and the pod gateway of the Amazon VPC CNI datapath.
@@ -21,10 +23,13 @@ const (
 
 var podGateway = net.IPv4(169, 254, 1, 1).To4()
 
+// hostVethName is the VPC CNI's name for a pod's host veth.
+func hostVethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
+
 func randomMAC() net.HardwareAddr {
 	b := make([]byte, 6)
-	// getrandom(2) directly: crypto/rand would link the FIPS module (see
-	// hostVethName). Six bytes are never a short read.
+	// getrandom(2) directly: crypto/rand links the FIPS module, whose init
+	// costs every exec ~20 page faults. Six bytes are never a short read.
 	for {
 		if _, err := unix.Getrandom(b, 0); !errors.Is(err, unix.EINTR) {
 			break

@@ -807,6 +807,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		// The policy changed since this flow was judged: judge it once
 		// more (same direction, same tuple as a new packet would be).
 		tracked = 1;
+	} else if (!(ps->flags & (dir == DIR_INGRESS ? POD_ISOLATED_INGRESS : POD_ISOLATED_EGRESS))) {
+		// A direction the pod's policy leaves open allows every packet:
+		// no reply lookup (steady replies cost one lookup, not two). A
+		// flow opened here is still tracked, for its replies in the other,
+		// maybe isolated, direction.
+		verdict = VERDICT_ALLOW;
+		if (f.opens) {
+			struct ct_val nv = {.last_seen = now, .generation = ps->ruleset, .dir = dir};
+			ctk_put(&fwd, f.v6, &nv);
+			goto out; // a new connection is worth a verdict event
+		}
+		goto out_quiet;
 	} else {
 		union ctk rev;
 		if (f.v6)

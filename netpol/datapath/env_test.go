@@ -11,11 +11,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/berth-io/berth/internal/nsrun"
 	"github.com/berth-io/berth/internal/testenv"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -221,38 +221,8 @@ func nsHandle(t testing.TB, name string) *netlink.Handle {
 
 // inNS runs fn on a thread inside the named namespace. Sockets fn opens
 // stay in that namespace afterwards.
-func inNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- fmt.Errorf("netns %s: %w", name, err)
-			return
-		}
-		defer ns.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // the thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNS(name string, fn func() error) error { return nsrun.In(name, fn) }
 
-// open opens a Datapath on the test's pin dir, closed at the end.
 func (tn *testNet) open(t testing.TB) *Datapath {
 	t.Helper()
 	d, err := Open(Config{PinDir: tn.pin, NodeIPs: []netip.Addr{nodeIP, nodeIP6}, Logger: testLogger(t)})

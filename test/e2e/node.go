@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -16,7 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/vishvananda/netns"
+
+	"github.com/berth-io/berth/internal/nsrun"
 )
 
 // EC2 returns an SDK client for a localcloud, with its root credentials.
@@ -69,36 +67,7 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 
 // InNetNS runs fn on an OS thread inside the named namespace; processes
 // fn starts inherit the namespace.
-func InNetNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- fmt.Errorf("netns %s: %w", name, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func InNetNS(name string, fn func() error) error { return nsrun.In(name, fn) }
 
 // StartIn starts a command inside a named namespace (via nsenter, which
 // leaves /sys alone, unlike `ip netns exec`), stopped when the test ends.

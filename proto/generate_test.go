@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // TestGeneratedCodeIsFresh regenerates proto/rpc into a temporary directory
@@ -13,12 +15,7 @@ import (
 // .proto edit without `make proto` cannot land.
 func TestGeneratedCodeIsFresh(t *testing.T) {
 	protoc, err := exec.LookPath("protoc")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("protoc not installed (make deps installs protobuf-compiler)")
-		}
-		t.Skip("protoc not installed; run make deps")
-	}
+	testenv.Require(t, err == nil, "protoc not installed (make deps installs protobuf-compiler)")
 	out := t.TempDir()
 	args := []string{"-I", ".", "--go_out=" + out, "--go_opt=module=github.com/berth-io/berth",
 		"--go-grpc_out=" + out, "--go-grpc_opt=module=github.com/berth-io/berth"}

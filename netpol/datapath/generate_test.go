@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // TestBPFObjectsFresh reruns the go:generate line of gen.go into a
@@ -14,12 +16,8 @@ import (
 // differs, so a netpol/bpf edit without `make bpf` cannot land.
 func TestBPFObjectsFresh(t *testing.T) {
 	for _, tool := range []string{"clang", "llvm-strip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed (make deps installs clang and llvm)", tool)
-			}
-			t.Skipf("%s not installed; run make deps", tool)
-		}
+		_, err := exec.LookPath(tool)
+		testenv.Require(t, err == nil, tool+" not installed (make deps installs clang and llvm)")
 	}
 	src, err := os.ReadFile("gen.go")
 	if err != nil {

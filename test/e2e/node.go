@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -118,3 +120,24 @@ func DialFrom(ns, addr string, timeout time.Duration) (net.Addr, error) {
 }
 
 func ec2Type(s string) ec2types.InstanceType { return ec2types.InstanceType(s) }
+
+// OwnSubnet makes a VPC with a random 10.x.0.0/16, so that its host route
+// does not collide with another localcloud's default VPC on the same
+// machine, and in it the subnet 10.x.<third>.0/<bits>. It returns the
+// subnet's ID and the VPC's CIDR.
+func OwnSubnet(t testing.TB, c *ec2sdk.Client, third, bits int) (subnetID, vpcCIDR string) {
+	t.Helper()
+	ctx := context.Background()
+	x := 64 + rand.IntN(128)
+	vpcCIDR = fmt.Sprintf("10.%d.0.0/16", x)
+	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(vpcCIDR)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId,
+		CidrBlock: aws.String(fmt.Sprintf("10.%d.%d.0/%d", x, third, bits)), AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *s.Subnet.SubnetId, vpcCIDR
+}

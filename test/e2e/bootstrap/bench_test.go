@@ -41,7 +41,7 @@ func BenchmarkInit(b *testing.B) {
 	kubeletBin, berthBin, bootstrapBin := e2e.Bin(b, "kubelet"), e2e.Bin(b, "berth"), e2e.Bin(b, "berth-bootstrap")
 	lc := e2e.StartLocalcloud(b, b.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--imds-lag=0s")
 	c := lc.EC2(b)
-	subnet, _ := ownSubnet(b, c)
+	subnet, _ := e2e.OwnSubnet(b, c, 1, 24)
 	// kubelet only has to be launched: the endpoint need not answer.
 	userData := fmt.Sprintf("apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: demo\n    apiServerEndpoint: https://192.0.2.1:6443\n    certificateAuthority: %s\n    cidr: 10.100.0.0/16\n",
 		base64.StdEncoding.EncodeToString(selfSignedCA(b)))

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +52,7 @@ func TestJoin(t *testing.T) {
 		"--listen", api, "--sts-endpoint", "http://"+sts, "--log-types", "audit")
 
 	c := lc.EC2(t)
-	subnet, cidr := ownSubnet(t, c)
+	subnet, cidr := e2e.OwnSubnet(t, c, 1, 24)
 	eksc, role := createNodeAccessEntry(t, lc, cp)
 	account := strings.Split(role, ":")[4]
 
@@ -265,25 +264,6 @@ func nodeEnv() []string {
 		}
 	}
 	return append(env, "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null")
-}
-
-// ownSubnet makes a VPC with a random 10.x.0.0/16, so that the host route
-// to it does not collide with another localcloud's default VPC on the same
-// machine.
-func ownSubnet(t testing.TB, c *ec2sdk.Client) (string, string) {
-	t.Helper()
-	ctx := context.Background()
-	cidr := fmt.Sprintf("10.%d.0.0/16", 64+rand.IntN(128))
-	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(strings.Replace(cidr, "0.0/16", "1.0/24", 1)),
-		AvailabilityZone: aws.String("us-west-2a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *s.Subnet.SubnetId, cidr
 }
 
 // createNodeAccessEntry gives localcloud's default instance role an

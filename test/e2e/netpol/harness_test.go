@@ -27,8 +27,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -108,7 +106,7 @@ func newHarness(t testing.TB, mode, instanceType string) *harness {
 	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath=on", "--instance-start-delay=0s", "--attach-delay-min=50ms",
 		"--attach-delay-max=100ms")
 	ec2 := lc.EC2(t)
-	subnet := ownSubnet(t, ec2)
+	subnet, _ := e2e.OwnSubnet(t, ec2, 0, 20)
 	hostIP := e2e.HostAddress(t)
 	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "netpol", "--listen", e2e.ListenAddr(t, hostIP))
 	rc, err := clientcmd.BuildConfigFromFlags("", cp.Kubeconfig)
@@ -158,24 +156,6 @@ func agentKubeconfig(t testing.TB, cp *e2e.Controlplane) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// ownSubnet makes a VPC with a random 10.x.0.0/16, so its host route does
-// not collide with another localcloud's on the same machine.
-func ownSubnet(t testing.TB, c *ec2sdk.Client) string {
-	t.Helper()
-	ctx := context.Background()
-	cidr := fmt.Sprintf("10.%d.0.0/16", 100+rand.IntN(100))
-	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(strings.Replace(cidr, "0.0/16", "0.0/20", 1)),
-		AvailabilityZone: aws.String("us-west-2a")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return *s.Subnet.SubnetId
 }
 
 // pointCNIAtAgent sets npaSocket in the conflist libcni uses.

@@ -384,7 +384,6 @@ func (a *Agent) peChanged(o any, deleted bool) {
 	for _, c := range m {
 		objs = append(objs, c)
 	}
-	old := a.sets[ref]
 	switch set, ok, err := completeSet(ref, objs); {
 	case err != nil:
 		a.log.Warn("policy endpoints not usable; keeping the last complete set", "policy", ref, "err", err)
@@ -403,7 +402,7 @@ func (a *Agent) peChanged(o any, deleted bool) {
 	}
 	for key := range a.pods {
 		// Only pods of the policy's namespace can be selected by it.
-		if key.Namespace != ref.Namespace && (old == nil || !old.endpoints[key]) {
+		if key.Namespace != ref.Namespace {
 			continue
 		}
 		if err := a.sync(key, nil); err != nil {

@@ -109,8 +109,13 @@ func mergeChunks(ref types.NamespacedName, gen string, chunks []*pe.PolicyEndpoi
 // hand the selector decides, which is never behind the controller; without
 // them, the controller's list does.
 func (s *policySet) selects(pod types.NamespacedName, podLabels map[string]string) bool {
+	// A NetworkPolicy selects pods of its own namespace only, whatever a
+	// PolicyEndpoint lists.
+	if pod.Namespace != s.ref.Namespace {
+		return false
+	}
 	if podLabels != nil && s.selector != nil {
-		return pod.Namespace == s.ref.Namespace && s.selector.Matches(labels.Set(podLabels))
+		return s.selector.Matches(labels.Set(podLabels))
 	}
 	return s.endpoints[pod]
 }

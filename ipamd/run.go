@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -123,17 +122,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	rpc.RegisterConfigServerBackendServer(gs, srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	ln, err := unixsock.Listen(f.socket)
+	stop, err := unixsock.ServeGRPC(f.socket, gs, log)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.socket)
-	go func() {
-		if err := gs.Serve(ln); err != nil {
-			log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	defer gs.GracefulStop()
+	defer stop()
 	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 

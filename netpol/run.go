@@ -143,17 +143,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	rpc.RegisterNPBackendServer(gs, &agent.Server{Agent: a})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	ln, err := unixsock.Listen(f.socket)
+	stop, err := unixsock.ServeGRPC(f.socket, gs, log)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.socket)
-	go func() {
-		if err := gs.Serve(ln); err != nil {
-			log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	defer gs.GracefulStop()
+	defer stop()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if f.metricsAddr != "" {
 		if _, err := metrics.Serve(ctx, log, f.metricsAddr, reg); err != nil {

@@ -1,12 +1,15 @@
-// Package unixsock listens on the node daemons' gRPC sockets.
+// Package unixsock listens on the node daemons' gRPC sockets and serves them.
 package unixsock
 
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+
+	"google.golang.org/grpc"
 )
 
 // Listen replaces a stale socket at path (one a crashed daemon left) and
@@ -27,4 +30,22 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// ServeGRPC listens on path as Listen does and serves gs there. stop
+// stops gs gracefully, then removes the socket.
+func ServeGRPC(path string, gs *grpc.Server, log *slog.Logger) (stop func(), err error) {
+	ln, err := Listen(path)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := gs.Serve(ln); err != nil {
+			log.Error("gRPC server stopped", "socket", path, "err", err)
+		}
+	}()
+	return func() {
+		gs.GracefulStop()
+		_ = os.Remove(path)
+	}, nil
 }

@@ -45,6 +45,9 @@ type Datapath interface {
 	Attach(ifindex int) error
 	Remove(ifindex int) error
 	Attached() ([]int, error)
+	// CompleteUpgrade is called once the pods found at start run this
+	// agent's programs (see datapath.Datapath.CompleteUpgrade).
+	CompleteUpgrade() error
 }
 
 // Config configures an Agent.
@@ -172,6 +175,10 @@ func (a *Agent) recover() error {
 		if err := a.sync(key, nil); err != nil {
 			a.log.Error("re-enforce pod after restart", "pod", key, "err", err)
 		}
+	}
+	if err := a.cfg.Datapath.CompleteUpgrade(); err != nil {
+		// Flows of the old agent's last moments may be judged again.
+		a.log.Warn("complete datapath upgrade", "err", err)
 	}
 	a.log.Info("policy agent in sync", "policies", len(a.sets), "pods", len(a.pods))
 	return nil

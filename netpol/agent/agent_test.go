@@ -56,6 +56,8 @@ func (r *recorder) Remove(i int) error {
 	return nil
 }
 
+func (r *recorder) CompleteUpgrade() error { return nil }
+
 func (r *recorder) Attached() ([]int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -16,6 +16,7 @@ const (
 	podIsolatedEgress  = 1 << 1
 	ruleAnyPeer        = 1 << 0
 	ruleAnyPort        = 1 << 1
+	ctOpenerSwapped    = 1 << 0
 
 	dirIngress = 0
 	dirEgress  = 1
@@ -54,6 +55,7 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 	defer d.mu.Unlock()
 
 	idx := uint32(ifindex)
+	swapsBefore := d.stats.RulesetSwaps
 	rec := &podRecord{}
 	for dir := range 2 {
 		if c.isolated[dir] {
@@ -131,6 +133,13 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 			retired = append(retired, orec)
 		}
 	}
+	if d.stats.RulesetSwaps != swapsBefore {
+		// After the swaps: the programs pass an established flow
+		// unjudged only while its entry carries the current epoch.
+		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {
+			errs = append(errs, fmt.Errorf("raise policy epoch: %w", err))
+		}
+	}
 	for _, ps := range tx.hold {
 		if ps.refs--; ps.refs == 0 {
 			d.freePeerSet(ps) // no pod moved to it
@@ -162,6 +171,7 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 // to them; on error nothing of rec is reachable and its rules are gone.
 func (d *Datapath) install(ifindex uint32, rec *podRecord) error {
 	rec.state.Ruleset = rec.ruleset
+	d.epoch = rec.ruleset
 	keys := make([]netpolRuleKey, len(rec.rules))
 	vals := make([]netpolRule, len(rec.rules))
 	for i, re := range rec.rules {

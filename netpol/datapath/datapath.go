@@ -81,6 +81,12 @@ type Datapath struct {
 	mu     sync.Mutex
 	pods   map[uint32]*podRecord
 	nextID uint32
+	// epoch is the ruleset id of the last swap: the value the programs'
+	// epoch map gets once an Apply's swaps are all in place.
+	epoch uint32
+	// legacyCT: Open found conntrack entries of a datapath without the
+	// epoch (see migrate.go); CompleteUpgrade still has work.
+	legacyCT bool
 	// shared holds the peer sets pods share, by identity (see
 	// compiledRule.share); ports the port sets, by their ports.
 	shared    map[string]*peerSet
@@ -127,6 +133,7 @@ func Open(cfg Config) (d *Datapath, err error) {
 	}
 	spec.Maps[netpolMapConntrack].MaxEntries = uint32(cfg.ConntrackSize)
 	spec.Maps[netpolMapConntrack6].MaxEntries = uint32(cfg.ConntrackSize)
+	d.legacyCT = legacyConntrack(d.mapsDir)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.mapsDir}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		// ErrMapIncompatible: a pinned map of another layout or size
@@ -152,6 +159,11 @@ func Open(cfg Config) (d *Datapath, err error) {
 	}
 	if err := d.recover(); err != nil {
 		return nil, err
+	}
+	if d.legacyCT {
+		if err := d.rekeyConntrack(); err != nil {
+			return nil, fmt.Errorf("upgrade conntrack: %w", err)
+		}
 	}
 	return d, nil
 }
@@ -333,6 +345,15 @@ func (d *Datapath) recover() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list port sets: %w", err)
 	}
+	// Conntrack entries carry epochs up to the pinned one: a new epoch
+	// must differ from all of them, or flows judged under an older state
+	// would pass unjudged.
+	var ep uint32
+	if err := d.objs.Epoch.Lookup(uint32(0), &ep); err != nil {
+		return fmt.Errorf("read policy epoch: %w", err)
+	}
+	seen(ep)
+	d.epoch = ep
 	d.nextID = maxID + 1
 	if d.nextID&setV6 != 0 {
 		d.nextID = 1

@@ -52,7 +52,7 @@ type netpolCtVal struct {
 	Generation uint32
 	RuleId     uint32
 	Dir        uint32
-	Pad        uint32
+	Flags      uint32
 }
 
 type netpolEvent struct {
@@ -133,6 +133,7 @@ const (
 	netpolMapConntrack      = "conntrack"
 	netpolMapConntrack6     = "conntrack6"
 	netpolMapCounters       = "counters"
+	netpolMapEpoch          = "epoch"
 	netpolMapLogState       = "log_state"
 	netpolMapNodeIps        = "node_ips"
 	netpolMapPeerSets       = "peer_sets"
@@ -199,6 +200,7 @@ type netpolMapSpecs struct {
 	Conntrack  *ebpf.MapSpec `ebpf:"conntrack"`
 	Conntrack6 *ebpf.MapSpec `ebpf:"conntrack6"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Epoch      *ebpf.MapSpec `ebpf:"epoch"`
 	LogState   *ebpf.MapSpec `ebpf:"log_state"`
 	NodeIps    *ebpf.MapSpec `ebpf:"node_ips"`
 	PeerSets   *ebpf.MapSpec `ebpf:"peer_sets"`
@@ -239,6 +241,7 @@ type netpolMaps struct {
 	Conntrack  *ebpf.Map `ebpf:"conntrack"`
 	Conntrack6 *ebpf.Map `ebpf:"conntrack6"`
 	Counters   *ebpf.Map `ebpf:"counters"`
+	Epoch      *ebpf.Map `ebpf:"epoch"`
 	LogState   *ebpf.Map `ebpf:"log_state"`
 	NodeIps    *ebpf.Map `ebpf:"node_ips"`
 	PeerSets   *ebpf.Map `ebpf:"peer_sets"`
@@ -254,6 +257,7 @@ func (m *netpolMaps) Close() error {
 		m.Conntrack,
 		m.Conntrack6,
 		m.Counters,
+		m.Epoch,
 		m.LogState,
 		m.NodeIps,
 		m.PeerSets,

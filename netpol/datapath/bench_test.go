@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
@@ -18,17 +19,21 @@ import (
 // rules), with no program, with allow-all, and with egress and ingress
 // each isolated to 1,000 or 100,000 single-CIDR rules, the matching one
 // last. Reported as ratios to no program measured in the same run,
-// alternating with it, since absolute rates drift on shared machines.
+// in short slices alternating with it, since absolute rates drift on
+// shared machines.
 func BenchmarkDatapath(b *testing.B) {
 	tn := newTestNet(b, 2)
 	client, server := tn.pods[0], tn.pods[1]
 	serveTCP(b, server, 8080)
 	d := tn.open(b)
 
-	// Rounds alternate no program and the case under test (detached and
-	// attached again, the state kept), and the median of the rounds'
-	// ratios is reported: the machine's drift cancels out.
-	const rounds, rrTime, crrTime = 11, 200 * time.Millisecond, 150 * time.Millisecond
+	// Each pair of short slices measures no program and the case under
+	// test (detached and attached again, the state kept), in alternating
+	// order (ABBA: drift within a pair cancels too), and the median of the
+	// pairs' ratios is reported: a burst of other load spoils a few pairs,
+	// not the result. Many short pairs resolve a few percent where a few
+	// long rounds did not.
+	const pairs, rrTime, crrTime = 41, 60 * time.Millisecond, 40 * time.Millisecond
 	// Kernel run-time stats of the programs (enabled only for a last
 	// measurement per case: they cost two clock reads a run): ns per
 	// packet is exact where the rates are noisy.
@@ -45,7 +50,11 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		return rt, n
 	}
-	type result struct{ rr, crr, rrNs, crrNs float64 }
+	// rr and crr are rates; rrCPU and crrCPU the process's CPU time per
+	// operation (client, server and the kernel's packet path in their
+	// context: netperf's service demand), which other load on the machine
+	// hardly disturbs.
+	type result struct{ rr, crr, rrNs, crrNs, rrCPU, crrCPU float64 }
 	nsPerRun := func(f func()) float64 {
 		t0, n0 := progTime()
 		f()
@@ -62,7 +71,7 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		defer conn.Close()
 		var r result
-		r.rrNs = nsPerRun(func() { r.rr = rate(b, rrTime, func() error { return roundTrip(conn) }) })
+		r.rrNs = nsPerRun(func() { r.rr, r.rrCPU = rate(b, rrTime, func() error { return roundTrip(conn) }) })
 		// The whole loop runs in the client's namespace: sockets are
 		// made in the namespace of the thread that creates them.
 		if err := inNS(client.ns, func() error {
@@ -72,7 +81,7 @@ func BenchmarkDatapath(b *testing.B) {
 					r.crrNs = float64(t1-t0) / float64(n1-n0)
 				}
 			}()
-			r.crr = rate(b, crrTime, func() error {
+			r.crr, r.crrCPU = rate(b, crrTime, func() error {
 				c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(server.ip, 8080).String(), denyWait)
 				if err != nil {
 					return err
@@ -130,24 +139,37 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 	defer setNoop(false)
 
-	b.ResetTimer()
-	var rr, crr []float64
-	for range rounds {
-		ref := measure()
-		setNoop(true)
-		r := measure()
-		setNoop(false)
-		rr, crr = append(rr, r.rr/ref.rr), append(crr, r.crr/ref.crr)
+	var baseRR, baseCRR []float64
+	// compare runs the pairs with set(false) and set(true) and returns
+	// each pair's ratios of on to off.
+	compare := func(set func(bool)) (rr, crr, rrCPU, crrCPU []float64) {
+		for i := range pairs {
+			var r [2]result
+			for j := range 2 {
+				on := (i+j)%2 == 1
+				set(on)
+				r[btoi(on)] = measure()
+			}
+			set(false)
+			rr, crr = append(rr, r[1].rr/r[0].rr), append(crr, r[1].crr/r[0].crr)
+			rrCPU, crrCPU = append(rrCPU, r[0].rrCPU/r[1].rrCPU), append(crrCPU, r[0].crrCPU/r[1].crrCPU)
+			baseRR, baseCRR = append(baseRR, r[0].rr), append(baseCRR, r[0].crr)
+		}
+		return rr, crr, rrCPU, crrCPU
 	}
+
+	b.ResetTimer()
+	rr, crr, rrCPU, crrCPU := compare(setNoop)
 	b.ReportMetric(median(rr), "rr-ratio-noop")
+	b.ReportMetric(median(rrCPU), "rr-cpu-ratio-noop")
+	b.ReportMetric(median(crrCPU), "crr-cpu-ratio-noop")
 	b.ReportMetric(median(crr), "crr-ratio-noop")
-	b.Logf("noop: rr ratios %.3f, crr ratios %.3f", rr, crr)
+	b.Logf("noop: rr ratios %s, crr ratios %s; cpu per op ratios rr %s, crr %s", quartiles(rr), quartiles(crr), quartiles(rrCPU), quartiles(crrCPU))
 
 	cases := []struct {
 		name string
 		n    int
 	}{{"allowall", 0}, {"rules1k", 1000}, {"rules100k", 100000}}
-	var baseRR, baseCRR []float64
 	for _, c := range cases {
 		for _, p := range tn.pods {
 			pol := AllowAll
@@ -160,15 +182,8 @@ func BenchmarkDatapath(b *testing.B) {
 			}
 			b.Logf("%s: Apply took %v", c.name, time.Since(start).Round(time.Millisecond))
 		}
-		rr, crr = nil, nil
-		for range rounds {
-			setAttached(false)
-			ref := measure()
-			setAttached(true)
-			r := measure()
-			rr, crr = append(rr, r.rr/ref.rr), append(crr, r.crr/ref.crr)
-			baseRR, baseCRR = append(baseRR, ref.rr), append(baseCRR, ref.crr)
-		}
+		rr, crr, rrCPU, crrCPU := compare(setAttached)
+		setAttached(true)
 		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 		if err != nil {
 			b.Fatalf("enable bpf stats: %v", err)
@@ -177,12 +192,30 @@ func BenchmarkDatapath(b *testing.B) {
 		stats.Close()
 		b.ReportMetric(median(rr), "rr-ratio-"+c.name)
 		b.ReportMetric(median(crr), "crr-ratio-"+c.name)
+		b.ReportMetric(median(rrCPU), "rr-cpu-ratio-"+c.name)
+		b.ReportMetric(median(crrCPU), "crr-cpu-ratio-"+c.name)
 		b.ReportMetric(withStats.rrNs, "rr-ns/pkt-"+c.name)
 		b.ReportMetric(withStats.crrNs, "crr-ns/pkt-"+c.name)
-		b.Logf("%s: rr ratios %.3f, crr ratios %.3f; program ns/packet rr %.0f crr %.0f", c.name, rr, crr, withStats.rrNs, withStats.crrNs)
+		b.Logf("%s: rr ratios %s, crr ratios %s; cpu per op ratios rr %s, crr %s; program ns/packet rr %.0f crr %.0f",
+			c.name, quartiles(rr), quartiles(crr), quartiles(rrCPU), quartiles(crrCPU), withStats.rrNs, withStats.crrNs)
 	}
 	b.ReportMetric(median(baseRR), "rr/s-noprog")
 	b.ReportMetric(median(baseCRR), "crr/s-noprog")
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// quartiles formats the first quartile, median and third quartile.
+func quartiles(v []float64) string {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	return fmt.Sprintf("q1 %.3f median %.3f q3 %.3f (%d pairs)", s[n/4], s[n/2], s[3*n/4], n)
 }
 
 func median(v []float64) float64 {
@@ -191,10 +224,12 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// rate runs op for d and returns operations per second.
-func rate(b *testing.B, d time.Duration, op func() error) float64 {
+// rate runs op for d and returns operations per second and the
+// process's CPU time (user and system, all threads) per operation.
+func rate(b *testing.B, d time.Duration, op func() error) (perSec, cpuPerOp float64) {
 	b.Helper()
 	n := 0
+	cpu0 := cpuTime(b)
 	start := time.Now()
 	for time.Since(start) < d {
 		if err := op(); err != nil {
@@ -202,7 +237,19 @@ func rate(b *testing.B, d time.Duration, op func() error) float64 {
 		}
 		n++
 	}
-	return float64(n) / time.Since(start).Seconds()
+	perSec = float64(n) / time.Since(start).Seconds()
+	return perSec, (cpuTime(b) - cpu0).Seconds() / float64(n)
+}
+
+// cpuTime is the process's CPU time: the kernel reports the precise sum
+// of its threads' run time, which includes the softirq packet processing
+// done in their context.
+func cpuTime(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // manyRules isolates both directions, each to n rules of one /32 and

@@ -10,6 +10,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	cniversion "github.com/containernetworking/cni/pkg/version"
 
+	// One P and a grown stack from the first inits on (see the package).
+	_ "github.com/berth-io/berth/cni-plugin/internal/early"
 	"github.com/berth-io/berth/internal/version"
 )
 

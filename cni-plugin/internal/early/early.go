@@ -1,0 +1,45 @@
+// Package early sets up the Go runtime for a process that lives for a few
+// milliseconds. berth-cni imports it first so that its init runs before
+// the inits of the heavier packages (Go initialises packages in import-path
+// order once their dependencies are done, and this one depends only on
+// runtime).
+//
+// On the VMs the benchmarks run on a page fault costs ~19 µs and a thread
+// switch is expensive, so an exec's cost is mostly the pages it touches:
+//
+//   - One P. With two, the main goroutine comes back on the other P after
+//     it blocks (netlink, the ipamd socket) and allocates from that P's
+//     cache: fresh spans for every size class it uses again. ADD touched
+//     317–411 pages (median 365) with two Ps and 317–346 (median 328) with
+//     one, set here; GOMAXPROCS=1 in the environment would be 305–324, but
+//     the runtime has made the second P before any init runs.
+//   - The stack at its final size at once. vishvananda/netlink receives
+//     into a 64 KiB array on the stack, so every ADD and DEL grows the main
+//     goroutine's stack to 128 KiB, by doublings, each a new stack, a copy
+//     and an unwind through the pclntab. Growing it here, while it is
+//     shallow, is one copy of a few frames: ~20 fewer page faults per ADD,
+//     none more for VERSION (which does not use netlink but grows its stack
+//     in the inits all the same).
+package early
+
+import "runtime"
+
+func init() {
+	runtime.GOMAXPROCS(1)
+	growStack()
+}
+
+// stackSize is more than the 64 KiB netlink receive buffer plus the frames
+// above it in an ADD, so the stack grows once, to 128 KiB.
+const stackSize = 80 << 10
+
+//go:noinline
+func growStack() byte {
+	var b [stackSize]byte
+	return last(b[:])
+}
+
+// last keeps b (and so the frame) from being optimised away.
+//
+//go:noinline
+func last(b []byte) byte { return b[len(b)-1] }

@@ -61,17 +61,19 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	log := logger(conf)
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	req := &addNetworkRequest{ClientVersion: version.Version, PodName: string(k8s.K8S_POD_NAME),
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
 		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
-	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
-	// The request goes out first and the links that do not depend on the
+	// The request goes out first, before anything it does not need (the
+	// logger, the veth name), and the links that do not depend on the
 	// address are built while ipamd assigns it and writes its checkpoint
-	// (an fsync'd file): the reply waits in the socket meanwhile.
+	// (an fsync'd file): the reply waits in the socket meanwhile. ipamd
+	// takes longer than the links, so every microsecond earlier counts.
 	pending := startAddNetwork(ctx, conf.IPAMDSocket, req)
+	log := logger(conf)
+	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
 	links, linkErr := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
 	if links != nil {
 		defer links.close()

@@ -156,3 +156,38 @@ func TestWireStatusErrors(t *testing.T) {
 		t.Fatalf("no server: %v", err)
 	}
 }
+
+// The connection is a blocking socket: a server that accepts and never
+// answers must still end the call at the context's deadline, and a
+// cancelled context must end it at once, with grpc-go's codes.
+func TestWireSilentServer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "silent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = addNetwork(short, sock, &addNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") || time.Since(start) > 2*time.Second {
+		t.Fatalf("silent server, 200 ms deadline: %v after %v", err, time.Since(start))
+	}
+	long, cancelLong := context.WithTimeout(context.Background(), time.Minute)
+	time.AfterFunc(100*time.Millisecond, cancelLong)
+	start = time.Now()
+	_, err = addNetwork(long, sock, &addNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err == nil || !strings.Contains(err.Error(), "Canceled") || time.Since(start) > 2*time.Second {
+		t.Fatalf("silent server, cancelled: %v after %v", err, time.Since(start))
+	}
+}

@@ -355,6 +355,28 @@ static __always_inline void ctk_del(union ctk *k, int v6)
 		bpf_map_delete_elem(&conntrack, &k->v4);
 }
 
+// The flow cache: per CPU, FLOW_SLOTS direct-mapped slots remembering
+// that an IPv4 flow's conntrack entry was live and judged in an epoch, at
+// a time. A small array (not vmalloc'd, unlike the conntrack map) read
+// instead of the conntrack hash for at most CT_REFRESH after each visit
+// to conntrack; each CPU owns its slots (cpu * FLOW_SLOTS + hash), so no
+// two programs write one slot at once. max_entries is set at load to
+// possible CPUs * FLOW_SLOTS. Not pinned: a cache, rebuilt by each load.
+#define FLOW_SLOTS 256
+
+struct flow_slot {
+	struct ct4_key key;
+	__u32 epoch;
+	__u64 seen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOW_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_slot);
+} flow_cache SEC(".maps");
+
 // Index dir*2 + verdict.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -947,15 +969,36 @@ static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 	__u32 *ep = bpf_map_lookup_elem(&epoch, &zero);
 	if (!ep)
 		return 0;
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
-	if (!ct || ct->generation != *ep)
-		return 0;
+	__u32 cur = *ep;
 	__u64 now = bpf_ktime_get_coarse_ns();
+
+	// A slot is trusted only for its own epoch and for CT_REFRESH after
+	// conntrack was seen live: nothing deletes a live entry of the
+	// current epoch except LRU eviction, and a flow the current policy
+	// allowed may pass a moment longer without its entry.
+	__u32 h = (k.ifindex ^ k.saddr ^ k.daddr ^ ((__u32)k.sport << 16 | k.dport) ^ k.proto) * 0x9e3779b1u;
+	__u32 idx = bpf_get_smp_processor_id() * FLOW_SLOTS + (h >> 24);
+	struct flow_slot *slot = bpf_map_lookup_elem(&flow_cache, &idx);
+	if (slot && slot->epoch == cur && now - slot->seen < CT_REFRESH &&
+	    slot->key.ifindex == k.ifindex && slot->key.saddr == k.saddr && slot->key.daddr == k.daddr &&
+	    slot->key.sport == k.sport && slot->key.dport == k.dport && slot->key.proto == k.proto) {
+		count(dir, VERDICT_ALLOW, skb->len);
+		return 1;
+	}
+
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
+	if (!ct || ct->generation != cur)
+		return 0;
 	__u64 idle = now - ct->last_seen;
 	if (idle >= ct_timeout(k.proto))
 		return 0;
 	if (idle > CT_REFRESH)
 		ct->last_seen = now;
+	if (slot) {
+		slot->key = k;
+		slot->epoch = cur;
+		slot->seen = now;
+	}
 	count(dir, VERDICT_ALLOW, skb->len);
 	return 1;
 }

@@ -133,6 +133,12 @@ func Open(cfg Config) (d *Datapath, err error) {
 	}
 	spec.Maps[netpolMapConntrack].MaxEntries = uint32(cfg.ConntrackSize)
 	spec.Maps[netpolMapConntrack6].MaxEntries = uint32(cfg.ConntrackSize)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible cpus: %w", err)
+	}
+	// Each CPU owns its slots of the flow cache (see netpol.c).
+	spec.Maps[netpolMapFlowCache].MaxEntries *= uint32(cpus)
 	d.legacyCT = legacyConntrack(d.mapsDir)
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.mapsDir}}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {

@@ -69,6 +69,13 @@ type netpolEvent struct {
 	RuleId  uint32
 }
 
+type netpolFlowSlot struct {
+	_     structs.HostLayout
+	Key   netpolCt4Key
+	Epoch uint32
+	Seen  uint64
+}
+
 type netpolLogWindow struct {
 	_     structs.HostLayout
 	Start uint64
@@ -134,6 +141,7 @@ const (
 	netpolMapConntrack6     = "conntrack6"
 	netpolMapCounters       = "counters"
 	netpolMapEpoch          = "epoch"
+	netpolMapFlowCache      = "flow_cache"
 	netpolMapLogState       = "log_state"
 	netpolMapNodeIps        = "node_ips"
 	netpolMapPeerSets       = "peer_sets"
@@ -201,6 +209,7 @@ type netpolMapSpecs struct {
 	Conntrack6 *ebpf.MapSpec `ebpf:"conntrack6"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
 	Epoch      *ebpf.MapSpec `ebpf:"epoch"`
+	FlowCache  *ebpf.MapSpec `ebpf:"flow_cache"`
 	LogState   *ebpf.MapSpec `ebpf:"log_state"`
 	NodeIps    *ebpf.MapSpec `ebpf:"node_ips"`
 	PeerSets   *ebpf.MapSpec `ebpf:"peer_sets"`
@@ -242,6 +251,7 @@ type netpolMaps struct {
 	Conntrack6 *ebpf.Map `ebpf:"conntrack6"`
 	Counters   *ebpf.Map `ebpf:"counters"`
 	Epoch      *ebpf.Map `ebpf:"epoch"`
+	FlowCache  *ebpf.Map `ebpf:"flow_cache"`
 	LogState   *ebpf.Map `ebpf:"log_state"`
 	NodeIps    *ebpf.Map `ebpf:"node_ips"`
 	PeerSets   *ebpf.Map `ebpf:"peer_sets"`
@@ -258,6 +268,7 @@ func (m *netpolMaps) Close() error {
 		m.Conntrack6,
 		m.Counters,
 		m.Epoch,
+		m.FlowCache,
 		m.LogState,
 		m.NodeIps,
 		m.PeerSets,

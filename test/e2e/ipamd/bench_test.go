@@ -52,18 +52,14 @@ func minimalBinary(b *testing.B) string {
 	return filepath.Join(dir, "minimal")
 }
 
-func execTimes(b *testing.B, n int, name string, env []string) []time.Duration {
-	var out []time.Duration
-	for i := 0; i < n; i++ {
-		cmd := exec.Command(name)
-		cmd.Env = env
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			b.Fatalf("%s: %v", name, err)
-		}
-		out = append(out, time.Since(start))
+func execTime(b *testing.B, name string, env []string) time.Duration {
+	cmd := exec.Command(name)
+	cmd.Env = env
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s: %v", name, err)
 	}
-	return out
+	return time.Since(start)
 }
 
 // floorAdd does an ADD's netlink work in process: veth with its peer in
@@ -121,7 +117,8 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	}
 	peerCNI := libcni.NewCNIConfigWithCacheDir([]string{"/usr/lib/cni"}, b.TempDir(), nil)
 
-	var add, del, peerAdd, peerDel, floor []time.Duration
+	berthCNI := filepath.Join(node.binDir, "berth-cni")
+	var add, del, peerAdd, peerDel, floor, execMin, version []time.Duration
 	for i := 0; i < n; i++ {
 		for _, which := range []string{"berth", "ptp", "floor"} {
 			name := fmt.Sprintf("bench-%s-%d-%d", which, os.Getpid(), i)
@@ -162,6 +159,11 @@ func BenchmarkCNIAddDel(b *testing.B) {
 					floor = append(floor, floorAdd(b, nsPath, i))
 					return nil
 				})
+				// The floor's exec and the VERSION comparison run in the
+				// same minutes as the ADDs, pairwise, so that a change of
+				// load on a shared host moves both sides of each ratio.
+				execMin = append(execMin, execTime(b, minimal, nil))
+				version = append(version, execTime(b, berthCNI, []string{"CNI_COMMAND=VERSION"}))
 			}
 		}
 	}
@@ -169,11 +171,9 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	if sum, count := histogram(b, node, "berth_cni_add_seconds"); count > 0 {
 		b.ReportMetric(sum/count*1000, "ipamd-add-mean-ms")
 	}
-	execMin := execTimes(b, n, minimal, nil)
 	for i := range floor {
 		floor[i] += execMin[i]
 	}
-	version := execTimes(b, n, filepath.Join(node.binDir, "berth-cni"), []string{"CNI_COMMAND=VERSION"})
 	p50, p99 := percentile(add, .5), percentile(add, .99)
 	f50 := percentile(floor, .5)
 	b.ReportMetric(float64(p50.Microseconds())/1000, "add-p50-ms")

@@ -33,7 +33,7 @@ func BenchmarkDatapath(b *testing.B) {
 	// pairs' ratios is reported: a burst of other load spoils a few pairs,
 	// not the result. Many short pairs resolve a few percent where a few
 	// long rounds did not.
-	const pairs, rrTime, crrTime = 41, 60 * time.Millisecond, 40 * time.Millisecond
+	const pairs, rrTime, crrTime = 41, 60 * time.Millisecond, 80 * time.Millisecond
 	// Kernel run-time stats of the programs (enabled only for a last
 	// measurement per case: they cost two clock reads a run): ns per
 	// packet is exact where the rates are noisy.

@@ -2,12 +2,9 @@ package datapath
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/berth-io/berth/internal/testenv"
 )
 
 // BenchmarkProgramCold runs the ingress program once per iteration after
@@ -17,12 +14,7 @@ import (
 // (BenchmarkProgram's hot loop hides that). Reports the median of the
 // kernel's own timing of the single runs.
 func BenchmarkProgramCold(b *testing.B) {
-	testenv.RequireRoot(b, "bpf programs")
-	tn := &testNet{pin: pinDir(b)}
-	d := tn.open(b)
-	const lo = 1
-	pod := netip.MustParseAddr("10.99.0.2")
-	peer := netip.MustParseAddr("10.99.0.1")
+	d, pod, peer := testRunSetup(b)
 	const syn, ack = 0x02, 0x10
 	var churnMB int
 	pol := manyRules(100000, peer, pod)

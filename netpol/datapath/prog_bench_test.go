@@ -9,6 +9,17 @@ import (
 	"github.com/berth-io/berth/internal/testenv"
 )
 
+// lo is the ifindex BPF_PROG_TEST_RUN packets carry: the loopback device.
+const lo = 1
+
+// testRunSetup opens a datapath for BPF_PROG_TEST_RUN benchmarks and
+// returns it with the pod's and a peer's address.
+func testRunSetup(b *testing.B) (d *Datapath, pod, peer netip.Addr) {
+	testenv.RequireRoot(b, "bpf programs")
+	tn := &testNet{pin: pinDir(b)}
+	return tn.open(b), netip.MustParseAddr("10.99.0.2"), netip.MustParseAddr("10.99.0.1")
+}
+
 // tcpFrame is an Ethernet + IPv4 + TCP frame with the given flags.
 func tcpFrame(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
 	f := make([]byte, 14+20+20)
@@ -34,12 +45,7 @@ func tcpFrame(src, dst netip.Addr, sport, dport uint16, flags byte) []byte {
 // per-packet cost of each path without the noise of real traffic. Test
 // runs see the loopback device, so the state is written for ifindex 1.
 func BenchmarkProgram(b *testing.B) {
-	testenv.RequireRoot(b, "bpf programs")
-	tn := &testNet{pin: pinDir(b)}
-	d := tn.open(b)
-	const lo = 1
-	pod := netip.MustParseAddr("10.99.0.2")
-	peer := netip.MustParseAddr("10.99.0.1")
+	d, pod, peer := testRunSetup(b)
 	stranger := netip.MustParseAddr("192.0.2.1")
 	const syn, ack = 0x02, 0x10
 

@@ -801,8 +801,9 @@ static __always_inline __u64 ct_timeout(__u8 proto)
 
 // judge is the whole decision for any packet; established IPv4 TCP and UDP
 // rarely get here (see handle). A BPF-to-BPF call: its code stays out of
-// the fast path's cache lines.
-static __noinline int judge(struct __sk_buff *skb, __u32 dir)
+// the fast path's cache lines. untracked: fast4 has just found no
+// conntrack entry for this packet's flow, so judge does not look again.
+static __noinline int judge(struct __sk_buff *skb, __u32 dir, int untracked)
 {
 	struct flow f = {};
 	struct ct_key inner; // written only for ICMP errors, read only then
@@ -831,7 +832,7 @@ static __noinline int judge(struct __sk_buff *skb, __u32 dir)
 	if (frag == 0 && !f.always && !f.icmp_error) {
 		// The fast path: a flow judged in this epoch, either way.
 		swapped = ctk_make(&key, ifindex, &f.saddr, &f.daddr, f.sport, f.dport, f.proto, f.v6);
-		ct = ctk_get(&key, f.v6);
+		ct = untracked ? NULL : ctk_get(&key, f.v6);
 		if (ct && now - ct->last_seen < ct_timeout(f.proto)) {
 			if (ct->generation == cur) {
 				if (now - ct->last_seen > CT_REFRESH)
@@ -937,11 +938,15 @@ out_quiet:
 	return verdict == VERDICT_ALLOW ? TCX_NEXT : TCX_DROP;
 }
 
+// fast4's results.
+#define FAST_JUDGE 0 // judge decides (anything else, or anything unusual)
+#define FAST_PASSED 1
+#define FAST_UNTRACKED 2 // judge decides; conntrack has no entry for the flow
+
 // fast4 passes a packet of an IPv4 TCP or UDP flow judged in the current
 // epoch, with the fewest instructions and memory lines: real traffic
 // meets the program with cold caches, so each line it touches costs more
-// than its instructions. It returns 1 for a packet it passed, 0 for one
-// judge must see (anything else, or anything unusual).
+// than its instructions.
 static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 {
 	void *data = (void *)(long)skb->data;
@@ -949,14 +954,14 @@ static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 	struct iphdr *ip = data + sizeof(struct ethhdr);
 	__be16 *ports = (void *)(ip + 1);
 	if ((void *)(ports + 2) > data_end)
-		return 0;
+		return FAST_JUDGE;
 	// No options, no fragment (first or later), and a protocol with ports.
 	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) ||
 	    (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP))
-		return 0;
+		return FAST_JUDGE;
 	__be32 sa = ip->saddr, da = ip->daddr;
 	__be16 sp = ports[0], dp = ports[1];
-	int swap = sa != da ? sa > da : sp > dp;
+	int swap = sa != da ? sa > da : sp > dp; // the order of ctk_make
 	struct ct4_key k = {
 		.ifindex = skb->ifindex,
 		.saddr = swap ? da : sa,
@@ -968,7 +973,7 @@ static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 	__u32 zero = 0;
 	__u32 *ep = bpf_map_lookup_elem(&epoch, &zero);
 	if (!ep)
-		return 0;
+		return FAST_JUDGE;
 	__u32 cur = *ep;
 	__u64 now = bpf_ktime_get_coarse_ns();
 
@@ -983,15 +988,17 @@ static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 	    slot->key.ifindex == k.ifindex && slot->key.saddr == k.saddr && slot->key.daddr == k.daddr &&
 	    slot->key.sport == k.sport && slot->key.dport == k.dport && slot->key.proto == k.proto) {
 		count(dir, VERDICT_ALLOW, skb->len);
-		return 1;
+		return FAST_PASSED;
 	}
 
 	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &k);
-	if (!ct || ct->generation != cur)
-		return 0;
+	if (!ct)
+		return FAST_UNTRACKED;
+	if (ct->generation != cur)
+		return FAST_JUDGE;
 	__u64 idle = now - ct->last_seen;
 	if (idle >= ct_timeout(k.proto))
-		return 0;
+		return FAST_JUDGE;
 	if (idle > CT_REFRESH)
 		ct->last_seen = now;
 	if (slot) {
@@ -1000,14 +1007,15 @@ static __always_inline int fast4(struct __sk_buff *skb, __u32 dir)
 		slot->seen = now;
 	}
 	count(dir, VERDICT_ALLOW, skb->len);
-	return 1;
+	return FAST_PASSED;
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
-	if (skb->protocol == bpf_htons(ETH_P_IP) && fast4(skb, dir))
+	int fast = skb->protocol == bpf_htons(ETH_P_IP) ? fast4(skb, dir) : FAST_JUDGE;
+	if (fast == FAST_PASSED)
 		return TCX_NEXT;
-	return judge(skb, dir);
+	return judge(skb, dir, fast == FAST_UNTRACKED);
 }
 
 SEC("tcx/egress")

@@ -55,7 +55,7 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 	defer d.mu.Unlock()
 
 	idx := uint32(ifindex)
-	swapsBefore := d.stats.RulesetSwaps
+	epochBefore := d.epoch
 	rec := &podRecord{}
 	for dir := range 2 {
 		if c.isolated[dir] {
@@ -133,7 +133,7 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 			retired = append(retired, orec)
 		}
 	}
-	if d.stats.RulesetSwaps != swapsBefore {
+	if d.epoch != epochBefore {
 		// After the swaps: the programs pass an established flow
 		// unjudged only while its entry carries the current epoch.
 		if err := d.objs.Epoch.Put(uint32(0), d.epoch); err != nil {
@@ -171,7 +171,6 @@ func (d *Datapath) Apply(ifindex int, p Policy) (err error) {
 // to them; on error nothing of rec is reachable and its rules are gone.
 func (d *Datapath) install(ifindex uint32, rec *podRecord) error {
 	rec.state.Ruleset = rec.ruleset
-	d.epoch = rec.ruleset
 	keys := make([]netpolRuleKey, len(rec.rules))
 	vals := make([]netpolRule, len(rec.rules))
 	for i, re := range rec.rules {
@@ -187,6 +186,7 @@ func (d *Datapath) install(ifindex uint32, rec *podRecord) error {
 		return fmt.Errorf("swap policy of ifindex %d: %w", ifindex, err)
 	}
 	d.stats.RulesetSwaps++
+	d.epoch = rec.ruleset
 	d.pods[ifindex] = rec
 	return nil
 }

@@ -394,13 +394,19 @@ func canRaw(t testing.TB, src, dst *testPod, proto int, payload []byte) bool {
 	return false
 }
 
-// canPing sends an ICMP echo request from src to dst over a raw socket
-// and reports whether the echo reply comes back.
-func canPing(t testing.TB, src, dst *testPod) bool {
+// canPing sends an ICMP echo request (ICMPv6 with v6) from src to dst
+// over a raw socket and reports whether the echo reply comes back.
+func canPing(t testing.TB, src, dst *testPod, v6 bool) bool {
 	t.Helper()
+	family, proto, request, reply := unix.AF_INET, unix.IPPROTO_ICMP, byte(8), byte(0)
+	var to unix.Sockaddr = &unix.SockaddrInet4{Addr: dst.ip.As4()}
+	if v6 {
+		family, proto, request, reply = unix.AF_INET6, unix.IPPROTO_ICMPV6, 128, 129
+		to = &unix.SockaddrInet6{Addr: dst.ip6.As16()}
+	}
 	var fd int
 	if err := inNS(src.ns, func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
+		fd, err = unix.Socket(family, unix.SOCK_RAW, proto)
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -412,16 +418,18 @@ func canPing(t testing.TB, src, dst *testPod) bool {
 	}
 	id := [2]byte{}
 	_, _ = rand.Read(id[:])
-	pkt := []byte{8, 0, 0, 0, id[0], id[1], 0, 1, 'b', 'e', 'r', 't', 'h', '!'}
-	var sum uint32
-	for i := 0; i < len(pkt); i += 2 {
-		sum += uint32(pkt[i])<<8 | uint32(pkt[i+1])
+	pkt := []byte{request, 0, 0, 0, id[0], id[1], 0, 1, 'b', 'e', 'r', 't', 'h', '!'}
+	if !v6 { // the kernel fills in the ICMPv6 checksum, not the ICMP one
+		var sum uint32
+		for i := 0; i < len(pkt); i += 2 {
+			sum += uint32(pkt[i])<<8 | uint32(pkt[i+1])
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		pkt[2], pkt[3] = byte(^sum>>8), byte(^sum)
 	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	pkt[2], pkt[3] = byte(^sum>>8), byte(^sum)
-	if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst.ip.As4()}); err != nil {
+	if err := unix.Sendto(fd, pkt, 0, to); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 256)
@@ -431,43 +439,11 @@ func canPing(t testing.TB, src, dst *testPod) bool {
 		if err != nil {
 			return false
 		}
-		ihl := int(buf[0]&0xf) * 4
-		if n >= ihl+8 && buf[ihl] == 0 && buf[ihl+4] == id[0] && buf[ihl+5] == id[1] {
-			return true
+		off := 0 // an IPv4 raw socket hands over the IP header too
+		if !v6 {
+			off = int(buf[0]&0xf) * 4
 		}
-	}
-	return false
-}
-
-// canPing6 is canPing over ICMPv6 (the kernel fills in the checksum).
-func canPing6(t testing.TB, src, dst *testPod) bool {
-	t.Helper()
-	var fd int
-	if err := inNS(src.ns, func() (err error) {
-		fd, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	tv := unix.NsecToTimeval(denyWait.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	id := [2]byte{}
-	_, _ = rand.Read(id[:])
-	pkt := []byte{128, 0, 0, 0, id[0], id[1], 0, 1, 'b', 'e', 'r', 't', 'h'}
-	if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet6{Addr: dst.ip6.As16()}); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 256)
-	deadline := time.Now().Add(denyWait)
-	for time.Now().Before(deadline) {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			return false
-		}
-		if n >= 8 && buf[0] == 129 && buf[4] == id[0] && buf[5] == id[1] {
+		if n >= off+8 && buf[off] == reply && buf[off+4] == id[0] && buf[off+5] == id[1] {
 			return true
 		}
 	}

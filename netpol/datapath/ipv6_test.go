@@ -61,7 +61,7 @@ func TestIPv6(t *testing.T) {
 			if got := canTCP(a.ns, b.ip6, 8080); got != tc.v6 {
 				t.Errorf("tcp over IPv6: allowed %v, want %v", got, tc.v6)
 			}
-			if got := canPing6(t, a, b); got != tc.p6 {
+			if got := canPing(t, a, b, true); got != tc.p6 {
 				t.Errorf("ping over IPv6: allowed %v, want %v", got, tc.p6)
 			}
 		})

@@ -159,7 +159,7 @@ func TestPorts(t *testing.T) {
 				if got := canRaw(t, a, b, 47, nil); got != want {
 					t.Errorf("gre: allowed %v, want %v", got, want)
 				}
-				if got := canPing(t, a, b); got != want {
+				if got := canPing(t, a, b, false); got != want {
 					t.Errorf("icmp echo: allowed %v, want %v", got, want)
 				}
 			}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/berth-io/berth/internal/podwire"
 )
 
 // Defaults are the Amazon VPC CNI's paths and values.
@@ -25,6 +27,7 @@ type NetConf struct {
 	VethPrefix         string `json:"vethPrefix,omitempty"`
 	MTU                int    `json:"mtu,omitempty"`
 	IPAMDSocket        string `json:"ipamdSocket,omitempty"`
+	DatapathSocket     string `json:"datapathSocket,omitempty"`
 	NPASocket          string `json:"npaSocket,omitempty"`
 	IPAMStateFile      string `json:"ipamStateFile,omitempty"`
 	PluginLogFile      string `json:"pluginLogFile,omitempty"`
@@ -81,6 +84,9 @@ func loadNetConf(b []byte) (*NetConf, string, error) {
 	}
 	if conf.IPAMDSocket == "" {
 		conf.IPAMDSocket = defaultIPAMDSocket
+	}
+	if conf.DatapathSocket == "" {
+		conf.DatapathSocket = podwire.DefaultSocket
 	}
 	if conf.NPASocket == "" {
 		conf.NPASocket = defaultNPASocket

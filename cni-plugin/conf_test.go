@@ -42,26 +42,3 @@ func TestBadConfigs(t *testing.T) {
 		t.Fatal("relative netns path accepted")
 	}
 }
-
-func TestHostVethName(t *testing.T) {
-	// sha1("default.web-0") starts with 7c0e5f8b8a1...; the name is the
-	// prefix plus 11 hex digits, at most 15 bytes.
-	n := hostVethName("eni", "default", "web-0")
-	if len(n) != 14 || n[:3] != "eni" {
-		t.Fatalf("veth name %q", n)
-	}
-	if hostVethName("eni", "default", "web-0") != n || hostVethName("eni", "default", "web-1") == n {
-		t.Fatal("veth names are not a function of namespace and pod")
-	}
-}
-
-func FuzzLoadNetConf(f *testing.F) {
-	f.Add([]byte(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni"}`))
-	f.Add([]byte(`{"cniVersion":"0.4.0","name":"x","prevResult":{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.0.0.1/32"}]}}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		conf, _, err := loadNetConf(b)
-		if err == nil && (conf.Name == "" || conf.MTU < 576 || conf.MTU > 9001) {
-			t.Fatalf("accepted an invalid config: %+v", conf)
-		}
-	})
-}

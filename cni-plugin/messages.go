@@ -11,24 +11,6 @@ import (
 	"math"
 )
 
-type addNetworkRequest struct {
-	ClientVersion, PodName, PodNamespace, PodInfraContainerID string
-	ContainerID, IfName, NetworkName, Netns                   string
-}
-
-func (m *addNetworkRequest) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.PodName)
-	b = pbString(b, 2, m.PodNamespace)
-	b = pbString(b, 3, m.PodInfraContainerID)
-	b = pbString(b, 4, m.Netns)
-	b = pbString(b, 5, m.IfName)
-	b = pbString(b, 6, m.NetworkName)
-	b = pbString(b, 7, m.ContainerID)
-	b = pbString(b, 8, m.ClientVersion)
-	return b
-}
-
 type delNetworkRequest struct {
 	ClientVersion, PodName, PodNamespace, PodInfraContainerID, PodUID string
 	Reason, ContainerID, IfName, NetworkName                          string
@@ -54,8 +36,8 @@ type ipAllocation struct {
 	RouteTableID int32
 }
 
-// networkReply is AddNetworkReply and DelNetworkReply: the fields the
-// plugin reads have the same numbers in both, except NetworkPolicyMode.
+// networkReply is DelNetworkReply (AddNetworkReply numbers its fields the
+// same way, except NetworkPolicyMode).
 type networkReply struct {
 	Success           bool
 	Allocations       []ipAllocation
@@ -90,26 +72,6 @@ func unmarshalNetworkReply(b []byte, policyField uint64) (*networkReply, error) 
 		return nil
 	})
 	return r, err
-}
-
-func addNetwork(ctx context.Context, socket string, m *addNetworkRequest) (*networkReply, error) {
-	return startAddNetwork(ctx, socket, m).reply()
-}
-
-// pendingAdd is an AddNetwork request on the wire.
-type pendingAdd struct{ c *call }
-
-// startAddNetwork sends AddNetwork without waiting for the reply.
-func startAddNetwork(ctx context.Context, socket string, m *addNetworkRequest) pendingAdd {
-	return pendingAdd{startCall(ctx, socket, methodAddNetwork, m.marshal())}
-}
-
-func (p pendingAdd) reply() (*networkReply, error) {
-	b, err := p.c.reply()
-	if err != nil {
-		return nil, err
-	}
-	return unmarshalNetworkReply(b, 13)
 }
 
 func delNetwork(ctx context.Context, socket string, m *delNetworkRequest) (*networkReply, error) {

@@ -18,8 +18,13 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
+	"github.com/berth-io/berth/cni-plugin/internal/early"
+	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // rpcTimeout bounds a call to ipamd, which itself waits up to 30 s for a
@@ -49,7 +54,7 @@ func logger(conf *NetConf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
 }
 
-func cmdAdd(args *skel.CmdArgs) (err error) {
+func cmdAdd(args *skel.CmdArgs) error {
 	conf, cniVersion, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -61,94 +66,79 @@ func cmdAdd(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	// ipamd assigns the address and wires the pod in its own, warm process
+	// (package podwire); the namespace goes to it as a descriptor.
+	podNS, err := unix.Open(args.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", args.Netns, err))
+	}
+	req := podwire.AddRequest{Version: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
+		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
+		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: conf.MTU, PolicyAgent: agentPresent(conf)}
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	req := &addNetworkRequest{ClientVersion: version.Version, PodName: string(k8s.K8S_POD_NAME),
-		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
-		ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Netns: args.Netns}
-	// The request goes out first, before anything it does not need (the
-	// logger, the veth name), and the links that do not depend on the
-	// address are built while ipamd assigns it and writes its checkpoint
-	// (an fsync'd file): the reply waits in the socket meanwhile. ipamd
-	// takes longer than the links, so every microsecond earlier counts.
-	pending := startAddNetwork(ctx, conf.IPAMDSocket, req)
-	log := logger(conf)
-	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
-	links, linkErr := createPodLinks(args.Netns, args.IfName, hostName, conf.MTU)
-	if links != nil {
-		defer links.close()
-	}
-	reply, err := pending.reply()
+	c, err := podwire.Dial(ctx, conf.DatapathSocket)
 	if err != nil {
-		if links != nil {
-			links.removeVeth()
+		unix.Close(podNS)
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "ipamd is not reachable: "+err.Error())
+	}
+	defer c.Close()
+	err = c.Send(&req, podNS)
+	unix.Close(podNS)
+	var reply podwire.Reply
+	if err == nil {
+		err = c.Recv(&reply)
+	}
+	if err == nil && reply.Phase == podwire.PhaseLinks {
+		// The pod's veth is up without an address: the policy agent
+		// attaches to it now, before any packet can pass.
+		var cont podwire.Continue
+		if perr := enforcePolicy(conf, req.PodName, req.PodNamespace, reply.NetworkPolicyMode); perr != nil {
+			cont.Error = perr.Error()
 		}
+		if err = c.Send(&cont); err == nil {
+			err = c.Recv(&reply)
+		}
+	}
+	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
 	}
-	if !reply.Success || len(reply.Allocations) == 0 || reply.Allocations[0].IPv4Addr == "" {
-		if links != nil {
-			links.removeVeth()
-		}
-		return types.NewError(types.ErrInternal, "failed to assign an IP address to the pod", "ipamd answered without an address")
+	log := logger(conf)
+	if e := reply.Error; e != nil {
+		log.Error("ADD failed", "container", args.ContainerID, "err", e)
+		return types.NewError(e.Code, e.Msg, e.Details)
 	}
-	meta := reply.Allocations[0]
-	ip := net.ParseIP(meta.IPv4Addr).To4()
-	table := int(meta.RouteTableID)
-	defer func() {
-		if err != nil {
-			// Leave nothing behind: no links, no rules, no address held.
-			_ = teardownHost(hostName, ip, table, true)
-			dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer dcancel()
-			_, _ = delNetwork(dctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version, ContainerID: args.ContainerID,
-				IfName: args.IfName, NetworkName: conf.Name, PodName: req.PodName, PodNamespace: req.PodNamespace, Reason: "add failed"})
-		}
-	}()
-	if ip == nil {
-		return types.NewError(types.ErrInternal, "ipamd returned a bad address", meta.IPv4Addr)
+	ip := net.ParseIP(reply.IP).To4()
+	if reply.Phase != podwire.PhaseDone || ip == nil || reply.HostVeth == "" {
+		return types.NewError(types.ErrInternal, "ipamd answered without an address", fmt.Sprintf("%+v", reply))
 	}
-	if err = linkErr; err != nil {
-		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
-		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
-	}
-	// The policy agent attaches to the host veth before the pod has its
-	// address or the host a route to it: no packet to or from the pod can
-	// pass before its policy is in place.
-	if reply.NetworkPolicyMode != "" {
-		if err = enforcePolicy(conf, req, reply.NetworkPolicyMode); err != nil {
-			log.Error("network policy setup failed", "container", args.ContainerID, "err", err)
-			return types.NewError(types.ErrInternal, "network policy setup failed", err.Error())
-		}
-	}
-	if err = links.assign(ip, table); err != nil {
-		log.Error("pod network setup failed", "container", args.ContainerID, "err", err)
-		return types.NewError(types.ErrInternal, "pod network setup failed", err.Error())
-	}
-	hostMAC, podMAC := links.hostMAC, links.podMAC
 	idx := 1
 	result := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: []*current.Interface{
-			{Name: hostName, Mac: hostMAC.String()},
-			{Name: args.IfName, Mac: podMAC.String(), Sandbox: args.Netns},
-			{Name: tableInterface + hostName[len(conf.VethPrefix):], Mac: strconv.Itoa(table), Sandbox: strconv.Itoa(int(meta.DeviceNumber))},
+			{Name: reply.HostVeth, Mac: reply.HostMAC},
+			{Name: args.IfName, Mac: reply.PodMAC, Sandbox: args.Netns},
+			{Name: tableInterface + reply.HostVeth[len(conf.VethPrefix):], Mac: strconv.Itoa(reply.Table), Sandbox: strconv.Itoa(reply.Device)},
 		},
-		IPs:    []*current.IPConfig{{Address: *hostNet(ip), Gateway: podGateway, Interface: &idx}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podGateway}},
+		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(ip), Gateway: podnet.Gateway, Interface: &idx}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
 	}
-	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", table, "veth", hostName)
+	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", reply.Table, "veth", reply.HostVeth)
 	return types.PrintResult(result, cniVersion)
 }
 
+// agentPresent reports whether the policy agent's socket exists.
+func agentPresent(conf *NetConf) bool {
+	_, err := os.Stat(conf.NPASocket)
+	return err == nil
+}
+
 // enforcePolicy asks the policy agent to apply the pod's policies before
-// the pod starts; without an agent there is nothing to do.
-func enforcePolicy(conf *NetConf, req *addNetworkRequest, mode string) error {
-	if _, err := os.Stat(conf.NPASocket); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+// the pod starts.
+func enforcePolicy(conf *NetConf, podName, podNamespace, mode string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ok, err := enforceNpToPod(ctx, conf.NPASocket, req.PodName, req.PodNamespace, mode, 1)
+	ok, err := enforceNpToPod(ctx, conf.NPASocket, podName, podNamespace, mode, 1)
 	if err != nil {
 		return fmt.Errorf("EnforceNpToPod: %w", err)
 	}
@@ -174,7 +164,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read prevResult: %w", err)
 	}
-	st := &prevState{table: mainTable}
+	st := &prevState{table: podnet.MainTable}
 	for i, itf := range res.Interfaces {
 		switch {
 		case strings.HasPrefix(itf.Name, tableInterface) && itf.Sandbox != "" && i >= 2:
@@ -194,6 +184,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
+	early.GrowStack()
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -207,9 +198,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		log.Warn("DEL without a usable prevResult", "err", err)
 	}
-	hostName := hostVethName(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	hostName := vethname.For(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
 	var ip net.IP
-	table := mainTable
+	table := podnet.MainTable
 	if prev != nil {
 		ip, table = prev.ip, prev.table
 		if prev.hostName != "" {
@@ -244,7 +235,7 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// Keep the veth when the pod's namespace is still there: the runtime
 	// deletes the namespace next, and the pair with it.
-	if err := teardownHost(hostName, ip, table, !netnsExists(args.Netns)); err != nil {
+	if err := podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns)); err != nil {
 		log.Warn("teardown", "err", err)
 	}
 	return nil
@@ -259,6 +250,7 @@ func netnsExists(p string) bool {
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
+	early.GrowStack()
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -277,7 +269,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return fail("host veth %s: %v", prev.hostName, err)
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: hostNet(prev.ip), Table: mainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podnet.HostNet(prev.ip), Table: podnet.MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
 	if err != nil || len(routes) == 0 || routes[0].LinkIndex != host.Attrs().Index {
 		return fail("no host route %s dev %s", prev.ip, prev.hostName)
 	}
@@ -287,12 +279,12 @@ func cmdCheck(args *skel.CmdArgs) error {
 	}
 	found := false
 	for _, r := range rules {
-		if r.Priority == toPodPriority && r.Dst != nil && r.Dst.IP.Equal(prev.ip) {
+		if r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(prev.ip) {
 			found = true
 		}
 	}
 	if !found {
-		return fail("no rule 'to %s lookup main' (priority %d)", prev.ip, toPodPriority)
+		return fail("no rule 'to %s lookup main' (priority %d)", prev.ip, podnet.ToPodPriority)
 	}
 	podNS, err := ns.GetNS(args.Netns)
 	if err != nil {
@@ -321,21 +313,21 @@ func cmdCheck(args *skel.CmdArgs) error {
 		}
 		def := false
 		for _, r := range rs {
-			def = def || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(podGateway))
+			def = def || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(podnet.Gateway))
 		}
 		if !def {
-			return fail("pod has no default route via %s", podGateway)
+			return fail("pod has no default route via %s", podnet.Gateway)
 		}
 		ns, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
 		if err != nil {
 			return fail("pod neighbours: %v", err)
 		}
 		for _, n := range ns {
-			if n.IP.Equal(podGateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == host.Attrs().HardwareAddr.String() {
+			if n.IP.Equal(podnet.Gateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == host.Attrs().HardwareAddr.String() {
 				return nil
 			}
 		}
-		return fail("pod has no permanent neighbour %s -> %s", podGateway, host.Attrs().HardwareAddr)
+		return fail("pod has no permanent neighbour %s -> %s", podnet.Gateway, host.Attrs().HardwareAddr)
 	})
 }
 
@@ -374,6 +366,7 @@ type checkpoint struct {
 // cmdGC releases allocations of this network that the runtime no longer
 // knows (not in cni.dev/valid-attachments).
 func cmdGC(args *skel.CmdArgs) error {
+	early.GrowStack()
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -406,11 +399,11 @@ func cmdGC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
 			continue
 		}
-		table := mainTable
+		table := podnet.MainTable
 		if len(reply.Allocations) > 0 {
 			table = int(reply.Allocations[0].RouteTableID)
 		}
-		_ = teardownHost(hostVethName(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table, true)
+		_ = podnet.TeardownHost(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table, true)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())

@@ -24,7 +24,6 @@ import (
 
 // gRPC method paths (proto/rpc.proto and grpc.health.v1).
 const (
-	methodAddNetwork     = "/rpc.CNIBackend/AddNetwork"
 	methodDelNetwork     = "/rpc.CNIBackend/DelNetwork"
 	methodEnforceNpToPod = "/rpc.NPBackend/EnforceNpToPod"
 	methodDeletePodNp    = "/rpc.NPBackend/DeletePodNp"
@@ -90,9 +89,7 @@ func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, 
 }
 
 // call is a request already written to the server whose reply has not
-// been read yet. The reply waits in the socket's buffer, so the caller can
-// do other work on the same thread while the server answers (ADD builds
-// the pod's links while ipamd assigns and persists the address).
+// been read yet.
 type call struct {
 	ctx  context.Context
 	c    *unixConn

@@ -23,12 +23,11 @@ import (
 type fakeBackend struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedNPBackendServer
-	gotAdd *rpc.AddNetworkRequest
 	gotDel *rpc.DelNetworkRequest
 }
 
-func (f *fakeBackend) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc.AddNetworkReply, error) {
-	f.gotAdd = r
+func (f *fakeBackend) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
+	f.gotDel = r
 	switch r.ClientVersion {
 	case "old":
 		return nil, status.Error(codes.FailedPrecondition, "berth-ipamd does not accept \"old\": 100% sure ✓\nline two")
@@ -36,19 +35,10 @@ func (f *fakeBackend) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) 
 		<-ctx.Done()
 		return nil, ctx.Err()
 	case "big":
-		reply := &rpc.AddNetworkReply{Success: true}
-		for i := 0; i < 3000; i++ {
-			reply.VPCv4CIDRs = append(reply.VPCv4CIDRs, strings.Repeat("x", 20))
-		}
-		reply.IPAllocationMetadata = []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.0.9", DeviceNumber: 1, RouteTableId: 2}}
-		return reply, nil
+		// A reply spanning several DATA frames.
+		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: strings.Repeat("x", 60000),
+			IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.0.9", DeviceNumber: 1, RouteTableId: 2}}}, nil
 	}
-	return &rpc.AddNetworkReply{Success: true, UseExternalSNAT: true, VPCv4CIDRs: []string{"10.0.0.0/16"}, NetworkPolicyMode: "standard",
-		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableId: 3}}}, nil
-}
-
-func (f *fakeBackend) DelNetwork(_ context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
-	f.gotDel = r
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: "strict",
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: "10.0.3.4", DeviceNumber: -1, RouteTableId: 254}}}, nil
 }
@@ -79,25 +69,10 @@ func serve(t *testing.T) (string, *fakeBackend, *health.Server) {
 	return sock, f, h
 }
 
-func TestWireAddDel(t *testing.T) {
+func TestWireDel(t *testing.T) {
 	sock, f, _ := serve(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req := &addNetworkRequest{ClientVersion: "v1", PodName: "pod", PodNamespace: "ns", PodInfraContainerID: "infra",
-		ContainerID: "cid", IfName: "eth0", NetworkName: "net", Netns: "/var/run/netns/x"}
-	r, err := addNetwork(ctx, sock, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := f.gotAdd
-	if g.ClientVersion != "v1" || g.K8S_POD_NAME != "pod" || g.K8S_POD_NAMESPACE != "ns" || g.K8S_POD_INFRA_CONTAINER_ID != "infra" ||
-		g.ContainerID != "cid" || g.IfName != "eth0" || g.NetworkName != "net" || g.Netns != "/var/run/netns/x" || g.RequiresMultiNICAttachment {
-		t.Fatalf("server decoded %v", g)
-	}
-	if !r.Success || r.NetworkPolicyMode != "standard" || len(r.Allocations) != 1 ||
-		r.Allocations[0] != (ipAllocation{IPv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableID: 3}) {
-		t.Fatalf("reply %+v", r)
-	}
 	d, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "v1", PodName: "pod", PodNamespace: "ns", PodInfraContainerID: "infra",
 		PodUID: "uid", Reason: "PodDeleted", ContainerID: "cid", IfName: "eth0", NetworkName: "net"})
 	if err != nil {
@@ -113,8 +88,8 @@ func TestWireAddDel(t *testing.T) {
 		t.Fatalf("reply %+v", d)
 	}
 	// A reply spanning several DATA frames.
-	r, err = addNetwork(ctx, sock, &addNetworkRequest{ClientVersion: "big", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
-	if err != nil || len(r.Allocations) != 1 || r.Allocations[0].IPv4Addr != "10.0.0.9" {
+	r, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "big", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err != nil || len(r.Allocations) != 1 || r.Allocations[0].IPv4Addr != "10.0.0.9" || len(r.NetworkPolicyMode) != 60000 {
 		t.Fatalf("big reply: %+v %v", r, err)
 	}
 	ok, err := enforceNpToPod(ctx, sock, "p", "ns", "strict", 1)
@@ -133,7 +108,7 @@ func TestWireStatusErrors(t *testing.T) {
 	sock, _, h := serve(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := addNetwork(ctx, sock, &addNetworkRequest{ClientVersion: "old", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "old", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	want := "rpc error: code = FailedPrecondition desc = berth-ipamd does not accept \"old\": 100% sure ✓\nline two"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %q", err, want)
@@ -147,11 +122,11 @@ func TestWireStatusErrors(t *testing.T) {
 	}
 	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel2()
-	_, err = addNetwork(short, sock, &addNetworkRequest{ClientVersion: "slow", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(short, sock, &delNetworkRequest{ClientVersion: "slow", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") {
 		t.Fatalf("slow call: %v", err)
 	}
-	_, err = addNetwork(ctx, filepath.Join(t.TempDir(), "none.sock"), &addNetworkRequest{})
+	_, err = delNetwork(ctx, filepath.Join(t.TempDir(), "none.sock"), &delNetworkRequest{})
 	if err == nil || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("no server: %v", err)
 	}
@@ -179,14 +154,14 @@ func TestWireSilentServer(t *testing.T) {
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = addNetwork(short, sock, &addNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(short, sock, &delNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, 200 ms deadline: %v after %v", err, time.Since(start))
 	}
 	long, cancelLong := context.WithTimeout(context.Background(), time.Minute)
 	time.AfterFunc(100*time.Millisecond, cancelLong)
 	start = time.Now()
-	_, err = addNetwork(long, sock, &addNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(long, sock, &delNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "Canceled") || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, cancelled: %v after %v", err, time.Since(start))
 	}

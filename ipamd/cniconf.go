@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/ipamd/config"
 )
 
@@ -17,7 +18,7 @@ const ConflistName = "10-berth.conflist"
 // checkpoints and GC match).
 const NetworkName = "aws-cni"
 
-func conflist(socket, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
+func conflist(socket, datapathSocket, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
 	plugin := map[string]any{
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
@@ -28,6 +29,9 @@ func conflist(socket, cniVersion string, cfg config.Config, portmap bool) ([]byt
 	if socket != DefaultSocket {
 		plugin["ipamdSocket"] = socket
 	}
+	if datapathSocket != podwire.DefaultSocket {
+		plugin["datapathSocket"] = datapathSocket
+	}
 	plugins := []any{plugin}
 	if portmap {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
@@ -36,8 +40,8 @@ func conflist(socket, cniVersion string, cfg config.Config, portmap bool) ([]byt
 }
 
 // writeConflist writes the conflist atomically.
-func writeConflist(dir, socket, cniVersion string, cfg config.Config, portmap bool) error {
-	b, err := conflist(socket, cniVersion, cfg, portmap)
+func writeConflist(dir, socket, datapathSocket, cniVersion string, cfg config.Config, portmap bool) error {
+	b, err := conflist(socket, datapathSocket, cniVersion, cfg, portmap)
 	if err != nil {
 		return err
 	}

@@ -11,12 +11,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/metrics"
+	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/unixsock"
 	"github.com/berth-io/berth/internal/version"
 	"github.com/berth-io/berth/internal/vethname"
@@ -35,6 +37,7 @@ const HealthService = "grpc.health.v1.aws-node"
 
 type flags struct {
 	cniBinDir, cniConfDir, socket, stateDir string
+	datapathSocket                          string
 	introspectionAddr, metricsAddr          string
 	chainPortmap                            bool
 	cniVersion                              string
@@ -50,6 +53,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
 	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
+	fs.StringVar(&f.datapathSocket, "datapath-socket", "", `unix socket (SOCK_SEQPACKET, mode 0660) where berth-cni has ipamd wire its pods ("" means berth-datapath.sock beside --socket)`)
 	fs.StringVar(&f.stateDir, "state-dir", "/var/run/aws-node", "directory of ipam.json, the allocation checkpoint")
 	fs.StringVar(&f.introspectionAddr, "introspection-addr", "127.0.0.1:61679", `introspection API address ("" to disable)`)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
@@ -62,6 +66,9 @@ func newRootCommand() *cobra.Command {
 const DefaultSocket = "/var/run/aws-node/ipamd.sock"
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
+	if f.datapathSocket == "" {
+		f.datapathSocket = filepath.Join(filepath.Dir(f.socket), filepath.Base(podwire.DefaultSocket))
+	}
 	cfg, err := config.FromEnv(nil)
 	if err != nil {
 		return fmt.Errorf("invalid environment:\n%w", err)
@@ -127,6 +134,21 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer stop()
+	dpln, err := unixsock.ListenSeqpacket(f.datapathSocket)
+	if err != nil {
+		return err
+	}
+	hostNS, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("the node's network namespace: %w", err)
+	}
+	defer hostNS.Close()
+	go func() {
+		if err := srv.ServeDatapath(dpln, hostNS); err != nil {
+			log.Error("datapath socket stopped", "err", err)
+		}
+	}()
+	defer func() { _ = dpln.Close() }()
 	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
@@ -151,7 +173,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := installPlugin(f.cniBinDir); err != nil {
 		return err
 	}
-	if err := writeConflist(f.cniConfDir, f.socket, f.cniVersion, cfg, f.chainPortmap); err != nil {
+	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.cniVersion, cfg, f.chainPortmap); err != nil {
 		return err
 	}
 	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))

@@ -4,8 +4,15 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
+	"runtime"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Require fails (CI=true) or skips the test when ok is false.
@@ -25,4 +32,54 @@ func Require(t testing.TB, ok bool, what string) {
 func RequireRoot(t testing.TB, why string) {
 	t.Helper()
 	Require(t, os.Geteuid() == 0, "needs root ("+why+")")
+}
+
+// NewNetNS creates an empty network namespace with lo up, and a netlink
+// handle in it; both go when the test ends.
+func NewNetNS(t testing.TB) (netns.NsHandle, *netlink.Handle) {
+	t.Helper()
+	type res struct {
+		ns  netns.NsHandle
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		// The thread is never unlocked: it dies with the goroutine.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			c <- res{err: fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		ns, err := netns.Get()
+		c <- res{ns, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		t.Fatalf("new netns: %v", r.err)
+	}
+	t.Cleanup(func() { r.ns.Close() })
+	h, err := netlink.NewHandleAt(r.ns)
+	if err != nil {
+		t.Fatalf("netlink handle: %v", err)
+	}
+	t.Cleanup(h.Close)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatalf("lo: %v", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatalf("lo up: %v", err)
+	}
+	return r.ns, h
+}
+
+// Eventually polls cond every 20 ms until it holds, failing the test after d.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

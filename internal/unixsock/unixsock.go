@@ -14,14 +14,26 @@ import (
 
 // Listen replaces a stale socket at path (one a crashed daemon left) and
 // listens there with mode 0660, so only root and the socket's group reach it.
-func Listen(path string) (net.Listener, error) {
+func Listen(path string) (net.Listener, error) { return listen("unix", path) }
+
+// ListenSeqpacket is Listen for a SOCK_SEQPACKET socket (message
+// boundaries kept, descriptors passed with them).
+func ListenSeqpacket(path string) (*net.UnixListener, error) {
+	ln, err := listen("unixpacket", path)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.UnixListener), nil
+}
+
+func listen(network, path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := net.Listen(network, path)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}

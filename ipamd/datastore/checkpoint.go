@@ -77,7 +77,10 @@ func encodeCheckpoint(allocs []Allocation) ([]byte, error) {
 }
 
 // Checkpointer writes the store's allocations to disk atomically (temp
-// file, fsync, rename, fsync of the directory). Writes are group-committed:
+// file, fsync, rename). The directory is not fsynced: a rename lost to a
+// power cut leaves the previous checkpoint, and after such a crash every
+// pod's veth is gone, so restore releases all of it anyway; an ipamd crash
+// keeps the page cache, rename included. Writes are group-committed:
 // concurrent Sync calls share one write, so a burst of ADDs costs a few
 // fsyncs, not one each, and no reply goes out before its allocation is on
 // disk.
@@ -182,10 +185,6 @@ func (c *Checkpointer) write() (err error) {
 	}
 	if err = os.Rename(f.Name(), c.path); err != nil {
 		return fmt.Errorf("rename checkpoint: %w", err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 	c.mu.Lock()
 	c.writes++

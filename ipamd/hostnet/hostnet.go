@@ -2,7 +2,7 @@
 // interface (rp_filter, MTU, the fwmark rule, SNAT and connmark in the
 // nftables table berth-snat), secondary ENIs (interface, address, route table
 // device+1, rule) and the pruning of pod rules left by a previous run. The
-// per-pod veth work is berth-cni's.
+// per-pod veth work is package podnet's (ipamd's datapath socket runs it).
 //
 // ipamd is long-lived, so everything goes through sockets bound to the
 // node's namespace (a netlink handle from netlink.NewHandleAt, nftables
@@ -28,15 +28,18 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/podnet"
 )
 
-// Rule priorities (the Amazon VPC CNI's numbers). berth-cni installs the pod
-// rules; ipamd installs the fwmark and ENI rules and prunes stale pod rules.
+// Rule priorities (the Amazon VPC CNI's numbers). The pod rules are
+// installed with the pod's wiring (package podnet); this package installs
+// the fwmark and ENI rules and prunes stale pod rules.
 const (
-	ToPodRulePriority   = 512   // to <pod ip> lookup main
-	FwmarkRulePriority  = 1024  // fwmark 0x80/0x80 lookup main
-	FromPodRulePriority = 1536  // from <pod ip> lookup <ENI table>
-	ENIRulePriority     = 32765 // from <ENI primary ip> lookup <ENI table>
+	ToPodRulePriority   = podnet.ToPodPriority   // 512: to <pod ip> lookup main
+	FwmarkRulePriority  = 1024                   // fwmark 0x80/0x80 lookup main
+	FromPodRulePriority = podnet.FromPodPriority // 1536: from <pod ip> lookup <ENI table>
+	ENIRulePriority     = 32765                  // from <ENI primary ip> lookup <ENI table>
 )
 
 // ConnMark is the conntrack and packet mark bit of pod connections that leave

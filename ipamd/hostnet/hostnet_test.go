@@ -13,7 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // Privileged tests build throwaway namespaces from unshared threads. The
@@ -27,42 +28,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // newNS creates an empty network namespace with lo up.
-func newNS(t *testing.T) (netns.NsHandle, *netlink.Handle) {
-	t.Helper()
-	type res struct {
-		ns  netns.NsHandle
-		err error
-	}
-	c := make(chan res, 1)
-	go func() {
-		// The thread is never unlocked: it dies with the goroutine.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			c <- res{err: fmt.Errorf("unshare: %w", err)}
-			return
-		}
-		ns, err := netns.Get()
-		c <- res{ns, err}
-	}()
-	r := <-c
-	if r.err != nil {
-		t.Fatalf("new netns: %v", r.err)
-	}
-	t.Cleanup(func() { r.ns.Close() })
-	h, err := netlink.NewHandleAt(r.ns)
-	if err != nil {
-		t.Fatalf("netlink handle: %v", err)
-	}
-	t.Cleanup(h.Close)
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatalf("lo: %v", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatalf("lo up: %v", err)
-	}
-	return r.ns, h
-}
+func newNS(t *testing.T) (netns.NsHandle, *netlink.Handle) { return testenv.NewNetNS(t) }
 
 // runIn runs f on a throwaway thread inside ns.
 func runIn(t *testing.T, ns netns.NsHandle, f func() error) error {

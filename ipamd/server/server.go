@@ -53,7 +53,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) Metrics {
 	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m := Metrics{
-		AddSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_seconds", Help: "Time ipamd took to answer AddNetwork", Buckets: buckets}),
+		AddSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_seconds", Help: "Time ipamd took to answer an ADD (AddNetwork, or berth-cni's ADD with the pod's wiring)", Buckets: buckets}),
 		AddWaitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_wait_seconds", Help: "Time AddNetwork waited for the pool to have an address", Buckets: buckets}),
 		AddReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_add_ip_req_count", Help: "The number of add IP address requests"}),
 		DelReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_del_ip_req_count", Help: "The number of delete IP address requests"}),

@@ -13,21 +13,22 @@
 //     317–411 pages (median 365) with two Ps and 317–346 (median 328) with
 //     one, set here; GOMAXPROCS=1 in the environment would be 305–324, but
 //     the runtime has made the second P before any init runs.
-//   - The stack at its final size at once. vishvananda/netlink receives
-//     into a 64 KiB array on the stack, so every ADD and DEL grows the main
-//     goroutine's stack to 128 KiB, by doublings, each a new stack, a copy
-//     and an unwind through the pclntab. Growing it here, while it is
-//     shallow, is one copy of a few frames: ~20 fewer page faults per ADD,
-//     none more for VERSION (which does not use netlink but grows its stack
-//     in the inits all the same).
+//   - For the commands that use netlink here (DEL, CHECK, GC; ADD's netlink
+//     work is ipamd's), the stack at its final size at once (GrowStack).
+//     vishvananda/netlink receives into a 64 KiB array on the stack, so the
+//     main goroutine's stack would grow to 128 KiB by doublings, each a new
+//     stack, a copy and an unwind through the pclntab. Growing it while it
+//     is shallow is one copy of a few frames (~20 fewer page faults).
 package early
 
 import "runtime"
 
-func init() {
-	runtime.GOMAXPROCS(1)
-	growStack()
-}
+func init() { runtime.GOMAXPROCS(1) }
+
+// GrowStack grows the calling goroutine's stack to 128 KiB in one step.
+// Commands that use netlink in the plugin (DEL, CHECK, GC) call it first,
+// while the stack is shallow; ADD's netlink work is ipamd's.
+func GrowStack() { growStack() }
 
 // stackSize is more than the 64 KiB netlink receive buffer plus the frames
 // above it in an ADD, so the stack grows once, to 128 KiB.

@@ -1,0 +1,212 @@
+// Package podnet wires a pod into the node's network the way the Amazon VPC
+// CNI does: a veth pair whose pod end is eth0 with the pod's /32, a default
+// route through 169.254.1.1 with a permanent neighbour entry for it, a host
+// /32 route to the pod, the rule "to <pod> lookup main" (512) and, for an
+// address on a secondary ENI, "from <pod> lookup <ENI table>" (1536).
+//
+// berth-ipamd builds the pod side on ADD (it is warm, so the work costs the
+// pod no process start-up); berth-cni checks it on CHECK and tears the host
+// side down on DEL, also when ipamd is down.
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Rule priorities, the main table and the pod gateway of the Amazon VPC
+// CNI datapath.
+const (
+	ToPodPriority   = 512
+	FromPodPriority = 1536
+	MainTable       = unix.RT_TABLE_MAIN
+)
+
+// Gateway is every pod's next hop, answered by the host veth's MAC.
+var Gateway = net.IPv4(169, 254, 1, 1).To4()
+
+// HostNet is ip/32.
+func HostNet(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }
+
+// randomMAC is a locally administered unicast MAC for the host veth.
+func randomMAC() net.HardwareAddr {
+	b := make([]byte, 6)
+	// The getrandom(2) system call itself: unix.Getrandom (like crypto/rand)
+	// goes through the vDSO, whose first call in a process maps and
+	// initialises per-thread state. Six bytes are never a short read.
+	for {
+		_, _, errno := unix.Syscall(unix.SYS_GETRANDOM, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), 0)
+		if errno != unix.EINTR {
+			break
+		}
+	}
+	b[0] = (b[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return b
+}
+
+// Links is a pod's veth pair while ADD configures it. Each namespace gets
+// one netlink socket for all requests, and the pod's side is configured
+// through a socket opened in its namespace, without moving a thread there.
+type Links struct {
+	h, ph             *netlink.Handle
+	ifName, hostName  string
+	HostIndex, PodIdx int
+	HostMAC, PodMAC   net.HardwareAddr
+}
+
+// Create does the part of the pod's wiring that does not depend on its
+// address: the veth pair with its pod end created directly in podNS, both
+// ends up, the pod's gateway route, default route and permanent gateway
+// neighbour. hostNS is the node's namespace. On error nothing is left.
+func Create(hostNS, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
+	// The deferred clean-ups use p, not the named result, which a failing
+	// return sets to nil before they run.
+	p := &Links{ifName: ifName, hostName: hostName}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.h, err = netlink.NewHandleAt(hostNS, unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	if p.ph, err = netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE); err != nil {
+		return nil, fmt.Errorf("netlink in the pod's namespace: %w", err)
+	}
+	p.HostMAC = randomMAC()
+	// The host end is created up, and LinkAdd reads its index back: no
+	// separate LinkByName and LinkSetUp round trips.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName, MTU: mtu, HardwareAddr: p.HostMAC, Flags: net.FlagUp},
+		PeerName: ifName, PeerNamespace: netlink.NsFd(int(podNS))}
+	if err := p.h.LinkAdd(veth); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		}
+		// A retried ADD after a partial one: start clean.
+		if old, lerr := p.h.LinkByName(hostName); lerr == nil {
+			_ = p.h.LinkDel(old)
+		}
+		if err := p.h.LinkAdd(veth); err != nil {
+			return nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			p.RemoveVeth()
+		}
+	}()
+	if p.HostIndex = veth.Attrs().Index; p.HostIndex == 0 {
+		return nil, fmt.Errorf("find %s: no index after creation", hostName)
+	}
+	l, err := p.ph.LinkByName(ifName)
+	if err != nil {
+		return nil, fmt.Errorf("find %s in the pod's namespace: %w", ifName, err)
+	}
+	p.PodMAC, p.PodIdx = l.Attrs().HardwareAddr, l.Attrs().Index
+	if err := p.ph.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("up %s: %w", ifName, err)
+	}
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Dst: HostNet(Gateway), Scope: netlink.SCOPE_LINK}); err != nil {
+		return nil, fmt.Errorf("gateway route in the pod's namespace: %w", err)
+	}
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Gw: Gateway}); err != nil {
+		return nil, fmt.Errorf("default route in the pod's namespace: %w", err)
+	}
+	if err := p.ph.NeighSet(&netlink.Neigh{LinkIndex: p.PodIdx, IP: Gateway, HardwareAddr: p.HostMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}); err != nil {
+		return nil, fmt.Errorf("gateway neighbour in the pod's namespace: %w", err)
+	}
+	return p, nil
+}
+
+// Assign finishes the wiring with the pod's address: the /32 on the pod's
+// interface, the host route to it and its rules.
+func (p *Links) Assign(ip net.IP, table int) error {
+	if err := p.ph.AddrAdd(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: p.PodIdx, Name: p.ifName}}, &netlink.Addr{IPNet: HostNet(ip)}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", ip, p.ifName, err)
+	}
+	if err := p.h.RouteReplace(&netlink.Route{LinkIndex: p.HostIndex, Dst: HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("host route to %s: %w", ip, err)
+	}
+	for _, r := range Rules(ip, table) {
+		if err := p.h.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("rule for %s (priority %d): %w", ip, r.Priority, err)
+		}
+	}
+	return nil
+}
+
+// Undo removes what Create and Assign made: the pair (with the host route)
+// and, when ip is set, the pod's rules. For an ADD that cannot complete.
+func (p *Links) Undo(ip net.IP, table int) {
+	if ip != nil {
+		for _, r := range Rules(ip, table) {
+			_ = p.h.RuleDel(r)
+		}
+	}
+	p.RemoveVeth()
+}
+
+// RemoveVeth deletes the pair.
+func (p *Links) RemoveVeth() {
+	if l, err := p.h.LinkByName(p.hostName); err == nil {
+		_ = p.h.LinkDel(l)
+	}
+}
+
+// Close releases the netlink sockets; the links stay.
+func (p *Links) Close() {
+	if p.ph != nil {
+		p.ph.Close()
+	}
+	if p.h != nil {
+		p.h.Close()
+	}
+}
+
+// Rules are the pod's policy routing rules.
+func Rules(ip net.IP, table int) []*netlink.Rule {
+	to := netlink.NewRule()
+	to.Priority, to.Dst, to.Table = ToPodPriority, HostNet(ip), MainTable
+	rules := []*netlink.Rule{to}
+	if table != MainTable && table != 0 {
+		from := netlink.NewRule()
+		from.Priority, from.Src, from.Table = FromPodPriority, HostNet(ip), table
+		rules = append(rules, from)
+	}
+	return rules
+}
+
+// TeardownHost removes what the host side holds for a pod, in the calling
+// thread's namespace: its rules, route and, when deleteVeth is set, its
+// veth. DEL leaves the veth to the runtime's deletion of the pod's
+// namespace, which destroys the pair anyway: deleting it here would make
+// every DEL wait ~16 ms on the kernel for nothing. Missing pieces are fine
+// (DEL is idempotent).
+func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error {
+	var errs []error
+	if ip != nil {
+		for _, r := range Rules(ip, table) {
+			if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete rule for %s: %w", ip, err))
+			}
+		}
+		// The route goes with the veth; delete it first for the case the
+		// veth is already gone with the pod's namespace.
+		_ = netlink.RouteDel(&netlink.Route{Dst: HostNet(ip), Scope: netlink.SCOPE_LINK})
+	}
+	if hostName != "" && deleteVeth {
+		if l, err := netlink.LinkByName(hostName); err == nil {
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

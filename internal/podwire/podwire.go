@@ -1,0 +1,209 @@
+// Package podwire is the ADD exchange between berth-cni and berth-ipamd on
+// ipamd's datapath socket: one JSON message per SOCK_SEQPACKET packet, the
+// pod's network namespace passed as a descriptor (SCM_RIGHTS) with the
+// request. ipamd assigns the address and wires the pod in its own, warm
+// process, so a pod's ADD costs one short-lived process that only relays;
+// and the namespace arrives as an open descriptor, which ipamd can use
+// whatever its mount namespace and which cannot be swapped under it.
+//
+// The exchange:
+//
+//	plugin → ipamd  AddRequest + the namespace descriptor
+//	ipamd → plugin  Reply{Phase: "links"}   only when PolicyAgent is set and
+//	plugin → ipamd  Continue                policy is on: the plugin calls
+//	                                        the agent between the two
+//	ipamd → plugin  Reply{Phase: "done"} or Reply{Error: ...}
+//
+// The plugin's side (Conn) uses blocking system calls only: it runs once
+// per pod and its start-up is the pod's latency.
+package podwire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSocket is where ipamd listens and berth-cni dials by default.
+const DefaultSocket = "/var/run/aws-node/berth-datapath.sock"
+
+// MaxMessage bounds a message; requests and replies are a few hundred bytes.
+const MaxMessage = 16 << 10
+
+// Phases of a reply.
+const (
+	PhaseLinks = "links" // the veth is up, no address yet: call the policy agent
+	PhaseDone  = "done"
+)
+
+// AddRequest asks ipamd to give a pod an address and wire it.
+type AddRequest struct {
+	Version             string `json:"version"` // berth-cni's; ipamd accepts its own only
+	ContainerID         string `json:"containerID"`
+	IfName              string `json:"ifName"`
+	NetworkName         string `json:"networkName"`
+	PodNamespace        string `json:"podNamespace"`
+	PodName             string `json:"podName"`
+	PodInfraContainerID string `json:"podInfraContainerID,omitempty"`
+	Netns               string `json:"netns"` // the path, for logs; the namespace itself is the descriptor
+	VethPrefix          string `json:"vethPrefix"`
+	MTU                 int    `json:"mtu"`
+	// PolicyAgent says the plugin found the policy agent's socket and will
+	// call it between the phases.
+	PolicyAgent bool `json:"policyAgent,omitempty"`
+}
+
+// Reply is ipamd's answer.
+type Reply struct {
+	Phase             string `json:"phase,omitempty"`
+	Error             *Error `json:"error,omitempty"`
+	IP                string `json:"ip,omitempty"`
+	Device            int    `json:"device"`
+	Table             int    `json:"table,omitempty"`
+	HostVeth          string `json:"hostVeth,omitempty"`
+	HostMAC           string `json:"hostMAC,omitempty"`
+	PodMAC            string `json:"podMAC,omitempty"`
+	NetworkPolicyMode string `json:"networkPolicyMode,omitempty"`
+}
+
+// Continue is the plugin's word after the policy agent: an empty Error
+// means the pod's policy is in place.
+type Continue struct {
+	Error string `json:"error,omitempty"`
+}
+
+// Error is a CNI error (code, msg, details) as the plugin prints it.
+type Error struct {
+	Code    uint   `json:"code"`
+	Msg     string `json:"msg"`
+	Details string `json:"details,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Details == "" {
+		return e.Msg
+	}
+	return e.Msg + ": " + e.Details
+}
+
+// ErrTimeout is a send or receive past the deadline.
+var ErrTimeout = errors.New("i/o timeout")
+
+// Conn is the plugin's end: a blocking SOCK_SEQPACKET socket whose send
+// and receive timeouts are the context's deadline, and which the
+// context's cancellation shuts down.
+type Conn struct {
+	fd   int
+	stop func() bool
+	shut chan struct{}
+}
+
+// Dial connects to ipamd's datapath socket.
+func Dial(ctx context.Context, path string) (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	c := &Conn{fd: fd, shut: make(chan struct{})}
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		if left <= 0 {
+			unix.Close(fd)
+			return nil, fmt.Errorf("dial %s: %w", path, context.DeadlineExceeded)
+		}
+		tv := unix.NsecToTimeval(max(left, time.Microsecond).Nanoseconds()) // zero would mean no timeout
+		for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
+			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
+				unix.Close(fd)
+				return nil, fmt.Errorf("set socket timeout: %w", err)
+			}
+		}
+	}
+	for {
+		err = unix.Connect(fd, &unix.SockaddrUnix{Name: path})
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EAGAIN) {
+			err = ErrTimeout // the listen queue stayed full past the deadline
+		}
+		return nil, fmt.Errorf("dial %s: %w", path, err)
+	}
+	// Shutting the socket down ends a blocked call; Close waits for that to
+	// finish, so a descriptor is never shut down after it is closed.
+	c.stop = context.AfterFunc(ctx, func() {
+		defer close(c.shut)
+		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+	})
+	return c, nil
+}
+
+// Send writes v as one message, with fds attached.
+func (c *Conn) Send(v any, fds ...int) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for {
+		err = unix.Sendmsg(c.fd, b, oob, nil, 0)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return ErrTimeout
+		case err != nil:
+			return fmt.Errorf("send: %w", err)
+		}
+		return nil
+	}
+}
+
+// Recv reads one message into v. A peer that hung up is io.ErrUnexpectedEOF.
+func (c *Conn) Recv(v any) error {
+	// From the heap: fresh memory needs no zeroing, and only the bytes
+	// received are touched (a stack array would be zeroed whole).
+	buf := make([]byte, MaxMessage)
+	for {
+		n, _, flags, _, err := unix.Recvmsg(c.fd, buf, nil, 0)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return ErrTimeout
+		case err != nil:
+			return fmt.Errorf("receive: %w", err)
+		case n == 0:
+			return errors.New("receive: ipamd closed the connection")
+		case flags&unix.MSG_TRUNC != 0:
+			return fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
+		}
+		if err := json.Unmarshal(buf[:n], v); err != nil {
+			return fmt.Errorf("decode ipamd's message: %w", err)
+		}
+		return nil
+	}
+}
+
+// Close closes the connection; closing it again does nothing.
+func (c *Conn) Close() error {
+	if c.fd < 0 {
+		return nil
+	}
+	if !c.stop() {
+		<-c.shut
+	}
+	fd := c.fd
+	c.fd = -1
+	return unix.Close(fd)
+}

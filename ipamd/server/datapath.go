@@ -1,0 +1,261 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/podwire"
+	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/ipamd/datastore"
+)
+
+// CNI error codes (the CNI specification's) of the datapath replies.
+const (
+	cniErrInvalidNetNS     = 4 // CNI 1.1 calls 4 "invalid necessary environment variables"; ns problems are reported there too
+	cniErrDecodingFailure  = 6
+	cniErrInvalidConfig    = 7
+	cniErrTryAgainLater    = 11
+	cniErrInternal         = 999
+	podHandlerReadDeadline = 10 * time.Second
+)
+
+// ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
+// ln is closed. hostNS is the node's namespace, where host veths go.
+func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept on the datapath socket: %w", err)
+		}
+		go s.handlePod(c, hostNS)
+	}
+}
+
+// handlePod serves one ADD. The connection's end cancels the work: a
+// plugin that is gone (killed at the runtime's timeout) gets nothing
+// wired and holds no address.
+func (s *Server) handlePod(c *net.UnixConn, hostNS netns.NsHandle) {
+	defer c.Close()
+	req, podNS, rerr := readAdd(c)
+	if podNS >= 0 {
+		defer unix.Close(podNS)
+	}
+	if rerr != nil {
+		s.log.Warn("bad ADD on the datapath socket", "err", rerr)
+		_ = sendMsg(c, podwire.Reply{Error: rerr})
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The only message the plugin may send next is Continue; the read also
+	// sees the plugin hang up.
+	cont := make(chan podwire.Continue, 1)
+	go func() {
+		defer cancel()
+		buf := make([]byte, podwire.MaxMessage)
+		n, err := c.Read(buf)
+		if err != nil || n == 0 {
+			return
+		}
+		var m podwire.Continue
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			m.Error = "undecodable Continue: " + err.Error()
+		}
+		cont <- m
+		// Wait for the hang-up, so cancel does not run before the reply.
+		_, _ = c.Read(buf)
+	}()
+	s.addPod(ctx, req, netns.NsHandle(podNS), hostNS, func(r podwire.Reply) (podwire.Continue, error) {
+		if err := sendMsg(c, r); err != nil {
+			return podwire.Continue{}, err
+		}
+		select {
+		case m := <-cont:
+			return m, nil
+		case <-ctx.Done():
+			return podwire.Continue{}, errors.New("berth-cni hung up before the policy agent answered")
+		}
+	}, func(r podwire.Reply) error { return sendMsg(c, r) })
+}
+
+// readAdd reads the request and its namespace descriptor (-1 when none).
+func readAdd(c *net.UnixConn) (podwire.AddRequest, int, *podwire.Error) {
+	var req podwire.AddRequest
+	_ = c.SetReadDeadline(time.Now().Add(podHandlerReadDeadline))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	buf := make([]byte, podwire.MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+	fds := rights(oob[:oobn])
+	nsfd := -1
+	for i, fd := range fds {
+		if i == 0 {
+			nsfd = fd
+		} else {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		return req, nsfd, &podwire.Error{Code: cniErrInternal, Msg: "read the ADD request", Details: err.Error()}
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		return req, nsfd, &podwire.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: fmt.Sprintf("larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(buf[:n]))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, nsfd, &podwire.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: err.Error()}
+	}
+	switch {
+	case req.ContainerID == "" || req.IfName == "" || req.NetworkName == "":
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: "containerID, ifName and networkName are required"}
+	case len(req.IfName) > 15:
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
+	case req.VethPrefix == "" || len(req.VethPrefix) > 4:
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to 4 characters", req.VethPrefix)}
+	case req.MTU < 576 || req.MTU > 9001:
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("mtu %d: must be between 576 and 9001", req.MTU)}
+	case nsfd < 0:
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: "no network namespace descriptor attached"}
+	}
+	if t, err := unix.IoctlRetInt(nsfd, unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		return req, nsfd, &podwire.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", req.Netns)}
+	}
+	return req, nsfd, nil
+}
+
+func rights(oob []byte) []int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, m := range msgs {
+		if f, err := unix.ParseUnixRights(&m); err == nil {
+			fds = append(fds, f...)
+		}
+	}
+	return fds
+}
+
+func sendMsg(c *net.UnixConn, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = c.Write(b)
+	return err
+}
+
+// addPod assigns the pod an address and wires it: the veth while the
+// checkpoint is written, then (when the plugin calls the policy agent)
+// the agent's turn, then the address, host route and rules. Whatever
+// fails, nothing stays: no links, no rules, no address held.
+func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS, hostNS netns.NsHandle,
+	links func(podwire.Reply) (podwire.Continue, error), done func(podwire.Reply) error) (reply podwire.Reply) {
+	start := time.Now()
+	s.m.AddReq.Inc()
+	defer func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }()
+	fail := func(code uint, msg string, err error) podwire.Reply {
+		rep := podwire.Reply{Error: &podwire.Error{Code: code, Msg: msg, Details: err.Error()}}
+		_ = done(rep)
+		return rep
+	}
+	pod := r.PodNamespace + "/" + r.PodName
+	if r.Version != s.version {
+		return fail(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.Version))
+	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
+	a, err := s.assign(ctx, key, datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName, InterfacesCount: 1})
+	if err != nil {
+		s.m.NoIP.Inc()
+		s.log.Warn("ADD failed", "pod", pod, "err", err)
+		return fail(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
+	}
+	// The checkpoint's fsyncs and the links run side by side: the reply
+	// waits for both, so no address leaves ipamd before it is on disk.
+	syncErr := make(chan error, 1)
+	go func() { syncErr <- s.cp.Sync(ctx) }()
+	var synced *error
+	waitSync := func() error {
+		if synced == nil {
+			err := <-syncErr
+			synced = &err
+		}
+		return *synced
+	}
+	ip := net.IP(a.IP.AsSlice())
+	table := podnet.MainTable
+	if a.Device != 0 {
+		table = a.Device + 1
+	}
+	var l *podnet.Links
+	committed := false
+	defer func() {
+		if l != nil {
+			if !committed {
+				l.Undo(ip, table)
+			}
+			l.Close()
+		}
+		if committed {
+			return
+		}
+		onDisk := waitSync() == nil
+		s.ds.Release(key)
+		if onDisk {
+			// The address was on disk: take it back there too.
+			if err := s.cp.Sync(context.Background()); err != nil {
+				s.log.Error("checkpoint after a failed ADD", "pod", pod, "err", err)
+			}
+		}
+	}()
+	hostVeth := vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)
+	l, err = podnet.Create(hostNS, podNS, r.IfName, hostVeth, r.MTU)
+	if err != nil {
+		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
+		return fail(cniErrInternal, "pod network setup failed", err)
+	}
+	// The policy agent attaches to the host veth before the pod has its
+	// address or the host a route to it: no packet to or from the pod can
+	// pass before its policy is in place.
+	if r.PolicyAgent && s.node.NetworkPolicyMode != "" {
+		m, err := links(podwire.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
+		if err != nil {
+			return fail(cniErrInternal, "network policy setup failed", err)
+		}
+		if m.Error != "" {
+			return fail(cniErrInternal, "network policy setup failed", errors.New(m.Error))
+		}
+	}
+	if err := l.Assign(ip, table); err != nil {
+		s.log.Error("pod network setup failed", "pod", pod, "err", err)
+		return fail(cniErrInternal, "pod network setup failed", err)
+	}
+	if err := waitSync(); err != nil {
+		return fail(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, err))
+	}
+	reply = podwire.Reply{Phase: podwire.PhaseDone, IP: a.IP.String(), Device: a.Device, Table: table, HostVeth: hostVeth,
+		HostMAC: l.HostMAC.String(), PodMAC: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
+	if err := done(reply); err != nil {
+		// The plugin is gone and reports a failure; the runtime will not
+		// use this pod's network.
+		s.log.Warn("berth-cni hung up before ADD's answer; undoing", "pod", pod, "err", err)
+		return podwire.Reply{Error: &podwire.Error{Code: cniErrInternal, Msg: "berth-cni hung up", Details: err.Error()}}
+	}
+	committed = true
+	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))
+	return reply
+}

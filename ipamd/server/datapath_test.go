@@ -1,0 +1,263 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/podwire"
+	"github.com/berth-io/berth/internal/testenv"
+	"github.com/berth-io/berth/internal/unixsock"
+	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/ipamd/datastore"
+)
+
+// The datapath socket against the real kernel: a node namespace and pod
+// namespaces made for the test, berth-cni's side of the exchange
+// (podwire.Conn) as the client.
+
+type dpEnv struct {
+	ds      *datastore.Store
+	cpPath  string
+	sock    string
+	nodeNS  netns.NsHandle
+	node    *netlink.Handle
+	version string
+}
+
+func startDatapath(t *testing.T) *dpEnv {
+	t.Helper()
+	testenv.RequireRoot(t, "namespaces and veths")
+	e := &dpEnv{ds: newDS(), cpPath: filepath.Join(t.TempDir(), "ipam.json"), sock: filepath.Join(t.TempDir(), "dp.sock"), version: "v9.9.9"}
+	if err := e.ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28")); err != nil {
+		t.Fatal(err)
+	}
+	e.nodeNS, e.node = testenv.NewNetNS(t)
+	cp := datastore.NewCheckpointer(e.cpPath, e.ds)
+	s := New(e.ds, &testPool{ds: e.ds, growIn: -1}, cp, Node{NetworkPolicyMode: "standard"}, e.version, time.Second,
+		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln, err := unixsock.ListenSeqpacket(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.ServeDatapath(ln, e.nodeNS) }()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return e
+}
+
+func (e *dpEnv) request(pod string) podwire.AddRequest {
+	return podwire.AddRequest{Version: e.version, ContainerID: "c-" + pod, IfName: "eth0", NetworkName: "aws-cni",
+		PodNamespace: "ns", PodName: pod, Netns: "/test/" + pod, VethPrefix: "eni", MTU: 9001}
+}
+
+func dial(t *testing.T, sock string) *podwire.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	c, err := podwire.Dial(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// exchange sends req with fds and returns ipamd's first reply.
+func exchange(t *testing.T, c *podwire.Conn, req any, fds ...int) podwire.Reply {
+	t.Helper()
+	if err := c.Send(req, fds...); err != nil {
+		t.Fatal(err)
+	}
+	var r podwire.Reply
+	if err := c.Recv(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestDatapathAddWiresThePod(t *testing.T) {
+	e := startDatapath(t)
+	podNS, pod := testenv.NewNetNS(t)
+	r := exchange(t, dial(t, e.sock), e.request("web-0"), int(podNS))
+	if r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v (error %v)", r, r.Error)
+	}
+	ip := net.ParseIP(r.IP).To4()
+	if ip == nil || r.HostVeth != vethname.For("eni", "ns", "web-0") || r.Device != 1 || r.Table != 2 || r.NetworkPolicyMode != "standard" {
+		t.Fatalf("reply %+v", r)
+	}
+	// The node's side: the veth up with the MAC the pod's neighbour names,
+	// the /32 route to the pod, both rules.
+	host, err := e.node.LinkByName(r.HostVeth)
+	if err != nil || host.Attrs().Flags&net.FlagUp == 0 || host.Attrs().HardwareAddr.String() != r.HostMAC || host.Attrs().MTU != 9001 {
+		t.Fatalf("host veth: %v %+v", err, host)
+	}
+	routes, err := e.node.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podnet.HostNet(ip)}, netlink.RT_FILTER_DST)
+	if err != nil || len(routes) != 1 || routes[0].LinkIndex != host.Attrs().Index {
+		t.Fatalf("host route to %s: %v %+v", ip, err, routes)
+	}
+	rules, err := e.node.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to, from bool
+	for _, ru := range rules {
+		to = to || (ru.Priority == podnet.ToPodPriority && ru.Dst != nil && ru.Dst.IP.Equal(ip) && ru.Table == podnet.MainTable)
+		from = from || (ru.Priority == podnet.FromPodPriority && ru.Src != nil && ru.Src.IP.Equal(ip) && ru.Table == 2)
+	}
+	if !to || !from {
+		t.Fatalf("rules to=%v from=%v: %+v", to, from, rules)
+	}
+	// The pod's side.
+	eth0, err := pod.LinkByName("eth0")
+	if err != nil || eth0.Attrs().Flags&net.FlagUp == 0 || eth0.Attrs().HardwareAddr.String() != r.PodMAC {
+		t.Fatalf("pod eth0: %v %+v", err, eth0)
+	}
+	addrs, _ := pod.AddrList(eth0, netlink.FAMILY_V4)
+	if len(addrs) != 1 || !addrs[0].IP.Equal(ip) || addrs[0].Mask.String() != net.CIDRMask(32, 32).String() {
+		t.Fatalf("pod addresses %+v", addrs)
+	}
+	neigh, _ := pod.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
+	if len(neigh) != 1 || !neigh[0].IP.Equal(podnet.Gateway) || neigh[0].State != netlink.NUD_PERMANENT || neigh[0].HardwareAddr.String() != r.HostMAC {
+		t.Fatalf("pod neighbours %+v", neigh)
+	}
+	// On disk before the reply.
+	b, err := os.ReadFile(e.cpPath)
+	if err != nil || !strings.Contains(string(b), `"ipv4":"`+r.IP+`"`) || !strings.Contains(string(b), `"containerID":"c-web-0"`) {
+		t.Fatalf("checkpoint %s: %v", b, err)
+	}
+}
+
+// gone checks that an ADD that did not complete left nothing: no veth on
+// the node, no address held, none in the checkpoint.
+func (e *dpEnv) gone(t *testing.T, pod string) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, "the failed ADD of "+pod+" to be undone", func() bool {
+		_, err := e.node.LinkByName(vethname.For("eni", "ns", pod))
+		_, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-" + pod, IfName: "eth0"})
+		b, _ := os.ReadFile(e.cpPath)
+		return err != nil && !held && !strings.Contains(string(b), `"c-`+pod+`"`)
+	})
+}
+
+func TestDatapathPolicyAgentTurn(t *testing.T) {
+	e := startDatapath(t)
+	podNS, pod := testenv.NewNetNS(t)
+	req := e.request("np-0")
+	req.PolicyAgent = true
+	c := dial(t, e.sock)
+	r := exchange(t, c, req, int(podNS))
+	if r.Phase != podwire.PhaseLinks || r.NetworkPolicyMode != "standard" || r.HostVeth != vethname.For("eni", "ns", "np-0") {
+		t.Fatalf("first reply %+v", r)
+	}
+	// The agent's turn: the veth is there, the pod has no address yet.
+	if _, err := e.node.LinkByName(r.HostVeth); err != nil {
+		t.Fatalf("no host veth during the agent's turn: %v", err)
+	}
+	eth0, err := pod.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addrs, _ := pod.AddrList(eth0, netlink.FAMILY_V4); len(addrs) != 0 {
+		t.Fatalf("the pod has an address before its policy: %+v", addrs)
+	}
+	r = exchange(t, c, podwire.Continue{})
+	if r.Error != nil || r.Phase != podwire.PhaseDone || r.IP == "" {
+		t.Fatalf("final reply %+v", r)
+	}
+
+	// The agent failed: the ADD fails and is undone.
+	podNS2, _ := testenv.NewNetNS(t)
+	req = e.request("np-1")
+	req.PolicyAgent = true
+	c = dial(t, e.sock)
+	if r = exchange(t, c, req, int(podNS2)); r.Phase != podwire.PhaseLinks {
+		t.Fatalf("first reply %+v", r)
+	}
+	r = exchange(t, c, podwire.Continue{Error: "EnforceNpToPod: agent down"})
+	if r.Error == nil || r.Error.Code != 999 || r.Error.Msg != "network policy setup failed" || !strings.Contains(r.Error.Details, "agent down") {
+		t.Fatalf("reply %+v", r)
+	}
+	e.gone(t, "np-1")
+
+	// berth-cni is killed during the agent's turn: the same.
+	podNS3, _ := testenv.NewNetNS(t)
+	req = e.request("np-2")
+	req.PolicyAgent = true
+	c = dial(t, e.sock)
+	if r = exchange(t, c, req, int(podNS3)); r.Phase != podwire.PhaseLinks {
+		t.Fatalf("first reply %+v", r)
+	}
+	c.Close()
+	e.gone(t, "np-2")
+}
+
+func TestDatapathBadRequests(t *testing.T) {
+	e := startDatapath(t)
+	podNS, _ := testenv.NewNetNS(t)
+	file, err := os.CreateTemp(t.TempDir(), "not-a-namespace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	good := e.request("bad")
+	mtu := good
+	mtu.MTU = 100
+	old := good
+	old.Version = "v9.9.8"
+	for _, tc := range []struct {
+		name string
+		req  any
+		fds  []int
+		code uint
+		want string
+	}{
+		{"unknown field", map[string]any{"version": e.version, "containerID": "c", "ifName": "eth0", "networkName": "n", "bogus": 1}, []int{int(podNS)}, 6, `unknown field "bogus"`},
+		{"wrong type", map[string]any{"version": e.version, "mtu": "9001"}, []int{int(podNS)}, 6, "mtu"},
+		{"missing ids", map[string]any{"version": e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
+		{"bad mtu", mtu, []int{int(podNS)}, 7, "mtu 100"},
+		{"no namespace", good, nil, 4, "no network namespace descriptor"},
+		{"not a namespace", good, []int{int(file.Fd())}, 4, "not a network namespace"},
+		{"other version", old, []int{int(podNS)}, 999, `does not accept berth-cni "v9.9.8"`},
+	} {
+		r := exchange(t, dial(t, e.sock), tc.req, tc.fds...)
+		if r.Error == nil || r.Error.Code != tc.code || !strings.Contains(r.Error.Details, tc.want) {
+			t.Errorf("%s: reply %+v error %+v, want code %d with %q", tc.name, r, r.Error, tc.code, tc.want)
+		}
+	}
+	if n := len(e.ds.Allocations()); n != 0 {
+		t.Fatalf("bad requests hold %d addresses", n)
+	}
+}
+
+func TestDatapathNetlinkFailureIsUndone(t *testing.T) {
+	e := startDatapath(t)
+	podNS, pod := testenv.NewNetNS(t)
+	// The pod already has an eth0: the veth's peer cannot be created.
+	if err := pod.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "other0"}); err != nil {
+		t.Fatal(err)
+	}
+	r := exchange(t, dial(t, e.sock), e.request("dup"), int(podNS))
+	if r.Error == nil || r.Error.Code != 999 || r.Error.Msg != "pod network setup failed" {
+		t.Fatalf("reply %+v", r)
+	}
+	e.gone(t, "dup")
+	// The server goes on serving.
+	podNS2, _ := testenv.NewNetNS(t)
+	if r := exchange(t, dial(t, e.sock), e.request("next"), int(podNS2)); r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("next pod %+v %v", r, r.Error)
+	}
+}

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/podwire"
 )
 
 // gRPC method paths (proto/rpc.proto and grpc.health.v1).
@@ -137,41 +139,12 @@ func startCall(ctx context.Context, socket, method string, req []byte) *call {
 // receive timeout, which bounds a connect to a full listen queue.
 type unixConn struct{ fd int }
 
-// errTimeout is a read or write past the context's deadline.
-var errTimeout = errors.New("i/o timeout")
-
 func dialUnix(socket string, deadline time.Time, hasDeadline bool) (*unixConn, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := podwire.ConnectUnix(socket, unix.SOCK_STREAM, deadline, hasDeadline)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return nil, err
 	}
-	c := &unixConn{fd: fd}
-	if hasDeadline {
-		tv := unix.NsecToTimeval(time.Until(deadline).Nanoseconds())
-		if tv.Sec == 0 && tv.Usec == 0 {
-			tv.Usec = 1 // zero means no timeout
-		}
-		for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
-			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
-				c.Close()
-				return nil, fmt.Errorf("set socket timeout: %w", err)
-			}
-		}
-	}
-	for {
-		err = unix.Connect(fd, &unix.SockaddrUnix{Name: socket})
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		c.Close()
-		if errors.Is(err, unix.EAGAIN) {
-			err = errTimeout // the listen queue stayed full past the deadline
-		}
-		return nil, fmt.Errorf("dial unix %s: %w", socket, err)
-	}
-	return c, nil
+	return &unixConn{fd: fd}, nil
 }
 
 func (c *unixConn) Read(b []byte) (int, error) {
@@ -181,7 +154,7 @@ func (c *unixConn) Read(b []byte) (int, error) {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
-			return 0, errTimeout
+			return 0, podwire.ErrTimeout
 		case err != nil:
 			return 0, err
 		case n == 0 && len(b) > 0:
@@ -199,7 +172,7 @@ func (c *unixConn) Write(b []byte) (int, error) {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
-			return written, errTimeout
+			return written, podwire.ErrTimeout
 		case err != nil:
 			return written, err
 		}

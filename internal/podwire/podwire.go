@@ -104,22 +104,40 @@ type Conn struct {
 
 // Dial connects to ipamd's datapath socket.
 func Dial(ctx context.Context, path string) (*Conn, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	dl, ok := ctx.Deadline()
+	fd, err := ConnectUnix(path, unix.SOCK_SEQPACKET, dl, ok)
 	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+		return nil, err
 	}
 	c := &Conn{fd: fd, shut: make(chan struct{})}
-	if dl, ok := ctx.Deadline(); ok {
-		left := time.Until(dl)
+	// Shutting the socket down ends a blocked call; Close waits for that to
+	// finish, so a descriptor is never shut down after it is closed.
+	c.stop = context.AfterFunc(ctx, func() {
+		defer close(c.shut)
+		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
+	})
+	return c, nil
+}
+
+// ConnectUnix returns a blocking unix socket of type sotype connected to
+// path. With a deadline, the time left is the socket's send and receive
+// timeout, which also bounds a connect to a full listen queue.
+func ConnectUnix(path string, sotype int, deadline time.Time, hasDeadline bool) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, sotype|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if hasDeadline {
+		left := time.Until(deadline)
 		if left <= 0 {
 			unix.Close(fd)
-			return nil, fmt.Errorf("dial %s: %w", path, context.DeadlineExceeded)
+			return -1, fmt.Errorf("dial %s: %w", path, context.DeadlineExceeded)
 		}
 		tv := unix.NsecToTimeval(max(left, time.Microsecond).Nanoseconds()) // zero would mean no timeout
 		for _, opt := range []int{unix.SO_RCVTIMEO, unix.SO_SNDTIMEO} {
 			if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, opt, &tv); err != nil {
 				unix.Close(fd)
-				return nil, fmt.Errorf("set socket timeout: %w", err)
+				return -1, fmt.Errorf("set socket timeout: %w", err)
 			}
 		}
 	}
@@ -134,15 +152,23 @@ func Dial(ctx context.Context, path string) (*Conn, error) {
 		if errors.Is(err, unix.EAGAIN) {
 			err = ErrTimeout // the listen queue stayed full past the deadline
 		}
-		return nil, fmt.Errorf("dial %s: %w", path, err)
+		return -1, fmt.Errorf("dial unix %s: %w", path, err)
 	}
-	// Shutting the socket down ends a blocked call; Close waits for that to
-	// finish, so a descriptor is never shut down after it is closed.
-	c.stop = context.AfterFunc(ctx, func() {
-		defer close(c.shut)
-		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
-	})
-	return c, nil
+	return fd, nil
+}
+
+// ioErr sorts a blocking socket call's error: EINTR is tried again, EAGAIN
+// is the socket's timeout.
+func ioErr(op string, err error) (again bool, _ error) {
+	switch {
+	case errors.Is(err, unix.EINTR):
+		return true, nil
+	case errors.Is(err, unix.EAGAIN):
+		return false, ErrTimeout
+	case err != nil:
+		return false, fmt.Errorf("%s: %w", op, err)
+	}
+	return false, nil
 }
 
 // Send writes v as one message, with fds attached.
@@ -156,43 +182,36 @@ func (c *Conn) Send(v any, fds ...int) error {
 		oob = unix.UnixRights(fds...)
 	}
 	for {
-		err = unix.Sendmsg(c.fd, b, oob, nil, 0)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN):
-			return ErrTimeout
-		case err != nil:
-			return fmt.Errorf("send: %w", err)
+		again, err := ioErr("send", unix.Sendmsg(c.fd, b, oob, nil, 0))
+		if !again {
+			return err
 		}
-		return nil
 	}
 }
 
-// Recv reads one message into v. A peer that hung up is io.ErrUnexpectedEOF.
+// Recv reads one message into v.
 func (c *Conn) Recv(v any) error {
 	// From the heap: fresh memory needs no zeroing, and only the bytes
 	// received are touched (a stack array would be zeroed whole).
 	buf := make([]byte, MaxMessage)
-	for {
-		n, _, flags, _, err := unix.Recvmsg(c.fd, buf, nil, 0)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN):
-			return ErrTimeout
-		case err != nil:
-			return fmt.Errorf("receive: %w", err)
-		case n == 0:
-			return errors.New("receive: ipamd closed the connection")
-		case flags&unix.MSG_TRUNC != 0:
-			return fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
+	var n, flags int
+	for again := true; again; {
+		var err error
+		n, _, flags, _, err = unix.Recvmsg(c.fd, buf, nil, 0)
+		if again, err = ioErr("receive", err); err != nil {
+			return err
 		}
-		if err := json.Unmarshal(buf[:n], v); err != nil {
-			return fmt.Errorf("decode ipamd's message: %w", err)
-		}
-		return nil
 	}
+	switch {
+	case n == 0:
+		return errors.New("receive: ipamd closed the connection")
+	case flags&unix.MSG_TRUNC != 0:
+		return fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
+	}
+	if err := json.Unmarshal(buf[:n], v); err != nil {
+		return fmt.Errorf("decode ipamd's message: %w", err)
+	}
+	return nil
 }
 
 // Close closes the connection; closing it again does nothing.

@@ -153,6 +153,20 @@ func (e *dpEnv) gone(t *testing.T, pod string) {
 	})
 }
 
+// agentTurn starts an ADD of pod with the policy agent's turn and
+// returns the connection at that turn.
+func (e *dpEnv) agentTurn(t *testing.T, pod string) *podwire.Conn {
+	t.Helper()
+	podNS, _ := testenv.NewNetNS(t)
+	req := e.request(pod)
+	req.PolicyAgent = true
+	c := dial(t, e.sock)
+	if r := exchange(t, c, req, int(podNS)); r.Phase != podwire.PhaseLinks {
+		t.Fatalf("first reply %+v", r)
+	}
+	return c
+}
+
 func TestDatapathPolicyAgentTurn(t *testing.T) {
 	e := startDatapath(t)
 	podNS, pod := testenv.NewNetNS(t)
@@ -180,13 +194,7 @@ func TestDatapathPolicyAgentTurn(t *testing.T) {
 	}
 
 	// The agent failed: the ADD fails and is undone.
-	podNS2, _ := testenv.NewNetNS(t)
-	req = e.request("np-1")
-	req.PolicyAgent = true
-	c = dial(t, e.sock)
-	if r = exchange(t, c, req, int(podNS2)); r.Phase != podwire.PhaseLinks {
-		t.Fatalf("first reply %+v", r)
-	}
+	c = e.agentTurn(t, "np-1")
 	r = exchange(t, c, podwire.Continue{Error: "EnforceNpToPod: agent down"})
 	if r.Error == nil || r.Error.Code != 999 || r.Error.Msg != "network policy setup failed" || !strings.Contains(r.Error.Details, "agent down") {
 		t.Fatalf("reply %+v", r)
@@ -194,13 +202,7 @@ func TestDatapathPolicyAgentTurn(t *testing.T) {
 	e.gone(t, "np-1")
 
 	// berth-cni is killed during the agent's turn: the same.
-	podNS3, _ := testenv.NewNetNS(t)
-	req = e.request("np-2")
-	req.PolicyAgent = true
-	c = dial(t, e.sock)
-	if r = exchange(t, c, req, int(podNS3)); r.Phase != podwire.PhaseLinks {
-		t.Fatalf("first reply %+v", r)
-	}
+	c = e.agentTurn(t, "np-2")
 	c.Close()
 	e.gone(t, "np-2")
 }

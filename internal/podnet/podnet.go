@@ -51,9 +51,9 @@ func randomMAC() net.HardwareAddr {
 	return b
 }
 
-// Links is a pod's veth pair while ADD configures it. Each namespace gets
-// one netlink socket for all requests, and the pod's side is configured
-// through a socket opened in its namespace, without moving a thread there.
+// Links is a pod's veth pair while ADD configures it. The node's side goes
+// through the caller's netlink handle, the pod's through one socket opened
+// in its namespace for all requests, without moving a thread there.
 type Links struct {
 	h, ph             *netlink.Handle
 	ifName, hostName  string
@@ -64,19 +64,18 @@ type Links struct {
 // Create does the part of the pod's wiring that does not depend on its
 // address: the veth pair with its pod end created directly in podNS, both
 // ends up, the pod's gateway route, default route and permanent gateway
-// neighbour. hostNS is the node's namespace. On error nothing is left.
-func Create(hostNS, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
+// neighbour. host is a netlink handle in the node's namespace, which the
+// Links use until Close and which the caller keeps. On error nothing is
+// left.
+func Create(host *netlink.Handle, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
 	// The deferred clean-ups use p, not the named result, which a failing
 	// return sets to nil before they run.
-	p := &Links{ifName: ifName, hostName: hostName}
+	p := &Links{h: host, ifName: ifName, hostName: hostName}
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
-	if p.h, err = netlink.NewHandleAt(hostNS, unix.NETLINK_ROUTE); err != nil {
-		return nil, fmt.Errorf("netlink: %w", err)
-	}
 	if p.ph, err = netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("netlink in the pod's namespace: %w", err)
 	}
@@ -160,13 +159,10 @@ func (p *Links) RemoveVeth() {
 	}
 }
 
-// Close releases the netlink sockets; the links stay.
+// Close releases the pod's netlink socket; the links stay.
 func (p *Links) Close() {
 	if p.ph != nil {
 		p.ph.Close()
-	}
-	if p.h != nil {
-		p.h.Close()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -31,6 +32,8 @@ const (
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
 // ln is closed. hostNS is the node's namespace, where host veths go.
 func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
+	handles := &handlePool{ns: hostNS, free: make(chan *netlink.Handle, 8)}
+	defer handles.close()
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -39,14 +42,14 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 			}
 			return fmt.Errorf("accept on the datapath socket: %w", err)
 		}
-		go s.handlePod(c, hostNS)
+		go s.handlePod(c, handles)
 	}
 }
 
 // handlePod serves one ADD. The connection's end cancels the work: a
 // plugin that is gone (killed at the runtime's timeout) gets nothing
 // wired and holds no address.
-func (s *Server) handlePod(c *net.UnixConn, hostNS netns.NsHandle) {
+func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	defer c.Close()
 	req, podNS, rerr := readAdd(c)
 	if podNS >= 0 {
@@ -77,7 +80,7 @@ func (s *Server) handlePod(c *net.UnixConn, hostNS netns.NsHandle) {
 		// Wait for the hang-up, so cancel does not run before the reply.
 		_, _ = c.Read(buf)
 	}()
-	s.addPod(ctx, req, netns.NsHandle(podNS), hostNS, func(r podwire.Reply) (podwire.Continue, error) {
+	s.addPod(ctx, req, netns.NsHandle(podNS), handles, func(r podwire.Reply) (podwire.Continue, error) {
 		if err := sendMsg(c, r); err != nil {
 			return podwire.Continue{}, err
 		}
@@ -163,7 +166,7 @@ func sendMsg(c *net.UnixConn, v any) error {
 // checkpoint is written, then (when the plugin calls the policy agent)
 // the agent's turn, then the address, host route and rules. Whatever
 // fails, nothing stays: no links, no rules, no address held.
-func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS, hostNS netns.NsHandle,
+func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS netns.NsHandle, handles *handlePool,
 	links func(podwire.Reply) (podwire.Continue, error), done func(podwire.Reply) error) (reply podwire.Reply) {
 	start := time.Now()
 	s.m.AddReq.Inc()
@@ -177,6 +180,11 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS, hostNS
 	if r.Version != s.version {
 		return fail(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.Version))
 	}
+	host, err := handles.get()
+	if err != nil {
+		return fail(cniErrInternal, "pod network setup failed", err)
+	}
+	defer handles.put(host)
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
 	a, err := s.assign(ctx, key, datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName, InterfacesCount: 1})
 	if err != nil {
@@ -223,7 +231,7 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS, hostNS
 		}
 	}()
 	hostVeth := vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)
-	l, err = podnet.Create(hostNS, podNS, r.IfName, hostVeth, r.MTU)
+	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, r.MTU)
 	if err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
 		return fail(cniErrInternal, "pod network setup failed", err)
@@ -258,4 +266,43 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS, hostNS
 	committed = true
 	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))
 	return reply
+}
+
+// handlePool keeps netlink handles in the node's namespace for the ADDs
+// in flight, one each: opening one costs two setns and a socket.
+type handlePool struct {
+	ns   netns.NsHandle
+	free chan *netlink.Handle
+}
+
+func (p *handlePool) get() (*netlink.Handle, error) {
+	select {
+	case h := <-p.free:
+		return h, nil
+	default:
+	}
+	h, err := netlink.NewHandleAt(p.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in the node's namespace: %w", err)
+	}
+	return h, nil
+}
+
+func (p *handlePool) put(h *netlink.Handle) {
+	select {
+	case p.free <- h:
+	default:
+		h.Close()
+	}
+}
+
+func (p *handlePool) close() {
+	for {
+		select {
+		case h := <-p.free:
+			h.Close()
+		default:
+			return
+		}
+	}
 }

@@ -59,13 +59,13 @@ up: deps build ## Start the local cluster in $(STATE) (today: localcloud)
 down: ## Stop the local cluster and clean up what it made
 	@if [ -x $(BIN)/berth ]; then $(BIN)/berth down --state-dir $(STATE); else echo "nothing to stop"; fi
 
-proto: ## Regenerate proto/rpc from proto/rpc.proto with the pinned generators
+proto: ## Regenerate proto/rpc and proto/datapath from their .proto files with the pinned generators
 	protoc -I proto \
 		--plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
 		--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
 		--go_out=. --go_opt=module=$(MODULE) \
 		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) \
-		proto/rpc.proto
+		proto/rpc.proto proto/datapath.proto
 
 bpf: ## Regenerate the netpol BPF objects from netpol/bpf (needs clang and llvm-strip; output committed)
 	cd netpol/datapath && $(GO) generate ./...

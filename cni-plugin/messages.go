@@ -1,8 +1,9 @@
 package main
 
-// The protobuf messages of proto/rpc.proto the plugin sends and reads,
-// encoded by hand (proto3: zero values are not sent, unknown fields are
-// skipped). cni-plugin/wire_test.go checks them against the generated code.
+// The protobuf messages of proto/rpc.proto and proto/datapath.proto the
+// plugin sends and reads, encoded by hand (proto3: zero values are not sent,
+// unknown fields are skipped). cni-plugin/wire_test.go checks them against
+// the generated code.
 
 import (
 	"context"
@@ -10,6 +11,99 @@ import (
 	"errors"
 	"math"
 )
+
+// datapathAdd is datapath.AddRequest.
+type datapathAdd struct {
+	ClientVersion, ContainerID, IfName, NetworkName, PodNamespace, PodName string
+	PodInfraContainerID, Netns, VethPrefix                                 string
+	MTU                                                                    int32
+	PolicyAgent                                                            bool
+}
+
+func (m *datapathAdd) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.ClientVersion)
+	b = pbString(b, 2, m.ContainerID)
+	b = pbString(b, 3, m.IfName)
+	b = pbString(b, 4, m.NetworkName)
+	b = pbString(b, 5, m.PodNamespace)
+	b = pbString(b, 6, m.PodName)
+	b = pbString(b, 7, m.PodInfraContainerID)
+	b = pbString(b, 8, m.Netns)
+	b = pbString(b, 9, m.VethPrefix)
+	if m.MTU != 0 {
+		b = pbVarint(b, 10, uint64(int64(m.MTU)))
+	}
+	if m.PolicyAgent {
+		b = pbVarint(b, 11, 1)
+	}
+	return b
+}
+
+// datapathContinue is datapath.Continue: the agent's error, or applied.
+func datapathContinue(errText string) []byte {
+	if errText == "" {
+		return pbVarint(nil, 2, 1)
+	}
+	return pbString(nil, 1, errText)
+}
+
+// datapathReply is datapath.Reply; Error is nil when the reply has none.
+type datapathReply struct {
+	Phase                                        string
+	Error                                        *datapathError
+	IPv4Addr                                     string
+	DeviceNumber, RouteTableID                   int32
+	HostVeth, HostMAC, PodMAC, NetworkPolicyMode string
+}
+
+// datapathError is datapath.Error, a CNI error.
+type datapathError struct {
+	Code         uint32
+	Msg, Details string
+}
+
+func unmarshalDatapathReply(b []byte) (*datapathReply, error) {
+	r := &datapathReply{}
+	err := pbFields(b, func(num uint64, v uint64, p []byte) error {
+		switch {
+		case num == 1 && p != nil:
+			r.Phase = string(p)
+		case num == 2 && p != nil:
+			e := &datapathError{}
+			if err := pbFields(p, func(num uint64, v uint64, p []byte) error {
+				switch {
+				case num == 1 && p == nil:
+					e.Code = uint32(v)
+				case num == 2 && p != nil:
+					e.Msg = string(p)
+				case num == 3 && p != nil:
+					e.Details = string(p)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			r.Error = e
+		case num == 3 && p != nil:
+			r.IPv4Addr = string(p)
+		case num == 4 && p == nil:
+			r.DeviceNumber = int32(v)
+		case num == 5 && p == nil:
+			r.RouteTableID = int32(v)
+		case num == 6 && p != nil:
+			r.HostVeth = string(p)
+		case num == 7 && p != nil:
+			r.HostMAC = string(p)
+		case num == 8 && p != nil:
+			r.PodMAC = string(p)
+		case num == 9 && p != nil:
+			r.NetworkPolicyMode = string(p)
+		}
+		return nil
+	})
+	return r, err
+}
 
 type delNetworkRequest struct {
 	ClientVersion, PodName, PodNamespace, PodInfraContainerID, PodUID string

@@ -72,9 +72,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", args.Netns, err))
 	}
-	req := podwire.AddRequest{Version: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
+	req := datapathAdd{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
-		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: conf.MTU, PolicyAgent: agentPresent(conf)}
+		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: int32(conf.MTU), PolicyAgent: agentPresent(conf)}
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	c, err := podwire.Dial(ctx, conf.DatapathSocket)
@@ -83,33 +83,28 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "ipamd is not reachable: "+err.Error())
 	}
 	defer c.Close()
-	err = c.Send(&req, podNS)
+	err = c.Send(req.marshal(), podNS)
 	unix.Close(podNS)
-	var reply podwire.Reply
-	if err == nil {
-		err = c.Recv(&reply)
-	}
+	reply, err := receiveReply(c, err)
 	if err == nil && reply.Phase == podwire.PhaseLinks {
 		// The pod's veth is up without an address: the policy agent
 		// attaches to it now, before any packet can pass.
-		var cont podwire.Continue
+		var agentErr string
 		if perr := enforcePolicy(conf, req.PodName, req.PodNamespace, reply.NetworkPolicyMode); perr != nil {
-			cont.Error = perr.Error()
+			agentErr = perr.Error()
 		}
-		if err = c.Send(&cont); err == nil {
-			err = c.Recv(&reply)
-		}
+		reply, err = receiveReply(c, c.Send(datapathContinue(agentErr)))
 	}
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
 	}
 	log := logger(conf)
 	if e := reply.Error; e != nil {
-		log.Error("ADD failed", "container", args.ContainerID, "err", e)
-		return types.NewError(e.Code, e.Msg, e.Details)
+		log.Error("ADD failed", "container", args.ContainerID, "code", e.Code, "msg", e.Msg, "details", e.Details)
+		return types.NewError(uint(e.Code), e.Msg, e.Details)
 	}
-	ip := net.ParseIP(reply.IP).To4()
-	if reply.Phase != podwire.PhaseDone || ip == nil || reply.HostVeth == "" {
+	ip := net.ParseIP(reply.IPv4Addr).To4()
+	if reply.Phase != podwire.PhaseDone || ip == nil || !strings.HasPrefix(reply.HostVeth, conf.VethPrefix) {
 		return types.NewError(types.ErrInternal, "ipamd answered without an address", fmt.Sprintf("%+v", reply))
 	}
 	idx := 1
@@ -118,13 +113,29 @@ func cmdAdd(args *skel.CmdArgs) error {
 		Interfaces: []*current.Interface{
 			{Name: reply.HostVeth, Mac: reply.HostMAC},
 			{Name: args.IfName, Mac: reply.PodMAC, Sandbox: args.Netns},
-			{Name: tableInterface + reply.HostVeth[len(conf.VethPrefix):], Mac: strconv.Itoa(reply.Table), Sandbox: strconv.Itoa(reply.Device)},
+			{Name: tableInterface + reply.HostVeth[len(conf.VethPrefix):], Mac: strconv.Itoa(int(reply.RouteTableID)), Sandbox: strconv.Itoa(int(reply.DeviceNumber))},
 		},
 		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(ip), Gateway: podnet.Gateway, Interface: &idx}},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
 	}
-	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", reply.Table, "veth", reply.HostVeth)
+	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", reply.RouteTableID, "veth", reply.HostVeth)
 	return types.PrintResult(result, cniVersion)
+}
+
+// receiveReply reads ipamd's next reply, unless sending failed.
+func receiveReply(c *podwire.Conn, sendErr error) (*datapathReply, error) {
+	if sendErr != nil {
+		return nil, sendErr
+	}
+	b, err := c.Recv()
+	if err != nil {
+		return nil, err
+	}
+	r, err := unmarshalDatapathReply(b)
+	if err != nil {
+		return nil, fmt.Errorf("decode ipamd's reply: %w", err)
+	}
+	return r, nil
 }
 
 // agentPresent reports whether the policy agent's socket exists.

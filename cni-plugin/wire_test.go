@@ -13,7 +13,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/berth-io/berth/proto/datapath"
 	"github.com/berth-io/berth/proto/rpc"
 )
 
@@ -164,5 +166,57 @@ func TestWireSilentServer(t *testing.T) {
 	_, err = delNetwork(long, sock, &delNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "Canceled") || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, cancelled: %v after %v", err, time.Since(start))
+	}
+}
+
+// The datapath messages, hand-encoded here, against proto/datapath's
+// generated code, both ways.
+func TestDatapathMessages(t *testing.T) {
+	add := datapathAdd{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns",
+		PodName: "web-0", PodInfraContainerID: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", MTU: 9001, PolicyAgent: true}
+	var got datapath.AddRequest
+	if err := proto.Unmarshal(add.marshal(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := &datapath.AddRequest{ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns",
+		PodName: "web-0", PodInfraContainerId: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", Mtu: 9001, PolicyAgent: true}
+	if !proto.Equal(&got, want) || len(got.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatalf("decoded %v, want %v", &got, want)
+	}
+
+	var cont datapath.Continue
+	if err := proto.Unmarshal(datapathContinue("agent down"), &cont); err != nil || cont.Error != "agent down" {
+		t.Fatalf("Continue: %v %v", &cont, err)
+	}
+	cont.Reset()
+	if err := proto.Unmarshal(datapathContinue(""), &cont); err != nil || !cont.Applied || cont.Error != "" {
+		t.Fatalf("applied Continue: %v %v", &cont, err)
+	}
+
+	for _, r := range []*datapath.Reply{
+		{Phase: "done", Ipv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableId: 3, HostVeth: "eni0123456789a",
+			HostMac: "02:00:00:00:00:01", PodMac: "02:00:00:00:00:02", NetworkPolicyMode: "standard"},
+		{Error: &datapath.Error{Code: 11, Msg: "failed to assign an IP address to the pod", Details: "subnet exhausted"}},
+		{Phase: "links", DeviceNumber: -1, NetworkPolicyMode: "strict"},
+	} {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := unmarshalDatapathReply(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := &datapath.Reply{Phase: d.Phase, Ipv4Addr: d.IPv4Addr, DeviceNumber: d.DeviceNumber, RouteTableId: d.RouteTableID,
+			HostVeth: d.HostVeth, HostMac: d.HostMAC, PodMac: d.PodMAC, NetworkPolicyMode: d.NetworkPolicyMode}
+		if d.Error != nil {
+			back.Error = &datapath.Error{Code: d.Error.Code, Msg: d.Error.Msg, Details: d.Error.Details}
+		}
+		if !proto.Equal(back, r) {
+			t.Fatalf("hand decoding gave %v, want %v", back, r)
+		}
+	}
+	if _, err := unmarshalDatapathReply([]byte{0x0a, 0x05, 'd'}); err == nil {
+		t.Fatal("a truncated reply decoded")
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/berth-io/berth/internal/testenv"
 )
 
-// TestGeneratedCodeIsFresh regenerates proto/rpc into a temporary directory
+// TestGeneratedCodeIsFresh regenerates proto/rpc and proto/datapath into a temporary directory
 // with the pinned generators and fails when the committed files differ, so a
 // .proto edit without `make proto` cannot land.
 func TestGeneratedCodeIsFresh(t *testing.T) {
@@ -26,21 +26,21 @@ func TestGeneratedCodeIsFresh(t *testing.T) {
 		}
 		args = append(args, "--plugin="+plugin+"="+string(bytes.TrimSpace(path)))
 	}
-	cmd := exec.Command(protoc, append(args, "rpc.proto")...)
+	cmd := exec.Command(protoc, append(args, "rpc.proto", "datapath.proto")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("protoc: %v\n%s", err, b)
 	}
-	for _, name := range []string{"rpc.pb.go", "rpc_grpc.pb.go"} {
-		want, err := os.ReadFile(filepath.Join(out, "proto", "rpc", name))
+	for _, name := range []string{"rpc/rpc.pb.go", "rpc/rpc_grpc.pb.go", "datapath/datapath.pb.go"} {
+		want, err := os.ReadFile(filepath.Join(out, "proto", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := os.ReadFile(filepath.Join("rpc", name))
+		got, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("proto/rpc/%s is stale: run make proto and commit the result", name)
+			t.Errorf("proto/%s is stale: run make proto and commit the result", name)
 		}
 	}
 }

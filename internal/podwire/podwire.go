@@ -1,26 +1,19 @@
-// Package podwire is the ADD exchange between berth-cni and berth-ipamd on
-// ipamd's datapath socket: one JSON message per SOCK_SEQPACKET packet, the
-// pod's network namespace passed as a descriptor (SCM_RIGHTS) with the
-// request. ipamd assigns the address and wires the pod in its own, warm
-// process, so a pod's ADD costs one short-lived process that only relays;
-// and the namespace arrives as an open descriptor, which ipamd can use
-// whatever its mount namespace and which cannot be swapped under it.
-//
-// The exchange:
-//
-//	plugin → ipamd  AddRequest + the namespace descriptor
-//	ipamd → plugin  Reply{Phase: "links"}   only when PolicyAgent is set and
-//	plugin → ipamd  Continue                policy is on: the plugin calls
-//	                                        the agent between the two
-//	ipamd → plugin  Reply{Phase: "done"} or Reply{Error: ...}
+// Package podwire carries the ADD exchange between berth-cni and
+// berth-ipamd on ipamd's datapath socket: the messages of
+// proto/datapath.proto, one per SOCK_SEQPACKET packet, the pod's network
+// namespace passed as a descriptor (SCM_RIGHTS) with the request. ipamd
+// assigns the address and wires the pod in its own, warm process, so a
+// pod's ADD costs one short-lived process that only relays; and the
+// namespace arrives as an open descriptor, which ipamd can use whatever its
+// mount namespace and which cannot be swapped under it.
 //
 // The plugin's side (Conn) uses blocking system calls only: it runs once
-// per pod and its start-up is the pod's latency.
+// per pod and its start-up is the pod's latency. The plugin encodes the
+// messages by hand (cni-plugin/messages.go), ipamd with the generated code.
 package podwire
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,61 +27,11 @@ const DefaultSocket = "/var/run/aws-node/berth-datapath.sock"
 // MaxMessage bounds a message; requests and replies are a few hundred bytes.
 const MaxMessage = 16 << 10
 
-// Phases of a reply.
+// Phases of a reply (datapath.Reply.phase).
 const (
 	PhaseLinks = "links" // the veth is up, no address yet: call the policy agent
 	PhaseDone  = "done"
 )
-
-// AddRequest asks ipamd to give a pod an address and wire it.
-type AddRequest struct {
-	Version             string `json:"version"` // berth-cni's; ipamd accepts its own only
-	ContainerID         string `json:"containerID"`
-	IfName              string `json:"ifName"`
-	NetworkName         string `json:"networkName"`
-	PodNamespace        string `json:"podNamespace"`
-	PodName             string `json:"podName"`
-	PodInfraContainerID string `json:"podInfraContainerID,omitempty"`
-	Netns               string `json:"netns"` // the path, for logs; the namespace itself is the descriptor
-	VethPrefix          string `json:"vethPrefix"`
-	MTU                 int    `json:"mtu"`
-	// PolicyAgent says the plugin found the policy agent's socket and will
-	// call it between the phases.
-	PolicyAgent bool `json:"policyAgent,omitempty"`
-}
-
-// Reply is ipamd's answer.
-type Reply struct {
-	Phase             string `json:"phase,omitempty"`
-	Error             *Error `json:"error,omitempty"`
-	IP                string `json:"ip,omitempty"`
-	Device            int    `json:"device"`
-	Table             int    `json:"table,omitempty"`
-	HostVeth          string `json:"hostVeth,omitempty"`
-	HostMAC           string `json:"hostMAC,omitempty"`
-	PodMAC            string `json:"podMAC,omitempty"`
-	NetworkPolicyMode string `json:"networkPolicyMode,omitempty"`
-}
-
-// Continue is the plugin's word after the policy agent: an empty Error
-// means the pod's policy is in place.
-type Continue struct {
-	Error string `json:"error,omitempty"`
-}
-
-// Error is a CNI error (code, msg, details) as the plugin prints it.
-type Error struct {
-	Code    uint   `json:"code"`
-	Msg     string `json:"msg"`
-	Details string `json:"details,omitempty"`
-}
-
-func (e *Error) Error() string {
-	if e.Details == "" {
-		return e.Msg
-	}
-	return e.Msg + ": " + e.Details
-}
 
 // ErrTimeout is a send or receive past the deadline.
 var ErrTimeout = errors.New("i/o timeout")
@@ -171,12 +114,8 @@ func ioErr(op string, err error) (again bool, _ error) {
 	return false, nil
 }
 
-// Send writes v as one message, with fds attached.
-func (c *Conn) Send(v any, fds ...int) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
+// Send writes b as one message, with fds attached.
+func (c *Conn) Send(b []byte, fds ...int) error {
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
@@ -189,8 +128,8 @@ func (c *Conn) Send(v any, fds ...int) error {
 	}
 }
 
-// Recv reads one message into v.
-func (c *Conn) Recv(v any) error {
+// Recv reads one message.
+func (c *Conn) Recv() ([]byte, error) {
 	// From the heap: fresh memory needs no zeroing, and only the bytes
 	// received are touched (a stack array would be zeroed whole).
 	buf := make([]byte, MaxMessage)
@@ -199,19 +138,16 @@ func (c *Conn) Recv(v any) error {
 		var err error
 		n, _, flags, _, err = unix.Recvmsg(c.fd, buf, nil, 0)
 		if again, err = ioErr("receive", err); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	switch {
 	case n == 0:
-		return errors.New("receive: ipamd closed the connection")
+		return nil, errors.New("receive: ipamd closed the connection")
 	case flags&unix.MSG_TRUNC != 0:
-		return fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
+		return nil, fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
 	}
-	if err := json.Unmarshal(buf[:n], v); err != nil {
-		return fmt.Errorf("decode ipamd's message: %w", err)
-	}
-	return nil
+	return buf[:n], nil
 }
 
 // Close closes the connection; closing it again does nothing.

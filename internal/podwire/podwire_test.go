@@ -28,7 +28,7 @@ func listen(t *testing.T, big bool) string {
 			}
 			t.Cleanup(func() { c.Close() })
 			if big {
-				_, _ = c.Write([]byte(`{"ip":"` + strings.Repeat("1", MaxMessage) + `"}`))
+				_, _ = c.Write([]byte(strings.Repeat("1", MaxMessage+1)))
 			}
 		}
 	}()
@@ -44,12 +44,11 @@ func TestSilentServerEndsAtTheDeadlineOrCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Send(&AddRequest{Version: "v1"}); err != nil {
+	if err := c.Send([]byte("request")); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	var r Reply
-	if err := c.Recv(&r); err == nil || time.Since(start) > 2*time.Second {
+	if _, err := c.Recv(); err == nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, 200 ms deadline: %v after %v", err, time.Since(start))
 	}
 
@@ -60,7 +59,7 @@ func TestSilentServerEndsAtTheDeadlineOrCancel(t *testing.T) {
 	}
 	time.AfterFunc(100*time.Millisecond, cancelLong)
 	start = time.Now()
-	if err := c2.Recv(&r); err == nil || time.Since(start) > 2*time.Second {
+	if _, err := c2.Recv(); err == nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, cancelled: %v after %v", err, time.Since(start))
 	}
 	c2.Close()
@@ -75,8 +74,7 @@ func TestOversizedReplyAndNoServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var r Reply
-	if err := c.Recv(&r); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := c.Recv(); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("oversized reply: %v", err)
 	}
 	if _, err := Dial(ctx, filepath.Join(t.TempDir(), "none.sock")); err == nil || !strings.Contains(err.Error(), "none.sock") {

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,11 +10,13 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/proto/datapath"
 )
 
 // CNI error codes (the CNI specification's) of the datapath replies.
@@ -57,14 +57,14 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	}
 	if rerr != nil {
 		s.log.Warn("bad ADD on the datapath socket", "err", rerr)
-		_ = sendMsg(c, podwire.Reply{Error: rerr})
+		_ = sendMsg(c, &datapath.Reply{Error: rerr})
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The only message the plugin may send next is Continue; the read also
 	// sees the plugin hang up.
-	cont := make(chan podwire.Continue, 1)
+	cont := make(chan *datapath.Continue, 1)
 	go func() {
 		defer cancel()
 		buf := make([]byte, podwire.MaxMessage)
@@ -72,30 +72,30 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 		if err != nil || n == 0 {
 			return
 		}
-		var m podwire.Continue
-		if err := json.Unmarshal(buf[:n], &m); err != nil {
+		m := &datapath.Continue{}
+		if err := proto.Unmarshal(buf[:n], m); err != nil {
 			m.Error = "undecodable Continue: " + err.Error()
 		}
 		cont <- m
 		// Wait for the hang-up, so cancel does not run before the reply.
 		_, _ = c.Read(buf)
 	}()
-	s.addPod(ctx, req, netns.NsHandle(podNS), handles, func(r podwire.Reply) (podwire.Continue, error) {
+	s.addPod(ctx, req, netns.NsHandle(podNS), handles, func(r *datapath.Reply) (*datapath.Continue, error) {
 		if err := sendMsg(c, r); err != nil {
-			return podwire.Continue{}, err
+			return nil, err
 		}
 		select {
 		case m := <-cont:
 			return m, nil
 		case <-ctx.Done():
-			return podwire.Continue{}, errors.New("berth-cni hung up before the policy agent answered")
+			return nil, errors.New("berth-cni hung up before the policy agent answered")
 		}
-	}, func(r podwire.Reply) error { return sendMsg(c, r) })
+	}, func(r *datapath.Reply) error { return sendMsg(c, r) })
 }
 
 // readAdd reads the request and its namespace descriptor (-1 when none).
-func readAdd(c *net.UnixConn) (podwire.AddRequest, int, *podwire.Error) {
-	var req podwire.AddRequest
+func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
+	req := &datapath.AddRequest{}
 	_ = c.SetReadDeadline(time.Now().Add(podHandlerReadDeadline))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	buf := make([]byte, podwire.MaxMessage)
@@ -111,30 +111,31 @@ func readAdd(c *net.UnixConn) (podwire.AddRequest, int, *podwire.Error) {
 		}
 	}
 	if err != nil {
-		return req, nsfd, &podwire.Error{Code: cniErrInternal, Msg: "read the ADD request", Details: err.Error()}
+		return req, nsfd, &datapath.Error{Code: cniErrInternal, Msg: "read the ADD request", Details: err.Error()}
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-		return req, nsfd, &podwire.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: fmt.Sprintf("larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)}
+		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: fmt.Sprintf("larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)}
 	}
-	dec := json.NewDecoder(bytes.NewReader(buf[:n]))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, nsfd, &podwire.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: err.Error()}
+	if err := proto.Unmarshal(buf[:n], req); err != nil {
+		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: err.Error()}
 	}
 	switch {
-	case req.ContainerID == "" || req.IfName == "" || req.NetworkName == "":
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: "containerID, ifName and networkName are required"}
+	case len(req.ProtoReflect().GetUnknown()) > 0:
+		// A plugin of another release: say so rather than drop what it asked.
+		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: "fields this ipamd does not know (a berth-cni of another release?)"}
+	case req.ContainerId == "" || req.IfName == "" || req.NetworkName == "":
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: "containerID, ifName and networkName are required"}
 	case len(req.IfName) > 15:
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
 	case req.VethPrefix == "" || len(req.VethPrefix) > 4:
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to 4 characters", req.VethPrefix)}
-	case req.MTU < 576 || req.MTU > 9001:
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("mtu %d: must be between 576 and 9001", req.MTU)}
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to 4 characters", req.VethPrefix)}
+	case req.Mtu < 576 || req.Mtu > 9001:
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("mtu %d: must be between 576 and 9001", req.Mtu)}
 	case nsfd < 0:
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: "no network namespace descriptor attached"}
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: "no network namespace descriptor attached"}
 	}
 	if t, err := unix.IoctlRetInt(nsfd, unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
-		return req, nsfd, &podwire.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", req.Netns)}
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", req.Netns)}
 	}
 	return req, nsfd, nil
 }
@@ -153,8 +154,8 @@ func rights(oob []byte) []int {
 	return fds
 }
 
-func sendMsg(c *net.UnixConn, v any) error {
-	b, err := json.Marshal(v)
+func sendMsg(c *net.UnixConn, m proto.Message) error {
+	b, err := proto.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -166,26 +167,26 @@ func sendMsg(c *net.UnixConn, v any) error {
 // checkpoint is written, then (when the plugin calls the policy agent)
 // the agent's turn, then the address, host route and rules. Whatever
 // fails, nothing stays: no links, no rules, no address held.
-func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS netns.NsHandle, handles *handlePool,
-	links func(podwire.Reply) (podwire.Continue, error), done func(podwire.Reply) error) (reply podwire.Reply) {
+func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns.NsHandle, handles *handlePool,
+	links func(*datapath.Reply) (*datapath.Continue, error), done func(*datapath.Reply) error) (reply *datapath.Reply) {
 	start := time.Now()
 	s.m.AddReq.Inc()
 	defer func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }()
-	fail := func(code uint, msg string, err error) podwire.Reply {
-		rep := podwire.Reply{Error: &podwire.Error{Code: code, Msg: msg, Details: err.Error()}}
+	fail := func(code uint32, msg string, err error) *datapath.Reply {
+		rep := &datapath.Reply{Error: &datapath.Error{Code: code, Msg: msg, Details: err.Error()}}
 		_ = done(rep)
 		return rep
 	}
 	pod := r.PodNamespace + "/" + r.PodName
-	if r.Version != s.version {
-		return fail(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.Version))
+	if r.ClientVersion != s.version {
+		return fail(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
 	}
 	host, err := handles.get()
 	if err != nil {
 		return fail(cniErrInternal, "pod network setup failed", err)
 	}
 	defer handles.put(host)
-	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
 	a, err := s.assign(ctx, key, datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName, InterfacesCount: 1})
 	if err != nil {
 		s.m.NoIP.Inc()
@@ -231,7 +232,7 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS netns.N
 		}
 	}()
 	hostVeth := vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)
-	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, r.MTU)
+	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, int(r.Mtu))
 	if err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
 		return fail(cniErrInternal, "pod network setup failed", err)
@@ -240,11 +241,14 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS netns.N
 	// address or the host a route to it: no packet to or from the pod can
 	// pass before its policy is in place.
 	if r.PolicyAgent && s.node.NetworkPolicyMode != "" {
-		m, err := links(podwire.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
+		m, err := links(&datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
 		if err != nil {
 			return fail(cniErrInternal, "network policy setup failed", err)
 		}
-		if m.Error != "" {
+		if m.Error != "" || !m.Applied {
+			if m.Error == "" {
+				m.Error = "berth-cni's Continue says neither applied nor why not"
+			}
 			return fail(cniErrInternal, "network policy setup failed", errors.New(m.Error))
 		}
 	}
@@ -255,13 +259,13 @@ func (s *Server) addPod(ctx context.Context, r podwire.AddRequest, podNS netns.N
 	if err := waitSync(); err != nil {
 		return fail(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, err))
 	}
-	reply = podwire.Reply{Phase: podwire.PhaseDone, IP: a.IP.String(), Device: a.Device, Table: table, HostVeth: hostVeth,
-		HostMAC: l.HostMAC.String(), PodMAC: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
+	reply = &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
+		HostVeth: hostVeth, HostMac: l.HostMAC.String(), PodMac: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
 	if err := done(reply); err != nil {
 		// The plugin is gone and reports a failure; the runtime will not
 		// use this pod's network.
 		s.log.Warn("berth-cni hung up before ADD's answer; undoing", "pod", pod, "err", err)
-		return podwire.Reply{Error: &podwire.Error{Code: cniErrInternal, Msg: "berth-cni hung up", Details: err.Error()}}
+		return &datapath.Reply{Error: &datapath.Error{Code: cniErrInternal, Msg: "berth-cni hung up", Details: err.Error()}}
 	}
 	committed = true
 	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
@@ -22,6 +23,7 @@ import (
 	"github.com/berth-io/berth/internal/unixsock"
 	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/proto/datapath"
 )
 
 // The datapath socket against the real kernel: a node namespace and pod
@@ -58,9 +60,9 @@ func startDatapath(t *testing.T) *dpEnv {
 	return e
 }
 
-func (e *dpEnv) request(pod string) podwire.AddRequest {
-	return podwire.AddRequest{Version: e.version, ContainerID: "c-" + pod, IfName: "eth0", NetworkName: "aws-cni",
-		PodNamespace: "ns", PodName: pod, Netns: "/test/" + pod, VethPrefix: "eni", MTU: 9001}
+func (e *dpEnv) request(pod string) *datapath.AddRequest {
+	return &datapath.AddRequest{ClientVersion: e.version, ContainerId: "c-" + pod, IfName: "eth0", NetworkName: "aws-cni",
+		PodNamespace: "ns", PodName: pod, Netns: "/test/" + pod, VethPrefix: "eni", Mtu: 9001}
 }
 
 func dial(t *testing.T, sock string) *podwire.Conn {
@@ -75,14 +77,26 @@ func dial(t *testing.T, sock string) *podwire.Conn {
 	return c
 }
 
-// exchange sends req with fds and returns ipamd's first reply.
-func exchange(t *testing.T, c *podwire.Conn, req any, fds ...int) podwire.Reply {
+// exchange sends m (a message, or raw bytes) with fds and returns ipamd's
+// next reply.
+func exchange(t *testing.T, c *podwire.Conn, m any, fds ...int) *datapath.Reply {
 	t.Helper()
-	if err := c.Send(req, fds...); err != nil {
+	b, ok := m.([]byte)
+	if !ok {
+		var err error
+		if b, err = proto.Marshal(m.(proto.Message)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Send(b, fds...); err != nil {
 		t.Fatal(err)
 	}
-	var r podwire.Reply
-	if err := c.Recv(&r); err != nil {
+	rb, err := c.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &datapath.Reply{}
+	if err := proto.Unmarshal(rb, r); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -95,14 +109,14 @@ func TestDatapathAddWiresThePod(t *testing.T) {
 	if r.Error != nil || r.Phase != podwire.PhaseDone {
 		t.Fatalf("reply %+v (error %v)", r, r.Error)
 	}
-	ip := net.ParseIP(r.IP).To4()
-	if ip == nil || r.HostVeth != vethname.For("eni", "ns", "web-0") || r.Device != 1 || r.Table != 2 || r.NetworkPolicyMode != "standard" {
+	ip := net.ParseIP(r.Ipv4Addr).To4()
+	if ip == nil || r.HostVeth != vethname.For("eni", "ns", "web-0") || r.DeviceNumber != 1 || r.RouteTableId != 2 || r.NetworkPolicyMode != "standard" {
 		t.Fatalf("reply %+v", r)
 	}
 	// The node's side: the veth up with the MAC the pod's neighbour names,
 	// the /32 route to the pod, both rules.
 	host, err := e.node.LinkByName(r.HostVeth)
-	if err != nil || host.Attrs().Flags&net.FlagUp == 0 || host.Attrs().HardwareAddr.String() != r.HostMAC || host.Attrs().MTU != 9001 {
+	if err != nil || host.Attrs().Flags&net.FlagUp == 0 || host.Attrs().HardwareAddr.String() != r.HostMac || host.Attrs().MTU != 9001 {
 		t.Fatalf("host veth: %v %+v", err, host)
 	}
 	routes, err := e.node.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podnet.HostNet(ip)}, netlink.RT_FILTER_DST)
@@ -123,7 +137,7 @@ func TestDatapathAddWiresThePod(t *testing.T) {
 	}
 	// The pod's side.
 	eth0, err := pod.LinkByName("eth0")
-	if err != nil || eth0.Attrs().Flags&net.FlagUp == 0 || eth0.Attrs().HardwareAddr.String() != r.PodMAC {
+	if err != nil || eth0.Attrs().Flags&net.FlagUp == 0 || eth0.Attrs().HardwareAddr.String() != r.PodMac {
 		t.Fatalf("pod eth0: %v %+v", err, eth0)
 	}
 	addrs, _ := pod.AddrList(eth0, netlink.FAMILY_V4)
@@ -131,12 +145,12 @@ func TestDatapathAddWiresThePod(t *testing.T) {
 		t.Fatalf("pod addresses %+v", addrs)
 	}
 	neigh, _ := pod.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
-	if len(neigh) != 1 || !neigh[0].IP.Equal(podnet.Gateway) || neigh[0].State != netlink.NUD_PERMANENT || neigh[0].HardwareAddr.String() != r.HostMAC {
+	if len(neigh) != 1 || !neigh[0].IP.Equal(podnet.Gateway) || neigh[0].State != netlink.NUD_PERMANENT || neigh[0].HardwareAddr.String() != r.HostMac {
 		t.Fatalf("pod neighbours %+v", neigh)
 	}
 	// On disk before the reply.
 	b, err := os.ReadFile(e.cpPath)
-	if err != nil || !strings.Contains(string(b), `"ipv4":"`+r.IP+`"`) || !strings.Contains(string(b), `"containerID":"c-web-0"`) {
+	if err != nil || !strings.Contains(string(b), `"ipv4":"`+r.Ipv4Addr+`"`) || !strings.Contains(string(b), `"containerID":"c-web-0"`) {
 		t.Fatalf("checkpoint %s: %v", b, err)
 	}
 }
@@ -188,14 +202,14 @@ func TestDatapathPolicyAgentTurn(t *testing.T) {
 	if addrs, _ := pod.AddrList(eth0, netlink.FAMILY_V4); len(addrs) != 0 {
 		t.Fatalf("the pod has an address before its policy: %+v", addrs)
 	}
-	r = exchange(t, c, podwire.Continue{})
-	if r.Error != nil || r.Phase != podwire.PhaseDone || r.IP == "" {
+	r = exchange(t, c, &datapath.Continue{Applied: true})
+	if r.Error != nil || r.Phase != podwire.PhaseDone || r.Ipv4Addr == "" {
 		t.Fatalf("final reply %+v", r)
 	}
 
 	// The agent failed: the ADD fails and is undone.
 	c = e.agentTurn(t, "np-1")
-	r = exchange(t, c, podwire.Continue{Error: "EnforceNpToPod: agent down"})
+	r = exchange(t, c, &datapath.Continue{Error: "EnforceNpToPod: agent down"})
 	if r.Error == nil || r.Error.Code != 999 || r.Error.Msg != "network policy setup failed" || !strings.Contains(r.Error.Details, "agent down") {
 		t.Fatalf("reply %+v", r)
 	}
@@ -216,20 +230,26 @@ func TestDatapathBadRequests(t *testing.T) {
 	}
 	defer file.Close()
 	good := e.request("bad")
-	mtu := good
-	mtu.MTU = 100
-	old := good
-	old.Version = "v9.9.8"
+	mtu := e.request("bad")
+	mtu.Mtu = 100
+	old := e.request("bad")
+	old.ClientVersion = "v9.9.8"
+	goodBytes, err := proto.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Field 99, a varint: not in datapath.AddRequest.
+	unknown := append(append([]byte{}, goodBytes...), 0x98, 0x06, 0x01)
 	for _, tc := range []struct {
 		name string
 		req  any
 		fds  []int
-		code uint
+		code uint32
 		want string
 	}{
-		{"unknown field", map[string]any{"version": e.version, "containerID": "c", "ifName": "eth0", "networkName": "n", "bogus": 1}, []int{int(podNS)}, 6, `unknown field "bogus"`},
-		{"wrong type", map[string]any{"version": e.version, "mtu": "9001"}, []int{int(podNS)}, 6, "mtu"},
-		{"missing ids", map[string]any{"version": e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
+		{"unknown field", unknown, []int{int(podNS)}, 6, "fields this ipamd does not know"},
+		{"undecodable", []byte{0x0a, 0x40, 'x'}, []int{int(podNS)}, 6, "proto"},
+		{"missing ids", &datapath.AddRequest{ClientVersion: e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
 		{"bad mtu", mtu, []int{int(podNS)}, 7, "mtu 100"},
 		{"no namespace", good, nil, 4, "no network namespace descriptor"},
 		{"not a namespace", good, []int{int(file.Fd())}, 4, "not a network namespace"},

@@ -19,8 +19,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-io/berth/internal/podwire"
 )
 
@@ -87,115 +85,17 @@ func (e *rpcError) Error() string {
 // unaryCall sends one request on a fresh connection to socket and returns
 // the reply message.
 func unaryCall(ctx context.Context, socket, method string, req []byte) ([]byte, error) {
-	return startCall(ctx, socket, method, req).reply()
-}
-
-// call is a request already written to the server whose reply has not
-// been read yet.
-type call struct {
-	ctx  context.Context
-	c    *unixConn
-	stop func()
-	err  error
-}
-
-// startCall dials socket and writes the whole request; errors are
-// reported by reply.
-func startCall(ctx context.Context, socket, method string, req []byte) *call {
-	dl, hasDeadline := ctx.Deadline()
-	if hasDeadline && !time.Now().Before(dl) {
-		return &call{ctx: ctx, err: &rpcError{Code: codeDeadlineExceeded, Message: context.DeadlineExceeded.Error()}}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return nil, &rpcError{Code: codeDeadlineExceeded, Message: context.DeadlineExceeded.Error()}
 	}
-	c, err := dialUnix(socket, dl, hasDeadline)
+	c, err := podwire.DialStream(ctx, socket)
 	if err != nil {
-		return &call{ctx: ctx, err: &rpcError{Code: codeUnavailable, Message: "connection error: " + err.Error()}}
+		return nil, &rpcError{Code: codeUnavailable, Message: "connection error: " + err.Error()}
 	}
-	cl := &call{ctx: ctx, c: c}
-	// Cancellation shuts the socket down, which ends a blocked read; stop
-	// waits for that to finish so the descriptor is never shut down after
-	// it is closed (and perhaps reused).
-	shut := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(shut)
-		c.shutdown()
-	})
-	cl.stop = func() {
-		if !stop() {
-			<-shut
-		}
-	}
-	cl.err = writeRequest(c, method, req, ctx)
-	return cl
-}
-
-// unixConn is a blocking unix stream socket. The plugin makes its calls
-// one at a time on its only goroutine, so a connection through the net
-// package's poller bought nothing but cost every exec ~0.5 ms: a dial
-// that fetches both addresses, poller registration, and a reply that
-// arrives at the poller's thread and is handed to the main one. Here the
-// kernel wakes the reading thread itself. The context's cancellation (at
-// its deadline too) shuts the socket down, which ends a blocked read or
-// write; the time left to the deadline is also the socket's send and
-// receive timeout, which bounds a connect to a full listen queue.
-type unixConn struct{ fd int }
-
-func dialUnix(socket string, deadline time.Time, hasDeadline bool) (*unixConn, error) {
-	fd, err := podwire.ConnectUnix(socket, unix.SOCK_STREAM, deadline, hasDeadline)
-	if err != nil {
-		return nil, err
-	}
-	return &unixConn{fd: fd}, nil
-}
-
-func (c *unixConn) Read(b []byte) (int, error) {
-	for {
-		n, err := unix.Read(c.fd, b)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN):
-			return 0, podwire.ErrTimeout
-		case err != nil:
-			return 0, err
-		case n == 0 && len(b) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
-	}
-}
-
-func (c *unixConn) Write(b []byte) (int, error) {
-	written := 0
-	for written < len(b) {
-		n, err := unix.Write(c.fd, b[written:])
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN):
-			return written, podwire.ErrTimeout
-		case err != nil:
-			return written, err
-		}
-		written += n
-	}
-	return written, nil
-}
-
-func (c *unixConn) shutdown() { _ = unix.Shutdown(c.fd, unix.SHUT_RDWR) }
-
-func (c *unixConn) Close() error { return unix.Close(c.fd) }
-
-// reply reads the answer to the call and closes its connection.
-func (cl *call) reply() ([]byte, error) {
-	if cl.c == nil {
-		return nil, cl.err
-	}
-	defer cl.c.Close()
-	defer cl.stop()
-	ctx, err := cl.ctx, cl.err
+	defer c.Close()
 	var reply []byte
-	if err == nil {
-		reply, err = readReply(cl.c)
+	if err = writeRequest(c, method, req, ctx); err == nil {
+		reply, err = readReply(c)
 	}
 	var re *rpcError
 	if dl, ok := ctx.Deadline(); ok && errors.As(err, &re) && re.Code == codeCanceled && time.Until(dl) < 100*time.Millisecond {

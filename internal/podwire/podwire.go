@@ -7,8 +7,9 @@
 // namespace arrives as an open descriptor, which ipamd can use whatever its
 // mount namespace and which cannot be swapped under it.
 //
-// The plugin's side (Conn) uses blocking system calls only: it runs once
-// per pod and its start-up is the pod's latency. The plugin encodes the
+// The plugin's side (Conn, also its connection for the gRPC calls to
+// ipamd and the policy agent) uses blocking system calls only: it runs
+// once per pod and its start-up is the pod's latency. The plugin encodes the
 // messages by hand (cni-plugin/messages.go), ipamd with the generated code.
 package podwire
 
@@ -16,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -36,19 +38,34 @@ const (
 // ErrTimeout is a send or receive past the deadline.
 var ErrTimeout = errors.New("i/o timeout")
 
-// Conn is the plugin's end: a blocking SOCK_SEQPACKET socket whose send
-// and receive timeouts are the context's deadline, and which the
-// context's cancellation shuts down.
+// Conn is the plugin's end of a unix socket to ipamd or the policy agent:
+// a blocking socket whose send and receive timeouts are the context's
+// deadline, and which the context's cancellation shuts down. The plugin
+// makes its calls one at a time on its only goroutine, so the net
+// package's poller would buy nothing and cost every exec ~0.5 ms (a dial
+// that fetches both addresses, poller registration, a reply handed from
+// the poller's thread to the main one); here the kernel wakes the reading
+// thread itself.
 type Conn struct {
 	fd   int
 	stop func() bool
 	shut chan struct{}
 }
 
-// Dial connects to ipamd's datapath socket.
+// Dial connects to ipamd's datapath socket (SOCK_SEQPACKET: Send, Recv).
 func Dial(ctx context.Context, path string) (*Conn, error) {
+	return dial(ctx, path, unix.SOCK_SEQPACKET)
+}
+
+// DialStream connects to a SOCK_STREAM socket (Read, Write), such as a
+// gRPC server's.
+func DialStream(ctx context.Context, path string) (*Conn, error) {
+	return dial(ctx, path, unix.SOCK_STREAM)
+}
+
+func dial(ctx context.Context, path string, sotype int) (*Conn, error) {
 	dl, ok := ctx.Deadline()
-	fd, err := ConnectUnix(path, unix.SOCK_SEQPACKET, dl, ok)
+	fd, err := connect(path, sotype, dl, ok)
 	if err != nil {
 		return nil, err
 	}
@@ -62,10 +79,10 @@ func Dial(ctx context.Context, path string) (*Conn, error) {
 	return c, nil
 }
 
-// ConnectUnix returns a blocking unix socket of type sotype connected to
-// path. With a deadline, the time left is the socket's send and receive
-// timeout, which also bounds a connect to a full listen queue.
-func ConnectUnix(path string, sotype int, deadline time.Time, hasDeadline bool) (int, error) {
+// connect returns a blocking unix socket of type sotype connected to path.
+// With a deadline, the time left is the socket's send and receive timeout,
+// which also bounds a connect to a full listen queue.
+func connect(path string, sotype int, deadline time.Time, hasDeadline bool) (int, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, sotype|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
@@ -101,17 +118,17 @@ func ConnectUnix(path string, sotype int, deadline time.Time, hasDeadline bool) 
 }
 
 // ioErr sorts a blocking socket call's error: EINTR is tried again, EAGAIN
-// is the socket's timeout.
+// is the socket's timeout, others are wrapped with op (when not empty).
 func ioErr(op string, err error) (again bool, _ error) {
 	switch {
 	case errors.Is(err, unix.EINTR):
 		return true, nil
 	case errors.Is(err, unix.EAGAIN):
 		return false, ErrTimeout
-	case err != nil:
+	case err != nil && op != "":
 		return false, fmt.Errorf("%s: %w", op, err)
 	}
-	return false, nil
+	return false, err
 }
 
 // Send writes b as one message, with fds attached.
@@ -148,6 +165,37 @@ func (c *Conn) Recv() ([]byte, error) {
 		return nil, fmt.Errorf("receive: message larger than %d bytes", MaxMessage)
 	}
 	return buf[:n], nil
+}
+
+// Read reads from a stream connection; the peer's end is io.EOF.
+func (c *Conn) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(c.fd, b)
+		if again, err := ioErr("", err); again {
+			continue
+		} else if err != nil {
+			return 0, err
+		}
+		if n == 0 && len(b) > 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+// Write writes all of b to a stream connection.
+func (c *Conn) Write(b []byte) (int, error) {
+	written := 0
+	for written < len(b) {
+		n, err := unix.Write(c.fd, b[written:])
+		if again, err := ioErr("", err); again {
+			continue
+		} else if err != nil {
+			return written, err
+		}
+		written += n
+	}
+	return written, nil
 }
 
 // Close closes the connection; closing it again does nothing.

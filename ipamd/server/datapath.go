@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -19,15 +20,18 @@ import (
 	"github.com/berth-io/berth/proto/datapath"
 )
 
-// CNI error codes (the CNI specification's) of the datapath replies.
+// CNI error codes of the datapath replies (the CNI library's, as the
+// plugin prints them).
 const (
-	cniErrInvalidNetNS     = 4 // CNI 1.1 calls 4 "invalid necessary environment variables"; ns problems are reported there too
-	cniErrDecodingFailure  = 6
-	cniErrInvalidConfig    = 7
-	cniErrTryAgainLater    = 11
-	cniErrInternal         = 999
-	podHandlerReadDeadline = 10 * time.Second
+	cniErrInvalidNetNS    = uint32(types.ErrInvalidEnvironmentVariables) // 4; the spec's ErrInvalidNetNS (8) would fit better
+	cniErrDecodingFailure = uint32(types.ErrDecodingFailure)
+	cniErrInvalidConfig   = uint32(types.ErrInvalidNetworkConfig)
+	cniErrTryAgainLater   = uint32(types.ErrTryAgainLater)
+	cniErrInternal        = uint32(types.ErrInternal)
 )
+
+// requestTimeout bounds the wait for the request after a connection.
+const requestTimeout = 10 * time.Second
 
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
 // ln is closed. hostNS is the node's namespace, where host veths go.
@@ -96,7 +100,7 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 // readAdd reads the request and its namespace descriptor (-1 when none).
 func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
 	req := &datapath.AddRequest{}
-	_ = c.SetReadDeadline(time.Now().Add(podHandlerReadDeadline))
+	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	buf := make([]byte, podwire.MaxMessage)
 	oob := make([]byte, unix.CmsgSpace(4*4))
@@ -193,23 +197,16 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		s.log.Warn("ADD failed", "pod", pod, "err", err)
 		return fail(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
 	}
-	// The checkpoint's fsyncs and the links run side by side: the reply
+	// The checkpoint's fsync and the links run side by side: the reply
 	// waits for both, so no address leaves ipamd before it is on disk.
-	syncErr := make(chan error, 1)
-	go func() { syncErr <- s.cp.Sync(ctx) }()
-	var synced *error
-	waitSync := func() error {
-		if synced == nil {
-			err := <-syncErr
-			synced = &err
-		}
-		return *synced
-	}
+	var syncErr error
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		syncErr = s.cp.Sync(ctx)
+	}()
 	ip := net.IP(a.IP.AsSlice())
-	table := podnet.MainTable
-	if a.Device != 0 {
-		table = a.Device + 1
-	}
+	table := routeTable(a)
 	var l *podnet.Links
 	committed := false
 	defer func() {
@@ -222,9 +219,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		if committed {
 			return
 		}
-		onDisk := waitSync() == nil
+		<-synced
 		s.ds.Release(key)
-		if onDisk {
+		if syncErr == nil {
 			// The address was on disk: take it back there too.
 			if err := s.cp.Sync(context.Background()); err != nil {
 				s.log.Error("checkpoint after a failed ADD", "pod", pod, "err", err)
@@ -256,8 +253,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		s.log.Error("pod network setup failed", "pod", pod, "err", err)
 		return fail(cniErrInternal, "pod network setup failed", err)
 	}
-	if err := waitSync(); err != nil {
-		return fail(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, err))
+	<-synced
+	if syncErr != nil {
+		return fail(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
 	}
 	reply = &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
 		HostVeth: hostVeth, HostMac: l.HostMAC.String(), PodMac: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/ipamd/datastore"
 	"github.com/berth-io/berth/proto/rpc"
 )
@@ -122,10 +123,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		s.ds.Release(key)
 		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
 	}
-	table := int32(254)
-	if a.Device != 0 {
-		table = int32(a.Device + 1)
-	}
+	table := int32(routeTable(a))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
 	for _, c := range s.node.VPCCIDRs {
@@ -188,10 +186,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.Errorf(codes.Internal, "persist the release of %s: %v", a.IP, err)
 	}
 	s.pool.Kick()
-	table := int32(254)
-	if a.Device != 0 {
-		table = int32(a.Device + 1)
-	}
+	table := int32(routeTable(a))
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
 }
@@ -200,6 +195,15 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 func (s *Server) GetNetworkPolicyConfigs(ctx context.Context, _ *emptypb.Empty) (*rpc.NetworkPolicyAgentConfigReply, error) {
 	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, NodeIPv4: s.node.PrimaryIP.String(),
 		InstanceID: s.node.InstanceID, Region: s.node.Region}, nil
+}
+
+// routeTable is the table of a's ENI: main for the primary ENI, device
+// number + 1 for the others.
+func routeTable(a datastore.Allocation) int {
+	if a.Device == 0 {
+		return podnet.MainTable
+	}
+	return a.Device + 1
 }
 
 // String is for logs.

@@ -17,11 +17,11 @@ import (
 	"github.com/berth-io/berth/csi-ebs/cloud"
 	"github.com/berth-io/berth/csi-ebs/driver"
 	"github.com/berth-io/berth/csi-ebs/mounter"
+	"github.com/berth-io/berth/internal/buildinfo"
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/csiserver"
 	"github.com/berth-io/berth/internal/instancetypes"
 	"github.com/berth-io/berth/internal/metrics"
-	"github.com/berth-io/berth/internal/version"
 )
 
 type flags struct {
@@ -61,7 +61,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			return err
 		}
 	}
-	opts := driver.Options{Name: f.name, Version: version.Get().Version, Mode: mode, DefaultZone: f.defaultZone}
+	opts := driver.Options{Name: f.name, Version: buildinfo.Get().Version, Mode: mode, DefaultZone: f.defaultZone}
 
 	var md *imdsClient
 	needIMDS := mode != driver.ModeController || f.defaultZone == ""

@@ -14,10 +14,10 @@ import (
 	"github.com/berth-io/berth/csi-efs/cloud"
 	"github.com/berth-io/berth/csi-efs/driver"
 	"github.com/berth-io/berth/csi-efs/mounter"
+	"github.com/berth-io/berth/internal/buildinfo"
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/csiserver"
 	"github.com/berth-io/berth/internal/metrics"
-	"github.com/berth-io/berth/internal/version"
 )
 
 type flags struct {
@@ -58,7 +58,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			return err
 		}
 	}
-	opts := driver.Options{Name: f.name, Version: version.Get().Version, Mode: mode, DeleteRootDir: f.deleteRootDir, NodeID: f.nodeID}
+	opts := driver.Options{Name: f.name, Version: buildinfo.Get().Version, Mode: mode, DeleteRootDir: f.deleteRootDir, NodeID: f.nodeID}
 	// The node needs the EFS API only in local mode (to find an access
 	// point's directory); efs-utils resolves access points itself.
 	if mode.Controller() || f.localRoot != "" {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-io/berth/internal/buildinfo"
 	"github.com/berth-io/berth/internal/logging"
-	"github.com/berth-io/berth/internal/version"
 )
 
 // Root returns a root command for binary name with --version and logging
@@ -26,7 +26,7 @@ func Root(name, short string) (root *cobra.Command, logger func() *slog.Logger) 
 	root = &cobra.Command{
 		Use:           name,
 		Short:         short,
-		Version:       version.Get().String(),
+		Version:       buildinfo.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {

@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/internal/buildinfo"
 )
 
 // NewRegistry returns a registry with the Go runtime and process collectors
@@ -24,7 +24,7 @@ import (
 func NewRegistry(component string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	info := version.Get()
+	info := buildinfo.Get()
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "berth_build_info",
 		Help:        "Build information of the running berth component; always 1.",

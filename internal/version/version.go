@@ -1,55 +1,11 @@
-// Package version reports the build's version, stamped at link time:
+// Package version holds the build's version, stamped at link time:
 //
 //	go build -ldflags "-X github.com/berth-io/berth/internal/version.Version=$(git describe --tags --always --dirty)"
 //
-// Every berth binary prints it for --version and exports it as the
-// berth_build_info metric.
+// It imports nothing, so that berth-cni can read it in its first package
+// init (see cni-plugin/internal/early). The Go version, platform and commit
+// that go with it are package buildinfo's.
 package version
-
-import (
-	"fmt"
-	"runtime"
-	"runtime/debug"
-)
 
 // Version is set by the linker; "dev" means an unstamped build (go run, go test).
 var Version = "dev"
-
-// Info describes the running build.
-type Info struct {
-	Version   string
-	GoVersion string
-	Commit    string
-	Platform  string
-}
-
-// Get returns the build information. The commit comes from the Go build info
-// when the binary was built inside a VCS checkout.
-func Get() Info {
-	info := Info{
-		Version:   Version,
-		GoVersion: runtime.Version(),
-		Platform:  runtime.GOOS + "/" + runtime.GOARCH,
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				info.Commit = s.Value
-			}
-		}
-	}
-	return info
-}
-
-// String formats the version line printed by `<binary> --version`.
-func (i Info) String() string {
-	s := fmt.Sprintf("%s (%s, %s)", i.Version, i.GoVersion, i.Platform)
-	if i.Commit != "" {
-		c := i.Commit
-		if len(c) > 12 {
-			c = c[:12]
-		}
-		s += " commit " + c
-	}
-	return s
-}

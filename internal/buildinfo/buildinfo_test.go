@@ -1,15 +1,17 @@
-package version
+package buildinfo
 
 import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/berth-io/berth/internal/version"
 )
 
 func TestStringCarriesVersionAndPlatform(t *testing.T) {
-	old := Version
-	t.Cleanup(func() { Version = old })
-	Version = "v1.2.3-4-gabcdef"
+	old := version.Version
+	t.Cleanup(func() { version.Version = old })
+	version.Version = "v1.2.3-4-gabcdef"
 	s := Get().String()
 	for _, want := range []string{"v1.2.3-4-gabcdef", runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH} {
 		if !strings.Contains(s, want) {

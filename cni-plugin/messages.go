@@ -40,7 +40,8 @@ func (m *datapathAdd) marshal() []byte {
 	return b
 }
 
-// datapathContinue is datapath.Continue: the agent's error, or applied.
+// datapathContinue is datapath.Continue: the agent's error, or applied
+// (also the commit after ipamd's final answer).
 func datapathContinue(errText string) []byte {
 	if errText == "" {
 		return pbVarint(nil, 2, 1)

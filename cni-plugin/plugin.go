@@ -118,6 +118,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(ip), Gateway: podnet.Gateway, Interface: &idx}},
 		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
 	}
+	// ipamd keeps the pod's wiring only once told: a plugin that fails
+	// after ipamd's answer, or is killed, leaves nothing behind.
+	if err := c.Send(datapathContinue("")); err != nil {
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "commit the ADD: "+err.Error())
+	}
 	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", reply.RouteTableID, "veth", reply.HostVeth)
 	return types.PrintResult(result, cniVersion)
 }

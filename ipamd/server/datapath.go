@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -33,6 +34,11 @@ const (
 // requestTimeout bounds the wait for the request after a connection.
 const requestTimeout = 10 * time.Second
 
+// turnTimeout bounds the wait for the plugin's word after a reply (the
+// policy agent's outcome, the commit). A plugin that is gone hangs up
+// sooner; this is for one that is stuck.
+const turnTimeout = 2 * time.Minute
+
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
 // ln is closed. hostNS is the node's namespace, where host veths go.
 func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
@@ -51,8 +57,8 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 }
 
 // handlePod serves one ADD. The connection's end cancels the work: a
-// plugin that is gone (killed at the runtime's timeout) gets nothing
-// wired and holds no address.
+// plugin that is gone (killed at the runtime's timeout, or failed after
+// sending its request early) gets nothing wired and holds no address.
 func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	defer c.Close()
 	req, podNS, rerr := readAdd(c)
@@ -66,33 +72,40 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The only message the plugin may send next is Continue; the read also
-	// sees the plugin hang up.
-	cont := make(chan *datapath.Continue, 1)
+	// The plugin sends only Continues next, one per reply that is not an
+	// error; the read also sees it hang up.
+	cont := make(chan *datapath.Continue, 2)
 	go func() {
 		defer cancel()
 		buf := make([]byte, podwire.MaxMessage)
-		n, err := c.Read(buf)
-		if err != nil || n == 0 {
-			return
+		for {
+			n, err := c.Read(buf)
+			if err != nil || n == 0 {
+				return
+			}
+			m := &datapath.Continue{}
+			if err := proto.Unmarshal(buf[:n], m); err != nil {
+				m.Error = "undecodable Continue: " + err.Error()
+			}
+			select {
+			case cont <- m:
+			default: // more than the exchange has turns: not read
+			}
 		}
-		m := &datapath.Continue{}
-		if err := proto.Unmarshal(buf[:n], m); err != nil {
-			m.Error = "undecodable Continue: " + err.Error()
-		}
-		cont <- m
-		// Wait for the hang-up, so cancel does not run before the reply.
-		_, _ = c.Read(buf)
 	}()
 	s.addPod(ctx, req, netns.NsHandle(podNS), handles, func(r *datapath.Reply) (*datapath.Continue, error) {
 		if err := sendMsg(c, r); err != nil {
 			return nil, err
 		}
+		t := time.NewTimer(turnTimeout)
+		defer t.Stop()
 		select {
 		case m := <-cont:
 			return m, nil
 		case <-ctx.Done():
-			return nil, errors.New("berth-cni hung up before the policy agent answered")
+			return nil, errors.New("berth-cni hung up")
+		case <-t.C:
+			return nil, fmt.Errorf("berth-cni did not answer in %s", turnTimeout)
 		}
 	}, func(r *datapath.Reply) error { return sendMsg(c, r) })
 }
@@ -169,33 +182,45 @@ func sendMsg(c *net.UnixConn, m proto.Message) error {
 
 // addPod assigns the pod an address and wires it: the veth while the
 // checkpoint is written, then (when the plugin calls the policy agent)
-// the agent's turn, then the address, host route and rules. Whatever
-// fails, nothing stays: no links, no rules, no address held.
+// the agent's turn, then the address, host route and rules. The plugin
+// then commits (turn returns its Continue). Whatever fails before the
+// commit, nothing stays: no links, no rules, no address held.
 func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns.NsHandle, handles *handlePool,
-	links func(*datapath.Reply) (*datapath.Continue, error), done func(*datapath.Reply) error) (reply *datapath.Reply) {
+	turn func(*datapath.Reply) (*datapath.Continue, error), fail func(*datapath.Reply) error) (reply *datapath.Reply) {
 	start := time.Now()
 	s.m.AddReq.Inc()
-	defer func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }()
-	fail := func(code uint32, msg string, err error) *datapath.Reply {
+	answered := func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }
+	failed := func(code uint32, msg string, err error) *datapath.Reply {
 		rep := &datapath.Reply{Error: &datapath.Error{Code: code, Msg: msg, Details: err.Error()}}
-		_ = done(rep)
+		_ = fail(rep)
+		answered()
 		return rep
 	}
 	pod := r.PodNamespace + "/" + r.PodName
 	if r.ClientVersion != s.version {
-		return fail(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
+		return failed(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
 	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
+	// One ADD or DEL of a pod at a time: a retried ADD waits for the undo of
+	// the one before.
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", fmt.Errorf("waiting for the pod's previous ADD or DEL: %w", err))
+	}
+	defer unlock()
 	host, err := handles.get()
 	if err != nil {
-		return fail(cniErrInternal, "pod network setup failed", err)
+		return failed(cniErrInternal, "pod network setup failed", err)
 	}
 	defer handles.put(host)
-	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
+	// An address the pod already held (ADD without DEL) is not this ADD's
+	// to give back when it fails.
+	_, held := s.ds.Lookup(key)
 	a, err := s.assign(ctx, key, datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName, InterfacesCount: 1})
 	if err != nil {
 		s.m.NoIP.Inc()
 		s.log.Warn("ADD failed", "pod", pod, "err", err)
-		return fail(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
+		return failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
 	}
 	// The checkpoint's fsync and the links run side by side: the reply
 	// waits for both, so no address leaves ipamd before it is on disk.
@@ -216,10 +241,10 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 			}
 			l.Close()
 		}
-		if committed {
+		<-synced
+		if committed || held {
 			return
 		}
-		<-synced
 		s.ds.Release(key)
 		if syncErr == nil {
 			// The address was on disk: take it back there too.
@@ -232,42 +257,90 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, int(r.Mtu))
 	if err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
-		return fail(cniErrInternal, "pod network setup failed", err)
+		return failed(cniErrInternal, "pod network setup failed", err)
 	}
 	// The policy agent attaches to the host veth before the pod has its
 	// address or the host a route to it: no packet to or from the pod can
 	// pass before its policy is in place.
 	if r.PolicyAgent && s.node.NetworkPolicyMode != "" {
-		m, err := links(&datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
+		m, err := turn(&datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
 		if err != nil {
-			return fail(cniErrInternal, "network policy setup failed", err)
+			return failed(cniErrInternal, "network policy setup failed", err)
 		}
-		if m.Error != "" || !m.Applied {
-			if m.Error == "" {
-				m.Error = "berth-cni's Continue says neither applied nor why not"
-			}
-			return fail(cniErrInternal, "network policy setup failed", errors.New(m.Error))
+		if err := continueErr(m); err != nil {
+			return failed(cniErrInternal, "network policy setup failed", err)
 		}
 	}
 	if err := l.Assign(ip, table); err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "err", err)
-		return fail(cniErrInternal, "pod network setup failed", err)
+		return failed(cniErrInternal, "pod network setup failed", err)
 	}
 	<-synced
 	if syncErr != nil {
-		return fail(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
+		return failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
 	}
 	reply = &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
 		HostVeth: hostVeth, HostMac: l.HostMAC.String(), PodMac: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
-	if err := done(reply); err != nil {
-		// The plugin is gone and reports a failure; the runtime will not
-		// use this pod's network.
-		s.log.Warn("berth-cni hung up before ADD's answer; undoing", "pod", pod, "err", err)
-		return &datapath.Reply{Error: &datapath.Error{Code: cniErrInternal, Msg: "berth-cni hung up", Details: err.Error()}}
+	answered()
+	m, err := turn(reply)
+	if err == nil {
+		err = continueErr(m)
+	}
+	if err != nil {
+		// The plugin failed after asking (its configuration, read strictly,
+		// was bad), withdrew, or is gone: the runtime will not use this
+		// pod's network.
+		s.log.Warn("berth-cni did not commit the ADD; undoing", "pod", pod, "err", err)
+		return &datapath.Reply{Error: &datapath.Error{Code: cniErrInternal, Msg: "berth-cni did not commit the ADD", Details: err.Error()}}
 	}
 	committed = true
 	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))
 	return reply
+}
+
+// continueErr is the plugin's Continue as an error: nil when it says applied.
+func continueErr(m *datapath.Continue) error {
+	switch {
+	case m.Error != "":
+		return errors.New(m.Error)
+	case !m.Applied:
+		return errors.New("berth-cni's Continue says neither applied nor why not")
+	}
+	return nil
+}
+
+// keyLocks serialises the ADDs and DELs of one pod attachment.
+type keyLocks struct {
+	mu   sync.Mutex
+	held map[datastore.Key]chan struct{}
+}
+
+// lock waits until no other call holds k, then holds it until unlock.
+func (l *keyLocks) lock(ctx context.Context, k datastore.Key) (unlock func(), err error) {
+	for {
+		l.mu.Lock()
+		busy, ok := l.held[k]
+		if !ok {
+			if l.held == nil {
+				l.held = map[datastore.Key]chan struct{}{}
+			}
+			ch := make(chan struct{})
+			l.held[k] = ch
+			l.mu.Unlock()
+			return func() {
+				l.mu.Lock()
+				delete(l.held, k)
+				l.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // handlePool keeps netlink handles in the node's namespace for the ADDs

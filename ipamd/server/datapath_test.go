@@ -155,6 +155,119 @@ func TestDatapathAddWiresThePod(t *testing.T) {
 	}
 }
 
+// commit is berth-cni's last word on an ADD it will report: ipamd keeps
+// the pod's wiring, and the plugin hangs up.
+func commit(t *testing.T, c *podwire.Conn) {
+	t.Helper()
+	b, _ := proto.Marshal(&datapath.Continue{Applied: true})
+	if err := c.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+// The plugin sends its request before it has read its configuration
+// strictly; ipamd keeps the pod's wiring only once the plugin commits.
+func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
+	e := startDatapath(t)
+	podNS, _ := testenv.NewNetNS(t)
+	c := dial(t, e.sock)
+	if r := exchange(t, c, e.request("kept"), int(podNS)); r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v", r)
+	}
+	commit(t, c)
+	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "c-kept", IfName: "eth0"}
+	time.Sleep(200 * time.Millisecond) // an undo, were there one, takes a few ms
+	if _, held := e.ds.Lookup(key); !held {
+		t.Fatal("a committed ADD lost its address")
+	}
+	if _, err := e.node.LinkByName(vethname.For("eni", "ns", "kept")); err != nil {
+		t.Fatalf("a committed ADD lost its veth: %v", err)
+	}
+
+	// The plugin exits with an error after the answer (bad configuration,
+	// say): it hangs up without committing.
+	podNS2, _ := testenv.NewNetNS(t)
+	c = dial(t, e.sock)
+	if r := exchange(t, c, e.request("failed"), int(podNS2)); r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v", r)
+	}
+	c.Close()
+	e.gone(t, "failed")
+
+	// The plugin withdraws (its strict read of the configuration differs):
+	// ipamd undoes, then hangs up.
+	podNS3, _ := testenv.NewNetNS(t)
+	c = dial(t, e.sock)
+	if r := exchange(t, c, e.request("withdrawn"), int(podNS3)); r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v", r)
+	}
+	b, _ := proto.Marshal(&datapath.Continue{Error: "berth-cni withdrew the request"})
+	if err := c.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.Recv(); err == nil {
+		t.Fatalf("ipamd answered a withdrawal with %x instead of hanging up", m)
+	}
+	e.gone(t, "withdrawn")
+}
+
+// An ADD of an attachment waits for the one before it to be decided, and
+// one that fails does not take back an address the pod already held.
+func TestDatapathOneADDOfAPodAtATime(t *testing.T) {
+	e := startDatapath(t)
+	podNS, _ := testenv.NewNetNS(t)
+	first := dial(t, e.sock)
+	r1 := exchange(t, first, e.request("retried"), int(podNS))
+	if r1.Phase != podwire.PhaseDone {
+		t.Fatalf("first reply %+v", r1)
+	}
+	// The runtime retries while the first is undecided: the retry waits.
+	second := dial(t, e.sock)
+	b, _ := proto.Marshal(e.request("retried"))
+	if err := second.Send(b, int(podNS)); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *datapath.Reply, 1)
+	go func() {
+		rb, err := second.Recv()
+		r := &datapath.Reply{}
+		if err == nil {
+			_ = proto.Unmarshal(rb, r)
+		}
+		got <- r
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("the retry was answered while the first ADD was undecided: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	first.Close() // the first plugin is killed: undone, then the retry runs
+	r2 := <-got
+	if r2.Error != nil || r2.Phase != podwire.PhaseDone || r2.Ipv4Addr == "" {
+		t.Fatalf("retry reply %+v", r2)
+	}
+	commit(t, second)
+
+	// ADD again without DEL (a runtime that lost the answer): the pod is
+	// wired again with the address it holds. That ADD failing (here, not
+	// committed) does not take the address back.
+	third := dial(t, e.sock)
+	r3 := exchange(t, third, e.request("retried"), int(podNS))
+	if r3.Error != nil || r3.Ipv4Addr != r2.Ipv4Addr {
+		t.Fatalf("ADD without DEL: %+v, want %s again", r3, r2.Ipv4Addr)
+	}
+	third.Close()
+	testenv.Eventually(t, 5*time.Second, "the uncommitted ADD's veth to go", func() bool {
+		_, err := e.node.LinkByName(r2.HostVeth)
+		return err != nil
+	})
+	a, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-retried", IfName: "eth0"})
+	if !held || a.IP.String() != r2.Ipv4Addr {
+		t.Fatalf("after a failed ADD without DEL the pod holds %v (%v), want %s", a.IP, held, r2.Ipv4Addr)
+	}
+}
+
 // gone checks that an ADD that did not complete left nothing: no veth on
 // the node, no address held, none in the checkpoint.
 func (e *dpEnv) gone(t *testing.T, pod string) {
@@ -206,6 +319,7 @@ func TestDatapathPolicyAgentTurn(t *testing.T) {
 	if r.Error != nil || r.Phase != podwire.PhaseDone || r.Ipv4Addr == "" {
 		t.Fatalf("final reply %+v", r)
 	}
+	commit(t, c)
 
 	// The agent failed: the ADD fails and is undone.
 	c = e.agentTurn(t, "np-1")

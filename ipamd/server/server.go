@@ -74,6 +74,7 @@ type Server struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedConfigServerBackendServer
 	ds      *datastore.Store
+	keys    keyLocks // one ADD or DEL of an attachment at a time
 	pool    Pool
 	cp      Checkpoint
 	node    Node
@@ -112,6 +113,12 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
 	meta := datastore.Meta{PodNamespace: r.K8S_POD_NAMESPACE, PodName: r.K8S_POD_NAME, InterfacesCount: 1}
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	defer unlock()
+	_, held := s.ds.Lookup(key)
 	a, err := s.assign(ctx, key, meta)
 	if err != nil {
 		s.m.NoIP.Inc()
@@ -119,8 +126,10 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		return nil, err
 	}
 	if err := s.cp.Sync(ctx); err != nil {
-		// Not on disk: not handed out.
-		s.ds.Release(key)
+		// Not on disk: not handed out (unless the pod held it already).
+		if !held {
+			s.ds.Release(key)
+		}
 		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
 	}
 	table := int32(routeTable(a))
@@ -178,6 +187,11 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, err
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	defer unlock()
 	a, ok := s.ds.Release(key)
 	if !ok {
 		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil

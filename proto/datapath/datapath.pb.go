@@ -11,6 +11,12 @@
 //   plugin -> ipamd  Continue               policy is on; the plugin calls
 //                                           the agent between the two
 //   ipamd -> plugin  Reply{phase: "done"} or Reply{error: ...}
+//   plugin -> ipamd  Continue{applied: true}  after "done": the commit
+//
+// ipamd keeps the pod's links, rules and address only after the commit; a
+// plugin that hangs up before it (killed at the runtime's timeout, failed
+// after the answer) or sends an error instead leaves nothing. One ADD or
+// DEL of an attachment (network, container, interface) runs at a time.
 //
 // Never renumber a field.
 
@@ -330,9 +336,9 @@ func (x *Reply) GetNetworkPolicyMode() string {
 	return ""
 }
 
-// Continue is the plugin's word after the policy agent: applied, or the
-// agent's error. (Never an empty message: SOCK_SEQPACKET reads a zero-length
-// packet as the peer's hang-up.)
+// Continue is the plugin's word after the policy agent (applied, or the
+// agent's error) and after "done" (applied: the commit). Never an empty
+// message: SOCK_SEQPACKET reads a zero-length packet as the peer's hang-up.
 type Continue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         string                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`

@@ -24,7 +24,7 @@ import (
 // CNI error codes of the datapath replies (the CNI library's, as the
 // plugin prints them).
 const (
-	cniErrInvalidNetNS    = uint32(types.ErrInvalidEnvironmentVariables) // 4; the spec's ErrInvalidNetNS (8) would fit better
+	cniErrInvalidNetNS    = uint32(types.ErrInvalidNetNS) // 8
 	cniErrDecodingFailure = uint32(types.ErrDecodingFailure)
 	cniErrInvalidConfig   = uint32(types.ErrInvalidNetworkConfig)
 	cniErrTryAgainLater   = uint32(types.ErrTryAgainLater)

@@ -365,8 +365,8 @@ func TestDatapathBadRequests(t *testing.T) {
 		{"undecodable", []byte{0x0a, 0x40, 'x'}, []int{int(podNS)}, 6, "proto"},
 		{"missing ids", &datapath.AddRequest{ClientVersion: e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
 		{"bad mtu", mtu, []int{int(podNS)}, 7, "mtu 100"},
-		{"no namespace", good, nil, 4, "no network namespace descriptor"},
-		{"not a namespace", good, []int{int(file.Fd())}, 4, "not a network namespace"},
+		{"no namespace", good, nil, 8, "no network namespace descriptor"},
+		{"not a namespace", good, []int{int(file.Fd())}, 8, "not a network namespace"},
 		{"other version", old, []int{int(podNS)}, 999, `does not accept berth-cni "v9.9.8"`},
 	} {
 		r := exchange(t, dial(t, e.sock), tc.req, tc.fds...)

@@ -58,7 +58,8 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 
 // handlePod serves one ADD. The connection's end cancels the work: a
 // plugin that is gone (killed at the runtime's timeout, or failed after
-// sending its request early) gets nothing wired and holds no address.
+// ipamd's answer, before its commit) gets nothing wired and holds no
+// address.
 func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	defer c.Close()
 	req, podNS, rerr := readAdd(c)
@@ -73,10 +74,12 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// The plugin sends only Continues next, one per reply that is not an
-	// error; the read also sees it hang up.
+	// error, and then hangs up. The channel closes after the last of them,
+	// so a commit that arrives with the hang-up is still read as a commit.
 	cont := make(chan *datapath.Continue, 2)
 	go func() {
 		defer cancel()
+		defer close(cont)
 		buf := make([]byte, podwire.MaxMessage)
 		for {
 			n, err := c.Read(buf)
@@ -97,17 +100,24 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 		if err := sendMsg(c, r); err != nil {
 			return nil, err
 		}
-		t := time.NewTimer(turnTimeout)
-		defer t.Stop()
-		select {
-		case m := <-cont:
-			return m, nil
-		case <-ctx.Done():
-			return nil, errors.New("berth-cni hung up")
-		case <-t.C:
-			return nil, fmt.Errorf("berth-cni did not answer in %s", turnTimeout)
-		}
+		return nextWord(cont, turnTimeout)
 	}, func(r *datapath.Reply) error { return sendMsg(c, r) })
+}
+
+// nextWord waits for the plugin's next Continue; a closed cont is the
+// plugin's hang-up, once every message before it has been read.
+func nextWord(cont <-chan *datapath.Continue, timeout time.Duration) (*datapath.Continue, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case m, ok := <-cont:
+		if !ok {
+			return nil, errors.New("berth-cni hung up")
+		}
+		return m, nil
+	case <-t.C:
+		return nil, fmt.Errorf("berth-cni did not answer in %s", timeout)
+	}
 }
 
 // readAdd reads the request and its namespace descriptor (-1 when none).

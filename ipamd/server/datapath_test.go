@@ -397,3 +397,24 @@ func TestDatapathNetlinkFailureIsUndone(t *testing.T) {
 		t.Fatalf("next pod %+v %v", r, r.Error)
 	}
 }
+
+// A commit that arrives together with the plugin's hang-up (it commits,
+// then exits at once) is a commit: the hang-up counts only after every
+// message before it. (A select between the message and a cancelled
+// context, both ready, lost the commit in about half the runs.)
+func TestNextWordReadsACommitBeforeTheHangUp(t *testing.T) {
+	for range 100 {
+		cont := make(chan *datapath.Continue, 2)
+		cont <- &datapath.Continue{Applied: true}
+		close(cont)
+		if m, err := nextWord(cont, time.Second); err != nil || !m.Applied {
+			t.Fatalf("nextWord = %+v, %v; want the commit", m, err)
+		}
+		if _, err := nextWord(cont, time.Second); err == nil || !strings.Contains(err.Error(), "hung up") {
+			t.Fatalf("after the last message: %v, want a hang-up", err)
+		}
+	}
+	if _, err := nextWord(make(chan *datapath.Continue), 10*time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("silent plugin: %v", err)
+	}
+}

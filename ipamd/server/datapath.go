@@ -18,6 +18,7 @@ import (
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/ipamd/hostnet"
 	"github.com/berth-io/berth/proto/datapath"
 )
 
@@ -241,7 +242,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		syncErr = s.cp.Sync(ctx)
 	}()
 	ip := net.IP(a.IP.AsSlice())
-	table := routeTable(a)
+	table := hostnet.RouteTable(a.Device, 0)
 	var l *podnet.Links
 	committed := false
 	defer func() {

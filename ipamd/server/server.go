@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/ipamd/hostnet"
 	"github.com/berth-io/berth/proto/rpc"
 )
 
@@ -132,7 +132,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		}
 		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
 	}
-	table := int32(routeTable(a))
+	table := int32(hostnet.RouteTable(a.Device, 0))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
 	for _, c := range s.node.VPCCIDRs {
@@ -200,7 +200,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.Errorf(codes.Internal, "persist the release of %s: %v", a.IP, err)
 	}
 	s.pool.Kick()
-	table := int32(routeTable(a))
+	table := int32(hostnet.RouteTable(a.Device, 0))
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
 }
@@ -209,15 +209,6 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 func (s *Server) GetNetworkPolicyConfigs(ctx context.Context, _ *emptypb.Empty) (*rpc.NetworkPolicyAgentConfigReply, error) {
 	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, NodeIPv4: s.node.PrimaryIP.String(),
 		InstanceID: s.node.InstanceID, Region: s.node.Region}, nil
-}
-
-// routeTable is the table of a's ENI: main for the primary ENI, device
-// number + 1 for the others.
-func routeTable(a datastore.Allocation) int {
-	if a.Device == 0 {
-		return podnet.MainTable
-	}
-	return a.Device + 1
 }
 
 // String is for logs.

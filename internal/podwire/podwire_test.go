@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// silent accepts connections and never answers; big answers every
-// request with a message larger than MaxMessage.
+// listen accepts connections on a new socket and never answers, or, with
+// big, sends each a message larger than MaxMessage.
 func listen(t *testing.T, big bool) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "dp.sock")

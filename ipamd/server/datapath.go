@@ -197,31 +197,32 @@ func sendMsg(c *net.UnixConn, m proto.Message) error {
 // then commits (turn returns its Continue). Whatever fails before the
 // commit, nothing stays: no links, no rules, no address held.
 func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns.NsHandle, handles *handlePool,
-	turn func(*datapath.Reply) (*datapath.Continue, error), fail func(*datapath.Reply) error) (reply *datapath.Reply) {
+	turn func(*datapath.Reply) (*datapath.Continue, error), fail func(*datapath.Reply) error) {
 	start := time.Now()
 	s.m.AddReq.Inc()
 	answered := func() { s.m.AddSeconds.Observe(time.Since(start).Seconds()) }
-	failed := func(code uint32, msg string, err error) *datapath.Reply {
-		rep := &datapath.Reply{Error: &datapath.Error{Code: code, Msg: msg, Details: err.Error()}}
-		_ = fail(rep)
+	failed := func(code uint32, msg string, err error) {
+		_ = fail(&datapath.Reply{Error: &datapath.Error{Code: code, Msg: msg, Details: err.Error()}})
 		answered()
-		return rep
 	}
 	pod := r.PodNamespace + "/" + r.PodName
 	if r.ClientVersion != s.version {
-		return failed(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
+		failed(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
+		return
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
 	// One ADD or DEL of a pod at a time: a retried ADD waits for the undo of
 	// the one before.
 	unlock, err := s.keys.lock(ctx, key)
 	if err != nil {
-		return failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", fmt.Errorf("waiting for the pod's previous ADD or DEL: %w", err))
+		failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", fmt.Errorf("waiting for the pod's previous ADD or DEL: %w", err))
+		return
 	}
 	defer unlock()
 	host, err := handles.get()
 	if err != nil {
-		return failed(cniErrInternal, "pod network setup failed", err)
+		failed(cniErrInternal, "pod network setup failed", err)
+		return
 	}
 	defer handles.put(host)
 	// An address the pod already held (ADD without DEL) is not this ADD's
@@ -231,7 +232,8 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	if err != nil {
 		s.m.NoIP.Inc()
 		s.log.Warn("ADD failed", "pod", pod, "err", err)
-		return failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
+		failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
+		return
 	}
 	// The checkpoint's fsync and the links run side by side: the reply
 	// waits for both, so no address leaves ipamd before it is on disk.
@@ -268,7 +270,8 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, int(r.Mtu))
 	if err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
-		return failed(cniErrInternal, "pod network setup failed", err)
+		failed(cniErrInternal, "pod network setup failed", err)
+		return
 	}
 	// The policy agent attaches to the host veth before the pod has its
 	// address or the host a route to it: no packet to or from the pod can
@@ -276,21 +279,25 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	if r.PolicyAgent && s.node.NetworkPolicyMode != "" {
 		m, err := turn(&datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
 		if err != nil {
-			return failed(cniErrInternal, "network policy setup failed", err)
+			failed(cniErrInternal, "network policy setup failed", err)
+			return
 		}
 		if err := continueErr(m); err != nil {
-			return failed(cniErrInternal, "network policy setup failed", err)
+			failed(cniErrInternal, "network policy setup failed", err)
+			return
 		}
 	}
 	if err := l.Assign(ip, table); err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "err", err)
-		return failed(cniErrInternal, "pod network setup failed", err)
+		failed(cniErrInternal, "pod network setup failed", err)
+		return
 	}
 	<-synced
 	if syncErr != nil {
-		return failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
+		failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
+		return
 	}
-	reply = &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
+	reply := &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
 		HostVeth: hostVeth, HostMac: l.HostMAC.String(), PodMac: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
 	answered()
 	m, err := turn(reply)
@@ -298,15 +305,14 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		err = continueErr(m)
 	}
 	if err != nil {
-		// The plugin failed after asking (its configuration, read strictly,
-		// was bad), withdrew, or is gone: the runtime will not use this
-		// pod's network.
+		// The plugin failed after ipamd's answer, sent an error instead of
+		// the commit, or is gone: the runtime will not use this pod's
+		// network.
 		s.log.Warn("berth-cni did not commit the ADD; undoing", "pod", pod, "err", err)
-		return &datapath.Reply{Error: &datapath.Error{Code: cniErrInternal, Msg: "berth-cni did not commit the ADD", Details: err.Error()}}
+		return
 	}
 	committed = true
 	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))
-	return reply
 }
 
 // continueErr is the plugin's Continue as an error: nil when it says applied.

@@ -195,8 +195,8 @@ func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 	c.Close()
 	e.gone(t, "failed")
 
-	// The plugin withdraws (its strict read of the configuration differs):
-	// ipamd undoes, then hangs up.
+	// The plugin sends an error instead of the commit: ipamd undoes, then
+	// hangs up.
 	podNS3, _ := testenv.NewNetNS(t)
 	c = dial(t, e.sock)
 	if r := exchange(t, c, e.request("withdrawn"), int(podNS3)); r.Phase != podwire.PhaseDone {

@@ -131,15 +131,14 @@ type ipAllocation struct {
 	RouteTableID int32
 }
 
-// networkReply is DelNetworkReply (AddNetworkReply numbers its fields the
-// same way, except NetworkPolicyMode).
+// networkReply is DelNetworkReply.
 type networkReply struct {
 	Success           bool
 	Allocations       []ipAllocation
 	NetworkPolicyMode string
 }
 
-func unmarshalNetworkReply(b []byte, policyField uint64) (*networkReply, error) {
+func unmarshalNetworkReply(b []byte) (*networkReply, error) {
 	r := &networkReply{}
 	err := pbFields(b, func(num uint64, v uint64, p []byte) error {
 		switch {
@@ -161,7 +160,7 @@ func unmarshalNetworkReply(b []byte, policyField uint64) (*networkReply, error) 
 				return err
 			}
 			r.Allocations = append(r.Allocations, a)
-		case num == policyField && p != nil:
+		case num == 6 && p != nil:
 			r.NetworkPolicyMode = string(p)
 		}
 		return nil
@@ -174,7 +173,7 @@ func delNetwork(ctx context.Context, socket string, m *delNetworkRequest) (*netw
 	if err != nil {
 		return nil, err
 	}
-	return unmarshalNetworkReply(b, 6)
+	return unmarshalNetworkReply(b)
 }
 
 // enforceNpToPod is NPBackend.EnforceNpToPod; it reports Success.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -138,13 +137,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hostNS, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("the node's network namespace: %w", err)
-	}
-	defer hostNS.Close()
 	go func() {
-		if err := srv.ServeDatapath(dpln, hostNS); err != nil {
+		if err := srv.ServeDatapath(dpln, host.NetNS()); err != nil {
 			log.Error("datapath socket stopped", "err", err)
 		}
 	}()

@@ -158,6 +158,10 @@ func validate(cfg Config) error {
 	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 }
 
+// NetNS is the node's namespace the host works in; it stays open until
+// Close.
+func (h *Host) NetNS() netns.NsHandle { return h.ns }
+
 // Close releases the handles; it removes nothing.
 func (h *Host) Close() error {
 	h.life.Lock()

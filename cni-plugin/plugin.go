@@ -107,24 +107,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if reply.Phase != podwire.PhaseDone || ip == nil || !strings.HasPrefix(reply.HostVeth, conf.VethPrefix) {
 		return types.NewError(types.ErrInternal, "ipamd answered without an address", fmt.Sprintf("%+v", reply))
 	}
-	idx := 1
-	result := &current.Result{
-		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{
-			{Name: reply.HostVeth, Mac: reply.HostMAC},
-			{Name: args.IfName, Mac: reply.PodMAC, Sandbox: args.Netns},
-			{Name: tableInterface + reply.HostVeth[len(conf.VethPrefix):], Mac: strconv.Itoa(int(reply.RouteTableID)), Sandbox: strconv.Itoa(int(reply.DeviceNumber))},
-		},
-		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(ip), Gateway: podnet.Gateway, Interface: &idx}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
-	}
+	result := &addResult{hostVeth: reply.HostVeth, hostMAC: reply.HostMAC, ifName: args.IfName, podMAC: reply.PodMAC, netns: args.Netns,
+		tableIface: tableInterface + reply.HostVeth[len(conf.VethPrefix):], table: int(reply.RouteTableID), device: int(reply.DeviceNumber), ip: ip}
 	// ipamd keeps the pod's wiring only once told: a plugin that fails
 	// after ipamd's answer, or is killed, leaves nothing behind.
 	if err := c.Send(datapathContinue("")); err != nil {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "commit the ADD: "+err.Error())
 	}
 	log.Debug("ADD", "container", args.ContainerID, "ip", ip, "table", reply.RouteTableID, "veth", reply.HostVeth)
-	return types.PrintResult(result, cniVersion)
+	return result.print(os.Stdout, cniVersion)
 }
 
 // receiveReply reads ipamd's next reply, unless sending failed.

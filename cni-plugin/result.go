@@ -1,0 +1,148 @@
+package main
+
+import (
+	"io"
+	"net"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/berth-io/berth/internal/podnet"
+)
+
+// addResult is what an ADD reports: the host veth, the pod's interface,
+// the pseudo-interface that carries the route table and ENI device for a
+// DEL without ipamd, the pod's /32 and its default route.
+type addResult struct {
+	hostVeth, hostMAC     string
+	ifName, podMAC, netns string
+	tableIface            string
+	table, device         int
+	ip                    net.IP // 4 bytes
+}
+
+func (a *addResult) cni() *current.Result {
+	idx := 1
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: a.hostVeth, Mac: a.hostMAC},
+			{Name: a.ifName, Mac: a.podMAC, Sandbox: a.netns},
+			{Name: a.tableIface, Mac: strconv.Itoa(a.table), Sandbox: strconv.Itoa(a.device)},
+		},
+		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(a.ip), Gateway: podnet.Gateway, Interface: &idx}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
+	}
+}
+
+// print writes the result for cniVersion to w. For the 1.x versions it
+// writes the bytes the CNI library's PrintResult writes, directly: the
+// library marshals the result, unmarshals it into a map (to drop an empty
+// "dns"), marshals the map and indents it, and that reflection is, cold,
+// a good part of an ADD's own time. TestResultBytesMatchTheLibrary holds
+// the two to the same bytes. Older versions convert through the library.
+func (a *addResult) print(w io.Writer, cniVersion string) error {
+	if cniVersion != "1.0.0" && cniVersion != "1.1.0" {
+		r, err := a.cni().GetAsVersion(cniVersion)
+		if err != nil {
+			return err
+		}
+		return r.PrintTo(w)
+	}
+	// The library's map round trip sorts every object's keys and omits
+	// the empty "mac" and "sandbox".
+	b := make([]byte, 0, 640)
+	b = append(b, "{\n    \"cniVersion\": "...)
+	b = appendJSONString(b, cniVersion)
+	b = append(b, ",\n    \"interfaces\": ["...)
+	for i, f := range [][3]string{{a.hostVeth, a.hostMAC, ""}, {a.ifName, a.podMAC, a.netns},
+		{a.tableIface, strconv.Itoa(a.table), strconv.Itoa(a.device)}} {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n        {"...)
+		sep := "\n"
+		if f[1] != "" {
+			b = append(b, "\n            \"mac\": "...)
+			b = appendJSONString(b, f[1])
+			sep = ",\n"
+		}
+		b = append(b, sep...)
+		b = append(b, "            \"name\": "...)
+		b = appendJSONString(b, f[0])
+		if f[2] != "" {
+			b = append(b, ",\n            \"sandbox\": "...)
+			b = appendJSONString(b, f[2])
+		}
+		b = append(b, "\n        }"...)
+	}
+	b = append(b, "\n    ],\n    \"ips\": [\n        {\n            \"address\": \""...)
+	b = append(b, podnet.HostNet(a.ip).String()...)
+	b = append(b, "\",\n            \"gateway\": \""...)
+	b = append(b, podnet.Gateway.String()...)
+	b = append(b, "\",\n            \"interface\": 1\n        }\n    ],\n    \"routes\": [\n        {\n            \"dst\": \"0.0.0.0/0\",\n            \"gw\": \""...)
+	b = append(b, podnet.Gateway.String()...)
+	b = append(b, "\"\n        }\n    ]\n}"...)
+	_, err := w.Write(b)
+	return err
+}
+
+// appendJSONString appends s as the library's result has it: encoding/json's
+// default escaping (quotes, backslashes and control characters; <, > and &
+// as \u00XX; U+2028 and U+2029), with each invalid UTF-8 byte as a literal
+// U+FFFD, which is what the library's decode and re-encode leave of the
+// first encoding's \ufffd.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = utf8.AppendRune(b, utf8.RuneError)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"unsafe"
 
 	"github.com/vishvananda/netlink"
@@ -65,9 +66,10 @@ type Links struct {
 // address: the veth pair with its pod end created directly in podNS, both
 // ends up, the pod's gateway route, default route and permanent gateway
 // neighbour. host is a netlink handle in the node's namespace, which the
-// Links use until Close and which the caller keeps. On error nothing is
-// left.
-func Create(host *netlink.Handle, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
+// Links use until Close and which the caller keeps; home is the namespace
+// the caller's threads are in, where the thread that opens the socket in
+// podNS goes back to. On error nothing is left.
+func Create(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
 	// The deferred clean-ups use p, not the named result, which a failing
 	// return sets to nil before they run.
 	p := &Links{h: host, ifName: ifName, hostName: hostName}
@@ -76,7 +78,9 @@ func Create(host *netlink.Handle, podNS netns.NsHandle, ifName, hostName string,
 			p.Close()
 		}
 	}()
-	if p.ph, err = netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE); err != nil {
+	// The socket in the pod's namespace, opened from a thread of home
+	// without looking up which namespace that thread is in.
+	if p.ph, err = handleIn(podNS, home); err != nil {
 		return nil, fmt.Errorf("netlink in the pod's namespace: %w", err)
 	}
 	p.HostMAC = randomMAC()
@@ -122,6 +126,28 @@ func Create(host *netlink.Handle, podNS netns.NsHandle, ifName, hostName string,
 		return nil, fmt.Errorf("gateway neighbour in the pod's namespace: %w", err)
 	}
 	return p, nil
+}
+
+// handleIn opens a route netlink socket in ns from a thread of home. If
+// the thread cannot go back home it stays locked to the calling goroutine
+// (whose netlink work goes through handles, bound to their namespaces), and
+// the runtime ends it with that goroutine instead of reusing it in the
+// wrong namespace.
+func handleIn(ns, home netns.NsHandle) (*netlink.Handle, error) {
+	runtime.LockOSThread()
+	if err := unix.Setns(int(ns), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("enter the pod's namespace: %w", err)
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if serr := unix.Setns(int(home), unix.CLONE_NEWNET); serr != nil {
+		if h != nil {
+			h.Close()
+		}
+		return nil, fmt.Errorf("return to the node's namespace: %w", serr)
+	}
+	runtime.UnlockOSThread()
+	return h, err
 }
 
 // Assign finishes the wiring with the pod's address: the /32 on the pod's

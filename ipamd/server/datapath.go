@@ -43,7 +43,14 @@ const turnTimeout = 2 * time.Minute
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
 // ln is closed. hostNS is the node's namespace, where host veths go.
 func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
-	handles := &handlePool{ns: hostNS, free: make(chan *netlink.Handle, 8)}
+	// ipamd's own namespace, where a thread that opened a socket in a pod's
+	// namespace goes back to (hostNS in ipamd; not in the tests).
+	home, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("open ipamd's network namespace: %w", err)
+	}
+	defer home.Close()
+	handles := &handlePool{ns: hostNS, home: home, free: make(chan *netlink.Handle, 8)}
 	defer handles.close()
 	for {
 		c, err := ln.AcceptUnix()
@@ -267,7 +274,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		}
 	}()
 	hostVeth := vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)
-	l, err = podnet.Create(host, podNS, r.IfName, hostVeth, int(r.Mtu))
+	l, err = podnet.Create(host, handles.home, podNS, r.IfName, hostVeth, int(r.Mtu))
 	if err != nil {
 		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
 		failed(cniErrInternal, "pod network setup failed", err)
@@ -363,8 +370,8 @@ func (l *keyLocks) lock(ctx context.Context, k datastore.Key) (unlock func(), er
 // handlePool keeps netlink handles in the node's namespace for the ADDs
 // in flight, one each: opening one costs two setns and a socket.
 type handlePool struct {
-	ns   netns.NsHandle
-	free chan *netlink.Handle
+	ns, home netns.NsHandle
+	free     chan *netlink.Handle
 }
 
 func (p *handlePool) get() (*netlink.Handle, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/test/e2e"
 )
@@ -98,14 +99,39 @@ func floorAdd(b *testing.B, podNS string, i int) time.Duration {
 	return d
 }
 
+// BenchmarkCNIAddDel measures ADD and DEL with ipamd's state directory
+// (its checkpoint, written with an fsync) on tmpfs, where the default
+// /var/run/aws-node is on EKS nodes (/var/run is /run there), and on disk,
+// where it is on this machine and any host whose /run is not tmpfs.
 func BenchmarkCNIAddDel(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
+	b.Run("state=tmpfs", func(b *testing.B) { benchCNIAddDel(b, tmpfsDir(b)) })
+	b.Run("state=disk", func(b *testing.B) { benchCNIAddDel(b, "") })
+}
+
+// tmpfsDir mounts a small tmpfs on a temp directory for the benchmark.
+func tmpfsDir(b *testing.B) string {
+	dir := b.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=16m,mode=0755"); err != nil {
+		b.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	b.Cleanup(func() {
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			b.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// benchCNIAddDel runs the ADDs with ipamd's state in stateDir ("" = a temp
+// directory on disk).
+func benchCNIAddDel(b *testing.B, stateDir string) {
 	const n = 60
 	minimal := minimalBinary(b)
 	cl := newCluster(b, "10.70.0.0/16", "10.70.0.0/20")
-	node := cl.startNode(b, "m5.4xlarge", "WARM_IP_TARGET=70", "WARM_ENI_TARGET=0")
+	node := cl.startNodeWith(b, "m5.4xlarge", "", stateDir, []string{"--chain-portmap=false"}, "WARM_IP_TARGET=70", "WARM_ENI_TARGET=0")
 	// Warm the pool completely before timing.
 	time.Sleep(2 * time.Second)
 	conf := node.conf(b)

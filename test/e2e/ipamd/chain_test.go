@@ -17,7 +17,7 @@ import (
 // hostPort reaches the pod.
 func TestChainedPortmap(t *testing.T) {
 	cl := newCluster(t, "10.73.0.0/16", "10.73.0.0/20")
-	n := cl.startNodeWith(t, "m5.large", "", []string{"--cni-version=1.0.0", "--chain-portmap=true"})
+	n := cl.startNodeWith(t, "m5.large", "", "", []string{"--cni-version=1.0.0", "--chain-portmap=true"})
 	nsName := fmt.Sprintf("pod-pm-%d", time.Now().UnixNano()%1e6)
 	p := &pod{name: "pm", ns: "default", netns: e2e.NewNetNS(t, nsName)}
 	p.rt = &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: p.netns, IfName: "eth0",

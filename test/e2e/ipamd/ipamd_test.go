@@ -69,11 +69,12 @@ func (cl *cluster) startNode(t testing.TB, typ string, env ...string) *node {
 // startNodeAt is startNode with an explicit socket path ("" = a temp one).
 func (cl *cluster) startNodeAt(t testing.TB, typ, socket string, env ...string) *node {
 	t.Helper()
-	return cl.startNodeWith(t, typ, socket, []string{"--chain-portmap=false"}, env...)
+	return cl.startNodeWith(t, typ, socket, "", []string{"--chain-portmap=false"}, env...)
 }
 
-// startNodeWith also takes extra berth-ipamd flags.
-func (cl *cluster) startNodeWith(t testing.TB, typ, socket string, flags []string, env ...string) *node {
+// startNodeWith also takes ipamd's state directory ("" = a temp one) and
+// extra berth-ipamd flags.
+func (cl *cluster) startNodeWith(t testing.TB, typ, socket, stateDir string, flags []string, env ...string) *node {
 	t.Helper()
 	inst := e2e.RunInstance(t, cl.ec2, cl.sub, typ)
 	dir := t.TempDir()
@@ -81,7 +82,10 @@ func (cl *cluster) startNodeWith(t testing.TB, typ, socket string, flags []strin
 		socket = filepath.Join(dir, "ipamd.sock")
 	}
 	n := &node{inst: inst, binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
-		socket: socket, stateDir: filepath.Join(dir, "state")}
+		socket: socket, stateDir: stateDir}
+	if stateDir == "" {
+		n.stateDir = filepath.Join(dir, "state")
+	}
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",

@@ -22,7 +22,7 @@ export GOFLAGS := -trimpath -tags=grpcnotrace
 
 # berth-cni lives a few milliseconds per pod and never collects garbage. The
 # Green Tea collector (Go 1.26's default) writes mark bits into each small
-# span's last page, which costs the plugin ~20 page faults per exec, a good
+# span's last page, which costs the plugin ~16 page faults per exec, a good
 # part of its start-up on a VM (docs/benchmarks.md): it is built with the
 # previous collector while Go still offers it. Long-lived daemons keep the
 # default.

@@ -144,7 +144,7 @@ func handleIn(ns, home netns.NsHandle) (*netlink.Handle, error) {
 		if h != nil {
 			h.Close()
 		}
-		return nil, fmt.Errorf("return to the node's namespace: %w", serr)
+		return nil, fmt.Errorf("return to the caller's namespace: %w", serr)
 	}
 	runtime.UnlockOSThread()
 	return h, err

@@ -23,6 +23,8 @@ type addResult struct {
 	ip                    net.IP // 4 bytes
 }
 
+// cni is the result as the CNI library's type, for the versions print
+// converts through the library and for the tests.
 func (a *addResult) cni() *current.Result {
 	idx := 1
 	return &current.Result{

@@ -2,8 +2,8 @@
 //
 //	go build -ldflags "-X github.com/berth-io/berth/internal/version.Version=$(git describe --tags --always --dirty)"
 //
-// It imports nothing, so that berth-cni can read it in its first package
-// init (see cni-plugin/internal/early). The Go version, platform and commit
+// It imports nothing: berth-cni needs only the string, to name itself to
+// ipamd, and links nothing more for it. The Go version, platform and commit
 // that go with it are package buildinfo's.
 package version
 

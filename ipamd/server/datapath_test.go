@@ -166,8 +166,8 @@ func commit(t *testing.T, c *podwire.Conn) {
 	c.Close()
 }
 
-// The plugin sends its request before it has read its configuration
-// strictly; ipamd keeps the pod's wiring only once the plugin commits.
+// ipamd keeps the pod's wiring only once the plugin commits: not when it
+// hangs up after the answer, nor when it sends an error instead.
 func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 	e := startDatapath(t)
 	podNS, _ := testenv.NewNetNS(t)

@@ -82,10 +82,11 @@ func (a *addResult) print(w io.Writer, cniVersion string) error {
 	}
 	b = append(b, "\n    ],\n    \"ips\": [\n        {\n            \"address\": \""...)
 	b = append(b, podnet.HostNet(a.ip).String()...)
+	gw := podnet.Gateway.String()
 	b = append(b, "\",\n            \"gateway\": \""...)
-	b = append(b, podnet.Gateway.String()...)
+	b = append(b, gw...)
 	b = append(b, "\",\n            \"interface\": 1\n        }\n    ],\n    \"routes\": [\n        {\n            \"dst\": \"0.0.0.0/0\",\n            \"gw\": \""...)
-	b = append(b, podnet.Gateway.String()...)
+	b = append(b, gw...)
 	b = append(b, "\"\n        }\n    ]\n}"...)
 	_, err := w.Write(b)
 	return err

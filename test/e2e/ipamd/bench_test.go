@@ -2,6 +2,7 @@ package ipamd_test
 
 import (
 	"context"
+	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -51,6 +52,29 @@ func minimalBinary(b *testing.B) string {
 		b.Fatalf("build minimal binary: %v %s", err, out)
 	}
 	return filepath.Join(dir, "minimal")
+}
+
+// skelOnlyBinary builds testdata/skelonly (a plugin that is only the CNI
+// library's dispatch) the way make builds berth-cni: static, stripped, with
+// berth-cni's GOEXPERIMENT (read from berthCNI itself).
+func skelOnlyBinary(b *testing.B, berthCNI string) string {
+	bi, err := buildinfo.ReadFile(berthCNI)
+	if err != nil {
+		b.Fatal(err)
+	}
+	exp := ""
+	for _, s := range bi.Settings {
+		if s.Key == "GOEXPERIMENT" {
+			exp = s.Value
+		}
+	}
+	out := filepath.Join(b.TempDir(), "skelonly")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./testdata/skelonly")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOEXPERIMENT="+exp)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build skelonly: %v %s", err, o)
+	}
+	return out
 }
 
 func execTime(b *testing.B, name string, env []string) time.Duration {
@@ -144,7 +168,8 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	peerCNI := libcni.NewCNIConfigWithCacheDir([]string{"/usr/lib/cni"}, b.TempDir(), nil)
 
 	berthCNI := filepath.Join(node.binDir, "berth-cni")
-	var add, del, peerAdd, peerDel, floor, execMin, version []time.Duration
+	skelOnly := skelOnlyBinary(b, berthCNI)
+	var add, del, peerAdd, peerDel, floor, execMin, version, skelVersion []time.Duration
 	for i := 0; i < n; i++ {
 		for _, which := range []string{"berth", "ptp", "floor"} {
 			name := fmt.Sprintf("bench-%s-%d-%d", which, os.Getpid(), i)
@@ -190,6 +215,7 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 				// load on a shared host moves both sides of each ratio.
 				execMin = append(execMin, execTime(b, minimal, nil))
 				version = append(version, execTime(b, berthCNI, []string{"CNI_COMMAND=VERSION"}))
+				skelVersion = append(skelVersion, execTime(b, skelOnly, []string{"CNI_COMMAND=VERSION"}))
 			}
 		}
 	}
@@ -197,7 +223,12 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	if sum, count := histogram(b, node, "berth_cni_add_seconds"); count > 0 {
 		b.ReportMetric(sum/count*1000, "ipamd-add-mean-ms")
 	}
+	// A second floor, for reading the first: the same netlink work plus a
+	// VERSION of a plugin that is only skel, which #6 requires. No plugin
+	// on skel starts faster.
+	skelFloor := make([]time.Duration, len(floor))
 	for i := range floor {
+		skelFloor[i] = floor[i] + skelVersion[i]
 		floor[i] += execMin[i]
 	}
 	p50, p99 := percentile(add, .5), percentile(add, .99)
@@ -213,6 +244,9 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	b.ReportMetric(p50.Seconds()/percentile(peerAdd, .5).Seconds(), "add-p50-x-ptp")
 	b.ReportMetric(percentile(version, .5).Seconds()/percentile(execMin, .5).Seconds(), "version-x-minimal")
 	b.ReportMetric(float64(percentile(version, .5).Microseconds())/1000, "version-p50-ms")
+	b.ReportMetric(float64(percentile(skelVersion, .5).Microseconds())/1000, "skelonly-version-p50-ms")
+	b.ReportMetric(percentile(version, .5).Seconds()/percentile(skelVersion, .5).Seconds(), "version-x-skelonly")
+	b.ReportMetric(p50.Seconds()/percentile(skelFloor, .5).Seconds(), "add-p50-x-skel-floor")
 }
 
 // BenchmarkColdBurst: 100 concurrent ADDs on a fresh node; counts EC2

@@ -41,7 +41,9 @@ const requestTimeout = 10 * time.Second
 const turnTimeout = 2 * time.Minute
 
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
-// ln is closed. hostNS is the node's namespace, where host veths go.
+// ln is closed, and returns once the ADDs in flight have ended (their undo
+// and checkpoint included). hostNS is the node's namespace, where host
+// veths go.
 func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
 	// ipamd's own namespace, where a thread that opened a socket in a pod's
 	// namespace goes back to (hostNS in ipamd; not in the tests).
@@ -52,6 +54,8 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 	defer home.Close()
 	handles := &handlePool{ns: hostNS, home: home, free: make(chan *netlink.Handle, 8)}
 	defer handles.close()
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
@@ -60,7 +64,7 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 			}
 			return fmt.Errorf("accept on the datapath socket: %w", err)
 		}
-		go s.handlePod(c, handles)
+		inflight.Go(func() { s.handlePod(c, handles) })
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,7 @@ type dpEnv struct {
 	nodeNS  netns.NsHandle
 	node    *netlink.Handle
 	version string
+	stop    func() // closes the listener and waits for ServeDatapath
 }
 
 func startDatapath(t *testing.T) *dpEnv {
@@ -54,9 +56,18 @@ func startDatapath(t *testing.T) *dpEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.ServeDatapath(ln, e.nodeNS) }()
-	t.Cleanup(func() { ln.Close(); <-done })
+	done := make(chan error, 1)
+	go func() { done <- s.ServeDatapath(ln, e.nodeNS) }()
+	var once sync.Once
+	e.stop = func() {
+		once.Do(func() {
+			ln.Close()
+			if err := <-done; err != nil {
+				t.Errorf("ServeDatapath: %v", err)
+			}
+		})
+	}
+	t.Cleanup(e.stop)
 	return e
 }
 
@@ -210,6 +221,34 @@ func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 		t.Fatalf("ipamd answered a withdrawal with %x instead of hanging up", m)
 	}
 	e.gone(t, "withdrawn")
+}
+
+// ServeDatapath returns only once the ADDs in flight have ended: one the
+// plugin abandoned is undone, its address released and checkpointed, before
+// the server is gone (ipamd's shutdown; the tests' temp directories, which
+// a late checkpoint used to recreate).
+func TestServeDatapathWaitsForADDsInFlight(t *testing.T) {
+	e := startDatapath(t)
+	podNS, _ := testenv.NewNetNS(t)
+	c := dial(t, e.sock)
+	if r := exchange(t, c, e.request("abandoned"), int(podNS)); r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v", r)
+	}
+	c.Close() // no commit: ipamd undoes the ADD
+	e.stop()
+	if _, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-abandoned", IfName: "eth0"}); held {
+		t.Fatal("ServeDatapath returned before the abandoned ADD gave its address back")
+	}
+	allocs, err := datastore.ReadCheckpoint(e.cpPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(allocs) != 0 {
+		t.Fatalf("ServeDatapath returned before the checkpoint dropped the abandoned ADD: %+v", allocs)
+	}
+	if _, err := e.node.LinkByName(vethname.For("eni", "ns", "abandoned")); err == nil {
+		t.Fatal("ServeDatapath returned before the abandoned ADD's veth was removed")
+	}
 }
 
 // An ADD of an attachment waits for the one before it to be decided, and

@@ -181,12 +181,7 @@ func commit(t *testing.T, c *podwire.Conn) {
 // hangs up after the answer, nor when it sends an error instead.
 func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 	e := startDatapath(t)
-	podNS, _ := testenv.NewNetNS(t)
-	c := dial(t, e.sock)
-	if r := exchange(t, c, e.request("kept"), int(podNS)); r.Error != nil || r.Phase != podwire.PhaseDone {
-		t.Fatalf("reply %+v", r)
-	}
-	commit(t, c)
+	commit(t, e.answered(t, "kept"))
 	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "c-kept", IfName: "eth0"}
 	time.Sleep(200 * time.Millisecond) // an undo, were there one, takes a few ms
 	if _, held := e.ds.Lookup(key); !held {
@@ -198,21 +193,12 @@ func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 
 	// The plugin exits with an error after the answer (bad configuration,
 	// say): it hangs up without committing.
-	podNS2, _ := testenv.NewNetNS(t)
-	c = dial(t, e.sock)
-	if r := exchange(t, c, e.request("failed"), int(podNS2)); r.Phase != podwire.PhaseDone {
-		t.Fatalf("reply %+v", r)
-	}
-	c.Close()
+	e.answered(t, "failed").Close()
 	e.gone(t, "failed")
 
 	// The plugin sends an error instead of the commit: ipamd undoes, then
 	// hangs up.
-	podNS3, _ := testenv.NewNetNS(t)
-	c = dial(t, e.sock)
-	if r := exchange(t, c, e.request("withdrawn"), int(podNS3)); r.Phase != podwire.PhaseDone {
-		t.Fatalf("reply %+v", r)
-	}
+	c := e.answered(t, "withdrawn")
 	b, _ := proto.Marshal(&datapath.Continue{Error: "berth-cni withdrew the request"})
 	if err := c.Send(b); err != nil {
 		t.Fatal(err)
@@ -229,12 +215,7 @@ func TestDatapathKeepsOnlyCommittedADDs(t *testing.T) {
 // a late checkpoint used to recreate).
 func TestServeDatapathWaitsForADDsInFlight(t *testing.T) {
 	e := startDatapath(t)
-	podNS, _ := testenv.NewNetNS(t)
-	c := dial(t, e.sock)
-	if r := exchange(t, c, e.request("abandoned"), int(podNS)); r.Error != nil || r.Phase != podwire.PhaseDone {
-		t.Fatalf("reply %+v", r)
-	}
-	c.Close() // no commit: ipamd undoes the ADD
+	e.answered(t, "abandoned").Close() // no commit: ipamd undoes the ADD
 	e.stop()
 	if _, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-abandoned", IfName: "eth0"}); held {
 		t.Fatal("ServeDatapath returned before the abandoned ADD gave its address back")
@@ -317,6 +298,18 @@ func (e *dpEnv) gone(t *testing.T, pod string) {
 		b, _ := os.ReadFile(e.cpPath)
 		return err != nil && !held && !strings.Contains(string(b), `"c-`+pod+`"`)
 	})
+}
+
+// answered runs an ADD of pod up to ipamd's answer and returns the
+// connection, before the plugin's commit.
+func (e *dpEnv) answered(t *testing.T, pod string) *podwire.Conn {
+	t.Helper()
+	podNS, _ := testenv.NewNetNS(t)
+	c := dial(t, e.sock)
+	if r := exchange(t, c, e.request(pod), int(podNS)); r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("reply %+v (error %v)", r, r.Error)
+	}
+	return c
 }
 
 // agentTurn starts an ADD of pod with the policy agent's turn and

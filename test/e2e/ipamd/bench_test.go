@@ -2,7 +2,6 @@ package ipamd_test
 
 import (
 	"context"
-	"debug/buildinfo"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,19 +57,10 @@ func minimalBinary(b *testing.B) string {
 // library's dispatch) the way make builds berth-cni: static, stripped, with
 // berth-cni's GOEXPERIMENT (read from berthCNI itself).
 func skelOnlyBinary(b *testing.B, berthCNI string) string {
-	bi, err := buildinfo.ReadFile(berthCNI)
-	if err != nil {
-		b.Fatal(err)
-	}
-	exp := ""
-	for _, s := range bi.Settings {
-		if s.Key == "GOEXPERIMENT" {
-			exp = s.Value
-		}
-	}
+	_, settings := buildSettings(b, berthCNI)
 	out := filepath.Join(b.TempDir(), "skelonly")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "./testdata/skelonly")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOEXPERIMENT="+exp)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOEXPERIMENT="+settings["GOEXPERIMENT"])
 	if o, err := cmd.CombinedOutput(); err != nil {
 		b.Fatalf("build skelonly: %v %s", err, o)
 	}

@@ -81,11 +81,11 @@ func (cl *cluster) startNodeWith(t testing.TB, typ, socket, stateDir string, fla
 	if socket == "" {
 		socket = filepath.Join(dir, "ipamd.sock")
 	}
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "state")
+	}
 	n := &node{inst: inst, binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
 		socket: socket, stateDir: stateDir}
-	if stateDir == "" {
-		n.stateDir = filepath.Join(dir, "state")
-	}
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",

@@ -13,14 +13,7 @@ import (
 // collector that costs a short-lived process the fewest page faults (see
 // CNI_GOEXPERIMENT in the Makefile).
 func TestPluginBuild(t *testing.T) {
-	bi, err := buildinfo.ReadFile(e2e.Bin(t, "berth-cni"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	settings := map[string]string{}
-	for _, s := range bi.Settings {
-		settings[s.Key] = s.Value
-	}
+	bi, settings := buildSettings(t, e2e.Bin(t, "berth-cni"))
 	if settings["CGO_ENABLED"] != "0" {
 		t.Errorf("CGO_ENABLED=%q, want a static binary", settings["CGO_ENABLED"])
 	}
@@ -35,4 +28,19 @@ func TestPluginBuild(t *testing.T) {
 			}
 		}
 	}
+}
+
+// buildSettings reads a binary's build information and its settings
+// (CGO_ENABLED, GOEXPERIMENT, ...) by key.
+func buildSettings(t testing.TB, bin string) (*buildinfo.BuildInfo, map[string]string) {
+	t.Helper()
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]string{}
+	for _, s := range bi.Settings {
+		settings[s.Key] = s.Value
+	}
+	return bi, settings
 }

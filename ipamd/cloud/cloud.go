@@ -102,6 +102,8 @@ type ENI struct {
 	Prefixes          []netip.Prefix
 	Tags              map[string]string
 	Attached          bool
+	// InterfaceType is EC2's: "interface", "efa", "efa-only", "trunk", ...
+	InterfaceType string
 }
 
 // Cloud is ipamd's AWS boundary.
@@ -334,7 +336,8 @@ func (c *AWS) call(fn string, f func() error) error {
 }
 
 func toENI(n types.NetworkInterface) ENI {
-	e := ENI{ID: aws.ToString(n.NetworkInterfaceId), MAC: aws.ToString(n.MacAddress), SubnetID: aws.ToString(n.SubnetId), Tags: map[string]string{}}
+	e := ENI{ID: aws.ToString(n.NetworkInterfaceId), MAC: aws.ToString(n.MacAddress), SubnetID: aws.ToString(n.SubnetId), Tags: map[string]string{},
+		InterfaceType: string(n.InterfaceType)}
 	if a := n.Attachment; a != nil {
 		e.Device, e.Card = int(aws.ToInt32(a.DeviceIndex)), int(aws.ToInt32(a.NetworkCardIndex))
 		e.Attached = a.Status == types.AttachmentStatusAttached

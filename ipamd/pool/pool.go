@@ -52,7 +52,63 @@ type Pool struct {
 	backoffUntil time.Time // after subnet exhaustion or EC2 errors
 	lastShrink   time.Time
 	enis         map[string]time.Time // ENI -> when ipamd added it
-	changed      chan struct{}
+	// unmanaged are attached ENIs ipamd leaves alone (see manages), from
+	// the last EC2 listing: they take device indexes and ENI slots.
+	unmanaged map[string]cloud.ENI
+	changed   chan struct{}
+}
+
+// NoManageTag on an ENI set to "true" keeps ipamd's hands off it, as in the
+// VPC CNI.
+const NoManageTag = "node.k8s.amazonaws.com/no_manage"
+
+// manages reports whether ipamd may draw addresses from an ENI and free
+// it. Like the VPC CNI (without ENABLE_MULTI_NIC) it leaves alone ENIs
+// tagged no_manage=true, ENIs on other network cards, EFA-only and trunk
+// interfaces: they belong to someone else (an operator, EFA, pod ENIs).
+// The primary ENI is always ipamd's.
+func (p *Pool) manages(e cloud.ENI) bool {
+	if e.ID == p.cloud.Instance().PrimaryENI {
+		return true
+	}
+	return e.Tags[NoManageTag] != "true" && e.Card == 0 && e.InterfaceType != "efa-only" && e.InterfaceType != "trunk"
+}
+
+// sortENIs splits an EC2 listing into the ENIs ipamd manages and records
+// the others.
+func (p *Pool) sortENIs(enis []cloud.ENI) []cloud.ENI {
+	var mine []cloud.ENI
+	others := map[string]cloud.ENI{}
+	for _, e := range enis {
+		if p.manages(e) {
+			mine = append(mine, e)
+			continue
+		}
+		others[e.ID] = e
+	}
+	p.mu.Lock()
+	for id, e := range others {
+		if _, known := p.unmanaged[id]; !known {
+			p.log.Info("leaving an ENI alone", "eni", id, "device", e.Device, "card", e.Card, "type", e.InterfaceType, "noManage", e.Tags[NoManageTag])
+		}
+	}
+	p.unmanaged = others
+	p.mu.Unlock()
+	return mine
+}
+
+// unmanagedENIs counts the ENIs ipamd leaves alone on network card 0,
+// which take slots of the instance's ENI limit.
+func (p *Pool) unmanagedENIs() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, e := range p.unmanaged {
+		if e.Card == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // MaxPods is the node's pod capacity from the shared resolver (the one
@@ -78,7 +134,8 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 // New returns a pool manager.
 func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
 	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
-		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), enis: map[string]time.Time{}, changed: make(chan struct{})}
+		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
+		changed: make(chan struct{})}
 }
 
 // MaxPodsLimit returns the node's pod capacity.
@@ -91,7 +148,7 @@ func (p *Pool) Init(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list the node's ENIs: %w", err)
 	}
-	for _, e := range enis {
+	for _, e := range p.sortENIs(enis) {
 		if err := p.adopt(ctx, e); err != nil {
 			return err
 		}
@@ -274,7 +331,7 @@ func (p *Pool) grow(ctx context.Context, deficit int) error {
 		}
 	}
 	for deficit > 0 {
-		if len(p.ds.ENIs()) >= p.maxENIs() {
+		if len(p.ds.ENIs())+p.unmanagedENIs() >= p.maxENIs() {
 			err := fmt.Errorf("%w: %d ENIs of %s", ErrNodeCapacity, p.maxENIs(), in.Type)
 			p.setBlocked(err, 0)
 			return err
@@ -338,6 +395,11 @@ func (p *Pool) nextDevice() int {
 	for _, e := range p.ds.ENIs() {
 		used[e.DeviceIndex] = true
 	}
+	p.mu.Lock()
+	for _, e := range p.unmanaged {
+		used[e.Device] = true
+	}
+	p.mu.Unlock()
 	for d := 1; ; d++ {
 		if !used[d] {
 			return d

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,7 +55,11 @@ func (f *fakeCloud) Instance() cloud.Instance                           { return
 func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
 func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
 func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return nil, nil }
-func (f *fakeCloud) FreeENI(context.Context, string) error              { f.count("FreeENI"); return nil }
+func (f *fakeCloud) FreeENI(_ context.Context, id string) error {
+	f.count("FreeENI")
+	f.count("FreeENI:" + id)
+	return nil
+}
 func (f *fakeCloud) UnassignIPs(context.Context, string, []netip.Addr) error {
 	f.count("Unassign")
 	return nil
@@ -117,17 +122,50 @@ func (nopHost) SetupENI(context.Context, net.HardwareAddr, int, netip.Addr, neti
 
 func newPool(t *testing.T, typ string, env map[string]string) (*Pool, *fakeCloud, *datastore.Store) {
 	t.Helper()
+	return newPoolWith(t, newFake(typ), nopHost{}, env)
+}
+
+func newPoolWith(t *testing.T, f *fakeCloud, host HostNet, env map[string]string) (*Pool, *fakeCloud, *datastore.Store) {
+	t.Helper()
 	cfg, err := config.FromEnv(func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFake(typ)
 	ds := datastore.New(cfg.IPCooldown, nil)
-	p := New(cfg, f, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := New(cfg, f, ds, host, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err := p.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return p, f, ds
+}
+
+// recordingHost records which ENIs were configured on the host.
+type recordingHost struct {
+	mu   sync.Mutex
+	macs map[string]int
+}
+
+func (h *recordingHost) SetupENI(_ context.Context, mac net.HardwareAddr, dev int, _ netip.Addr, _ netip.Prefix) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.macs == nil {
+		h.macs = map[string]int{}
+	}
+	h.macs[mac.String()] = dev
+	return nil
+}
+
+func podKey(i int) datastore.Key {
+	return datastore.Key{NetworkName: "n", ContainerID: fmt.Sprint(i), IfName: "eth0"}
+}
+
+// later moves the pool's clock past the young-ENI and shrink intervals.
+func later(p *Pool, d time.Duration) {
+	t := time.Now().Add(d)
+	p.mu.Lock()
+	p.now = func() time.Time { return t }
+	p.lastShrink = time.Time{}
+	p.mu.Unlock()
 }
 
 func TestMaxPods(t *testing.T) {
@@ -294,5 +332,83 @@ func TestLeakedENICleanupSparesENIsInUse(t *testing.T) {
 	}
 	if f.calls["DeleteENI:eni-0"] != 0 {
 		t.Fatal("deleted the primary ENI, which the datastore uses")
+	}
+}
+
+// An ENI someone else attached and tagged no_manage=true, an EFA-only ENI
+// on network card 1 and a trunk ENI are never configured, never give pods
+// addresses, never freed, and their device indexes and ENI slots are
+// respected.
+func TestUnmanagedENIsAreLeftAlone(t *testing.T) {
+	f := newFake("m5.large")
+	noManage := cloud.ENI{ID: "eni-user", Device: 1, MAC: "02:00:00:00:00:77", PrimaryIP: netip.MustParseAddr("10.0.5.5"),
+		Secondary:  []netip.Addr{netip.MustParseAddr("10.0.5.6"), netip.MustParseAddr("10.0.5.7")},
+		SubnetCIDR: f.inst.SubnetCIDR, Attached: true, Tags: map[string]string{NoManageTag: "true"}}
+	efa := cloud.ENI{ID: "eni-efa", Device: 1, Card: 1, MAC: "02:00:00:00:00:88", Attached: true, InterfaceType: "efa-only"}
+	emptyNoManage := cloud.ENI{ID: "eni-empty", Device: 2, MAC: "02:00:00:00:00:99", PrimaryIP: netip.MustParseAddr("10.0.5.9"),
+		SubnetCIDR: f.inst.SubnetCIDR, Attached: true, Tags: map[string]string{NoManageTag: "true"}}
+	f.enis = append(f.enis, noManage, efa, emptyNoManage)
+	host := &recordingHost{}
+	p, f, ds := newPoolWith(t, f, host, map[string]string{"IP_COOLDOWN_PERIOD": "0"})
+	if len(host.macs) != 0 {
+		t.Fatalf("configured ENIs ipamd does not manage: %v", host.macs)
+	}
+	p.reconcile(context.Background())
+	// Hand out every address the pool can get: m5.large has 3 ENIs, two of
+	// them taken by the no_manage ENIs, so only the primary's 9.
+	for i := 0; ; i++ {
+		a, err := ds.Assign(podKey(i), datastore.Meta{})
+		if err != nil {
+			break
+		}
+		if a.ENI != f.inst.PrimaryENI {
+			t.Fatalf("pod %d got %s from %s", i, a.IP, a.ENI)
+		}
+	}
+	done := p.Wait()
+	p.reconcile(context.Background())
+	done()
+	if f.calls["CreateENI"] != 0 {
+		t.Fatalf("created an ENI past the limit the unmanaged ENIs take: %v", f.calls)
+	}
+	if reason, _ := p.Blocked(); !errors.Is(reason, ErrNodeCapacity) {
+		t.Fatalf("a full node is not blocked: %v", reason)
+	}
+	for _, a := range ds.Allocations() {
+		ds.Release(a.Key)
+	}
+	later(p, 5*time.Minute)
+	p.reconcile(context.Background())
+	if f.calls["FreeENI"] != 0 {
+		t.Fatalf("freed ENIs ipamd does not manage: %v", f.calls)
+	}
+	if _, err := ds.Assign(podKey(100), datastore.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	// IMDS and EC2 still list them: reconciling adopts none.
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ds.ENIs() {
+		if e.ID != f.inst.PrimaryENI {
+			t.Fatalf("the pool draws from %s", e.ID)
+		}
+	}
+}
+
+// A new ENI takes a device index no unmanaged ENI uses.
+func TestNewENISkipsUnmanagedDevices(t *testing.T) {
+	f := newFake("m5.large")
+	f.enis = append(f.enis, cloud.ENI{ID: "eni-trunk", Device: 1, MAC: "02:00:00:00:00:77", PrimaryIP: netip.MustParseAddr("10.0.5.5"),
+		SubnetCIDR: f.inst.SubnetCIDR, Attached: true, InterfaceType: "trunk"})
+	p, f, ds := newPoolWith(t, f, nopHost{}, map[string]string{"WARM_IP_TARGET": "12"})
+	p.reconcile(context.Background())
+	if f.calls["CreateENI"] != 1 {
+		t.Fatalf("calls %v", f.calls)
+	}
+	for _, e := range ds.ENIs() {
+		if e.ID == "eni-trunk" || (!e.IsPrimary && e.DeviceIndex != 2) {
+			t.Fatalf("ENI %s at device %d", e.ID, e.DeviceIndex)
+		}
 	}
 }

@@ -3,7 +3,10 @@ package pool
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/berth-io/berth/ipamd/cloud"
 )
 
 // imdsLagGrace is how long a new address may be missing from IMDS before
@@ -58,6 +61,9 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 			inMD[pf] = true
 		}
 	}
+	p.mu.Lock()
+	md = slices.DeleteFunc(md, func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other })
+	p.mu.Unlock()
 	differs := false
 	for c := range settled {
 		differs = differs || !inMD[c] // IMDS lost a settled address: ask EC2
@@ -84,7 +90,9 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 		return err
 	}
 	inEC2 := map[string]map[netip.Prefix]bool{}
-	for _, e := range enis {
+	// An ENI that became unmanaged (tagged no_manage later) counts as gone:
+	// its free addresses leave the pool, the ENI itself stays attached.
+	for _, e := range p.sortENIs(enis) {
 		if !e.Attached {
 			continue
 		}

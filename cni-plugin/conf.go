@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -25,7 +26,7 @@ const (
 type NetConf struct {
 	types.NetConf
 	VethPrefix         string `json:"vethPrefix,omitempty"`
-	MTU                int    `json:"mtu,omitempty"`
+	MTU                mtu    `json:"mtu,omitempty"`
 	IPAMDSocket        string `json:"ipamdSocket,omitempty"`
 	DatapathSocket     string `json:"datapathSocket,omitempty"`
 	NPASocket          string `json:"npaSocket,omitempty"`
@@ -56,12 +57,41 @@ type K8sArgs struct {
 	K8S_POD_UID                types.UnmarshallableString //nolint:revive
 }
 
+// mtu is the "mtu" key: a number, or a string of digits as the VPC CNI's
+// own conflist writes it ("mtu": "9001").
+type mtu int
+
+func (m *mtu) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		return nil
+	}
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf(`"mtu" %s: not an integer`, b)
+	}
+	*m = mtu(n)
+	return nil
+}
+
 // loadNetConf decodes and validates the configuration strictly: an unknown
 // field, a wrong type or a bad value is an error naming it.
-func loadNetConf(b []byte) (*NetConf, string, error) {
+func loadNetConf(b []byte) (*NetConf, string, error) { return decodeNetConf(b, true) }
+
+// loadNetConfForDel is loadNetConf that ignores unknown fields: a DEL
+// that cannot succeed leaves the pod stuck terminating, so a config from
+// another release must not stop it.
+func loadNetConfForDel(b []byte) (*NetConf, string, error) { return decodeNetConf(b, false) }
+
+func decodeNetConf(b []byte, strict bool) (*NetConf, string, error) {
 	conf := &NetConf{}
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(conf); err != nil {
 		return nil, "", types.NewError(types.ErrDecodingFailure, "invalid berth-cni configuration", err.Error())
 	}

@@ -23,7 +23,8 @@ func TestBadConfigs(t *testing.T) {
 		code       uint
 	}{
 		{"unknown field", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","vethPrefx":"eni"}`, types.ErrDecodingFailure},
-		{"wrong type", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","mtu":"9001"}`, types.ErrDecodingFailure},
+		{"wrong type", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","mtu":true}`, types.ErrDecodingFailure},
+		{"mtu not a number", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","mtu":"9001x"}`, types.ErrDecodingFailure},
 		{"missing name", `{"cniVersion":"1.1.0","type":"berth-cni"}`, types.ErrInvalidNetworkConfig},
 		{"bad mtu", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","mtu":99999}`, types.ErrInvalidNetworkConfig},
 		{"reserved prefix", `{"cniVersion":"1.1.0","name":"n","type":"berth-cni","vethPrefix":"eth"}`, types.ErrInvalidNetworkConfig},
@@ -40,5 +41,25 @@ func TestBadConfigs(t *testing.T) {
 	}
 	if err := badNetns("relative/path"); err == nil {
 		t.Fatal("relative netns path accepted")
+	}
+}
+
+// The VPC CNI's conflist writes "mtu" as a string.
+func TestMTUAsString(t *testing.T) {
+	conf, _, err := loadNetConf([]byte(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","mtu":"1500"}`))
+	if err != nil || conf.MTU != 1500 {
+		t.Fatalf("mtu \"1500\": %v %+v", err, conf)
+	}
+}
+
+// DEL must not fail on a field it does not know (a conflist of another
+// release): the pod would stay terminating. ADD still refuses it.
+func TestDelIgnoresUnknownFields(t *testing.T) {
+	b := []byte(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","newKnob":1}`)
+	if conf, _, err := loadNetConfForDel(b); err != nil || conf.Name != "aws-cni" {
+		t.Fatalf("DEL: %v", err)
+	}
+	if _, _, err := loadNetConf(b); err == nil {
+		t.Fatal("ADD accepted an unknown field")
 	}
 }

@@ -66,6 +66,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	if k8s.K8S_POD_NAMESPACE == "" || k8s.K8S_POD_NAME == "" {
+		// The host veth is named after the pod: without its name every
+		// such pod would share one.
+		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI_ARGS", "K8S_POD_NAMESPACE and K8S_POD_NAME are required")
+	}
 	// ipamd assigns the address and wires the pod in its own, warm process
 	// (package podwire); the namespace goes to it as a descriptor.
 	podNS, err := unix.Open(args.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -174,6 +179,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	st := &prevState{table: podnet.MainTable}
 	for i, itf := range res.Interfaces {
 		switch {
+		case itf == nil:
 		case strings.HasPrefix(itf.Name, tableInterface) && itf.Sandbox != "" && i >= 2:
 			if t, err := strconv.Atoi(itf.Mac); err == nil {
 				st.table = t
@@ -184,15 +190,18 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 			st.ifName = itf.Name
 		}
 	}
-	if len(res.IPs) > 0 {
-		st.ip = res.IPs[0].Address.IP.To4()
+	for _, c := range res.IPs {
+		if c != nil {
+			st.ip = c.Address.IP.To4()
+			break
+		}
 	}
 	return st, nil
 }
 
 func cmdDel(args *skel.CmdArgs) error {
 	early.GrowStack()
-	conf, _, err := loadNetConf(args.StdinData)
+	conf, _, err := loadNetConfForDel(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -214,8 +223,9 @@ func cmdDel(args *skel.CmdArgs) error {
 			hostName = prev.hostName
 		}
 	}
-	// Ask ipamd to release; it tells which address it was. When ipamd is
-	// down, prevResult still tells what to tear down.
+	// Ask ipamd to release; it tells which address it was. Only when ipamd
+	// is down does prevResult tell what to tear down: an address ipamd no
+	// longer holds for this attachment may be another pod's by now.
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply, rerr := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version,
@@ -225,11 +235,8 @@ func cmdDel(args *skel.CmdArgs) error {
 		cancel()
 		if rerr != nil {
 			log.Warn("ipamd DelNetwork failed; tearing down from prevResult", "err", rerr)
-		} else if len(reply.Allocations) > 0 {
-			m := reply.Allocations[0]
-			if a := net.ParseIP(m.IPv4Addr).To4(); a != nil {
-				ip, table = a, int(m.RouteTableID)
-			}
+		} else {
+			ip, table = released(reply)
 		}
 	}
 	// The agent forgets the pod's policy state; DEL must succeed without it.
@@ -246,6 +253,17 @@ func cmdDel(args *skel.CmdArgs) error {
 		log.Warn("teardown", "err", err)
 	}
 	return nil
+}
+
+// released is the address ipamd released (nil when it held none for the
+// attachment) and its route table.
+func released(reply *networkReply) (net.IP, int) {
+	for _, m := range reply.Allocations {
+		if a := net.ParseIP(m.IPv4Addr).To4(); a != nil {
+			return a, int(m.RouteTableID)
+		}
+	}
+	return nil, podnet.MainTable
 }
 
 func netnsExists(p string) bool {
@@ -293,9 +311,26 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if !found {
 		return fail("no rule 'to %s lookup main' (priority %d)", prev.ip, podnet.ToPodPriority)
 	}
+	if prev.table != podnet.MainTable {
+		found = false
+		for _, r := range rules {
+			found = found || (r.Priority == podnet.FromPodPriority && r.Src != nil && r.Src.IP.Equal(prev.ip) && r.Table == prev.table)
+		}
+		if !found {
+			return fail("no rule 'from %s lookup %d' (priority %d)", prev.ip, prev.table, podnet.FromPodPriority)
+		}
+	}
+	// The address must still be the attachment's in ipamd.
+	cp, err := readCheckpoint(conf.IPAMStateFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if a := cp.find(conf.Name, args.ContainerID, args.IfName); a == nil || !net.ParseIP(a.IPv4).Equal(prev.ip) {
+		return fail("ipamd holds no %s for container %s, interface %s", prev.ip, args.ContainerID, args.IfName)
+	}
 	podNS, err := ns.GetNS(args.Netns)
 	if err != nil {
-		return fail("netns %s: %v", args.Netns, err)
+		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("%s: %v", args.Netns, err))
 	}
 	defer podNS.Close()
 	return podNS.Do(func(ns.NetNS) error {
@@ -353,21 +388,56 @@ func cmdStatus(args *skel.CmdArgs) error {
 		}
 		return types.NewError(errPluginNotAvailable, "ipamd is not ready", msg)
 	}
+	// ADD goes to the datapath socket: a conflist that names one ipamd
+	// does not serve cannot add a pod.
+	if err := unix.Access(conf.DatapathSocket, unix.F_OK); err != nil {
+		return types.NewError(errPluginNotAvailable, "ipamd is not ready", fmt.Sprintf("datapath socket %s: %v", conf.DatapathSocket, err))
+	}
 	return nil
 }
 
+// checkpoint is what GC and CHECK read of ipamd's checkpoint.
 type checkpoint struct {
-	Version     string `json:"version"`
-	Allocations []struct {
-		NetworkName string `json:"networkName"`
-		ContainerID string `json:"containerID"`
-		IfName      string `json:"ifName"`
-		IPv4        string `json:"ipv4"`
-		Metadata    struct {
-			PodNamespace string `json:"k8sPodNamespace"`
-			PodName      string `json:"k8sPodName"`
-		} `json:"metadata"`
-	} `json:"allocations"`
+	Version     string             `json:"version"`
+	Allocations []checkpointRecord `json:"allocations"`
+}
+
+type checkpointRecord struct {
+	NetworkName string `json:"networkName"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+	IPv4        string `json:"ipv4"`
+	Metadata    struct {
+		PodNamespace string `json:"k8sPodNamespace"`
+		PodName      string `json:"k8sPodName"`
+	} `json:"metadata"`
+}
+
+// readCheckpoint reads ipamd's checkpoint; a missing one is empty (no
+// allocation yet).
+func readCheckpoint(path string) (*checkpoint, error) {
+	cp := &checkpoint{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return cp, nil
+	}
+	if err != nil {
+		return nil, types.NewError(types.ErrIOFailure, "read the ipamd checkpoint", err.Error())
+	}
+	if err := json.Unmarshal(b, cp); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "decode the ipamd checkpoint", err.Error())
+	}
+	return cp, nil
+}
+
+// find is the attachment's record, or nil.
+func (cp *checkpoint) find(network, containerID, ifName string) *checkpointRecord {
+	for i := range cp.Allocations {
+		if a := &cp.Allocations[i]; a.NetworkName == network && a.ContainerID == containerID && a.IfName == ifName {
+			return a
+		}
+	}
+	return nil
 }
 
 // cmdGC releases allocations of this network that the runtime no longer
@@ -378,16 +448,9 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	b, err := os.ReadFile(conf.IPAMStateFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+	cp, err := readCheckpoint(conf.IPAMStateFile)
 	if err != nil {
-		return types.NewError(types.ErrIOFailure, "read the ipamd checkpoint", err.Error())
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(b, &cp); err != nil {
-		return types.NewError(types.ErrDecodingFailure, "decode the ipamd checkpoint", err.Error())
+		return err
 	}
 	valid := map[[2]string]bool{}
 	for _, a := range conf.ValidAttachments {
@@ -406,11 +469,13 @@ func cmdGC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
 			continue
 		}
-		table := podnet.MainTable
-		if len(reply.Allocations) > 0 {
-			table = int(reply.Allocations[0].RouteTableID)
+		// Only what ipamd released, and the veth only while it still routes
+		// that address: a sandbox of the same pod that the runtime still
+		// uses has a veth of the same name.
+		ip, table := released(reply)
+		if err := podnet.TeardownHost(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), ip, table, true); err != nil {
+			errs = append(errs, fmt.Errorf("tear down %s: %w", a.IPv4, err))
 		}
-		_ = podnet.TeardownHost(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), net.ParseIP(a.IPv4), table, true)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())

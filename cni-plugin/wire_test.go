@@ -25,11 +25,15 @@ import (
 type fakeBackend struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedNPBackendServer
-	gotDel *rpc.DelNetworkRequest
+	gotDel   *rpc.DelNetworkRequest
+	delReply *rpc.DelNetworkReply // when set, every DelNetwork's answer
 }
 
 func (f *fakeBackend) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
 	f.gotDel = r
+	if f.delReply != nil {
+		return f.delReply, nil
+	}
 	switch r.ClientVersion {
 	case "old":
 		return nil, status.Error(codes.FailedPrecondition, "berth-ipamd does not accept \"old\": 100% sure ✓\nline two")

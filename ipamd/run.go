@@ -17,6 +17,7 @@ import (
 
 	"github.com/berth-io/berth/internal/command"
 	"github.com/berth-io/berth/internal/metrics"
+	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/unixsock"
 	"github.com/berth-io/berth/internal/version"
@@ -139,12 +140,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	go func() {
 		if err := srv.ServeDatapath(dpln, host.NetNS()); err != nil {
+			// No ADD can succeed now: STATUS must say so.
 			log.Error("datapath socket stopped", "err", err)
+			hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
+			hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		}
 	}()
 	defer func() { _ = dpln.Close() }()
-	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 
 	src := introspect.Source{Store: ds, Env: cfg.Env(), MaxPods: p.MaxPodsLimit(), MaxENIs: in.Info.MaxENIs, MaxIPs: in.Info.MaxENIs * in.Info.IPv4PerENI}
 	introspect.RegisterMetrics(reg, src)
@@ -164,6 +166,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := waitForFreeIP(ctx, ds, p); err != nil {
 		return err
 	}
+	// STATUS (the health check) is ready from here on, as the conflist.
+	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if err := installPlugin(f.cniBinDir); err != nil {
 		return err
 	}
@@ -217,6 +222,11 @@ func sweepOrphans(ctx context.Context, ds *datastore.Store, cp *datastore.Checkp
 				continue
 			}
 			if _, ok := ds.Release(a.Key); ok {
+				// Its rules go too: a "from" rule left behind would send the
+				// next pod given this address out of the wrong ENI.
+				if err := podnet.TeardownHost("", net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0), false); err != nil {
+					log.Warn("rules of a released orphan", "ip", a.IP, "err", err)
+				}
 				released++
 				log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
 			}

@@ -30,6 +30,9 @@ const (
 	MainTable       = unix.RT_TABLE_MAIN
 )
 
+// ErrInterfaceExists is an ADD for an interface the pod already has.
+var ErrInterfaceExists = errors.New("interface already exists")
+
 // Gateway is every pod's next hop, answered by the host veth's MAC.
 var Gateway = net.IPv4(169, 254, 1, 1).To4()
 
@@ -92,7 +95,14 @@ func Create(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName s
 		if !errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create veth %s/%s: %w", hostName, ifName, err)
 		}
-		// A retried ADD after a partial one: start clean.
+		// The pod already has the interface (a second ADD of the same
+		// attachment): CNI requires an error, and the pod keeps its network.
+		if _, lerr := p.ph.LinkByName(ifName); lerr == nil {
+			return nil, fmt.Errorf("%w: %s in the pod's namespace", ErrInterfaceExists, ifName)
+		}
+		// Only the host name is taken: the veth of an earlier sandbox of
+		// the same pod, or of an ADD cut short. As the VPC CNI does, start
+		// clean.
 		if old, lerr := p.h.LinkByName(hostName); lerr == nil {
 			_ = p.h.LinkDel(old)
 		}
@@ -205,29 +215,44 @@ func Rules(ip net.IP, table int) []*netlink.Rule {
 	return rules
 }
 
-// TeardownHost removes what the host side holds for a pod, in the calling
-// thread's namespace: its rules, route and, when deleteVeth is set, its
-// veth. DEL leaves the veth to the runtime's deletion of the pod's
-// namespace, which destroys the pair anyway: deleting it here would make
-// every DEL wait ~16 ms on the kernel for nothing. Missing pieces are fine
-// (DEL is idempotent).
+// TeardownHost removes what the host holds for a pod's address ip, in the
+// calling thread's namespace: its rules and, while the host veth hostName
+// still routes ip, that route and (with deleteVeth) the veth. A veth of
+// that name that does not route ip belongs to another sandbox of the same
+// pod (the name comes from the pod's name) and is left alone; so is
+// everything when ip is unknown. DEL leaves the veth to the runtime's
+// deletion of the pod's namespace, which destroys the pair anyway:
+// deleting it here would make every DEL wait ~16 ms on the kernel for
+// nothing. Missing pieces are fine (DEL is idempotent).
 func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error {
-	var errs []error
-	if ip != nil {
-		for _, r := range Rules(ip, table) {
-			if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("delete rule for %s: %w", ip, err))
-			}
-		}
-		// The route goes with the veth; delete it first for the case the
-		// veth is already gone with the pod's namespace.
-		_ = netlink.RouteDel(&netlink.Route{Dst: HostNet(ip), Scope: netlink.SCOPE_LINK})
+	if ip == nil {
+		return nil
 	}
-	if hostName != "" && deleteVeth {
-		if l, err := netlink.LinkByName(hostName); err == nil {
-			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
-			}
+	var errs []error
+	for _, r := range Rules(ip, table) {
+		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete rule for %s: %w", ip, err))
+		}
+	}
+	l, err := netlink.LinkByName(hostName)
+	if err != nil {
+		// Gone with the pod's namespace, and its route with it.
+		return errors.Join(errs...)
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), LinkIndex: l.Attrs().Index, Table: MainTable},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list routes to %s: %w", ip, err))...)
+	}
+	if len(routes) == 0 {
+		return errors.Join(errs...)
+	}
+	if err := netlink.RouteDel(&routes[0]); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete route to %s: %w", ip, err))
+	}
+	if deleteVeth {
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
 		}
 	}
 	return errors.Join(errs...)

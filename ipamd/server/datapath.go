@@ -26,6 +26,7 @@ import (
 // plugin prints them).
 const (
 	cniErrInvalidNetNS    = uint32(types.ErrInvalidNetNS) // 8
+	cniErrInvalidEnv      = uint32(types.ErrInvalidEnvironmentVariables)
 	cniErrDecodingFailure = uint32(types.ErrDecodingFailure)
 	cniErrInvalidConfig   = uint32(types.ErrInvalidNetworkConfig)
 	cniErrTryAgainLater   = uint32(types.ErrTryAgainLater)
@@ -164,6 +165,10 @@ func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
 		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: "fields this ipamd does not know (a berth-cni of another release?)"}
 	case req.ContainerId == "" || req.IfName == "" || req.NetworkName == "":
 		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: "containerID, ifName and networkName are required"}
+	case req.PodNamespace == "" || req.PodName == "":
+		// The host veth is named after the pod: without its name every
+		// such pod would share one.
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidEnv, Msg: "invalid ADD request", Details: "K8S_POD_NAMESPACE and K8S_POD_NAME are required in CNI_ARGS"}
 	case len(req.IfName) > 15:
 		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
 	case req.VethPrefix == "" || len(req.VethPrefix) > 4:

@@ -269,19 +269,19 @@ func TestDatapathOneADDOfAPodAtATime(t *testing.T) {
 	}
 	commit(t, second)
 
-	// ADD again without DEL (a runtime that lost the answer): the pod is
-	// wired again with the address it holds. That ADD failing (here, not
-	// committed) does not take the address back.
+	// ADD again without DEL (a runtime that lost the answer): the pod has
+	// eth0 already, so the ADD fails, as CNI requires, and takes neither
+	// the pod's links nor its address.
 	third := dial(t, e.sock)
 	r3 := exchange(t, third, e.request("retried"), int(podNS))
-	if r3.Error != nil || r3.Ipv4Addr != r2.Ipv4Addr {
-		t.Fatalf("ADD without DEL: %+v, want %s again", r3, r2.Ipv4Addr)
+	if r3.Error == nil || !strings.Contains(r3.Error.Details, "already exists") {
+		t.Fatalf("ADD without DEL: %+v, want an error that eth0 exists", r3)
 	}
 	third.Close()
-	testenv.Eventually(t, 5*time.Second, "the uncommitted ADD's veth to go", func() bool {
-		_, err := e.node.LinkByName(r2.HostVeth)
-		return err != nil
-	})
+	e.stop() // every ADD, and its undo, has ended
+	if _, err := e.node.LinkByName(r2.HostVeth); err != nil {
+		t.Fatalf("the refused ADD took the pod's veth: %v", err)
+	}
 	a, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-retried", IfName: "eth0"})
 	if !held || a.IP.String() != r2.Ipv4Addr {
 		t.Fatalf("after a failed ADD without DEL the pod holds %v (%v), want %s", a.IP, held, r2.Ipv4Addr)
@@ -380,6 +380,8 @@ func TestDatapathBadRequests(t *testing.T) {
 	mtu.Mtu = 100
 	old := e.request("bad")
 	old.ClientVersion = "v9.9.8"
+	noPod := e.request("bad")
+	noPod.PodName = ""
 	goodBytes, err := proto.Marshal(good)
 	if err != nil {
 		t.Fatal(err)
@@ -397,6 +399,7 @@ func TestDatapathBadRequests(t *testing.T) {
 		{"undecodable", []byte{0x0a, 0x40, 'x'}, []int{int(podNS)}, 6, "proto"},
 		{"missing ids", &datapath.AddRequest{ClientVersion: e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
 		{"bad mtu", mtu, []int{int(podNS)}, 7, "mtu 100"},
+		{"no pod name", noPod, []int{int(podNS)}, 4, "K8S_POD_NAMESPACE and K8S_POD_NAME are required"},
 		{"no namespace", good, nil, 8, "no network namespace descriptor"},
 		{"not a namespace", good, []int{int(file.Fd())}, 8, "not a network namespace"},
 		{"other version", old, []int{int(podNS)}, 999, `does not accept berth-cni "v9.9.8"`},

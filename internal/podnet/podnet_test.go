@@ -1,0 +1,185 @@
+package podnet
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/berth-io/berth/internal/testenv"
+)
+
+// Against the real kernel: a node namespace and pod namespaces made for
+// each test.
+
+type env struct {
+	home, node netns.NsHandle
+	h          *netlink.Handle
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testenv.RequireRoot(t, "namespaces and veths")
+	home, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { home.Close() })
+	e := &env{home: home}
+	e.node, e.h = testenv.NewNetNS(t)
+	return e
+}
+
+// wire is ipamd's ADD of a pod: links in podNS, then ip.
+func (e *env) wire(t *testing.T, podNS netns.NsHandle, hostName string, ip net.IP) *Links {
+	t.Helper()
+	l, err := Create(e.h, e.home, podNS, "eth0", hostName, 1500)
+	if err != nil {
+		t.Fatalf("create %s: %v", hostName, err)
+	}
+	t.Cleanup(l.Close)
+	if err := l.Assign(ip, MainTable); err != nil {
+		t.Fatalf("assign %s: %v", ip, err)
+	}
+	return l
+}
+
+// inNode runs f on a thread in the node's namespace, as berth-cni's DEL
+// and GC run in the node's namespace.
+func (e *env) inNode(t *testing.T, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := netns.Set(e.node); err != nil {
+			t.Errorf("enter the node's namespace: %v", err)
+			return
+		}
+		f()
+	}()
+	<-done
+}
+
+func podMAC(t *testing.T, podNS netns.NsHandle) string {
+	t.Helper()
+	h, err := netlink.NewHandleAt(podNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName("eth0")
+	if err != nil {
+		return ""
+	}
+	return l.Attrs().HardwareAddr.String()
+}
+
+func (e *env) routes(t *testing.T, ip net.IP) int {
+	t.Helper()
+	rs, err := e.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), Table: MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(rs)
+}
+
+func (e *env) hasLink(name string) bool {
+	_, err := e.h.LinkByName(name)
+	return err == nil
+}
+
+// A second ADD of an attachment whose pod already has the interface fails
+// (CNI: "If an interface of the requested name already exists in the
+// container, the CNI plugin MUST return with an error") and leaves the
+// pod's network as it was.
+func TestCreateRefusesAnInterfaceThePodHas(t *testing.T) {
+	e := newEnv(t)
+	pod, _ := testenv.NewNetNS(t)
+	e.wire(t, pod, "enia", net.IPv4(10, 9, 0, 5))
+	mac := podMAC(t, pod)
+
+	l, err := Create(e.h, e.home, pod, "eth0", "enia", 1500)
+	if !errors.Is(err, ErrInterfaceExists) {
+		if l != nil {
+			l.Close()
+		}
+		t.Fatalf("second ADD: %v, want ErrInterfaceExists", err)
+	}
+	if got := podMAC(t, pod); got != mac || !e.hasLink("enia") || e.routes(t, net.IPv4(10, 9, 0, 5)) != 1 {
+		t.Fatalf("after the refused ADD: pod eth0 %q (was %q), host veth %v, routes %d", got, mac, e.hasLink("enia"), e.routes(t, net.IPv4(10, 9, 0, 5)))
+	}
+}
+
+// A host veth of the same name from an earlier sandbox of the pod is
+// replaced, as the VPC CNI does.
+func TestCreateReplacesAnEarlierSandboxVeth(t *testing.T) {
+	e := newEnv(t)
+	old, _ := testenv.NewNetNS(t)
+	e.wire(t, old, "enib", net.IPv4(10, 9, 0, 6))
+	cur, _ := testenv.NewNetNS(t)
+	e.wire(t, cur, "enib", net.IPv4(10, 9, 0, 7))
+	if podMAC(t, cur) == "" || podMAC(t, old) != "" {
+		t.Fatalf("new sandbox eth0 %q, old sandbox eth0 %q: want the new one wired, the old pair gone", podMAC(t, cur), podMAC(t, old))
+	}
+}
+
+// TeardownHost of an address removes its rules, route and veth; of an
+// address the veth does not route (a stale allocation of the pod's earlier
+// sandbox, whose veth name the current one has), only that address's
+// rules.
+func TestTeardownHostOnlyTouchesTheAddressesVeth(t *testing.T) {
+	e := newEnv(t)
+	cur, _ := testenv.NewNetNS(t)
+	stale, live := net.IPv4(10, 9, 0, 8), net.IPv4(10, 9, 0, 9)
+	e.wire(t, cur, "enic", live)
+	// The stale address's rules are still there.
+	e.inNode(t, func() {
+		for _, r := range Rules(stale, MainTable) {
+			if err := netlink.RuleAdd(r); err != nil {
+				t.Errorf("rule: %v", err)
+			}
+		}
+	})
+	rulesTo := func(ip net.IP) int {
+		rs, err := e.h.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range rs {
+			if r.Priority == ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(ip) {
+				n++
+			}
+		}
+		return n
+	}
+
+	e.inNode(t, func() {
+		if err := TeardownHost("enic", stale, MainTable, true); err != nil {
+			t.Errorf("teardown of the stale address: %v", err)
+		}
+	})
+	if !e.hasLink("enic") || e.routes(t, live) != 1 || rulesTo(live) != 1 || podMAC(t, cur) == "" {
+		t.Fatalf("teardown of %s broke the pod that has %s: veth %v, routes %d, rules %d", stale, live, e.hasLink("enic"), e.routes(t, live), rulesTo(live))
+	}
+	if rulesTo(stale) != 0 {
+		t.Fatalf("the stale address's rule is still there")
+	}
+
+	e.inNode(t, func() {
+		if err := TeardownHost("enic", live, MainTable, true); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+		// Idempotent.
+		if err := TeardownHost("enic", live, MainTable, true); err != nil {
+			t.Errorf("second teardown: %v", err)
+		}
+	})
+	if e.hasLink("enic") || e.routes(t, live) != 0 || rulesTo(live) != 0 {
+		t.Fatalf("after teardown of %s: veth %v, routes %d, rules %d", live, e.hasLink("enic"), e.routes(t, live), rulesTo(live))
+	}
+}

@@ -98,8 +98,10 @@ type Store struct {
 	gen     uint64
 	free    int
 
-	// changed is closed (and replaced) whenever free addresses appear.
+	// changed is closed (and replaced) whenever free addresses appear:
+	// added, or at the end of a cooldown (wake, armed while someone waits).
 	changed chan struct{}
+	wake    *time.Timer
 }
 
 // New returns an empty store.
@@ -169,11 +171,38 @@ func (s *Store) notify() {
 	s.changed = make(chan struct{})
 }
 
-// Changed returns a channel closed the next time free addresses appear.
+// Changed returns a channel closed the next time free addresses appear,
+// including when the earliest cooling address becomes usable.
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.wake == nil {
+		if end, ok := s.firstCoolingEnd(); ok {
+			s.wake = time.AfterFunc(max(end.Sub(s.now()), 0), s.cooled)
+		}
+	}
 	return s.changed
+}
+
+// cooled wakes the waiters when a cooldown ends.
+func (s *Store) cooled() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wake = nil
+	s.notify()
+}
+
+// firstCoolingEnd returns when the earliest freed address finishes its
+// cooldown; the queue is in release order, so that is its first live entry.
+func (s *Store) firstCoolingEnd() (time.Time, bool) {
+	for len(s.cooling) > 0 {
+		q := s.cooling[0]
+		if st := s.addrs[q.ip]; st != nil && st.alloc == nil && st.queueGen == q.gen {
+			return st.freedAt.Add(s.cooldown), true
+		}
+		s.cooling = s.cooling[1:]
+	}
+	return time.Time{}, false
 }
 
 // Assign gives key an address. An existing allocation for key is returned

@@ -191,3 +191,30 @@ func TestCheckpointFormat(t *testing.T) {
 		t.Fatalf("checkpoint\n got %s\nwant %s", b, want)
 	}
 }
+
+// Changed also fires when a freed address ends its cooldown, so a waiter
+// for an address learns of it without polling.
+func TestChangedFiresWhenACooldownEnds(t *testing.T) {
+	s := New(50*time.Millisecond, nil)
+	s.AddENI(ENI{ID: "eni-1"})
+	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.1/32")); err != nil {
+		t.Fatal(err)
+	}
+	k := Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}
+	if _, err := s.Assign(k, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Release(k)
+	ch := s.Changed()
+	if _, err := s.Assign(Key{NetworkName: "n", ContainerID: "b", IfName: "eth0"}, Meta{}); !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("a cooling address was handed out: %v", err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the end of the cooldown woke nobody")
+	}
+	if _, err := s.Assign(Key{NetworkName: "n", ContainerID: "b", IfName: "eth0"}, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+}

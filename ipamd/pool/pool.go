@@ -48,7 +48,8 @@ type Pool struct {
 
 	mu           sync.Mutex
 	waiting      int
-	blocked      error     // why growing failed last, until the state changes
+	blocked      error     // why growing failed last, while still true
+	blockedUntil time.Time // an EC2-reported reason holds until then; zero: recomputed
 	backoffUntil time.Time // after subnet exhaustion or EC2 errors
 	lastShrink   time.Time
 	enis         map[string]time.Time // ENI -> when ipamd added it
@@ -214,24 +215,77 @@ func (p *Pool) Wait() func() {
 }
 
 // Blocked returns why the pool cannot give out more addresses, or nil
-// while it can still grow; and a channel closed when that may change.
+// while an address may still come (the pool can grow, or a freed address
+// ends its cooldown); and a channel closed when that may change.
 func (p *Pool) Blocked() (error, <-chan struct{}) {
 	st := p.ds.Stats()
+	room := p.hasRoom()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if st.Assigned >= p.maxPods {
 		return fmt.Errorf("%w (%d)", ErrMaxPods, p.maxPods), p.changed
 	}
+	if p.blocked == nil {
+		return nil, p.changed
+	}
+	// Our own ENI-limit verdict holds while no ENI slot or address slot is
+	// free; what EC2 said holds until its backoff ends, when the next
+	// growth attempt asks again.
+	stale := room
+	if !p.blockedUntil.IsZero() {
+		stale = !p.now().Before(p.blockedUntil)
+	}
+	if stale {
+		p.blocked, p.blockedUntil = nil, time.Time{}
+		return nil, p.changed
+	}
+	if st.Cooling > 0 {
+		return nil, p.changed // an address comes back when its cooldown ends
+	}
 	return p.blocked, p.changed
 }
 
+// hasRoom reports whether the node could hold more addresses: a free ENI
+// slot, or an ENI with a free address (or prefix) slot.
+func (p *Pool) hasRoom() bool {
+	enis := p.ds.ENIs()
+	if len(enis)+p.unmanagedENIs() < p.maxENIs() {
+		return true
+	}
+	per := p.cloud.Instance().Info.IPv4PerENI - 1
+	for _, e := range enis {
+		if len(p.ds.CIDRs(e.ID)) < per {
+			return true
+		}
+	}
+	return false
+}
+
+// setBlocked records why the pool cannot grow. A backoff (for reasons EC2
+// gave) also bounds how long the reason is reported.
 func (p *Pool) setBlocked(err error, backoff time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.blocked = err
+	p.blocked, p.blockedUntil = err, time.Time{}
 	if backoff > 0 {
 		p.backoffUntil = p.now().Add(backoff)
+		if err != nil {
+			p.blockedUntil = p.backoffUntil
+		}
 	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// capacityFreed forgets the reason growth failed once ipamd gave addresses
+// or an ENI back: the subnet or the instance has room again.
+func (p *Pool) capacityFreed() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blocked == nil {
+		return
+	}
+	p.blocked, p.blockedUntil, p.backoffUntil = nil, time.Time{}, time.Time{}
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
@@ -458,6 +512,7 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 			p.mu.Lock()
 			delete(p.enis, e.ID)
 			p.mu.Unlock()
+			p.capacityFreed()
 			surplus -= size
 			p.log.Info("freed surplus ENI", "eni", e.ID)
 			continue
@@ -485,11 +540,15 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 		if len(ips) > 0 {
 			if err := p.cloud.UnassignIPs(ctx, e.ID, ips); err != nil {
 				p.log.Error("unassign surplus addresses", "eni", e.ID, "err", err)
+			} else {
+				p.capacityFreed()
 			}
 		}
 		if len(prefixes) > 0 {
 			if err := p.cloud.UnassignPrefixes(ctx, e.ID, prefixes); err != nil {
 				p.log.Error("unassign surplus prefixes", "eni", e.ID, "err", err)
+			} else {
+				p.capacityFreed()
 			}
 		}
 	}

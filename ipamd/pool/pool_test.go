@@ -412,3 +412,68 @@ func TestNewENISkipsUnmanagedDevices(t *testing.T) {
 		}
 	}
 }
+
+// fill assigns addresses to new pods until the pool cannot grow, and
+// returns how many pods got one.
+func fill(t *testing.T, p *Pool, ds *datastore.Store) int {
+	t.Helper()
+	n := 0
+	for ; n < 100; n++ {
+		if _, err := ds.Assign(podKey(n), datastore.Meta{}); err == nil {
+			continue
+		}
+		done := p.Wait()
+		p.reconcile(context.Background())
+		done()
+		if _, err := ds.Assign(podKey(n), datastore.Meta{}); err != nil {
+			break
+		}
+	}
+	return n
+}
+
+// Once ipamd gives an ENI back, the node is no longer at its ENI limit:
+// the old reason must not fail the next ADD.
+func TestBlockedClearsWhenTheNodeHasRoomAgain(t *testing.T) {
+	p, f, ds := newPool(t, "t3.nano", map[string]string{"WARM_IP_TARGET": "1", "IP_COOLDOWN_PERIOD": "0"})
+	// t3.nano: 2 ENIs with one secondary address each.
+	if n := fill(t, p, ds); n != 2 {
+		t.Fatalf("%d pods fit, want 2", n)
+	}
+	if reason, _ := p.Blocked(); !errors.Is(reason, ErrNodeCapacity) {
+		t.Fatalf("full node: reason %v", reason)
+	}
+	for _, a := range ds.Allocations() {
+		ds.Release(a.Key)
+	}
+	later(p, 5*time.Minute)
+	p.reconcile(context.Background()) // shrinks to one address: frees the secondary ENI
+	if f.calls["FreeENI"] != 1 {
+		t.Fatalf("shrink: %+v %v", ds.Stats(), f.calls)
+	}
+	if _, err := ds.Assign(podKey(0), datastore.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := p.Blocked(); reason != nil {
+		t.Fatalf("a node with a free ENI slot reports %v", reason)
+	}
+	done := p.Wait()
+	p.reconcile(context.Background())
+	done()
+	if _, err := ds.Assign(podKey(1), datastore.Meta{}); err != nil {
+		t.Fatalf("second pod after the shrink: %v (%v)", err, f.calls)
+	}
+}
+
+// A node at its limit with an address in its cooldown is not blocked: the
+// address comes back.
+func TestNotBlockedWhileAnAddressCools(t *testing.T) {
+	p, _, ds := newPool(t, "t3.nano", map[string]string{"WARM_IP_TARGET": "1"})
+	if n := fill(t, p, ds); n != 2 {
+		t.Fatalf("%d pods fit, want 2", n)
+	}
+	ds.Release(podKey(0))
+	if reason, _ := p.Blocked(); reason != nil {
+		t.Fatalf("an address is cooling, yet the pool reports %v", reason)
+	}
+}

@@ -164,3 +164,25 @@ func TestDelIsIdempotent(t *testing.T) {
 		t.Fatalf("second del: %v %v", r, err)
 	}
 }
+
+// An ADD on a node whose only free address is cooling gets it when the
+// cooldown ends (1 s in newDS), well inside its deadline.
+func TestAddWaitsForACoolingAddress(t *testing.T) {
+	ds := newDS()
+	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.1/32"))
+	c := start(t, &testPool{ds: ds, growIn: -1}, ds, 5*time.Second)
+	if _, err := c.AddNetwork(context.Background(), addReq("old", "v9.9.9")); err != nil {
+		t.Fatal(err)
+	}
+	del := &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "old", IfName: "eth0", NetworkName: "aws-cni"}
+	if _, err := c.DelNetwork(context.Background(), del); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.AddNetwork(context.Background(), addReq("new", "v9.9.9"))
+	if err != nil {
+		t.Fatalf("ADD did not get the address back from its cooldown: %v", err)
+	}
+	if ip := r.IPAllocationMetadata[0].IPv4Addr; ip != "10.0.2.1" {
+		t.Fatalf("got %s", ip)
+	}
+}

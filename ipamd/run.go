@@ -148,7 +148,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}()
 	defer func() { _ = dpln.Close() }()
 
-	src := introspect.Source{Store: ds, Env: cfg.Env(), MaxPods: p.MaxPodsLimit(), MaxENIs: in.Info.MaxENIs, MaxIPs: in.Info.MaxENIs * in.Info.IPv4PerENI}
+	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit()}
 	introspect.RegisterMetrics(reg, src)
 	if f.introspectionAddr != "" {
 		if err := introspect.Serve(ctx, f.introspectionAddr, introspect.Handler(src), log); err != nil {

@@ -1,7 +1,8 @@
 // Package introspect serves ipamd's introspection API on 127.0.0.1:61679
-// (/v1/enis, /v1/ipamd-env-settings, /v1/pods) and registers the awscni_*
-// pool gauges. Container IDs and interface names are left out of /v1/pods,
-// as in the VPC CNI since v1.23, so the output cannot be used to forge
+// and registers the awscni_* pool gauges, in the shapes of the Amazon VPC
+// CNI v1.23 so its tools (cni-metrics-helper, dashboards, jq runbooks) read
+// berth unchanged. Container IDs and interface names are scrubbed, as in
+// the VPC CNI since v1.23, so the output cannot be used to forge
 // DelNetwork calls.
 package introspect
 
@@ -13,20 +14,54 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/berth-io/berth/internal/instancetypes"
+	"github.com/berth-io/berth/ipamd/cloud"
+	"github.com/berth-io/berth/ipamd/config"
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/ipamd/hostnet"
 )
 
 // Source is what introspection reads.
 type Source struct {
-	Store   *datastore.Store
-	Env     map[string]string
-	MaxPods int
-	MaxENIs int
-	MaxIPs  int
+	Store    *datastore.Store
+	Config   config.Config
+	Instance cloud.Instance
+	MaxPods  int
+	// Unmanaged counts the attached ENIs ipamd leaves alone on network
+	// card 0 (they take ENI slots); nil means none.
+	Unmanaged func() int
+}
+
+// Limits returns awscni_eni_max and awscni_ip_max as the VPC CNI computes
+// them: the instance's ENI limit lowered by MAX_ENI (when 1 or more),
+// minus unmanaged ENIs, times the addresses an ENI gives pods (its
+// IPv4 limit less its own primary address, 16 per slot with prefix
+// delegation).
+func Limits(cfg config.Config, info instancetypes.Info, unmanaged int) (maxENIs, maxIPs int) {
+	maxENIs = info.MaxENIs
+	if cfg.MaxENI >= 1 && cfg.MaxENI < maxENIs {
+		maxENIs = cfg.MaxENI
+	}
+	maxENIs -= unmanaged
+	perENI := info.IPv4PerENI - 1
+	if cfg.PrefixDelegation {
+		perENI *= 16
+	}
+	return maxENIs, perENI * maxENIs
+}
+
+func (src Source) limits() (int, int) {
+	unmanaged := 0
+	if src.Unmanaged != nil {
+		unmanaged = src.Unmanaged()
+	}
+	return Limits(src.Config, src.Instance.Info, unmanaged)
 }
 
 // RegisterMetrics adds the pool gauges to reg.
@@ -34,12 +69,14 @@ func RegisterMetrics(reg prometheus.Registerer, src Source) {
 	gauge := func(name, help string, f func(datastore.Stats) int) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(src.Store.Stats())) }))
 	}
-	gauge("awscni_total_ip_addresses", "The total number of IP addresses in the pool", func(s datastore.Stats) int { return s.Total })
+	gauge("awscni_total_ip_addresses", "The total number of IP addresses", func(s datastore.Stats) int { return s.Total })
 	gauge("awscni_assigned_ip_addresses", "The number of IP addresses assigned to pods", func(s datastore.Stats) int { return s.Assigned })
 	gauge("awscni_eni_allocated", "The number of ENIs allocated", func(s datastore.Stats) int { return s.ENIs })
 	gauge("awscni_total_ipv4_prefixes", "The total number of IPv4 prefixes", func(s datastore.Stats) int { return s.Prefixes })
-	gauge("awscni_eni_max", "The maximum number of ENIs that can be attached to the instance", func(datastore.Stats) int { return src.MaxENIs })
-	gauge("awscni_ip_max", "The maximum number of IP addresses that can be allocated to the instance", func(datastore.Stats) int { return src.MaxIPs })
+	gauge("awscni_eni_max", "The maximum number of ENIs that can be attached to the instance, accounting for unmanaged ENIs",
+		func(datastore.Stats) int { n, _ := src.limits(); return n })
+	gauge("awscni_ip_max", "The maximum number of IP addresses that can be allocated to the instance",
+		func(datastore.Stats) int { _, n := src.limits(); return n })
 	gauge("berth_max_pods", "The node's pod capacity ipamd enforces", func(datastore.Stats) int { return src.MaxPods })
 	reg.MustRegister(perCIDR{src.Store})
 }
@@ -49,8 +86,8 @@ func RegisterMetrics(reg prometheus.Registerer, src Source) {
 type perCIDR struct{ ds *datastore.Store }
 
 var (
-	perCIDRDesc = prometheus.NewDesc("awscni_assigned_ip_per_cidr", "The number of IP addresses assigned per CIDR", []string{"cidr"}, nil)
-	perENIDesc  = prometheus.NewDesc("awscni_assigned_ip_per_eni", "The number of IP addresses assigned per ENI", []string{"eni"}, nil)
+	perCIDRDesc = prometheus.NewDesc("awscni_assigned_ip_per_cidr", "The total number of IP addresses assigned per cidr", []string{"cidr"}, nil)
+	perENIDesc  = prometheus.NewDesc("awscni_assigned_ip_per_eni", "The number of allocated ips partitioned by eni", []string{"eni"}, nil)
 )
 
 func (c perCIDR) Describe(ch chan<- *prometheus.Desc) { ch <- perCIDRDesc; ch <- perENIDesc }
@@ -66,61 +103,176 @@ func (c perCIDR) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-type eniView struct {
-	ID          string     `json:"id"`
-	DeviceIndex int        `json:"deviceNumber"`
-	IsPrimary   bool       `json:"isPrimary"`
-	PrimaryIP   string     `json:"primaryIP"`
-	CIDRs       []cidrView `json:"availableIPv4Cidrs"`
-	Assigned    int        `json:"assignedIPs"`
+// The /v1/enis types mirror the VPC CNI's datastore.ENIInfos, ENI,
+// CidrInfo and AddressInfo field for field (Go field names, no JSON tags,
+// except the IPAMKey and IPAMMetadata tags the VPC CNI sets), since jq
+// paths such as .["0"].ENIs[].AvailableIPv4Cidrs[].IPAddresses depend on
+// them.
+type eniInfos struct {
+	TotalIPs    int
+	AssignedIPs int
+	ENIs        map[string]eniInfo
 }
 
-type cidrView struct {
-	CIDR     string `json:"cidr"`
-	IsPrefix bool   `json:"isPrefix"`
-	Assigned int    `json:"assigned"`
-	Cooling  int    `json:"coolingDown"`
+type eniInfo struct {
+	ID                  string
+	IsPrimary           bool
+	IsTrunk             bool
+	IsEFA               bool
+	DeviceNumber        int
+	AvailableIPv4Cidrs  map[string]*cidrInfo
+	IPv6Cidrs           map[string]*cidrInfo
+	IsExcludedForPodIPs bool
+	RouteTableID        int
+	SubnetID            string
 }
 
-type podView struct {
-	Namespace string `json:"podNamespace"`
-	Name      string `json:"podName"`
-	IP        string `json:"ipv4"`
-	ENI       string `json:"eni"`
-	Device    int    `json:"deviceNumber"`
-	Since     string `json:"assignedAt"`
+type cidrInfo struct {
+	Cidr        net.IPNet
+	IPAddresses map[string]*addressInfo
+	IsPrefix    bool
+	// AddressFamily is always empty: the VPC CNI's copy for introspection
+	// does not carry it either.
+	AddressFamily string
+}
+
+type addressInfo struct {
+	Address        string
+	IPAMKey        ipamKey
+	IPAMMetadata   ipamMetadata
+	AssignedTime   time.Time
+	UnassignedTime time.Time
+}
+
+type ipamKey struct {
+	NetworkName string `json:"networkName"`
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+type ipamMetadata struct {
+	K8SPodNamespace string `json:"k8sPodNamespace,omitempty"`
+	K8SPodName      string `json:"k8sPodName,omitempty"`
+	InterfacesCount int    `json:"interfacesCount,omitempty"`
+}
+
+// enis builds the /v1/enis answer: network card index → pool. berth
+// manages network card 0 only.
+func (src Source) enis() map[string]eniInfos {
+	states, total, assigned := src.Store.Snapshot()
+	pool := eniInfos{TotalIPs: total, AssignedIPs: assigned, ENIs: make(map[string]eniInfo, len(states))}
+	for _, e := range states {
+		v := eniInfo{ID: e.ID, IsPrimary: e.IsPrimary, DeviceNumber: e.DeviceIndex,
+			AvailableIPv4Cidrs: make(map[string]*cidrInfo, len(e.CIDRs)), IPv6Cidrs: map[string]*cidrInfo{},
+			RouteTableID: hostnet.RouteTable(e.DeviceIndex, 0)}
+		// The datastore keeps subnet CIDRs, not IDs: the ID is known for
+		// ENIs in the node's own subnet only.
+		if e.Subnet.IsValid() && e.Subnet == src.Instance.SubnetCIDR {
+			v.SubnetID = src.Instance.SubnetID
+		}
+		for _, c := range e.CIDRs {
+			ci := &cidrInfo{Cidr: ipNet(c.Prefix), IsPrefix: c.IsPrefix, IPAddresses: make(map[string]*addressInfo, len(c.Addresses))}
+			for _, a := range c.Addresses {
+				ai := &addressInfo{Address: a.IP.String(), UnassignedTime: a.FreedAt}
+				if a.Alloc != nil {
+					ai.IPAMKey = ipamKey{NetworkName: a.Alloc.Key.NetworkName}
+					ai.IPAMMetadata = ipamMetadata{K8SPodNamespace: a.Alloc.Meta.PodNamespace, K8SPodName: a.Alloc.Meta.PodName,
+						InterfacesCount: a.Alloc.Meta.InterfacesCount}
+					ai.AssignedTime = a.Alloc.AssignedAt
+				}
+				ci.IPAddresses[ai.Address] = ai
+			}
+			v.AvailableIPv4Cidrs[c.Prefix.String()] = ci
+		}
+		pool.ENIs[e.ID] = v
+	}
+	return map[string]eniInfos{"0": pool}
+}
+
+func ipNet(p netip.Prefix) net.IPNet {
+	return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// envSettings is /v1/ipamd-env-settings: the VPC CNI's keys with its
+// types (numbers and booleans, not strings), then berth's other settings,
+// typed the same way. Custom networking and managing ENIs on
+// non-schedulable nodes are not implemented, so they are false.
+func envSettings(c config.Config) map[string]any {
+	cidrs := make([]string, len(c.ExcludeSNATCIDRs))
+	for i, p := range c.ExcludeSNATCIDRs {
+		cidrs[i] = p.String()
+	}
+	return map[string]any{
+		"WARM_IP_TARGET":                     c.WarmIPTarget,
+		"WARM_ENI_TARGET":                    c.WarmENITarget,
+		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false,
+		"AWS_MANAGE_ENIS_NON_SCHEDULABLE":    false,
+		"ENABLE_SUBNET_DISCOVERY":            c.SubnetDiscovery,
+
+		"MINIMUM_IP_TARGET":                  c.MinimumIPTarget,
+		"WARM_PREFIX_TARGET":                 c.WarmPrefixTarget,
+		"ENABLE_PREFIX_DELEGATION":           c.PrefixDelegation,
+		"MAX_ENI":                            c.MaxENI,
+		"IP_COOLDOWN_PERIOD":                 int(c.IPCooldown / time.Second),
+		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       c.ExternalSNAT,
+		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": cidrs,
+		"AWS_VPC_ENI_MTU":                    c.MTU,
+		"AWS_VPC_K8S_CNI_VETHPREFIX":         c.VethPrefix,
+		"DISABLE_LEAKED_ENI_CLEANUP":         c.DisableLeakedENICleanup,
+		"MAX_PODS":                           c.MaxPods,
+		"ADD_WAIT_TIMEOUT":                   c.AddWait.String(),
+	}
+}
+
+// podInfo is an entry of /v1/pods in the shape the VPC CNI served until
+// v1.7 and its troubleshooting guide still shows.
+type podInfo struct {
+	IP           string
+	DeviceNumber int
+}
+
+// pods keys each allocation "<pod>_<namespace>_<container ID>" with the
+// container ID left empty (scrubbed). Should a pod hold two addresses
+// (an old sandbox not yet deleted), the newest allocation wins.
+func (src Source) pods() map[string]podInfo {
+	allocs := src.Store.Allocations()
+	sort.SliceStable(allocs, func(i, j int) bool { return allocs[i].AssignedAt.Before(allocs[j].AssignedAt) })
+	out := make(map[string]podInfo, len(allocs))
+	for _, a := range allocs {
+		out[a.Meta.PodName+"_"+a.Meta.PodNamespace+"_"] = podInfo{IP: a.IP.String(), DeviceNumber: a.Device}
+	}
+	return out
 }
 
 // Handler serves the API.
 func Handler(src Source) http.Handler {
+	routes := map[string]func() any{
+		"/v1/enis":               func() any { return src.enis() },
+		"/v1/ipamd-env-settings": func() any { return envSettings(src.Config) },
+		"/v1/pods":               func() any { return src.pods() },
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/enis", func(w http.ResponseWriter, r *http.Request) {
-		var out []eniView
-		for _, e := range src.Store.ENIs() {
-			v := eniView{ID: e.ID, DeviceIndex: e.DeviceIndex, IsPrimary: e.IsPrimary, PrimaryIP: e.PrimaryIP.String()}
-			for _, c := range src.Store.CIDRs(e.ID) {
-				v.CIDRs = append(v.CIDRs, cidrView{c.Prefix.String(), c.IsPrefix, c.Assigned, c.Cooling})
-				v.Assigned += c.Assigned
-			}
-			out = append(out, v)
-		}
-		st := src.Store.Stats()
-		writeJSON(w, map[string]any{"totalIPs": st.Total, "assignedIPs": st.Assigned, "coolingIPs": st.Cooling, "enis": out})
-	})
-	mux.HandleFunc("GET /v1/ipamd-env-settings", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, src.Env) })
-	mux.HandleFunc("GET /v1/pods", func(w http.ResponseWriter, r *http.Request) {
-		var out []podView
-		for _, a := range src.Store.Allocations() {
-			out = append(out, podView{a.Meta.PodNamespace, a.Meta.PodName, a.IP.String(), a.ENI, a.Device, a.AssignedAt.UTC().Format(time.RFC3339)})
-		}
-		writeJSON(w, out)
+	paths := make([]string, 0, len(routes))
+	for path, build := range routes {
+		paths = append(paths, path)
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, build()) })
+	}
+	sort.Strings(paths)
+	// Any other path lists the commands, as the VPC CNI's root does.
+	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, struct{ AvailableCommands []string }{paths})
 	})
 	return mux
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("marshal: %v", err), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }
 
 // Serve listens on addr until ctx ends.

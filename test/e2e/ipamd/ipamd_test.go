@@ -252,7 +252,9 @@ func TestPodsThroughLibcni(t *testing.T) {
 	}
 }
 
-// introspectPods reads /v1/pods inside the node.
+// introspectPods lists the addresses pods hold, read from /v1/enis inside
+// the node the way a VPC CNI runbook does (an address is held while its
+// IPAMKey is set).
 func introspectPods(t testing.TB, n *node) []string {
 	t.Helper()
 	var ips []string
@@ -262,19 +264,36 @@ func introspectPods(t testing.TB, n *node) []string {
 			err := e2e.InNetNS(n.inst.NetNS, func() (err error) { c, err = net.Dial(network, addr); return err })
 			return c, err
 		}}
-		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679/v1/pods")
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679/v1/enis")
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		var pods []struct {
-			IP string `json:"ipv4"`
+		var cards map[string]struct {
+			ENIs map[string]struct {
+				AvailableIPv4Cidrs map[string]struct {
+					IPAddresses map[string]struct {
+						Address string
+						IPAMKey struct {
+							NetworkName string `json:"networkName"`
+						}
+					}
+				}
+			}
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&pods); err != nil {
+		if err := json.NewDecoder(resp.Body).Decode(&cards); err != nil {
 			return err
 		}
-		for _, p := range pods {
-			ips = append(ips, p.IP)
+		for _, card := range cards {
+			for _, eni := range card.ENIs {
+				for _, cidr := range eni.AvailableIPv4Cidrs {
+					for _, a := range cidr.IPAddresses {
+						if a.IPAMKey.NetworkName != "" {
+							ips = append(ips, a.Address)
+						}
+					}
+				}
+			}
 		}
 		return nil
 	})

@@ -344,7 +344,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 		if inBackoff && waiting == 0 {
 			return
 		}
-		if err := p.grow(ctx, want-st.Total); err != nil {
+		if err := p.grow(ctx, want-st.Total, p.maxPods+st.Cooling-st.Total); err != nil {
 			p.log.Warn("grow the pool", "want", want, "have", st.Total, "err", err)
 		}
 	case st.Total >= want && waiting == 0:
@@ -363,11 +363,21 @@ func (p *Pool) reconcile(ctx context.Context) {
 	}
 }
 
-// grow adds at least deficit addresses: first on existing ENIs, then on a
-// new one, in one EC2 call per ENI.
-func (p *Pool) grow(ctx context.Context, deficit int) error {
+// grow adds at least deficit addresses (at most limit, the max-pods bound):
+// first on existing ENIs, then on a new one, in one EC2 call per ENI.
+func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 	in := p.cloud.Instance()
 	per := in.Info.IPv4PerENI - 1 // slots besides the ENI's own primary address
+	// In WARM_ENI_TARGET mode the VPC CNI fills every free slot of an ENI
+	// in one call, so the pods that follow cost no EC2 call; WARM_IP_TARGET
+	// and MINIMUM_IP_TARGET ask for exactly what they need.
+	whole := !p.cfg.PrefixDelegation && p.cfg.WarmIPTarget == 0 && p.cfg.MinimumIPTarget == 0
+	ask := func(room int) int {
+		if whole {
+			return max(min(room, limit), deficit)
+		}
+		return deficit
+	}
 	enis := p.ds.ENIs()
 	for _, e := range enis {
 		if deficit <= 0 {
@@ -378,8 +388,9 @@ func (p *Pool) grow(ctx context.Context, deficit int) error {
 		if room <= 0 {
 			continue
 		}
-		got, err := p.addTo(ctx, e.ID, room, deficit)
+		got, err := p.addTo(ctx, e.ID, room, ask(room))
 		deficit -= got
+		limit -= got
 		if err != nil {
 			return p.failed(err)
 		}
@@ -390,7 +401,7 @@ func (p *Pool) grow(ctx context.Context, deficit int) error {
 			p.setBlocked(err, 0)
 			return err
 		}
-		n := min(deficit, per)
+		n := min(ask(per), per)
 		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
 		if p.cfg.PrefixDelegation {
 			req.Prefixes = min((n+15)/16, per)
@@ -409,7 +420,9 @@ func (p *Pool) grow(ctx context.Context, deficit int) error {
 		if err := p.adopt(ctx, e); err != nil {
 			return p.failed(err)
 		}
-		deficit -= len(e.Secondary) + 16*len(e.Prefixes)
+		got := len(e.Secondary) + 16*len(e.Prefixes)
+		deficit -= got
+		limit -= got
 		p.log.Info("attached ENI", "eni", e.ID, "device", e.Device, "ips", len(e.Secondary), "prefixes", len(e.Prefixes))
 	}
 	p.setBlocked(nil, 0)

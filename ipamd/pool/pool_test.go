@@ -477,3 +477,31 @@ func TestNotBlockedWhileAnAddressCools(t *testing.T) {
 		t.Fatalf("an address is cooling, yet the pool reports %v", reason)
 	}
 }
+
+// mutating counts the EC2 calls that change something.
+func (f *fakeCloud) mutating() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls["AssignIPs"] + f.calls["AssignPrefixes"] + f.calls["CreateENI"] + f.calls["Unassign"] + f.calls["FreeENI"]
+}
+
+// In WARM_ENI_TARGET mode a new ENI comes with all its addresses, as in
+// the VPC CNI: pods started one at a time cost no call each.
+func TestWarmENITargetAsksForWholeENIs(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	for i := 0; i < 8; i++ {
+		p.reconcile(context.Background())
+		if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+	}
+	p.reconcile(context.Background())
+	// m5.large: 9 secondary addresses per ENI; the primary's in one call,
+	// the second ENI's (for the warm ENI) in another.
+	if n := f.mutating(); n > 2 {
+		t.Fatalf("%d mutating EC2 calls for 8 pods: %v", n, f.calls)
+	}
+	if st := ds.Stats(); st.Total != 18 {
+		t.Fatalf("pool %+v, want two full ENIs", st)
+	}
+}

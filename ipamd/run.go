@@ -69,7 +69,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if f.datapathSocket == "" {
 		f.datapathSocket = filepath.Join(filepath.Dir(f.socket), filepath.Base(podwire.DefaultSocket))
 	}
-	cfg, err := config.FromEnv(nil)
+	cfg, err := config.Load(nil, log)
 	if err != nil {
 		return fmt.Errorf("invalid environment:\n%w", err)
 	}
@@ -80,7 +80,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	in := c.Instance()
 	host, err := hostnet.New(hostnet.Config{MTU: cfg.MTU, VPCCIDRs: in.VPCCIDRs, ExcludeSNATCIDRs: cfg.ExcludeSNATCIDRs,
-		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, VethPrefix: cfg.VethPrefix}, log)
+		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, ConnMark: cfg.ConnMark, VethPrefix: cfg.VethPrefix}, log)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,17 @@
 // Package config reads ipamd's settings from the environment, with the
 // names and meanings of the Amazon VPC CNI's aws-node DaemonSet, so
-// existing manifests keep working. Validate reports every problem at once.
+// existing manifests keep working. A value the VPC CNI ignores (logging it
+// and using the default) is ignored here too, with a warning; a value that
+// stops aws-node from starting is an error, and Load reports every such
+// error at once.
 package config
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"strconv"
@@ -16,21 +21,31 @@ import (
 
 // Config is ipamd's configuration.
 type Config struct {
-	WarmENITarget           int // WARM_ENI_TARGET, default 1
-	WarmIPTarget            int // WARM_IP_TARGET, 0 = unset
-	MinimumIPTarget         int // MINIMUM_IP_TARGET, 0 = unset
-	WarmPrefixTarget        int // WARM_PREFIX_TARGET, default 1 with prefix delegation
-	PrefixDelegation        bool
-	MaxENI                  int // MAX_ENI, -1 = the instance type's limit
-	IPCooldown              time.Duration
-	ExternalSNAT            bool
-	ExcludeSNATCIDRs        []netip.Prefix
-	RandomizeSNAT           bool // AWS_VPC_K8S_CNI_RANDOMIZESNAT != "none"
-	MTU                     int
+	WarmENITarget    int // WARM_ENI_TARGET, default 1
+	WarmIPTarget     int // WARM_IP_TARGET, 0 = unset
+	MinimumIPTarget  int // MINIMUM_IP_TARGET, 0 = unset
+	WarmPrefixTarget int // WARM_PREFIX_TARGET, default 1 with prefix delegation
+	PrefixDelegation bool
+	MaxENI           int // MAX_ENI, -1 = the instance type's limit
+	IPCooldown       time.Duration
+	ExternalSNAT     bool
+	ExcludeSNATCIDRs []netip.Prefix
+	// RandomizeSNAT is AWS_VPC_K8S_CNI_RANDOMIZESNAT: "prng" (the default,
+	// fully random ports), "hashrandom" (hash-based random ports) or "none".
+	RandomizeSNAT string
+	// ConnMark is AWS_VPC_K8S_CNI_CONNMARK, the mark (and mask) of pod
+	// connections SNATed through the primary interface; default 0x80.
+	ConnMark uint32
+	MTU      int // AWS_VPC_ENI_MTU: the ENIs' MTU
+	// PodMTU is POD_MTU, the MTU of the pod's veth; it defaults to MTU.
+	PodMTU                  int
 	VethPrefix              string
 	DisableLeakedENICleanup bool
 	SubnetDiscovery         bool // ENABLE_SUBNET_DISCOVERY, default true
 	AdditionalENITags       map[string]string
+	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
+	// cleanup only considers ENIs of this cluster.
+	ClusterName string
 	// MaxPods overrides the computed max pods (berth: MAX_PODS).
 	MaxPods int
 	// AddWait is how long AddNetwork waits for an address (berth: ADD_WAIT_TIMEOUT, default 30s).
@@ -43,120 +58,218 @@ type Config struct {
 // Getenv is how the environment is read (os.Getenv in production).
 type Getenv func(string) string
 
-// FromEnv parses the environment. It returns every problem found.
-func FromEnv(get Getenv) (Config, error) {
+// Defaults of the VPC CNI.
+const (
+	DefaultMTU      = 9001
+	minMTU          = 576 // IPv4's minimum; berth runs IPv4 pods only
+	DefaultConnMark = 0x80
+	// ReservedTagKey may not appear in an ADDITIONAL_ENI_TAGS key: the VPC
+	// CNI's own tags use it.
+	ReservedTagKey = "k8s.amazonaws.com"
+)
+
+// FromEnv is Load without logging: ignored values go unreported.
+func FromEnv(get Getenv) (Config, error) { return Load(get, nil) }
+
+// Load parses the environment (os.Getenv when get is nil), logging each
+// value it ignores on log (nil discards). It returns every error found.
+func Load(get Getenv, log *slog.Logger) (Config, error) {
 	if get == nil {
 		get = os.Getenv
 	}
-	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: true, MTU: 9001,
-		VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second}
-	var errs []error
-	intVar := func(name string, dst *int, min int) {
-		v := strings.TrimSpace(get(name))
-		if v == "" {
-			return
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < min {
-			errs = append(errs, fmt.Errorf("%s=%q: want an integer >= %d", name, v, min))
-			return
-		}
-		*dst = n
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	boolVar := func(name string, dst *bool) {
-		v := strings.TrimSpace(get(name))
-		if v == "" {
-			return
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: want true or false", name, v))
-			return
-		}
-		*dst = b
-	}
-	durVar := func(name string, dst *time.Duration, seconds bool) {
-		v := strings.TrimSpace(get(name))
-		if v == "" {
-			return
-		}
-		if seconds {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				*dst = time.Duration(n) * time.Second
-				return
-			}
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want seconds or a duration", name, v))
-			return
-		}
-		*dst = d
-	}
-	intVar("WARM_ENI_TARGET", &c.WarmENITarget, 0)
-	intVar("WARM_IP_TARGET", &c.WarmIPTarget, 0)
-	intVar("MINIMUM_IP_TARGET", &c.MinimumIPTarget, 0)
-	boolVar("ENABLE_PREFIX_DELEGATION", &c.PrefixDelegation)
+	p := parser{get: get, log: log}
+	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: "prng",
+		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second}
+
+	// The VPC CNI reads the pool knobs with Atoi and treats an unparseable
+	// or negative value as unset, and MAX_ENI below 1 as "no cap".
+	p.lenientInt("WARM_ENI_TARGET", &c.WarmENITarget, 0)
+	p.lenientInt("WARM_IP_TARGET", &c.WarmIPTarget, 0)
+	p.lenientInt("MINIMUM_IP_TARGET", &c.MinimumIPTarget, 0)
+	p.lenientBool("ENABLE_PREFIX_DELEGATION", &c.PrefixDelegation)
 	if c.PrefixDelegation {
 		c.WarmPrefixTarget = 1
 	}
-	intVar("WARM_PREFIX_TARGET", &c.WarmPrefixTarget, 0)
-	intVar("MAX_ENI", &c.MaxENI, -1)
-	if c.MaxENI == 0 {
-		errs = append(errs, errors.New("MAX_ENI=0: a node needs at least its primary ENI"))
+	p.lenientInt("WARM_PREFIX_TARGET", &c.WarmPrefixTarget, 0)
+	p.lenientInt("MAX_ENI", &c.MaxENI, 1)
+	p.duration("IP_COOLDOWN_PERIOD", &c.IPCooldown)
+
+	p.lenientBool("AWS_VPC_K8S_CNI_EXTERNALSNAT", &c.ExternalSNAT)
+	c.ExcludeSNATCIDRs = p.ipv4CIDRs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS")
+	switch v := p.value("AWS_VPC_K8S_CNI_RANDOMIZESNAT"); v {
+	case "":
+	case "prng", "hashrandom", "none":
+		c.RandomizeSNAT = v
+	default:
+		p.ignore("AWS_VPC_K8S_CNI_RANDOMIZESNAT", v, "want prng, hashrandom or none", "prng")
 	}
-	durVar("IP_COOLDOWN_PERIOD", &c.IPCooldown, true)
-	boolVar("AWS_VPC_K8S_CNI_EXTERNALSNAT", &c.ExternalSNAT)
-	if v := strings.TrimSpace(get("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS")); v != "" {
-		for _, s := range strings.Split(v, ",") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(s))
-			if err != nil || !p.Addr().Is4() {
-				errs = append(errs, fmt.Errorf("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS: %q is not an IPv4 CIDR", s))
-				continue
-			}
-			c.ExcludeSNATCIDRs = append(c.ExcludeSNATCIDRs, p.Masked())
+	if v := p.value("AWS_VPC_K8S_CNI_CONNMARK"); v != "" {
+		// Any base Go accepts (0x80, 128, 0o200), as the VPC CNI parses it.
+		m, err := strconv.ParseInt(v, 0, 64)
+		if err != nil || m <= 0 || m > math.MaxUint32 {
+			p.ignore("AWS_VPC_K8S_CNI_CONNMARK", v, "want a mark in 1..0xffffffff", fmt.Sprintf("%#x", DefaultConnMark))
+		} else {
+			c.ConnMark = uint32(m)
 		}
 	}
-	switch v := strings.TrimSpace(get("AWS_VPC_K8S_CNI_RANDOMIZESNAT")); v {
-	case "", "prng", "hashrandom":
-	case "none":
-		c.RandomizeSNAT = false
-	default:
-		errs = append(errs, fmt.Errorf("AWS_VPC_K8S_CNI_RANDOMIZESNAT=%q: want prng, hashrandom or none", v))
-	}
-	intVar("AWS_VPC_ENI_MTU", &c.MTU, 576)
-	if c.MTU > 9001 {
-		errs = append(errs, fmt.Errorf("AWS_VPC_ENI_MTU=%d: at most 9001", c.MTU))
-	}
-	if v := strings.TrimSpace(get("AWS_VPC_K8S_CNI_VETHPREFIX")); v != "" {
+
+	// aws-node's entrypoint refuses to start on a bad MTU or veth prefix.
+	p.mtu("AWS_VPC_ENI_MTU", &c.MTU)
+	c.PodMTU = c.MTU
+	p.mtu("POD_MTU", &c.PodMTU)
+	if v := p.value("AWS_VPC_K8S_CNI_VETHPREFIX"); v != "" {
 		if len(v) > 4 || v == "eth" || v == "lo" || v == "vlan" {
-			errs = append(errs, fmt.Errorf("AWS_VPC_K8S_CNI_VETHPREFIX=%q: at most 4 characters and not eth, lo or vlan", v))
+			p.fail("AWS_VPC_K8S_CNI_VETHPREFIX", v, "at most 4 characters and not eth, lo or vlan")
 		} else {
 			c.VethPrefix = v
 		}
 	}
-	boolVar("DISABLE_LEAKED_ENI_CLEANUP", &c.DisableLeakedENICleanup)
-	boolVar("ENABLE_SUBNET_DISCOVERY", &c.SubnetDiscovery)
-	if v := strings.TrimSpace(get("ADDITIONAL_ENI_TAGS")); v != "" {
-		if err := json.Unmarshal([]byte(v), &c.AdditionalENITags); err != nil {
-			errs = append(errs, fmt.Errorf("ADDITIONAL_ENI_TAGS: want a JSON object of strings: %v", err))
-		}
-		for k := range c.AdditionalENITags {
-			if strings.HasPrefix(k, "k8s.amazonaws.com") || strings.HasPrefix(k, "node.k8s.amazonaws.com") {
-				errs = append(errs, fmt.Errorf("ADDITIONAL_ENI_TAGS: key %q is reserved", k))
-			}
-		}
-	}
-	intVar("MAX_PODS", &c.MaxPods, 0)
-	durVar("ADD_WAIT_TIMEOUT", &c.AddWait, true)
-	if v := strings.TrimSpace(get("NETWORK_POLICY_ENFORCING_MODE")); v != "" {
-		if v != "standard" && v != "strict" {
-			errs = append(errs, fmt.Errorf("NETWORK_POLICY_ENFORCING_MODE=%q: want standard or strict", v))
+
+	p.lenientBool("DISABLE_LEAKED_ENI_CLEANUP", &c.DisableLeakedENICleanup)
+	p.lenientBool("ENABLE_SUBNET_DISCOVERY", &c.SubnetDiscovery)
+	c.AdditionalENITags = p.eniTags("ADDITIONAL_ENI_TAGS")
+	c.ClusterName = p.value("CLUSTER_NAME")
+
+	// berth's own knobs: strict, as nothing depends on them being lenient.
+	if v := p.value("MAX_PODS"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			p.fail("MAX_PODS", v, "want an integer >= 0")
 		} else {
-			c.NetworkPolicyMode = v
+			c.MaxPods = n
 		}
 	}
-	return c, errors.Join(errs...)
+	p.duration("ADD_WAIT_TIMEOUT", &c.AddWait)
+	// aws-node stops on an unknown mode; "none" is accepted and means the
+	// same as unset to a plugin.
+	switch v := p.value("NETWORK_POLICY_ENFORCING_MODE"); v {
+	case "", "none":
+	case "standard", "strict":
+		c.NetworkPolicyMode = v
+	default:
+		p.fail("NETWORK_POLICY_ENFORCING_MODE", v, "want none, standard or strict")
+	}
+	return c, errors.Join(p.errs...)
+}
+
+// parser reads variables, collecting errors and logging ignored values.
+type parser struct {
+	get  Getenv
+	log  *slog.Logger
+	errs []error
+}
+
+func (p *parser) value(name string) string { return strings.TrimSpace(p.get(name)) }
+
+func (p *parser) fail(name, v, want string) {
+	p.errs = append(p.errs, fmt.Errorf("%s=%q: %s", name, v, want))
+}
+
+func (p *parser) ignore(name, v, why, using string) {
+	p.log.Warn("ignoring an invalid setting, as the VPC CNI does", "variable", name, "value", v, "reason", why, "using", using)
+}
+
+// lenientInt sets *dst to the variable when it is an integer >= min, and
+// otherwise keeps the default with a warning.
+func (p *parser) lenientInt(name string, dst *int, min int) {
+	v := p.value(name)
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min {
+		p.ignore(name, v, fmt.Sprintf("want an integer >= %d", min), strconv.Itoa(*dst))
+		return
+	}
+	*dst = n
+}
+
+// lenientBool is strconv.ParseBool, keeping the default on anything else.
+func (p *parser) lenientBool(name string, dst *bool) {
+	v := p.value(name)
+	if v == "" {
+		return
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		p.ignore(name, v, "want true or false", strconv.FormatBool(*dst))
+		return
+	}
+	*dst = b
+}
+
+// duration takes whole seconds (the VPC CNI's form) or a Go duration.
+func (p *parser) duration(name string, dst *time.Duration) {
+	v := p.value(name)
+	if v == "" {
+		return
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		*dst = time.Duration(n) * time.Second
+		return
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.fail(name, v, "want seconds or a duration")
+		return
+	}
+	*dst = d
+}
+
+func (p *parser) mtu(name string, dst *int) {
+	v := p.value(name)
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < minMTU || n > DefaultMTU {
+		p.fail(name, v, fmt.Sprintf("want an integer in %d..%d", minMTU, DefaultMTU))
+		return
+	}
+	*dst = n
+}
+
+// ipv4CIDRs parses a comma-separated list, skipping (with a warning) each
+// entry that is not an IPv4 CIDR, an empty one included.
+func (p *parser) ipv4CIDRs(name string) []netip.Prefix {
+	v := p.value(name)
+	if v == "" {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil || !pfx.Addr().Is4() {
+			p.ignore(name, s, "not an IPv4 CIDR", "the other entries")
+			continue
+		}
+		out = append(out, pfx.Masked())
+	}
+	return out
+}
+
+// eniTags parses a JSON object of strings. Invalid JSON drops every tag;
+// a key containing the reserved k8s.amazonaws.com drops that key.
+func (p *parser) eniTags(name string) map[string]string {
+	v := p.value(name)
+	if v == "" {
+		return nil
+	}
+	var tags map[string]string
+	if err := json.Unmarshal([]byte(v), &tags); err != nil {
+		p.ignore(name, v, "want a JSON object of strings: "+err.Error(), "no additional tags")
+		return nil
+	}
+	for k := range tags {
+		if strings.Contains(k, ReservedTagKey) {
+			p.ignore(name, k, "the key contains the reserved "+ReservedTagKey, "the other tags")
+			delete(tags, k)
+		}
+	}
+	return tags
 }
 
 // Env returns the settings as the introspection endpoint shows them.
@@ -176,6 +289,9 @@ func (c Config) Env() map[string]string {
 		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       strconv.FormatBool(c.ExternalSNAT),
 		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": strings.Join(cidrs, ","),
 		"AWS_VPC_ENI_MTU":                    strconv.Itoa(c.MTU),
+		"POD_MTU":                            strconv.Itoa(c.PodMTU),
+		"AWS_VPC_K8S_CNI_RANDOMIZESNAT":      c.RandomizeSNAT,
+		"AWS_VPC_K8S_CNI_CONNMARK":           fmt.Sprintf("%#x", c.ConnMark),
 		"AWS_VPC_K8S_CNI_VETHPREFIX":         c.VethPrefix,
 		"DISABLE_LEAKED_ENI_CLEANUP":         strconv.FormatBool(c.DisableLeakedENICleanup),
 		"ENABLE_SUBNET_DISCOVERY":            strconv.FormatBool(c.SubnetDiscovery),

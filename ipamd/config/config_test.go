@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -29,17 +32,137 @@ func TestPrefixDelegationDefaults(t *testing.T) {
 	}
 }
 
+// TestAllErrorsReported: the values that stop aws-node from starting
+// (its entrypoint's checks, and ipamd's on the policy mode) stop ipamd too,
+// all reported at once.
 func TestAllErrorsReported(t *testing.T) {
 	_, err := FromEnv(env(map[string]string{
-		"WARM_ENI_TARGET": "x", "MAX_ENI": "0", "AWS_VPC_ENI_MTU": "10000", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth",
-		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "nope", "ADDITIONAL_ENI_TAGS": "[1]", "IP_COOLDOWN_PERIOD": "-3",
+		"AWS_VPC_ENI_MTU": "10000", "POD_MTU": "575", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth", "IP_COOLDOWN_PERIOD": "-3",
+		"NETWORK_POLICY_ENFORCING_MODE": "loose",
 	}))
 	if err == nil {
 		t.Fatal("bad environment accepted")
 	}
-	for _, name := range []string{"WARM_ENI_TARGET", "MAX_ENI", "AWS_VPC_ENI_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "EXCLUDE_SNAT_CIDRS", "ADDITIONAL_ENI_TAGS", "IP_COOLDOWN_PERIOD"} {
+	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}
+
+// TestLenientLikeVPCCNI: values the VPC CNI logs and skips (or replaces by
+// the default) do not stop ipamd; each is skipped the same way, with a
+// warning naming the variable and the value.
+func TestLenientLikeVPCCNI(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		warn []string // what the warning must contain; nil: no warning
+		ok   func(Config) bool
+	}{
+		{map[string]string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.1.0.0/16,"}, []string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"},
+			func(c Config) bool { return fmt.Sprint(c.ExcludeSNATCIDRs) == "[10.1.0.0/16]" }},
+		{map[string]string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.1.0.0/16, fd00::/8"}, []string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "fd00::/8"},
+			func(c Config) bool { return fmt.Sprint(c.ExcludeSNATCIDRs) == "[10.1.0.0/16]" }},
+		{map[string]string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "nope,192.168.1.7/24"}, []string{"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "nope"},
+			func(c Config) bool { return fmt.Sprint(c.ExcludeSNATCIDRs) == "[192.168.1.0/24]" }},
+		{map[string]string{"ADDITIONAL_ENI_TAGS": `{"k8s.amazonaws.com/foo":"x","team":"a","node.k8s.amazonaws.com/instance_id":"i-1"}`},
+			[]string{"ADDITIONAL_ENI_TAGS", "k8s.amazonaws.com/foo"},
+			func(c Config) bool { return fmt.Sprint(c.AdditionalENITags) == "map[team:a]" }},
+		{map[string]string{"ADDITIONAL_ENI_TAGS": `not json`}, []string{"ADDITIONAL_ENI_TAGS", "not json"},
+			func(c Config) bool { return c.AdditionalENITags == nil }},
+		{map[string]string{"ADDITIONAL_ENI_TAGS": `{"team":"a","n":1}`}, []string{"ADDITIONAL_ENI_TAGS"},
+			func(c Config) bool { return c.AdditionalENITags == nil }},
+		{map[string]string{"MAX_ENI": "0"}, []string{"MAX_ENI", "0"}, func(c Config) bool { return c.MaxENI == -1 }},
+		{map[string]string{"MAX_ENI": "-5"}, []string{"MAX_ENI", "-5"}, func(c Config) bool { return c.MaxENI == -1 }},
+		{map[string]string{"MAX_ENI": "3"}, nil, func(c Config) bool { return c.MaxENI == 3 }},
+		{map[string]string{"WARM_ENI_TARGET": "-1"}, []string{"WARM_ENI_TARGET", "-1"}, func(c Config) bool { return c.WarmENITarget == 1 }},
+		{map[string]string{"WARM_ENI_TARGET": "x"}, []string{"WARM_ENI_TARGET", "x"}, func(c Config) bool { return c.WarmENITarget == 1 }},
+		{map[string]string{"WARM_ENI_TARGET": "0"}, nil, func(c Config) bool { return c.WarmENITarget == 0 }},
+		{map[string]string{"WARM_IP_TARGET": "-2", "MINIMUM_IP_TARGET": "lots"}, []string{"WARM_IP_TARGET", "MINIMUM_IP_TARGET", "lots"},
+			func(c Config) bool { return c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 }},
+		{map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "-1"}, []string{"WARM_PREFIX_TARGET"},
+			func(c Config) bool { return c.WarmPrefixTarget == 1 }},
+		{map[string]string{"WARM_IP_TARGET": ""}, nil, func(c Config) bool { return c.WarmIPTarget == 0 }},
+		{map[string]string{"AWS_VPC_K8S_CNI_EXTERNALSNAT": "yes"}, []string{"AWS_VPC_K8S_CNI_EXTERNALSNAT", "yes"},
+			func(c Config) bool { return !c.ExternalSNAT }},
+		{map[string]string{"AWS_VPC_K8S_CNI_EXTERNALSNAT": "1"}, nil, func(c Config) bool { return c.ExternalSNAT }},
+		{map[string]string{"ENABLE_SUBNET_DISCOVERY": "nah"}, []string{"ENABLE_SUBNET_DISCOVERY", "nah"}, func(c Config) bool { return c.SubnetDiscovery }},
+		{map[string]string{"ENABLE_PREFIX_DELEGATION": "on", "DISABLE_LEAKED_ENI_CLEANUP": "off"}, []string{"ENABLE_PREFIX_DELEGATION", "DISABLE_LEAKED_ENI_CLEANUP"},
+			func(c Config) bool { return !c.PrefixDelegation && !c.DisableLeakedENICleanup }},
+		{map[string]string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT": "fully"}, []string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT", "fully"},
+			func(c Config) bool { return c.RandomizeSNAT == "prng" }},
+		{map[string]string{"NETWORK_POLICY_ENFORCING_MODE": "none"}, nil, func(c Config) bool { return c.NetworkPolicyMode == "" }},
+	} {
+		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
+			var logs bytes.Buffer
+			c, err := Load(env(tc.env), slog.New(slog.NewTextHandler(&logs, nil)))
+			if err != nil {
+				t.Fatalf("refused to start: %v", err)
+			}
+			if !tc.ok(c) {
+				t.Errorf("parsed as %+v", c)
+			}
+			if tc.warn == nil && logs.Len() > 0 {
+				t.Errorf("unexpected warning: %s", logs.String())
+			}
+			if tc.warn != nil && !strings.Contains(logs.String(), "level=WARN") {
+				t.Errorf("no warning logged: %q", logs.String())
+			}
+			for _, w := range tc.warn {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("warning does not name %q: %s", w, logs.String())
+				}
+			}
+		})
+	}
+}
+
+// TestPodMTU: POD_MTU is the pod veth's MTU and defaults to AWS_VPC_ENI_MTU,
+// which stays the ENIs' MTU.
+func TestPodMTU(t *testing.T) {
+	for _, tc := range []struct {
+		env         map[string]string
+		eni, pod    int
+		wantFailure bool
+	}{
+		{nil, 9001, 9001, false},
+		{map[string]string{"AWS_VPC_ENI_MTU": "1500"}, 1500, 1500, false},
+		{map[string]string{"POD_MTU": "1400"}, 9001, 1400, false},
+		{map[string]string{"AWS_VPC_ENI_MTU": "1500", "POD_MTU": "8000"}, 1500, 8000, false},
+		{map[string]string{"POD_MTU": "9216"}, 0, 0, true},
+		{map[string]string{"POD_MTU": "jumbo"}, 0, 0, true},
+	} {
+		c, err := FromEnv(env(tc.env))
+		if tc.wantFailure {
+			if err == nil || !strings.Contains(err.Error(), "POD_MTU") {
+				t.Errorf("%v: error %v, want one naming POD_MTU", tc.env, err)
+			}
+			continue
+		}
+		if err != nil || c.MTU != tc.eni || c.PodMTU != tc.pod {
+			t.Errorf("%v: ENI MTU %d, pod MTU %d, err %v; want %d, %d", tc.env, c.MTU, c.PodMTU, err, tc.eni, tc.pod)
+		}
+	}
+}
+
+// TestConnMark: AWS_VPC_K8S_CNI_CONNMARK in any Go base; out of range or
+// unparseable keeps 0x80, as the VPC CNI does.
+func TestConnMark(t *testing.T) {
+	for v, want := range map[string]uint32{"": 0x80, "0x2000": 0x2000, "4096": 4096, "0o20000": 0x2000, "0": 0x80, "-1": 0x80,
+		"0x100000000": 0x80, "mark": 0x80, "0xffffffff": 0xffffffff} {
+		c, err := FromEnv(env(map[string]string{"AWS_VPC_K8S_CNI_CONNMARK": v}))
+		if err != nil || c.ConnMark != want {
+			t.Errorf("AWS_VPC_K8S_CNI_CONNMARK=%q: %#x, %v; want %#x", v, c.ConnMark, err, want)
+		}
+	}
+}
+
+// TestRandomizeSNAT: the three modes of the VPC CNI; prng by default.
+func TestRandomizeSNAT(t *testing.T) {
+	for v, want := range map[string]string{"": "prng", "prng": "prng", "hashrandom": "hashrandom", "none": "none", "bogus": "prng"} {
+		c, err := FromEnv(env(map[string]string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT": v}))
+		if err != nil || c.RandomizeSNAT != want {
+			t.Errorf("AWS_VPC_K8S_CNI_RANDOMIZESNAT=%q: %q, %v; want %q", v, c.RandomizeSNAT, err, want)
 		}
 	}
 }

@@ -42,10 +42,18 @@ const (
 	ENIRulePriority     = 32765                  // from <ENI primary ip> lookup <ENI table>
 )
 
-// ConnMark is the conntrack and packet mark bit of pod connections that leave
-// the VPC; the fwmark rule sends marked packets through the main table, that
-// is out of the primary interface.
-const ConnMark = 0x80
+// DefaultConnMark is the conntrack and packet mark (AWS_VPC_K8S_CNI_CONNMARK's
+// default) of pod connections that leave the VPC; the fwmark rule sends
+// marked packets through the main table, that is out of the primary
+// interface.
+const DefaultConnMark = 0x80
+
+// Source-port choice of the SNAT rule (AWS_VPC_K8S_CNI_RANDOMIZESNAT).
+const (
+	SNATPortsPRNG       = "prng"       // fully random (iptables --random-fully); the default
+	SNATPortsHashRandom = "hashrandom" // random, by hash (iptables --random)
+	SNATPortsNone       = "none"       // sequential from the original port
+)
 
 // SNATTable is the nftables table (family ip) holding SNAT and connmark.
 const SNATTable = "berth-snat"
@@ -69,7 +77,8 @@ type Config struct {
 	VPCCIDRs         []netip.Prefix // traffic to these is not SNATed
 	ExcludeSNATCIDRs []netip.Prefix // AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS
 	ExternalSNAT     bool           // AWS_VPC_K8S_CNI_EXTERNALSNAT: no SNAT, no connmark
-	RandomizeSNAT    bool           // fully-random source ports (config's default is true)
+	RandomizeSNAT    string         // SNATPorts*; "" means prng
+	ConnMark         uint32         // mark and mask of SNATed connections; 0 means 0x80
 	VethPrefix       string         // pod host veths are <prefix>*; "" means "eni"
 }
 
@@ -93,6 +102,12 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	}
 	if cfg.VethPrefix == "" {
 		cfg.VethPrefix = "eni"
+	}
+	if cfg.RandomizeSNAT == "" {
+		cfg.RandomizeSNAT = SNATPortsPRNG
+	}
+	if cfg.ConnMark == 0 {
+		cfg.ConnMark = DefaultConnMark
 	}
 	if err := validate(cfg); err != nil {
 		return nil, err
@@ -139,6 +154,11 @@ func validate(cfg Config) error {
 		errs = append(errs, fmt.Errorf("veth prefix %q is reserved", p))
 	case strings.ContainsAny(p, "*/ \x00"):
 		errs = append(errs, fmt.Errorf("veth prefix %q: invalid character", p))
+	}
+	switch cfg.RandomizeSNAT {
+	case SNATPortsPRNG, SNATPortsHashRandom, SNATPortsNone:
+	default:
+		errs = append(errs, fmt.Errorf("SNAT port randomization %q: want prng, hashrandom or none", cfg.RandomizeSNAT))
 	}
 	check := func(what string, ps []netip.Prefix) {
 		for _, p := range ps {

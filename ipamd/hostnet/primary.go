@@ -93,12 +93,12 @@ func (h *Host) TeardownPrimary(ctx context.Context) error {
 	return nil
 }
 
-func fwmarkRule() *netlink.Rule {
-	mask := uint32(ConnMark)
+func (h *Host) fwmarkRule() *netlink.Rule {
+	mask := h.cfg.ConnMark
 	r := netlink.NewRule()
 	r.Family = unix.AF_INET
 	r.Priority = FwmarkRulePriority
-	r.Mark = ConnMark
+	r.Mark = h.cfg.ConnMark
 	r.Mask = &mask
 	r.Table = unix.RT_TABLE_MAIN
 	return r
@@ -106,7 +106,7 @@ func fwmarkRule() *netlink.Rule {
 
 // fwmarkRules lists the rules equal to fwmarkRule.
 func (h *Host) fwmarkRules(ctx context.Context) ([]netlink.Rule, error) {
-	want := fwmarkRule()
+	want := h.fwmarkRule()
 	rules, err := dump(ctx, "rules", func() ([]netlink.Rule, error) {
 		return h.nl.RuleListFiltered(netlink.FAMILY_V4, want,
 			netlink.RT_FILTER_PRIORITY|netlink.RT_FILTER_MARK|netlink.RT_FILTER_MASK|netlink.RT_FILTER_TABLE)
@@ -131,8 +131,8 @@ func (h *Host) ensureFwmarkRule(ctx context.Context) error {
 	if len(have) > 0 {
 		return nil
 	}
-	if err := h.nl.RuleAdd(fwmarkRule()); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add rule fwmark %#x/%#x lookup main: %w", ConnMark, ConnMark, err)
+	if err := h.nl.RuleAdd(h.fwmarkRule()); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add rule fwmark %#x/%#x lookup main: %w", h.cfg.ConnMark, h.cfg.ConnMark, err)
 	}
 	return nil
 }

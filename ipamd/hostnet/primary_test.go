@@ -117,11 +117,16 @@ func nftText(t *testing.T, ns netns.NsHandle) string {
 	return string(out)
 }
 
-func fwmarkRuleCount(t *testing.T, h *netlink.Handle) int {
+// fwmarkRuleCount counts the rules `fwmark <mark>/<mark> lookup main`, and
+// any other fwmark rule at that priority as a mismatch (-100 each).
+func fwmarkRuleCount(t *testing.T, h *netlink.Handle, mark uint32) int {
 	t.Helper()
 	n := 0
 	for _, r := range must[[]netlink.Rule](t)(h.RuleList(netlink.FAMILY_V4)) {
-		if r.Priority == FwmarkRulePriority && r.Mark == ConnMark && r.Mask != nil && *r.Mask == ConnMark && r.Table == unix.RT_TABLE_MAIN {
+		if r.Priority == FwmarkRulePriority && (r.Mark != mark || r.Mask == nil || *r.Mask != mark) {
+			n -= 100
+		}
+		if r.Priority == FwmarkRulePriority && r.Mark == mark && r.Mask != nil && *r.Mask == mark && r.Table == unix.RT_TABLE_MAIN {
 			n++
 		}
 	}
@@ -144,11 +149,13 @@ func TestSetupPrimary(t *testing.T) {
 		cfg        Config
 		wantNoSNAT []string
 		wantText   []string // fragments of `nft list table`
+		wantMark   uint32
 	}{
 		{
 			name: "randomized, excluded CIDRs merged with the VPC's",
 			cfg: Config{VPCCIDRs: pfx("10.0.0.0/16", "10.1.0.0/16"), ExcludeSNATCIDRs: pfx("10.0.5.0/24", "192.168.0.0/16"),
-				RandomizeSNAT: true},
+				RandomizeSNAT: SNATPortsPRNG},
+			wantMark:   0x80,
 			wantNoSNAT: []string{"10.0.0.0", "10.2.0.0(end)", "192.168.0.0", "192.169.0.0(end)"},
 			wantText: []string{`iifname "eni*"`, `snat to 10.0.1.10 fully-random`, `oifname "ens5"`,
 				`ip daddr != @nosnat`, `fib daddr type != local`, `ct state new`,
@@ -156,9 +163,20 @@ func TestSetupPrimary(t *testing.T) {
 		},
 		{
 			name:       "not randomized, other veth prefix",
-			cfg:        Config{VPCCIDRs: pfx("172.31.0.0/16"), VethPrefix: "pod", MTU: 1500},
+			cfg:        Config{VPCCIDRs: pfx("172.31.0.0/16"), VethPrefix: "pod", MTU: 1500, RandomizeSNAT: SNATPortsNone},
 			wantNoSNAT: []string{"172.31.0.0", "172.32.0.0(end)"},
 			wantText:   []string{`iifname "pod*"`, `snat to 10.0.1.10 comment`},
+			wantMark:   0x80,
+		},
+		{
+			// AWS_VPC_K8S_CNI_RANDOMIZESNAT=hashrandom is iptables' --random,
+			// not --random-fully; AWS_VPC_K8S_CNI_CONNMARK moves the mark.
+			name:       "hash-random ports, another connmark",
+			cfg:        Config{VPCCIDRs: pfx("172.31.0.0/16"), RandomizeSNAT: SNATPortsHashRandom, ConnMark: 0x2000},
+			wantNoSNAT: []string{"172.31.0.0", "172.32.0.0(end)"},
+			wantText: []string{`snat to 10.0.1.10 random comment`, `ct mark set ct mark | 0x00002000`,
+				`ct mark & 0x00002000 == 0x00002000 meta mark set meta mark | 0x00002000`},
+			wantMark: 0x2000,
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -185,7 +203,7 @@ func TestSetupPrimary(t *testing.T) {
 				} else if fmt.Sprint(v.chains, v.nosnat, v.notes) != fmt.Sprint(first.chains, first.nosnat, first.notes) {
 					t.Errorf("second SetupPrimary changed the table:\n%+v\n%+v", first, v)
 				}
-				if n := fwmarkRuleCount(t, node); n != 1 {
+				if n := fwmarkRuleCount(t, node, c.wantMark); n != 1 {
 					t.Errorf("SetupPrimary #%d: %d fwmark rules, want 1", i+1, n)
 				}
 			}
@@ -227,11 +245,16 @@ func TestSetupPrimary(t *testing.T) {
 			}
 			// SNAT out of the primary interface, to the primary IP.
 			nat := func(e *expr.NAT) bool {
-				return e.Type == expr.NATTypeSourceNAT && e.FullyRandom == c.cfg.RandomizeSNAT && e.RegAddrMin == 1
+				return e.Type == expr.NATTypeSourceNAT && e.RegAddrMin == 1 &&
+					e.FullyRandom == (c.cfg.RandomizeSNAT == SNATPortsPRNG) && e.Random == (c.cfg.RandomizeSNAT == SNATPortsHashRandom)
 			}
+			markIs := func(e *expr.Bitwise) bool { return bytes.Equal(e.Xor, ne32(c.wantMark)) }
 			if !has(post[0], cmpIs(ifname("ens5"))) || !has(post[0], notInSet) || !has(post[0], nat) ||
 				!has(post[0], func(e *expr.Immediate) bool { return bytes.Equal(e.Data, primaryIP.AsSlice()) }) {
-				t.Errorf("postrouting rule is not `oifname ens5 ... snat to %s (fully-random: %v)`: %#v", primaryIP, c.cfg.RandomizeSNAT, post[0])
+				t.Errorf("postrouting rule is not `oifname ens5 ... snat to %s (%s)`: %#v", primaryIP, c.cfg.RandomizeSNAT, post[0])
+			}
+			if !has(pre[0], markIs) || !has(pre[1], markIs) || !has(pre[2], markIs) {
+				t.Errorf("prerouting rules do not set mark %#x: %#v", c.wantMark, pre)
 			}
 			if txt := nftText(t, nodeNS); txt != "" {
 				for _, w := range c.wantText {
@@ -239,8 +262,11 @@ func TestSetupPrimary(t *testing.T) {
 						t.Errorf("nft listing lacks %q", w)
 					}
 				}
-				if !c.cfg.RandomizeSNAT && strings.Contains(txt, "fully-random") {
-					t.Error("fully-random with RandomizeSNAT=false")
+				if c.cfg.RandomizeSNAT != SNATPortsPRNG && strings.Contains(txt, "fully-random") {
+					t.Errorf("fully-random with RandomizeSNAT=%s", c.cfg.RandomizeSNAT)
+				}
+				if c.cfg.RandomizeSNAT == SNATPortsNone && strings.Contains(txt, " random") {
+					t.Error("random ports with RandomizeSNAT=none")
 				}
 			}
 
@@ -255,7 +281,7 @@ func TestSetupPrimary(t *testing.T) {
 			}
 
 			// ExternalSNAT: another Host on the same node drops the table.
-			ext := newHost(t, Config{NetNS: nodeNS, ExternalSNAT: true, MTU: wantMTU})
+			ext := newHost(t, Config{NetNS: nodeNS, ExternalSNAT: true, MTU: wantMTU, ConnMark: c.cfg.ConnMark})
 			if err := ext.SetupPrimary(ctx, primaryMAC, primaryIP); err != nil {
 				t.Fatalf("SetupPrimary with ExternalSNAT: %v", err)
 			}
@@ -277,7 +303,7 @@ func TestSetupPrimary(t *testing.T) {
 				if _, ok := readSNAT(t, nodeNS); ok {
 					t.Errorf("TeardownPrimary #%d left table %s", i+1, SNATTable)
 				}
-				if n := fwmarkRuleCount(t, node); n != 0 {
+				if n := fwmarkRuleCount(t, node, c.wantMark); n != 0 {
 					t.Errorf("TeardownPrimary #%d left %d fwmark rules", i+1, n)
 				}
 			}

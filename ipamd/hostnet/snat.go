@@ -27,7 +27,7 @@ import (
 //		chain prerouting {
 //			type filter hook prerouting priority mangle; policy accept;
 //			# a pod opens a connection that leaves the VPC
-//			iifname "eni*" ct state new ip daddr != @nosnat ct mark set ct mark | 0x00000080
+//			iifname "eni*" ct state new ip daddr != @nosnat ct mark set ct mark | 0x00000080 (AWS_VPC_K8S_CNI_CONNMARK)
 //			# a connection to the node through the primary interface
 //			# (NodePort): the pod's replies must leave through it too
 //			iifname "eth0" ct state new fib daddr . iif type local ct mark set ct mark | 0x00000080
@@ -121,29 +121,29 @@ func ctStateNew() []expr.Any {
 	}
 }
 
-// ct mark set ct mark | 0x80
-func ctMarkSet() []expr.Any {
+// ct mark set ct mark | mark
+func ctMarkSet(mark uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^uint32(ConnMark)), Xor: ne32(ConnMark)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^mark), Xor: ne32(mark)},
 		&expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true},
 	}
 }
 
-// ct mark & 0x80 == 0x80
-func ctMarked() []expr.Any {
+// ct mark & mark == mark
+func ctMarked(mark uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(ConnMark), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(ConnMark)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(mark), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(mark)},
 	}
 }
 
-// meta mark set meta mark | 0x80
-func metaMarkSet() []expr.Any {
+// meta mark set meta mark | mark
+func metaMarkSet(mark uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^uint32(ConnMark)), Xor: ne32(ConnMark)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(^mark), Xor: ne32(mark)},
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
 	}
 }
@@ -204,15 +204,18 @@ func (h *Host) queueSNATTable(c *nftables.Conn, primaryIf string, primaryIP neti
 
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: pod connection leaving the VPC"),
 		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, []byte(h.cfg.VethPrefix)), ctStateNew(), daddrNotIn(set),
-			[]expr.Any{&expr.Counter{}}, ctMarkSet())})
+			[]expr.Any{&expr.Counter{}}, ctMarkSet(h.cfg.ConnMark))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: connection to the node through the primary interface"),
-		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, ifname(primaryIf)), ctStateNew(), daddrLocalOnIif(), ctMarkSet())})
+		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, ifname(primaryIf)), ctStateNew(), daddrLocalOnIif(), ctMarkSet(h.cfg.ConnMark))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: restore the connmark for the fwmark rule"),
-		Exprs: join(ctMarked(), metaMarkSet())})
+		Exprs: join(ctMarked(h.cfg.ConnMark), metaMarkSet(h.cfg.ConnMark))})
 
-	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, FullyRandom: h.cfg.RandomizeSNAT}
+	// As the VPC CNI's iptables rule: prng is --random-fully, hashrandom
+	// --random, none neither.
+	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1,
+		FullyRandom: h.cfg.RandomizeSNAT == SNATPortsPRNG, Random: h.cfg.RandomizeSNAT == SNATPortsHashRandom}
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, UserData: comment("berth: SNAT pod traffic leaving the VPC"),
-		Exprs: join(metaIfname(expr.MetaKeyOIFNAME, ifname(primaryIf)), ctMarked(), daddrNotIn(set), daddrNotLocal(),
+		Exprs: join(metaIfname(expr.MetaKeyOIFNAME, ifname(primaryIf)), ctMarked(h.cfg.ConnMark), daddrNotIn(set), daddrNotLocal(),
 			[]expr.Any{&expr.Counter{}, &expr.Immediate{Register: 1, Data: primaryIP.AsSlice()}, nat})})
 	return nil
 }

@@ -253,7 +253,7 @@ func TestSNATTraffic(t *testing.T) {
 	addNodePortDNAT(t, n.node, port)
 
 	cfg := Config{NetNS: n.node, VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")},
-		ExcludeSNATCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, RandomizeSNAT: true}
+		ExcludeSNATCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
 	h := newHost(t, cfg)
 	if err := h.SetupPrimary(ctx, n.primaryMAC, netip.MustParseAddr(primaryIP)); err != nil {
 		t.Fatalf("SetupPrimary: %v", err)
@@ -320,7 +320,7 @@ func TestSNATTraffic(t *testing.T) {
 			setSysctls(t, n.node, map[string]string{"net/ipv4/conf/eth0/rp_filter": "1"})
 		}},
 		{"no fwmark rule", fromPodB, primaryIP, func(t *testing.T) {
-			if err := n.nodeH.RuleDel(fwmarkRule()); err != nil {
+			if err := n.nodeH.RuleDel(h.fwmarkRule()); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -354,5 +354,27 @@ func TestSNATTraffic(t *testing.T) {
 			{"primary-ENI pod to the internet keeps its IP", n.podA, internet, podAIP},
 			{"ENI-1 pod to the internet leaves through ENI 1 with its IP", n.podB, internet, podBIP},
 		})
+	})
+
+	// AWS_VPC_K8S_CNI_CONNMARK: another mark routes and SNATs the same, with
+	// the 0x80 rule gone.
+	if err := h.TeardownPrimary(ctx); err != nil {
+		t.Fatalf("TeardownPrimary: %v", err)
+	}
+	cfg.ConnMark = 0x2000
+	h2 := newHost(t, cfg)
+	if err := h2.SetupPrimary(ctx, n.primaryMAC, netip.MustParseAddr(primaryIP)); err != nil {
+		t.Fatalf("SetupPrimary (connmark 0x2000): %v", err)
+	}
+	t.Run("connmark 0x2000", func(t *testing.T) {
+		run(t, []flow{
+			{"primary-ENI pod to the internet is SNATed", n.podA, internet, primaryIP},
+			{"ENI-1 pod to the internet leaves through the primary ENI, SNATed", n.podB, internet, primaryIP},
+			{"ENI-1 pod inside the VPC keeps its IP", n.podB, routerB, podBIP},
+		})
+		got, err := peerSeen(t, n.outside, net.JoinHostPort(primaryIP, strconv.Itoa(nodePort)))
+		if err != nil || got != routerA {
+			t.Errorf("NodePort to an ENI-1 pod: saw %q, %v; want %s", got, err, routerA)
+		}
 	})
 }

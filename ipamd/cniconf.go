@@ -22,7 +22,7 @@ func conflist(socket, datapathSocket, cniVersion string, cfg config.Config, port
 	plugin := map[string]any{
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
-		"mtu":            cfg.MTU,
+		"mtu":            cfg.PodMTU, // the pod veth's (POD_MTU); ENIs keep AWS_VPC_ENI_MTU
 		"pluginLogFile":  "/var/log/aws-routed-eni/plugin.log",
 		"pluginLogLevel": "Debug",
 	}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/berth-io/berth/ipamd/config"
+)
+
+// TestConflistPodMTU: berth-cni sets the pod veth's MTU from the conflist's
+// "mtu", which is POD_MTU (AWS_VPC_ENI_MTU when unset), as aws-node's
+// entrypoint writes it; the ENIs' MTU does not leak into it.
+func TestConflistPodMTU(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{nil, 9001},
+		{map[string]string{"AWS_VPC_ENI_MTU": "1500"}, 1500},
+		{map[string]string{"POD_MTU": "1400"}, 1400},
+		{map[string]string{"AWS_VPC_ENI_MTU": "9001", "POD_MTU": "1280"}, 1280},
+	} {
+		cfg, err := config.FromEnv(func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := conflist(DefaultSocket, "", "1.1.0", cfg, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Plugins []struct {
+				MTU int `json:"mtu"`
+			} `json:"plugins"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if len(got.Plugins) != 1 || got.Plugins[0].MTU != tc.want {
+			t.Errorf("%v: conflist %s, want mtu %d", tc.env, b, tc.want)
+		}
+	}
+}

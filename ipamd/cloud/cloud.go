@@ -157,18 +157,22 @@ type AWS struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	calls   *prometheus.CounterVec
-	errs    *prometheus.CounterVec
-	latency *prometheus.HistogramVec
+	m Metrics
 }
 
 var _ Cloud = (*AWS)(nil)
 
-// Metrics are the awscni_* EC2 metrics.
+// Metrics are the awscni_* AWS metrics, with the VPC CNI's names, types
+// and labels (utils/prometheusmetrics/prometheusmetrics.go).
 type Metrics struct {
-	Calls   *prometheus.CounterVec
-	Errors  *prometheus.CounterVec
-	Latency *prometheus.HistogramVec
+	Calls   *prometheus.CounterVec // {fn}
+	Errors  *prometheus.CounterVec // {fn}
+	Latency *prometheus.SummaryVec // {api, error, status}
+	// APIErrors counts calls AWS answered with an error code: {api, error}.
+	APIErrors *prometheus.CounterVec
+	// UtilsErrors counts AWS errors of cleanups that could not be
+	// handled (the ENI is left to the leaked-ENI cleanup): {fn, error}.
+	UtilsErrors *prometheus.CounterVec
 }
 
 // NewMetrics registers the EC2 call metrics on reg.
@@ -176,9 +180,13 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 	m := Metrics{
 		Calls:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_ec2api_req_count", Help: "The number of calls made to EC2"}, []string{"fn"}),
 		Errors:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_ec2api_error_count", Help: "The number of failed EC2 calls"}, []string{"fn"}),
-		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_aws_api_latency_ms", Help: "AWS API call latency in ms", Buckets: []float64{5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000}}, []string{"api", "error"}),
+		Latency: prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: "awscni_aws_api_latency_ms", Help: "AWS API call latency in ms"}, []string{"api", "error", "status"}),
+		APIErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_aws_api_error_count", Help: "The number of times AWS API returns an error"},
+			[]string{"api", "error"}),
+		UtilsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_aws_utils_error_count", Help: "The number of errors not handled in awsutils library"},
+			[]string{"fn", "error"}),
 	}
-	reg.MustRegister(m.Calls, m.Errors, m.Latency)
+	reg.MustRegister(m.Calls, m.Errors, m.Latency, m.APIErrors, m.UtilsErrors)
 	return m
 }
 
@@ -212,7 +220,7 @@ func Load(ctx context.Context, log *slog.Logger, m Metrics) (*AWS, error) {
 
 // New builds a Cloud from clients (tests pass clients aimed at localcloud).
 func New(ctx context.Context, e EC2API, md IMDSAPI, region string, log *slog.Logger, m Metrics) (*AWS, error) {
-	c := &AWS{ec2: e, imds: md, log: log, now: time.Now, calls: m.Calls, errs: m.Errors, latency: m.Latency}
+	c := &AWS{ec2: e, imds: md, log: log, now: time.Now, m: m}
 	if err := c.discover(ctx, region); err != nil {
 		return nil, err
 	}
@@ -226,7 +234,9 @@ func (c *AWS) Instance() Instance { return c.inst }
 func (c *AWS) meta(ctx context.Context, path string) (string, error) {
 	var last error
 	for attempt := 0; attempt < 5; attempt++ {
+		start := c.now()
 		out, err := c.imds.GetMetadata(ctx, &imds.GetMetadataInput{Path: path})
+		c.observe("GetMetadata", start, err)
 		if err == nil {
 			defer out.Content.Close()
 			b := new(strings.Builder)
@@ -325,14 +335,57 @@ func (c *AWS) discover(ctx context.Context, region string) error {
 func (c *AWS) call(fn string, f func() error) error {
 	start := c.now()
 	err := f()
-	if c.calls != nil {
-		c.calls.WithLabelValues(fn).Inc()
-		c.latency.WithLabelValues(fn, strconv.FormatBool(err != nil)).Observe(float64(c.now().Sub(start).Milliseconds()))
+	c.observe(fn, start, err)
+	if c.m.Calls != nil {
+		c.m.Calls.WithLabelValues(fn).Inc()
 		if err != nil {
-			c.errs.WithLabelValues(fn).Inc()
+			c.m.Errors.WithLabelValues(fn).Inc()
 		}
 	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		if c.m.APIErrors != nil {
+			c.m.APIErrors.WithLabelValues(fn, ae.ErrorCode()).Inc()
+		}
+		return awsError{translate(fn, err), ae}
+	}
 	return translate(fn, err)
+}
+
+// observe records an AWS call's latency in milliseconds, labelled as the
+// VPC CNI does: error "true"/"false", status "200" on success, else the
+// AWS error code ("" when AWS did not answer).
+func (c *AWS) observe(api string, start time.Time, err error) {
+	if c.m.Latency == nil {
+		return
+	}
+	status := "200"
+	if err != nil {
+		status = ""
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			status = ae.ErrorCode()
+		}
+	}
+	c.m.Latency.WithLabelValues(api, strconv.FormatBool(err != nil), status).Observe(float64(c.now().Sub(start).Milliseconds()))
+}
+
+// awsError is a translated error that still carries the AWS error it
+// came from, so cleanups can tell an AWS refusal from a cancelled context.
+type awsError struct {
+	error
+	aws smithy.APIError
+}
+
+func (e awsError) Unwrap() []error { return []error{e.error, e.aws} }
+
+// utilsError counts a cleanup AWS refused (awscni_aws_utils_error_count;
+// like the VPC CNI, other failures are not counted).
+func (c *AWS) utilsError(fn string, err error) {
+	var ae smithy.APIError
+	if c.m.UtilsErrors != nil && errors.As(err, &ae) {
+		c.m.UtilsErrors.WithLabelValues(fn, err.Error()).Inc()
+	}
 }
 
 func toENI(n types.NetworkInterface) ENI {
@@ -503,6 +556,7 @@ func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err e
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			if derr := c.FreeENI(cctx, id); derr != nil {
+				c.utilsError("AllocENIDeleteErr", derr)
 				c.log.Error("clean up a failed ENI (the hourly leaked-ENI cleanup will retry)", "eni", id, "err", derr)
 			}
 		}
@@ -622,6 +676,7 @@ func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
+		c.utilsError("getENIAttachmentIDFailed", err)
 		return err
 	}
 	if len(d.NetworkInterfaces) == 1 && d.NetworkInterfaces[0].Attachment != nil && d.NetworkInterfaces[0].Attachment.AttachmentId != nil {
@@ -639,6 +694,7 @@ func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
 			return nil
 		}
 		if !strings.Contains(err.Error(), "InUse") {
+			c.utilsError("FreeENIDeleteErr", err)
 			return err
 		}
 		select {

@@ -56,7 +56,10 @@ type Pool struct {
 	// unmanaged are attached ENIs ipamd leaves alone (see manages), from
 	// the last EC2 listing: they take device indexes and ENI slots.
 	unmanaged map[string]cloud.ENI
-	changed   chan struct{}
+	// released are the CIDRs and ENIs ipamd gave back, by when: EC2 and
+	// IMDS may list them for a while, and reconcile must not take them back.
+	released map[string]time.Time
+	changed  chan struct{}
 }
 
 // NoManageTag on an ENI set to "true" keeps ipamd's hands off it, as in the
@@ -136,7 +139,7 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
 	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
 		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
-		changed: make(chan struct{})}
+		released: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
 // MaxPodsLimit returns the node's pod capacity.
@@ -524,6 +527,7 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 			}
 			p.mu.Lock()
 			delete(p.enis, e.ID)
+			p.released[e.ID] = p.now()
 			p.mu.Unlock()
 			p.capacityFreed()
 			surplus -= size
@@ -554,6 +558,7 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 			if err := p.cloud.UnassignIPs(ctx, e.ID, ips); err != nil {
 				p.log.Error("unassign surplus addresses", "eni", e.ID, "err", err)
 			} else {
+				noteReleased(p, ips)
 				p.capacityFreed()
 			}
 		}
@@ -561,6 +566,7 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 			if err := p.cloud.UnassignPrefixes(ctx, e.ID, prefixes); err != nil {
 				p.log.Error("unassign surplus prefixes", "eni", e.ID, "err", err)
 			} else {
+				noteReleased(p, prefixes)
 				p.capacityFreed()
 			}
 		}

@@ -505,3 +505,26 @@ func TestWarmENITargetAsksForWholeENIs(t *testing.T) {
 		t.Fatalf("pool %+v, want two full ENIs", st)
 	}
 }
+
+// Addresses ipamd just gave back may still be listed by EC2 and IMDS for a
+// while; reconcile must not take them back into the pool.
+func TestReconcileIgnoresJustReleasedAddresses(t *testing.T) {
+	p, f, ds := newPool(t, "m5.4xlarge", map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "20"})
+	p.reconcile(context.Background())
+	if ds.Stats().Total != 20 {
+		t.Fatalf("grow: %+v", ds.Stats())
+	}
+	p.cfg.WarmIPTarget = 2
+	p.lastShrink = time.Time{}
+	p.reconcile(context.Background())
+	if ds.Stats().Total != 2 || f.calls["Unassign"] != 1 {
+		t.Fatalf("shrink: %+v %v", ds.Stats(), f.calls)
+	}
+	// The fake EC2 and IMDS still list all 20 on the primary ENI.
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := ds.Stats(); st.Total != 2 {
+		t.Fatalf("reconcile took back released addresses: %+v", st)
+	}
+}

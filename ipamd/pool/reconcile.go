@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -12,6 +13,46 @@ import (
 // imdsLagGrace is how long a new address may be missing from IMDS before
 // its absence means anything (the VPC CNI uses a minute too).
 const imdsLagGrace = time.Minute
+
+// releaseGrace is how long EC2 and IMDS may still list an address or ENI
+// ipamd gave back; reconcile ignores it meanwhile (the VPC CNI's reconcile
+// cooldown, also a minute).
+const releaseGrace = time.Minute
+
+// noteReleased records addresses or prefixes given back to EC2.
+func noteReleased[T fmt.Stringer](p *Pool, cidrs []T) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cidrs {
+		p.released[c.String()] = p.now()
+	}
+}
+
+// recentlyReleased returns a filter for what ipamd gave back less than
+// releaseGrace ago, forgetting older entries.
+func (p *Pool) recentlyReleased() func(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	recent := map[string]bool{}
+	for k, at := range p.released {
+		if p.now().Sub(at) >= releaseGrace {
+			delete(p.released, k)
+			continue
+		}
+		recent[k] = true
+	}
+	return func(key string) bool { return recent[key] }
+}
+
+// withoutReleased drops from an ENI listing what ipamd recently gave back
+// and the datastore does not hold (again).
+func withoutReleased(e cloud.ENI, recent func(string) bool, known map[netip.Prefix]bool) cloud.ENI {
+	e.Secondary = slices.DeleteFunc(slices.Clone(e.Secondary), func(a netip.Addr) bool {
+		return recent(a.String()) && !known[netip.PrefixFrom(a, 32)]
+	})
+	e.Prefixes = slices.DeleteFunc(slices.Clone(e.Prefixes), func(pf netip.Prefix) bool { return recent(pf.String()) && !known[pf] })
+	return e
+}
 
 // ReconcileLoop compares the datastore with the node's ENIs every period.
 // IMDS is read first because it is free; it lags EC2 by seconds, so it is
@@ -61,9 +102,13 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 			inMD[pf] = true
 		}
 	}
+	recent := p.recentlyReleased()
 	p.mu.Lock()
-	md = slices.DeleteFunc(md, func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other })
+	md = slices.DeleteFunc(md, func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other || recent(e.ID) })
 	p.mu.Unlock()
+	for i := range md {
+		md[i] = withoutReleased(md[i], recent, known[md[i].ID])
+	}
 	differs := false
 	for c := range settled {
 		differs = differs || !inMD[c] // IMDS lost a settled address: ask EC2
@@ -93,9 +138,10 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	// An ENI that became unmanaged (tagged no_manage later) counts as gone:
 	// its free addresses leave the pool, the ENI itself stays attached.
 	for _, e := range p.sortENIs(enis) {
-		if !e.Attached {
+		if !e.Attached || recent(e.ID) {
 			continue
 		}
+		e = withoutReleased(e, recent, known[e.ID])
 		inEC2[e.ID] = map[netip.Prefix]bool{}
 		for _, ip := range e.Secondary {
 			inEC2[e.ID][netip.PrefixFrom(ip, 32)] = true

@@ -46,7 +46,8 @@ type Node struct {
 type Metrics struct {
 	AddSeconds     prometheus.Histogram
 	AddWaitSeconds prometheus.Histogram
-	AddReq, DelReq prometheus.Counter
+	AddReq         prometheus.Counter
+	DelReq         *prometheus.CounterVec // {reason}: the plugin's DelNetworkRequest.Reason, as in the VPC CNI
 	NoIP           prometheus.Counter
 }
 
@@ -57,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 		AddSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_seconds", Help: "Time ipamd took to answer an ADD (AddNetwork, or berth-cni's ADD with the pod's wiring)", Buckets: buckets}),
 		AddWaitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "berth_cni_add_wait_seconds", Help: "Time AddNetwork waited for the pool to have an address", Buckets: buckets}),
 		AddReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_add_ip_req_count", Help: "The number of add IP address requests"}),
-		DelReq:         prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_del_ip_req_count", Help: "The number of delete IP address requests"}),
+		DelReq:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_del_ip_req_count", Help: "The number of delete IP address requests"}, []string{"reason"}),
 		NoIP:           prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_no_available_ip_addresses", Help: "The number of AddNetwork calls that found no address and failed"}),
 	}
 	reg.MustRegister(m.AddSeconds, m.AddWaitSeconds, m.AddReq, m.DelReq, m.NoIP)
@@ -182,7 +183,7 @@ func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.M
 
 // DelNetwork releases a pod's address; a pod without one is success.
 func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
-	s.m.DelReq.Inc()
+	s.m.DelReq.WithLabelValues(r.Reason).Inc()
 	if err := s.compatibleClient(r.ClientVersion); err != nil {
 		return nil, err
 	}

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -116,5 +118,76 @@ func inNS(t *testing.T, ns netns.NsHandle, f func() error) {
 	}()
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// CHECK against a pod wired as ipamd wires it, on a secondary ENI's table:
+// it passes, then fails when the "from" rule is gone, and when ipamd's
+// checkpoint no longer holds the address for the attachment.
+func TestCheckVerifiesRulesAndReservation(t *testing.T) {
+	testenv.RequireRoot(t, "namespaces and veths")
+	home, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer home.Close()
+	node, h := testenv.NewNetNS(t)
+	pod, _ := testenv.NewNetNS(t)
+	ip, table := net.IPv4(10, 0, 7, 7), 3
+	l, err := podnet.Create(h, home, pod, "eth0", "eni0123456789a", 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.Assign(ip, table); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cpPath := filepath.Join(dir, "ipam.json")
+	writeCP := func(ipv4 string) {
+		b := fmt.Sprintf(`{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"c1","ifName":"eth0","ipv4":%q}]}`, ipv4)
+		if err := os.WriteFile(cpPath, []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamStateFile":%q,
+		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a","mac":%q},{"name":"eth0","sandbox":"x"},{"name":"dummy0123456789a","mac":"%d","sandbox":"1"}],
+		"ips":[{"address":"10.0.7.7/32","interface":1}]}}`, cpPath, l.HostMAC, table)
+	args := &skel.CmdArgs{ContainerID: "c1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod)), IfName: "eth0", StdinData: []byte(conf)}
+	check := func() error {
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+			if err := netns.Set(node); err != nil {
+				errc <- err
+				return
+			}
+			errc <- cmdCheck(args)
+		}()
+		return <-errc
+	}
+
+	writeCP("10.0.7.7")
+	if err := check(); err != nil {
+		t.Fatalf("CHECK of a wired pod: %v", err)
+	}
+	writeCP("10.0.7.8")
+	if err := check(); err == nil || !strings.Contains(err.Error(), "ipamd holds no") {
+		t.Fatalf("CHECK with the address not ipamd's: %v", err)
+	}
+	writeCP("10.0.7.7")
+	if err := h.RuleDel(podnet.Rules(ip, table)[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := check(); err == nil || !strings.Contains(err.Error(), "from 10.0.7.7 lookup 3") {
+		t.Fatalf("CHECK without the 'from' rule: %v", err)
+	}
+	if err := h.RuleAdd(podnet.Rules(ip, table)[1]); err != nil {
+		t.Fatal(err)
+	}
+	args.Netns = filepath.Join(dir, "no-such-netns")
+	var e *types.Error
+	if err := check(); !errors.As(err, &e) || e.Code != types.ErrInvalidNetNS {
+		t.Fatalf("CHECK with a missing netns: %v, want code %d", err, types.ErrInvalidNetNS)
 	}
 }

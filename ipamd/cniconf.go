@@ -14,11 +14,17 @@ import (
 // ConflistName is the file ipamd writes into the CNI config dir.
 const ConflistName = "10-berth.conflist"
 
+// DefaultStateDir holds CheckpointName, as on the VPC CNI's nodes.
+const (
+	DefaultStateDir = "/var/run/aws-node"
+	CheckpointName  = "ipam.json"
+)
+
 // NetworkName is the CNI network name (kept from the VPC CNI, so
 // checkpoints and GC match).
 const NetworkName = "aws-cni"
 
-func conflist(socket, datapathSocket, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
+func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
 	plugin := map[string]any{
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
@@ -32,6 +38,10 @@ func conflist(socket, datapathSocket, cniVersion string, cfg config.Config, port
 	if datapathSocket != podwire.DefaultSocket {
 		plugin["datapathSocket"] = datapathSocket
 	}
+	if stateDir != DefaultStateDir {
+		// GC and CHECK read the checkpoint.
+		plugin["ipamStateFile"] = filepath.Join(stateDir, CheckpointName)
+	}
 	plugins := []any{plugin}
 	if portmap {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
@@ -40,8 +50,8 @@ func conflist(socket, datapathSocket, cniVersion string, cfg config.Config, port
 }
 
 // writeConflist writes the conflist atomically.
-func writeConflist(dir, socket, datapathSocket, cniVersion string, cfg config.Config, portmap bool) error {
-	b, err := conflist(socket, datapathSocket, cniVersion, cfg, portmap)
+func writeConflist(dir, socket, datapathSocket, stateDir, cniVersion string, cfg config.Config, portmap bool) error {
+	b, err := conflist(socket, datapathSocket, stateDir, cniVersion, cfg, portmap)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ func TestConflistPodMTU(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := conflist(DefaultSocket, "", "1.1.0", cfg, false)
+		b, err := conflist(DefaultSocket, "", DefaultStateDir, "1.1.0", cfg, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,6 +38,29 @@ func TestConflistPodMTU(t *testing.T) {
 		}
 		if len(got.Plugins) != 1 || got.Plugins[0].MTU != tc.want {
 			t.Errorf("%v: conflist %s, want mtu %d", tc.env, b, tc.want)
+		}
+	}
+}
+
+// TestConflistStateFile: berth-cni's GC and CHECK read ipamd's checkpoint,
+// so a --state-dir other than the default goes into the conflist.
+func TestConflistStateFile(t *testing.T) {
+	cfg, err := config.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]string{DefaultStateDir: "", "/run/node-2": "/run/node-2/ipam.json"} {
+		b, err := conflist(DefaultSocket, "", dir, "1.1.0", cfg, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Plugins []struct {
+				StateFile string `json:"ipamStateFile"`
+			} `json:"plugins"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil || got.Plugins[0].StateFile != want {
+			t.Errorf("--state-dir %s: conflist %s, want ipamStateFile %q", dir, b, want)
 		}
 	}
 }

@@ -54,7 +54,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
 	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
 	fs.StringVar(&f.datapathSocket, "datapath-socket", "", `unix socket (SOCK_SEQPACKET, mode 0660) where berth-cni has ipamd wire its pods ("" means berth-datapath.sock beside --socket)`)
-	fs.StringVar(&f.stateDir, "state-dir", "/var/run/aws-node", "directory of ipam.json, the allocation checkpoint")
+	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "directory of ipam.json, the allocation checkpoint")
 	fs.StringVar(&f.introspectionAddr, "introspection-addr", "127.0.0.1:61679", `introspection API address ("" to disable)`)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
 	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
@@ -104,8 +104,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := p.Init(ctx); err != nil {
 		return err
 	}
-	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, "ipam.json"), ds)
-	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, "ipam.json"), cfg.VethPrefix, log); err != nil {
+	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
+	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, CheckpointName), cfg.VethPrefix, log); err != nil {
 		return err
 	}
 	// Rules and routes of pods that are gone (released by restore) go too.
@@ -172,7 +172,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := installPlugin(f.cniBinDir); err != nil {
 		return err
 	}
-	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.cniVersion, cfg, f.chainPortmap); err != nil {
+	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.stateDir, f.cniVersion, cfg, f.chainPortmap); err != nil {
 		return err
 	}
 	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))

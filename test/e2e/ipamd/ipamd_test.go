@@ -328,6 +328,11 @@ func TestSecondaryENIPods(t *testing.T) {
 		if _, err := p.dial(net.JoinHostPort(target.ip.String(), "9000")); err != nil {
 			t.Fatalf("pod %s (%s) to %s: %v", p.name, p.ip, target.ip, err)
 		}
+		// CHECK, with the "from" rule of a secondary ENI's address and the
+		// reservation in ipamd's checkpoint.
+		if err := a.check(t, p); err != nil {
+			t.Fatalf("CHECK of pod %s (%s): %v", p.name, p.ip, err)
+		}
 	}
 	enis, err := cl.ec2.DescribeNetworkInterfaces(context.Background(), &ec2sdk.DescribeNetworkInterfacesInput{})
 	if err != nil {

@@ -100,7 +100,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("no pod capacity on %s with this configuration (prefix delegation needs a Nitro instance type)", in.Type)
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
-	p := pool.New(cfg, c, ds, host, log)
+	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
 	if err := p.Init(ctx); err != nil {
 		return err
 	}

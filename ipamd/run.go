@@ -78,6 +78,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	c.SetClusterName(cfg.ClusterName)
 	in := c.Instance()
 	host, err := hostnet.New(hostnet.Config{MTU: cfg.MTU, VPCCIDRs: in.VPCCIDRs, ExcludeSNATCIDRs: cfg.ExcludeSNATCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, ConnMark: cfg.ConnMark, VethPrefix: cfg.VethPrefix}, log)

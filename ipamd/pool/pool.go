@@ -32,7 +32,12 @@ type HostNet interface {
 var (
 	ErrMaxPods      = errors.New("node at max pods")
 	ErrNodeCapacity = errors.New("node at its ENI and address limit")
+	ErrNoSubnet     = errors.New("no subnet for pod ENIs: the node's is tagged " + SubnetRoleTag + "=0 and no other is tagged")
 )
+
+// SubnetRoleTag opts a subnet in to pod ENIs (any value but "0") or, with
+// "0", the node's own subnet out (ENABLE_SUBNET_DISCOVERY).
+const SubnetRoleTag = "kubernetes.io/role/cni"
 
 // Pool manages the warm pool.
 type Pool struct {
@@ -381,6 +386,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		}
 		return deficit
 	}
+	var exhausted error // of an existing ENI's subnet
 	enis := p.ds.ENIs()
 	for _, e := range enis {
 		if deficit <= 0 {
@@ -394,12 +400,21 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		got, err := p.addTo(ctx, e.ID, room, ask(room))
 		deficit -= got
 		limit -= got
+		if errors.Is(err, cloud.ErrSubnetExhausted) && p.cfg.SubnetDiscovery {
+			// This ENI's subnet is full; a new ENI may go to another.
+			p.log.Warn("subnet of the ENI exhausted", "eni", e.ID, "err", err)
+			exhausted = err
+			continue
+		}
 		if err != nil {
 			return p.failed(err)
 		}
 	}
 	for deficit > 0 {
 		if len(p.ds.ENIs())+p.unmanagedENIs() >= p.maxENIs() {
+			if exhausted != nil {
+				return p.failed(exhausted)
+			}
 			err := fmt.Errorf("%w: %d ENIs of %s", ErrNodeCapacity, p.maxENIs(), in.Type)
 			p.setBlocked(err, 0)
 			return err
@@ -411,12 +426,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		} else {
 			req.IPs = n
 		}
-		if p.cfg.SubnetDiscovery {
-			if subs, err := p.cloud.CNISubnets(ctx); err == nil && len(subs) > 0 && subs[0].Available > n {
-				req.SubnetID = subs[0].ID
-			}
-		}
-		e, err := p.cloud.CreateENI(ctx, req)
+		e, err := p.createENI(ctx, req)
 		if err != nil {
 			return p.failed(err)
 		}
@@ -430,6 +440,62 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 	}
 	p.setBlocked(nil, 0)
 	return nil
+}
+
+// createENI creates an ENI in the first candidate subnet, moving on to
+// the next when EC2 says a subnet has no free addresses.
+func (p *Pool) createENI(ctx context.Context, req cloud.CreateENIRequest) (cloud.ENI, error) {
+	subnets := p.subnetCandidates(ctx)
+	if len(subnets) == 0 {
+		return cloud.ENI{}, ErrNoSubnet
+	}
+	var err error
+	for _, id := range subnets {
+		req.SubnetID = id
+		var e cloud.ENI
+		if e, err = p.cloud.CreateENI(ctx, req); err == nil {
+			return e, nil
+		}
+		if !errors.Is(err, cloud.ErrSubnetExhausted) {
+			return cloud.ENI{}, err
+		}
+		p.log.Warn("subnet exhausted, trying the next", "subnet", id, "err", err)
+	}
+	return cloud.ENI{}, err
+}
+
+// subnetCandidates lists the subnets a new ENI may go to, most free
+// addresses first: the node's own unless tagged SubnetRoleTag=0, and,
+// with ENABLE_SUBNET_DISCOVERY, those of its VPC and AZ tagged with any
+// other value. Without the listing it falls back to the node's subnet.
+func (p *Pool) subnetCandidates(ctx context.Context) []string {
+	own := p.cloud.Instance().SubnetID
+	if !p.cfg.SubnetDiscovery {
+		return []string{own}
+	}
+	subs, err := p.cloud.CNISubnets(ctx)
+	if err != nil {
+		p.log.Warn("list subnets; using the node's", "err", err)
+		return []string{own}
+	}
+	sort.SliceStable(subs, func(i, j int) bool { return subs[i].Available > subs[j].Available })
+	var ids []string
+	ownListed := false
+	for _, s := range subs {
+		role := s.Tags[SubnetRoleTag]
+		if s.ID == own {
+			ownListed = true
+		} else if role == "" {
+			continue
+		}
+		if role != "0" {
+			ids = append(ids, s.ID)
+		}
+	}
+	if !ownListed {
+		ids = append(ids, own)
+	}
+	return ids
 }
 
 // addTo assigns up to room slots (addresses or prefixes) to an ENI for a
@@ -480,7 +546,7 @@ func (p *Pool) nextDevice() int {
 // failed records a growth failure and its backoff.
 func (p *Pool) failed(err error) error {
 	switch {
-	case errors.Is(err, cloud.ErrSubnetExhausted):
+	case errors.Is(err, cloud.ErrSubnetExhausted), errors.Is(err, ErrNoSubnet):
 		p.setBlocked(err, 120*time.Second)
 	case errors.Is(err, cloud.ErrLimitExceeded):
 		p.setBlocked(fmt.Errorf("%w: %v", ErrNodeCapacity, err), 30*time.Second)

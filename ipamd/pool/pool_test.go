@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,11 @@ type fakeCloud struct {
 	calls   map[string]int
 	enis    []cloud.ENI
 	exhaust bool
+	// subnets is what CNISubnets lists; CreateENI fails in full ones and
+	// records where each ENI was asked for.
+	subnets []cloud.Subnet
+	full    map[string]bool
+	tried   []string
 }
 
 func newFake(typ string) *fakeCloud {
@@ -54,7 +60,7 @@ func (f *fakeCloud) count(op string) { f.mu.Lock(); f.calls[op]++; f.mu.Unlock()
 func (f *fakeCloud) Instance() cloud.Instance                           { return f.inst }
 func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
 func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
-func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return nil, nil }
+func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return f.subnets, nil }
 func (f *fakeCloud) FreeENI(_ context.Context, id string) error {
 	f.count("FreeENI")
 	f.count("FreeENI:" + id)
@@ -73,7 +79,8 @@ func (f *fakeCloud) CreateENI(_ context.Context, r cloud.CreateENIRequest) (clou
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["CreateENI"]++
-	if f.exhaust {
+	f.tried = append(f.tried, r.SubnetID)
+	if f.exhaust || f.full[r.SubnetID] {
 		return cloud.ENI{}, fmt.Errorf("create: %w", cloud.ErrSubnetExhausted)
 	}
 	e := cloud.ENI{ID: fmt.Sprintf("eni-%d", r.Device), Device: r.Device, MAC: fmt.Sprintf("02:00:00:00:00:%02x", r.Device), PrimaryIP: f.ip(), SubnetCIDR: f.inst.SubnetCIDR}
@@ -526,5 +533,57 @@ func TestReconcileIgnoresJustReleasedAddresses(t *testing.T) {
 	}
 	if st := ds.Stats(); st.Total != 2 {
 		t.Fatalf("reconcile took back released addresses: %+v", st)
+	}
+}
+
+// With ENABLE_SUBNET_DISCOVERY a new ENI goes to the candidate subnet with
+// the most free addresses: the node's own subnet unless tagged
+// kubernetes.io/role/cni=0, others only when tagged with another value;
+// an exhausted subnet hands over to the next.
+func TestNewENISubnetChoice(t *testing.T) {
+	role := func(v string) map[string]string { return map[string]string{SubnetRoleTag: v} }
+	for _, tc := range []struct {
+		name    string
+		subnets []cloud.Subnet
+		full    []string
+		tried   []string
+		err     error
+	}{
+		{name: "tagged subnets by free addresses, exhausted ones skipped", subnets: []cloud.Subnet{
+			{ID: "subnet-1", Available: 100},
+			{ID: "subnet-untagged", Available: 5000},
+			{ID: "subnet-out", Available: 4000, Tags: role("0")},
+			{ID: "subnet-b", Available: 300, Tags: role("shared")},
+			{ID: "subnet-a", Available: 500, Tags: role("1")},
+		}, full: []string{"subnet-a"}, tried: []string{"subnet-a", "subnet-b"}},
+		{name: "the node's subnet when it has the most", subnets: []cloud.Subnet{
+			{ID: "subnet-a", Available: 50, Tags: role("1")},
+			{ID: "subnet-1", Available: 100},
+		}, tried: []string{"subnet-1"}},
+		{name: "every candidate exhausted", subnets: []cloud.Subnet{
+			{ID: "subnet-1", Available: 100},
+			{ID: "subnet-a", Available: 50, Tags: role("1")},
+		}, full: []string{"subnet-1", "subnet-a"}, tried: []string{"subnet-1", "subnet-a"}, err: cloud.ErrSubnetExhausted},
+		{name: "the node's subnet opted out", subnets: []cloud.Subnet{
+			{ID: "subnet-1", Available: 100, Tags: role("0")},
+		}, err: ErrNoSubnet},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake("m5.large")
+			f.subnets, f.full = tc.subnets, map[string]bool{}
+			for _, id := range tc.full {
+				f.full[id] = true
+			}
+			// WARM_IP_TARGET=12: the primary ENI holds 9, so a new ENI is needed.
+			p, f, _ := newPoolWith(t, f, nopHost{}, map[string]string{"WARM_IP_TARGET": "12"})
+			p.reconcile(context.Background())
+			if !slices.Equal(f.tried, tc.tried) {
+				t.Errorf("CreateENI in %v, want %v", f.tried, tc.tried)
+			}
+			reason, _ := p.Blocked()
+			if tc.err == nil && reason != nil || tc.err != nil && !errors.Is(reason, tc.err) {
+				t.Errorf("reason %v, want %v", reason, tc.err)
+			}
+		})
 	}
 }

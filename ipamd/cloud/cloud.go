@@ -70,6 +70,7 @@ type EC2API interface {
 	UnassignPrivateIpAddresses(context.Context, *ec2.UnassignPrivateIpAddressesInput, ...func(*ec2.Options)) (*ec2.UnassignPrivateIpAddressesOutput, error)
 	DescribeNetworkInterfaces(context.Context, *ec2.DescribeNetworkInterfacesInput, ...func(*ec2.Options)) (*ec2.DescribeNetworkInterfacesOutput, error)
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 }
 
 var _ EC2API = (*ec2.Client)(nil)
@@ -119,7 +120,8 @@ type Cloud interface {
 	UnassignIPs(ctx context.Context, eniID string, ips []netip.Addr) error
 	UnassignPrefixes(ctx context.Context, eniID string, p []netip.Prefix) error
 	FreeENI(ctx context.Context, eniID string) error
-	// LeakedENIs lists available ENIs this node created over 5 minutes ago.
+	// LeakedENIs lists available ENIs that ipamd or the VPC CNI on any node
+	// of the VPC (and cluster, when set) created over 5 minutes ago.
 	LeakedENIs(ctx context.Context) ([]string, error)
 	DeleteENI(ctx context.Context, eniID string) error
 	// CNISubnets lists the subnets of the node's VPC and AZ, most free first.
@@ -159,6 +161,10 @@ type AWS struct {
 	now  func() time.Time
 
 	m Metrics
+
+	// cluster is CLUSTER_NAME ("" when unset): ENIs are tagged with it and
+	// the leaked-ENI cleanup keeps to them.
+	cluster string
 }
 
 var _ Cloud = (*AWS)(nil)
@@ -529,6 +535,10 @@ func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err e
 		{Key: aws.String(InstanceIDTag), Value: aws.String(c.inst.ID)},
 		{Key: aws.String(CreatedAtTag), Value: aws.String(c.now().UTC().Format(time.RFC3339))},
 	}
+	if c.cluster != "" {
+		tags = append(tags, types.Tag{Key: aws.String(ClusterNameTag), Value: aws.String(c.cluster)},
+			types.Tag{Key: aws.String(OwnerTag), Value: aws.String(OwnerTagValue)})
+	}
 	keys := make([]string, 0, len(r.Tags))
 	for k := range r.Tags {
 		keys = append(keys, k)
@@ -715,12 +725,36 @@ func (c *AWS) DeleteENI(ctx context.Context, eniID string) error {
 	})
 }
 
-// LeakedENIs lists available ENIs tagged with this instance, older than 5 minutes.
+// The VPC CNI's tags for ENIs of a cluster (when CLUSTER_NAME is set).
+const (
+	ClusterNameTag = "cluster.k8s.amazonaws.com/name"
+	OwnerTag       = "eks:eni:owner"
+	OwnerTagValue  = "amazon-vpc-cni"
+)
+
+// leakedENIGrace is how old an ENI must be before the cleanup deletes it:
+// younger ones may be on their way to being attached.
+const leakedENIGrace = 5 * time.Minute
+
+// SetClusterName sets CLUSTER_NAME; call it before any other method.
+func (c *AWS) SetClusterName(name string) { c.cluster = name }
+
+// LeakedENIs lists the ENIs the VPC CNI would delete as leaked: available
+// ENIs of this VPC carrying the instance-ID tag of any node (a node that
+// was terminated mid-attach cannot clean up its own) and, with CLUSTER_NAME,
+// this cluster's tag; described "aws-K8S-"; created over 5 minutes ago.
+// An ENI without a readable createdAt tag is tagged with the current time
+// and left for a later run: an older CNI may be attaching it right now.
 func (c *AWS) LeakedENIs(ctx context.Context) ([]string, error) {
-	in := &ec2.DescribeNetworkInterfacesInput{Filters: []types.Filter{
-		{Name: aws.String("tag:" + InstanceIDTag), Values: []string{c.inst.ID}},
-		{Name: aws.String("status"), Values: []string{"available"}},
-	}}
+	filters := []types.Filter{
+		{Name: aws.String("tag-key"), Values: []string{InstanceIDTag}},
+		{Name: aws.String("status"), Values: []string{string(types.NetworkInterfaceStatusAvailable)}},
+		{Name: aws.String("vpc-id"), Values: []string{c.inst.VPCID}},
+	}
+	if c.cluster != "" {
+		filters = append(filters, types.Filter{Name: aws.String("tag:" + ClusterNameTag), Values: []string{c.cluster}})
+	}
+	in := &ec2.DescribeNetworkInterfacesInput{Filters: filters, MaxResults: aws.Int32(1000)}
 	var out []string
 	p := ec2.NewDescribeNetworkInterfacesPaginator(c.ec2, in)
 	for p.HasMorePages() {
@@ -729,15 +763,37 @@ func (c *AWS) LeakedENIs(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 		for _, n := range page.NetworkInterfaces {
+			if !strings.HasPrefix(aws.ToString(n.Description), "aws-K8S-") {
+				continue
+			}
 			e := toENI(n)
 			created, err := time.Parse(time.RFC3339, e.Tags[CreatedAtTag])
-			if err == nil && c.now().Sub(created) < 5*time.Minute {
+			if err != nil {
+				c.tagCreatedAt(ctx, e.ID)
+				continue
+			}
+			if c.now().Sub(created) < leakedENIGrace {
 				continue
 			}
 			out = append(out, e.ID)
 		}
 	}
 	return out, nil
+}
+
+// tagCreatedAt starts an ENI's grace period now. A failure only delays the
+// ENI's deletion to a later run, so it is logged, not returned.
+func (c *AWS) tagCreatedAt(ctx context.Context, eniID string) {
+	err := c.call("CreateTags", func() error {
+		_, err := c.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{eniID},
+			Tags: []types.Tag{{Key: aws.String(CreatedAtTag), Value: aws.String(c.now().UTC().Format(time.RFC3339))}}})
+		return err
+	})
+	if err != nil {
+		c.log.Warn("tag a possibly leaked ENI with its discovery time", "eni", eniID, "err", err)
+		return
+	}
+	c.log.Info("ENI without a readable createdAt tag: tagged now, deleted in a later run if still unused", "eni", eniID)
 }
 
 // CNISubnets lists the subnets of the node's VPC and AZ with their tags,

@@ -149,7 +149,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}()
 	defer func() { _ = dpln.Close() }()
 
-	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit()}
+	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit(), Unmanaged: p.UnmanagedENIs}
 	introspect.RegisterMetrics(reg, src)
 	if f.introspectionAddr != "" {
 		if err := introspect.Serve(ctx, f.introspectionAddr, introspect.Handler(src), log); err != nil {

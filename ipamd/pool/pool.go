@@ -106,9 +106,9 @@ func (p *Pool) sortENIs(enis []cloud.ENI) []cloud.ENI {
 	return mine
 }
 
-// unmanagedENIs counts the ENIs ipamd leaves alone on network card 0,
+// UnmanagedENIs counts the ENIs ipamd leaves alone on network card 0,
 // which take slots of the instance's ENI limit.
-func (p *Pool) unmanagedENIs() int {
+func (p *Pool) UnmanagedENIs() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
@@ -257,7 +257,7 @@ func (p *Pool) Blocked() (error, <-chan struct{}) {
 // slot, or an ENI with a free address (or prefix) slot.
 func (p *Pool) hasRoom() bool {
 	enis := p.ds.ENIs()
-	if len(enis)+p.unmanagedENIs() < p.maxENIs() {
+	if len(enis)+p.UnmanagedENIs() < p.maxENIs() {
 		return true
 	}
 	per := p.cloud.Instance().Info.IPv4PerENI - 1
@@ -411,7 +411,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		}
 	}
 	for deficit > 0 {
-		if len(p.ds.ENIs())+p.unmanagedENIs() >= p.maxENIs() {
+		if len(p.ds.ENIs())+p.UnmanagedENIs() >= p.maxENIs() {
 			if exhausted != nil {
 				return p.failed(exhausted)
 			}
@@ -639,7 +639,8 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 	}
 }
 
-// CleanupLeakedENIs deletes ENIs this node created and no longer uses;
+// CleanupLeakedENIs deletes available ENIs that a node of the cluster
+// created and no longer uses (this one's, or a terminated node's);
 // it runs hourly after a random delay (as the VPC CNI does), unless disabled.
 func (p *Pool) CleanupLeakedENIs(ctx context.Context) {
 	if p.cfg.DisableLeakedENICleanup {

@@ -104,9 +104,17 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	}
 }
 
-// inNS runs f on a thread in ns.
+// inNS runs f on a thread in ns and fails the test on its error.
 func inNS(t *testing.T, ns netns.NsHandle, f func() error) {
 	t.Helper()
+	if err := onThreadIn(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onThreadIn runs f on a thread in ns, as the runtime runs the plugin in
+// the node's namespace.
+func onThreadIn(ns netns.NsHandle, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -116,9 +124,7 @@ func inNS(t *testing.T, ns netns.NsHandle, f func() error) {
 		}
 		errc <- f()
 	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
+	return <-errc
 }
 
 // CHECK against a pod wired as ipamd wires it, on a secondary ENI's table:
@@ -154,18 +160,7 @@ func TestCheckVerifiesRulesAndReservation(t *testing.T) {
 		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a","mac":%q},{"name":"eth0","sandbox":"x"},{"name":"dummy0123456789a","mac":"%d","sandbox":"1"}],
 		"ips":[{"address":"10.0.7.7/32","interface":1}]}}`, cpPath, l.HostMAC, table)
 	args := &skel.CmdArgs{ContainerID: "c1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod)), IfName: "eth0", StdinData: []byte(conf)}
-	check := func() error {
-		errc := make(chan error, 1)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-			if err := netns.Set(node); err != nil {
-				errc <- err
-				return
-			}
-			errc <- cmdCheck(args)
-		}()
-		return <-errc
-	}
+	check := func() error { return onThreadIn(node, func() error { return cmdCheck(args) }) }
 
 	writeCP("10.0.7.7")
 	if err := check(); err != nil {

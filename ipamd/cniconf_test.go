@@ -24,20 +24,8 @@ func TestConflistPodMTU(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := conflist(DefaultSocket, "", DefaultStateDir, "1.1.0", cfg, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got struct {
-			Plugins []struct {
-				MTU int `json:"mtu"`
-			} `json:"plugins"`
-		}
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("%s: %v", b, err)
-		}
-		if len(got.Plugins) != 1 || got.Plugins[0].MTU != tc.want {
-			t.Errorf("%v: conflist %s, want mtu %d", tc.env, b, tc.want)
+		if got := berthPlugin(t, cfg, DefaultStateDir); got.MTU != tc.want {
+			t.Errorf("%v: conflist's mtu %d, want %d", tc.env, got.MTU, tc.want)
 		}
 	}
 }
@@ -50,17 +38,29 @@ func TestConflistStateFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for dir, want := range map[string]string{DefaultStateDir: "", "/run/node-2": "/run/node-2/ipam.json"} {
-		b, err := conflist(DefaultSocket, "", dir, "1.1.0", cfg, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got struct {
-			Plugins []struct {
-				StateFile string `json:"ipamStateFile"`
-			} `json:"plugins"`
-		}
-		if err := json.Unmarshal(b, &got); err != nil || got.Plugins[0].StateFile != want {
-			t.Errorf("--state-dir %s: conflist %s, want ipamStateFile %q", dir, b, want)
+		if got := berthPlugin(t, cfg, dir); got.StateFile != want {
+			t.Errorf("--state-dir %s: conflist's ipamStateFile %q, want %q", dir, got.StateFile, want)
 		}
 	}
+}
+
+// berthPlugin is the berth-cni entry of the conflist ipamd writes.
+type berthPluginConf struct {
+	MTU       int    `json:"mtu"`
+	StateFile string `json:"ipamStateFile"`
+}
+
+func berthPlugin(t *testing.T, cfg config.Config, stateDir string) berthPluginConf {
+	t.Helper()
+	b, err := conflist(DefaultSocket, "", stateDir, "1.1.0", cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []berthPluginConf `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || len(got.Plugins) != 1 {
+		t.Fatalf("conflist %s: %v", b, err)
+	}
+	return got.Plugins[0]
 }

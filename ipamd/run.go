@@ -125,6 +125,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
+	srv.OnRelease(func(ip net.IP, table int) {
+		if err := podnet.TeardownHost("", ip, table, false); err != nil {
+			log.Warn("rules of a released address", "ip", ip, "err", err)
+		}
+	})
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)
 	rpc.RegisterConfigServerBackendServer(gs, srv)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -83,7 +84,16 @@ type Server struct {
 	wait    time.Duration
 	log     *slog.Logger
 	m       Metrics
+
+	onRelease func(ip net.IP, table int)
 }
+
+// OnRelease sets what runs after DelNetwork releases an address: in
+// ipamd, removing the pod's rules for it. The plugin removes them too, but
+// a plugin killed between the release and its teardown would leave them,
+// and its retried DEL finds nothing released; a "from" rule left behind
+// would send the next pod given the address out of the wrong ENI.
+func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
 
 // New returns the server. version is ipamd's own; wait bounds how long
 // AddNetwork waits for an address.
@@ -202,6 +212,9 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 	}
 	s.pool.Kick()
 	table := int32(hostnet.RouteTable(a.Device, 0))
+	if s.onRelease != nil {
+		s.onRelease(net.IP(a.IP.AsSlice()), int(table))
+	}
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
 }

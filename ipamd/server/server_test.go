@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -60,11 +61,14 @@ func (p *testPool) Blocked() (error, <-chan struct{}) {
 	return p.reason, p.changed
 }
 
-func start(t *testing.T, pool *testPool, ds *datastore.Store, wait time.Duration) rpc.CNIBackendClient {
+func start(t *testing.T, pool *testPool, ds *datastore.Store, wait time.Duration, setup ...func(*Server)) rpc.CNIBackendClient {
 	t.Helper()
 	cp := datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam.json"), ds)
 	s := New(ds, pool, cp, Node{PrimaryIP: netip.MustParseAddr("10.0.0.10"), VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}, NetworkPolicyMode: "standard"},
 		"v9.9.9", wait, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, f := range setup {
+		f(s)
+	}
 	sock := filepath.Join(t.TempDir(), "ipamd.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -146,10 +150,20 @@ func TestClientVersions(t *testing.T) {
 	}
 }
 
+// DEL releases once; ipamd removes the pod's rules for the address it
+// released (OnRelease), and a repeated DEL releases and removes nothing.
 func TestDelIsIdempotent(t *testing.T) {
 	ds := newDS()
 	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))
-	c := start(t, &testPool{ds: ds}, ds, time.Second)
+	var mu sync.Mutex
+	var dropped []string
+	c := start(t, &testPool{ds: ds}, ds, time.Second, func(s *Server) {
+		s.OnRelease(func(ip net.IP, table int) {
+			mu.Lock()
+			defer mu.Unlock()
+			dropped = append(dropped, fmt.Sprintf("%s table %d", ip, table))
+		})
+	})
 	a, err := c.AddNetwork(context.Background(), addReq("x", "v9.9.9"))
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +176,11 @@ func TestDelIsIdempotent(t *testing.T) {
 	r, err = c.DelNetwork(context.Background(), del)
 	if err != nil || !r.Success || len(r.IPAllocationMetadata) != 0 {
 		t.Fatalf("second del: %v %v", r, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := a.IPAllocationMetadata[0].IPv4Addr + " table 2"; len(dropped) != 1 || dropped[0] != want {
+		t.Fatalf("rules removed for %v, want once for %s", dropped, want)
 	}
 }
 

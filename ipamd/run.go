@@ -102,6 +102,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
 	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
+	p.RegisterMetrics(reg)
 	if err := p.Init(ctx); err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berth-io/berth/internal/maxpods"
 	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/config"
@@ -65,6 +67,27 @@ type Pool struct {
 	// IMDS may list them for a while, and reconcile must not take them back.
 	released map[string]time.Time
 	changed  chan struct{}
+
+	reconciled *prometheus.CounterVec // awscni_reconcile_count{fn}, when registered
+}
+
+// RegisterMetrics registers the pool's own metrics with reg:
+// awscni_reconcile_count{fn}, what reconcile with EC2 changed, labelled
+// with the VPC CNI's fn names (pkg/ipamd/ipamd.go): eniReconcileAdd (an
+// attached ENI adopted), eniReconcileDel (an ENI EC2 no longer attaches
+// dropped), eniDataStorePoolReconcileAdd (an address adopted),
+// eniIPPoolReconcileDel (an address EC2 no longer has dropped).
+func (p *Pool) RegisterMetrics(reg prometheus.Registerer) {
+	p.reconciled = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_reconcile_count",
+		Help: "The number of times ipamd reconciles on ENIs and IP/Prefix addresses"}, []string{"fn"})
+	reg.MustRegister(p.reconciled)
+}
+
+// countReconcile adds n to awscni_reconcile_count{fn}.
+func (p *Pool) countReconcile(fn string, n int) {
+	if p.reconciled != nil && n > 0 {
+		p.reconciled.WithLabelValues(fn).Add(float64(n))
+	}
 }
 
 // NoManageTag on an ENI set to "true" keeps ipamd's hands off it, as in the

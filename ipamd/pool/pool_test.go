@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/berth-io/berth/internal/instancetypes"
 	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/config"
@@ -290,6 +293,8 @@ func TestShrinkFreesYoungENIsOnlyLater(t *testing.T) {
 func TestReconcileAdoptsAndDrops(t *testing.T) {
 	p, f, ds := newPool(t, "m5.large", nil)
 	p.reconcile(context.Background())
+	p.RegisterMetrics(prometheus.NewRegistry())
+	counted := func(fn string) int { return int(testutil.ToFloat64(p.reconciled.WithLabelValues(fn))) }
 	before := ds.Stats().Total
 	// Someone assigned an address out of band; EC2 and IMDS show it.
 	extra := netip.MustParseAddr("10.0.9.9")
@@ -301,6 +306,9 @@ func TestReconcileAdoptsAndDrops(t *testing.T) {
 	}
 	if ds.Stats().Total != before+1 {
 		t.Fatalf("adopted nothing: %+v", ds.Stats())
+	}
+	if n := counted("eniDataStorePoolReconcileAdd"); n != 1 {
+		t.Fatalf("awscni_reconcile_count{fn=eniDataStorePoolReconcileAdd} %d, want 1", n)
 	}
 	// EC2 drops them all; only once they are older than IMDS's lag does
 	// their absence from IMDS count.
@@ -320,6 +328,9 @@ func TestReconcileAdoptsAndDrops(t *testing.T) {
 	}
 	if ds.Stats().Total != 0 {
 		t.Fatalf("addresses EC2 no longer has were kept: %+v", ds.Stats())
+	}
+	if n := counted("eniIPPoolReconcileDel"); n != before+1 {
+		t.Fatalf("awscni_reconcile_count{fn=eniIPPoolReconcileDel} %d, want %d", n, before+1)
 	}
 }
 

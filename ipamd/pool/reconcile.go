@@ -149,12 +149,23 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 		for _, pf := range e.Prefixes {
 			inEC2[e.ID][pf] = true
 		}
-		if _, ok := known[e.ID]; !ok {
+		have, knownENI := known[e.ID]
+		if !knownENI {
 			p.log.Info("adopting an ENI the datastore did not know", "eni", e.ID, "device", e.Device)
 		}
 		if err := p.adopt(ctx, e); err != nil {
 			return err
 		}
+		if !knownENI {
+			p.countReconcile("eniReconcileAdd", 1)
+		}
+		added := 0
+		for c := range inEC2[e.ID] {
+			if !have[c] {
+				added++
+			}
+		}
+		p.countReconcile("eniDataStorePoolReconcileAdd", added)
 	}
 	for eni, cidrs := range known {
 		ec2CIDRs, attached := inEC2[eni]
@@ -165,11 +176,13 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 			// Gone from EC2: drop it if no pod holds it (RemoveCIDR refuses otherwise).
 			if err := p.ds.RemoveCIDR(eni, c); err == nil {
 				p.log.Info("dropped an address EC2 no longer has", "eni", eni, "cidr", c)
+				p.countReconcile("eniIPPoolReconcileDel", 1)
 			}
 		}
 		if !attached {
 			if err := p.ds.RemoveENI(eni); err == nil {
 				p.log.Info("dropped an ENI EC2 no longer attaches", "eni", eni)
+				p.countReconcile("eniReconcileDel", 1)
 			}
 		}
 	}

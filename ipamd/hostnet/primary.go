@@ -52,15 +52,13 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 	if err := h.ensureFwmarkRule(ctx); err != nil {
 		return err
 	}
-	if h.cfg.ExternalSNAT {
-		if err := h.deleteSNAT(); err != nil {
-			return err
-		}
-		h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", "external")
-		return nil
-	}
+	// With external SNAT the table keeps only the NodePort connmark.
 	if err := h.replaceSNAT(name, primaryIP); err != nil {
 		return err
+	}
+	if h.cfg.ExternalSNAT {
+		h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", "external", "table", SNATTable)
+		return nil
 	}
 	h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", SNATTable,
 		"randomize", h.cfg.RandomizeSNAT)

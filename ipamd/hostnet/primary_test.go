@@ -67,6 +67,9 @@ func readSNAT(t *testing.T, ns netns.NsHandle) (snatView, bool) {
 	}
 	slices.Sort(v.chains)
 	set, err := c.GetSetByName(tab, setNoSNAT)
+	if errors.Is(err, unix.ENOENT) {
+		return v, true // external SNAT: no set
+	}
 	if err != nil {
 		t.Fatalf("set %s: %v", setNoSNAT, err)
 	}
@@ -159,7 +162,8 @@ func TestSetupPrimary(t *testing.T) {
 			wantNoSNAT: []string{"10.0.0.0", "10.2.0.0(end)", "192.168.0.0", "192.169.0.0(end)"},
 			wantText: []string{`iifname "eni*"`, `snat to 10.0.1.10 fully-random`, `oifname "ens5"`,
 				`ip daddr != @nosnat`, `fib daddr type != local`, `ct state new`,
-				`fib daddr . iif type local`, `hook prerouting priority mangle`, `hook postrouting priority srcnat`},
+				`fib daddr . iif type local`, `hook prerouting priority mangle`, `hook prerouting priority dstnat + 10`,
+				`hook postrouting priority srcnat`},
 		},
 		{
 			name:       "not randomized, other veth prefix",
@@ -210,7 +214,8 @@ func TestSetupPrimary(t *testing.T) {
 			v := first
 			wantChains := []string{
 				fmt.Sprintf("postrouting nat hook %d prio 100", *nftables.ChainHookPostrouting),
-				fmt.Sprintf("prerouting filter hook %d prio -150", *nftables.ChainHookPrerouting),
+				fmt.Sprintf("prerouting filter hook %d prio -90", *nftables.ChainHookPrerouting),
+				fmt.Sprintf("prerouting-nodeport filter hook %d prio -150", *nftables.ChainHookPrerouting),
 			}
 			if !slices.Equal(v.chains, wantChains) {
 				t.Errorf("chains %q, want %q", v.chains, wantChains)
@@ -219,9 +224,9 @@ func TestSetupPrimary(t *testing.T) {
 				t.Errorf("set nosnat %v, want %v", v.nosnat, c.wantNoSNAT)
 			}
 
-			pre, post := v.rules[chainPrerouting], v.rules[chainPostrouting]
-			if len(pre) != 3 || len(post) != 1 {
-				t.Fatalf("%d prerouting and %d postrouting rules, want 3 and 1", len(pre), len(post))
+			pre, np, post := v.rules[chainPrerouting], v.rules[chainNodePort], v.rules[chainPostrouting]
+			if len(pre) != 2 || len(np) != 1 || len(post) != 1 {
+				t.Fatalf("%d prerouting, %d NodePort and %d postrouting rules, want 2, 1 and 1", len(pre), len(np), len(post))
 			}
 			cmpIs := func(want []byte) func(*expr.Cmp) bool {
 				return func(e *expr.Cmp) bool { return e.Op == expr.CmpOpEq && bytes.Equal(e.Data, want) }
@@ -230,18 +235,19 @@ func TestSetupPrimary(t *testing.T) {
 			// set` reads back as a ct mark expression without a destination.
 			ctMarkWrite := func(e *expr.Ct) bool { return e.Key == expr.CtKeyMARK && (e.SourceRegister || e.Register == 0) }
 			notInSet := func(e *expr.Lookup) bool { return e.SetName == setNoSNAT && e.Invert }
-			// 1: pod connections leaving the VPC get the connmark.
+			// 1: pod connections leaving the VPC (judged after DNAT) get the
+			// connmark.
 			if !has(pre[0], cmpIs([]byte(prefix))) || !has(pre[0], notInSet) || !has(pre[0], ctMarkWrite) {
 				t.Errorf("prerouting rule 1 is not `iifname %q* ... ip daddr != @nosnat ct mark set`: %#v", prefix, pre[0])
 			}
-			// 2: NodePort connections on the primary interface too.
-			if !has(pre[1], cmpIs(ifname("ens5"))) || !has(pre[1], func(e *expr.Fib) bool { return e.FlagIIF && e.ResultADDRTYPE }) ||
-				!has(pre[1], ctMarkWrite) {
-				t.Errorf("prerouting rule 2 is not `iifname ens5 fib daddr . iif type local ct mark set`: %#v", pre[1])
+			// 2: restore into the packet mark.
+			if !has(pre[1], func(e *expr.Meta) bool { return e.Key == expr.MetaKeyMARK && e.SourceRegister }) {
+				t.Errorf("prerouting rule 2 does not set the packet mark: %#v", pre[1])
 			}
-			// 3: restore into the packet mark.
-			if !has(pre[2], func(e *expr.Meta) bool { return e.Key == expr.MetaKeyMARK && e.SourceRegister }) {
-				t.Errorf("prerouting rule 3 does not set the packet mark: %#v", pre[2])
+			// NodePort connections on the primary interface, before DNAT.
+			if !has(np[0], cmpIs(ifname("ens5"))) || !has(np[0], func(e *expr.Fib) bool { return e.FlagIIF && e.ResultADDRTYPE }) ||
+				!has(np[0], ctMarkWrite) {
+				t.Errorf("NodePort rule is not `iifname ens5 fib daddr . iif type local ct mark set`: %#v", np[0])
 			}
 			// SNAT out of the primary interface, to the primary IP.
 			nat := func(e *expr.NAT) bool {
@@ -253,7 +259,7 @@ func TestSetupPrimary(t *testing.T) {
 				!has(post[0], func(e *expr.Immediate) bool { return bytes.Equal(e.Data, primaryIP.AsSlice()) }) {
 				t.Errorf("postrouting rule is not `oifname ens5 ... snat to %s (%s)`: %#v", primaryIP, c.cfg.RandomizeSNAT, post[0])
 			}
-			if !has(pre[0], markIs) || !has(pre[1], markIs) || !has(pre[2], markIs) {
+			if !has(pre[0], markIs) || !has(pre[1], markIs) || !has(np[0], markIs) {
 				t.Errorf("prerouting rules do not set mark %#x: %#v", c.wantMark, pre)
 			}
 			if txt := nftText(t, nodeNS); txt != "" {
@@ -280,13 +286,15 @@ func TestSetupPrimary(t *testing.T) {
 				t.Errorf("ens5 MTU %d, want %d", l.Attrs().MTU, wantMTU)
 			}
 
-			// ExternalSNAT: another Host on the same node drops the table.
+			// ExternalSNAT: another Host on the same node keeps only the
+			// NodePort connmark and its restore: no SNAT, no pod marks.
 			ext := newHost(t, Config{NetNS: nodeNS, ExternalSNAT: true, MTU: wantMTU, ConnMark: c.cfg.ConnMark})
 			if err := ext.SetupPrimary(ctx, primaryMAC, primaryIP); err != nil {
 				t.Fatalf("SetupPrimary with ExternalSNAT: %v", err)
 			}
-			if _, ok := readSNAT(t, nodeNS); ok {
-				t.Errorf("table %s still present with ExternalSNAT", SNATTable)
+			if ev, ok := readSNAT(t, nodeNS); !ok || len(ev.rules[chainNodePort]) != 1 || len(ev.rules[chainPrerouting]) != 1 ||
+				len(ev.rules[chainPostrouting]) != 0 || len(ev.nosnat) != 0 {
+				t.Errorf("with ExternalSNAT: table %v, rules %v, set %v; want one NodePort mark and one restore", ok, ev.rules, ev.nosnat)
 			}
 			if err := ext.SetupPrimary(ctx, primaryMAC, primaryIP); err != nil {
 				t.Fatalf("second SetupPrimary with ExternalSNAT: %v", err)

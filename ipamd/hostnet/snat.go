@@ -51,6 +51,7 @@ import (
 
 const (
 	chainPrerouting  = "prerouting"
+	chainNodePort    = "prerouting-nodeport"
 	chainPostrouting = "postrouting"
 	setNoSNAT        = "nosnat"
 )
@@ -189,27 +190,43 @@ func (h *Host) queueSNATTable(c *nftables.Conn, primaryIf string, primaryIP neti
 	c.DelTable(t)
 	c.AddTable(t)
 
-	set := &nftables.Set{Table: t, Name: setNoSNAT, KeyType: nftables.TypeIPAddr, Interval: true,
-		Comment: "VPC and excluded CIDRs: never SNATed"}
-	nosnat := slices.Concat(h.cfg.VPCCIDRs, h.cfg.ExcludeSNATCIDRs)
-	if err := c.AddSet(set, intervalElements(mergeSpans(nosnat))); err != nil {
-		return fmt.Errorf("queue set %s: %w", setNoSNAT, err)
-	}
-
 	accept := nftables.ChainPolicyAccept
-	pre := c.AddChain(&nftables.Chain{Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter,
+	// A connection from outside to the node (a NodePort) is marked before
+	// kube-proxy's DNAT, while its destination is still the node's own
+	// address, so that the pod's replies leave through the primary ENI.
+	np := c.AddChain(&nftables.Chain{Name: chainNodePort, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept})
-	post := c.AddChain(&nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
-
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: pod connection leaving the VPC"),
-		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, []byte(h.cfg.VethPrefix)), ctStateNew(), daddrNotIn(set),
-			[]expr.Any{&expr.Counter{}}, ctMarkSet(h.cfg.ConnMark))})
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: connection to the node through the primary interface"),
+	c.AddRule(&nftables.Rule{Table: t, Chain: np, UserData: comment("berth: connection to the node through the primary interface"),
 		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, ifname(primaryIf)), ctStateNew(), daddrLocalOnIif(), ctMarkSet(h.cfg.ConnMark))})
+	// A pod's connection is judged after kube-proxy's DNAT (priority
+	// dstnat + 10): one to a Service goes where its endpoint is, not where
+	// the ClusterIP (outside the VPC on EKS) would. Marked before DNAT, a
+	// pod on a secondary ENI would reach an endpoint in the VPC through the
+	// primary ENI with its own address, and EC2's source/dest check would
+	// drop it.
+	pre := c.AddChain(&nftables.Chain{Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityNATDest + 10), Policy: &accept})
+	var set *nftables.Set
+	if !h.cfg.ExternalSNAT {
+		set = &nftables.Set{Table: t, Name: setNoSNAT, KeyType: nftables.TypeIPAddr, Interval: true,
+			Comment: "VPC and excluded CIDRs: never SNATed"}
+		nosnat := slices.Concat(h.cfg.VPCCIDRs, h.cfg.ExcludeSNATCIDRs)
+		if err := c.AddSet(set, intervalElements(mergeSpans(nosnat))); err != nil {
+			return fmt.Errorf("queue set %s: %w", setNoSNAT, err)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: pod connection leaving the VPC"),
+			Exprs: join(metaIfname(expr.MetaKeyIIFNAME, []byte(h.cfg.VethPrefix)), ctStateNew(), daddrNotIn(set), daddrNotLocal(),
+				[]expr.Any{&expr.Counter{}}, ctMarkSet(h.cfg.ConnMark))})
+	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: restore the connmark for the fwmark rule"),
 		Exprs: join(ctMarked(h.cfg.ConnMark), metaMarkSet(h.cfg.ConnMark))})
+	if h.cfg.ExternalSNAT {
+		// An external NAT device translates; NodePort still needs the mark.
+		return nil
+	}
 
+	post := c.AddChain(&nftables.Chain{Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
 	// As the VPC CNI's iptables rule: prng is --random-fully, hashrandom
 	// --random, none neither.
 	nat := &expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1,

@@ -219,28 +219,48 @@ func delNFTRule(t *testing.T, ns netns.NsHandle, chain string, i int) {
 // addNodePortDNAT stands in for kube-proxy: <primary>:30080 → podB:port.
 func addNodePortDNAT(t *testing.T, ns netns.NsHandle, port int) {
 	t.Helper()
+	addTestDNAT(t, ns, "nodeports", primaryIP, nodePort, podBIP, port)
+}
+
+// addTestDNAT adds, in a table of its own, a DNAT of TCP to daddr (and
+// dport, unless 0) → to:toPort, in nat prerouting at priority dstnat.
+func addTestDNAT(t *testing.T, ns netns.NsHandle, chain, daddr string, dport uint16, to string, toPort int) {
+	t.Helper()
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tab := c.AddTable(&nftables.Table{Name: "test-kube-proxy", Family: nftables.TableFamilyIPv4})
 	accept := nftables.ChainPolicyAccept
-	ch := c.AddChain(&nftables.Chain{Name: "nodeports", Table: tab, Type: nftables.ChainTypeNAT,
+	ch := c.AddChain(&nftables.Chain{Name: chain, Table: tab, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept})
-	c.AddRule(&nftables.Rule{Table: tab, Chain: ch, Exprs: []expr.Any{
+	exprs := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: netip.MustParseAddr(primaryIP).AsSlice()},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: netip.MustParseAddr(daddr).AsSlice()},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, nodePort)},
-		&expr.Immediate{Register: 1, Data: netip.MustParseAddr(podBIP).AsSlice()},
-		&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, uint16(port))},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2},
-	}})
+	}
+	if dport != 0 {
+		exprs = append(exprs, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, dport)})
+	}
+	exprs = append(exprs, &expr.Immediate{Register: 1, Data: netip.MustParseAddr(to).AsSlice()},
+		&expr.Immediate{Register: 2, Data: binary.BigEndian.AppendUint16(nil, uint16(toPort))},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2})
+	c.AddRule(&nftables.Rule{Table: tab, Chain: ch, Exprs: exprs})
 	if err := c.Flush(); err != nil {
 		t.Fatalf("test DNAT: %v", err)
 	}
+}
+
+// clusterIP is a Service address as EKS gives them: outside the VPC.
+const clusterIP = "172.20.0.10"
+
+// addClusterIPDNAT stands in for kube-proxy: clusterIP:port → endpoint:port,
+// in nat prerouting (priority dstnat) as kube-proxy's rules are.
+func addClusterIPDNAT(t *testing.T, ns netns.NsHandle, endpoint string, port int) {
+	t.Helper()
+	addTestDNAT(t, ns, "services", clusterIP, 0, endpoint, port)
 }
 
 func TestSNATTraffic(t *testing.T) {
@@ -251,6 +271,7 @@ func TestSNATTraffic(t *testing.T) {
 	serve(t, n.outside, port)
 	serve(t, n.podB, port)
 	addNodePortDNAT(t, n.node, port)
+	addClusterIPDNAT(t, n.node, routerB, port)
 
 	cfg := Config{NetNS: n.node, VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")},
 		ExcludeSNATCIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
@@ -289,6 +310,10 @@ func TestSNATTraffic(t *testing.T) {
 			{"ENI-1 pod to the internet leaves through the primary ENI, SNATed", n.podB, internet, primaryIP},
 			{"ENI-1 pod inside the VPC keeps its IP", n.podB, routerB, podBIP},
 			{"ENI-1 pod to an excluded CIDR keeps its IP", n.podB, excluded, podBIP},
+			// kube-proxy's DNAT comes first: a Service whose ClusterIP is
+			// outside the VPC but whose endpoint is inside is VPC traffic.
+			{"primary-ENI pod to a ClusterIP with an endpoint in the VPC keeps its IP", n.podA, clusterIP, podAIP},
+			{"ENI-1 pod to a ClusterIP with an endpoint in the VPC leaves through ENI 1 with its IP", n.podB, clusterIP, podBIP},
 		})
 	})
 	t.Run("NodePort to an ENI-1 pod replies through the primary ENI", func(t *testing.T) {
@@ -325,8 +350,8 @@ func TestSNATTraffic(t *testing.T) {
 			}
 		}},
 		{"no connmark for pod connections", fromPodB, primaryIP, func(t *testing.T) { delNFTRule(t, n.node, chainPrerouting, 0) }},
-		{"no connmark for NodePort connections", viaNodePort, routerA, func(t *testing.T) { delNFTRule(t, n.node, chainPrerouting, 1) }},
-		{"no mark restore", fromPodB, primaryIP, func(t *testing.T) { delNFTRule(t, n.node, chainPrerouting, 2) }},
+		{"no connmark for NodePort connections", viaNodePort, routerA, func(t *testing.T) { delNFTRule(t, n.node, chainNodePort, 0) }},
+		{"no mark restore", fromPodB, primaryIP, func(t *testing.T) { delNFTRule(t, n.node, chainPrerouting, 1) }},
 		{"no SNAT", fromPodB, primaryIP, func(t *testing.T) { delNFTRule(t, n.node, chainPostrouting, 0) }},
 	} {
 		t.Run("control: "+c.name, func(t *testing.T) {
@@ -353,7 +378,12 @@ func TestSNATTraffic(t *testing.T) {
 		run(t, []flow{
 			{"primary-ENI pod to the internet keeps its IP", n.podA, internet, podAIP},
 			{"ENI-1 pod to the internet leaves through ENI 1 with its IP", n.podB, internet, podBIP},
+			{"ENI-1 pod to a ClusterIP with an endpoint in the VPC keeps its IP", n.podB, clusterIP, podBIP},
 		})
+		got, err := peerSeen(t, n.outside, net.JoinHostPort(primaryIP, strconv.Itoa(nodePort)))
+		if err != nil || got != routerA {
+			t.Errorf("NodePort to an ENI-1 pod with ExternalSNAT: saw %q, %v; want %s", got, err, routerA)
+		}
 	})
 
 	// AWS_VPC_K8S_CNI_CONNMARK: another mark routes and SNATs the same, with

@@ -126,6 +126,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
+	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
 	srv.OnRelease(func(ip net.IP, table int) {
 		if err := podnet.TeardownHost("", ip, table, false); err != nil {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
@@ -200,6 +201,34 @@ func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error
 			return ctx.Err()
 		case <-ds.Changed():
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// refreshVPCCIDRs re-reads the VPC's CIDRs every period, as the VPC CNI
+// does: traffic to a CIDR associated with the VPC later must not be
+// SNATed.
+func refreshVPCCIDRs(ctx context.Context, c *cloud.AWS, host *hostnet.Host, srv *server.Server, period time.Duration, log *slog.Logger) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cidrs, err := c.VPCCIDRs(ctx)
+		if err != nil || len(cidrs) == 0 {
+			log.Warn("read the VPC's CIDRs", "err", err)
+			continue
+		}
+		changed, err := host.SetVPCCIDRs(ctx, cidrs)
+		if err != nil {
+			log.Warn("apply the VPC's CIDRs", "cidrs", cidrs, "err", err)
+			continue
+		}
+		if changed {
+			srv.SetVPCCIDRs(cidrs)
 		}
 	}
 }

@@ -312,16 +312,8 @@ func (c *AWS) discover(ctx context.Context, region string) error {
 	if in.SubnetCIDR, err = netip.ParsePrefix(cidr); err != nil {
 		return fmt.Errorf("imds subnet cidr %q: %w", cidr, err)
 	}
-	vpcs, err := get(p + "vpc-ipv4-cidr-blocks")
-	if err != nil {
+	if in.VPCCIDRs, err = c.vpcCIDRs(ctx, in.PrimaryMAC); err != nil {
 		return err
-	}
-	for _, s := range strings.Fields(vpcs) {
-		v, err := netip.ParsePrefix(s)
-		if err != nil {
-			return fmt.Errorf("imds vpc cidr %q: %w", s, err)
-		}
-		in.VPCCIDRs = append(in.VPCCIDRs, v)
 	}
 	sgs, err := get(p + "security-group-ids")
 	if err != nil && !errors.Is(err, ErrNotFound) {
@@ -477,6 +469,28 @@ func (c *AWS) fillSubnets(ctx context.Context, enis []ENI) error {
 		enis[i].SubnetCIDR = cidrs[enis[i].SubnetID]
 	}
 	return nil
+}
+
+// VPCCIDRs reads the VPC's IPv4 CIDRs from IMDS now: CIDRs can be
+// associated with a VPC after the node started.
+func (c *AWS) VPCCIDRs(ctx context.Context) ([]netip.Prefix, error) {
+	return c.vpcCIDRs(ctx, c.inst.PrimaryMAC)
+}
+
+func (c *AWS) vpcCIDRs(ctx context.Context, mac string) ([]netip.Prefix, error) {
+	vpcs, err := c.meta(ctx, "network/interfaces/macs/"+mac+"/vpc-ipv4-cidr-blocks")
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Prefix
+	for _, s := range strings.Fields(vpcs) {
+		v, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("imds vpc cidr %q: %w", s, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // MetadataENIs reads the ENIs IMDS lists.

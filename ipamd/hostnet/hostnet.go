@@ -93,6 +93,11 @@ type Host struct {
 	life   sync.RWMutex // read-held by every operation, write-held by Close
 	closed bool         // under life
 	mu     sync.Mutex   // serialises multi-step changes
+
+	// The primary interface's name and address once SetupPrimary ran
+	// (under mu), for rebuilding the SNAT table.
+	primaryIf string
+	primaryIP netip.Addr
 }
 
 // New validates cfg and opens handles on the node's namespace.

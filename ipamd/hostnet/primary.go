@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -15,10 +16,10 @@ import (
 // for it until ctx ends): its MTU; ip_forward=1 (pods are routed through
 // the node) and rp_filter=2 on it (replies for pods on secondary ENIs
 // arrive on it while their reverse path is another ENI); the fwmark rule
-// (priority 1024: fwmark 0x80/0x80 lookup main); and, unless ExternalSNAT,
-// the berth-snat table with SNAT to primaryIP and the connmark, replaced
-// atomically. With ExternalSNAT the table is removed if present.
-// Idempotent.
+// (priority 1024: fwmark 0x80/0x80 lookup main); and the berth-snat table,
+// replaced atomically: the connmark of NodePort connections and, unless
+// ExternalSNAT, of pod connections leaving the VPC, with their SNAT to
+// primaryIP. Idempotent.
 func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, primaryIP netip.Addr) error {
 	if !primaryIP.Is4() {
 		return fmt.Errorf("%w: primary IP %s is not IPv4", ErrInvalidArg, primaryIP)
@@ -56,6 +57,7 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 	if err := h.replaceSNAT(name, primaryIP); err != nil {
 		return err
 	}
+	h.primaryIf, h.primaryIP = name, primaryIP
 	if h.cfg.ExternalSNAT {
 		h.log.Info("configured primary interface", "interface", name, "ip", primaryIP, "snat", "external", "table", SNATTable)
 		return nil
@@ -133,4 +135,35 @@ func (h *Host) ensureFwmarkRule(ctx context.Context) error {
 		return fmt.Errorf("add rule fwmark %#x/%#x lookup main: %w", h.cfg.ConnMark, h.cfg.ConnMark, err)
 	}
 	return nil
+}
+
+// SetVPCCIDRs replaces the VPC's CIDRs, which are never SNATed, when they
+// differ from the ones in use: a CIDR associated with the VPC later (100.64.0.0/16
+// for custom networking, say) is VPC traffic from then on. It reports
+// whether anything changed. Before SetupPrimary it only records them.
+func (h *Host) SetVPCCIDRs(ctx context.Context, cidrs []netip.Prefix) (bool, error) {
+	done, err := h.enter()
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	old := h.cfg.VPCCIDRs
+	if slices.Equal(old, cidrs) {
+		return false, nil
+	}
+	h.cfg.VPCCIDRs = slices.Clone(cidrs)
+	if h.primaryIf == "" {
+		return true, nil
+	}
+	if err := h.replaceSNAT(h.primaryIf, h.primaryIP); err != nil {
+		h.cfg.VPCCIDRs = old
+		return false, err
+	}
+	h.log.Info("VPC CIDRs changed", "from", old, "to", cidrs)
+	return true, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -406,5 +407,22 @@ func TestSNATTraffic(t *testing.T) {
 		if err != nil || got != routerA {
 			t.Errorf("NodePort to an ENI-1 pod: saw %q, %v; want %s", got, err, routerA)
 		}
+	})
+
+	// A CIDR associated with the VPC later is VPC traffic from then on.
+	t.Run("VPC CIDR associated later", func(t *testing.T) {
+		vpc := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}
+		more := append(slices.Clone(vpc), netip.MustParsePrefix("198.51.100.0/24"))
+		if changed, err := h2.SetVPCCIDRs(ctx, more); err != nil || !changed {
+			t.Fatalf("SetVPCCIDRs: %v, %v", changed, err)
+		}
+		if changed, err := h2.SetVPCCIDRs(ctx, more); err != nil || changed {
+			t.Fatalf("SetVPCCIDRs again: %v, %v; want no change", changed, err)
+		}
+		run(t, []flow{{"primary-ENI pod to the new VPC CIDR keeps its IP", n.podA, internet, podAIP}})
+		if _, err := h2.SetVPCCIDRs(ctx, vpc); err != nil {
+			t.Fatal(err)
+		}
+		run(t, []flow{{"disassociated, it is SNATed again", n.podA, internet, primaryIP}})
 	})
 }

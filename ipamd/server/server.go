@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,7 +87,12 @@ type Server struct {
 	m       Metrics
 
 	onRelease func(ip net.IP, table int)
+	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
 }
+
+// SetVPCCIDRs replaces the VPC CIDRs AddNetwork reports (to the VPC CNI
+// plugin, which keeps its traffic to them off SNAT).
+func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 
 // OnRelease sets what runs after DelNetwork releases an address: in
 // ipamd, removing the pod's rules for it. The plugin removes them too, but
@@ -98,7 +104,9 @@ func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
 // New returns the server. version is ipamd's own; wait bounds how long
 // AddNetwork waits for an address.
 func New(ds *datastore.Store, pool Pool, cp Checkpoint, node Node, version string, wait time.Duration, m Metrics, log *slog.Logger) *Server {
-	return &Server{ds: ds, pool: pool, cp: cp, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
+	s := &Server{ds: ds, pool: pool, cp: cp, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
+	s.SetVPCCIDRs(node.VPCCIDRs)
+	return s
 }
 
 // compatibleClient accepts berth-cni of the same version and the Amazon
@@ -146,7 +154,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	table := int32(hostnet.RouteTable(a.Device, 0))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
-	for _, c := range s.node.VPCCIDRs {
+	for _, c := range *s.vpcCIDRs.Load() {
 		reply.VPCv4CIDRs = append(reply.VPCv4CIDRs, c.String())
 	}
 	s.log.Debug("AddNetwork", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "ip", a.IP, "eni", a.ENI, "took", time.Since(start))

@@ -223,9 +223,12 @@ func cmdDel(args *skel.CmdArgs) error {
 			hostName = prev.hostName
 		}
 	}
-	// Ask ipamd to release; it tells which address it was. Only when ipamd
-	// is down does prevResult tell what to tear down: an address ipamd no
-	// longer holds for this attachment may be another pod's by now.
+	// Ask ipamd to release; it tells which address it was, and removes the
+	// pod's rules before it releases it (after, they may be another pod's).
+	// Only when ipamd is down does prevResult tell what to tear down: an
+	// address ipamd no longer holds for this attachment may be another
+	// pod's by now.
+	answered := false
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply, rerr := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version,
@@ -236,6 +239,7 @@ func cmdDel(args *skel.CmdArgs) error {
 		if rerr != nil {
 			log.Warn("ipamd DelNetwork failed; tearing down from prevResult", "err", rerr)
 		} else {
+			answered = true
 			ip, table = released(reply)
 		}
 	}
@@ -249,8 +253,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// Keep the veth when the pod's namespace is still there: the runtime
 	// deletes the namespace next, and the pair with it.
-	if err := podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns)); err != nil {
-		log.Warn("teardown", "err", err)
+	var terr error
+	if answered {
+		terr = podnet.TeardownVeth(hostName, ip, !netnsExists(args.Netns))
+	} else {
+		terr = podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns))
+	}
+	if terr != nil {
+		log.Warn("teardown", "err", terr)
 	}
 	return nil
 }
@@ -469,11 +479,11 @@ func cmdGC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
 			continue
 		}
-		// Only what ipamd released, and the veth only while it still routes
-		// that address: a sandbox of the same pod that the runtime still
-		// uses has a veth of the same name.
-		ip, table := released(reply)
-		if err := podnet.TeardownHost(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), ip, table, true); err != nil {
+		// ipamd removed the rules of what it released; the veth goes only
+		// while it still routes that address: a sandbox of the same pod
+		// that the runtime still uses has a veth of the same name.
+		ip, _ := released(reply)
+		if err := podnet.TeardownVeth(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), ip, true); err != nil {
 			errs = append(errs, fmt.Errorf("tear down %s: %w", a.IPv4, err))
 		}
 	}

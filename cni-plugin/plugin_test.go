@@ -50,57 +50,77 @@ func TestAddNeedsThePodsName(t *testing.T) {
 	}
 }
 
-// DEL tears down the address ipamd released. When ipamd answers that it
-// holds nothing for the attachment (a repeated DEL, or an address released
-// earlier and perhaps another pod's by now), the prevResult's address is
-// left alone; only with ipamd down does prevResult say what to remove.
+// DEL tears down what is left of the address ipamd released: the host
+// route and the veth (ipamd removed the rules before releasing it). When
+// ipamd answers that it holds nothing for the attachment (a repeated DEL,
+// or an address released earlier and perhaps another pod's by now), the
+// prevResult's address is left alone; only with ipamd down does
+// prevResult say what to remove, rules included.
 func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	testenv.RequireRoot(t, "rules in a network namespace")
 	sock, f, _ := serve(t)
 	ns, h := testenv.NewNetNS(t)
 	ip := net.IPv4(10, 0, 9, 9)
-	addRule := func() {
+	const veth = "eni0123456789a"
+	wire := func() {
+		t.Helper()
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: "peer0"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(veth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
+			t.Fatal(err)
+		}
 		if err := h.RuleAdd(podnet.Rules(ip, podnet.MainTable)[0]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	hasRule := func() bool {
-		rs, err := h.RuleList(netlink.FAMILY_V4)
-		if err != nil {
-			t.Fatal(err)
+	wired := func() (link, rule bool) {
+		t.Helper()
+		_, err := h.LinkByName(veth)
+		rs, rerr := h.RuleList(netlink.FAMILY_V4)
+		if rerr != nil {
+			t.Fatal(rerr)
 		}
 		for _, r := range rs {
-			if r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(ip) {
-				return true
-			}
+			rule = rule || (r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(ip))
 		}
-		return false
+		return err == nil, rule
 	}
 	del := func(socket string) {
 		t.Helper()
 		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,
-			"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a"},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}}`,
-			socket, filepath.Join(t.TempDir(), "npa.sock"))
+			"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}}`,
+			socket, filepath.Join(t.TempDir(), "npa.sock"), veth)
 		inNS(t, ns, func() error {
 			return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: "/gone", IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", StdinData: []byte(conf)})
 		})
 	}
 
-	addRule()
+	wire()
 	f.delReply = &rpc.DelNetworkReply{Success: true}
 	del(sock)
-	if !hasRule() {
-		t.Fatal("DEL removed the rule of an address ipamd did not release")
+	if link, rule := wired(); !link || !rule {
+		t.Fatalf("DEL of an address ipamd did not release: veth %v, rule %v; want both left", link, rule)
 	}
 	f.delReply = &rpc.DelNetworkReply{Success: true, IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: ip.String(), RouteTableId: podnet.MainTable}}}
 	del(sock)
-	if hasRule() {
-		t.Fatal("DEL left the rule of the address ipamd released")
+	if link, rule := wired(); link || !rule {
+		t.Fatalf("DEL of the address ipamd released: veth %v, rule %v; want the veth gone, the rule left to ipamd", link, rule)
 	}
-	addRule()
+	if err := h.RuleDel(podnet.Rules(ip, podnet.MainTable)[0]); err != nil {
+		t.Fatal(err)
+	}
+	wire()
 	del(filepath.Join(t.TempDir(), "down.sock"))
-	if hasRule() {
-		t.Fatal("DEL with ipamd down left the prevResult address's rule")
+	if link, rule := wired(); link || rule {
+		t.Fatalf("DEL with ipamd down: veth %v, rule %v; want both gone", link, rule)
 	}
 }
 

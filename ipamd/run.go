@@ -120,7 +120,6 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	go p.Run(ctx)
 	go p.CleanupLeakedENIs(ctx)
-	go sweepOrphans(ctx, ds, cp, cfg.VethPrefix, log)
 	go p.ReconcileLoop(ctx, time.Minute)
 
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
@@ -128,10 +127,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
 	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
 	srv.OnRelease(func(ip net.IP, table int) {
-		if err := podnet.TeardownHost("", ip, table, false); err != nil {
+		if err := podnet.DeleteRules(ip, table); err != nil {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
 		}
 	})
+	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)
 	rpc.RegisterConfigServerBackendServer(gs, srv)
@@ -240,7 +240,14 @@ func VethName(prefix, namespace, pod string) string { return vethname.For(prefix
 // (a DEL that could not reach ipamd, then the runtime deleted the pod's
 // namespace). Allocations younger than the sweep are left alone: their ADD
 // may still be wiring the veth.
-func sweepOrphans(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, vethPrefix string, log *slog.Logger) {
+func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, log *slog.Logger) {
+	gone := func(a datastore.Allocation) bool {
+		if a.Meta.PodName == "" {
+			return false
+		}
+		_, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName))
+		return err != nil
+	}
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
@@ -249,28 +256,8 @@ func sweepOrphans(ctx context.Context, ds *datastore.Store, cp *datastore.Checkp
 			return
 		case <-t.C:
 		}
-		released := 0
-		for _, a := range ds.Allocations() {
-			if a.Meta.PodName == "" || time.Since(a.AssignedAt) < 30*time.Second {
-				continue
-			}
-			if _, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName)); err == nil {
-				continue
-			}
-			if _, ok := ds.Release(a.Key); ok {
-				// Its rules go too: a "from" rule left behind would send the
-				// next pod given this address out of the wrong ENI.
-				if err := podnet.TeardownHost("", net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0), false); err != nil {
-					log.Warn("rules of a released orphan", "ip", a.IP, "err", err)
-				}
-				released++
-				log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
-			}
-		}
-		if released > 0 {
-			if err := cp.Sync(ctx); err != nil {
-				log.Error("checkpoint after the orphan sweep", "err", err)
-			}
+		if _, err := srv.ReleaseOrphans(ctx, 30*time.Second, gone); err != nil && ctx.Err() == nil {
+			log.Error("orphan sweep", "err", err)
 		}
 	}
 }

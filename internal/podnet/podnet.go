@@ -188,9 +188,14 @@ func (p *Links) Undo(ip net.IP, table int) {
 	p.RemoveVeth()
 }
 
-// RemoveVeth deletes the pair.
+// RemoveVeth deletes the pair Create made. It goes by the index Create
+// recorded, not by name: another sandbox of the same pod may have replaced
+// the veth of that name meanwhile.
 func (p *Links) RemoveVeth() {
-	if l, err := p.h.LinkByName(p.hostName); err == nil {
+	if p.HostIndex == 0 {
+		return
+	}
+	if l, err := p.h.LinkByIndex(p.HostIndex); err == nil && l.Attrs().Name == p.hostName {
 		_ = p.h.LinkDel(l)
 	}
 }
@@ -216,37 +221,55 @@ func Rules(ip net.IP, table int) []*netlink.Rule {
 }
 
 // TeardownHost removes what the host holds for a pod's address ip, in the
-// calling thread's namespace: its rules and, while the host veth hostName
-// still routes ip, that route and (with deleteVeth) the veth. A veth of
-// that name that does not route ip belongs to another sandbox of the same
-// pod (the name comes from the pod's name) and is left alone; so is
-// everything when ip is unknown. DEL leaves the veth to the runtime's
-// deletion of the pod's namespace, which destroys the pair anyway:
-// deleting it here would make every DEL wait ~16 ms on the kernel for
-// nothing. Missing pieces are fine (DEL is idempotent).
+// calling thread's namespace: its rules (DeleteRules) and what TeardownVeth
+// removes. For DEL when ipamd is down, which holds the address meanwhile,
+// so it cannot be another pod's yet.
 func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error {
 	if ip == nil {
 		return nil
 	}
+	return errors.Join(DeleteRules(ip, table), TeardownVeth(hostName, ip, deleteVeth))
+}
+
+// DeleteRules removes the pod's rules for ip, in the calling thread's
+// namespace. Rules are not tied to a device, so this must run before ipamd
+// releases the address: after that they may be its next pod's. Missing
+// rules are fine.
+func DeleteRules(ip net.IP, table int) error {
 	var errs []error
 	for _, r := range Rules(ip, table) {
 		if err := netlink.RuleDel(r); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("delete rule for %s: %w", ip, err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// TeardownVeth removes, in the calling thread's namespace, the host route
+// to ip and (with deleteVeth) the veth hostName, while that veth routes
+// ip. A veth of that name that does not route ip belongs to another
+// sandbox of the same pod (the name comes from the pod's name) and is left
+// alone; so is everything when ip is unknown. DEL leaves the veth to the
+// runtime's deletion of the pod's namespace, which destroys the pair
+// anyway: deleting it here would make every DEL wait ~16 ms on the kernel
+// for nothing. Missing pieces are fine (DEL is idempotent).
+func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
+	if ip == nil {
+		return nil
+	}
 	l, err := netlink.LinkByName(hostName)
 	if err != nil {
-		// Gone with the pod's namespace, and its route with it.
-		return errors.Join(errs...)
+		return nil // gone with the pod's namespace, and its route with it
 	}
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), LinkIndex: l.Attrs().Index, Table: MainTable},
 		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("list routes to %s: %w", ip, err))...)
+		return fmt.Errorf("list routes to %s: %w", ip, err)
 	}
 	if len(routes) == 0 {
-		return errors.Join(errs...)
+		return nil
 	}
+	var errs []error
 	if err := netlink.RouteDel(&routes[0]); err != nil && !errors.Is(err, unix.ESRCH) {
 		errs = append(errs, fmt.Errorf("delete route to %s: %w", ip, err))
 	}

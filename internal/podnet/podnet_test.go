@@ -183,3 +183,21 @@ func TestTeardownHostOnlyTouchesTheAddressesVeth(t *testing.T) {
 		t.Fatalf("after teardown of %s: veth %v, routes %d, rules %d", live, e.hasLink("enic"), e.routes(t, live), rulesTo(live))
 	}
 }
+
+// The undo of an ADD that did not complete removes its own veth, not the
+// one another sandbox of the same pod has made under the same name since.
+func TestUndoLeavesALaterSandboxVeth(t *testing.T) {
+	e := newEnv(t)
+	first, _ := testenv.NewNetNS(t)
+	second, _ := testenv.NewNetNS(t)
+	l1, err := Create(e.h, e.home, first, "eth0", "enid", 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	e.wire(t, second, "enid", net.IPv4(10, 9, 0, 10))
+	l1.Undo(nil, MainTable)
+	if !e.hasLink("enid") || podMAC(t, second) == "" {
+		t.Fatalf("the first sandbox's undo removed the second's veth: host veth %v, second eth0 %q", e.hasLink("enid"), podMAC(t, second))
+	}
+}

@@ -94,12 +94,61 @@ type Server struct {
 // plugin, which keeps its traffic to them off SNAT).
 func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 
-// OnRelease sets what runs after DelNetwork releases an address: in
-// ipamd, removing the pod's rules for it. The plugin removes them too, but
-// a plugin killed between the release and its teardown would leave them,
-// and its retried DEL finds nothing released; a "from" rule left behind
-// would send the next pod given the address out of the wrong ENI.
+// OnRelease sets what runs, under the attachment's lock, just before an
+// address is released (by DelNetwork or ReleaseOrphans): in ipamd,
+// removing the pod's rules for it. Rules are not tied to a device, so once
+// the address is released they may be its next pod's; and a plugin killed
+// before its own teardown would leave them, its retried DEL finding
+// nothing released. A "from" rule left behind would send the next pod
+// given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
+
+// release runs the release hook for key's allocation and releases it; the
+// caller holds key's lock.
+func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
+	a, ok := s.ds.Lookup(key)
+	if !ok {
+		return a, false
+	}
+	if s.onRelease != nil {
+		s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
+	}
+	return s.ds.Release(key)
+}
+
+// ReleaseOrphans releases the addresses of pods that are gone (gone says
+// so) and were assigned over minAge ago: a DEL that could not reach ipamd,
+// then the runtime deleted the pod's namespace. Each under its
+// attachment's lock, so an ADD or DEL of it in flight finishes first and
+// the allocation is looked at again after it. It returns how many it
+// released.
+func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(datastore.Allocation) bool) (int, error) {
+	released := 0
+	for _, a := range s.ds.Allocations() {
+		if time.Since(a.AssignedAt) < minAge || !gone(a) {
+			continue
+		}
+		unlock, err := s.keys.lock(ctx, a.Key)
+		if err != nil {
+			return released, err
+		}
+		// Still the same allocation, still orphaned?
+		if cur, ok := s.ds.Lookup(a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur) {
+			if _, ok := s.release(a.Key); ok {
+				released++
+				s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
+			}
+		}
+		unlock()
+	}
+	if released > 0 {
+		if err := s.cp.Sync(ctx); err != nil {
+			return released, fmt.Errorf("checkpoint after releasing orphans: %w", err)
+		}
+		s.pool.Kick()
+	}
+	return released, nil
+}
 
 // New returns the server. version is ipamd's own; wait bounds how long
 // AddNetwork waits for an address.
@@ -211,7 +260,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.FromContextError(err).Err()
 	}
 	defer unlock()
-	a, ok := s.ds.Release(key)
+	a, ok := s.release(key)
 	if !ok {
 		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
 	}
@@ -220,9 +269,6 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 	}
 	s.pool.Kick()
 	table := int32(hostnet.RouteTable(a.Device, 0))
-	if s.onRelease != nil {
-		s.onRelease(net.IP(a.IP.AsSlice()), int(table))
-	}
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
 }

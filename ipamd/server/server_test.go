@@ -161,7 +161,10 @@ func TestDelIsIdempotent(t *testing.T) {
 		s.OnRelease(func(ip net.IP, table int) {
 			mu.Lock()
 			defer mu.Unlock()
-			dropped = append(dropped, fmt.Sprintf("%s table %d", ip, table))
+			// Before the release: once released, the address may be the
+			// next pod's, and so would its rules.
+			_, held := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "x", IfName: "eth0"})
+			dropped = append(dropped, fmt.Sprintf("%s table %d held %v", ip, table, held))
 		})
 	})
 	a, err := c.AddNetwork(context.Background(), addReq("x", "v9.9.9"))
@@ -179,7 +182,7 @@ func TestDelIsIdempotent(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if want := a.IPAllocationMetadata[0].IPv4Addr + " table 2"; len(dropped) != 1 || dropped[0] != want {
+	if want := a.IPAllocationMetadata[0].IPv4Addr + " table 2 held true"; len(dropped) != 1 || dropped[0] != want {
 		t.Fatalf("rules removed for %v, want once for %s", dropped, want)
 	}
 }
@@ -203,5 +206,39 @@ func TestAddWaitsForACoolingAddress(t *testing.T) {
 	}
 	if ip := r.IPAllocationMetadata[0].IPv4Addr; ip != "10.0.2.1" {
 		t.Fatalf("got %s", ip)
+	}
+}
+
+// ReleaseOrphans releases, under each attachment's lock, the allocations
+// whose pod is gone, removing their rules first, and leaves the others.
+func TestReleaseOrphans(t *testing.T) {
+	ds := newDS()
+	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))
+	cpPath := filepath.Join(t.TempDir(), "ipam.json")
+	cp := datastore.NewCheckpointer(cpPath, ds)
+	s := New(ds, &testPool{ds: ds}, cp, Node{}, "v9.9.9", time.Second, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var dropped []string
+	s.OnRelease(func(ip net.IP, _ int) { dropped = append(dropped, ip.String()) })
+	for _, pod := range []string{"gone", "live"} {
+		if _, err := ds.Assign(datastore.Key{NetworkName: "aws-cni", ContainerID: pod, IfName: "eth0"}, datastore.Meta{PodName: pod}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goneIP, _ := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "gone", IfName: "eth0"})
+	n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation) bool { return a.Meta.PodName == "gone" })
+	if err != nil || n != 1 {
+		t.Fatalf("released %d, %v; want 1", n, err)
+	}
+	if _, held := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "gone", IfName: "eth0"}); held {
+		t.Fatal("the orphan still holds its address")
+	}
+	if _, held := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "live", IfName: "eth0"}); !held {
+		t.Fatal("the live pod lost its address")
+	}
+	if len(dropped) != 1 || dropped[0] != goneIP.IP.String() {
+		t.Fatalf("rules removed for %v, want %s", dropped, goneIP.IP)
+	}
+	if cpAllocs, err := datastore.ReadCheckpoint(cpPath); err != nil || len(cpAllocs) != 1 {
+		t.Fatalf("checkpoint after the sweep: %v, %v; want the live pod only", cpAllocs, err)
 	}
 }

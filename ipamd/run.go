@@ -146,15 +146,24 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	dpDone := make(chan struct{})
+	dpCtx, dpCancel := context.WithCancel(ctx)
 	go func() {
-		if err := srv.ServeDatapath(dpln, host.NetNS()); err != nil {
+		defer close(dpDone)
+		if err := srv.ServeDatapath(dpCtx, dpln, host.NetNS()); err != nil {
 			// No ADD can succeed now: STATUS must say so.
 			log.Error("datapath socket stopped", "err", err)
 			hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		}
 	}()
-	defer func() { _ = dpln.Close() }()
+	// On the way out, the ADDs in flight are cancelled and end, undo
+	// included, before the node's namespace handle closes.
+	defer func() {
+		dpCancel()
+		_ = dpln.Close()
+		<-dpDone
+	}()
 
 	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit(), Unmanaged: p.UnmanagedENIs}
 	introspect.RegisterMetrics(reg, src)

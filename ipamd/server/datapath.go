@@ -43,9 +43,9 @@ const turnTimeout = 2 * time.Minute
 
 // ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
 // ln is closed, and returns once the ADDs in flight have ended (their undo
-// and checkpoint included). hostNS is the node's namespace, where host
-// veths go.
-func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) error {
+// and checkpoint included); ctx ending cancels those. hostNS is the node's
+// namespace, where host veths go.
+func (s *Server) ServeDatapath(ctx context.Context, ln *net.UnixListener, hostNS netns.NsHandle) error {
 	// ipamd's own namespace, where a thread that opened a socket in a pod's
 	// namespace goes back to (hostNS in ipamd; not in the tests).
 	home, err := netns.Get()
@@ -57,23 +57,44 @@ func (s *Server) ServeDatapath(ln *net.UnixListener, hostNS netns.NsHandle) erro
 	defer handles.close()
 	var inflight sync.WaitGroup
 	defer inflight.Wait()
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("accept on the datapath socket: %w", err)
+			if !transientAccept(err) {
+				return fmt.Errorf("accept on the datapath socket: %w", err)
+			}
+			// Out of descriptors or memory for a moment: the socket must
+			// not stop serving for good.
+			s.log.Warn("accept on the datapath socket", "err", err, "retry", backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
-		inflight.Go(func() { s.handlePod(c, handles) })
+		backoff = 5 * time.Millisecond
+		inflight.Go(func() { s.handlePod(ctx, c, handles) })
 	}
+}
+
+// transientAccept reports an accept error that passes: descriptors or
+// memory short, a connection aborted before it was accepted.
+func transientAccept(err error) bool {
+	for _, e := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.ECONNABORTED, unix.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // handlePod serves one ADD. The connection's end cancels the work: a
 // plugin that is gone (killed at the runtime's timeout, or failed after
 // ipamd's answer, before its commit) gets nothing wired and holds no
 // address.
-func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
+func (s *Server) handlePod(parent context.Context, c *net.UnixConn, handles *handlePool) {
 	defer c.Close()
 	req, podNS, rerr := readAdd(c)
 	if podNS >= 0 {
@@ -84,7 +105,7 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 		_ = sendMsg(c, &datapath.Reply{Error: rerr})
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The plugin sends only Continues next, one per reply that is not an
 	// error, and then hangs up. The channel closes after the last of them,
@@ -113,23 +134,34 @@ func (s *Server) handlePod(c *net.UnixConn, handles *handlePool) {
 		if err := sendMsg(c, r); err != nil {
 			return nil, err
 		}
-		return nextWord(cont, turnTimeout)
+		return nextWord(parent, cont, turnTimeout)
 	}, func(r *datapath.Reply) error { return sendMsg(c, r) })
 }
 
 // nextWord waits for the plugin's next Continue; a closed cont is the
-// plugin's hang-up, once every message before it has been read.
-func nextWord(cont <-chan *datapath.Continue, timeout time.Duration) (*datapath.Continue, error) {
+// plugin's hang-up, once every message before it has been read. ctx is
+// ipamd's shutdown: a Continue already there is still taken.
+func nextWord(ctx context.Context, cont <-chan *datapath.Continue, timeout time.Duration) (*datapath.Continue, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case m, ok := <-cont:
+	word := func(m *datapath.Continue, ok bool) (*datapath.Continue, error) {
 		if !ok {
 			return nil, errors.New("berth-cni hung up")
 		}
 		return m, nil
+	}
+	select {
+	case m, ok := <-cont:
+		return word(m, ok)
 	case <-t.C:
 		return nil, fmt.Errorf("berth-cni did not answer in %s", timeout)
+	case <-ctx.Done():
+		select {
+		case m, ok := <-cont:
+			return word(m, ok)
+		default:
+			return nil, fmt.Errorf("ipamd is stopping: %w", ctx.Err())
+		}
 	}
 }
 

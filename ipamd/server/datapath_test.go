@@ -39,6 +39,7 @@ type dpEnv struct {
 	node    *netlink.Handle
 	version string
 	stop    func() // closes the listener and waits for ServeDatapath
+	cancel  func() // cancels ServeDatapath's context (ipamd shutting down)
 }
 
 func startDatapath(t *testing.T) *dpEnv {
@@ -57,7 +58,10 @@ func startDatapath(t *testing.T) *dpEnv {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.ServeDatapath(ln, e.nodeNS) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e.cancel = cancel
+	go func() { done <- s.ServeDatapath(ctx, ln, e.nodeNS) }()
 	var once sync.Once
 	e.stop = func() {
 		once.Do(func() {
@@ -442,14 +446,31 @@ func TestNextWordReadsACommitBeforeTheHangUp(t *testing.T) {
 		cont := make(chan *datapath.Continue, 2)
 		cont <- &datapath.Continue{Applied: true}
 		close(cont)
-		if m, err := nextWord(cont, time.Second); err != nil || !m.Applied {
+		if m, err := nextWord(context.Background(), cont, time.Second); err != nil || !m.Applied {
 			t.Fatalf("nextWord = %+v, %v; want the commit", m, err)
 		}
-		if _, err := nextWord(cont, time.Second); err == nil || !strings.Contains(err.Error(), "hung up") {
+		if _, err := nextWord(context.Background(), cont, time.Second); err == nil || !strings.Contains(err.Error(), "hung up") {
 			t.Fatalf("after the last message: %v, want a hang-up", err)
 		}
 	}
-	if _, err := nextWord(make(chan *datapath.Continue), 10*time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not answer") {
+	if _, err := nextWord(context.Background(), make(chan *datapath.Continue), 10*time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("silent plugin: %v", err)
 	}
+}
+
+// ipamd shutting down cancels the ADDs in flight: one waiting for the
+// plugin's turn is undone at once, not after the turn's two minutes, and
+// ServeDatapath returns.
+func TestServeDatapathCancelsADDsOnShutdown(t *testing.T) {
+	e := startDatapath(t)
+	_ = e.agentTurn(t, "stuck")
+	e.cancel()
+	stopped := make(chan struct{})
+	go func() { e.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second): // the turn's own timeout is two minutes
+		t.Fatal("ServeDatapath did not return after its context ended")
+	}
+	e.gone(t, "stuck")
 }

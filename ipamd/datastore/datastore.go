@@ -19,7 +19,7 @@ import (
 var (
 	ErrNoFreeIP      = errors.New("no free IP address in the pool")
 	ErrUnknownENI    = errors.New("unknown ENI")
-	ErrCIDRInUse     = errors.New("CIDR has assigned addresses")
+	ErrCIDRInUse     = errors.New("CIDR has assigned or cooling addresses")
 	ErrDuplicateCIDR = errors.New("CIDR already in the pool")
 )
 
@@ -325,47 +325,93 @@ func (s *Store) Allocations() []Allocation {
 	return out
 }
 
-// RemoveCIDR drops a CIDR whose addresses are all free (shrinking the
-// pool); ErrCIDRInUse otherwise.
+// RemoveCIDR gives a CIDR back (shrinking the pool). It is refused with
+// ErrCIDRInUse while any of its addresses is assigned or cooling, checked
+// in the same lock hold as the removal: a pod that came and went since the
+// caller looked keeps its address out of EC2 until the cooldown ends.
 func (s *Store) RemoveCIDR(eniID string, p netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.enis[eniID]
 	if e == nil {
-		return ErrUnknownENI
+		return fmt.Errorf("remove %s of %s: %w", p, eniID, ErrUnknownENI)
+	}
+	c := e.cidrs[p.Masked()]
+	if c == nil {
+		return nil
+	}
+	if err := s.busy(c, s.now()); err != nil {
+		return fmt.Errorf("remove %s of %s: %w", p, eniID, err)
+	}
+	s.dropCIDR(c)
+	return nil
+}
+
+// DropCIDR forgets a CIDR EC2 no longer gives the node. Its free addresses
+// go even while cooling (they may be someone else's now); ErrCIDRInUse
+// while a pod holds one.
+func (s *Store) DropCIDR(eniID string, p netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[eniID]
+	if e == nil {
+		return fmt.Errorf("drop %s of %s: %w", p, eniID, ErrUnknownENI)
 	}
 	c := e.cidrs[p.Masked()]
 	if c == nil {
 		return nil
 	}
 	if c.assigned > 0 {
-		return fmt.Errorf("remove %s of %s: %w", p, eniID, ErrCIDRInUse)
+		return fmt.Errorf("drop %s of %s: %w", p, eniID, ErrCIDRInUse)
 	}
+	s.dropCIDR(c)
+	return nil
+}
+
+// RemoveENI drops an ENI with all its CIDRs, or nothing: refused with
+// ErrCIDRInUse while any address on it is assigned or cooling. One lock
+// hold, so no address can be added to the ENI halfway and outlive it.
+func (s *Store) RemoveENI(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[id]
+	if e == nil {
+		return nil
+	}
+	now := s.now()
+	for _, c := range e.cidrs {
+		if err := s.busy(c, now); err != nil {
+			return fmt.Errorf("remove %s: %w", id, err)
+		}
+	}
+	for _, c := range e.cidrs {
+		s.dropCIDR(c)
+	}
+	delete(s.enis, id)
+	return nil
+}
+
+// busy says why a CIDR may not go back to EC2: an assigned address, or a
+// freed one still in its cooldown. The caller holds s.mu.
+func (s *Store) busy(c *cidr, now time.Time) error {
+	if c.assigned > 0 {
+		return fmt.Errorf("%d addresses assigned: %w", c.assigned, ErrCIDRInUse)
+	}
+	for a := range addrsOf(c.prefix) {
+		if st := s.addrs[a]; st != nil && st.alloc == nil && !st.freedAt.IsZero() && now.Sub(st.freedAt) < s.cooldown {
+			return fmt.Errorf("%s cooling down: %w", a, ErrCIDRInUse)
+		}
+	}
+	return nil
+}
+
+// dropCIDR removes a CIDR with no assigned address. The caller holds s.mu.
+func (s *Store) dropCIDR(c *cidr) {
 	for a := range addrsOf(c.prefix) {
 		delete(s.addrs, a)
 		s.free--
 	}
-	delete(e.cidrs, c.prefix)
-	return nil
-}
-
-// RemoveENI drops an ENI with no assigned addresses.
-func (s *Store) RemoveENI(id string) error {
-	s.mu.Lock()
-	e := s.enis[id]
-	s.mu.Unlock()
-	if e == nil {
-		return nil
-	}
-	for _, c := range s.CIDRs(id) {
-		if err := s.RemoveCIDR(id, c.Prefix); err != nil {
-			return err
-		}
-	}
-	s.mu.Lock()
-	delete(s.enis, id)
-	s.mu.Unlock()
-	return nil
+	delete(c.eni.cidrs, c.prefix)
 }
 
 // CIDRInfo describes a CIDR for the pool manager and introspection.

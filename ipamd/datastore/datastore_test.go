@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -82,7 +83,7 @@ func TestFreshBeforeCooling(t *testing.T) {
 }
 
 func TestRemoveCIDRInUse(t *testing.T) {
-	s, _ := newStore(t)
+	s, clk := newStore(t)
 	p := netip.MustParsePrefix("10.0.1.16/28")
 	_ = s.AddCIDR("eni-2", p)
 	_, _ = s.Assign(key(1), Meta{})
@@ -90,6 +91,12 @@ func TestRemoveCIDRInUse(t *testing.T) {
 		t.Fatalf("remove in use: %v", err)
 	}
 	s.Release(key(1))
+	// The freed address cools: giving it back to EC2 now would let another
+	// node's pod receive the old pod's late packets.
+	if err := s.RemoveCIDR("eni-2", p); !errors.Is(err, ErrCIDRInUse) {
+		t.Fatalf("remove while an address cools: %v", err)
+	}
+	clk.add(31 * time.Second)
 	if err := s.RemoveCIDR("eni-2", p); err != nil {
 		t.Fatal(err)
 	}
@@ -216,5 +223,98 @@ func TestChangedFiresWhenACooldownEnds(t *testing.T) {
 	}
 	if _, err := s.Assign(Key{NetworkName: "n", ContainerID: "b", IfName: "eth0"}, Meta{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// DropCIDR is for addresses EC2 no longer gives the node: it keeps one a
+// pod holds, but not one that is merely cooling.
+func TestDropCIDR(t *testing.T) {
+	s, _ := newStore(t)
+	_ = s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.1/32"))
+	_ = s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.2/32"))
+	held, _ := s.Assign(key(1), Meta{})
+	cooling, _ := s.Assign(key(2), Meta{})
+	s.Release(key(2))
+	if err := s.DropCIDR("eni-2", netip.PrefixFrom(held.IP, 32)); !errors.Is(err, ErrCIDRInUse) {
+		t.Fatalf("drop an address a pod holds: %v", err)
+	}
+	if err := s.DropCIDR("eni-2", netip.PrefixFrom(cooling.IP, 32)); err != nil {
+		t.Fatalf("drop a cooling address EC2 took back: %v", err)
+	}
+	if st := s.Stats(); st.Total != 1 || st.Assigned != 1 || st.Cooling != 0 {
+		t.Fatalf("stats after drop %+v", st)
+	}
+}
+
+// RemoveENI takes all of an ENI's addresses or none: while a pod holds or
+// a freed address cools on it, every address stays usable in the pool.
+func TestRemoveENIAllOrNothing(t *testing.T) {
+	s, clk := newStore(t)
+	_ = s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.1/32"))
+	_ = s.AddCIDR("eni-2", netip.MustParsePrefix("10.0.1.2/32"))
+	if _, err := s.Assign(key(1), Meta{}); err != nil { // takes .2, the newest
+		t.Fatal(err)
+	}
+	if err := s.RemoveENI("eni-2"); !errors.Is(err, ErrCIDRInUse) {
+		t.Fatalf("remove an ENI a pod uses: %v", err)
+	}
+	if st := s.Stats(); st.Total != 2 || st.Free != 1 || len(s.CIDRs("eni-2")) != 2 {
+		t.Fatalf("a refused RemoveENI took addresses: %+v %v", st, s.CIDRs("eni-2"))
+	}
+	s.Release(key(1))
+	if err := s.RemoveENI("eni-2"); !errors.Is(err, ErrCIDRInUse) {
+		t.Fatalf("remove an ENI with a cooling address: %v", err)
+	}
+	clk.add(31 * time.Second)
+	if err := s.RemoveENI("eni-2"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Total != 0 || st.Free != 0 || st.ENIs != 1 {
+		t.Fatalf("stats after remove %+v", st)
+	}
+}
+
+// An ENI added to while RemoveENI runs (reconcile adopting what EC2 lists)
+// loses the new address with it or refuses it: no address may outlive its
+// ENI, free forever and never addable again.
+func TestRemoveENIRacingAddCIDR(t *testing.T) {
+	extra := netip.MustParsePrefix("10.0.0.1/32") // sorts first: removed first
+	for run := 0; run < 5; run++ {
+		s, _ := newStore(t)
+		// Many prefixes: a RemoveENI long enough for the adder to run
+		// inside it, were it not one lock hold.
+		for j := 0; j < 1024; j++ {
+			_ = s.AddCIDR("eni-2", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(j >> 4), byte(j << 4)}), 28))
+		}
+		var removed atomic.Bool
+		adding := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			// Adopt the extra address again and again until RemoveENI is done.
+			for n := 0; !removed.Load(); n++ {
+				_ = s.AddCIDR("eni-2", extra)
+				if n == 0 {
+					close(adding)
+				}
+			}
+		})
+		<-adding
+		if err := s.RemoveENI("eni-2"); err != nil {
+			t.Error(err)
+		}
+		removed.Store(true)
+		wg.Wait()
+		onENIs := 0
+		for _, e := range s.ENIs() {
+			for _, c := range s.CIDRs(e.ID) {
+				onENIs += 1 << (32 - c.Prefix.Bits())
+			}
+		}
+		if st := s.Stats(); st.Total != onENIs {
+			t.Fatalf("run %d: %d addresses in the pool, %d of them on a known ENI", run, st.Total, onENIs)
+		}
+		if err := s.AddCIDR("eni-1", extra); err != nil {
+			t.Fatalf("run %d: add %s after its ENI went: %v", run, extra, err)
+		}
 	}
 }

@@ -37,6 +37,9 @@ type fakeCloud struct {
 	subnets []cloud.Subnet
 	full    map[string]bool
 	tried   []string
+	// unassigned are the addresses given back, in order; like EC2 for a
+	// while, the listings above still show them.
+	unassigned []netip.Addr
 }
 
 func newFake(typ string) *fakeCloud {
@@ -69,8 +72,11 @@ func (f *fakeCloud) FreeENI(_ context.Context, id string) error {
 	f.count("FreeENI:" + id)
 	return nil
 }
-func (f *fakeCloud) UnassignIPs(context.Context, string, []netip.Addr) error {
-	f.count("Unassign")
+func (f *fakeCloud) UnassignIPs(_ context.Context, _ string, ips []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["Unassign"]++
+	f.unassigned = append(f.unassigned, ips...)
 	return nil
 }
 func (f *fakeCloud) UnassignPrefixes(context.Context, string, []netip.Prefix) error {
@@ -596,5 +602,69 @@ func TestNewENISubnetChoice(t *testing.T) {
 				t.Errorf("reason %v, want %v", reason, tc.err)
 			}
 		})
+	}
+}
+
+// A pod that comes and goes while shrink picks the surplus leaves its
+// address cooling; shrink must not give that address back to EC2.
+func TestShrinkKeepsAddressesFreedMeanwhile(t *testing.T) {
+	p, f, ds := newPool(t, "m5.4xlarge", map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "20"})
+	p.reconcile(context.Background())
+	if st := ds.Stats(); st.Total != 20 {
+		t.Fatalf("grow: %+v", st)
+	}
+	now, calls := time.Now(), 0
+	var churned []netip.Addr
+	p.now = func() time.Time {
+		// The second call is shrink's age check of the ENI, after it read
+		// the ENI's addresses: a burst of short-lived pods runs then.
+		if calls++; calls == 2 {
+			for i := range 20 {
+				a, err := ds.Assign(podKey(i), datastore.Meta{})
+				if err != nil {
+					t.Fatalf("pod %d: %v", i, err)
+				}
+				churned = append(churned, a.IP)
+			}
+			for i := range 20 {
+				ds.Release(podKey(i))
+			}
+		}
+		return now
+	}
+	p.shrink(context.Background(), 18)
+	if len(churned) != 20 {
+		t.Fatalf("the pods ran %d times, want 20", len(churned))
+	}
+	for _, a := range f.unassigned {
+		if slices.Contains(churned, a) {
+			t.Fatalf("%s given back to EC2 during its cooldown (%d addresses given back)", a, len(f.unassigned))
+		}
+	}
+	if st := ds.Stats(); st.Total != 20 || st.Cooling != 20 {
+		t.Fatalf("pool after the shrink %+v, want all 20 addresses cooling", st)
+	}
+}
+
+// An address EC2 took back leaves the pool at the next reconcile even
+// during its cooldown: it may be another ENI's by now.
+func TestReconcileDropsCoolingAddressEC2TookBack(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	p.reconcile(context.Background())
+	a, err := ds.Assign(podKey(0), datastore.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds.Release(podKey(0))
+	before := ds.Stats()
+	f.mu.Lock()
+	f.enis[0].Secondary = slices.DeleteFunc(f.enis[0].Secondary, func(ip netip.Addr) bool { return ip == a.IP })
+	f.mu.Unlock()
+	later(p, 2*time.Minute) // settled: past the IMDS lag
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := ds.Stats(); st.Total != before.Total-1 || st.Cooling != 0 {
+		t.Fatalf("pool %+v after EC2 took back cooling %s (before %+v)", st, a.IP, before)
 	}
 }

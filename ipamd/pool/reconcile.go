@@ -173,8 +173,8 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 			if attached && ec2CIDRs[c] {
 				continue
 			}
-			// Gone from EC2: drop it if no pod holds it (RemoveCIDR refuses otherwise).
-			if err := p.ds.RemoveCIDR(eni, c); err == nil {
+			// Gone from EC2: drop it, cooling or not, unless a pod holds it.
+			if err := p.ds.DropCIDR(eni, c); err == nil {
 				p.log.Info("dropped an address EC2 no longer has", "eni", eni, "cidr", c)
 				p.countReconcile("eniIPPoolReconcileDel", 1)
 			}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -37,8 +38,24 @@ type checkpointMetadata struct {
 	InterfacesCount int    `json:"interfacesCount,omitempty"`
 }
 
+// ErrCorruptCheckpoint is returned for a checkpoint that cannot be decoded
+// (empty, truncated, not JSON, another version): nothing in it can be
+// trusted, so the caller rebuilds the allocations from elsewhere.
+var ErrCorruptCheckpoint = errors.New("corrupt checkpoint")
+
 // ReadCheckpoint loads allocations from path; a missing file is empty.
+// Entries without a usable IPv4 address are skipped silently; see
+// LoadCheckpoint.
 func ReadCheckpoint(path string) ([]Allocation, error) {
+	return LoadCheckpoint(path, slog.New(slog.DiscardHandler))
+}
+
+// LoadCheckpoint loads allocations from path; a missing file is empty. An
+// entry without a usable IPv4 address (an IPv6-only one, written by a VPC
+// CNI in IPv6 mode) is logged and skipped, as the VPC CNI skips it, so one
+// odd entry does not cost the others. An undecodable file is
+// ErrCorruptCheckpoint.
+func LoadCheckpoint(path string, log *slog.Logger) ([]Allocation, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -48,22 +65,53 @@ func ReadCheckpoint(path string) ([]Allocation, error) {
 	}
 	var f checkpointFile
 	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("decode checkpoint %s: %w", path, err)
+		return nil, fmt.Errorf("decode checkpoint %s: %w: %w", path, ErrCorruptCheckpoint, err)
 	}
 	if f.Version != CheckpointVersion {
-		return nil, fmt.Errorf("checkpoint %s: version %q, want %q", path, f.Version, CheckpointVersion)
+		return nil, fmt.Errorf("checkpoint %s: version %q, want %q: %w", path, f.Version, CheckpointVersion, ErrCorruptCheckpoint)
 	}
 	out := make([]Allocation, 0, len(f.Allocations))
 	for _, e := range f.Allocations {
 		ip, err := netip.ParseAddr(e.IPv4)
-		if err != nil {
-			return nil, fmt.Errorf("checkpoint %s: allocation %s/%s: bad ipv4 %q", path, e.ContainerID, e.IfName, e.IPv4)
+		if err != nil || !ip.Is4() {
+			log.Warn("skipping a checkpoint entry without an IPv4 address", "path", path,
+				"key", Key{e.NetworkName, e.ContainerID, e.IfName}, "ipv4", e.IPv4, "ipv6", e.IPv6)
+			continue
 		}
 		out = append(out, Allocation{Key: Key{e.NetworkName, e.ContainerID, e.IfName}, IP: ip,
 			Meta:       Meta{PodNamespace: e.Metadata.K8SPodNamespace, PodName: e.Metadata.K8SPodName, InterfacesCount: e.Metadata.InterfacesCount},
 			AssignedAt: time.Unix(0, e.AllocationTimestamp)})
 	}
 	return out, nil
+}
+
+// MoveAside renames a corrupt checkpoint to <path>.corrupt-<unix time>,
+// kept for a post-mortem, and returns the new name.
+func MoveAside(path string, now time.Time) (string, error) {
+	to := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	if err := os.Rename(path, to); err != nil {
+		return "", fmt.Errorf("move aside checkpoint %s: %w", path, err)
+	}
+	return to, nil
+}
+
+// tempPattern names write's temporary files, beside path.
+func tempPattern(path string) string { return "." + filepath.Base(path) + ".tmp-*" }
+
+// RemoveTemps deletes the temporary files a crash between write's
+// CreateTemp and Rename left beside path. Call it before any write.
+func RemoveTemps(path string) error {
+	names, err := filepath.Glob(filepath.Join(filepath.Dir(path), tempPattern(path)))
+	if err != nil {
+		return fmt.Errorf("list checkpoint temp files: %w", err)
+	}
+	var errs []error
+	for _, n := range names {
+		if err := os.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove checkpoint temp file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func encodeCheckpoint(allocs []Allocation) ([]byte, error) {
@@ -87,6 +135,7 @@ func encodeCheckpoint(allocs []Allocation) ([]byte, error) {
 type Checkpointer struct {
 	path  string
 	store *Store
+	held  *Held
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -99,10 +148,14 @@ type Checkpointer struct {
 
 // NewCheckpointer writes store to path.
 func NewCheckpointer(path string, store *Store) *Checkpointer {
-	c := &Checkpointer{path: path, store: store}
+	c := &Checkpointer{path: path, store: store, held: &Held{}}
 	c.cond = sync.NewCond(&c.mu)
 	return c
 }
+
+// Held is the set of restored allocations waiting for their address to
+// join the store; they are written with the store's.
+func (c *Checkpointer) Held() *Held { return c.held }
 
 // Writes reports how many files were written (for tests and metrics).
 func (c *Checkpointer) Writes() int {
@@ -152,7 +205,7 @@ func (c *Checkpointer) Sync(ctx context.Context) error {
 }
 
 func (c *Checkpointer) write() (err error) {
-	b, err := encodeCheckpoint(c.store.Allocations())
+	b, err := encodeCheckpoint(c.store.allocationsAndHeld(c.held))
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
@@ -160,7 +213,7 @@ func (c *Checkpointer) write() (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("checkpoint dir: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".ipam.json.tmp-*")
+	f, err := os.CreateTemp(dir, tempPattern(c.path))
 	if err != nil {
 		return fmt.Errorf("checkpoint temp: %w", err)
 	}

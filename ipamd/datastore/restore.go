@@ -1,0 +1,172 @@
+package datastore
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+)
+
+// HostNetworkName is the network name of an allocation rebuilt from the
+// host's routes after the checkpoint was lost, like the VPC CNI's
+// "_migrated-from-cri" entries: no runtime knows the key, so only the orphan
+// sweep releases it, once the veth (the ContainerID) is gone, and CNI GC,
+// which looks only at its own network, leaves it alone.
+const HostNetworkName = "_restored-from-host"
+
+// HostKey is the key of an address rebuilt from the host veth that routes
+// it.
+func HostKey(veth string) Key {
+	return Key{NetworkName: HostNetworkName, ContainerID: veth, IfName: "unknown"}
+}
+
+// HostVeth returns the veth of an allocation rebuilt from the host.
+func (a Allocation) HostVeth() (string, bool) {
+	if a.Key.NetworkName != HostNetworkName {
+		return "", false
+	}
+	return a.Key.ContainerID, true
+}
+
+// Held holds restored allocations of live pods whose address the store
+// does not have yet: EC2 listed the node's addresses before an assignment
+// made just before a crash became visible, or the ENI is now unmanaged.
+// Dropping them would let the pool hand the address to a second pod once
+// it shows up; holding them keeps it reserved (AddCIDRHolding), keeps the
+// pod's rules and keeps them in the checkpoint for the next restart.
+type Held struct {
+	mu sync.Mutex
+	m  map[netip.Addr]Allocation
+}
+
+// Add holds a.
+func (h *Held) Add(a Allocation) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[netip.Addr]Allocation{}
+	}
+	h.m[a.IP] = a
+}
+
+// List returns the held allocations, sorted by IP.
+func (h *Held) List() []Allocation {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.listLocked()
+}
+
+func (h *Held) listLocked() []Allocation {
+	out := make([]Allocation, 0, len(h.m))
+	for _, a := range h.m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}
+
+// Holds reports whether some held address is in p.
+func (h *Held) Holds(p netip.Prefix) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ip := range h.m {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// Len is how many allocations are held.
+func (h *Held) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.m)
+}
+
+// InPool reports whether ip belongs to one of the store's CIDRs.
+func (s *Store) InPool(ip netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[ip] != nil
+}
+
+// AddCIDRHolding is AddCIDR for a CIDR that may contain held addresses:
+// in the same critical section it gives each of them back to its holder,
+// so no Assign can take one in between. It returns how many it restored.
+// A CIDR the ENI already has is only claimed from.
+func (s *Store) AddCIDRHolding(eniID string, p netip.Prefix, h *Held) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.enis[eniID]
+	if e == nil {
+		return 0, fmt.Errorf("add %s to %s: %w", p, eniID, ErrUnknownENI)
+	}
+	p = p.Masked()
+	c := e.cidrs[p]
+	added := c == nil
+	if added {
+		for a := range addrsOf(p) {
+			if _, taken := s.addrs[a]; taken {
+				return 0, fmt.Errorf("add %s to %s: %s: %w", p, eniID, a, ErrDuplicateCIDR)
+			}
+		}
+		c = &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e, added: s.now()}
+		e.cidrs[p] = c
+		for a := range addrsOf(p) {
+			s.gen++
+			s.addrs[a] = &addr{cidr: c, queueGen: s.gen}
+			s.fresh = append(s.fresh, queued{a, s.gen})
+			s.free++
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, ha := range h.listLocked() {
+		st := s.addrs[ha.IP]
+		if !p.Contains(ha.IP) || st == nil {
+			continue
+		}
+		if st.alloc != nil {
+			if st.alloc.Key == ha.Key {
+				delete(h.m, ha.IP) // restored already
+			}
+			continue
+		}
+		if _, dup := s.allocs[ha.Key]; dup {
+			continue
+		}
+		// As Restore: the address leaves the free queues.
+		na := ha
+		na.ENI, na.Device = e.ID, e.DeviceIndex
+		st.alloc = &na
+		st.queueGen = 0
+		c.assigned++
+		s.allocs[na.Key] = &na
+		s.free--
+		delete(h.m, ha.IP)
+		n++
+	}
+	if added {
+		s.notify()
+	}
+	return n, nil
+}
+
+// allocationsAndHeld is what the checkpoint records: the store's
+// allocations and the held ones, read together so that an allocation
+// moving from h to the store is in the snapshot exactly once.
+func (s *Store) allocationsAndHeld(h *Held) []Allocation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Allocation, 0, len(s.allocs)+len(h.m))
+	for _, a := range s.allocs {
+		out = append(out, *a)
+	}
+	out = append(out, h.listLocked()...)
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}

@@ -81,7 +81,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	c.SetClusterName(cfg.ClusterName)
 	in := c.Instance()
 	host, err := hostnet.New(hostnet.Config{MTU: cfg.MTU, VPCCIDRs: in.VPCCIDRs, ExcludeSNATCIDRs: cfg.ExcludeSNATCIDRs,
-		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, ConnMark: cfg.ConnMark, VethPrefix: cfg.VethPrefix}, log)
+		ExternalSNAT: cfg.ExternalSNAT, RandomizeSNAT: cfg.RandomizeSNAT, ConnMark: cfg.ConnMark, VethPrefix: cfg.VethPrefix,
+		NoNodePort: !cfg.NodePortSupport, ExternalServiceCIDRs: cfg.ExternalServiceCIDRs}, log)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,13 @@ type Config struct {
 	IPCooldown       time.Duration
 	ExternalSNAT     bool
 	ExcludeSNATCIDRs []netip.Prefix
+	// NodePortSupport is AWS_VPC_CNI_NODE_PORT_SUPPORT (default true): the
+	// connmark that sends replies of NodePort connections through the
+	// primary ENI.
+	NodePortSupport bool
+	// ExternalServiceCIDRs is AWS_EXTERNAL_SERVICE_CIDRS: destinations
+	// always routed through the main table (rule priority 1535).
+	ExternalServiceCIDRs []netip.Prefix
 	// RandomizeSNAT is AWS_VPC_K8S_CNI_RANDOMIZESNAT: "prng" (the default,
 	// fully random ports), "hashrandom" (hash-based random ports) or "none".
 	RandomizeSNAT string
@@ -82,7 +89,8 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	}
 	p := parser{get: get, log: log}
 	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: "prng",
-		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second}
+		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second,
+		NodePortSupport: true}
 
 	// The VPC CNI reads the pool knobs with Atoi and treats an unparseable
 	// or negative value as unset, and MAX_ENI below 1 as "no cap".
@@ -99,6 +107,8 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 
 	p.lenientBool("AWS_VPC_K8S_CNI_EXTERNALSNAT", &c.ExternalSNAT)
 	c.ExcludeSNATCIDRs = p.ipv4CIDRs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS")
+	p.lenientBool("AWS_VPC_CNI_NODE_PORT_SUPPORT", &c.NodePortSupport)
+	c.ExternalServiceCIDRs = p.ipv4CIDRs("AWS_EXTERNAL_SERVICE_CIDRS")
 	switch v := p.value("AWS_VPC_K8S_CNI_RANDOMIZESNAT"); v {
 	case "":
 	case "prng", "hashrandom", "none":
@@ -274,9 +284,12 @@ func (p *parser) eniTags(name string) map[string]string {
 
 // Env returns the settings as the introspection endpoint shows them.
 func (c Config) Env() map[string]string {
-	cidrs := make([]string, len(c.ExcludeSNATCIDRs))
-	for i, p := range c.ExcludeSNATCIDRs {
-		cidrs[i] = p.String()
+	join := func(ps []netip.Prefix) string {
+		s := make([]string, len(ps))
+		for i, p := range ps {
+			s[i] = p.String()
+		}
+		return strings.Join(s, ",")
 	}
 	return map[string]string{
 		"WARM_ENI_TARGET":                    strconv.Itoa(c.WarmENITarget),
@@ -287,7 +300,9 @@ func (c Config) Env() map[string]string {
 		"MAX_ENI":                            strconv.Itoa(c.MaxENI),
 		"IP_COOLDOWN_PERIOD":                 strconv.Itoa(int(c.IPCooldown / time.Second)),
 		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       strconv.FormatBool(c.ExternalSNAT),
-		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": strings.Join(cidrs, ","),
+		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": join(c.ExcludeSNATCIDRs),
+		"AWS_VPC_CNI_NODE_PORT_SUPPORT":      strconv.FormatBool(c.NodePortSupport),
+		"AWS_EXTERNAL_SERVICE_CIDRS":         join(c.ExternalServiceCIDRs),
 		"AWS_VPC_ENI_MTU":                    strconv.Itoa(c.MTU),
 		"POD_MTU":                            strconv.Itoa(c.PodMTU),
 		"AWS_VPC_K8S_CNI_RANDOMIZESNAT":      c.RandomizeSNAT,

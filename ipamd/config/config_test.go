@@ -166,3 +166,17 @@ func TestRandomizeSNAT(t *testing.T) {
 		}
 	}
 }
+
+// AWS_VPC_CNI_NODE_PORT_SUPPORT defaults to true and parses as the VPC
+// CNI's booleans; AWS_EXTERNAL_SERVICE_CIDRS skips what is not IPv4.
+func TestNodePortSupportAndExternalServiceCIDRs(t *testing.T) {
+	c, err := FromEnv(func(string) string { return "" })
+	if err != nil || !c.NodePortSupport || len(c.ExternalServiceCIDRs) != 0 {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	env := map[string]string{"AWS_VPC_CNI_NODE_PORT_SUPPORT": "false", "AWS_EXTERNAL_SERVICE_CIDRS": "198.51.100.0/24,fd00::/8,,bogus,192.0.2.0/25"}
+	c, err = FromEnv(func(k string) string { return env[k] })
+	if err != nil || c.NodePortSupport || fmt.Sprint(c.ExternalServiceCIDRs) != "[198.51.100.0/24 192.0.2.0/25]" {
+		t.Fatalf("got NodePortSupport %v, ExternalServiceCIDRs %v, %v", c.NodePortSupport, c.ExternalServiceCIDRs, err)
+	}
+}

@@ -36,10 +36,12 @@ import (
 // installed with the pod's wiring (package podnet); this package installs
 // the fwmark and ENI rules and prunes stale pod rules.
 const (
-	ToPodRulePriority   = podnet.ToPodPriority   // 512: to <pod ip> lookup main
-	FwmarkRulePriority  = 1024                   // fwmark 0x80/0x80 lookup main
-	FromPodRulePriority = podnet.FromPodPriority // 1536: from <pod ip> lookup <ENI table>
-	ENIRulePriority     = 32765                  // from <ENI primary ip> lookup <ENI table>
+	ToPodRulePriority  = podnet.ToPodPriority // 512: to <pod ip> lookup main
+	FwmarkRulePriority = 1024                 // fwmark 0x80/0x80 lookup main
+	// ExternalServiceRulePriority: to <AWS_EXTERNAL_SERVICE_CIDRS> lookup main.
+	ExternalServiceRulePriority = 1535
+	FromPodRulePriority         = podnet.FromPodPriority // 1536: from <pod ip> lookup <ENI table>
+	ENIRulePriority             = 32765                  // from <ENI primary ip> lookup <ENI table>
 )
 
 // DefaultConnMark is the conntrack and packet mark (AWS_VPC_K8S_CNI_CONNMARK's
@@ -80,6 +82,12 @@ type Config struct {
 	RandomizeSNAT    string         // SNATPorts*; "" means prng
 	ConnMark         uint32         // mark and mask of SNATed connections; 0 means 0x80
 	VethPrefix       string         // pod host veths are <prefix>*; "" means "eni"
+	// NoNodePort is AWS_VPC_CNI_NODE_PORT_SUPPORT=false: no connmark for
+	// connections to the node through the primary interface.
+	NoNodePort bool
+	// ExternalServiceCIDRs (AWS_EXTERNAL_SERVICE_CIDRS) are always routed
+	// through the main table, whichever ENI a pod is on.
+	ExternalServiceCIDRs []netip.Prefix
 }
 
 // Host programs the node's namespace. Its methods are safe for concurrent

@@ -53,6 +53,9 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 	if err := h.ensureFwmarkRule(ctx); err != nil {
 		return err
 	}
+	if err := h.syncExternalServiceRules(ctx, h.cfg.ExternalServiceCIDRs); err != nil {
+		return err
+	}
 	// With external SNAT the table keeps only the NodePort connmark.
 	if err := h.replaceSNAT(name, primaryIP); err != nil {
 		return err
@@ -68,8 +71,9 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 }
 
 // TeardownPrimary removes what SetupPrimary added that matters to other
-// components: the berth-snat table and the fwmark rule. MTU and sysctls
-// are left as they are. Absent pieces are not an error.
+// components: the berth-snat table, the fwmark rule and the external
+// service rules. MTU and sysctls are left as they are. Absent pieces are
+// not an error.
 func (h *Host) TeardownPrimary(ctx context.Context) error {
 	done, err := h.enter()
 	if err != nil {
@@ -79,6 +83,9 @@ func (h *Host) TeardownPrimary(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.deleteSNAT(); err != nil {
+		return err
+	}
+	if err := h.syncExternalServiceRules(ctx, nil); err != nil {
 		return err
 	}
 	rules, err := h.fwmarkRules(ctx)
@@ -166,4 +173,43 @@ func (h *Host) SetVPCCIDRs(ctx context.Context, cidrs []netip.Prefix) (bool, err
 	}
 	h.log.Info("VPC CIDRs changed", "from", old, "to", cidrs)
 	return true, nil
+}
+
+// syncExternalServiceRules makes the rules at ExternalServiceRulePriority
+// exactly "to <cidr> lookup main" for each of cidrs
+// (AWS_EXTERNAL_SERVICE_CIDRS), as the VPC CNI does: ahead of the pods' "from <pod> lookup <ENI
+// table>" rules (1536), so a pod on any ENI reaches them through the main
+// table. Caller holds mu.
+func (h *Host) syncExternalServiceRules(ctx context.Context, cidrs []netip.Prefix) error {
+	rules, err := dump(ctx, "rules", func() ([]netlink.Rule, error) { return h.nl.RuleList(netlink.FAMILY_V4) })
+	if err != nil {
+		return err
+	}
+	want := map[netip.Prefix]bool{}
+	for _, p := range cidrs {
+		want[p.Masked()] = true
+	}
+	for _, r := range rules {
+		if r.Priority != ExternalServiceRulePriority || r.Table != unix.RT_TABLE_MAIN {
+			continue
+		}
+		if p, ok := prefixOf(r.Dst); ok && want[p] && r.Src == nil && r.Mark == 0 && r.IifName == "" && r.OifName == "" && !r.Invert {
+			delete(want, p) // already there
+			continue
+		}
+		if err := h.nl.RuleDel(&r); err != nil && !notFound(err) {
+			return fmt.Errorf("delete external service rule %v: %w", r.Dst, err)
+		}
+	}
+	for p := range want {
+		r := netlink.NewRule()
+		r.Family = unix.AF_INET
+		r.Priority = ExternalServiceRulePriority
+		r.Table = unix.RT_TABLE_MAIN
+		r.Dst = &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+		if err := h.nl.RuleAdd(r); err != nil {
+			return fmt.Errorf("add rule to %s lookup main (priority %d): %w", p, ExternalServiceRulePriority, err)
+		}
+	}
+	return nil
 }

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/berth-io/berth/internal/testenv"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,6 +18,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // snatView is the berth-snat table as read back through the nftables API.
@@ -316,5 +318,56 @@ func TestSetupPrimary(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// AWS_EXTERNAL_SERVICE_CIDRS: exactly one "to <cidr> lookup main" rule at
+// priority 1535 per CIDR, a stale one from an earlier configuration
+// removed, idempotent, gone at teardown. AWS_VPC_CNI_NODE_PORT_SUPPORT=false:
+// no NodePort connmark.
+func TestExternalServiceRulesAndNoNodePort(t *testing.T) {
+	testenv.RequireRoot(t, "netns, netlink, nftables")
+	ctx := t.Context()
+	primaryMAC := mustMAC(t, "02:00:00:00:00:06")
+	primaryIP := netip.MustParseAddr("10.0.1.10")
+	nodeNS, node := newNS(t)
+	vpcNS, vpc := newNS(t)
+	addVeth(t, node, "ens5", primaryMAC, "vpc0", vpcNS, vpc)
+	stale := netlink.NewRule()
+	stale.Priority, stale.Table = ExternalServiceRulePriority, unix.RT_TABLE_MAIN
+	stale.Dst = &net.IPNet{IP: net.IPv4(203, 0, 113, 0).To4(), Mask: net.CIDRMask(24, 32)}
+	if err := node.RuleAdd(stale); err != nil {
+		t.Fatal(err)
+	}
+	extRules := func() []string {
+		var out []string
+		for _, r := range must[[]netlink.Rule](t)(node.RuleList(netlink.FAMILY_V4)) {
+			if r.Priority == ExternalServiceRulePriority {
+				out = append(out, fmt.Sprintf("%v table %d", r.Dst, r.Table))
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	h := newHost(t, Config{NetNS: nodeNS, VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}, NoNodePort: true,
+		ExternalServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("192.0.2.0/25")}})
+	want := []string{"192.0.2.0/25 table 254", "198.51.100.0/24 table 254"}
+	for i := range 2 {
+		if err := h.SetupPrimary(ctx, primaryMAC, primaryIP); err != nil {
+			t.Fatalf("SetupPrimary #%d: %v", i+1, err)
+		}
+		if got := extRules(); !slices.Equal(got, want) {
+			t.Fatalf("SetupPrimary #%d: rules at %d %v, want %v", i+1, ExternalServiceRulePriority, got, want)
+		}
+	}
+	v, ok := readSNAT(t, nodeNS)
+	if !ok || len(v.rules[chainNodePort]) != 0 || len(v.rules[chainPrerouting]) != 2 {
+		t.Fatalf("with NodePort support off: table %v, rules %v; want no NodePort mark", ok, v.rules)
+	}
+	if err := h.TeardownPrimary(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := extRules(); len(got) != 0 {
+		t.Fatalf("after TeardownPrimary: %v", got)
 	}
 }

@@ -194,10 +194,12 @@ func (h *Host) queueSNATTable(c *nftables.Conn, primaryIf string, primaryIP neti
 	// A connection from outside to the node (a NodePort) is marked before
 	// kube-proxy's DNAT, while its destination is still the node's own
 	// address, so that the pod's replies leave through the primary ENI.
-	np := c.AddChain(&nftables.Chain{Name: chainNodePort, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept})
-	c.AddRule(&nftables.Rule{Table: t, Chain: np, UserData: comment("berth: connection to the node through the primary interface"),
-		Exprs: join(metaIfname(expr.MetaKeyIIFNAME, ifname(primaryIf)), ctStateNew(), daddrLocalOnIif(), ctMarkSet(h.cfg.ConnMark))})
+	if !h.cfg.NoNodePort {
+		np := c.AddChain(&nftables.Chain{Name: chainNodePort, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept})
+		c.AddRule(&nftables.Rule{Table: t, Chain: np, UserData: comment("berth: connection to the node through the primary interface"),
+			Exprs: join(metaIfname(expr.MetaKeyIIFNAME, ifname(primaryIf)), ctStateNew(), daddrLocalOnIif(), ctMarkSet(h.cfg.ConnMark))})
+	}
 	// A pod's connection is judged after kube-proxy's DNAT (priority
 	// dstnat + 10): one to a Service goes where its endpoint is, not where
 	// the ClusterIP (outside the VPC on EKS) would. Marked before DNAT, a

@@ -52,6 +52,12 @@ type Pool struct {
 	maxPods int
 
 	kick chan struct{}
+	// ec2Lock serialises the sequences that change the node's addresses in
+	// EC2 and the datastore together (Init, grow, shrink, reconcile with
+	// EC2): reconcile must never compare an EC2 listing with a datastore
+	// another of them changed meanwhile. ADDs never take it. A channel, so
+	// that waiting for it ends with ctx.
+	ec2Lock chan struct{}
 
 	mu           sync.Mutex
 	waiting      int
@@ -166,9 +172,21 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 // New returns a pool manager.
 func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
 	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
-		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
+		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), ec2Lock: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
 		released: map[string]time.Time{}, changed: make(chan struct{})}
 }
+
+// lockEC2 takes ec2Lock, or gives up when ctx ends.
+func (p *Pool) lockEC2(ctx context.Context) error {
+	select {
+	case p.ec2Lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the pool's EC2 lock: %w", ctx.Err())
+	}
+}
+
+func (p *Pool) unlockEC2() { <-p.ec2Lock }
 
 // MaxPodsLimit returns the node's pod capacity.
 func (p *Pool) MaxPodsLimit() int { return p.maxPods }
@@ -176,6 +194,10 @@ func (p *Pool) MaxPodsLimit() int { return p.maxPods }
 // Init loads the ENIs and addresses the node has into the datastore and
 // configures secondary ENIs on the host.
 func (p *Pool) Init(ctx context.Context) error {
+	if err := p.lockEC2(ctx); err != nil {
+		return err
+	}
+	defer p.unlockEC2()
 	enis, err := p.cloud.AttachedENIs(ctx)
 	if err != nil {
 		return fmt.Errorf("list the node's ENIs: %w", err)
@@ -364,6 +386,10 @@ func (p *Pool) maxENIs() int {
 }
 
 func (p *Pool) reconcile(ctx context.Context) {
+	if p.lockEC2(ctx) != nil {
+		return // shutting down
+	}
+	defer p.unlockEC2()
 	st := p.ds.Stats()
 	p.mu.Lock()
 	waiting := p.waiting

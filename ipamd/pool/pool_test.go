@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -667,4 +668,117 @@ func TestReconcileDropsCoolingAddressEC2TookBack(t *testing.T) {
 	if st := ds.Stats(); st.Total != before.Total-1 || st.Cooling != 0 {
 		t.Fatalf("pool %+v after EC2 took back cooling %s (before %+v)", st, a.IP, before)
 	}
+}
+
+// staleEC2 answers AttachedENIs with EC2's view at the moment of the call,
+// but only once the test lets the answer through: whatever the pool does
+// meanwhile is missing from it.
+type staleEC2 struct {
+	*fakeCloud
+	listed chan struct{} // closed when the listing is taken
+	answer chan struct{} // close to let it return
+}
+
+func (s *staleEC2) AttachedENIs(context.Context) ([]cloud.ENI, error) {
+	s.fakeCloud.mu.Lock()
+	l := slices.Clone(s.fakeCloud.enis)
+	for i := range l {
+		l[i].Secondary = slices.Clone(l[i].Secondary)
+	}
+	s.fakeCloud.mu.Unlock()
+	close(s.listed)
+	<-s.answer
+	return l, nil
+}
+
+// Reconcile's EC2 listing may be older than a shrink that runs while it is
+// in flight: the addresses shrink gave back must not come back into the
+// pool, where the next ADD could take one EC2 has given to another ENI.
+func TestReconcileDoesNotRetakeWhatShrinkGaveBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFake("m5.4xlarge")
+		p, _, ds := newPoolWith(t, f, nopHost{}, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "20"})
+		p.reconcile(ctx)
+		if st := ds.Stats(); st.Total != 20 {
+			t.Fatalf("grow: %+v", st)
+		}
+		// An address assigned out of band makes IMDS differ, so reconcile
+		// asks EC2.
+		f.mu.Lock()
+		f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
+		f.mu.Unlock()
+		ec2 := &staleEC2{fakeCloud: f, listed: make(chan struct{}), answer: make(chan struct{})}
+		p.cloud = ec2
+		reconciled := make(chan error)
+		go func() { reconciled <- p.ReconcileOnce(ctx) }()
+		<-ec2.listed
+		// The pods are gone: WARM_IP_TARGET=2 leaves 19 addresses surplus.
+		p.mu.Lock()
+		p.cfg.WarmIPTarget, p.lastShrink = 2, time.Time{}
+		p.mu.Unlock()
+		shrunk := make(chan struct{})
+		go func() { p.reconcile(ctx); close(shrunk) }()
+		synctest.Wait() // the shrink is done, or waits for reconcile
+		close(ec2.answer)
+		if err := <-reconciled; err != nil {
+			t.Fatal(err)
+		}
+		<-shrunk
+		given := map[netip.Addr]bool{}
+		for _, a := range f.unassigned {
+			given[a] = true
+		}
+		if st := ds.Stats(); st.Total != 2 || len(given) != 19 {
+			t.Fatalf("pool %+v with %d addresses given back, want 2 addresses and 19 given back", st, len(given))
+		}
+		for _, e := range ds.ENIs() {
+			for _, c := range ds.CIDRs(e.ID) {
+				if given[c.Prefix.Addr()] {
+					t.Errorf("%s is in the pool and was given back to EC2", c.Prefix)
+				}
+			}
+		}
+		for i := range 2 {
+			a, err := ds.Assign(podKey(i), datastore.Meta{})
+			if err != nil {
+				t.Fatalf("ADD %d: %v", i, err)
+			}
+			if given[a.IP] {
+				t.Fatalf("ADD %d got %s, which EC2 was given back", i, a.IP)
+			}
+		}
+	})
+}
+
+// An ADD never waits for reconcile's EC2 listing: the pool's EC2 lock is
+// not on its path.
+func TestADDDoesNotWaitForReconcile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFake("m5.large")
+		p, _, ds := newPoolWith(t, f, nopHost{}, nil)
+		p.reconcile(ctx)
+		f.mu.Lock()
+		f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
+		f.mu.Unlock()
+		ec2 := &staleEC2{fakeCloud: f, listed: make(chan struct{}), answer: make(chan struct{})}
+		p.cloud = ec2
+		reconciled := make(chan error)
+		go func() { reconciled <- p.ReconcileOnce(ctx) }()
+		<-ec2.listed
+		// What the server does for an ADD; a deadlock here fails the test.
+		done := p.Wait()
+		if reason, _ := p.Blocked(); reason != nil {
+			t.Errorf("blocked: %v", reason)
+		}
+		if _, err := ds.Assign(podKey(0), datastore.Meta{}); err != nil {
+			t.Errorf("ADD during reconcile: %v", err)
+		}
+		done()
+		close(ec2.answer)
+		if err := <-reconciled; err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -54,6 +54,66 @@ func withoutReleased(e cloud.ENI, recent func(string) bool, known map[netip.Pref
 	return e
 }
 
+// knownCIDRs returns the datastore's CIDRs by ENI, and the CIDRs in the
+// pool longer than IMDS can lag.
+func (p *Pool) knownCIDRs() (known map[string]map[netip.Prefix]bool, settled map[netip.Prefix]bool) {
+	known, settled = map[string]map[netip.Prefix]bool{}, map[netip.Prefix]bool{}
+	for _, e := range p.ds.ENIs() {
+		known[e.ID] = map[netip.Prefix]bool{}
+		for _, c := range p.ds.CIDRs(e.ID) {
+			known[e.ID][c.Prefix] = true
+			if p.now().Sub(c.Added) > imdsLagGrace {
+				settled[c.Prefix] = true
+			}
+		}
+	}
+	return known, settled
+}
+
+// imdsDiffers compares IMDS's ENIs with the datastore. IMDS lags EC2, so
+// a difference only means EC2 should be asked.
+func (p *Pool) imdsDiffers(md []cloud.ENI) bool {
+	known, settled := p.knownCIDRs()
+	inMD := map[netip.Prefix]bool{}
+	for _, e := range md {
+		for _, ip := range e.Secondary {
+			inMD[netip.PrefixFrom(ip, 32)] = true
+		}
+		for _, pf := range e.Prefixes {
+			inMD[pf] = true
+		}
+	}
+	recent := p.recentlyReleased()
+	p.mu.Lock()
+	md = slices.DeleteFunc(slices.Clone(md), func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other || recent(e.ID) })
+	p.mu.Unlock()
+	for i := range md {
+		md[i] = withoutReleased(md[i], recent, known[md[i].ID])
+	}
+	for c := range settled {
+		if !inMD[c] {
+			return true // IMDS lost a settled address
+		}
+	}
+	for _, e := range md {
+		have, ok := known[e.ID]
+		if !ok {
+			return true
+		}
+		for _, ip := range e.Secondary {
+			if !have[netip.PrefixFrom(ip, 32)] {
+				return true
+			}
+		}
+		for _, pf := range e.Prefixes {
+			if !have[pf] {
+				return true
+			}
+		}
+	}
+	return len(md) != len(known)
+}
+
 // ReconcileLoop compares the datastore with the node's ENIs every period.
 // IMDS is read first because it is free; it lags EC2 by seconds, so it is
 // only a hint: an ENI or address that IMDS shows and the datastore lacks
@@ -80,60 +140,27 @@ func (p *Pool) ReconcileLoop(ctx context.Context, period time.Duration) {
 func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	md, err := p.cloud.MetadataENIs(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("read the node's ENIs from IMDS: %w", err)
 	}
-	known := map[string]map[netip.Prefix]bool{}
-	settled := map[netip.Prefix]bool{} // in the pool longer than IMDS can lag
-	for _, e := range p.ds.ENIs() {
-		known[e.ID] = map[netip.Prefix]bool{}
-		for _, c := range p.ds.CIDRs(e.ID) {
-			known[e.ID][c.Prefix] = true
-			if p.now().Sub(c.Added) > imdsLagGrace {
-				settled[c.Prefix] = true
-			}
-		}
-	}
-	inMD := map[netip.Prefix]bool{}
-	for _, e := range md {
-		for _, ip := range e.Secondary {
-			inMD[netip.PrefixFrom(ip, 32)] = true
-		}
-		for _, pf := range e.Prefixes {
-			inMD[pf] = true
-		}
-	}
-	recent := p.recentlyReleased()
-	p.mu.Lock()
-	md = slices.DeleteFunc(md, func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other || recent(e.ID) })
-	p.mu.Unlock()
-	for i := range md {
-		md[i] = withoutReleased(md[i], recent, known[md[i].ID])
-	}
-	differs := false
-	for c := range settled {
-		differs = differs || !inMD[c] // IMDS lost a settled address: ask EC2
-	}
-	for _, e := range md {
-		have, ok := known[e.ID]
-		if !ok {
-			differs = true
-			break
-		}
-		for _, ip := range e.Secondary {
-			differs = differs || !have[netip.PrefixFrom(ip, 32)]
-		}
-		for _, pf := range e.Prefixes {
-			differs = differs || !have[pf]
-		}
-	}
-	if !differs && len(md) == len(known) {
+	if !p.imdsDiffers(md) {
 		return nil
 	}
-	// IMDS and the datastore disagree: ask EC2, the source of truth.
-	enis, err := p.cloud.AttachedENIs(ctx)
-	if err != nil {
+	// IMDS and the datastore disagree: ask EC2, the source of truth. Grow
+	// and shrink wait meanwhile, or what they change during the listing
+	// would be missing from it: shrink's given-back addresses re-adopted,
+	// grow's new ones dropped.
+	if err := p.lockEC2(ctx); err != nil {
 		return err
 	}
+	defer p.unlockEC2()
+	enis, err := p.cloud.AttachedENIs(ctx)
+	if err != nil {
+		return fmt.Errorf("list the node's ENIs: %w", err)
+	}
+	// Taken after the listing, so anything given back while it was in
+	// flight counts as recently released, and is filtered out of it.
+	known, _ := p.knownCIDRs()
+	recent := p.recentlyReleased()
 	inEC2 := map[string]map[netip.Prefix]bool{}
 	// An ENI that became unmanaged (tagged no_manage later) counts as gone:
 	// its free addresses leave the pool, the ENI itself stays attached.

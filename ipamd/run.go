@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"time"
 
@@ -102,21 +102,20 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("no pod capacity on %s with this configuration (prefix delegation needs a Nitro instance type)", in.Type)
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
-	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
+	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
+	// The pool sees EC2 through claimingCloud, which reserves the addresses
+	// of restored pods that EC2 had not listed yet (see restore).
+	p := pool.New(cfg, claimingCloud{Cloud: introspect.InstrumentCloud(c, reg), ds: ds, cp: cp, log: log}, ds, host, log)
 	p.RegisterMetrics(reg)
 	if err := p.Init(ctx); err != nil {
 		return err
 	}
-	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
 	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, CheckpointName), cfg.VethPrefix, log); err != nil {
 		return err
 	}
-	// Rules and routes of pods that are gone (released by restore) go too.
-	live := map[netip.Addr]bool{}
-	for _, a := range ds.Allocations() {
-		live[a.IP] = true
-	}
-	if err := host.PruneStalePodRules(ctx, live); err != nil {
+	// Rules and routes of pods that are gone (released by restore) go too;
+	// those of held pods stay.
+	if err := host.PruneStalePodRules(ctx, liveAddrs(ds, cp.Held())); err != nil {
 		log.Warn("prune stale pod rules", "err", err)
 	}
 	go p.Run(ctx)
@@ -251,13 +250,7 @@ func VethName(prefix, namespace, pod string) string { return vethname.For(prefix
 // namespace). Allocations younger than the sweep are left alone: their ADD
 // may still be wiring the veth.
 func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, log *slog.Logger) {
-	gone := func(a datastore.Allocation) bool {
-		if a.Meta.PodName == "" {
-			return false
-		}
-		_, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName))
-		return err != nil
-	}
+	gone := func(a datastore.Allocation) bool { return podGone(vethPrefix, a) }
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
@@ -274,20 +267,44 @@ func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, lo
 
 // restore re-creates the allocations of the checkpoint whose pod still has
 // its veth; the others are released (the pod went away while ipamd was
-// down) and the checkpoint rewritten.
+// down) and the checkpoint rewritten. It does not stop ipamd for a bad
+// checkpoint: a file that cannot be decoded is moved aside and the
+// allocations are rebuilt from the pods' host routes.
+//
+// A live pod whose address is not in the pool (EC2 listed the node's
+// addresses before an assignment made just before a crash showed up, or
+// its ENI is now unmanaged) is held, not dropped: it stays in the
+// checkpoint, its rules survive the prune, and claimingCloud reserves the
+// address for it when EC2 lists it, before the pool could hand it out.
 func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
-	allocs, err := datastore.ReadCheckpoint(path)
-	if err != nil {
+	if err := datastore.RemoveTemps(path); err != nil {
+		log.Warn("remove temporary checkpoint files", "err", err)
+	}
+	allocs, err := datastore.LoadCheckpoint(path, log)
+	if errors.Is(err, datastore.ErrCorruptCheckpoint) {
+		now := time.Now()
+		aside, merr := datastore.MoveAside(path, now)
+		log.Error("unreadable checkpoint: rebuilding the allocations from the pods' host routes", "err", err, "movedTo", aside, "moveErr", merr)
+		if allocs, err = hostAllocations(ctx, vethPrefix, now); err != nil {
+			return fmt.Errorf("rebuild allocations from the host: %w", err)
+		}
+	} else if err != nil {
 		return err
 	}
-	kept, dropped := 0, 0
+	kept, held, dropped := 0, 0, 0
 	for _, a := range allocs {
-		if a.Meta.PodName != "" {
-			if _, err := netlink.LinkByName(VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName)); err != nil {
+		if veth, ok := podVeth(vethPrefix, a); ok {
+			if _, err := netlink.LinkByName(veth); err != nil {
 				dropped++
-				log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
+				log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "veth", veth, "ip", a.IP)
 				continue
 			}
+		}
+		if !ds.InPool(a.IP) {
+			cp.Held().Add(a)
+			held++
+			log.Warn("holding the address of a running pod until EC2 lists it", "key", a.Key, "ip", a.IP)
+			continue
 		}
 		if err := ds.Restore(a); err != nil {
 			dropped++
@@ -297,7 +314,7 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 		kept++
 	}
 	if len(allocs) > 0 {
-		log.Info("restored allocations", "kept", kept, "released", dropped)
+		log.Info("restored allocations", "kept", kept, "held", held, "released", dropped)
 	}
 	return cp.Sync(ctx)
 }

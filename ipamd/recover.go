@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/ipamd/cloud"
+	"github.com/berth-io/berth/ipamd/datastore"
+)
+
+// podVeth is the host veth whose presence says a restored allocation's pod
+// is still there; false when the allocation names none (a VPC CNI gRPC ADD
+// without Kubernetes arguments).
+func podVeth(vethPrefix string, a datastore.Allocation) (string, bool) {
+	if v, ok := a.HostVeth(); ok {
+		return v, true
+	}
+	if a.Meta.PodName == "" {
+		return "", false
+	}
+	return VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName), true
+}
+
+// podGone reports whether a's pod veth is gone (the orphan sweep's test).
+func podGone(vethPrefix string, a datastore.Allocation) bool {
+	v, ok := podVeth(vethPrefix, a)
+	if !ok {
+		return false
+	}
+	_, err := netlink.LinkByName(v)
+	return err != nil
+}
+
+// hostAllocations rebuilds the allocations of the pods on this host from
+// what berth-cni left in the main table: each pod's veth (named with the
+// prefix) routes the pod's address as "<ip>/32 dev <veth> scope link".
+// Used when the checkpoint is lost: those addresses are in use whatever the
+// file said.
+func hostAllocations(ctx context.Context, vethPrefix string, now time.Time) ([]datastore.Allocation, error) {
+	links, err := dumpRetry(ctx, "links", netlink.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	veths := map[int]string{}
+	for _, l := range links {
+		if name := l.Attrs().Name; l.Type() == "veth" && strings.HasPrefix(name, vethPrefix) {
+			veths[l.Attrs().Index] = name
+		}
+	}
+	routes, err := dumpRetry(ctx, "routes", func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []datastore.Allocation
+	for _, r := range routes {
+		veth, ok := veths[r.LinkIndex]
+		if !ok || r.Dst == nil || r.Scope != netlink.SCOPE_LINK {
+			continue
+		}
+		if ones, bits := r.Dst.Mask.Size(); ones != 32 || bits != 32 {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		if !ok {
+			continue
+		}
+		out = append(out, datastore.Allocation{Key: datastore.HostKey(veth), IP: ip, AssignedAt: now})
+	}
+	return out, nil
+}
+
+// dumpRetry runs a netlink dump, retrying ones the kernel interrupted
+// because the table changed underneath.
+func dumpRetry[T any](ctx context.Context, what string, list func() ([]T, error)) ([]T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := list()
+		if err == nil {
+			return v, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == 10 || ctx.Err() != nil {
+			return nil, fmt.Errorf("list %s: %w", what, err)
+		}
+	}
+}
+
+// liveAddrs are the addresses whose pod rules and routes must survive the
+// start-up prune: the store's and the held ones (their pods are running).
+func liveAddrs(ds *datastore.Store, held *datastore.Held) map[netip.Addr]bool {
+	live := map[netip.Addr]bool{}
+	for _, a := range ds.Allocations() {
+		live[a.IP] = true
+	}
+	for _, a := range held.List() {
+		live[a.IP] = true
+	}
+	return live
+}
+
+// claimingCloud hands held addresses back to their pods as EC2 lists them.
+// The pool adopts what EC2 lists (AddCIDR, as free); so before the pool
+// sees a listing, each listed CIDR holding a held address is added with
+// AddCIDRHolding, which reserves the address in the same step (the pool's
+// own AddCIDR of it is then a no-op). A CIDR that cannot be added that way
+// (its ENI not in the store yet, or unmanaged) is left out of the listing,
+// so the pool never adds it as free.
+type claimingCloud struct {
+	cloud.Cloud
+	ds  *datastore.Store
+	cp  *datastore.Checkpointer
+	log *slog.Logger
+}
+
+func (c claimingCloud) AttachedENIs(ctx context.Context) ([]cloud.ENI, error) {
+	enis, err := c.Cloud.AttachedENIs(ctx)
+	held := c.cp.Held()
+	if err != nil || held.Len() == 0 {
+		return enis, err
+	}
+	enis = slices.Clone(enis) // the listing may be shared: edit a copy
+	claimed := 0
+	keep := func(eniID string, p netip.Prefix) bool {
+		if !held.Holds(p) {
+			return true
+		}
+		n, err := c.ds.AddCIDRHolding(eniID, p, held)
+		if err != nil {
+			c.log.Info("an address of a restored pod is not in the pool yet", "eni", eniID, "cidr", p, "err", err)
+			return false
+		}
+		claimed += n
+		return true
+	}
+	for i, e := range enis {
+		if !e.Attached {
+			continue
+		}
+		var ips []netip.Addr
+		for _, ip := range e.Secondary {
+			if keep(e.ID, netip.PrefixFrom(ip, 32)) {
+				ips = append(ips, ip)
+			}
+		}
+		var pfs []netip.Prefix
+		for _, p := range e.Prefixes {
+			if keep(e.ID, p) {
+				pfs = append(pfs, p)
+			}
+		}
+		enis[i].Secondary, enis[i].Prefixes = ips, pfs
+	}
+	if claimed > 0 {
+		c.log.Info("restored the allocations of running pods whose address EC2 now lists", "count", claimed)
+		if err := c.cp.Sync(ctx); err != nil {
+			c.log.Error("checkpoint after restoring held allocations", "err", err)
+		}
+	}
+	return enis, nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -31,13 +32,33 @@ func podVeth(vethPrefix string, a datastore.Allocation) (string, bool) {
 }
 
 // podGone reports whether a's pod veth is gone (the orphan sweep's test).
+// An allocation rebuilt from the host is also gone once its veth no longer
+// routes the address: a new sandbox of the same pod has a veth of the same
+// name, and its own address.
 func podGone(vethPrefix string, a datastore.Allocation) bool {
 	v, ok := podVeth(vethPrefix, a)
 	if !ok {
 		return false
 	}
-	_, err := netlink.LinkByName(v)
-	return err != nil
+	l, err := netlink.LinkByName(v)
+	if err != nil {
+		return true
+	}
+	if _, host := a.HostVeth(); !host {
+		return false
+	}
+	dst := &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: dst},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+	if err != nil {
+		return false // keep it; the next sweep looks again
+	}
+	for _, r := range routes {
+		if r.LinkIndex == l.Attrs().Index {
+			return false
+		}
+	}
+	return true
 }
 
 // hostAllocations rebuilds the allocations of the pods on this host from

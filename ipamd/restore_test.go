@@ -132,6 +132,20 @@ func TestRestoreRebuildsFromHostWhenCheckpointIsCorrupt(t *testing.T) {
 			if gone {
 				t.Fatal("podGone while its veth is there")
 			}
+			// A new sandbox of the pod: same veth name, another address.
+			if err := h.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 3, 7).To4(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+				t.Fatal(err)
+			}
+			inNS(t, ns, func() { gone = podGone("eni", a) })
+			if !gone {
+				t.Fatal("the sweep would not release a rebuilt allocation its veth no longer routes")
+			}
+			podVethWithRoute(t, h, "eniaaab", "10.0.3.9")
+			other := datastore.Allocation{Key: datastore.HostKey("eniaaab"), IP: netip.MustParseAddr("10.0.3.9")}
+			inNS(t, ns, func() { gone = podGone("eni", other) })
+			if gone {
+				t.Fatal("podGone for a veth that routes its address")
+			}
 			if err := h.LinkDel(l); err != nil {
 				t.Fatal(err)
 			}

@@ -135,13 +135,23 @@ func (s *Store) AddCIDR(eniID string, p netip.Prefix) error {
 	if e == nil {
 		return fmt.Errorf("add %s to %s: %w", p, eniID, ErrUnknownENI)
 	}
-	p = p.Masked()
-	if _, ok := e.cidrs[p]; ok {
-		return nil
+	_, added, err := s.addCIDRLocked(e, p.Masked())
+	if added {
+		s.notify()
+	}
+	return err
+}
+
+// addCIDRLocked adds p (masked) to e with its addresses free, unless e has
+// it already; it returns the CIDR and whether it was added. Caller holds
+// s.mu and notifies.
+func (s *Store) addCIDRLocked(e *ENI, p netip.Prefix) (*cidr, bool, error) {
+	if c, ok := e.cidrs[p]; ok {
+		return c, false, nil
 	}
 	for a := range addrsOf(p) {
 		if _, taken := s.addrs[a]; taken {
-			return fmt.Errorf("add %s to %s: %s: %w", p, eniID, a, ErrDuplicateCIDR)
+			return nil, false, fmt.Errorf("add %s to %s: %s: %w", p, e.ID, a, ErrDuplicateCIDR)
 		}
 	}
 	c := &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e, added: s.now()}
@@ -152,8 +162,7 @@ func (s *Store) AddCIDR(eniID string, p netip.Prefix) error {
 		s.fresh = append(s.fresh, queued{a, s.gen})
 		s.free++
 	}
-	s.notify()
-	return nil
+	return c, true, nil
 }
 
 func addrsOf(p netip.Prefix) func(func(netip.Addr) bool) {

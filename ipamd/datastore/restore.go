@@ -103,22 +103,9 @@ func (s *Store) AddCIDRHolding(eniID string, p netip.Prefix, h *Held) (int, erro
 		return 0, fmt.Errorf("add %s to %s: %w", p, eniID, ErrUnknownENI)
 	}
 	p = p.Masked()
-	c := e.cidrs[p]
-	added := c == nil
-	if added {
-		for a := range addrsOf(p) {
-			if _, taken := s.addrs[a]; taken {
-				return 0, fmt.Errorf("add %s to %s: %s: %w", p, eniID, a, ErrDuplicateCIDR)
-			}
-		}
-		c = &cidr{prefix: p, isPrefix: p.Bits() < 32, eni: e, added: s.now()}
-		e.cidrs[p] = c
-		for a := range addrsOf(p) {
-			s.gen++
-			s.addrs[a] = &addr{cidr: c, queueGen: s.gen}
-			s.fresh = append(s.fresh, queued{a, s.gen})
-			s.free++
-		}
+	c, added, err := s.addCIDRLocked(e, p)
+	if err != nil {
+		return 0, err
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

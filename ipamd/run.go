@@ -218,6 +218,25 @@ func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error
 // does: traffic to a CIDR associated with the VPC later must not be
 // SNATed.
 func refreshVPCCIDRs(ctx context.Context, c *cloud.AWS, host *hostnet.Host, srv *server.Server, period time.Duration, log *slog.Logger) {
+	every(ctx, period, func() {
+		cidrs, err := c.VPCCIDRs(ctx)
+		if err != nil || len(cidrs) == 0 {
+			log.Warn("read the VPC's CIDRs", "err", err)
+			return
+		}
+		changed, err := host.SetVPCCIDRs(ctx, cidrs)
+		if err != nil {
+			log.Warn("apply the VPC's CIDRs", "cidrs", cidrs, "err", err)
+			return
+		}
+		if changed {
+			srv.SetVPCCIDRs(cidrs)
+		}
+	})
+}
+
+// every runs f each period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -226,19 +245,7 @@ func refreshVPCCIDRs(ctx context.Context, c *cloud.AWS, host *hostnet.Host, srv 
 			return
 		case <-t.C:
 		}
-		cidrs, err := c.VPCCIDRs(ctx)
-		if err != nil || len(cidrs) == 0 {
-			log.Warn("read the VPC's CIDRs", "err", err)
-			continue
-		}
-		changed, err := host.SetVPCCIDRs(ctx, cidrs)
-		if err != nil {
-			log.Warn("apply the VPC's CIDRs", "cidrs", cidrs, "err", err)
-			continue
-		}
-		if changed {
-			srv.SetVPCCIDRs(cidrs)
-		}
+		f()
 	}
 }
 
@@ -251,18 +258,11 @@ func VethName(prefix, namespace, pod string) string { return vethname.For(prefix
 // may still be wiring the veth.
 func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, log *slog.Logger) {
 	gone := func(a datastore.Allocation) bool { return podGone(vethPrefix, a) }
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 30*time.Second, func() {
 		if _, err := srv.ReleaseOrphans(ctx, 30*time.Second, gone); err != nil && ctx.Err() == nil {
 			log.Error("orphan sweep", "err", err)
 		}
-	}
+	})
 }
 
 // restore re-creates the allocations of the checkpoint whose pod still has

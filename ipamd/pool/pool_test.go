@@ -691,6 +691,21 @@ func (s *staleEC2) AttachedENIs(context.Context) ([]cloud.ENI, error) {
 	return l, nil
 }
 
+// reconcileInFlight starts a ReconcileOnce that stops in its EC2 listing
+// (answer releases it; its result comes on the channel). An address
+// assigned out of band makes IMDS differ, so reconcile asks EC2.
+func reconcileInFlight(ctx context.Context, p *Pool, f *fakeCloud) (*staleEC2, chan error) {
+	f.mu.Lock()
+	f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
+	f.mu.Unlock()
+	ec2 := &staleEC2{fakeCloud: f, listed: make(chan struct{}), answer: make(chan struct{})}
+	p.cloud = ec2
+	reconciled := make(chan error)
+	go func() { reconciled <- p.ReconcileOnce(ctx) }()
+	<-ec2.listed
+	return ec2, reconciled
+}
+
 // Reconcile's EC2 listing may be older than a shrink that runs while it is
 // in flight: the addresses shrink gave back must not come back into the
 // pool, where the next ADD could take one EC2 has given to another ENI.
@@ -703,16 +718,7 @@ func TestReconcileDoesNotRetakeWhatShrinkGaveBack(t *testing.T) {
 		if st := ds.Stats(); st.Total != 20 {
 			t.Fatalf("grow: %+v", st)
 		}
-		// An address assigned out of band makes IMDS differ, so reconcile
-		// asks EC2.
-		f.mu.Lock()
-		f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
-		f.mu.Unlock()
-		ec2 := &staleEC2{fakeCloud: f, listed: make(chan struct{}), answer: make(chan struct{})}
-		p.cloud = ec2
-		reconciled := make(chan error)
-		go func() { reconciled <- p.ReconcileOnce(ctx) }()
-		<-ec2.listed
+		ec2, reconciled := reconcileInFlight(ctx, p, f)
 		// The pods are gone: WARM_IP_TARGET=2 leaves 19 addresses surplus.
 		p.mu.Lock()
 		p.cfg.WarmIPTarget, p.lastShrink = 2, time.Time{}
@@ -759,14 +765,7 @@ func TestADDDoesNotWaitForReconcile(t *testing.T) {
 		f := newFake("m5.large")
 		p, _, ds := newPoolWith(t, f, nopHost{}, nil)
 		p.reconcile(ctx)
-		f.mu.Lock()
-		f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
-		f.mu.Unlock()
-		ec2 := &staleEC2{fakeCloud: f, listed: make(chan struct{}), answer: make(chan struct{})}
-		p.cloud = ec2
-		reconciled := make(chan error)
-		go func() { reconciled <- p.ReconcileOnce(ctx) }()
-		<-ec2.listed
+		ec2, reconciled := reconcileInFlight(ctx, p, f)
 		// What the server does for an ADD; a deadlock here fails the test.
 		done := p.Wait()
 		if reason, _ := p.Blocked(); reason != nil {

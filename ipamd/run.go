@@ -131,6 +131,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
 		}
 	})
+	srv.UseHeld(cp.Held())
 	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)

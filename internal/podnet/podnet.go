@@ -232,7 +232,8 @@ func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error 
 }
 
 // DeleteRules removes the pod's rules for ip, in the calling thread's
-// namespace. Rules are not tied to a device, so this must run before ipamd
+// namespace; a table of -1 (unknown) removes the "from" rule whatever its
+// table. Rules are not tied to a device, so this must run before ipamd
 // releases the address: after that they may be its next pod's. Missing
 // rules are fine.
 func DeleteRules(ip net.IP, table int) error {

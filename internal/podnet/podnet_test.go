@@ -201,3 +201,41 @@ func TestUndoLeavesALaterSandboxVeth(t *testing.T) {
 		t.Fatalf("the first sandbox's undo removed the second's veth: host veth %v, second eth0 %q", e.hasLink("enid"), podMAC(t, second))
 	}
 }
+
+// DeleteRules with an unknown table (-1) removes the "from" rule whatever
+// its table, and the "to" rule.
+func TestDeleteRulesUnknownTable(t *testing.T) {
+	e := newEnv(t)
+	ip := net.IPv4(10, 9, 0, 11)
+	count := func() int {
+		rs, err := e.h.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range rs {
+			if (r.Src != nil && r.Src.IP.Equal(ip)) || (r.Dst != nil && r.Dst.IP.Equal(ip)) {
+				n++
+			}
+		}
+		return n
+	}
+	e.inNode(t, func() {
+		for _, r := range Rules(ip, 7) {
+			if err := netlink.RuleAdd(r); err != nil {
+				t.Errorf("rule: %v", err)
+			}
+		}
+	})
+	if n := count(); n != 2 {
+		t.Fatalf("%d rules set up, want 2", n)
+	}
+	e.inNode(t, func() {
+		if err := DeleteRules(ip, -1); err != nil {
+			t.Errorf("DeleteRules: %v", err)
+		}
+	})
+	if n := count(); n != 0 {
+		t.Fatalf("%d rules left", n)
+	}
+}

@@ -77,6 +77,31 @@ func (h *Held) Holds(p netip.Prefix) bool {
 	return false
 }
 
+// Remove stops holding key's allocation and returns it.
+func (h *Held) Remove(k Key) (Allocation, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ip, a := range h.m {
+		if a.Key == k {
+			delete(h.m, ip)
+			return a, true
+		}
+	}
+	return Allocation{}, false
+}
+
+// Lookup returns key's held allocation.
+func (h *Held) Lookup(k Key) (Allocation, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.m {
+		if a.Key == k {
+			return a, true
+		}
+	}
+	return Allocation{}, false
+}
+
 // Len is how many allocations are held.
 func (h *Held) Len() int {
 	h.mu.Lock()

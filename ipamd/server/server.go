@@ -87,6 +87,7 @@ type Server struct {
 	m       Metrics
 
 	onRelease func(ip net.IP, table int)
+	held      *datastore.Held                // restored allocations waiting for their address; nil: none
 	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
 }
 
@@ -103,17 +104,40 @@ func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 // given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
 
+// UseHeld makes DEL and the orphan sweep release the allocations restore
+// holds (their address not in the pool yet) as well.
+func (s *Server) UseHeld(h *datastore.Held) { s.held = h }
+
+// lookup is key's allocation, in the store or held.
+func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
+	if a, ok := s.ds.Lookup(key); ok || s.held == nil {
+		return a, ok
+	}
+	return s.held.Lookup(key)
+}
+
 // release runs the release hook for key's allocation and releases it; the
-// caller holds key's lock.
+// caller holds key's lock. A held allocation has no ENI yet, so its route
+// table is unknown: the hook gets -1, which removes its "from" rule
+// whatever the table.
 func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
-	a, ok := s.ds.Lookup(key)
+	if a, ok := s.ds.Lookup(key); ok {
+		if s.onRelease != nil {
+			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
+		}
+		return s.ds.Release(key)
+	}
+	if s.held == nil {
+		return datastore.Allocation{}, false
+	}
+	a, ok := s.held.Lookup(key)
 	if !ok {
 		return a, false
 	}
 	if s.onRelease != nil {
-		s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
+		s.onRelease(net.IP(a.IP.AsSlice()), -1)
 	}
-	return s.ds.Release(key)
+	return s.held.Remove(key)
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
@@ -124,7 +148,11 @@ func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
 // released.
 func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(datastore.Allocation) bool) (int, error) {
 	released := 0
-	for _, a := range s.ds.Allocations() {
+	candidates := s.ds.Allocations()
+	if s.held != nil {
+		candidates = append(candidates, s.held.List()...)
+	}
+	for _, a := range candidates {
 		if time.Since(a.AssignedAt) < minAge || !gone(a) {
 			continue
 		}
@@ -133,7 +161,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 			return released, err
 		}
 		// Still the same allocation, still orphaned?
-		if cur, ok := s.ds.Lookup(a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur) {
+		if cur, ok := s.lookup(a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur) {
 			if _, ok := s.release(a.Key); ok {
 				released++
 				s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)

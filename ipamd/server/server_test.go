@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -240,5 +241,38 @@ func TestReleaseOrphans(t *testing.T) {
 	}
 	if cpAllocs, err := datastore.ReadCheckpoint(cpPath); err != nil || len(cpAllocs) != 1 {
 		t.Fatalf("checkpoint after the sweep: %v, %v; want the live pod only", cpAllocs, err)
+	}
+}
+
+// An allocation restore holds (its address not in the pool yet) is
+// released by DEL and by the orphan sweep like any other, and leaves the
+// checkpoint; its rules go with an unknown table (-1).
+func TestHeldAllocationsAreReleased(t *testing.T) {
+	ds := newDS()
+	cpPath := filepath.Join(t.TempDir(), "ipam.json")
+	cp := datastore.NewCheckpointer(cpPath, ds)
+	s := New(ds, &testPool{ds: ds}, cp, Node{}, "v9.9.9", time.Second, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.UseHeld(cp.Held())
+	var dropped []string
+	s.OnRelease(func(ip net.IP, table int) { dropped = append(dropped, fmt.Sprintf("%s %d", ip, table)) })
+	for i, pod := range []string{"deleted", "orphan"} {
+		cp.Held().Add(datastore.Allocation{Key: datastore.Key{NetworkName: "aws-cni", ContainerID: pod, IfName: "eth0"},
+			IP: netip.AddrFrom4([4]byte{10, 0, 7, byte(i + 1)}), Meta: datastore.Meta{PodName: pod}})
+	}
+	r, err := s.DelNetwork(context.Background(), &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "deleted", IfName: "eth0", NetworkName: "aws-cni"})
+	if err != nil || len(r.IPAllocationMetadata) != 1 || r.IPAllocationMetadata[0].IPv4Addr != "10.0.7.1" {
+		t.Fatalf("DEL of a held allocation: %v, %v", r, err)
+	}
+	if n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation) bool { return a.Meta.PodName == "orphan" }); err != nil || n != 1 {
+		t.Fatalf("orphan sweep released %d, %v; want the held orphan", n, err)
+	}
+	if cp.Held().Len() != 0 {
+		t.Fatalf("%d still held", cp.Held().Len())
+	}
+	if want := []string{"10.0.7.1 -1", "10.0.7.2 -1"}; !slices.Equal(dropped, want) {
+		t.Fatalf("rules removed for %v, want %v", dropped, want)
+	}
+	if a, err := datastore.ReadCheckpoint(cpPath); err != nil || len(a) != 0 {
+		t.Fatalf("checkpoint: %v, %v; want empty", a, err)
 	}
 }

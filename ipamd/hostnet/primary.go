@@ -16,7 +16,9 @@ import (
 // for it until ctx ends): its MTU; ip_forward=1 (pods are routed through
 // the node) and rp_filter=2 on it (replies for pods on secondary ENIs
 // arrive on it while their reverse path is another ENI); the fwmark rule
-// (priority 1024: fwmark 0x80/0x80 lookup main); and the berth-snat table,
+// (priority 1024: fwmark <connmark>/<connmark> lookup main, the mark of
+// AWS_VPC_K8S_CNI_CONNMARK, 0x80 by default); the external service rules
+// (1535); and the berth-snat table,
 // replaced atomically: the connmark of NodePort connections and, unless
 // ExternalSNAT, of pod connections leaving the VPC, with their SNAT to
 // primaryIP. Idempotent.
@@ -130,7 +132,26 @@ func (h *Host) fwmarkRules(ctx context.Context) ([]netlink.Rule, error) {
 	return out, nil
 }
 
+// ensureFwmarkRule adds the fwmark rule and removes fwmark rules of
+// another mark at its priority in main: an ipamd restarted with another
+// AWS_VPC_K8S_CNI_CONNMARK must not leave the old mark routed through main.
 func (h *Host) ensureFwmarkRule(ctx context.Context) error {
+	all, err := dump(ctx, "rules", func() ([]netlink.Rule, error) { return h.nl.RuleList(netlink.FAMILY_V4) })
+	if err != nil {
+		return err
+	}
+	for _, r := range all {
+		if r.Priority != FwmarkRulePriority || r.Table != unix.RT_TABLE_MAIN || r.Mark == 0 || r.Src != nil || r.Dst != nil ||
+			r.IifName != "" || r.OifName != "" || r.Invert {
+			continue
+		}
+		if r.Mark == h.cfg.ConnMark && r.Mask != nil && *r.Mask == h.cfg.ConnMark {
+			continue
+		}
+		if err := h.nl.RuleDel(&r); err != nil && !notFound(err) {
+			return fmt.Errorf("delete the fwmark %#x rule of an earlier connmark: %w", r.Mark, err)
+		}
+	}
 	have, err := h.fwmarkRules(ctx)
 	if err != nil {
 		return err

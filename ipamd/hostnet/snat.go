@@ -17,20 +17,25 @@ import (
 
 // The berth-snat table, as `nft list table ip berth-snat` shows it (counters
 // and comments left out; eth0 stands for the primary interface, eni for
-// the veth prefix):
+// the veth prefix, 0x80 for AWS_VPC_K8S_CNI_CONNMARK):
 //
 //	table ip berth-snat {
 //		set nosnat {                     # VPC CIDRs ∪ excluded CIDRs, merged
 //			type ipv4_addr
 //			flags interval
 //		}
-//		chain prerouting {
+//		chain prerouting-nodeport {      # absent with AWS_VPC_CNI_NODE_PORT_SUPPORT=false
 //			type filter hook prerouting priority mangle; policy accept;
-//			# a pod opens a connection that leaves the VPC
-//			iifname "eni*" ct state new ip daddr != @nosnat ct mark set ct mark | 0x00000080 (AWS_VPC_K8S_CNI_CONNMARK)
 //			# a connection to the node through the primary interface
-//			# (NodePort): the pod's replies must leave through it too
+//			# (NodePort), before kube-proxy's DNAT: the pod's replies must
+//			# leave through it too
 //			iifname "eth0" ct state new fib daddr . iif type local ct mark set ct mark | 0x00000080
+//		}
+//		chain prerouting {
+//			type filter hook prerouting priority dstnat + 10; policy accept;
+//			# a pod opens a connection that leaves the VPC, judged after
+//			# kube-proxy's DNAT (a Service's endpoint, not its ClusterIP)
+//			iifname "eni*" ct state new ip daddr != @nosnat fib daddr type != local ct mark set ct mark | 0x00000080
 //			# every packet of a marked connection, so that the fwmark rule
 //			# (1024) routes it with main, out of the primary interface
 //			ct mark & 0x00000080 == 0x00000080 meta mark set meta mark | 0x00000080
@@ -40,6 +45,9 @@ import (
 //			oifname "eth0" ct mark & 0x00000080 == 0x00000080 ip daddr != @nosnat fib daddr type != local snat to <primary IP> fully-random
 //		}
 //	}
+//
+// With AWS_VPC_K8S_CNI_EXTERNALSNAT=true the set, the pod rule and the
+// postrouting chain are left out: the NodePort mark and the restore stay.
 //
 // "From a pod address" is read from the conntrack mark: a connection is
 // SNATed only when its first packet came in on a pod veth (or is a NodePort

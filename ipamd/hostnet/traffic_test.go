@@ -387,17 +387,17 @@ func TestSNATTraffic(t *testing.T) {
 		}
 	})
 
-	// AWS_VPC_K8S_CNI_CONNMARK: another mark routes and SNATs the same, with
-	// the 0x80 rule gone.
-	if err := h.TeardownPrimary(ctx); err != nil {
-		t.Fatalf("TeardownPrimary: %v", err)
-	}
+	// AWS_VPC_K8S_CNI_CONNMARK: ipamd restarted with another mark routes and
+	// SNATs the same, with the 0x80 rule gone.
 	cfg.ConnMark = 0x2000
 	h2 := newHost(t, cfg)
 	if err := h2.SetupPrimary(ctx, n.primaryMAC, netip.MustParseAddr(primaryIP)); err != nil {
 		t.Fatalf("SetupPrimary (connmark 0x2000): %v", err)
 	}
 	t.Run("connmark 0x2000", func(t *testing.T) {
+		if c := fwmarkRuleCount(t, n.nodeH, 0x2000); c != 1 {
+			t.Errorf("fwmark rules: count %d, want only the 0x2000 one (the 0x80 rule of the earlier start gone)", c)
+		}
 		run(t, []flow{
 			{"primary-ENI pod to the internet is SNATed", n.podA, internet, primaryIP},
 			{"ENI-1 pod to the internet leaves through the primary ENI, SNATed", n.podB, internet, primaryIP},

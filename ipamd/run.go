@@ -148,14 +148,16 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	dpDone := make(chan struct{})
+	dpErr := make(chan error, 1)
 	dpCtx, dpCancel := context.WithCancel(ctx)
 	go func() {
 		defer close(dpDone)
 		if err := srv.ServeDatapath(dpCtx, dpln, host.NetNS()); err != nil {
-			// No ADD can succeed now: STATUS must say so.
-			log.Error("datapath socket stopped", "err", err)
+			// No ADD can succeed now: STATUS says so, and ipamd exits so
+			// that it is restarted rather than serving half.
 			hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+			dpErr <- fmt.Errorf("datapath socket stopped: %w", err)
 		}
 	}()
 	// On the way out, the ADDs in flight are cancelled and end, undo
@@ -184,7 +186,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := waitForFreeIP(ctx, ds, p); err != nil {
 		return err
 	}
-	// STATUS (the health check) is ready from here on, as the conflist.
+	// STATUS (the health check) is ready from here on, as the conflist,
+	// unless the datapath socket has stopped already.
+	select {
+	case err := <-dpErr:
+		return err
+	default:
+	}
 	hs.SetServingStatus(HealthService, healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if err := installPlugin(f.cniBinDir); err != nil {
@@ -194,7 +202,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-dpErr:
+		return err
+	}
 	log.Info("ipamd stopping")
 	return nil
 }

@@ -379,11 +379,13 @@ type awsError struct {
 func (e awsError) Unwrap() []error { return []error{e.error, e.aws} }
 
 // utilsError counts a cleanup AWS refused (awscni_aws_utils_error_count;
-// like the VPC CNI, other failures are not counted).
+// like the VPC CNI, other failures are not counted). The error label is
+// the AWS error code, not the message, whose request and resource IDs
+// would make a new series of every failure.
 func (c *AWS) utilsError(fn string, err error) {
 	var ae smithy.APIError
 	if c.m.UtilsErrors != nil && errors.As(err, &ae) {
-		c.m.UtilsErrors.WithLabelValues(fn, err.Error()).Inc()
+		c.m.UtilsErrors.WithLabelValues(fn, ae.ErrorCode()).Inc()
 	}
 }
 

@@ -142,7 +142,7 @@ func TestUtilsErrorMetrics(t *testing.T) {
 	}
 	exp := `# HELP awscni_aws_utils_error_count The number of errors not handled in awsutils library
 # TYPE awscni_aws_utils_error_count counter
-awscni_aws_utils_error_count{error="` + err.Error() + `",fn="FreeENIDeleteErr"} 1
+awscni_aws_utils_error_count{error="UnauthorizedOperation",fn="FreeENIDeleteErr"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "awscni_aws_utils_error_count"); err != nil {
 		t.Fatal(err)

@@ -253,8 +253,11 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	// Keep the veth when the pod's namespace is still there: the runtime
 	// deletes the namespace next, and the pair with it.
+	// With ipamd down the rules go too, unless ipamd's checkpoint says the
+	// address is another attachment's now (a DEL retried after ipamd had
+	// released it, and the address given to a new pod since).
 	var terr error
-	if answered {
+	if answered || heldByAnother(conf, args, ip) {
 		terr = podnet.TeardownVeth(hostName, ip, !netnsExists(args.Netns))
 	} else {
 		terr = podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns))
@@ -263,6 +266,24 @@ func cmdDel(args *skel.CmdArgs) error {
 		log.Warn("teardown", "err", terr)
 	}
 	return nil
+}
+
+// heldByAnother reports whether ipamd's checkpoint gives ip to an
+// attachment other than this one.
+func heldByAnother(conf *NetConf, args *skel.CmdArgs, ip net.IP) bool {
+	if ip == nil {
+		return false
+	}
+	cp, err := readCheckpoint(conf.IPAMStateFile)
+	if err != nil {
+		return false
+	}
+	for _, a := range cp.Allocations {
+		if net.ParseIP(a.IPv4).Equal(ip) && (a.NetworkName != conf.Name || a.ContainerID != args.ContainerID || a.IfName != args.IfName) {
+			return true
+		}
+	}
+	return false
 }
 
 // released is the address ipamd released (nil when it held none for the

@@ -93,11 +93,12 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 		}
 		return err == nil, rule
 	}
+	cpPath := filepath.Join(t.TempDir(), "ipam.json")
 	del := func(socket string) {
 		t.Helper()
-		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,"ipamStateFile":%q,
 			"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}}`,
-			socket, filepath.Join(t.TempDir(), "npa.sock"), veth)
+			socket, filepath.Join(t.TempDir(), "npa.sock"), cpPath, veth)
 		inNS(t, ns, func() error {
 			return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: "/gone", IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", StdinData: []byte(conf)})
 		})
@@ -121,6 +122,17 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	del(filepath.Join(t.TempDir(), "down.sock"))
 	if link, rule := wired(); link || rule {
 		t.Fatalf("DEL with ipamd down: veth %v, rule %v; want both gone", link, rule)
+	}
+	// ipamd down, and its checkpoint gives the address to another pod (this
+	// DEL is a retry after ipamd released it): that pod's rule stays.
+	wire()
+	cp := `{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"new","ifName":"eth0","ipv4":"10.0.9.9"}]}`
+	if err := os.WriteFile(cpPath, []byte(cp), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	del(filepath.Join(t.TempDir(), "down.sock"))
+	if link, rule := wired(); link || !rule {
+		t.Fatalf("DEL with ipamd down of an address now another pod's: veth %v, rule %v; want the veth gone, the rule kept", link, rule)
 	}
 }
 

@@ -222,8 +222,8 @@ func Rules(ip net.IP, table int) []*netlink.Rule {
 
 // TeardownHost removes what the host holds for a pod's address ip, in the
 // calling thread's namespace: its rules (DeleteRules) and what TeardownVeth
-// removes. For DEL when ipamd is down, which holds the address meanwhile,
-// so it cannot be another pod's yet.
+// removes. For DEL when ipamd is down; the caller makes sure the address
+// is not another pod's (see berth-cni's DEL).
 func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error {
 	if ip == nil {
 		return nil

@@ -281,36 +281,3 @@ func (p *parser) eniTags(name string) map[string]string {
 	}
 	return tags
 }
-
-// Env returns the settings as the introspection endpoint shows them.
-func (c Config) Env() map[string]string {
-	join := func(ps []netip.Prefix) string {
-		s := make([]string, len(ps))
-		for i, p := range ps {
-			s[i] = p.String()
-		}
-		return strings.Join(s, ",")
-	}
-	return map[string]string{
-		"WARM_ENI_TARGET":                    strconv.Itoa(c.WarmENITarget),
-		"WARM_IP_TARGET":                     strconv.Itoa(c.WarmIPTarget),
-		"MINIMUM_IP_TARGET":                  strconv.Itoa(c.MinimumIPTarget),
-		"WARM_PREFIX_TARGET":                 strconv.Itoa(c.WarmPrefixTarget),
-		"ENABLE_PREFIX_DELEGATION":           strconv.FormatBool(c.PrefixDelegation),
-		"MAX_ENI":                            strconv.Itoa(c.MaxENI),
-		"IP_COOLDOWN_PERIOD":                 strconv.Itoa(int(c.IPCooldown / time.Second)),
-		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       strconv.FormatBool(c.ExternalSNAT),
-		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": join(c.ExcludeSNATCIDRs),
-		"AWS_VPC_CNI_NODE_PORT_SUPPORT":      strconv.FormatBool(c.NodePortSupport),
-		"AWS_EXTERNAL_SERVICE_CIDRS":         join(c.ExternalServiceCIDRs),
-		"AWS_VPC_ENI_MTU":                    strconv.Itoa(c.MTU),
-		"POD_MTU":                            strconv.Itoa(c.PodMTU),
-		"AWS_VPC_K8S_CNI_RANDOMIZESNAT":      c.RandomizeSNAT,
-		"AWS_VPC_K8S_CNI_CONNMARK":           fmt.Sprintf("%#x", c.ConnMark),
-		"AWS_VPC_K8S_CNI_VETHPREFIX":         c.VethPrefix,
-		"DISABLE_LEAKED_ENI_CLEANUP":         strconv.FormatBool(c.DisableLeakedENICleanup),
-		"ENABLE_SUBNET_DISCOVERY":            strconv.FormatBool(c.SubnetDiscovery),
-		"MAX_PODS":                           strconv.Itoa(c.MaxPods),
-		"ADD_WAIT_TIMEOUT":                   c.AddWait.String(),
-	}
-}

@@ -198,9 +198,12 @@ func ipNet(p netip.Prefix) net.IPNet {
 // typed the same way. Custom networking and managing ENIs on
 // non-schedulable nodes are not implemented, so they are false.
 func envSettings(c config.Config) map[string]any {
-	cidrs := make([]string, len(c.ExcludeSNATCIDRs))
-	for i, p := range c.ExcludeSNATCIDRs {
-		cidrs[i] = p.String()
+	strs := func(ps []netip.Prefix) []string {
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = p.String()
+		}
+		return out
 	}
 	return map[string]any{
 		"WARM_IP_TARGET":                     c.WarmIPTarget,
@@ -215,8 +218,15 @@ func envSettings(c config.Config) map[string]any {
 		"MAX_ENI":                            c.MaxENI,
 		"IP_COOLDOWN_PERIOD":                 int(c.IPCooldown / time.Second),
 		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       c.ExternalSNAT,
-		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": cidrs,
+		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": strs(c.ExcludeSNATCIDRs),
+		"AWS_VPC_K8S_CNI_RANDOMIZESNAT":      c.RandomizeSNAT,
+		"AWS_VPC_K8S_CNI_CONNMARK":           c.ConnMark,
+		"AWS_VPC_CNI_NODE_PORT_SUPPORT":      c.NodePortSupport,
+		"AWS_EXTERNAL_SERVICE_CIDRS":         strs(c.ExternalServiceCIDRs),
 		"AWS_VPC_ENI_MTU":                    c.MTU,
+		"POD_MTU":                            c.PodMTU,
+		"CLUSTER_NAME":                       c.ClusterName,
+		"NETWORK_POLICY_ENFORCING_MODE":      c.NetworkPolicyMode,
 		"AWS_VPC_K8S_CNI_VETHPREFIX":         c.VethPrefix,
 		"DISABLE_LEAKED_ENI_CLEANUP":         c.DisableLeakedENICleanup,
 		"MAX_PODS":                           c.MaxPods,

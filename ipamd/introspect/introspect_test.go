@@ -211,6 +211,13 @@ func TestEnvSettingsTypes(t *testing.T) {
 	if got["AWS_VPC_ENI_MTU"] != 9001.0 || got["ENABLE_PREFIX_DELEGATION"] != false {
 		t.Errorf("berth's settings are not typed: %v", got)
 	}
+	// Every knob the README says ipamd honours is shown.
+	for _, k := range []string{"POD_MTU", "AWS_VPC_K8S_CNI_RANDOMIZESNAT", "AWS_VPC_K8S_CNI_CONNMARK", "AWS_VPC_CNI_NODE_PORT_SUPPORT",
+		"AWS_EXTERNAL_SERVICE_CIDRS", "CLUSTER_NAME", "NETWORK_POLICY_ENFORCING_MODE"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("%s missing from /v1/ipamd-env-settings", k)
+		}
+	}
 }
 
 func TestPodsLegacyShape(t *testing.T) {

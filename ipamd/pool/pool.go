@@ -688,8 +688,9 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 	}
 }
 
-// CleanupLeakedENIs deletes available ENIs that a node of the cluster
-// created and no longer uses (this one's, or a terminated node's);
+// CleanupLeakedENIs deletes available ENIs that a node of the VPC (of the
+// cluster, with CLUSTER_NAME) created and no longer uses: this one's, or a
+// terminated node's;
 // it runs hourly after a random delay (as the VPC CNI does), unless disabled.
 func (p *Pool) CleanupLeakedENIs(ctx context.Context) {
 	if p.cfg.DisableLeakedENICleanup {

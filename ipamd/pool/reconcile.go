@@ -157,8 +157,9 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list the node's ENIs: %w", err)
 	}
-	// Taken after the listing, so anything given back while it was in
-	// flight counts as recently released, and is filtered out of it.
+	// Taken after the listing: under the EC2 lock nothing is given back
+	// while it is in flight, but what the last grow or shrink did before it
+	// must be what the listing is compared with.
 	known, _ := p.knownCIDRs()
 	recent := p.recentlyReleased()
 	inEC2 := map[string]map[netip.Prefix]bool{}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -136,27 +135,13 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	}
 }
 
-// inNS runs f on a thread in ns and fails the test on its error.
+// inNS runs f on a thread in ns, as the runtime runs the plugin in the
+// node's namespace, and fails the test on its error.
 func inNS(t *testing.T, ns netns.NsHandle, f func() error) {
 	t.Helper()
-	if err := onThreadIn(ns, f); err != nil {
+	if err := testenv.OnThreadIn(ns, f); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// onThreadIn runs f on a thread in ns, as the runtime runs the plugin in
-// the node's namespace.
-func onThreadIn(ns netns.NsHandle, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }
 
 // CHECK against a pod wired as ipamd wires it, on a secondary ENI's table:
@@ -192,7 +177,7 @@ func TestCheckVerifiesRulesAndReservation(t *testing.T) {
 		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a","mac":%q},{"name":"eth0","sandbox":"x"},{"name":"dummy0123456789a","mac":"%d","sandbox":"1"}],
 		"ips":[{"address":"10.0.7.7/32","interface":1}]}}`, cpPath, l.HostMAC, table)
 	args := &skel.CmdArgs{ContainerID: "c1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod)), IfName: "eth0", StdinData: []byte(conf)}
-	check := func() error { return onThreadIn(node, func() error { return cmdCheck(args) }) }
+	check := func() error { return testenv.OnThreadIn(node, func() error { return cmdCheck(args) }) }
 
 	writeCP("10.0.7.7")
 	if err := check(); err != nil {

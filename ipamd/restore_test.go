@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -31,17 +30,9 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // process's netlink handle, which follows the thread's namespace.
 func inNS(t *testing.T, ns netns.NsHandle, f func()) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			t.Errorf("enter netns: %v", err)
-			return
-		}
-		f()
-	}()
-	<-done
+	if err := testenv.OnThreadIn(ns, func() error { f(); return nil }); err != nil {
+		t.Error(err)
+	}
 }
 
 // podVethWithRoute makes what berth-cni leaves on the host for a pod: a veth

@@ -3,7 +3,6 @@ package podnet
 import (
 	"errors"
 	"net"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -51,17 +50,9 @@ func (e *env) wire(t *testing.T, podNS netns.NsHandle, hostName string, ip net.I
 // and GC run in the node's namespace.
 func (e *env) inNode(t *testing.T, f func()) {
 	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := netns.Set(e.node); err != nil {
-			t.Errorf("enter the node's namespace: %v", err)
-			return
-		}
-		f()
-	}()
-	<-done
+	if err := testenv.OnThreadIn(e.node, func() error { f(); return nil }); err != nil {
+		t.Error(err)
+	}
 }
 
 func podMAC(t *testing.T, podNS netns.NsHandle) string {

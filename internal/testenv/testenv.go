@@ -73,6 +73,21 @@ func NewNetNS(t testing.TB) (netns.NsHandle, *netlink.Handle) {
 	return r.ns, h
 }
 
+// OnThreadIn runs f on a thread in ns and returns its error. The thread
+// is never unlocked: it dies with its goroutine, never to be reused in ns.
+func OnThreadIn(ns netns.NsHandle, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- fmt.Errorf("enter the namespace: %w", err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
 // Eventually polls cond every 20 ms until it holds, failing the test after d.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -308,6 +308,11 @@ func (s *Store) Release(k Key) (Allocation, bool) {
 	st.queueGen = s.gen
 	s.cooling = append(s.cooling, queued{a.IP, s.gen})
 	s.free++
+	// A waiter that subscribed before this release is woken when the
+	// address is usable again.
+	if s.wake == nil {
+		s.wake = time.AfterFunc(s.cooldown, s.cooled)
+	}
 	return *a, true
 }
 

@@ -226,6 +226,26 @@ func TestChangedFiresWhenACooldownEnds(t *testing.T) {
 	}
 }
 
+// A waiter that subscribed before the release is woken too.
+func TestChangedFiresForACooldownThatStartedLater(t *testing.T) {
+	s := New(50*time.Millisecond, nil)
+	s.AddENI(ENI{ID: "eni-1"})
+	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.1/32")); err != nil {
+		t.Fatal(err)
+	}
+	k := Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}
+	if _, err := s.Assign(k, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	ch := s.Changed() // the pool is dry: an ADD waits
+	s.Release(k)
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the end of a cooldown that began after the wait woke nobody")
+	}
+}
+
 // DropCIDR is for addresses EC2 no longer gives the node: it keeps one a
 // pod holds, but not one that is merely cooling.
 func TestDropCIDR(t *testing.T) {

@@ -82,11 +82,7 @@ func TestRestoreRebuildsFromHostWhenCheckpointIsCorrupt(t *testing.T) {
 			if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			ds := datastore.New(30*time.Second, nil)
-			ds.AddENI(datastore.ENI{ID: "eni-1", DeviceIndex: 1})
-			if err := ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.3.0/28")); err != nil {
-				t.Fatal(err)
-			}
+			ds := storeWith10030(t)
 			cp := datastore.NewCheckpointer(path, ds)
 			var err error
 			inNS(t, ns, func() { err = restore(context.Background(), ds, cp, path, "eni", quiet()) })
@@ -158,11 +154,7 @@ func TestRestoreSkipsEntriesWithoutIPv4(t *testing.T) {
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ds := datastore.New(30*time.Second, nil)
-	ds.AddENI(datastore.ENI{ID: "eni-1", DeviceIndex: 1})
-	if err := ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.3.0/28")); err != nil {
-		t.Fatal(err)
-	}
+	ds := storeWith10030(t)
 	if err := restore(context.Background(), ds, datastore.NewCheckpointer(path, ds), path, "eni", quiet()); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
@@ -298,4 +290,15 @@ func TestClaimingCloudHidesHeldAddressOnUnknownENI(t *testing.T) {
 	if cp.Held().Len() != 1 {
 		t.Fatal("held allocation lost")
 	}
+}
+
+// storeWith10030 is a store with one ENI holding 10.0.3.0/28, free.
+func storeWith10030(t *testing.T) *datastore.Store {
+	t.Helper()
+	ds := datastore.New(30*time.Second, nil)
+	ds.AddENI(datastore.ENI{ID: "eni-1", DeviceIndex: 1})
+	if err := ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.3.0/28")); err != nil {
+		t.Fatal(err)
+	}
+	return ds
 }

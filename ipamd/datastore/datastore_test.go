@@ -202,15 +202,7 @@ func TestCheckpointFormat(t *testing.T) {
 // Changed also fires when a freed address ends its cooldown, so a waiter
 // for an address learns of it without polling.
 func TestChangedFiresWhenACooldownEnds(t *testing.T) {
-	s := New(50*time.Millisecond, nil)
-	s.AddENI(ENI{ID: "eni-1"})
-	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.1/32")); err != nil {
-		t.Fatal(err)
-	}
-	k := Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}
-	if _, err := s.Assign(k, Meta{}); err != nil {
-		t.Fatal(err)
-	}
+	s, k := oneAddressAssigned(t)
 	s.Release(k)
 	ch := s.Changed()
 	if _, err := s.Assign(Key{NetworkName: "n", ContainerID: "b", IfName: "eth0"}, Meta{}); !errors.Is(err, ErrNoFreeIP) {
@@ -228,15 +220,7 @@ func TestChangedFiresWhenACooldownEnds(t *testing.T) {
 
 // A waiter that subscribed before the release is woken too.
 func TestChangedFiresForACooldownThatStartedLater(t *testing.T) {
-	s := New(50*time.Millisecond, nil)
-	s.AddENI(ENI{ID: "eni-1"})
-	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.1/32")); err != nil {
-		t.Fatal(err)
-	}
-	k := Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}
-	if _, err := s.Assign(k, Meta{}); err != nil {
-		t.Fatal(err)
-	}
+	s, k := oneAddressAssigned(t)
 	ch := s.Changed() // the pool is dry: an ADD waits
 	s.Release(k)
 	select {
@@ -337,4 +321,20 @@ func TestRemoveENIRacingAddCIDR(t *testing.T) {
 			t.Fatalf("run %d: add %s after its ENI went: %v", run, extra, err)
 		}
 	}
+}
+
+// oneAddressAssigned is a store (50 ms cooldown) whose only address is
+// assigned to the returned key.
+func oneAddressAssigned(t *testing.T) (*Store, Key) {
+	t.Helper()
+	s := New(50*time.Millisecond, nil)
+	s.AddENI(ENI{ID: "eni-1"})
+	if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.1/32")); err != nil {
+		t.Fatal(err)
+	}
+	k := Key{NetworkName: "n", ContainerID: "a", IfName: "eth0"}
+	if _, err := s.Assign(k, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	return s, k
 }

@@ -137,20 +137,18 @@ type Checkpointer struct {
 	store *Store
 	held  *Held
 
-	mu      sync.Mutex
-	cond    *sync.Cond
-	want    uint64 // generations requested
-	done    uint64 // generations written
-	writing bool
-	lastErr error
-	writes  int
+	mu       sync.Mutex
+	finished chan struct{} // closed (and replaced) when a write ends
+	want     uint64        // generations requested
+	done     uint64        // generations written
+	writing  bool
+	lastErr  error
+	writes   int
 }
 
 // NewCheckpointer writes store to path.
 func NewCheckpointer(path string, store *Store) *Checkpointer {
-	c := &Checkpointer{path: path, store: store, held: &Held{}}
-	c.cond = sync.NewCond(&c.mu)
-	return c
+	return &Checkpointer{path: path, store: store, held: &Held{}, finished: make(chan struct{})}
 }
 
 // Held is the set of restored allocations waiting for their address to
@@ -182,18 +180,24 @@ func (c *Checkpointer) Sync(ctx context.Context) error {
 			if err == nil {
 				c.done = upto
 			}
-			c.cond.Broadcast()
+			close(c.finished)
+			c.finished = make(chan struct{})
 			if err != nil {
 				c.mu.Unlock()
 				return err
 			}
 			continue
 		}
-		if ctx.Err() != nil {
-			c.mu.Unlock()
-			return ctx.Err()
+		// Wait for the write in flight, or give up with ctx: a disk that
+		// stalls must not hold every ADD and DEL (and their locks) with it.
+		finished := c.finished
+		c.mu.Unlock()
+		select {
+		case <-finished:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the checkpoint write: %w", ctx.Err())
 		}
-		c.cond.Wait()
+		c.mu.Lock()
 		if c.done < my && !c.writing && c.lastErr != nil {
 			err := c.lastErr
 			c.mu.Unlock()

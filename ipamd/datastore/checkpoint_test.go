@@ -170,3 +170,26 @@ func TestHeldAllocationReservedWhenItsCIDRIsAdded(t *testing.T) {
 		})
 	}
 }
+
+// A Sync waiting behind a write in flight gives up when its context ends:
+// a disk that stalls must not hold every ADD and DEL with it. Here the
+// write in flight is one that never ends.
+func TestSyncWaiterHonoursItsContext(t *testing.T) {
+	s := New(time.Second, nil)
+	c := NewCheckpointer(filepath.Join(t.TempDir(), "ipam.json"), s)
+	c.mu.Lock()
+	c.writing = true // another Sync leads a write that is stuck
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Sync(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Sync: %v, want the context's deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Sync waited for the stuck write past its context")
+	}
+}

@@ -344,39 +344,31 @@ func (s *Store) Allocations() []Allocation {
 // in the same lock hold as the removal: a pod that came and went since the
 // caller looked keeps its address out of EC2 until the cooldown ends.
 func (s *Store) RemoveCIDR(eniID string, p netip.Prefix) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.enis[eniID]
-	if e == nil {
-		return fmt.Errorf("remove %s of %s: %w", p, eniID, ErrUnknownENI)
-	}
-	c := e.cidrs[p.Masked()]
-	if c == nil {
-		return nil
-	}
-	if err := s.busy(c, s.now()); err != nil {
-		return fmt.Errorf("remove %s of %s: %w", p, eniID, err)
-	}
-	s.dropCIDR(c)
-	return nil
+	return s.removeCIDR("remove", eniID, p, true)
 }
 
 // DropCIDR forgets a CIDR EC2 no longer gives the node. Its free addresses
 // go even while cooling (they may be someone else's now); ErrCIDRInUse
 // while a pod holds one.
 func (s *Store) DropCIDR(eniID string, p netip.Prefix) error {
+	return s.removeCIDR("drop", eniID, p, false)
+}
+
+// removeCIDR removes eniID's CIDR p unless busy says no (counting cooling
+// addresses with keepCooling); op names the caller in errors.
+func (s *Store) removeCIDR(op, eniID string, p netip.Prefix, keepCooling bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.enis[eniID]
 	if e == nil {
-		return fmt.Errorf("drop %s of %s: %w", p, eniID, ErrUnknownENI)
+		return fmt.Errorf("%s %s of %s: %w", op, p, eniID, ErrUnknownENI)
 	}
 	c := e.cidrs[p.Masked()]
 	if c == nil {
 		return nil
 	}
-	if c.assigned > 0 {
-		return fmt.Errorf("drop %s of %s: %w", p, eniID, ErrCIDRInUse)
+	if err := s.busy(c, s.now(), keepCooling); err != nil {
+		return fmt.Errorf("%s %s of %s: %w", op, p, eniID, err)
 	}
 	s.dropCIDR(c)
 	return nil
@@ -394,7 +386,7 @@ func (s *Store) RemoveENI(id string) error {
 	}
 	now := s.now()
 	for _, c := range e.cidrs {
-		if err := s.busy(c, now); err != nil {
+		if err := s.busy(c, now, true); err != nil {
 			return fmt.Errorf("remove %s: %w", id, err)
 		}
 	}
@@ -405,11 +397,14 @@ func (s *Store) RemoveENI(id string) error {
 	return nil
 }
 
-// busy says why a CIDR may not go back to EC2: an assigned address, or a
-// freed one still in its cooldown. The caller holds s.mu.
-func (s *Store) busy(c *cidr, now time.Time) error {
+// busy says why a CIDR may not go back to EC2: an assigned address, or
+// (with cooling) a freed one still in its cooldown. The caller holds s.mu.
+func (s *Store) busy(c *cidr, now time.Time, cooling bool) error {
 	if c.assigned > 0 {
 		return fmt.Errorf("%d addresses assigned: %w", c.assigned, ErrCIDRInUse)
+	}
+	if !cooling {
+		return nil
 	}
 	for a := range addrsOf(c.prefix) {
 		if st := s.addrs[a]; st != nil && st.alloc == nil && !st.freedAt.IsZero() && now.Sub(st.freedAt) < s.cooldown {

@@ -18,10 +18,9 @@ import (
 // arrive on it while their reverse path is another ENI); the fwmark rule
 // (priority 1024: fwmark <connmark>/<connmark> lookup main, the mark of
 // AWS_VPC_K8S_CNI_CONNMARK, 0x80 by default); the external service rules
-// (1535); and the berth-snat table,
-// replaced atomically: the connmark of NodePort connections and, unless
-// ExternalSNAT, of pod connections leaving the VPC, with their SNAT to
-// primaryIP. Idempotent.
+// (1535); and the berth-snat table, replaced atomically: the connmark of
+// NodePort connections and, unless ExternalSNAT, of pod connections
+// leaving the VPC, with their SNAT to primaryIP. Idempotent.
 func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, primaryIP netip.Addr) error {
 	if !primaryIP.Is4() {
 		return fmt.Errorf("%w: primary IP %s is not IPv4", ErrInvalidArg, primaryIP)
@@ -140,23 +139,21 @@ func (h *Host) ensureFwmarkRule(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	found := false
 	for _, r := range all {
 		if r.Priority != FwmarkRulePriority || r.Table != unix.RT_TABLE_MAIN || r.Mark == 0 || r.Src != nil || r.Dst != nil ||
 			r.IifName != "" || r.OifName != "" || r.Invert {
 			continue
 		}
 		if r.Mark == h.cfg.ConnMark && r.Mask != nil && *r.Mask == h.cfg.ConnMark {
+			found = true
 			continue
 		}
 		if err := h.nl.RuleDel(&r); err != nil && !notFound(err) {
 			return fmt.Errorf("delete the fwmark %#x rule of an earlier connmark: %w", r.Mark, err)
 		}
 	}
-	have, err := h.fwmarkRules(ctx)
-	if err != nil {
-		return err
-	}
-	if len(have) > 0 {
+	if found {
 		return nil
 	}
 	if err := h.nl.RuleAdd(h.fwmarkRule()); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -166,8 +163,8 @@ func (h *Host) ensureFwmarkRule(ctx context.Context) error {
 }
 
 // SetVPCCIDRs replaces the VPC's CIDRs, which are never SNATed, when they
-// differ from the ones in use: a CIDR associated with the VPC later (100.64.0.0/16
-// for custom networking, say) is VPC traffic from then on. It reports
+// differ from the ones in use: a CIDR associated with the VPC later
+// (100.64.0.0/16 for custom networking, say) is VPC traffic from then on. It reports
 // whether anything changed. Before SetupPrimary it only records them.
 func (h *Host) SetVPCCIDRs(ctx context.Context, cidrs []netip.Prefix) (bool, error) {
 	done, err := h.enter()
@@ -198,9 +195,9 @@ func (h *Host) SetVPCCIDRs(ctx context.Context, cidrs []netip.Prefix) (bool, err
 
 // syncExternalServiceRules makes the rules at ExternalServiceRulePriority
 // exactly "to <cidr> lookup main" for each of cidrs
-// (AWS_EXTERNAL_SERVICE_CIDRS), as the VPC CNI does: ahead of the pods' "from <pod> lookup <ENI
-// table>" rules (1536), so a pod on any ENI reaches them through the main
-// table. Caller holds mu.
+// (AWS_EXTERNAL_SERVICE_CIDRS), as the VPC CNI does: ahead of the pods'
+// "from <pod> lookup <ENI table>" rules (1536), so a pod on any ENI
+// reaches them through the main table. Caller holds mu.
 func (h *Host) syncExternalServiceRules(ctx context.Context, cidrs []netip.Prefix) error {
 	rules, err := dump(ctx, "rules", func() ([]netlink.Rule, error) { return h.nl.RuleList(netlink.FAMILY_V4) })
 	if err != nil {

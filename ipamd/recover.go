@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/datastore"
 )
@@ -40,25 +41,15 @@ func podGone(vethPrefix string, a datastore.Allocation) bool {
 	if !ok {
 		return false
 	}
-	l, err := netlink.LinkByName(v)
-	if err != nil {
-		return true
-	}
 	if _, host := a.HostVeth(); !host {
-		return false
+		_, err := netlink.LinkByName(v)
+		return err != nil
 	}
-	dst := &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN, Dst: dst},
-		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST)
+	l, route, err := podnet.HostRoute(v, net.IP(a.IP.AsSlice()))
 	if err != nil {
 		return false // keep it; the next sweep looks again
 	}
-	for _, r := range routes {
-		if r.LinkIndex == l.Attrs().Index {
-			return false
-		}
-	}
-	return true
+	return l == nil || route == nil
 }
 
 // hostAllocations rebuilds the allocations of the pods on this host from

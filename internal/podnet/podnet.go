@@ -258,20 +258,12 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 	if ip == nil {
 		return nil
 	}
-	l, err := netlink.LinkByName(hostName)
-	if err != nil {
-		return nil // gone with the pod's namespace, and its route with it
-	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), LinkIndex: l.Attrs().Index, Table: MainTable},
-		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return fmt.Errorf("list routes to %s: %w", ip, err)
-	}
-	if len(routes) == 0 {
-		return nil
+	l, route, err := HostRoute(hostName, ip)
+	if err != nil || route == nil {
+		return err // the veth is gone with the pod's namespace, or is another sandbox's
 	}
 	var errs []error
-	if err := netlink.RouteDel(&routes[0]); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := netlink.RouteDel(route); err != nil && !errors.Is(err, unix.ESRCH) {
 		errs = append(errs, fmt.Errorf("delete route to %s: %w", ip, err))
 	}
 	if deleteVeth {
@@ -280,4 +272,23 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// HostRoute finds, in the calling thread's namespace, the host veth
+// hostName and its route to ip: a nil link when the veth is gone, a nil
+// route when the veth does not route ip (it is another sandbox's).
+func HostRoute(hostName string, ip net.IP) (netlink.Link, *netlink.Route, error) {
+	l, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return nil, nil, nil
+	}
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), LinkIndex: l.Attrs().Index, Table: MainTable},
+		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return l, nil, fmt.Errorf("list routes to %s: %w", ip, err)
+	}
+	if len(routes) == 0 {
+		return l, nil, nil
+	}
+	return l, &routes[0], nil
 }

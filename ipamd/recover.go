@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/podnet"
-	"github.com/berth-io/berth/ipamd/cloud"
 	"github.com/berth-io/berth/ipamd/datastore"
 )
 
@@ -117,65 +114,4 @@ func liveAddrs(ds *datastore.Store, held *datastore.Held) map[netip.Addr]bool {
 		live[a.IP] = true
 	}
 	return live
-}
-
-// claimingCloud hands held addresses back to their pods as EC2 lists them.
-// The pool adopts what EC2 lists (AddCIDR, as free); so before the pool
-// sees a listing, each listed CIDR holding a held address is added with
-// AddCIDRHolding, which reserves the address in the same step (the pool's
-// own AddCIDR of it is then a no-op). A CIDR that cannot be added that way
-// (its ENI not in the store yet, or unmanaged) is left out of the listing,
-// so the pool never adds it as free.
-type claimingCloud struct {
-	cloud.Cloud
-	ds  *datastore.Store
-	cp  *datastore.Checkpointer
-	log *slog.Logger
-}
-
-func (c claimingCloud) AttachedENIs(ctx context.Context) ([]cloud.ENI, error) {
-	enis, err := c.Cloud.AttachedENIs(ctx)
-	held := c.cp.Held()
-	if err != nil || held.Len() == 0 {
-		return enis, err
-	}
-	enis = slices.Clone(enis) // the listing may be shared: edit a copy
-	claimed := 0
-	keep := func(eniID string, p netip.Prefix) bool {
-		if !held.Holds(p) {
-			return true
-		}
-		n, err := c.ds.AddCIDRHolding(eniID, p, held)
-		if err != nil {
-			c.log.Info("an address of a restored pod is not in the pool yet", "eni", eniID, "cidr", p, "err", err)
-			return false
-		}
-		claimed += n
-		return true
-	}
-	for i, e := range enis {
-		if !e.Attached {
-			continue
-		}
-		var ips []netip.Addr
-		for _, ip := range e.Secondary {
-			if keep(e.ID, netip.PrefixFrom(ip, 32)) {
-				ips = append(ips, ip)
-			}
-		}
-		var pfs []netip.Prefix
-		for _, p := range e.Prefixes {
-			if keep(e.ID, p) {
-				pfs = append(pfs, p)
-			}
-		}
-		enis[i].Secondary, enis[i].Prefixes = ips, pfs
-	}
-	if claimed > 0 {
-		c.log.Info("restored the allocations of running pods whose address EC2 now lists", "count", claimed)
-		if err := c.cp.Sync(ctx); err != nil {
-			c.log.Error("checkpoint after restoring held allocations", "err", err)
-		}
-	}
-	return enis, nil
 }

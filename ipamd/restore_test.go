@@ -227,7 +227,7 @@ func TestRestoreHoldsALivePodAddressEC2ListsLater(t *testing.T) {
 	ds := datastore.New(cfg.IPCooldown, nil)
 	path := filepath.Join(t.TempDir(), "ipam.json")
 	cp := datastore.NewCheckpointer(path, ds)
-	p := pool.New(cfg, claimingCloud{Cloud: node, ds: ds, cp: cp, log: quiet()}, ds, nil, quiet())
+	p := pool.New(cfg, node, ds, nil, quiet())
 	if err := p.Init(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -271,24 +271,25 @@ func TestRestoreHoldsALivePodAddressEC2ListsLater(t *testing.T) {
 }
 
 // While the address's ENI is not in the pool (unmanaged, or not adopted
-// yet), the listing the pool sees leaves the address out, so the pool
-// cannot add it as free.
-func TestClaimingCloudHidesHeldAddressOnUnknownENI(t *testing.T) {
+// yet) the address is not free; when the pool adopts the ENI, the address
+// goes to its pod in the same step.
+func TestHeldAddressOnAnENIAdoptedLater(t *testing.T) {
 	ds := datastore.New(30*time.Second, nil)
-	cp := datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam.json"), ds)
 	held := netip.MustParseAddr("10.0.5.5")
-	cp.Held().Add(datastore.Allocation{Key: datastore.Key{NetworkName: "aws-cni", ContainerID: "c", IfName: "eth0"}, IP: held})
-	node := &ec2{enis: []cloud.ENI{{ID: "eni-9", Device: 2, Attached: true,
-		Secondary: []netip.Addr{held, netip.MustParseAddr("10.0.5.6")}, Prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.5.0/28")}}}}
-	got, err := claimingCloud{Cloud: node, ds: ds, cp: cp, log: quiet()}.AttachedENIs(context.Background())
-	if err != nil {
+	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "c", IfName: "eth0"}
+	ds.Held().Add(datastore.Allocation{Key: key, IP: held})
+	if _, err := ds.Assign(datastore.Key{NetworkName: "aws-cni", ContainerID: "new", IfName: "eth0"}, datastore.Meta{}); !errors.Is(err, datastore.ErrNoFreeIP) {
+		t.Fatalf("Assign before the ENI is adopted: %v", err)
+	}
+	ds.AddENI(datastore.ENI{ID: "eni-9", DeviceIndex: 2})
+	if err := ds.AddCIDR("eni-9", netip.MustParsePrefix("10.0.5.0/28")); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || len(got[0].Secondary) != 1 || got[0].Secondary[0] != netip.MustParseAddr("10.0.5.6") || len(got[0].Prefixes) != 0 {
-		t.Fatalf("listing %+v", got)
+	if a, ok := ds.Lookup(key); !ok || a.IP != held || a.ENI != "eni-9" {
+		t.Fatalf("held allocation after its ENI was adopted: %+v %v", a, ok)
 	}
-	if cp.Held().Len() != 1 {
-		t.Fatal("held allocation lost")
+	if ds.Held().Len() != 0 {
+		t.Fatal("still held")
 	}
 }
 

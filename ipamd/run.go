@@ -103,9 +103,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
 	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
-	// The pool sees EC2 through claimingCloud, which reserves the addresses
-	// of restored pods that EC2 had not listed yet (see restore).
-	p := pool.New(cfg, claimingCloud{Cloud: introspect.InstrumentCloud(c, reg), ds: ds, cp: cp, log: log}, ds, host, log)
+	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
 	p.RegisterMetrics(reg)
 	if err := p.Init(ctx); err != nil {
 		return err
@@ -131,7 +129,6 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
 		}
 	})
-	srv.UseHeld(cp.Held())
 	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)
@@ -287,8 +284,9 @@ func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, lo
 // A live pod whose address is not in the pool (EC2 listed the node's
 // addresses before an assignment made just before a crash showed up, or
 // its ENI is now unmanaged) is held, not dropped: it stays in the
-// checkpoint, its rules survive the prune, and claimingCloud reserves the
-// address for it when EC2 lists it, before the pool could hand it out.
+// checkpoint, its rules survive the prune, and the datastore gives the
+// address back to it in the same step as the pool adds it (AddCIDR), so
+// it is never free.
 func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
 	if err := datastore.RemoveTemps(path); err != nil {
 		log.Warn("remove temporary checkpoint files", "err", err)

@@ -135,7 +135,6 @@ func encodeCheckpoint(allocs []Allocation) ([]byte, error) {
 type Checkpointer struct {
 	path  string
 	store *Store
-	held  *Held
 
 	mu       sync.Mutex
 	finished chan struct{} // closed (and replaced) when a write ends
@@ -148,12 +147,12 @@ type Checkpointer struct {
 
 // NewCheckpointer writes store to path.
 func NewCheckpointer(path string, store *Store) *Checkpointer {
-	return &Checkpointer{path: path, store: store, held: &Held{}, finished: make(chan struct{})}
+	return &Checkpointer{path: path, store: store, finished: make(chan struct{})}
 }
 
-// Held is the set of restored allocations waiting for their address to
-// join the store; they are written with the store's.
-func (c *Checkpointer) Held() *Held { return c.held }
+// Held is the store's held allocations, which are written with the
+// store's.
+func (c *Checkpointer) Held() *Held { return c.store.Held() }
 
 // Writes reports how many files were written (for tests and metrics).
 func (c *Checkpointer) Writes() int {
@@ -209,7 +208,7 @@ func (c *Checkpointer) Sync(ctx context.Context) error {
 }
 
 func (c *Checkpointer) write() (err error) {
-	b, err := encodeCheckpoint(c.store.allocationsAndHeld(c.held))
+	b, err := encodeCheckpoint(c.store.allocationsAndHeld())
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}

@@ -125,12 +125,8 @@ func TestHeldAllocationReservedWhenItsCIDRIsAdded(t *testing.T) {
 				t.Fatalf("checkpoint with a held allocation: %+v %v", got, err)
 			}
 			p := netip.MustParsePrefix(cidr)
-			if !cp.Held().Holds(p) {
-				t.Fatal("Holds = false")
-			}
-			n, err := s.AddCIDRHolding("eni-2", p, cp.Held())
-			if err != nil || n != 1 {
-				t.Fatalf("AddCIDRHolding = %d, %v", n, err)
+			if err := s.AddCIDR("eni-2", p); err != nil {
+				t.Fatalf("AddCIDR: %v", err)
 			}
 			if cp.Held().Len() != 0 {
 				t.Fatal("still held after its CIDR joined")
@@ -158,7 +154,7 @@ func TestHeldAllocationReservedWhenItsCIDRIsAdded(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, _ := ReadCheckpoint(path)
-			n = 0
+			n := 0
 			for _, a := range got {
 				if a.Key == live.Key {
 					n++

@@ -102,6 +102,10 @@ type Store struct {
 	// added, or at the end of a cooldown (wake, armed while someone waits).
 	changed chan struct{}
 	wake    *time.Timer
+
+	// held are restored allocations whose address is not in the store yet
+	// (see Held); AddCIDR gives them back to their pods.
+	held *Held
 }
 
 // New returns an empty store.
@@ -110,7 +114,7 @@ func New(cooldown time.Duration, now func() time.Time) *Store {
 		now = time.Now
 	}
 	return &Store{cooldown: cooldown, now: now, enis: map[string]*ENI{}, addrs: map[netip.Addr]*addr{},
-		allocs: map[Key]*Allocation{}, changed: make(chan struct{})}
+		allocs: map[Key]*Allocation{}, held: &Held{}, changed: make(chan struct{})}
 }
 
 // AddENI registers an ENI (idempotent).
@@ -143,8 +147,9 @@ func (s *Store) AddCIDR(eniID string, p netip.Prefix) error {
 }
 
 // addCIDRLocked adds p (masked) to e with its addresses free, unless e has
-// it already; it returns the CIDR and whether it was added. Caller holds
-// s.mu and notifies.
+// it already, and gives held addresses in it back to their pods; it
+// returns the CIDR and whether it was added. Caller holds s.mu and
+// notifies.
 func (s *Store) addCIDRLocked(e *ENI, p netip.Prefix) (*cidr, bool, error) {
 	if c, ok := e.cidrs[p]; ok {
 		return c, false, nil
@@ -162,6 +167,7 @@ func (s *Store) addCIDRLocked(e *ENI, p netip.Prefix) (*cidr, bool, error) {
 		s.fresh = append(s.fresh, queued{a, s.gen})
 		s.free++
 	}
+	s.claimHeldLocked(e, c)
 	return c, true, nil
 }
 

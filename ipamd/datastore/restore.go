@@ -1,7 +1,6 @@
 package datastore
 
 import (
-	"fmt"
 	"net/netip"
 	"sort"
 	"sync"
@@ -65,18 +64,6 @@ func (h *Held) listLocked() []Allocation {
 	return out
 }
 
-// Holds reports whether some held address is in p.
-func (h *Held) Holds(p netip.Prefix) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for ip := range h.m {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 // Remove stops holding key's allocation and returns it.
 func (h *Held) Remove(k Key) (Allocation, bool) {
 	h.mu.Lock()
@@ -116,34 +103,16 @@ func (s *Store) InPool(ip netip.Addr) bool {
 	return s.addrs[ip] != nil
 }
 
-// AddCIDRHolding is AddCIDR for a CIDR that may contain held addresses:
-// in the same critical section it gives each of them back to its holder,
-// so no Assign can take one in between. It returns how many it restored.
-// A CIDR the ENI already has is only claimed from.
-func (s *Store) AddCIDRHolding(eniID string, p netip.Prefix, h *Held) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := s.enis[eniID]
-	if e == nil {
-		return 0, fmt.Errorf("add %s to %s: %w", p, eniID, ErrUnknownENI)
-	}
-	p = p.Masked()
-	c, added, err := s.addCIDRLocked(e, p)
-	if err != nil {
-		return 0, err
-	}
+// claimHeldLocked gives the held addresses in a CIDR just added back to
+// their holders, in AddCIDR's critical section, so no Assign can take one
+// in between. The caller holds s.mu.
+func (s *Store) claimHeldLocked(e *ENI, c *cidr) {
+	h := s.held
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	n := 0
-	for _, ha := range h.listLocked() {
-		st := s.addrs[ha.IP]
-		if !p.Contains(ha.IP) || st == nil {
-			continue
-		}
-		if st.alloc != nil {
-			if st.alloc.Key == ha.Key {
-				delete(h.m, ha.IP) // restored already
-			}
+	for ip, ha := range h.m {
+		st := s.addrs[ip]
+		if !c.prefix.Contains(ip) || st == nil || st.alloc != nil {
 			continue
 		}
 		if _, dup := s.allocs[ha.Key]; dup {
@@ -157,21 +126,17 @@ func (s *Store) AddCIDRHolding(eniID string, p netip.Prefix, h *Held) (int, erro
 		c.assigned++
 		s.allocs[na.Key] = &na
 		s.free--
-		delete(h.m, ha.IP)
-		n++
+		delete(h.m, ip)
 	}
-	if added {
-		s.notify()
-	}
-	return n, nil
 }
 
 // allocationsAndHeld is what the checkpoint records: the store's
 // allocations and the held ones, read together so that an allocation
-// moving from h to the store is in the snapshot exactly once.
-func (s *Store) allocationsAndHeld(h *Held) []Allocation {
+// moving from held to the store is in the snapshot exactly once.
+func (s *Store) allocationsAndHeld() []Allocation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	h := s.held
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]Allocation, 0, len(s.allocs)+len(h.m))
@@ -182,3 +147,7 @@ func (s *Store) allocationsAndHeld(h *Held) []Allocation {
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
+
+// Held is the set of restored allocations waiting for their address to
+// join the store.
+func (s *Store) Held() *Held { return s.held }

@@ -87,7 +87,6 @@ type Server struct {
 	m       Metrics
 
 	onRelease func(ip net.IP, table int)
-	held      *datastore.Held                // restored allocations waiting for their address; nil: none
 	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
 }
 
@@ -104,16 +103,13 @@ func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 // given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
 
-// UseHeld makes DEL and the orphan sweep release the allocations restore
-// holds (their address not in the pool yet) as well.
-func (s *Server) UseHeld(h *datastore.Held) { s.held = h }
-
-// lookup is key's allocation, in the store or held.
+// lookup is key's allocation, in the store or held (restored, its address
+// not in the pool yet).
 func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
-	if a, ok := s.ds.Lookup(key); ok || s.held == nil {
+	if a, ok := s.ds.Lookup(key); ok {
 		return a, ok
 	}
-	return s.held.Lookup(key)
+	return s.ds.Held().Lookup(key)
 }
 
 // release runs the release hook for key's allocation and releases it; the
@@ -127,17 +123,14 @@ func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
 		}
 		return s.ds.Release(key)
 	}
-	if s.held == nil {
-		return datastore.Allocation{}, false
-	}
-	a, ok := s.held.Lookup(key)
+	a, ok := s.ds.Held().Lookup(key)
 	if !ok {
 		return a, false
 	}
 	if s.onRelease != nil {
 		s.onRelease(net.IP(a.IP.AsSlice()), -1)
 	}
-	return s.held.Remove(key)
+	return s.ds.Held().Remove(key)
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
@@ -148,10 +141,7 @@ func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
 // released.
 func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(datastore.Allocation) bool) (int, error) {
 	released := 0
-	candidates := s.ds.Allocations()
-	if s.held != nil {
-		candidates = append(candidates, s.held.List()...)
-	}
+	candidates := append(s.ds.Allocations(), s.ds.Held().List()...)
 	for _, a := range candidates {
 		if time.Since(a.AssignedAt) < minAge || !gone(a) {
 			continue

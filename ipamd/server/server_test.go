@@ -252,7 +252,6 @@ func TestHeldAllocationsAreReleased(t *testing.T) {
 	cpPath := filepath.Join(t.TempDir(), "ipam.json")
 	cp := datastore.NewCheckpointer(cpPath, ds)
 	s := New(ds, &testPool{ds: ds}, cp, Node{}, "v9.9.9", time.Second, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	s.UseHeld(cp.Held())
 	var dropped []string
 	s.OnRelease(func(ip net.IP, table int) { dropped = append(dropped, fmt.Sprintf("%s %d", ip, table)) })
 	for i, pod := range []string{"deleted", "orphan"} {

@@ -13,47 +13,74 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/vethname"
 	"github.com/berth-io/berth/ipamd/datastore"
 )
 
-// podVeth is the host veth whose presence says a restored allocation's pod
-// is still there; false when the allocation names none (a VPC CNI gRPC ADD
-// without Kubernetes arguments).
-func podVeth(vethPrefix string, a datastore.Allocation) (string, bool) {
-	if v, ok := a.HostVeth(); ok {
-		return v, true
-	}
-	if a.Meta.PodName == "" {
-		return "", false
-	}
-	return VethName(vethPrefix, a.Meta.PodNamespace, a.Meta.PodName), true
+// vethFinder finds the host veths of restored allocations' pods. A pod
+// keeps the veth it was made with when AWS_VPC_K8S_CNI_VETHPREFIX changes,
+// so a pod whose veth is not under the current prefix is looked for by the
+// name's hash under any prefix before it is taken for gone: a restart with
+// a new prefix must not release running pods' addresses. The link dump
+// that takes is made once per finder, on the first miss.
+type vethFinder struct {
+	prefix string
+	byHash map[string]string // hash → veth name, once dumped
 }
 
-// podGone reports whether a's pod veth is gone (the orphan sweep's test).
-// An allocation rebuilt from the host is also gone once its veth no longer
-// routes the address: a new sandbox of the same pod has a veth of the same
-// name, and its own address.
-func podGone(vethPrefix string, a datastore.Allocation) bool {
-	v, ok := podVeth(vethPrefix, a)
-	if !ok {
-		return false
+func newVethFinder(prefix string) *vethFinder { return &vethFinder{prefix: prefix} }
+
+// find returns the name of the pod's veth; "" when it has none.
+func (f *vethFinder) find(namespace, pod string) (string, error) {
+	name := VethName(f.prefix, namespace, pod)
+	_, err := netlink.LinkByName(name)
+	if err == nil {
+		return name, nil
 	}
-	if _, host := a.HostVeth(); !host {
-		_, err := netlink.LinkByName(v)
-		return err != nil
+	if !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return "", fmt.Errorf("look up veth %s: %w", name, err)
 	}
-	l, route, err := podnet.HostRoute(v, net.IP(a.IP.AsSlice()))
-	if err != nil {
-		return false // keep it; the next sweep looks again
+	if f.byHash == nil {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return "", fmt.Errorf("list links: %w", err)
+		}
+		f.byHash = map[string]string{}
+		for _, l := range links {
+			if _, hash, ok := vethname.Split(l.Attrs().Name); ok && l.Type() == "veth" {
+				f.byHash[hash] = l.Attrs().Name
+			}
+		}
 	}
-	return l == nil || route == nil
+	return f.byHash[vethname.Hash(namespace, pod)], nil
+}
+
+// present reports whether a's pod is still on the node: its veth is there
+// (or, for an allocation rebuilt from the host, its veth still routes the
+// address). Allocations that name no pod (a VPC CNI gRPC ADD without
+// Kubernetes arguments) are present, and so is anything the kernel could
+// not be asked about: keeping an address too long is safe, handing a live
+// pod's address to another is not.
+func (f *vethFinder) present(a datastore.Allocation) bool {
+	if v, ok := a.HostVeth(); ok {
+		// A new sandbox of the same pod has a veth of the same name and
+		// its own address.
+		l, route, err := podnet.HostRoute(v, net.IP(a.IP.AsSlice()))
+		return err != nil || (l != nil && route != nil)
+	}
+	if a.Meta.PodName == "" {
+		return true
+	}
+	v, err := f.find(a.Meta.PodNamespace, a.Meta.PodName)
+	return err != nil || v != ""
 }
 
 // hostAllocations rebuilds the allocations of the pods on this host from
 // what berth-cni left in the main table: each pod's veth (named with the
 // prefix) routes the pod's address as "<ip>/32 dev <veth> scope link".
 // Used when the checkpoint is lost: those addresses are in use whatever the
-// file said.
+// file said. Veths named as under another prefix count too (pods made
+// before a change of the prefix).
 func hostAllocations(ctx context.Context, vethPrefix string, now time.Time) ([]datastore.Allocation, error) {
 	links, err := dumpRetry(ctx, "links", netlink.LinkList)
 	if err != nil {
@@ -61,7 +88,8 @@ func hostAllocations(ctx context.Context, vethPrefix string, now time.Time) ([]d
 	}
 	veths := map[int]string{}
 	for _, l := range links {
-		if name := l.Attrs().Name; l.Type() == "veth" && strings.HasPrefix(name, vethPrefix) {
+		name := l.Attrs().Name
+		if _, _, hashed := vethname.Split(name); l.Type() == "veth" && (hashed || strings.HasPrefix(name, vethPrefix)) {
 			veths[l.Attrs().Index] = name
 		}
 	}

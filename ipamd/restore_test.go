@@ -115,7 +115,7 @@ func TestRestoreRebuildsFromHostWhenCheckpointIsCorrupt(t *testing.T) {
 			}
 			a, _ := ds.Lookup(key)
 			var gone bool
-			inNS(t, ns, func() { gone = podGone("eni", a) })
+			inNS(t, ns, func() { gone = !newVethFinder("eni").present(a) })
 			if gone {
 				t.Fatal("podGone while its veth is there")
 			}
@@ -123,20 +123,20 @@ func TestRestoreRebuildsFromHostWhenCheckpointIsCorrupt(t *testing.T) {
 			if err := h.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 3, 7).To4(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
 				t.Fatal(err)
 			}
-			inNS(t, ns, func() { gone = podGone("eni", a) })
+			inNS(t, ns, func() { gone = !newVethFinder("eni").present(a) })
 			if !gone {
 				t.Fatal("the sweep would not release a rebuilt allocation its veth no longer routes")
 			}
 			podVethWithRoute(t, h, "eniaaab", "10.0.3.9")
 			other := datastore.Allocation{Key: datastore.HostKey("eniaaab"), IP: netip.MustParseAddr("10.0.3.9")}
-			inNS(t, ns, func() { gone = podGone("eni", other) })
+			inNS(t, ns, func() { gone = !newVethFinder("eni").present(other) })
 			if gone {
 				t.Fatal("podGone for a veth that routes its address")
 			}
 			if err := h.LinkDel(l); err != nil {
 				t.Fatal(err)
 			}
-			inNS(t, ns, func() { gone = podGone("eni", a) })
+			inNS(t, ns, func() { gone = !newVethFinder("eni").present(a) })
 			if !gone {
 				t.Fatal("the sweep would not release a rebuilt allocation whose veth is gone")
 			}
@@ -302,4 +302,55 @@ func storeWith10030(t *testing.T) *datastore.Store {
 		t.Fatal(err)
 	}
 	return ds
+}
+
+// Pods keep the veths they were made with when AWS_VPC_K8S_CNI_VETHPREFIX
+// changes. A restart with the new prefix must find them under the old one:
+// releasing their addresses would hand a running pod's address to the next
+// pod. The sweep must not release them either, and the rebuild from host
+// routes must count them.
+func TestRestoreFindsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
+	testenv.RequireRoot(t, "veths in a netns")
+	ns, h := testenv.NewNetNS(t)
+	podVethWithRoute(t, h, VethName("eni", "default", "web-0"), "10.0.3.2")
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	body := `{"version":"vpc-cni-ipam/1","allocations":[` +
+		`{"networkName":"aws-cni","containerID":"c0","ifName":"eth0","ipv4":"10.0.3.2","allocationTimestamp":1,"metadata":{"k8sPodNamespace":"default","k8sPodName":"web-0"}},` +
+		`{"networkName":"aws-cni","containerID":"c1","ifName":"eth0","ipv4":"10.0.3.3","allocationTimestamp":1,"metadata":{"k8sPodNamespace":"default","k8sPodName":"web-1"}}]}`
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds := storeWith10030(t)
+	var err error
+	inNS(t, ns, func() {
+		err = restore(context.Background(), ds, datastore.NewCheckpointer(path, ds), path, "pod", quiet())
+	})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	live, ok := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c0", IfName: "eth0"})
+	if !ok || live.IP != netip.MustParseAddr("10.0.3.2") {
+		t.Fatalf("the pod under the old prefix lost its address: %+v", ds.Allocations())
+	}
+	if _, ok := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c1", IfName: "eth0"}); ok {
+		t.Fatal("a pod with no veth under any prefix was kept")
+	}
+	var gone bool
+	inNS(t, ns, func() { gone = !newVethFinder("pod").present(live) })
+	if gone {
+		t.Fatal("the sweep would release the pod under the old prefix")
+	}
+	var rebuilt []datastore.Allocation
+	inNS(t, ns, func() { rebuilt, err = hostAllocations(context.Background(), "pod", time.Now()) })
+	if err != nil || len(rebuilt) != 1 || rebuilt[0].IP != live.IP {
+		t.Fatalf("rebuilt from host routes: %+v %v", rebuilt, err)
+	}
+	l, _ := h.LinkByName(VethName("eni", "default", "web-0"))
+	if err := h.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, func() { gone = !newVethFinder("pod").present(live) })
+	if !gone {
+		t.Fatal("the sweep would keep a pod whose veth is gone")
+	}
 }

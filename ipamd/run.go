@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -267,8 +266,9 @@ func VethName(prefix, namespace, pod string) string { return vethname.For(prefix
 // namespace). Allocations younger than the sweep are left alone: their ADD
 // may still be wiring the veth.
 func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, log *slog.Logger) {
-	gone := func(a datastore.Allocation) bool { return podGone(vethPrefix, a) }
 	every(ctx, 30*time.Second, func() {
+		f := newVethFinder(vethPrefix)
+		gone := func(a datastore.Allocation) bool { return !f.present(a) }
 		if _, err := srv.ReleaseOrphans(ctx, 30*time.Second, gone); err != nil && ctx.Err() == nil {
 			log.Error("orphan sweep", "err", err)
 		}
@@ -303,13 +303,12 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 		return err
 	}
 	kept, held, dropped := 0, 0, 0
+	veths := newVethFinder(vethPrefix)
 	for _, a := range allocs {
-		if veth, ok := podVeth(vethPrefix, a); ok {
-			if _, err := netlink.LinkByName(veth); err != nil {
-				dropped++
-				log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "veth", veth, "ip", a.IP)
-				continue
-			}
+		if !veths.present(a) {
+			dropped++
+			log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "key", a.Key, "ip", a.IP)
+			continue
 		}
 		if !ds.InPool(a.IP) {
 			cp.Held().Add(a)

@@ -126,7 +126,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	rec := bc.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "berth-netpol", Host: f.nodeName})
 
 	a := agent.New(agent.Config{NodeName: f.nodeName, Mode: mode, VethPrefix: f.vethPrefix, Kube: kube, Dynamic: dyn,
-		Datapath: dp, LinkIndex: linkIndex, Metrics: agent.NewMetrics(reg), Events: events{rec}, Log: log})
+		Datapath: dp, LinkIndex: linkIndex, LinkName: linkName, Metrics: agent.NewMetrics(reg), Events: events{rec}, Log: log})
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -197,6 +197,14 @@ func linkIndex(name string) (int, error) {
 		return 0, err
 	}
 	return l.Attrs().Index, nil
+}
+
+func linkName(index int) (string, error) {
+	l, err := netlink.LinkByIndex(index)
+	if err != nil {
+		return "", err
+	}
+	return l.Attrs().Name, nil
 }
 
 // events reports on PolicyEndpoint objects.

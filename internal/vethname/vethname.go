@@ -7,9 +7,38 @@ import (
 	"encoding/hex"
 )
 
+// hashLen is how many hex digits of the SHA-1 follow the prefix.
+const hashLen = 11
+
+// MaxPrefix is the longest prefix the VPC CNI accepts
+// (AWS_VPC_K8S_CNI_VETHPREFIX): the kernel's names end at 15 bytes.
+const MaxPrefix = 4
+
 // For is <prefix><first 11 hex digits of sha1("<namespace>.<pod>")>: at most
 // 15 bytes with the usual 3-4 byte prefixes, the kernel's limit for a name.
 func For(prefix, namespace, pod string) string {
+	return prefix + Hash(namespace, pod)
+}
+
+// Hash is the part of a pod's veth name that does not depend on the prefix.
+func Hash(namespace, pod string) string {
 	h := sha1.Sum([]byte(namespace + "." + pod))
-	return prefix + hex.EncodeToString(h[:])[:11]
+	return hex.EncodeToString(h[:])[:hashLen]
+}
+
+// Split takes a name For could have made apart: a 1 to MaxPrefix byte
+// prefix and the hash. A node's pods keep the veths they were made with
+// when the prefix setting changes, so whoever looks for a pod's veth must
+// also find it under an earlier prefix.
+func Split(name string) (prefix, hash string, ok bool) {
+	n := len(name) - hashLen
+	if n < 1 || n > MaxPrefix {
+		return "", "", false
+	}
+	for i := n; i < len(name); i++ {
+		if c := name[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return "", "", false
+		}
+	}
+	return name[:n], name[n:], true
 }

@@ -11,3 +11,28 @@ func TestFor(t *testing.T) {
 		t.Fatal("two pods share a veth name")
 	}
 }
+
+func TestSplit(t *testing.T) {
+	for _, c := range []struct {
+		name, prefix, hash string
+		ok                 bool
+	}{
+		{"eni0d7763386da", "eni", "0d7763386da", true},
+		{"abcd0d7763386da", "abcd", "0d7763386da", true},
+		{"x0d7763386da", "x", "0d7763386da", true},
+		{"0d7763386da", "", "", false},      // no prefix
+		{"abcde0d7763386da", "", "", false}, // prefix too long
+		{"eni0d7763386dA", "", "", false},   // not what For makes
+		{"eth0", "", "", false},
+		{"vlan0d7763386dg", "", "", false},
+	} {
+		p, h, ok := Split(c.name)
+		if p != c.prefix || h != c.hash || ok != c.ok {
+			t.Errorf("Split(%q) = %q %q %v, want %q %q %v", c.name, p, h, ok, c.prefix, c.hash, c.ok)
+		}
+	}
+	p, h, ok := Split(For("eni", "default", "web-0"))
+	if !ok || p != "eni" || h != Hash("default", "web-0") {
+		t.Fatalf("Split does not undo For: %q %q %v", p, h, ok)
+	}
+}

@@ -58,8 +58,10 @@ type Config struct {
 	Kube       kubernetes.Interface
 	Dynamic    dynamic.Interface
 	Datapath   Datapath
-	// LinkIndex finds a host veth's ifindex by name (netlink in production).
+	// LinkIndex finds a host veth's ifindex by name, and LinkName a
+	// link's name by its index (netlink in production).
 	LinkIndex func(name string) (int, error)
+	LinkName  func(index int) (string, error)
 	Metrics   *Metrics
 	Events    EventSink
 	Log       *slog.Logger
@@ -152,19 +154,18 @@ func (a *Agent) recover() error {
 	if err != nil {
 		return fmt.Errorf("list attached pods: %w", err)
 	}
-	byIndex := map[int]types.NamespacedName{}
+	// A pod's veth is found by its name's hash, whatever its prefix: pods
+	// keep the veths they were made with when the prefix setting changes,
+	// and taking them for gone would strip their policy.
+	byHash := map[string]types.NamespacedName{}
 	for _, o := range a.podStore.List() {
 		p := o.(*corev1.Pod)
-		if p.Spec.HostNetwork {
-			continue
-		}
-		idx, err := a.cfg.LinkIndex(vethname.For(a.cfg.VethPrefix, p.Namespace, p.Name))
-		if err == nil {
-			byIndex[idx] = types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		if !p.Spec.HostNetwork {
+			byHash[vethname.Hash(p.Namespace, p.Name)] = types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 		}
 	}
 	for _, idx := range attached {
-		key, ok := byIndex[idx]
+		key, ok := a.podOfLink(idx, byHash)
 		if !ok {
 			if err := a.cfg.Datapath.Remove(idx); err != nil {
 				a.log.Warn("remove state of a gone pod", "ifindex", idx, "err", err)
@@ -182,6 +183,21 @@ func (a *Agent) recover() error {
 	}
 	a.log.Info("policy agent in sync", "policies", len(a.sets), "pods", len(a.pods))
 	return nil
+}
+
+// podOfLink is the pod whose veth has the index; false when the link is
+// gone or names no pod of this node.
+func (a *Agent) podOfLink(idx int, byHash map[string]types.NamespacedName) (types.NamespacedName, bool) {
+	name, err := a.cfg.LinkName(idx)
+	if err != nil {
+		return types.NamespacedName{}, false
+	}
+	_, hash, ok := vethname.Split(name)
+	if !ok {
+		return types.NamespacedName{}, false
+	}
+	key, ok := byHash[hash]
+	return key, ok
 }
 
 // Enforce is EnforceNpToPod: it returns once the pod's programs are

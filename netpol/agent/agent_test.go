@@ -92,25 +92,68 @@ func peObject(t *testing.T, name, gen, count string, spec pe.PolicyEndpointSpec)
 
 func startAgent(t *testing.T, mode string, objs ...runtime.Object) (*Agent, *recorder, *dynfake.FakeDynamicClient, *fake.Clientset) {
 	t.Helper()
+	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
+	links := map[string]int{vethname.For("eni", "x", "a"): 7, vethname.For("eni", "x", "b"): 8}
+	a, dyn, kube := startAgentOn(t, mode, rec, links, objs...)
+	return a, rec, dyn, kube
+}
+
+// startAgentOn starts an agent on a node with these host links (name →
+// index) and what rec has attached already (a previous agent's pods).
+func startAgentOn(t *testing.T, mode string, rec *recorder, links map[string]int, objs ...runtime.Object) (*Agent, *dynfake.FakeDynamicClient, *fake.Clientset) {
+	t.Helper()
 	kube := fake.NewClientset(objs...)
 	scheme := runtime.NewScheme()
 	dyn := dynfake.NewSimpleDynamicClientWithCustomListKinds(scheme,
 		map[schema.GroupVersionResource]string{pe.GroupVersionResource: "PolicyEndpointList"})
-	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
-	links := map[string]int{vethname.For("eni", "x", "a"): 7, vethname.For("eni", "x", "b"): 8}
-	a := New(Config{NodeName: "n1", Mode: mode, Kube: kube, Dynamic: dyn, Datapath: rec,
+	a := New(Config{NodeName: "n1", Mode: mode, VethPrefix: "eni", Kube: kube, Dynamic: dyn, Datapath: rec,
 		LinkIndex: func(n string) (int, error) {
 			if i, ok := links[n]; ok {
 				return i, nil
 			}
 			return 0, errors.New("no such link")
+		},
+		LinkName: func(i int) (string, error) {
+			for n, j := range links {
+				if i == j {
+					return n, nil
+				}
+			}
+			return "", errors.New("no such link")
 		}})
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return a, rec, dyn, kube
+	return a, dyn, kube
+}
+
+// A restarted agent takes back the pods its predecessor attached, also
+// those whose veth was made under an earlier AWS_VPC_K8S_CNI_VETHPREFIX:
+// stripping their programs would leave them open. Programs on links that
+// are gone or name no pod of the node are removed.
+func TestRestartKeepsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
+	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{7: true, 8: true, 9: true, 10: true}}
+	links := map[string]int{
+		vethname.For("old", "x", "a"): 7, // made before the prefix changed
+		vethname.For("eni", "x", "b"): 8,
+		vethname.For("eni", "x", "gone"): 9, // no such pod any more
+		// 10: the link itself is gone
+	}
+	startAgentOn(t, ModeStrict, rec, links, testPod("x", "a", nil), testPod("x", "b", nil))
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, i := range []int{7, 8} {
+		if p, ok := rec.policies[i]; !rec.attached[i] || !ok || !p.Ingress.Isolated {
+			t.Errorf("pod on ifindex %d after the restart: attached %v, policy %+v %v", i, rec.attached[i], p, ok)
+		}
+	}
+	for _, i := range []int{9, 10} {
+		if rec.attached[i] {
+			t.Errorf("ifindex %d kept its programs: no pod of this node", i)
+		}
+	}
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -32,7 +32,7 @@ CNI_GOEXPERIMENT := nogreenteagc
 BINARIES := berth:./cmd/berth berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs berth-csi-efs:./csi-efs berth-netpol:./netpol
 
 # Debian packages the build and the tests need.
-APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler libprotobuf-dev iproute2 nftables containernetworking-plugins \
+APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler libprotobuf-dev iproute2 nftables iptables containernetworking-plugins \
 	containerd runc awscli e2fsprogs xfsprogs util-linux kmod curl ca-certificates
 
 .PHONY: help deps build test bench up down proto bpf generate lint clean

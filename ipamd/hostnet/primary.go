@@ -20,7 +20,9 @@ import (
 // AWS_VPC_K8S_CNI_CONNMARK, 0x80 by default); the external service rules
 // (1535); and the berth-snat table, replaced atomically: the connmark of
 // NodePort connections and, unless ExternalSNAT, of pod connections
-// leaving the VPC, with their SNAT to primaryIP. Idempotent.
+// leaving the VPC, with their SNAT to primaryIP. The Amazon VPC CNI's own
+// SNAT and connmark rules, left by an aws-node that ran before, are
+// removed (awsnode.go). Idempotent.
 func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, primaryIP netip.Addr) error {
 	if !primaryIP.Is4() {
 		return fmt.Errorf("%w: primary IP %s is not IPv4", ErrInvalidArg, primaryIP)
@@ -56,6 +58,13 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 	}
 	if err := h.syncExternalServiceRules(ctx, h.cfg.ExternalServiceCIDRs); err != nil {
 		return err
+	}
+	// A node taken over from aws-node keeps its SNAT and connmark rules
+	// until they are removed; they would apply aws-node's settings.
+	if removed, err := h.removeVPCCNIRules(); err != nil {
+		h.log.Warn("could not remove the Amazon VPC CNI's host rules", "err", err)
+	} else if len(removed) > 0 {
+		h.log.Info("removed the Amazon VPC CNI's host rules", "removed", removed)
 	}
 	// With external SNAT the table keeps only the NodePort connmark.
 	if err := h.replaceSNAT(name, primaryIP); err != nil {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/ipamd/config"
@@ -56,6 +59,41 @@ func writeConflist(dir, socket, datapathSocket, stateDir, cniVersion string, cfg
 		return err
 	}
 	return atomicWrite(filepath.Join(dir, ConflistName), append(b, '\n'), 0o644)
+}
+
+// VPCCNIConflist is the conflist aws-node writes. It sorts before berth's,
+// and the runtime uses the first file of the directory.
+const VPCCNIConflist = "10-aws.conflist"
+
+// retireVPCCNIConflist renames aws-node's conflist out of the runtime's
+// sight (a name without .conf/.conflist/.json), so that a node taken over
+// from aws-node uses berth-cni; "" when there was none. Only a file that
+// is the VPC CNI's (network aws-cni, its aws-cni plugin) is touched. An
+// aws-node started again writes it anew and, sorting first, takes over.
+func retireVPCCNIConflist(dir string) (string, error) {
+	path := filepath.Join(dir, VPCCNIConflist)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	type plugin struct {
+		Type string `json:"type"`
+	}
+	var c struct {
+		Name    string   `json:"name"`
+		Plugins []plugin `json:"plugins"`
+	}
+	if json.Unmarshal(b, &c) != nil || c.Name != NetworkName || !slices.Contains(c.Plugins, plugin{Type: "aws-cni"}) {
+		return "", nil // not the VPC CNI's: leave it to its owner
+	}
+	aside := path + ".berth-bak"
+	if err := os.Rename(path, aside); err != nil {
+		return "", fmt.Errorf("move aws-node's conflist aside: %w", err)
+	}
+	return aside, nil
 }
 
 // installPlugin copies berth-cni from beside this binary into dir.

@@ -2,7 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/containernetworking/cni/libcni"
 
 	"github.com/berth-io/berth/ipamd/config"
 )
@@ -63,4 +67,50 @@ func berthPlugin(t *testing.T, cfg config.Config, stateDir string) berthPluginCo
 		t.Fatalf("conflist %s: %v", b, err)
 	}
 	return got.Plugins[0]
+}
+
+// A node taken over from aws-node: its 10-aws.conflist sorts before
+// berth's, and the runtime takes the first file, so berth-cni would never
+// run. ipamd moves it aside (after writing its own); a conflist that is
+// not the VPC CNI's stays.
+func TestRetireVPCCNIConflist(t *testing.T) {
+	dir := t.TempDir()
+	aws := `{"cniVersion":"0.4.0","name":"aws-cni","disableCheck":true,"plugins":[` +
+		`{"name":"aws-cni","type":"aws-cni","vethPrefix":"eni","mtu":"9001"},` +
+		`{"name":"egress-cni","type":"egress-cni","enabled":"false"},` +
+		`{"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}`
+	if err := os.WriteFile(filepath.Join(dir, VPCCNIConflist), []byte(aws), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeConflist(dir, DefaultSocket, "", DefaultStateDir, "1.1.0", cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	aside, err := retireVPCCNIConflist(dir)
+	if err != nil || aside != filepath.Join(dir, VPCCNIConflist+".berth-bak") {
+		t.Fatalf("retire = %q, %v", aside, err)
+	}
+	if b, err := os.ReadFile(aside); err != nil || string(b) != aws {
+		t.Fatalf("moved-aside conflist: %q %v", b, err)
+	}
+	// What a runtime would load: libcni's ordering, the first file wins.
+	files, err := libcni.ConfFiles(dir, []string{".conf", ".conflist", ".json"})
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != ConflistName {
+		t.Fatalf("config files the runtime sees: %v %v", files, err)
+	}
+	if aside, err := retireVPCCNIConflist(dir); aside != "" || err != nil {
+		t.Fatalf("second retire = %q, %v", aside, err)
+	}
+
+	// Someone else's file under that name (not the aws-cni plugin) stays.
+	other := `{"cniVersion":"1.0.0","name":"aws-cni","plugins":[{"type":"bridge"}]}`
+	if err := os.WriteFile(filepath.Join(dir, VPCCNIConflist), []byte(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if aside, err := retireVPCCNIConflist(dir); aside != "" || err != nil {
+		t.Fatalf("retired a conflist that is not the VPC CNI's: %q, %v", aside, err)
+	}
 }

@@ -197,6 +197,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.stateDir, f.cniVersion, cfg, f.chainPortmap); err != nil {
 		return err
 	}
+	// Ours first, then aws-node's aside: the node always has a network.
+	if aside, err := retireVPCCNIConflist(f.cniConfDir); err != nil {
+		log.Warn("aws-node's conflist stays, and sorts before berth's", "err", err)
+	} else if aside != "" {
+		log.Info("moved aws-node's conflist aside", "to", aside)
+	}
 	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))
 	select {
 	case <-ctx.Done():

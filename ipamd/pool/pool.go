@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,10 @@ type Pool struct {
 	// another of them changed meanwhile. ADDs never take it. A channel, so
 	// that waiting for it ends with ctx.
 	ec2Lock chan struct{}
+	// ec2Gen counts the grows and shrinks run under ec2Lock: reconcile
+	// lists EC2 without the lock and keeps the listing only if it did not
+	// move meanwhile.
+	ec2Gen atomic.Uint64
 
 	mu           sync.Mutex
 	waiting      int
@@ -401,6 +406,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 		if inBackoff && waiting == 0 {
 			return
 		}
+		defer p.ec2Gen.Add(1) // after the grow, before the unlock
 		if err := p.grow(ctx, want-st.Total, p.maxPods+st.Cooling-st.Total); err != nil {
 			p.log.Warn("grow the pool", "want", want, "have", st.Total, "err", err)
 		}
@@ -416,6 +422,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 				slack = 16
 			}
 			p.shrink(ctx, st.Total-want-slack)
+			p.ec2Gen.Add(1) // after: a listing that overlapped it must see the change
 		}
 	}
 }

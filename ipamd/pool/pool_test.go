@@ -675,7 +675,9 @@ func TestReconcileDropsCoolingAddressEC2TookBack(t *testing.T) {
 // meanwhile is missing from it.
 type staleEC2 struct {
 	*fakeCloud
-	listed chan struct{} // closed when the listing is taken
+	once   sync.Once
+	calls  int
+	listed chan struct{} // closed when the first listing is taken
 	answer chan struct{} // close to let it return
 }
 
@@ -685,8 +687,9 @@ func (s *staleEC2) AttachedENIs(context.Context) ([]cloud.ENI, error) {
 	for i := range l {
 		l[i].Secondary = slices.Clone(l[i].Secondary)
 	}
+	s.calls++
 	s.fakeCloud.mu.Unlock()
-	close(s.listed)
+	s.once.Do(func() { close(s.listed) })
 	<-s.answer
 	return l, nil
 }
@@ -709,6 +712,7 @@ func reconcileInFlight(ctx context.Context, p *Pool, f *fakeCloud) (*staleEC2, c
 // Reconcile's EC2 listing may be older than a shrink that runs while it is
 // in flight: the addresses shrink gave back must not come back into the
 // pool, where the next ADD could take one EC2 has given to another ENI.
+// The shrink does not wait for the listing; the listing is taken again.
 func TestReconcileDoesNotRetakeWhatShrinkGaveBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
@@ -725,18 +729,26 @@ func TestReconcileDoesNotRetakeWhatShrinkGaveBack(t *testing.T) {
 		p.mu.Unlock()
 		shrunk := make(chan struct{})
 		go func() { p.reconcile(ctx); close(shrunk) }()
-		synctest.Wait() // the shrink is done, or waits for reconcile
+		synctest.Wait()
+		select {
+		case <-shrunk: // it does not wait for EC2's answer to reconcile
+		default:
+			t.Fatal("the shrink waits for reconcile's EC2 listing")
+		}
 		close(ec2.answer)
 		if err := <-reconciled; err != nil {
 			t.Fatal(err)
 		}
-		<-shrunk
+		if ec2.calls != 2 {
+			t.Fatalf("%d EC2 listings, want 2: the one the shrink ran beside is thrown away", ec2.calls)
+		}
 		given := map[netip.Addr]bool{}
 		for _, a := range f.unassigned {
 			given[a] = true
 		}
-		if st := ds.Stats(); st.Total != 2 || len(given) != 19 {
-			t.Fatalf("pool %+v with %d addresses given back, want 2 addresses and 19 given back", st, len(given))
+		// 18 given back; the address assigned out of band is adopted.
+		if st := ds.Stats(); st.Total != 3 || len(given) != 18 {
+			t.Fatalf("pool %+v with %d addresses given back, want 3 addresses and 18 given back", st, len(given))
 		}
 		for _, e := range ds.ENIs() {
 			for _, c := range ds.CIDRs(e.ID) {
@@ -745,7 +757,7 @@ func TestReconcileDoesNotRetakeWhatShrinkGaveBack(t *testing.T) {
 				}
 			}
 		}
-		for i := range 2 {
+		for i := range 3 {
 			a, err := ds.Assign(podKey(i), datastore.Meta{})
 			if err != nil {
 				t.Fatalf("ADD %d: %v", i, err)
@@ -778,6 +790,45 @@ func TestADDDoesNotWaitForReconcile(t *testing.T) {
 		close(ec2.answer)
 		if err := <-reconciled; err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// A grow, and the ADDs waiting for it, do not wait for reconcile's EC2
+// listing either (seconds when EC2 throttles); the listing, older than the
+// grow, is taken again, so the grow's new addresses stay in the pool.
+func TestGrowDoesNotWaitForReconcileListing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFake("m5.4xlarge")
+		p, _, ds := newPoolWith(t, f, nopHost{}, map[string]string{"WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "2"})
+		p.reconcile(ctx)
+		before := ds.Stats().Total
+		ec2, reconciled := reconcileInFlight(ctx, p, f)
+		p.mu.Lock()
+		p.cfg.WarmIPTarget = 12
+		p.mu.Unlock()
+		grown := make(chan struct{})
+		go func() { p.reconcile(ctx); close(grown) }()
+		synctest.Wait()
+		select {
+		case <-grown:
+		default:
+			t.Fatal("the grow waits for reconcile's EC2 listing")
+		}
+		after := ds.Stats().Total
+		if after < 12 {
+			t.Fatalf("pool grew from %d to %d, want at least 12", before, after)
+		}
+		close(ec2.answer)
+		if err := <-reconciled; err != nil {
+			t.Fatal(err)
+		}
+		if st := ds.Stats(); st.Total != after+1 { // + the address assigned out of band
+			t.Fatalf("pool after reconcile %+v, want %d addresses: the stale listing dropped the grow's", st, after+1)
+		}
+		if ec2.calls != 2 {
+			t.Fatalf("%d EC2 listings, want 2", ec2.calls)
 		}
 	})
 }

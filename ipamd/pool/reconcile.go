@@ -136,6 +136,47 @@ func (p *Pool) ReconcileLoop(ctx context.Context, period time.Duration) {
 	}
 }
 
+// listTries bounds the EC2 listings reconcile throws away because a grow
+// or shrink ran beside them; the last one is taken under the EC2 lock.
+const listTries = 3
+
+// listForReconcile lists the node's ENIs in EC2 and returns holding the
+// EC2 lock, with a listing no grow or shrink ran beside: what they change
+// during a listing is missing from it (shrink's given-back addresses would
+// be re-adopted, grow's new ones dropped). The listing is taken without
+// the lock, so that grow, shrink and the ADDs waiting for them do not wait
+// for EC2's answer (seconds when EC2 throttles); one that a grow or shrink
+// ran beside is thrown away and taken again.
+func (p *Pool) listForReconcile(ctx context.Context) ([]cloud.ENI, error) {
+	for try := 1; ; try++ {
+		locked := try == listTries
+		if locked {
+			if err := p.lockEC2(ctx); err != nil {
+				return nil, err
+			}
+		}
+		gen := p.ec2Gen.Load()
+		enis, err := p.cloud.AttachedENIs(ctx)
+		if err != nil {
+			if locked {
+				p.unlockEC2()
+			}
+			return nil, fmt.Errorf("list the node's ENIs: %w", err)
+		}
+		if locked {
+			return enis, nil
+		}
+		if err := p.lockEC2(ctx); err != nil {
+			return nil, err
+		}
+		if p.ec2Gen.Load() == gen {
+			return enis, nil
+		}
+		p.unlockEC2()
+		p.log.Debug("EC2 listing older than a grow or shrink: listing again", "try", try)
+	}
+}
+
 // ReconcileOnce runs one comparison.
 func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	md, err := p.cloud.MetadataENIs(ctx)
@@ -145,18 +186,12 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	if !p.imdsDiffers(md) {
 		return nil
 	}
-	// IMDS and the datastore disagree: ask EC2, the source of truth. Grow
-	// and shrink wait meanwhile, or what they change during the listing
-	// would be missing from it: shrink's given-back addresses re-adopted,
-	// grow's new ones dropped.
-	if err := p.lockEC2(ctx); err != nil {
+	// IMDS and the datastore disagree: ask EC2, the source of truth.
+	enis, err := p.listForReconcile(ctx)
+	if err != nil {
 		return err
 	}
 	defer p.unlockEC2()
-	enis, err := p.cloud.AttachedENIs(ctx)
-	if err != nil {
-		return fmt.Errorf("list the node's ENIs: %w", err)
-	}
 	// Taken after the listing: under the EC2 lock nothing is given back
 	// while it is in flight, but what the last grow or shrink did before it
 	// must be what the listing is compared with.

@@ -18,7 +18,9 @@ import (
 )
 
 // awscni_del_ip_req_count carries the plugin's reason, as the VPC CNI's
-// (utils/prometheusmetrics DelIPCnt{reason}, rpc_handler.go DelNetwork).
+// (utils/prometheusmetrics DelIPCnt{reason}, rpc_handler.go DelNetwork);
+// a reason no plugin sends is "other", so a client cannot grow the metric
+// without bound.
 func TestDelReqCountByReason(t *testing.T) {
 	ds := newDS()
 	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))
@@ -29,7 +31,7 @@ func TestDelReqCountByReason(t *testing.T) {
 	if _, err := s.AddNetwork(ctx, addReq("x", "v9.9.9")); err != nil {
 		t.Fatal(err)
 	}
-	for _, reason := range []string{"PodDeleted", "PodDeleted", "GC"} {
+	for _, reason := range []string{"PodDeleted", "PodDeleted", "GC", "SetupNSFailed", "made-up-1", "made-up-2"} {
 		if _, err := s.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "x", IfName: "eth0", NetworkName: "aws-cni", Reason: reason}); err != nil {
 			t.Fatal(err)
 		}
@@ -38,6 +40,8 @@ func TestDelReqCountByReason(t *testing.T) {
 # TYPE awscni_del_ip_req_count counter
 awscni_del_ip_req_count{reason="GC"} 1
 awscni_del_ip_req_count{reason="PodDeleted"} 2
+awscni_del_ip_req_count{reason="SetupNSFailed"} 1
+awscni_del_ip_req_count{reason="other"} 2
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "awscni_del_ip_req_count"); err != nil {
 		t.Fatal(err)

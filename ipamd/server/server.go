@@ -266,9 +266,21 @@ func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.M
 	}
 }
 
+// delReasons are the reasons the plugins send (the VPC CNI's two, berth's
+// GC). Others are counted as "other": a label value per string a client
+// makes up would grow the metric without bound.
+var delReasons = map[string]bool{"PodDeleted": true, "SetupNSFailed": true, "GC": true}
+
+func delReason(r string) string {
+	if delReasons[r] {
+		return r
+	}
+	return "other"
+}
+
 // DelNetwork releases a pod's address; a pod without one is success.
 func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
-	s.m.DelReq.WithLabelValues(r.Reason).Inc()
+	s.m.DelReq.WithLabelValues(delReason(r.Reason)).Inc()
 	if err := s.compatibleClient(r.ClientVersion); err != nil {
 		return nil, err
 	}

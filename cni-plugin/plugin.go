@@ -43,15 +43,20 @@ func logger(conf *NetConf) *slog.Logger {
 	if conf.PluginLogFile == "" {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	f, err := os.OpenFile(conf.PluginLogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	// stderr is the runtime's to log; stdout carries the result.
+	var w io.Writer = os.Stderr
+	if conf.PluginLogFile != "stderr" {
+		f, err := os.OpenFile(conf.PluginLogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return slog.New(slog.NewTextHandler(io.Discard, nil))
+		}
+		w = f
 	}
-	level := slog.LevelInfo
-	if strings.EqualFold(conf.PluginLogLevel, "debug") {
-		level = slog.LevelDebug
+	var level slog.Level // the VPC CNI's level names, any case; info otherwise
+	if err := level.UnmarshalText([]byte(conf.PluginLogLevel)); err != nil {
+		level = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
 }
 
 func cmdAdd(args *skel.CmdArgs) error {

@@ -203,3 +203,30 @@ func TestCheckVerifiesRulesAndReservation(t *testing.T) {
 		t.Fatalf("CHECK with a missing netns: %v, want code %d", err, types.ErrInvalidNetNS)
 	}
 }
+
+// The plugin's log follows AWS_VPC_K8S_PLUGIN_LOG_LEVEL as aws-node writes
+// it into the conflist (DEBUG, INFO, WARN, ERROR, any case); an unknown
+// level logs at info.
+func TestPluginLogLevel(t *testing.T) {
+	for level, want := range map[string]string{"Debug": "diwe", "INFO": "iwe", "warn": "we", "ERROR": "e", "chatty": "iwe"} {
+		path := filepath.Join(t.TempDir(), "plugin.log")
+		log := logger(&NetConf{PluginLogFile: path, PluginLogLevel: level})
+		log.Debug("d")
+		log.Info("i")
+		log.Warn("w")
+		log.Error("e")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, m := range []string{"d", "i", "w", "e"} {
+			if strings.Contains(string(b), `"msg":"`+m+`"`) {
+				got += m
+			}
+		}
+		if got != want {
+			t.Errorf("level %q logged %q, want %q", level, got, want)
+		}
+	}
+}

@@ -32,8 +32,8 @@ func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Co
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
 		"mtu":            cfg.PodMTU, // the pod veth's (POD_MTU); ENIs keep AWS_VPC_ENI_MTU
-		"pluginLogFile":  "/var/log/aws-routed-eni/plugin.log",
-		"pluginLogLevel": "Debug",
+		"pluginLogFile":  cfg.PluginLogFile,
+		"pluginLogLevel": cfg.PluginLogLevel,
 	}
 	if socket != DefaultSocket {
 		plugin["ipamdSocket"] = socket
@@ -46,8 +46,19 @@ func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Co
 		plugin["ipamStateFile"] = filepath.Join(stateDir, CheckpointName)
 	}
 	plugins := []any{plugin}
+	// In aws-node's order: portmap, then bandwidth, then tuning.
 	if portmap {
 		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}, "snat": true})
+	}
+	if cfg.BandwidthPlugin {
+		plugins = append(plugins, map[string]any{"type": "bandwidth", "capabilities": map[string]bool{"bandwidth": true}})
+	}
+	if cfg.DisablePodV6 {
+		plugins = append(plugins, map[string]any{"type": "tuning", "sysctl": map[string]string{
+			"net.ipv6.conf.all.disable_ipv6":     "1",
+			"net.ipv6.conf.default.disable_ipv6": "1",
+			"net.ipv6.conf.lo.disable_ipv6":      "1",
+		}})
 	}
 	return json.MarshalIndent(map[string]any{"cniVersion": cniVersion, "name": NetworkName, "plugins": plugins}, "", "  ")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,6 +68,47 @@ func berthPlugin(t *testing.T, cfg config.Config, stateDir string) berthPluginCo
 		t.Fatalf("conflist %s: %v", b, err)
 	}
 	return got.Plugins[0]
+}
+
+// The conflist carries aws-node's plugin log settings and chains the
+// plugins it chains, in its order: portmap, bandwidth
+// (ENABLE_BANDWIDTH_PLUGIN), tuning switching IPv6 off (DISABLE_POD_V6).
+func TestConflistChainsAndPluginLog(t *testing.T) {
+	env := map[string]string{"ENABLE_BANDWIDTH_PLUGIN": "true", "DISABLE_POD_V6": "true",
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE": "/var/log/p.log", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "WARN"}
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := conflist(DefaultSocket, "", DefaultStateDir, "1.0.0", cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []struct {
+			Type         string            `json:"type"`
+			LogFile      string            `json:"pluginLogFile"`
+			LogLevel     string            `json:"pluginLogLevel"`
+			Capabilities map[string]bool   `json:"capabilities"`
+			Sysctl       map[string]string `json:"sysctl"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil || len(got.Plugins) != 4 {
+		t.Fatalf("conflist %s: %v", b, err)
+	}
+	var types []string
+	for _, p := range got.Plugins {
+		types = append(types, p.Type)
+	}
+	if fmt.Sprint(types) != "[berth-cni portmap bandwidth tuning]" {
+		t.Fatalf("chain %v", types)
+	}
+	if p := got.Plugins[0]; p.LogFile != "/var/log/p.log" || p.LogLevel != "WARN" {
+		t.Errorf("plugin log %q %q", p.LogFile, p.LogLevel)
+	}
+	if !got.Plugins[2].Capabilities["bandwidth"] || got.Plugins[3].Sysctl["net.ipv6.conf.all.disable_ipv6"] != "1" {
+		t.Errorf("bandwidth/tuning entries: %s", b)
+	}
 }
 
 // A node taken over from aws-node: its 10-aws.conflist sorts before

@@ -57,6 +57,18 @@ type Config struct {
 	MaxPods int
 	// AddWait is how long AddNetwork waits for an address (berth: ADD_WAIT_TIMEOUT, default 30s).
 	AddWait time.Duration
+	// PluginLogFile and PluginLogLevel go into the conflist for berth-cni
+	// (AWS_VPC_K8S_PLUGIN_LOG_FILE: a path or "stderr"; default
+	// /var/log/aws-routed-eni/plugin.log; AWS_VPC_K8S_PLUGIN_LOG_LEVEL,
+	// default Debug).
+	PluginLogFile  string
+	PluginLogLevel string
+	// BandwidthPlugin chains the bandwidth plugin (ENABLE_BANDWIDTH_PLUGIN),
+	// so pods' kubernetes.io/{ingress,egress}-bandwidth annotations apply.
+	BandwidthPlugin bool
+	// DisablePodV6 chains the tuning plugin to switch IPv6 off in the pod
+	// (DISABLE_POD_V6).
+	DisablePodV6 bool
 	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE);
 	// empty when unset, which tells a VPC CNI plugin there is no policy agent.
 	NetworkPolicyMode string
@@ -70,6 +82,9 @@ const (
 	DefaultMTU      = 9001
 	minMTU          = 576 // IPv4's minimum; berth runs IPv4 pods only
 	DefaultConnMark = 0x80
+	// DefaultPluginLogFile and DefaultPluginLogLevel are aws-node's.
+	DefaultPluginLogFile  = "/var/log/aws-routed-eni/plugin.log"
+	DefaultPluginLogLevel = "Debug"
 	// ReservedTagKey may not appear in an ADDITIONAL_ENI_TAGS key: the VPC
 	// CNI's own tags use it.
 	ReservedTagKey = "k8s.amazonaws.com"
@@ -90,7 +105,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	p := parser{get: get, log: log}
 	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: "prng",
 		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second,
-		NodePortSupport: true}
+		NodePortSupport: true, PluginLogFile: DefaultPluginLogFile, PluginLogLevel: DefaultPluginLogLevel}
 
 	// The VPC CNI reads the pool knobs with Atoi and treats an unparseable
 	// or negative value as unset, and MAX_ENI below 1 as "no cap".
@@ -142,6 +157,27 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	p.lenientBool("ENABLE_SUBNET_DISCOVERY", &c.SubnetDiscovery)
 	c.AdditionalENITags = p.eniTags("ADDITIONAL_ENI_TAGS")
 	c.ClusterName = p.value("CLUSTER_NAME")
+
+	// The conflist's: the plugin's log, and the plugins chained after it.
+	switch v := p.value("AWS_VPC_K8S_PLUGIN_LOG_FILE"); {
+	case v == "":
+	case v == "stdout":
+		// The runtime reads the plugin's result from its stdout.
+		p.ignore("AWS_VPC_K8S_PLUGIN_LOG_FILE", v, "the plugin's stdout carries its result; want stderr or a file path", DefaultPluginLogFile)
+	case v == "stderr" || strings.HasPrefix(v, "/"):
+		c.PluginLogFile = v
+	default:
+		p.ignore("AWS_VPC_K8S_PLUGIN_LOG_FILE", v, "want stderr or an absolute file path", DefaultPluginLogFile)
+	}
+	switch v := p.value("AWS_VPC_K8S_PLUGIN_LOG_LEVEL"); strings.ToLower(v) {
+	case "":
+	case "debug", "info", "warn", "error":
+		c.PluginLogLevel = v
+	default:
+		p.ignore("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", v, "want DEBUG, INFO, WARN or ERROR", DefaultPluginLogLevel)
+	}
+	p.lenientBool("ENABLE_BANDWIDTH_PLUGIN", &c.BandwidthPlugin)
+	p.lenientBool("DISABLE_POD_V6", &c.DisablePodV6)
 
 	// berth's own knobs: strict, as nothing depends on them being lenient.
 	if v := p.value("MAX_PODS"); v != "" {

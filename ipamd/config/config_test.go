@@ -92,6 +92,19 @@ func TestLenientLikeVPCCNI(t *testing.T) {
 		{map[string]string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT": "fully"}, []string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT", "fully"},
 			func(c Config) bool { return c.RandomizeSNAT == "prng" }},
 		{map[string]string{"NETWORK_POLICY_ENFORCING_MODE": "none"}, nil, func(c Config) bool { return c.NetworkPolicyMode == "" }},
+		{nil, nil, func(c Config) bool {
+			return c.PluginLogFile == "/var/log/aws-routed-eni/plugin.log" && c.PluginLogLevel == "Debug" && !c.BandwidthPlugin && !c.DisablePodV6
+		}},
+		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stderr", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "INFO", "ENABLE_BANDWIDTH_PLUGIN": "true", "DISABLE_POD_V6": "true"}, nil,
+			func(c Config) bool {
+				return c.PluginLogFile == "stderr" && c.PluginLogLevel == "INFO" && c.BandwidthPlugin && c.DisablePodV6
+			}},
+		// stdout would mix the log into the result the runtime reads.
+		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "chatty"},
+			[]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE", "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "chatty"},
+			func(c Config) bool { return c.PluginLogFile == DefaultPluginLogFile && c.PluginLogLevel == DefaultPluginLogLevel }},
+		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "plugin.log"}, []string{"AWS_VPC_K8S_PLUGIN_LOG_FILE"},
+			func(c Config) bool { return c.PluginLogFile == DefaultPluginLogFile }},
 	} {
 		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
 			var logs bytes.Buffer

@@ -25,6 +25,7 @@ import (
 	"github.com/berth-io/berth/ipamd/config"
 	"github.com/berth-io/berth/ipamd/datastore"
 	"github.com/berth-io/berth/ipamd/hostnet"
+	"github.com/berth-io/berth/ipamd/eniconfig"
 	"github.com/berth-io/berth/ipamd/introspect"
 	"github.com/berth-io/berth/ipamd/pool"
 	"github.com/berth-io/berth/ipamd/server"
@@ -40,6 +41,7 @@ type flags struct {
 	introspectionAddr, metricsAddr          string
 	chainPortmap                            bool
 	cniVersion                              string
+	kubeconfig                              string
 }
 
 func newRootCommand() *cobra.Command {
@@ -57,6 +59,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.introspectionAddr, "introspection-addr", "127.0.0.1:61679", `introspection API address ("" to disable)`)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
 	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", `kubeconfig for reading the node's ENIConfig with custom networking ("" means in-cluster)`)
 	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "cniVersion of the conflist (1.0.0 for runtimes or chained plugins without CNI 1.1)")
 	return root
 }
@@ -104,6 +107,14 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
 	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
 	p.RegisterMetrics(reg)
+	if cfg.CustomNetworking {
+		src, err := eniconfig.New(f.kubeconfig, cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef)
+		if err != nil {
+			return fmt.Errorf("custom networking: %w", err)
+		}
+		p.UseENIConfigs(src)
+		log.Info("custom networking: pod ENIs follow the node's ENIConfig", "node", cfg.NodeName)
+	}
 	if err := p.Init(ctx); err != nil {
 		return err
 	}

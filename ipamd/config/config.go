@@ -69,6 +69,17 @@ type Config struct {
 	// DisablePodV6 chains the tuning plugin to switch IPv6 off in the pod
 	// (DISABLE_POD_V6).
 	DisablePodV6 bool
+	// CustomNetworking is AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG: pods get
+	// addresses from ENIs in the subnet (and with the security groups) of
+	// the node's ENIConfig, never from the primary ENI. The ENIConfig's
+	// name is the node's label vpc.amazonaws.com/externalEniConfig, its
+	// annotation ENIConfigAnnotationDef (ENI_CONFIG_ANNOTATION_DEF), its
+	// label ENIConfigLabelDef (ENI_CONFIG_LABEL_DEF), or "default".
+	CustomNetworking       bool
+	ENIConfigAnnotationDef string
+	ENIConfigLabelDef      string
+	// NodeName is MY_NODE_NAME, the node's name in Kubernetes.
+	NodeName string
 	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE);
 	// empty when unset, which tells a VPC CNI plugin there is no policy agent.
 	NetworkPolicyMode string
@@ -85,6 +96,9 @@ const (
 	// DefaultPluginLogFile and DefaultPluginLogLevel are aws-node's.
 	DefaultPluginLogFile  = "/var/log/aws-routed-eni/plugin.log"
 	DefaultPluginLogLevel = "Debug"
+	// DefaultENIConfigKey is the VPC CNI's default annotation and label
+	// naming a node's ENIConfig.
+	DefaultENIConfigKey = "k8s.amazonaws.com/eniConfig"
 	// ReservedTagKey may not appear in an ADDITIONAL_ENI_TAGS key: the VPC
 	// CNI's own tags use it.
 	ReservedTagKey = "k8s.amazonaws.com"
@@ -105,7 +119,8 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	p := parser{get: get, log: log}
 	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: "prng",
 		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second,
-		NodePortSupport: true, PluginLogFile: DefaultPluginLogFile, PluginLogLevel: DefaultPluginLogLevel}
+		NodePortSupport: true, PluginLogFile: DefaultPluginLogFile, PluginLogLevel: DefaultPluginLogLevel,
+		ENIConfigAnnotationDef: DefaultENIConfigKey, ENIConfigLabelDef: DefaultENIConfigKey}
 
 	// The VPC CNI reads the pool knobs with Atoi and treats an unparseable
 	// or negative value as unset, and MAX_ENI below 1 as "no cap".
@@ -175,6 +190,18 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		c.PluginLogLevel = v
 	default:
 		p.ignore("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", v, "want DEBUG, INFO, WARN or ERROR", DefaultPluginLogLevel)
+	}
+	p.lenientBool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", &c.CustomNetworking)
+	if v := p.value("ENI_CONFIG_ANNOTATION_DEF"); v != "" {
+		c.ENIConfigAnnotationDef = v
+	}
+	if v := p.value("ENI_CONFIG_LABEL_DEF"); v != "" {
+		c.ENIConfigLabelDef = v
+	}
+	c.NodeName = p.value("MY_NODE_NAME")
+	if c.CustomNetworking && c.NodeName == "" {
+		// The node's ENIConfig is found through its Node object.
+		p.fail("MY_NODE_NAME", "", "required with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true")
 	}
 	p.lenientBool("ENABLE_BANDWIDTH_PLUGIN", &c.BandwidthPlugin)
 	p.lenientBool("DISABLE_POD_V6", &c.DisablePodV6)

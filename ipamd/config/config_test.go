@@ -38,12 +38,12 @@ func TestPrefixDelegationDefaults(t *testing.T) {
 func TestAllErrorsReported(t *testing.T) {
 	_, err := FromEnv(env(map[string]string{
 		"AWS_VPC_ENI_MTU": "10000", "POD_MTU": "575", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth", "IP_COOLDOWN_PERIOD": "-3",
-		"NETWORK_POLICY_ENFORCING_MODE": "loose",
+		"NETWORK_POLICY_ENFORCING_MODE": "loose", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true",
 	}))
 	if err == nil {
 		t.Fatal("bad environment accepted")
 	}
-	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE"} {
+	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE", "MY_NODE_NAME"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
@@ -103,6 +103,11 @@ func TestLenientLikeVPCCNI(t *testing.T) {
 		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "chatty"},
 			[]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE", "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "chatty"},
 			func(c Config) bool { return c.PluginLogFile == DefaultPluginLogFile && c.PluginLogLevel == DefaultPluginLogLevel }},
+		{map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "ip-10-0-1-10"}, nil, func(c Config) bool {
+			return c.CustomNetworking && c.NodeName == "ip-10-0-1-10" && c.ENIConfigAnnotationDef == "k8s.amazonaws.com/eniConfig" && c.ENIConfigLabelDef == "k8s.amazonaws.com/eniConfig"
+		}},
+		{map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "n", "ENI_CONFIG_LABEL_DEF": "topology.kubernetes.io/zone"}, nil,
+			func(c Config) bool { return c.ENIConfigLabelDef == "topology.kubernetes.io/zone" }},
 		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "plugin.log"}, []string{"AWS_VPC_K8S_PLUGIN_LOG_FILE"},
 			func(c Config) bool { return c.PluginLogFile == DefaultPluginLogFile }},
 	} {

@@ -208,7 +208,7 @@ func envSettings(c config.Config) map[string]any {
 	return map[string]any{
 		"WARM_IP_TARGET":                     c.WarmIPTarget,
 		"WARM_ENI_TARGET":                    c.WarmENITarget,
-		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": false,
+		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": c.CustomNetworking,
 		"AWS_MANAGE_ENIS_NON_SCHEDULABLE":    false,
 		"ENABLE_SUBNET_DISCOVERY":            c.SubnetDiscovery,
 

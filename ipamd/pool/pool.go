@@ -31,8 +31,24 @@ type HostNet interface {
 	SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error
 }
 
+// ENIConfig is what custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG)
+// puts pod ENIs in: the spec of the node's ENIConfig object.
+type ENIConfig struct {
+	Name           string
+	Subnet         string
+	SecurityGroups []string // none: the primary ENI's
+}
+
+// ENIConfigs finds the node's ENIConfig (ipamd/eniconfig, from the
+// Kubernetes API). It is asked for every new ENI, so that a change of the
+// node's ENIConfig applies to the next one, as in the VPC CNI.
+type ENIConfigs interface {
+	ENIConfig(ctx context.Context) (ENIConfig, error)
+}
+
 // Errors explaining why the pool cannot grow.
 var (
+	ErrNoENIConfig  = errors.New("no ENIConfig for the node (custom networking)")
 	ErrMaxPods      = errors.New("node at max pods")
 	ErrNodeCapacity = errors.New("node at its ENI and address limit")
 	ErrNoSubnet     = errors.New("no subnet for pod ENIs: the node's is tagged " + SubnetRoleTag + "=0 and no other is tagged")
@@ -80,6 +96,19 @@ type Pool struct {
 	changed  chan struct{}
 
 	reconciled *prometheus.CounterVec // awscni_reconcile_count{fn}, when registered
+	// eniConfigs is set with custom networking: new ENIs go where the
+	// node's ENIConfig says, and the primary ENI gets no pod addresses.
+	eniConfigs ENIConfigs
+}
+
+// UseENIConfigs turns custom networking on (cfg.CustomNetworking), with
+// src finding the node's ENIConfig. Call before Init.
+func (p *Pool) UseENIConfigs(src ENIConfigs) { p.eniConfigs = src }
+
+// forPods reports whether pods may get new addresses on the ENI: not on the
+// primary with custom networking (what it already has stays usable).
+func (p *Pool) forPods(e datastore.ENI) bool {
+	return p.eniConfigs == nil || !e.IsPrimary
 }
 
 // RegisterMetrics registers the pool's own metrics with reg:
@@ -157,7 +186,8 @@ func (p *Pool) UnmanagedENIs() int {
 // MaxPods is the node's pod capacity from the shared resolver (the one
 // berth-bootstrap gives kubelet): secondary-IP mode ENIs × (IPs − 1) + 2,
 // prefix mode ENIs × (IPs − 1) × 16 + 2 capped at 110 (≤ 30 vCPUs) or 250;
-// MAX_ENI lowers the ENI count and MAX_PODS overrides it all.
+// MAX_ENI lowers the ENI count, custom networking leaves the primary ENI
+// out, and MAX_PODS overrides it all.
 func MaxPods(c config.Config, in cloud.Instance) int {
 	info := in.Info
 	if c.MaxENI > 0 && c.MaxENI < info.MaxENIs {
@@ -167,7 +197,7 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 	if c.PrefixDelegation {
 		mode = maxpods.PrefixDelegation
 	}
-	r, err := maxpods.Resolve(maxpods.Input{Type: info, Mode: mode, Explicit: c.MaxPods})
+	r, err := maxpods.Resolve(maxpods.Input{Type: info, Mode: mode, CustomNetworking: c.CustomNetworking, Explicit: c.MaxPods})
 	if err != nil {
 		return 0
 	}
@@ -312,7 +342,7 @@ func (p *Pool) hasRoom() bool {
 	}
 	per := p.cloud.Instance().Info.IPv4PerENI - 1
 	for _, e := range enis {
-		if len(p.ds.CIDRs(e.ID)) < per {
+		if p.forPods(e) && len(p.ds.CIDRs(e.ID)) < per {
 			return true
 		}
 	}
@@ -450,7 +480,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		}
 		used := len(p.ds.CIDRs(e.ID))
 		room := per - used
-		if room <= 0 {
+		if room <= 0 || !p.forPods(e) {
 			continue
 		}
 		got, err := p.addTo(ctx, e.ID, room, ask(room))
@@ -477,12 +507,23 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		}
 		n := min(ask(per), per)
 		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
+		subnets := p.subnetCandidates
+		if p.eniConfigs != nil {
+			ec, err := p.eniConfigs.ENIConfig(ctx)
+			if err != nil {
+				return p.failed(fmt.Errorf("%w: %w", ErrNoENIConfig, err))
+			}
+			if len(ec.SecurityGroups) > 0 {
+				req.SecurityGroups = ec.SecurityGroups
+			}
+			subnets = func(context.Context) []string { return []string{ec.Subnet} }
+		}
 		if p.cfg.PrefixDelegation {
 			req.Prefixes = min((n+15)/16, per)
 		} else {
 			req.IPs = n
 		}
-		e, err := p.createENI(ctx, req)
+		e, err := p.createENI(ctx, req, subnets(ctx))
 		if err != nil {
 			return p.failed(err)
 		}
@@ -500,8 +541,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 
 // createENI creates an ENI in the first candidate subnet, moving on to
 // the next when EC2 says a subnet has no free addresses.
-func (p *Pool) createENI(ctx context.Context, req cloud.CreateENIRequest) (cloud.ENI, error) {
-	subnets := p.subnetCandidates(ctx)
+func (p *Pool) createENI(ctx context.Context, req cloud.CreateENIRequest, subnets []string) (cloud.ENI, error) {
 	if len(subnets) == 0 {
 		return cloud.ENI{}, ErrNoSubnet
 	}
@@ -604,6 +644,9 @@ func (p *Pool) failed(err error) error {
 	switch {
 	case errors.Is(err, cloud.ErrSubnetExhausted), errors.Is(err, ErrNoSubnet):
 		p.setBlocked(err, 120*time.Second)
+	case errors.Is(err, ErrNoENIConfig):
+		// Until someone creates or names it: tell the waiting ADDs why.
+		p.setBlocked(err, 10*time.Second)
 	case errors.Is(err, cloud.ErrLimitExceeded):
 		p.setBlocked(fmt.Errorf("%w: %v", ErrNodeCapacity, err), 30*time.Second)
 	default:

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -38,6 +39,7 @@ type fakeCloud struct {
 	subnets []cloud.Subnet
 	full    map[string]bool
 	tried   []string
+	groups  [][]string // each CreateENI's security groups
 	// unassigned are the addresses given back, in order; like EC2 for a
 	// while, the listings above still show them.
 	unassigned []netip.Addr
@@ -90,6 +92,7 @@ func (f *fakeCloud) CreateENI(_ context.Context, r cloud.CreateENIRequest) (clou
 	defer f.mu.Unlock()
 	f.calls["CreateENI"]++
 	f.tried = append(f.tried, r.SubnetID)
+	f.groups = append(f.groups, r.SecurityGroups)
 	if f.exhaust || f.full[r.SubnetID] {
 		return cloud.ENI{}, fmt.Errorf("create: %w", cloud.ErrSubnetExhausted)
 	}
@@ -831,4 +834,70 @@ func TestGrowDoesNotWaitForReconcileListing(t *testing.T) {
 			t.Fatalf("%d EC2 listings, want 2", ec2.calls)
 		}
 	})
+}
+
+// eniConfigs is the node's ENIConfig as the Kubernetes API would give it.
+type eniConfigs struct {
+	ec  ENIConfig
+	err error
+}
+
+func (e *eniConfigs) ENIConfig(context.Context) (ENIConfig, error) { return e.ec, e.err }
+
+// Custom networking: pods get addresses only from ENIs in the ENIConfig's
+// subnet, with its security groups (the node's when it names none), never
+// from the primary ENI; max pods leaves the primary ENI out; without an
+// ENIConfig the pool does not grow and says why.
+func TestCustomNetworking(t *testing.T) {
+	env := map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "n1", "ENABLE_SUBNET_DISCOVERY": "true"}
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake("m5.large") // 3 ENIs × 10 addresses
+	f.inst.SecurityGroups = []string{"sg-node"}
+	f.subnets = []cloud.Subnet{{ID: "subnet-tagged", Available: 1000, Tags: map[string]string{SubnetRoleTag: "1"}}}
+	ds := datastore.New(cfg.IPCooldown, nil)
+	p := New(cfg, f, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	src := &eniConfigs{err: errors.New(`eniconfigs "default" not found`)}
+	p.UseENIConfigs(src)
+	if err := p.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.MaxPodsLimit(); got != 2*9+2 {
+		t.Fatalf("max pods %d, want %d: the primary ENI carries no pods", got, 2*9+2)
+	}
+	p.reconcile(context.Background())
+	if reason, _ := p.Blocked(); !errors.Is(reason, ErrNoENIConfig) || !strings.Contains(reason.Error(), "not found") {
+		t.Fatalf("blocked %v, want the missing ENIConfig", reason)
+	}
+	if st := ds.Stats(); st.Total != 0 || len(f.tried) != 0 {
+		t.Fatalf("grew without an ENIConfig: %+v, ENIs asked in %v", st, f.tried)
+	}
+
+	src.ec, src.err = ENIConfig{Name: "us-west-2a", Subnet: "subnet-pods", SecurityGroups: []string{"sg-pods"}}, nil
+	later(p, time.Minute) // past the backoff
+	p.reconcile(context.Background())
+	if len(f.tried) != 1 || f.tried[0] != "subnet-pods" || fmt.Sprint(f.groups[0]) != "[sg-pods]" {
+		t.Fatalf("new ENI asked in %v with groups %v, want subnet-pods with sg-pods", f.tried, f.groups)
+	}
+	for _, e := range ds.ENIs() {
+		if e.IsPrimary && len(ds.CIDRs(e.ID)) != 0 {
+			t.Fatalf("the primary ENI got pod addresses: %v", ds.CIDRs(e.ID))
+		}
+	}
+	if st := ds.Stats(); st.Total != 9 {
+		t.Fatalf("pool %+v, want one whole ENI (WARM_ENI_TARGET=1) of 9 addresses", st)
+	}
+	// The ENIConfig names no groups: the node's.
+	src.ec = ENIConfig{Name: "default", Subnet: "subnet-pods"}
+	for i := range 9 {
+		if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.reconcile(context.Background())
+	if len(f.groups) != 2 || fmt.Sprint(f.groups[1]) != "[sg-node]" {
+		t.Fatalf("second ENI's groups %v, want the node's", f.groups)
+	}
 }

@@ -1,0 +1,168 @@
+package ipamd_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+// TestCustomNetworking: with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true, as EKS
+// users set it to give pods addresses from another subnet, ipamd reads its
+// Node and the ENIConfig it names from a real API server (berth-controlplane,
+// the VPC CNI's CRD, ipamd's least-privilege role from deploy/rbac), puts
+// pod ENIs in the ENIConfig's subnet with its security group, and never
+// gives pods addresses of the primary ENI. Pods on two such nodes talk
+// through the VPC router (EC2's source/dest check on the pod ENIs), and
+// reach outside the VPC through SNAT to the node's primary address.
+func TestCustomNetworking(t *testing.T) {
+	cl := newCluster(t, "10.75.0.0/16", "10.75.0.0/20")
+	ctx := context.Background()
+	podSubnet := netip.MustParsePrefix("10.75.64.0/20")
+	s, err := cl.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: aws.String(cl.vpc), CidrBlock: aws.String(podSubnet.String()),
+		AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg, err := cl.ec2.CreateSecurityGroup(ctx, &ec2sdk.CreateSecurityGroupInput{VpcId: aws.String(cl.vpc), GroupName: aws.String("pods"),
+		Description: aws.String("pod ENIs")})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), "customnet", "--listen", e2e.ListenAddr(t, e2e.HostAddress(t)))
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy := filepath.Join(wd, "..", "..", "..", "deploy")
+	for _, f := range []string{"crds/crd.k8s.amazonaws.com_eniconfigs.yaml", "rbac/ipamd.yaml"} {
+		if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(deploy, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, out)
+		}
+	}
+	if out, err := cp.Kubectl(t, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout=60s"); err != nil {
+		t.Fatalf("CRD: %v\n%s", err, out)
+	}
+	eniConfig := fmt.Sprintf(`{"apiVersion":"crd.k8s.amazonaws.com/v1alpha1","kind":"ENIConfig","metadata":{"name":"us-west-2a"},`+
+		`"spec":{"subnet":%q,"securityGroups":[%q]}}`, *s.Subnet.SubnetId, *sg.GroupId)
+	manifest := filepath.Join(t.TempDir(), "eniconfig.json")
+	if err := os.WriteFile(manifest, []byte(eniConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cp.Kubectl(t, "apply", "-f", manifest); err != nil {
+		t.Fatalf("ENIConfig: %v\n%s", err, out)
+	}
+	kubeconfig := serviceAccountKubeconfig(t, cp, "berth-ipamd")
+
+	start := func(name string) *node {
+		// The Node exists before ipamd asks for it, as kubelet registers it.
+		nodeObj := filepath.Join(t.TempDir(), name+".json")
+		if err := os.WriteFile(nodeObj, []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"Node","metadata":{"name":%q,`+
+			`"labels":{"topology.kubernetes.io/zone":"us-west-2a"}}}`, name)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cp.Kubectl(t, "create", "-f", nodeObj); err != nil {
+			t.Fatalf("node %s: %v\n%s", name, err, out)
+		}
+		return cl.startNodeWith(t, "m5.large", "", "", []string{"--chain-portmap=false", "--kubeconfig", kubeconfig},
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true", "MY_NODE_NAME="+name, "ENI_CONFIG_LABEL_DEF=topology.kubernetes.io/zone")
+	}
+	a, b := start("node-a"), start("node-b")
+
+	p1, err := a.add(t, "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := b.add(t, "web-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*pod{p1, p2} {
+		if !podSubnet.Contains(p.ip) {
+			t.Fatalf("pod %s got %s, not an address of the ENIConfig's subnet %s", p.name, p.ip, podSubnet)
+		}
+	}
+	for _, n := range []*node{a, b} {
+		out, err := cl.ec2.DescribeNetworkInterfaces(ctx, &ec2sdk.DescribeNetworkInterfacesInput{
+			Filters: []ec2types.Filter{{Name: aws.String("attachment.instance-id"), Values: []string{n.inst.ID}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods := 0
+		for _, e := range out.NetworkInterfaces {
+			primary := *e.Attachment.DeviceIndex == 0
+			if primary && len(e.PrivateIpAddresses) != 1 {
+				t.Errorf("%s: the primary ENI %s has %d addresses: pods got addresses of the node's subnet", n.inst.ID, *e.NetworkInterfaceId, len(e.PrivateIpAddresses))
+			}
+			if primary {
+				continue
+			}
+			pods++
+			if *e.SubnetId != *s.Subnet.SubnetId || len(e.Groups) != 1 || *e.Groups[0].GroupId != *sg.GroupId {
+				t.Errorf("%s: pod ENI %s in %s with groups %v, want %s with %s", n.inst.ID, *e.NetworkInterfaceId, *e.SubnetId, e.Groups, *s.Subnet.SubnetId, *sg.GroupId)
+			}
+		}
+		if pods == 0 {
+			t.Errorf("%s has no pod ENI", n.inst.ID)
+		}
+	}
+
+	p2.listen(t, 8080)
+	if _, err := p1.dial(net.JoinHostPort(p2.ip.String(), "8080")); err != nil {
+		t.Fatalf("pod to pod across nodes through the VPC router: %v", err)
+	}
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	remote := make(chan string, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}
+	}()
+	if _, err := p1.dial(fmt.Sprintf("169.254.123.1:%d", ln.Addr().(*net.TCPAddr).Port)); err != nil {
+		t.Fatalf("pod to outside the VPC: %v", err)
+	}
+	if got := <-remote; got != a.inst.PrimaryIP {
+		t.Fatalf("outside saw source %s, want the node's primary %s (SNAT)", got, a.inst.PrimaryIP)
+	}
+}
+
+// serviceAccountKubeconfig is cp's kubeconfig with the token of a
+// ServiceAccount of kube-system instead of the admin's credentials.
+func serviceAccountKubeconfig(t testing.TB, cp *e2e.Controlplane, sa string) string {
+	t.Helper()
+	token, err := cp.Kubectl(t, "-n", "kube-system", "create", "token", sa, "--duration=2h")
+	if err != nil {
+		t.Fatalf("token: %v\n%s", err, token)
+	}
+	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{sa: {Token: strings.TrimSpace(token)}}
+	for _, c := range kc.Contexts {
+		c.AuthInfo = sa
+	}
+	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -48,6 +48,15 @@ type Config struct {
 	PodMTU                  int
 	VethPrefix              string
 	DisableLeakedENICleanup bool
+	// ManageUntaggedENIs is MANAGE_UNTAGGED_ENI (default true); false
+	// leaves alone attached ENIs ipamd did not create (no instance_id tag of
+	// this instance) unless tagged no_manage=false.
+	ManageUntaggedENIs bool
+	// NoProvisioning is DISABLE_NETWORK_RESOURCE_PROVISIONING: ipamd makes
+	// no EC2 changes (no ENIs, addresses or prefixes allocated or freed, no
+	// leaked-ENI cleanup) and uses what is attached, for nodes provisioned
+	// by something else.
+	NoProvisioning bool
 	SubnetDiscovery         bool // ENABLE_SUBNET_DISCOVERY, default true
 	AdditionalENITags       map[string]string
 	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
@@ -120,7 +129,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	c := Config{WarmENITarget: 1, MaxENI: -1, IPCooldown: 30 * time.Second, RandomizeSNAT: "prng",
 		ConnMark: DefaultConnMark, MTU: DefaultMTU, VethPrefix: "eni", SubnetDiscovery: true, AddWait: 30 * time.Second,
 		NodePortSupport: true, PluginLogFile: DefaultPluginLogFile, PluginLogLevel: DefaultPluginLogLevel,
-		ENIConfigAnnotationDef: DefaultENIConfigKey, ENIConfigLabelDef: DefaultENIConfigKey}
+		ENIConfigAnnotationDef: DefaultENIConfigKey, ENIConfigLabelDef: DefaultENIConfigKey, ManageUntaggedENIs: true}
 
 	// The VPC CNI reads the pool knobs with Atoi and treats an unparseable
 	// or negative value as unset, and MAX_ENI below 1 as "no cap".
@@ -169,6 +178,11 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	}
 
 	p.lenientBool("DISABLE_LEAKED_ENI_CLEANUP", &c.DisableLeakedENICleanup)
+	p.lenientBool("MANAGE_UNTAGGED_ENI", &c.ManageUntaggedENIs)
+	p.lenientBool("DISABLE_NETWORK_RESOURCE_PROVISIONING", &c.NoProvisioning)
+	if c.NoProvisioning {
+		c.DisableLeakedENICleanup = true // as the VPC CNI: nothing is deleted either
+	}
 	p.lenientBool("ENABLE_SUBNET_DISCOVERY", &c.SubnetDiscovery)
 	c.AdditionalENITags = p.eniTags("ADDITIONAL_ENI_TAGS")
 	c.ClusterName = p.value("CLUSTER_NAME")

@@ -48,10 +48,11 @@ type ENIConfigs interface {
 
 // Errors explaining why the pool cannot grow.
 var (
-	ErrNoENIConfig  = errors.New("no ENIConfig for the node (custom networking)")
-	ErrMaxPods      = errors.New("node at max pods")
-	ErrNodeCapacity = errors.New("node at its ENI and address limit")
-	ErrNoSubnet     = errors.New("no subnet for pod ENIs: the node's is tagged " + SubnetRoleTag + "=0 and no other is tagged")
+	ErrNoENIConfig    = errors.New("no ENIConfig for the node (custom networking)")
+	ErrNoProvisioning = errors.New("no free address, and ipamd may not allocate any (DISABLE_NETWORK_RESOURCE_PROVISIONING=true)")
+	ErrMaxPods        = errors.New("node at max pods")
+	ErrNodeCapacity   = errors.New("node at its ENI and address limit")
+	ErrNoSubnet       = errors.New("no subnet for pod ENIs: the node's is tagged " + SubnetRoleTag + "=0 and no other is tagged")
 )
 
 // SubnetRoleTag opts a subnet in to pod ENIs (any value but "0") or, with
@@ -137,13 +138,22 @@ const NoManageTag = "node.k8s.amazonaws.com/no_manage"
 // manages reports whether ipamd may draw addresses from an ENI and free
 // it. Like the VPC CNI (without ENABLE_MULTI_NIC) it leaves alone ENIs
 // tagged no_manage=true, ENIs on other network cards, EFA-only and trunk
-// interfaces: they belong to someone else (an operator, EFA, pod ENIs).
-// The primary ENI is always ipamd's.
+// interfaces: they belong to someone else (an operator, EFA, pod ENIs);
+// with MANAGE_UNTAGGED_ENI=false also those it did not create. The primary
+// ENI is always ipamd's.
 func (p *Pool) manages(e cloud.ENI) bool {
 	if e.ID == p.cloud.Instance().PrimaryENI {
 		return true
 	}
-	return e.Tags[NoManageTag] != "true" && e.Card == 0 && e.InterfaceType != "efa-only" && e.InterfaceType != "trunk"
+	if e.Card != 0 || e.InterfaceType == "efa-only" || e.InterfaceType == "trunk" {
+		return false
+	}
+	// The tag decides; with MANAGE_UNTAGGED_ENI=false an ENI without it is
+	// ipamd's only if ipamd made it for this instance.
+	if v, ok := e.Tags[NoManageTag]; ok {
+		return v != "true"
+	}
+	return p.cfg.ManageUntaggedENIs || e.Tags[cloud.InstanceIDTag] == p.cloud.Instance().ID
 }
 
 // sortENIs splits an EC2 listing into the ENIs ipamd manages and records
@@ -336,6 +346,9 @@ func (p *Pool) Blocked() (error, <-chan struct{}) {
 // hasRoom reports whether the node could hold more addresses: a free ENI
 // slot, or an ENI with a free address (or prefix) slot.
 func (p *Pool) hasRoom() bool {
+	if p.cfg.NoProvisioning {
+		return false // room ipamd may not fill
+	}
 	enis := p.ds.ENIs()
 	if len(enis)+p.UnmanagedENIs() < p.maxENIs() {
 		return true
@@ -431,6 +444,16 @@ func (p *Pool) reconcile(ctx context.Context) {
 	inBackoff := p.now().Before(p.backoffUntil)
 	p.mu.Unlock()
 	want := p.target(st, waiting)
+	if p.cfg.NoProvisioning {
+		// Addresses come from whoever provisions the node; reconcile
+		// with EC2 adopts them. ADDs learn why none come from ipamd.
+		if st.Free-st.Cooling <= 0 && waiting > 0 {
+			p.setBlocked(ErrNoProvisioning, 0)
+		} else {
+			p.setBlocked(nil, 0)
+		}
+		return
+	}
 	switch {
 	case st.Total < want:
 		if inBackoff && waiting == 0 {

@@ -901,3 +901,79 @@ func TestCustomNetworking(t *testing.T) {
 		t.Fatalf("second ENI's groups %v, want the node's", f.groups)
 	}
 }
+
+// MANAGE_UNTAGGED_ENI=false: an attached ENI is ipamd's only if ipamd made
+// it for this instance (its instance_id tag) or it is tagged no_manage=false;
+// by default every ENI without no_manage=true is.
+func TestManageUntaggedENI(t *testing.T) {
+	enis := func(f *fakeCloud) []cloud.ENI {
+		mk := func(id string, dev int, tags map[string]string) cloud.ENI {
+			return cloud.ENI{ID: id, Device: dev, MAC: fmt.Sprintf("02:00:00:00:01:%02x", dev), PrimaryIP: netip.AddrFrom4([4]byte{10, 0, 7, byte(dev)}),
+				SubnetCIDR: f.inst.SubnetCIDR, Attached: true, Tags: tags}
+		}
+		return []cloud.ENI{
+			mk("eni-operator", 1, nil),
+			mk("eni-mine", 2, map[string]string{cloud.InstanceIDTag: "i-1"}),
+			mk("eni-moved", 3, map[string]string{cloud.InstanceIDTag: "i-9"}),
+			mk("eni-optin", 4, map[string]string{NoManageTag: "false"}),
+		}
+	}
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "[eni-0 eni-mine eni-moved eni-operator eni-optin]"},
+		{map[string]string{"MANAGE_UNTAGGED_ENI": "false"}, "[eni-0 eni-mine eni-optin]"},
+	} {
+		f := newFake("m5.4xlarge")
+		f.enis = append(f.enis, enis(f)...)
+		_, _, ds := newPoolWith(t, f, nopHost{}, c.env)
+		var got []string
+		for _, e := range ds.ENIs() {
+			got = append(got, e.ID)
+		}
+		slices.Sort(got)
+		if fmt.Sprint(got) != c.want {
+			t.Errorf("%v: the pool manages %v, want %s", c.env, got, c.want)
+		}
+	}
+}
+
+// DISABLE_NETWORK_RESOURCE_PROVISIONING=true: no EC2 change at all; the
+// addresses already attached are used, ones assigned later by someone else
+// are adopted by reconcile, and an ADD that finds none learns why.
+func TestNoProvisioning(t *testing.T) {
+	f := newFake("m5.large")
+	f.enis[0].Secondary = []netip.Addr{netip.MustParseAddr("10.0.0.20")}
+	p, f, ds := newPoolWith(t, f, nopHost{}, map[string]string{"DISABLE_NETWORK_RESOURCE_PROVISIONING": "true"})
+	if !p.cfg.DisableLeakedENICleanup {
+		t.Error("leaked-ENI cleanup still on")
+	}
+	p.reconcile(context.Background())
+	if _, err := ds.Assign(podKey(0), datastore.Meta{}); err != nil {
+		t.Fatalf("the attached address: %v", err)
+	}
+	done := p.Wait()
+	p.reconcile(context.Background())
+	reason, _ := p.Blocked()
+	done()
+	if !errors.Is(reason, ErrNoProvisioning) {
+		t.Fatalf("blocked %v, want ErrNoProvisioning", reason)
+	}
+	for op, n := range f.calls {
+		if n > 0 {
+			t.Errorf("EC2 call %s ×%d", op, n)
+		}
+	}
+	// Someone else assigns an address: IMDS and EC2 list it.
+	f.mu.Lock()
+	f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.0.21"))
+	f.mu.Unlock()
+	later(p, 2*time.Minute)
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := ds.Assign(podKey(1), datastore.Meta{}); err != nil || a.IP != netip.MustParseAddr("10.0.0.21") {
+		t.Fatalf("the address assigned later: %+v %v", a, err)
+	}
+}

@@ -156,3 +156,25 @@ func TestRetireVPCCNIConflist(t *testing.T) {
 		t.Fatalf("retired a conflist that is not the VPC CNI's: %q, %v", aside, err)
 	}
 }
+
+// aws-node's AWS_VPC_K8S_CNI_LOGLEVEL sets ipamd's --log-level default;
+// --log-level on the command line still wins.
+func TestVPCCNILogLevel(t *testing.T) {
+	for v, want := range map[string]string{"DEBUG": "debug", "info": "info", "Warn": "warn", "ERROR": "error", "FATAL": "error", "TRACE": "", "": ""} {
+		got, ok := vpcCNILogLevel(v)
+		if got != want || ok != (want != "") {
+			t.Errorf("%q → %q %v, want %q", v, got, ok, want)
+		}
+	}
+	t.Setenv("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG")
+	root := newRootCommand()
+	if got := root.PersistentFlags().Lookup("log-level").Value.String(); got != "debug" {
+		t.Fatalf("--log-level from the environment: %q", got)
+	}
+	if err := root.ParseFlags([]string{"--log-level", "warn"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := root.PersistentFlags().Lookup("log-level").Value.String(); got != "warn" {
+		t.Fatalf("--log-level on the command line: %q", got)
+	}
+}

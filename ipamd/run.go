@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,6 +52,10 @@ func newRootCommand() *cobra.Command {
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
 		return run(cmd.Context(), f, logger())
 	}
+	// aws-node's AWS_VPC_K8S_CNI_LOGLEVEL is the default of --log-level.
+	if lvl, ok := vpcCNILogLevel(os.Getenv("AWS_VPC_K8S_CNI_LOGLEVEL")); ok {
+		_ = root.PersistentFlags().Set("log-level", lvl)
+	}
 	fs := root.Flags()
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
@@ -62,6 +68,19 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", `kubeconfig for reading the node's ENIConfig with custom networking ("" means in-cluster)`)
 	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "cniVersion of the conflist (1.0.0 for runtimes or chained plugins without CNI 1.1)")
 	return root
+}
+
+// vpcCNILogLevel maps the VPC CNI's AWS_VPC_K8S_CNI_LOGLEVEL (DEBUG, INFO,
+// WARN, ERROR, FATAL, any case) to a --log-level; false for anything else,
+// which keeps the default as aws-node does.
+func vpcCNILogLevel(v string) (string, bool) {
+	switch l := strings.ToLower(strings.TrimSpace(v)); l {
+	case "debug", "info", "warn", "error":
+		return l, true
+	case "fatal":
+		return "error", true
+	}
+	return "", false
 }
 
 // DefaultSocket is the VPC CNI's socket path.

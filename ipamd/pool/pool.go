@@ -97,19 +97,19 @@ type Pool struct {
 	changed  chan struct{}
 
 	reconciled *prometheus.CounterVec // awscni_reconcile_count{fn}, when registered
-	// eniConfigs is set with custom networking: new ENIs go where the
-	// node's ENIConfig says, and the primary ENI gets no pod addresses.
+	// eniConfigs finds the node's ENIConfig with custom networking
+	// (cfg.CustomNetworking): new ENIs go where it says.
 	eniConfigs ENIConfigs
 }
 
-// UseENIConfigs turns custom networking on (cfg.CustomNetworking), with
-// src finding the node's ENIConfig. Call before Init.
+// UseENIConfigs gives custom networking (cfg.CustomNetworking) the source
+// of the node's ENIConfig. Call before Init.
 func (p *Pool) UseENIConfigs(src ENIConfigs) { p.eniConfigs = src }
 
 // forPods reports whether pods may get new addresses on the ENI: not on the
 // primary with custom networking (what it already has stays usable).
 func (p *Pool) forPods(e datastore.ENI) bool {
-	return p.eniConfigs == nil || !e.IsPrimary
+	return !p.cfg.CustomNetworking || !e.IsPrimary
 }
 
 // RegisterMetrics registers the pool's own metrics with reg:
@@ -530,8 +530,13 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		}
 		n := min(ask(per), per)
 		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
-		subnets := p.subnetCandidates
-		if p.eniConfigs != nil {
+		var subnets []string
+		if !p.cfg.CustomNetworking {
+			subnets = p.subnetCandidates(ctx)
+		} else {
+			if p.eniConfigs == nil {
+				return p.failed(fmt.Errorf("%w: no way to read it", ErrNoENIConfig))
+			}
 			ec, err := p.eniConfigs.ENIConfig(ctx)
 			if err != nil {
 				return p.failed(fmt.Errorf("%w: %w", ErrNoENIConfig, err))
@@ -539,14 +544,14 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 			if len(ec.SecurityGroups) > 0 {
 				req.SecurityGroups = ec.SecurityGroups
 			}
-			subnets = func(context.Context) []string { return []string{ec.Subnet} }
+			subnets = []string{ec.Subnet}
 		}
 		if p.cfg.PrefixDelegation {
 			req.Prefixes = min((n+15)/16, per)
 		} else {
 			req.IPs = n
 		}
-		e, err := p.createENI(ctx, req, subnets(ctx))
+		e, err := p.createENI(ctx, req, subnets)
 		if err != nil {
 			return p.failed(err)
 		}

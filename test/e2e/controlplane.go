@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // Controlplane is a berth-controlplane process.
@@ -105,6 +108,30 @@ func (c *Controlplane) Stop() {
 func (c *Controlplane) Kubectl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	return Kubectl(t, c.Kubeconfig, c.Env, args...)
+}
+
+// ServiceAccountKubeconfig writes a copy of the admin kubeconfig that
+// authenticates with a token of the ServiceAccount namespace/name instead:
+// tests run components with exactly the role deploy/rbac gives them.
+func (c *Controlplane) ServiceAccountKubeconfig(t testing.TB, namespace, name string) string {
+	t.Helper()
+	token, err := c.Kubectl(t, "-n", namespace, "create", "token", name, "--duration=2h")
+	if err != nil {
+		t.Fatalf("token of %s/%s: %v\n%s", namespace, name, err, token)
+	}
+	kc, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{name: {Token: strings.TrimSpace(token)}}
+	for _, ctx := range kc.Contexts {
+		ctx.AuthInfo = name
+	}
+	path := filepath.Join(t.TempDir(), name+".kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // Kubectl runs kubectl with kubeconfig and extra environment.

@@ -7,14 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/berth-io/berth/test/e2e"
 )
@@ -65,7 +62,7 @@ func TestCustomNetworking(t *testing.T) {
 	if out, err := cp.Kubectl(t, "apply", "-f", manifest); err != nil {
 		t.Fatalf("ENIConfig: %v\n%s", err, out)
 	}
-	kubeconfig := serviceAccountKubeconfig(t, cp, "berth-ipamd")
+	kubeconfig := cp.ServiceAccountKubeconfig(t, "kube-system", "berth-ipamd")
 
 	start := func(name string) *node {
 		// The Node exists before ipamd asks for it, as kubelet registers it.
@@ -124,45 +121,7 @@ func TestCustomNetworking(t *testing.T) {
 	if _, err := p1.dial(net.JoinHostPort(p2.ip.String(), "8080")); err != nil {
 		t.Fatalf("pod to pod across nodes through the VPC router: %v", err)
 	}
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	remote := make(chan string, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-			c.Close()
-		}
-	}()
-	if _, err := p1.dial(fmt.Sprintf("169.254.123.1:%d", ln.Addr().(*net.TCPAddr).Port)); err != nil {
-		t.Fatalf("pod to outside the VPC: %v", err)
-	}
-	if got := <-remote; got != a.inst.PrimaryIP {
+	if got := p1.sourceOutside(t); got != a.inst.PrimaryIP {
 		t.Fatalf("outside saw source %s, want the node's primary %s (SNAT)", got, a.inst.PrimaryIP)
 	}
-}
-
-// serviceAccountKubeconfig is cp's kubeconfig with the token of a
-// ServiceAccount of kube-system instead of the admin's credentials.
-func serviceAccountKubeconfig(t testing.TB, cp *e2e.Controlplane, sa string) string {
-	t.Helper()
-	token, err := cp.Kubectl(t, "-n", "kube-system", "create", "token", sa, "--duration=2h")
-	if err != nil {
-		t.Fatalf("token: %v\n%s", err, token)
-	}
-	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{sa: {Token: strings.TrimSpace(token)}}
-	for _, c := range kc.Contexts {
-		c.AuthInfo = sa
-	}
-	path := filepath.Join(t.TempDir(), sa+".kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }

@@ -181,6 +181,29 @@ func (p *pod) dial(addr string) (net.Addr, error) {
 	return e2e.DialFrom(filepath.Base(p.netns), addr, 2*time.Second)
 }
 
+// sourceOutside connects from the pod to a listener on the host, outside
+// the VPC (169.254.123.1 is the host's side of the VPC router), and
+// returns the source address the listener saw.
+func (p *pod) sourceOutside(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	remote := make(chan string, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}
+	}()
+	if _, err := p.dial(fmt.Sprintf("169.254.123.1:%d", ln.Addr().(*net.TCPAddr).Port)); err != nil {
+		t.Fatalf("pod %s to outside the VPC: %v", p.name, err)
+	}
+	return <-remote
+}
+
 func TestPodsThroughLibcni(t *testing.T) {
 	cl := newCluster(t, "10.61.0.0/16", "10.61.0.0/20")
 	a := cl.startNode(t, "m5.large")
@@ -214,24 +237,7 @@ func TestPodsThroughLibcni(t *testing.T) {
 	}
 
 	// Leaving the VPC: SNAT to the node's primary address.
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	remote := make(chan string, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			remote <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	if _, err := p1.dial(fmt.Sprintf("169.254.123.1:%d", port)); err != nil {
-		t.Fatalf("pod to outside the VPC: %v", err)
-	}
-	if got := <-remote; got != a.inst.PrimaryIP {
+	if got := p1.sourceOutside(t); got != a.inst.PrimaryIP {
 		t.Fatalf("outside saw source %s, want the node's primary %s (SNAT)", got, a.inst.PrimaryIP)
 	}
 

@@ -35,7 +35,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	pe "github.com/berth-io/berth/api/policyendpoint/v1alpha1"
 	"github.com/berth-io/berth/test/e2e"
@@ -139,23 +138,7 @@ func agentKubeconfig(t testing.TB, cp *e2e.Controlplane) string {
 	if out, err := cp.Kubectl(t, "apply", "-f", rbac); err != nil {
 		t.Fatalf("kubectl apply %s: %v\n%s", rbac, err, out)
 	}
-	token, err := cp.Kubectl(t, "-n", "kube-system", "create", "token", "berth-netpol", "--duration=2h")
-	if err != nil {
-		t.Fatalf("token: %v\n%s", err, token)
-	}
-	kc, err := clientcmd.LoadFromFile(cp.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{"agent": {Token: strings.TrimSpace(token)}}
-	for _, c := range kc.Contexts {
-		c.AuthInfo = "agent"
-	}
-	path := filepath.Join(t.TempDir(), "agent.kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return cp.ServiceAccountKubeconfig(t, "kube-system", "berth-netpol")
 }
 
 // pointCNIAtAgent sets npaSocket in the conflist libcni uses.

@@ -166,15 +166,38 @@ func TestVPCCNILogLevel(t *testing.T) {
 			t.Errorf("%q → %q %v, want %q", v, got, ok, want)
 		}
 	}
-	t.Setenv("AWS_VPC_K8S_CNI_LOGLEVEL", "DEBUG")
-	root := newRootCommand()
-	if got := root.PersistentFlags().Lookup("log-level").Value.String(); got != "debug" {
-		t.Fatalf("--log-level from the environment: %q", got)
+}
+
+// aws-node's variables give flags their defaults (AWS_VPC_K8S_CNI_LOGLEVEL,
+// HOST_CNI_BIN_PATH, HOST_CNI_CONFDIR_PATH, INTROSPECTION_BIND_ADDRESS,
+// DISABLE_INTROSPECTION, DISABLE_METRICS); the command line still wins.
+func TestVPCCNIFlagDefaults(t *testing.T) {
+	for k, v := range map[string]string{"AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG", "HOST_CNI_BIN_PATH": "/host/opt/cni/bin",
+		"HOST_CNI_CONFDIR_PATH": "/host/etc/cni/net.d", "INTROSPECTION_BIND_ADDRESS": "0.0.0.0:61679", "DISABLE_METRICS": "true"} {
+		t.Setenv(k, v)
 	}
-	if err := root.ParseFlags([]string{"--log-level", "warn"}); err != nil {
+	root := newRootCommand()
+	value := func(name string) string {
+		f := root.Flags().Lookup(name)
+		if f == nil {
+			f = root.PersistentFlags().Lookup(name)
+		}
+		return f.Value.String()
+	}
+	for flag, want := range map[string]string{"log-level": "debug", "cni-bin-dir": "/host/opt/cni/bin", "cni-conf-dir": "/host/etc/cni/net.d",
+		"introspection-addr": "0.0.0.0:61679", "metrics-addr": ""} {
+		if got := value(flag); got != want {
+			t.Errorf("--%s from the environment: %q, want %q", flag, got, want)
+		}
+	}
+	if err := root.ParseFlags([]string{"--log-level", "warn", "--metrics-addr", ":9999"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := root.PersistentFlags().Lookup("log-level").Value.String(); got != "warn" {
-		t.Fatalf("--log-level on the command line: %q", got)
+	if value("log-level") != "warn" || value("metrics-addr") != ":9999" {
+		t.Fatalf("the command line lost: --log-level %q --metrics-addr %q", value("log-level"), value("metrics-addr"))
+	}
+	t.Setenv("DISABLE_INTROSPECTION", "true")
+	if got := newRootCommand().Flags().Lookup("introspection-addr").Value.String(); got != "" {
+		t.Fatalf("DISABLE_INTROSPECTION=true: --introspection-addr %q", got)
 	}
 }

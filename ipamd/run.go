@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,10 +53,6 @@ func newRootCommand() *cobra.Command {
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
 		return run(cmd.Context(), f, logger())
 	}
-	// aws-node's AWS_VPC_K8S_CNI_LOGLEVEL is the default of --log-level.
-	if lvl, ok := vpcCNILogLevel(os.Getenv("AWS_VPC_K8S_CNI_LOGLEVEL")); ok {
-		_ = root.PersistentFlags().Set("log-level", lvl)
-	}
 	fs := root.Flags()
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
@@ -67,7 +64,30 @@ func newRootCommand() *cobra.Command {
 	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", `kubeconfig for reading the node's ENIConfig with custom networking ("" means in-cluster)`)
 	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "cniVersion of the conflist (1.0.0 for runtimes or chained plugins without CNI 1.1)")
+	vpcCNIFlagDefaults(root, os.Getenv)
 	return root
+}
+
+// vpcCNIFlagDefaults takes the defaults of flags from aws-node's variables,
+// so its DaemonSet's environment keeps working; flags given on the command
+// line still win. Values aws-node would ignore are ignored.
+func vpcCNIFlagDefaults(root *cobra.Command, getenv func(string) string) {
+	set := func(flag, v string) { _ = root.Flags().Set(flag, v) }
+	if lvl, ok := vpcCNILogLevel(getenv("AWS_VPC_K8S_CNI_LOGLEVEL")); ok {
+		_ = root.PersistentFlags().Set("log-level", lvl)
+	}
+	for env, flag := range map[string]string{"HOST_CNI_BIN_PATH": "cni-bin-dir", "HOST_CNI_CONFDIR_PATH": "cni-conf-dir",
+		"INTROSPECTION_BIND_ADDRESS": "introspection-addr"} {
+		if v := strings.TrimSpace(getenv(env)); v != "" {
+			set(flag, v)
+		}
+	}
+	if on, _ := strconv.ParseBool(getenv("DISABLE_INTROSPECTION")); on {
+		set("introspection-addr", "")
+	}
+	if on, _ := strconv.ParseBool(getenv("DISABLE_METRICS")); on {
+		set("metrics-addr", "")
+	}
 }
 
 // vpcCNILogLevel maps the VPC CNI's AWS_VPC_K8S_CNI_LOGLEVEL (DEBUG, INFO,
@@ -95,7 +115,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("invalid environment:\n%w", err)
 	}
 	reg := metrics.NewRegistry("ipamd")
-	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg))
+	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg), cfg.EC2Endpoint)
 	if err != nil {
 		return err
 	}

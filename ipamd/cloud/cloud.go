@@ -200,7 +200,11 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 // Load discovers the instance through IMDS with the default SDK
 // configuration (so AWS_ENDPOINT_URL and AWS_EC2_METADATA_SERVICE_ENDPOINT
 // apply) and returns a Cloud for it.
-func Load(ctx context.Context, log *slog.Logger, m Metrics) (*AWS, error) {
+//
+// ec2Endpoint, when not "", is the EC2 endpoint (the VPC CNI's
+// AWS_EC2_ENDPOINT, for VPC endpoints and partitions the SDK does not
+// know); it wins over AWS_ENDPOINT_URL for EC2 alone.
+func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string) (*AWS, error) {
 	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(func() aws.Retryer {
 		// Jittered exponential backoff, patient with throttling, without the
 		// client-side retry quota that would turn a throttled burst into
@@ -222,7 +226,12 @@ func Load(ctx context.Context, log *slog.Logger, m Metrics) (*AWS, error) {
 		}
 		cfg.Region = r.Region
 	}
-	return New(ctx, ec2.NewFromConfig(cfg), md, cfg.Region, log, m)
+	client := ec2.NewFromConfig(cfg, func(o *ec2.Options) {
+		if ec2Endpoint != "" {
+			o.BaseEndpoint = aws.String(ec2Endpoint)
+		}
+	})
+	return New(ctx, client, md, cfg.Region, log, m)
 }
 
 // New builds a Cloud from clients (tests pass clients aimed at localcloud).

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -87,6 +88,9 @@ type Config struct {
 	CustomNetworking       bool
 	ENIConfigAnnotationDef string
 	ENIConfigLabelDef      string
+	// EC2Endpoint is AWS_EC2_ENDPOINT: EC2's endpoint URL, for a VPC
+	// endpoint or a partition the SDK does not know.
+	EC2Endpoint string
 	// NodeName is MY_NODE_NAME, the node's name in Kubernetes.
 	NodeName string
 	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE);
@@ -213,6 +217,13 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		c.ENIConfigLabelDef = v
 	}
 	c.NodeName = p.value("MY_NODE_NAME")
+	if v := p.value("AWS_EC2_ENDPOINT"); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.fail("AWS_EC2_ENDPOINT", v, "want an http(s) URL")
+		} else {
+			c.EC2Endpoint = v
+		}
+	}
 	if c.CustomNetworking && c.NodeName == "" {
 		// The node's ENIConfig is found through its Node object.
 		p.fail("MY_NODE_NAME", "", "required with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true")

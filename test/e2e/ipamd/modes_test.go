@@ -99,3 +99,14 @@ func TestMaxPodsStatusAndGC(t *testing.T) {
 		t.Fatalf("STATUS with ipamd down: %v, want CNI error 50 (plugin not available)", err)
 	}
 }
+
+// AWS_EC2_ENDPOINT (aws-node's, for EC2 VPC endpoints) is where ipamd
+// reaches EC2, whatever AWS_ENDPOINT_URL says: here that points nowhere,
+// and the node still starts and gives a pod an address.
+func TestEC2Endpoint(t *testing.T) {
+	cl := newCluster(t, "10.76.0.0/16", "10.76.0.0/20")
+	n := cl.startNode(t, "m5.large", "AWS_ENDPOINT_URL=http://127.0.0.1:9", "AWS_EC2_ENDPOINT=http://169.254.169.254:4566")
+	if _, err := n.add(t, "ep"); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+}

@@ -28,8 +28,8 @@ import (
 	"github.com/berth-io/berth/ipamd/config"
 	"github.com/berth-io/berth/ipamd/datastore"
 	"github.com/berth-io/berth/ipamd/hostnet"
-	"github.com/berth-io/berth/ipamd/eniconfig"
 	"github.com/berth-io/berth/ipamd/introspect"
+	"github.com/berth-io/berth/ipamd/kube"
 	"github.com/berth-io/berth/ipamd/pool"
 	"github.com/berth-io/berth/ipamd/server"
 	"github.com/berth-io/berth/proto/rpc"
@@ -146,12 +146,14 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
 	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
 	p.RegisterMetrics(reg)
-	if cfg.CustomNetworking {
-		src, err := eniconfig.New(f.kubeconfig, cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef)
-		if err != nil {
-			return fmt.Errorf("custom networking: %w", err)
+	var kc *kube.Client // only for the features that need the API
+	if cfg.CustomNetworking || cfg.AnnotatePodIP {
+		if kc, err = kube.New(f.kubeconfig); err != nil {
+			return err
 		}
-		p.UseENIConfigs(src)
+	}
+	if cfg.CustomNetworking {
+		p.UseENIConfigs(kc.ENIConfigs(cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef))
 		log.Info("custom networking: pod ENIs follow the node's ENIConfig", "node", cfg.NodeName)
 	}
 	if err := p.Init(ctx); err != nil {
@@ -178,6 +180,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
 		}
 	})
+	if cfg.AnnotatePodIP {
+		srv.AnnotatePodIPs(kc.PodIPs())
+	}
 	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)

@@ -57,9 +57,9 @@ type Config struct {
 	// no EC2 changes (no ENIs, addresses or prefixes allocated or freed, no
 	// leaked-ENI cleanup) and uses what is attached, for nodes provisioned
 	// by something else.
-	NoProvisioning bool
-	SubnetDiscovery         bool // ENABLE_SUBNET_DISCOVERY, default true
-	AdditionalENITags       map[string]string
+	NoProvisioning    bool
+	SubnetDiscovery   bool // ENABLE_SUBNET_DISCOVERY, default true
+	AdditionalENITags map[string]string
 	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
 	// cleanup only considers ENIs of this cluster.
 	ClusterName string
@@ -88,6 +88,9 @@ type Config struct {
 	CustomNetworking       bool
 	ENIConfigAnnotationDef string
 	ENIConfigLabelDef      string
+	// AnnotatePodIP is ANNOTATE_POD_IP: an ADD succeeds once the pod is
+	// annotated vpc.amazonaws.com/pod-ips with its address.
+	AnnotatePodIP bool
 	// EC2Endpoint is AWS_EC2_ENDPOINT: EC2's endpoint URL, for a VPC
 	// endpoint or a partition the SDK does not know.
 	EC2Endpoint string
@@ -217,6 +220,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		c.ENIConfigLabelDef = v
 	}
 	c.NodeName = p.value("MY_NODE_NAME")
+	p.lenientBool("ANNOTATE_POD_IP", &c.AnnotatePodIP)
 	if v := p.value("AWS_EC2_ENDPOINT"); v != "" {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			p.fail("AWS_EC2_ENDPOINT", v, "want an http(s) URL")

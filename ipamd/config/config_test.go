@@ -102,7 +102,9 @@ func TestLenientLikeVPCCNI(t *testing.T) {
 		// stdout would mix the log into the result the runtime reads.
 		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "chatty"},
 			[]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE", "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "chatty"},
-			func(c Config) bool { return c.PluginLogFile == DefaultPluginLogFile && c.PluginLogLevel == DefaultPluginLogLevel }},
+			func(c Config) bool {
+				return c.PluginLogFile == DefaultPluginLogFile && c.PluginLogLevel == DefaultPluginLogLevel
+			}},
 		{map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "ip-10-0-1-10"}, nil, func(c Config) bool {
 			return c.CustomNetworking && c.NodeName == "ip-10-0-1-10" && c.ENIConfigAnnotationDef == "k8s.amazonaws.com/eniConfig" && c.ENIConfigLabelDef == "k8s.amazonaws.com/eniConfig"
 		}},

@@ -230,6 +230,7 @@ func envSettings(c config.Config) map[string]any {
 		"AWS_VPC_K8S_CNI_VETHPREFIX":            c.VethPrefix,
 		"DISABLE_LEAKED_ENI_CLEANUP":            c.DisableLeakedENICleanup,
 		"MANAGE_UNTAGGED_ENI":                   c.ManageUntaggedENIs,
+		"ANNOTATE_POD_IP":                       c.AnnotatePodIP,
 		"DISABLE_NETWORK_RESOURCE_PROVISIONING": c.NoProvisioning,
 		"MAX_PODS":                              c.MaxPods,
 		"ADD_WAIT_TIMEOUT":                      c.AddWait.String(),

@@ -285,11 +285,17 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	}
 	// The checkpoint's fsync and the links run side by side: the reply
 	// waits for both, so no address leaves ipamd before it is on disk.
-	var syncErr error
+	meta := datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName}
+	var syncErr, annotateErr error
+	annotated := false
 	synced := make(chan struct{})
 	go func() {
 		defer close(synced)
-		syncErr = s.cp.Sync(ctx)
+		if syncErr = s.cp.Sync(ctx); syncErr == nil {
+			// ANNOTATE_POD_IP: also before the reply, beside the links.
+			annotateErr = s.annotate(ctx, meta, a.IP)
+			annotated = annotateErr == nil
+		}
 	}()
 	ip := net.IP(a.IP.AsSlice())
 	table := hostnet.RouteTable(a.Device, 0)
@@ -305,6 +311,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		<-synced
 		if committed || held {
 			return
+		}
+		if annotated {
+			s.unannotate(a)
 		}
 		s.ds.Release(key)
 		if syncErr == nil {
@@ -343,6 +352,10 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	<-synced
 	if syncErr != nil {
 		failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
+		return
+	}
+	if annotateErr != nil {
+		failed(cniErrTryAgainLater, "failed to annotate the pod with its address", annotateErr)
 		return
 	}
 	reply := &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),

@@ -88,6 +88,40 @@ type Server struct {
 
 	onRelease func(ip net.IP, table int)
 	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
+	podIPs    PodIPAnnotator                 // ANNOTATE_POD_IP; nil when off
+}
+
+// PodIPAnnotator writes a pod's address into its annotation and clears it
+// (ipamd/kube, ANNOTATE_POD_IP).
+type PodIPAnnotator interface {
+	Set(ctx context.Context, namespace, name, ip string) error
+	Clear(ctx context.Context, namespace, name, ip string) error
+}
+
+// AnnotatePodIPs turns ANNOTATE_POD_IP on: an ADD succeeds only once the
+// pod is annotated with its address, as in the VPC CNI; releasing the
+// address clears the annotation (best effort: a DEL does not fail on it).
+func (s *Server) AnnotatePodIPs(a PodIPAnnotator) { s.podIPs = a }
+
+// annotate sets the pod's address annotation; nothing without a pod name
+// or with the feature off.
+func (s *Server) annotate(ctx context.Context, meta datastore.Meta, ip netip.Addr) error {
+	if s.podIPs == nil || meta.PodName == "" {
+		return nil
+	}
+	return s.podIPs.Set(ctx, meta.PodNamespace, meta.PodName, ip.String())
+}
+
+// unannotate clears the address annotation of a released allocation.
+func (s *Server) unannotate(a datastore.Allocation) {
+	if s.podIPs == nil || a.Meta.PodName == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.podIPs.Clear(ctx, a.Meta.PodNamespace, a.Meta.PodName, a.IP.String()); err != nil {
+		s.log.Warn("pod address annotation left", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP, "err", err)
+	}
 }
 
 // SetVPCCIDRs replaces the VPC CIDRs AddNetwork reports (to the VPC CNI
@@ -117,20 +151,23 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 // table is unknown: the hook gets -1, which removes its "from" rule
 // whatever the table.
 func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
-	if a, ok := s.ds.Lookup(key); ok {
+	var a datastore.Allocation
+	var ok bool
+	if a, ok = s.ds.Lookup(key); ok {
 		if s.onRelease != nil {
 			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
 		}
-		return s.ds.Release(key)
+		a, ok = s.ds.Release(key)
+	} else if a, ok = s.ds.Held().Lookup(key); ok {
+		if s.onRelease != nil {
+			s.onRelease(net.IP(a.IP.AsSlice()), -1)
+		}
+		a, ok = s.ds.Held().Remove(key)
 	}
-	a, ok := s.ds.Held().Lookup(key)
-	if !ok {
-		return a, false
+	if ok {
+		s.unannotate(a)
 	}
-	if s.onRelease != nil {
-		s.onRelease(net.IP(a.IP.AsSlice()), -1)
-	}
-	return s.ds.Held().Remove(key)
+	return a, ok
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
@@ -217,6 +254,15 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 			s.ds.Release(key)
 		}
 		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
+	}
+	if err := s.annotate(ctx, meta, a.IP); err != nil {
+		if !held {
+			s.ds.Release(key)
+			if err := s.cp.Sync(context.Background()); err != nil {
+				s.log.Error("checkpoint after a failed ADD", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)
+			}
+		}
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
 	table := int32(hostnet.RouteTable(a.Device, 0))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,

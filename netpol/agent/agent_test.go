@@ -136,8 +136,8 @@ func startAgentOn(t *testing.T, mode string, rec *recorder, links map[string]int
 func TestRestartKeepsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
 	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{7: true, 8: true, 9: true, 10: true}}
 	links := map[string]int{
-		vethname.For("old", "x", "a"): 7, // made before the prefix changed
-		vethname.For("eni", "x", "b"): 8,
+		vethname.For("old", "x", "a"):    7, // made before the prefix changed
+		vethname.For("eni", "x", "b"):    8,
 		vethname.For("eni", "x", "gone"): 9, // no such pod any more
 		// 10: the link itself is gone
 	}

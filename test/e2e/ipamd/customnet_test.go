@@ -24,6 +24,8 @@ import (
 // gives pods addresses of the primary ENI. Pods on two such nodes talk
 // through the VPC router (EC2's source/dest check on the pod ENIs), and
 // reach outside the VPC through SNAT to the node's primary address.
+// ANNOTATE_POD_IP=true is on too: each pod is annotated with its address
+// by the time its ADD returns, and the annotation is cleared by its DEL.
 func TestCustomNetworking(t *testing.T) {
 	cl := newCluster(t, "10.75.0.0/16", "10.75.0.0/20")
 	ctx := context.Background()
@@ -75,9 +77,28 @@ func TestCustomNetworking(t *testing.T) {
 			t.Fatalf("node %s: %v\n%s", name, err, out)
 		}
 		return cl.startNodeWith(t, "m5.large", "", "", []string{"--chain-portmap=false", "--kubeconfig", kubeconfig},
-			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true", "MY_NODE_NAME="+name, "ENI_CONFIG_LABEL_DEF=topology.kubernetes.io/zone")
+			"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true", "MY_NODE_NAME="+name, "ENI_CONFIG_LABEL_DEF=topology.kubernetes.io/zone",
+			"ANNOTATE_POD_IP=true")
 	}
 	a, b := start("node-a"), start("node-b")
+	// The pods exist before their sandboxes, as the kubelet sees them.
+	for pod, node := range map[string]string{"web-1": "node-a", "web-2": "node-b"} {
+		manifest := filepath.Join(t.TempDir(), pod+".json")
+		if err := os.WriteFile(manifest, []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":%q,"namespace":"default"},`+
+			`"spec":{"nodeName":%q,"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10"}]}}`, pod, node)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cp.Kubectl(t, "create", "-f", manifest); err != nil {
+			t.Fatalf("pod %s: %v\n%s", pod, err, out)
+		}
+	}
+	podIPs := func(pod string) string {
+		out, err := cp.Kubectl(t, "-n", "default", "get", "pod", pod, "-o", `jsonpath={.metadata.annotations.vpc\.amazonaws\.com/pod-ips}`)
+		if err != nil {
+			t.Fatalf("get pod %s: %v\n%s", pod, err, out)
+		}
+		return out
+	}
 
 	p1, err := a.add(t, "web-1")
 	if err != nil {
@@ -90,6 +111,9 @@ func TestCustomNetworking(t *testing.T) {
 	for _, p := range []*pod{p1, p2} {
 		if !podSubnet.Contains(p.ip) {
 			t.Fatalf("pod %s got %s, not an address of the ENIConfig's subnet %s", p.name, p.ip, podSubnet)
+		}
+		if got := podIPs(p.name); got != p.ip.String() {
+			t.Errorf("pod %s annotated vpc.amazonaws.com/pod-ips=%q, want %s", p.name, got, p.ip)
 		}
 	}
 	for _, n := range []*node{a, b} {
@@ -123,5 +147,11 @@ func TestCustomNetworking(t *testing.T) {
 	}
 	if got := p1.sourceOutside(t); got != a.inst.PrimaryIP {
 		t.Fatalf("outside saw source %s, want the node's primary %s (SNAT)", got, a.inst.PrimaryIP)
+	}
+	if err := a.del(t, p1); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if got := podIPs("web-1"); got != "" {
+		t.Errorf("annotation after DEL: %q", got)
 	}
 }

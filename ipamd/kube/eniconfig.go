@@ -1,11 +1,11 @@
-// Package eniconfig finds a node's ENIConfig for custom networking
-// (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG), as the Amazon VPC CNI does: the
-// ENIConfig object (crd.k8s.amazonaws.com/v1alpha1, cluster-scoped) named by
-// the node's label vpc.amazonaws.com/externalEniConfig, else its annotation
-// ENI_CONFIG_ANNOTATION_DEF, else its label ENI_CONFIG_LABEL_DEF, else
-// "default". ipamd reads two objects per new ENI, so it uses a dynamic
-// client and no informer.
-package eniconfig
+package kube
+
+// A node's ENIConfig for custom networking
+// (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG), found as the Amazon VPC CNI finds
+// it: the ENIConfig object (crd.k8s.amazonaws.com/v1alpha1, cluster-scoped)
+// named by the node's label vpc.amazonaws.com/externalEniConfig, else its
+// annotation ENI_CONFIG_ANNOTATION_DEF, else its label ENI_CONFIG_LABEL_DEF,
+// else "default". Read again before each new ENI.
 
 import (
 	"context"
@@ -14,9 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/berth-io/berth/ipamd/pool"
 )
@@ -33,32 +30,16 @@ const ExternalLabel = "vpc.amazonaws.com/externalEniConfig"
 // DefaultName is the ENIConfig of a node that names none.
 const DefaultName = "default"
 
-// Source reads a node's ENIConfig from the API server.
-type Source struct {
-	client                  dynamic.Interface
+// ENIConfigs reads a node's ENIConfig.
+type ENIConfigs struct {
+	c                       *Client
 	node                    string
 	annotationKey, labelKey string
 }
 
-// New returns a Source for the node. kubeconfig "" is the in-cluster
-// configuration (aws-node's service account).
-func New(kubeconfig, node, annotationKey, labelKey string) (*Source, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
-	}
-	cfg.UserAgent = "berth-ipamd"
-	c, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return &Source{client: c, node: node, annotationKey: annotationKey, labelKey: labelKey}, nil
+// ENIConfigs returns the source of node's ENIConfig (pool.ENIConfigs).
+func (c *Client) ENIConfigs(node, annotationKey, labelKey string) *ENIConfigs {
+	return &ENIConfigs{c: c, node: node, annotationKey: annotationKey, labelKey: labelKey}
 }
 
 // Name picks the ENIConfig name from a node's labels and annotations.
@@ -76,13 +57,13 @@ func Name(labels, annotations map[string]string, annotationKey, labelKey string)
 }
 
 // ENIConfig reads the node, then the ENIConfig it names.
-func (s *Source) ENIConfig(ctx context.Context) (pool.ENIConfig, error) {
-	node, err := s.client.Resource(nodes).Get(ctx, s.node, metav1.GetOptions{})
+func (s *ENIConfigs) ENIConfig(ctx context.Context) (pool.ENIConfig, error) {
+	node, err := s.c.dyn.Resource(nodes).Get(ctx, s.node, metav1.GetOptions{})
 	if err != nil {
 		return pool.ENIConfig{}, fmt.Errorf("read node %s: %w", s.node, err)
 	}
 	name := Name(node.GetLabels(), node.GetAnnotations(), s.annotationKey, s.labelKey)
-	obj, err := s.client.Resource(GVR).Get(ctx, name, metav1.GetOptions{})
+	obj, err := s.c.dyn.Resource(GVR).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return pool.ENIConfig{}, fmt.Errorf("read eniconfig %q of node %s: %w", name, s.node, err)
 	}

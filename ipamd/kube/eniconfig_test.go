@@ -1,4 +1,4 @@
-package eniconfig
+package kube
 
 import (
 	"fmt"

@@ -538,6 +538,18 @@ func (c *AWS) MetadataENIs(ctx context.Context) ([]ENI, error) {
 				e.Secondary = append(e.Secondary, a)
 			}
 		}
+		// The subnet, for configuring an ENI from IMDS alone
+		// (ENABLE_IMDS_ONLY_MODE).
+		if sub, err := c.meta(ctx, p+"subnet-ipv4-cidr-block"); err == nil {
+			e.SubnetCIDR, _ = netip.ParsePrefix(strings.TrimSpace(sub))
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if id, err := c.meta(ctx, p+"subnet-id"); err == nil {
+			e.SubnetID = strings.TrimSpace(id)
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
 		if pfx, err := c.meta(ctx, p+"ipv4-prefix"); err == nil {
 			for _, s := range strings.Fields(pfx) {
 				if pp, err := netip.ParsePrefix(s); err == nil {

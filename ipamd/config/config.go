@@ -57,7 +57,10 @@ type Config struct {
 	// no EC2 changes (no ENIs, addresses or prefixes allocated or freed, no
 	// leaked-ENI cleanup) and uses what is attached, for nodes provisioned
 	// by something else.
-	NoProvisioning    bool
+	NoProvisioning bool
+	// IMDSOnly is ENABLE_IMDS_ONLY_MODE: no EC2 API call at all, not even
+	// to list the node\'s ENIs (IMDS does); implies NoProvisioning.
+	IMDSOnly          bool
 	SubnetDiscovery   bool // ENABLE_SUBNET_DISCOVERY, default true
 	AdditionalENITags map[string]string
 	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
@@ -187,6 +190,10 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	p.lenientBool("DISABLE_LEAKED_ENI_CLEANUP", &c.DisableLeakedENICleanup)
 	p.lenientBool("MANAGE_UNTAGGED_ENI", &c.ManageUntaggedENIs)
 	p.lenientBool("DISABLE_NETWORK_RESOURCE_PROVISIONING", &c.NoProvisioning)
+	p.lenientBool("ENABLE_IMDS_ONLY_MODE", &c.IMDSOnly)
+	if c.IMDSOnly {
+		c.NoProvisioning = true
+	}
 	if c.NoProvisioning {
 		c.DisableLeakedENICleanup = true // as the VPC CNI: nothing is deleted either
 	}

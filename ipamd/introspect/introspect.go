@@ -231,6 +231,7 @@ func envSettings(c config.Config) map[string]any {
 		"DISABLE_LEAKED_ENI_CLEANUP":            c.DisableLeakedENICleanup,
 		"MANAGE_UNTAGGED_ENI":                   c.ManageUntaggedENIs,
 		"ANNOTATE_POD_IP":                       c.AnnotatePodIP,
+		"ENABLE_IMDS_ONLY_MODE":                 c.IMDSOnly,
 		"DISABLE_NETWORK_RESOURCE_PROVISIONING": c.NoProvisioning,
 		"MAX_PODS":                              c.MaxPods,
 		"ADD_WAIT_TIMEOUT":                      c.AddWait.String(),

@@ -70,6 +70,9 @@ type Pool struct {
 	maxPods int
 
 	kick chan struct{}
+	// reconcileNow asks ReconcileLoop for a comparison now: with
+	// provisioning disabled, addresses come only from what reconcile finds.
+	reconcileNow chan struct{}
 	// ec2Lock serialises the sequences that change the node's addresses in
 	// EC2 and the datastore together (Init, grow, shrink, reconcile with
 	// EC2): reconcile must never compare an EC2 listing with a datastore
@@ -217,7 +220,7 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 // New returns a pool manager.
 func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
 	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
-		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), ec2Lock: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
+		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), reconcileNow: make(chan struct{}, 1), ec2Lock: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
 		released: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
@@ -243,7 +246,7 @@ func (p *Pool) Init(ctx context.Context) error {
 		return err
 	}
 	defer p.unlockEC2()
-	enis, err := p.cloud.AttachedENIs(ctx)
+	enis, err := p.listENIs(ctx)
 	if err != nil {
 		return fmt.Errorf("list the node's ENIs: %w", err)
 	}
@@ -253,6 +256,16 @@ func (p *Pool) Init(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// listENIs lists the node's ENIs from EC2, or with ENABLE_IMDS_ONLY_MODE
+// from IMDS: ipamd then changes nothing itself, so an IMDS listing that lags
+// only delays what someone else changed.
+func (p *Pool) listENIs(ctx context.Context) ([]cloud.ENI, error) {
+	if p.cfg.IMDSOnly {
+		return p.cloud.MetadataENIs(ctx)
+	}
+	return p.cloud.AttachedENIs(ctx)
 }
 
 // adopt records an ENI and its addresses.
@@ -447,10 +460,16 @@ func (p *Pool) reconcile(ctx context.Context) {
 	if p.cfg.NoProvisioning {
 		// Addresses come from whoever provisions the node; reconcile
 		// with EC2 adopts them. ADDs learn why none come from ipamd.
-		if st.Free-st.Cooling <= 0 && waiting > 0 {
-			p.setBlocked(ErrNoProvisioning, 0)
-		} else {
+		if st.Free-st.Cooling > 0 {
 			p.setBlocked(nil, 0)
+			return
+		}
+		if waiting > 0 {
+			p.setBlocked(ErrNoProvisioning, 0)
+		}
+		select { // someone may have assigned some since the last look
+		case p.reconcileNow <- struct{}{}:
+		default:
 		}
 		return
 	}

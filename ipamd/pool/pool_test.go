@@ -977,3 +977,51 @@ func TestNoProvisioning(t *testing.T) {
 		t.Fatalf("the address assigned later: %+v %v", a, err)
 	}
 }
+
+// imdsOnly is a node whose EC2 API ipamd must not call.
+type imdsOnly struct {
+	*fakeCloud
+	t *testing.T
+}
+
+func (c imdsOnly) AttachedENIs(context.Context) ([]cloud.ENI, error) {
+	c.t.Error("EC2 listed in IMDS-only mode")
+	return nil, errors.New("no EC2 here")
+}
+
+// ENABLE_IMDS_ONLY_MODE: the ENIs come from IMDS at start and in
+// reconcile; no EC2 call is made.
+func TestIMDSOnly(t *testing.T) {
+	f := newFake("m5.large")
+	f.enis[0].Secondary = []netip.Addr{netip.MustParseAddr("10.0.0.20")}
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_IMDS_ONLY_MODE": "true"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.NoProvisioning || !cfg.DisableLeakedENICleanup {
+		t.Fatalf("IMDS-only mode provisions or cleans up: %+v", cfg)
+	}
+	ds := datastore.New(cfg.IPCooldown, nil)
+	p := New(cfg, imdsOnly{f, t}, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := p.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := ds.Stats(); st.Total != 1 {
+		t.Fatalf("pool from IMDS: %+v", st)
+	}
+	f.mu.Lock()
+	f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.0.21"))
+	f.mu.Unlock()
+	p.reconcile(context.Background()) // starved or not, asks for a look
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := ds.Stats(); st.Total != 2 {
+		t.Fatalf("pool after reconcile from IMDS: %+v", st)
+	}
+	for op, n := range f.calls {
+		if n > 0 {
+			t.Errorf("EC2 call %s ×%d", op, n)
+		}
+	}
+}

@@ -129,6 +129,7 @@ func (p *Pool) ReconcileLoop(ctx context.Context, period time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.reconcileNow:
 		}
 		if err := p.ReconcileOnce(ctx); err != nil {
 			p.log.Warn("reconcile with EC2", "err", err)
@@ -156,7 +157,7 @@ func (p *Pool) listForReconcile(ctx context.Context) ([]cloud.ENI, error) {
 			}
 		}
 		gen := p.ec2Gen.Load()
-		enis, err := p.cloud.AttachedENIs(ctx)
+		enis, err := p.listENIs(ctx)
 		if err != nil {
 			if locked {
 				p.unlockEC2()

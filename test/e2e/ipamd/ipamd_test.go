@@ -40,6 +40,9 @@ type cluster struct {
 	ec2 *ec2sdk.Client
 	vpc string
 	sub string
+	// prepare, when set, runs between an instance's launch and its ipamd's
+	// start (what another provisioner would have done to it).
+	prepare func(t testing.TB, inst e2e.Instance)
 }
 
 func newCluster(t testing.TB, cidr, subnet string) *cluster {
@@ -77,6 +80,9 @@ func (cl *cluster) startNodeAt(t testing.TB, typ, socket string, env ...string) 
 func (cl *cluster) startNodeWith(t testing.TB, typ, socket, stateDir string, flags []string, env ...string) *node {
 	t.Helper()
 	inst := e2e.RunInstance(t, cl.ec2, cl.sub, typ)
+	if cl.prepare != nil {
+		cl.prepare(t, inst)
+	}
 	dir := t.TempDir()
 	if socket == "" {
 		socket = filepath.Join(dir, "ipamd.sock")

@@ -6,9 +6,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/containernetworking/cni/libcni"
@@ -108,5 +110,41 @@ func TestEC2Endpoint(t *testing.T) {
 	n := cl.startNode(t, "m5.large", "AWS_ENDPOINT_URL=http://127.0.0.1:9", "AWS_EC2_ENDPOINT=http://169.254.169.254:4566")
 	if _, err := n.add(t, "ep"); err != nil {
 		t.Fatalf("ADD: %v", err)
+	}
+}
+
+// ENABLE_IMDS_ONLY_MODE: ipamd makes no EC2 call at all (EC2 is out of its
+// reach here) and gives pods the addresses someone else assigned to the
+// node, which it learns from IMDS alone.
+func TestIMDSOnlyMode(t *testing.T) {
+	cl := newCluster(t, "10.77.0.0/16", "10.77.0.0/20")
+	var assigned []string
+	cl.prepare = func(t testing.TB, inst e2e.Instance) {
+		out, err := cl.ec2.AssignPrivateIpAddresses(context.Background(), &ec2sdk.AssignPrivateIpAddressesInput{
+			NetworkInterfaceId: &inst.PrimaryENI, SecondaryPrivateIpAddressCount: aws.Int32(2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range out.AssignedPrivateIpAddresses {
+			assigned = append(assigned, *a.PrivateIpAddress)
+		}
+	}
+	n := cl.startNode(t, "m5.large", "ENABLE_IMDS_ONLY_MODE=true", "AWS_ENDPOINT_URL=http://127.0.0.1:9")
+	var got []string
+	for _, name := range []string{"imds-a", "imds-b"} {
+		p, err := n.add(t, name)
+		if err != nil {
+			t.Fatalf("ADD %s: %v", name, err)
+		}
+		got = append(got, p.ip.String())
+	}
+	slices.Sort(got)
+	slices.Sort(assigned)
+	if !slices.Equal(got, assigned) {
+		t.Fatalf("pods got %v, want the addresses assigned before ipamd started %v", got, assigned)
+	}
+	// None left, and ipamd may not ask EC2 for more: the ADD says why.
+	if _, err := n.add(t, "imds-c"); err == nil || !strings.Contains(err.Error(), "DISABLE_NETWORK_RESOURCE_PROVISIONING") {
+		t.Fatalf("third ADD: %v, want the reason no address can come", err)
 	}
 }

@@ -285,8 +285,20 @@ func TestVPCInABox(t *testing.T) {
 		}
 	}
 
-	// A spoofed source (not assigned to A's ENI) is dropped by the router.
-	spoof := "10.77.1.250"
+	// A spoofed source (assigned to no ENI) is dropped by the router. The
+	// subnet's addresses are handed out at random: pick one nobody has.
+	taken := map[string]bool{a.ip: true, b.ip: true}
+	for _, out := range []*ec2sdk.AssignPrivateIpAddressesOutput{secA, secB} {
+		for _, x := range out.AssignedPrivateIpAddresses {
+			taken[*x.PrivateIpAddress] = true
+		}
+	}
+	spoof := ""
+	for ip := netip.MustParseAddr("10.77.1.250"); spoof == ""; ip = ip.Prev() {
+		if !taken[ip.String()] && !pfx.Contains(ip) {
+			spoof = ip.String()
+		}
+	}
 	sh(t, nsA, "ip", "addr", "add", spoof+"/32", "dev", "eth0")
 	if err := dial(t, nsA, spoof, b.ip+":7000"); err == nil {
 		t.Fatal("a spoofed source got through the source/dest check")

@@ -16,11 +16,8 @@ import (
 // startNetworkPolicyController installs the PolicyEndpoint CRD (before the
 // control plane reports ready) and runs the NetworkPolicy → PolicyEndpoint
 // controller, under a lease when leader election is on.
-func (s *Server) startNetworkPolicyController(ctx context.Context, goRun func(string, func(context.Context) error), cfg *rest.Config, client kubernetes.Interface) error {
-	ext, err := apiextensionsclient.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("apiextensions client: %w", err)
-	}
+func (s *Server) startNetworkPolicyController(ctx context.Context, goRun func(string, func(context.Context) error), cfg *rest.Config,
+	client kubernetes.Interface, ext apiextensionsclient.Interface) error {
 	if err := netpolicy.InstallCRD(ctx, ext); err != nil {
 		return err
 	}

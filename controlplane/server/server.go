@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -37,10 +38,12 @@ import (
 
 	"github.com/berth-io/berth/controlplane/accesspolicy"
 	"github.com/berth-io/berth/controlplane/authn"
+	"github.com/berth-io/berth/controlplane/crdinstall"
 	"github.com/berth-io/berth/controlplane/eks"
 	"github.com/berth-io/berth/controlplane/etcd"
 	"github.com/berth-io/berth/controlplane/kube"
 	"github.com/berth-io/berth/controlplane/pki"
+	"github.com/berth-io/berth/deploy/crds"
 )
 
 // Server is a running control plane.
@@ -228,12 +231,21 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.bootstrapRBAC(ctx, client); err != nil {
 		return err
 	}
+	// EKS clusters come with the VPC CNI's ENIConfig CRD (custom
+	// networking); PolicyEndpoint's is the policy controller's below.
+	ext, err := apiextensionsclient.NewForConfig(admin)
+	if err != nil {
+		return fmt.Errorf("apiextensions client: %w", err)
+	}
+	if err := crdinstall.Install(ctx, ext, crds.ENIConfig); err != nil {
+		return err
+	}
 	s.watchAWSAuth(ctx, client, &awsAuth)
 	rec := &accesspolicy.Reconciler{Client: client, Store: store, Log: s.log.With("subsystem", "access-policy")}
 	wg.Add(1)
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 	if s.cfg.NetworkPolicyController {
-		if err := s.startNetworkPolicyController(ctx, goRun, admin, client); err != nil {
+		if err := s.startNetworkPolicyController(ctx, goRun, admin, client, ext); err != nil {
 			return err
 		}
 	}

@@ -8,3 +8,8 @@ import _ "embed"
 //
 //go:embed networking.k8s.aws_policyendpoints.yaml
 var PolicyEndpoint []byte
+
+// ENIConfig is crd.k8s.amazonaws.com_eniconfigs.yaml (custom networking).
+//
+//go:embed crd.k8s.amazonaws.com_eniconfigs.yaml
+var ENIConfig []byte

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/berth-io/berth/internal/testenv"
@@ -92,5 +93,34 @@ func TestSetupPrimaryRemovesTheVPCCNIRules(t *testing.T) {
 	}
 	if !strings.Contains(ruleset, "table ip "+SNATTable) {
 		t.Error("berth's table missing")
+	}
+}
+
+// Pods keep the veths they were made with when AWS_VPC_K8S_CNI_VETHPREFIX
+// changes: their new connections leaving the VPC are still marked (and so
+// SNATed) until they are re-created.
+func TestSetupPrimaryMarksPodsOfEarlierVethPrefixes(t *testing.T) {
+	testenv.RequireRoot(t, "netns, netlink, nftables")
+	primaryMAC := mustMAC(t, "02:00:00:00:00:08")
+	nodeNS, node := newNS(t)
+	vpcNS, vpc := newNS(t)
+	addVeth(t, node, "ens5", primaryMAC, "vpc0", vpcNS, vpc)
+	for _, name := range []string{"pod0d7763386da", "eni1d7763386da", "lxcabc"} {
+		if err := node.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "p" + name[:4]}); err != nil {
+			t.Fatalf("veth %s: %v", name, err)
+		}
+	}
+	h := newHost(t, Config{NetNS: nodeNS, VPCCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}})
+	if err := h.SetupPrimary(t.Context(), primaryMAC, netip.MustParseAddr("10.0.1.10")); err != nil {
+		t.Fatal(err)
+	}
+	text := inNSExec(t, nodeNS, "nft", "list", "table", "ip", SNATTable)
+	for _, want := range []string{`iifname "eni*"`, `iifname "pod*"`} {
+		if strings.Count(text, want) != 1 {
+			t.Errorf("%d rules with %s:\n%s", strings.Count(text, want), want, text)
+		}
+	}
+	if strings.Contains(text, `"lxca*"`) || strings.Contains(text, `"peni*"`) {
+		t.Errorf("a veth that is no pod's got a rule:\n%s", text)
 	}
 }

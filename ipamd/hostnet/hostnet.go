@@ -106,6 +106,10 @@ type Host struct {
 	// (under mu), for rebuilding the SNAT table.
 	primaryIf string
 	primaryIP netip.Addr
+	// earlierPrefixes are the prefixes of pod veths made under an earlier
+	// VethPrefix, found by SetupPrimary (under mu): their pods' connections
+	// are marked and SNATed too until they are re-created.
+	earlierPrefixes []string
 }
 
 // New validates cfg and opens handles on the node's namespace.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // SetupPrimary configures the primary interface (found by MAC, waiting
@@ -57,6 +59,9 @@ func (h *Host) SetupPrimary(ctx context.Context, primaryMAC net.HardwareAddr, pr
 		return err
 	}
 	if err := h.syncExternalServiceRules(ctx, h.cfg.ExternalServiceCIDRs); err != nil {
+		return err
+	}
+	if h.earlierPrefixes, err = h.earlierVethPrefixes(ctx); err != nil {
 		return err
 	}
 	// A node taken over from aws-node keeps its SNAT and connmark rules
@@ -239,4 +244,29 @@ func (h *Host) syncExternalServiceRules(ctx context.Context, cidrs []netip.Prefi
 		}
 	}
 	return nil
+}
+
+// earlierVethPrefixes lists the prefixes, other than VethPrefix, of the pod
+// veths on the node (veths named <1-4 characters><11 hex digits>): pods
+// made before AWS_VPC_K8S_CNI_VETHPREFIX changed keep their veths, and
+// their new connections must still be marked, or they would leave the VPC
+// without SNAT.
+func (h *Host) earlierVethPrefixes(ctx context.Context) ([]string, error) {
+	links, err := dump(ctx, "links", h.nl.LinkList)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{h.cfg.VethPrefix: true}
+	var out []string
+	for _, l := range links {
+		if prefix, _, ok := vethname.Split(l.Attrs().Name); ok && l.Type() == "veth" && !seen[prefix] {
+			seen[prefix] = true
+			out = append(out, prefix)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > 0 {
+		h.log.Info("marking connections of pods made under earlier veth prefixes too", "prefixes", out)
+	}
+	return out, nil
 }

@@ -224,9 +224,11 @@ func (h *Host) queueSNATTable(c *nftables.Conn, primaryIf string, primaryIP neti
 		if err := c.AddSet(set, intervalElements(mergeSpans(nosnat))); err != nil {
 			return fmt.Errorf("queue set %s: %w", setNoSNAT, err)
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: pod connection leaving the VPC"),
-			Exprs: join(metaIfname(expr.MetaKeyIIFNAME, []byte(h.cfg.VethPrefix)), ctStateNew(), daddrNotIn(set), daddrNotLocal(),
-				[]expr.Any{&expr.Counter{}}, ctMarkSet(h.cfg.ConnMark))})
+		for _, prefix := range append([]string{h.cfg.VethPrefix}, h.earlierPrefixes...) {
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: pod connection leaving the VPC"),
+				Exprs: join(metaIfname(expr.MetaKeyIIFNAME, []byte(prefix)), ctStateNew(), daddrNotIn(set), daddrNotLocal(),
+					[]expr.Any{&expr.Counter{}}, ctMarkSet(h.cfg.ConnMark))})
+		}
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: pre, UserData: comment("berth: restore the connmark for the fwmark rule"),
 		Exprs: join(ctMarked(h.cfg.ConnMark), metaMarkSet(h.cfg.ConnMark))})

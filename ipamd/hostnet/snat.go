@@ -34,7 +34,8 @@ import (
 //		chain prerouting {
 //			type filter hook prerouting priority dstnat + 10; policy accept;
 //			# a pod opens a connection that leaves the VPC, judged after
-//			# kube-proxy's DNAT (a Service's endpoint, not its ClusterIP)
+//			# kube-proxy's DNAT (a Service's endpoint, not its ClusterIP);
+//			# one such rule per earlier veth prefix pods still use
 //			iifname "eni*" ct state new ip daddr != @nosnat fib daddr type != local ct mark set ct mark | 0x00000080
 //			# every packet of a marked connection, so that the fwmark rule
 //			# (1024) routes it with main, out of the primary interface

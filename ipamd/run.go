@@ -148,7 +148,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	p.RegisterMetrics(reg)
 	var kc *kube.Client // only for the features that need the API
 	if cfg.CustomNetworking || cfg.AnnotatePodIP {
-		if kc, err = kube.New(f.kubeconfig); err != nil {
+		if kc, err = kube.New(f.kubeconfig, cfg.ClusterEndpoint); err != nil {
 			return err
 		}
 	}

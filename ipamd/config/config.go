@@ -94,6 +94,9 @@ type Config struct {
 	// AnnotatePodIP is ANNOTATE_POD_IP: an ADD succeeds once the pod is
 	// annotated vpc.amazonaws.com/pod-ips with its address.
 	AnnotatePodIP bool
+	// ClusterEndpoint is CLUSTER_ENDPOINT: the API server's address for the
+	// in-cluster configuration, so ipamd need not wait for kube-proxy.
+	ClusterEndpoint string
 	// EC2Endpoint is AWS_EC2_ENDPOINT: EC2's endpoint URL, for a VPC
 	// endpoint or a partition the SDK does not know.
 	EC2Endpoint string
@@ -228,6 +231,13 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	}
 	c.NodeName = p.value("MY_NODE_NAME")
 	p.lenientBool("ANNOTATE_POD_IP", &c.AnnotatePodIP)
+	if v := p.value("CLUSTER_ENDPOINT"); v != "" {
+		if u, err := url.Parse(v); err != nil || u.Scheme != "https" || u.Host == "" {
+			p.fail("CLUSTER_ENDPOINT", v, "want an https URL")
+		} else {
+			c.ClusterEndpoint = v
+		}
+	}
 	if v := p.value("AWS_EC2_ENDPOINT"); v != "" {
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			p.fail("AWS_EC2_ENDPOINT", v, "want an http(s) URL")

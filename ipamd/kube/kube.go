@@ -19,15 +19,11 @@ type Client struct {
 }
 
 // New returns a Client. kubeconfig "" is the in-cluster configuration
-// (aws-node's service account).
-func New(kubeconfig string) (*Client, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
+// (aws-node's service account), whose API server clusterEndpoint replaces
+// when set (the VPC CNI's CLUSTER_ENDPOINT: the API server's own address,
+// as the Service address needs kube-proxy, which may not run yet).
+func New(kubeconfig, clusterEndpoint string) (*Client, error) {
+	cfg, err := restConfig(kubeconfig, clusterEndpoint, rest.InClusterConfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
 	}
@@ -37,4 +33,18 @@ func New(kubeconfig string) (*Client, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return &Client{dyn: c}, nil
+}
+
+func restConfig(kubeconfig, clusterEndpoint string, inCluster func() (*rest.Config, error)) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	cfg, err := inCluster()
+	if err != nil {
+		return nil, err
+	}
+	if clusterEndpoint != "" {
+		cfg.Host = clusterEndpoint
+	}
+	return cfg, nil
 }

@@ -24,8 +24,9 @@ import (
 // a new prefix must not release running pods' addresses. The link dump
 // that takes is made once per finder, on the first miss.
 type vethFinder struct {
-	prefix string
-	byHash map[string]string // hash → veth name, once dumped
+	prefix   string
+	byHash   map[string]string // hash → veth name, once dumped
+	dumpedAt time.Time
 }
 
 func newVethFinder(prefix string) *vethFinder { return &vethFinder{prefix: prefix} }
@@ -40,7 +41,10 @@ func (f *vethFinder) find(namespace, pod string) (string, error) {
 	if !errors.As(err, new(netlink.LinkNotFoundError)) {
 		return "", fmt.Errorf("look up veth %s: %w", name, err)
 	}
-	if f.byHash == nil {
+	// One dump serves a pass over many allocations; a look a second later
+	// (the sweep's second look, under the pod's lock) dumps again.
+	if f.byHash == nil || time.Since(f.dumpedAt) > time.Second {
+		f.dumpedAt = time.Now()
 		links, err := netlink.LinkList()
 		if err != nil {
 			return "", fmt.Errorf("list links: %w", err)

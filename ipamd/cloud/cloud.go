@@ -538,8 +538,13 @@ func (c *AWS) MetadataENIs(ctx context.Context) ([]ENI, error) {
 				e.Secondary = append(e.Secondary, a)
 			}
 		}
-		// The subnet, for configuring an ENI from IMDS alone
-		// (ENABLE_IMDS_ONLY_MODE).
+		// The network card and the subnet, for managing ENIs from IMDS
+		// alone (ENABLE_IMDS_ONLY_MODE): ENIs on other cards are not ipamd's.
+		if card, err := c.meta(ctx, p+"network-card"); err == nil {
+			e.Card, _ = strconv.Atoi(strings.TrimSpace(card))
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
 		if sub, err := c.meta(ctx, p+"subnet-ipv4-cidr-block"); err == nil {
 			e.SubnetCIDR, _ = netip.ParsePrefix(strings.TrimSpace(sub))
 		} else if !errors.Is(err, ErrNotFound) {

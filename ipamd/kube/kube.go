@@ -7,6 +7,7 @@ package kube
 
 import (
 	"fmt"
+	"time"
 
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
@@ -28,6 +29,11 @@ func New(kubeconfig, clusterEndpoint string) (*Client, error) {
 		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
 	}
 	cfg.UserAgent = "berth-ipamd"
+	// A black-holed API server must not hold a grow (the ENIConfig is read
+	// under the pool's EC2 lock) or an ADD forever; a burst of ADDs with
+	// ANNOTATE_POD_IP must not queue behind client-go's 5 QPS.
+	cfg.Timeout = 10 * time.Second
+	cfg.QPS, cfg.Burst = 20, 30
 	c, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

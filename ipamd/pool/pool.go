@@ -151,6 +151,9 @@ func (p *Pool) manages(e cloud.ENI) bool {
 	if e.Card != 0 || e.InterfaceType == "efa-only" || e.InterfaceType == "trunk" {
 		return false
 	}
+	if p.cfg.IMDSOnly {
+		return true // IMDS shows no tags: as the VPC CNI, manage them all
+	}
 	// The tag decides; with MANAGE_UNTAGGED_ENI=false an ENI without it is
 	// ipamd's only if ipamd made it for this instance.
 	if v, ok := e.Tags[NoManageTag]; ok {

@@ -66,9 +66,22 @@ func (f *fakeCloud) prefix() netip.Prefix {
 
 func (f *fakeCloud) count(op string) { f.mu.Lock(); f.calls[op]++; f.mu.Unlock() }
 
-func (f *fakeCloud) Instance() cloud.Instance                           { return f.inst }
-func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
-func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error)  { return f.enis, nil }
+func (f *fakeCloud) Instance() cloud.Instance                          { return f.inst }
+func (f *fakeCloud) AttachedENIs(context.Context) ([]cloud.ENI, error) { return f.enis, nil }
+
+// MetadataENIs is what IMDS shows of the ENIs: no tags and no interface
+// type (the network card it does show).
+func (f *fakeCloud) MetadataENIs(context.Context) ([]cloud.ENI, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]cloud.ENI, len(f.enis))
+	for i, e := range f.enis {
+		e.Tags, e.InterfaceType = nil, ""
+		e.Secondary = slices.Clone(e.Secondary)
+		out[i] = e
+	}
+	return out, nil
+}
 func (f *fakeCloud) CNISubnets(context.Context) ([]cloud.Subnet, error) { return f.subnets, nil }
 func (f *fakeCloud) FreeENI(_ context.Context, id string) error {
 	f.count("FreeENI")
@@ -990,38 +1003,62 @@ func (c imdsOnly) AttachedENIs(context.Context) ([]cloud.ENI, error) {
 }
 
 // ENABLE_IMDS_ONLY_MODE: the ENIs come from IMDS at start and in
-// reconcile; no EC2 call is made.
+// reconcile, and no EC2 call is made. IMDS shows no tags, so every ENI of
+// network card 0 is managed, also with MANAGE_UNTAGGED_ENI=false (as the
+// VPC CNI); one on another card is not. A pool that runs dry asks
+// reconcile to look at IMDS at once, not at its next minute.
 func TestIMDSOnly(t *testing.T) {
-	f := newFake("m5.large")
-	f.enis[0].Secondary = []netip.Addr{netip.MustParseAddr("10.0.0.20")}
-	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_IMDS_ONLY_MODE": "true"}[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !cfg.NoProvisioning || !cfg.DisableLeakedENICleanup {
-		t.Fatalf("IMDS-only mode provisions or cleans up: %+v", cfg)
-	}
-	ds := datastore.New(cfg.IPCooldown, nil)
-	p := New(cfg, imdsOnly{f, t}, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := p.Init(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if st := ds.Stats(); st.Total != 1 {
-		t.Fatalf("pool from IMDS: %+v", st)
-	}
-	f.mu.Lock()
-	f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.0.21"))
-	f.mu.Unlock()
-	p.reconcile(context.Background()) // starved or not, asks for a look
-	if err := p.ReconcileOnce(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if st := ds.Stats(); st.Total != 2 {
-		t.Fatalf("pool after reconcile from IMDS: %+v", st)
-	}
-	for op, n := range f.calls {
-		if n > 0 {
-			t.Errorf("EC2 call %s ×%d", op, n)
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake("m5.large")
+		f.enis[0].Secondary = []netip.Addr{netip.MustParseAddr("10.0.0.20")}
+		f.enis = append(f.enis,
+			cloud.ENI{ID: "eni-op", Device: 1, MAC: "02:00:00:00:02:01", PrimaryIP: netip.MustParseAddr("10.0.8.1"), SubnetCIDR: f.inst.SubnetCIDR,
+				Attached: true, Secondary: []netip.Addr{netip.MustParseAddr("10.0.8.2")}},
+			cloud.ENI{ID: "eni-card1", Device: 1, Card: 1, MAC: "02:00:00:00:02:02", PrimaryIP: netip.MustParseAddr("10.0.9.1"), SubnetCIDR: f.inst.SubnetCIDR,
+				Attached: true, Secondary: []netip.Addr{netip.MustParseAddr("10.0.9.2")}})
+		env := map[string]string{"ENABLE_IMDS_ONLY_MODE": "true", "MANAGE_UNTAGGED_ENI": "false"}
+		cfg, err := config.FromEnv(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if !cfg.NoProvisioning || !cfg.DisableLeakedENICleanup {
+			t.Fatalf("IMDS-only mode provisions or cleans up: %+v", cfg)
+		}
+		ds := datastore.New(cfg.IPCooldown, nil)
+		p := New(cfg, imdsOnly{f, t}, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err := p.Init(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, e := range ds.ENIs() {
+			ids = append(ids, e.ID)
+		}
+		slices.Sort(ids)
+		if fmt.Sprint(ids) != "[eni-0 eni-op]" || ds.Stats().Total != 2 {
+			t.Fatalf("pool from IMDS: ENIs %v, %+v; want eni-0 and eni-op, 2 addresses", ids, ds.Stats())
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go p.ReconcileLoop(ctx, time.Hour)
+		for i := range 2 {
+			if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Someone else assigns an address; the dry pool asks for a look.
+		f.mu.Lock()
+		f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.0.21"))
+		f.mu.Unlock()
+		later(p, 2*time.Minute)
+		p.reconcile(context.Background())
+		synctest.Wait()
+		if a, err := ds.Assign(podKey(2), datastore.Meta{}); err != nil || a.IP != netip.MustParseAddr("10.0.0.21") {
+			t.Fatalf("the address assigned later: %+v %v", a, err)
+		}
+		for op, n := range f.calls {
+			if n > 0 {
+				t.Errorf("EC2 call %s ×%d", op, n)
+			}
+		}
+	})
 }

@@ -312,7 +312,8 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		if committed || held {
 			return
 		}
-		if annotated {
+		if annotated || annotateErr != nil {
+			// A patch that failed (a timeout) may have been applied.
 			s.unannotate(a)
 		}
 		s.ds.Release(key)

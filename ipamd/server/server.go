@@ -150,24 +150,27 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 // caller holds key's lock. A held allocation has no ENI yet, so its route
 // table is unknown: the hook gets -1, which removes its "from" rule
 // whatever the table.
+//
+// The pod's address annotation is cleared first too: once released, the
+// address may go to a new sandbox of the same pod, whose annotation the
+// clear would then wipe.
 func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
-	var a datastore.Allocation
-	var ok bool
-	if a, ok = s.ds.Lookup(key); ok {
+	if a, ok := s.ds.Lookup(key); ok {
 		if s.onRelease != nil {
 			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
 		}
-		a, ok = s.ds.Release(key)
-	} else if a, ok = s.ds.Held().Lookup(key); ok {
-		if s.onRelease != nil {
-			s.onRelease(net.IP(a.IP.AsSlice()), -1)
-		}
-		a, ok = s.ds.Held().Remove(key)
-	}
-	if ok {
 		s.unannotate(a)
+		return s.ds.Release(key)
 	}
-	return a, ok
+	a, ok := s.ds.Held().Lookup(key)
+	if !ok {
+		return a, false
+	}
+	if s.onRelease != nil {
+		s.onRelease(net.IP(a.IP.AsSlice()), -1)
+	}
+	s.unannotate(a)
+	return s.ds.Held().Remove(key)
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
@@ -257,6 +260,8 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	}
 	if err := s.annotate(ctx, meta, a.IP); err != nil {
 		if !held {
+			// A patch that timed out may have been applied all the same.
+			s.unannotate(a)
 			s.ds.Release(key)
 			if err := s.cp.Sync(context.Background()); err != nil {
 				s.log.Error("checkpoint after a failed ADD", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)

@@ -48,8 +48,10 @@ func TestCustomNetworking(t *testing.T) {
 		t.Fatal(err)
 	}
 	deploy := filepath.Join(wd, "..", "..", "..", "deploy")
-	if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(deploy, "rbac", "ipamd.yaml")); err != nil {
-		t.Fatalf("kubectl apply rbac/ipamd.yaml: %v\n%s", err, out)
+	for _, f := range []string{"ipamd.yaml", "ipamd-annotate-pod-ip.yaml"} {
+		if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(deploy, "rbac", f)); err != nil {
+			t.Fatalf("kubectl apply rbac/%s: %v\n%s", f, err, out)
+		}
 	}
 	// berth-controlplane installs the ENIConfig CRD, as EKS clusters have it.
 	if out, err := cp.Kubectl(t, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout=60s"); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -228,5 +229,26 @@ func TestPluginLogLevel(t *testing.T) {
 		if got != want {
 			t.Errorf("level %q logged %q, want %q", level, got, want)
 		}
+	}
+}
+
+// AWS_VPC_K8S_PLUGIN_LOG_FILE=stderr: the log goes to the runtime's stderr,
+// never to stdout, which carries the result.
+func TestPluginLogToStderr(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	logger(&NetConf{PluginLogFile: "stderr", PluginLogLevel: "info"}).Info("to stderr")
+	os.Stderr = saved
+	w.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"msg":"to stderr"`) {
+		t.Fatalf("stderr got %q", b)
 	}
 }

@@ -285,16 +285,15 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	}
 	// The checkpoint's fsync and the links run side by side: the reply
 	// waits for both, so no address leaves ipamd before it is on disk.
-	meta := datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName}
 	var syncErr, annotateErr error
-	annotated := false
+	annotating := false // ANNOTATE_POD_IP's patch was sent
 	synced := make(chan struct{})
 	go func() {
 		defer close(synced)
 		if syncErr = s.cp.Sync(ctx); syncErr == nil {
 			// ANNOTATE_POD_IP: also before the reply, beside the links.
-			annotateErr = s.annotate(ctx, meta, a.IP)
-			annotated = annotateErr == nil
+			annotating = true
+			annotateErr = s.annotate(ctx, a.Meta, a.IP)
 		}
 	}()
 	ip := net.IP(a.IP.AsSlice())
@@ -312,8 +311,8 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		if committed || held {
 			return
 		}
-		if annotated || annotateErr != nil {
-			// A patch that failed (a timeout) may have been applied.
+		if annotating {
+			// Even a patch that failed (a timeout) may have been applied.
 			s.unannotate(a)
 		}
 		s.ds.Release(key)

@@ -54,7 +54,7 @@ func TestChainedPortmap(t *testing.T) {
 // bandwidth limits shape its host veth (ingress) and an ifb device
 // (egress), IPv6 is off in the pod, and DEL removes the ifb.
 func TestChainedBandwidthAndTuning(t *testing.T) {
-	cl := newCluster(t, "10.74.0.0/16", "10.74.0.0/20")
+	cl := newCluster(t, "10.80.0.0/16", "10.80.0.0/20")
 	n := cl.startNodeWith(t, "m5.large", "", "", []string{"--cni-version=1.0.0", "--chain-portmap=false"},
 		"ENABLE_BANDWIDTH_PLUGIN=true", "DISABLE_POD_V6=true")
 	nsName := fmt.Sprintf("pod-bw-%d", time.Now().UnixNano()%1e6)

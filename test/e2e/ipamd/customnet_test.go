@@ -28,9 +28,9 @@ import (
 // ANNOTATE_POD_IP=true is on too: each pod is annotated with its address
 // by the time its ADD returns, and the annotation is cleared by its DEL.
 func TestCustomNetworking(t *testing.T) {
-	cl := newCluster(t, "10.75.0.0/16", "10.75.0.0/20")
+	cl := newCluster(t, "10.83.0.0/16", "10.83.0.0/20")
 	ctx := context.Background()
-	podSubnet := netip.MustParsePrefix("10.75.64.0/20")
+	podSubnet := netip.MustParsePrefix("10.83.64.0/20")
 	s, err := cl.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: aws.String(cl.vpc), CidrBlock: aws.String(podSubnet.String()),
 		AvailabilityZone: aws.String("us-west-2a")})
 	if err != nil {

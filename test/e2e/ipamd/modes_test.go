@@ -117,7 +117,7 @@ func TestEC2Endpoint(t *testing.T) {
 // reach here) and gives pods the addresses someone else assigned to the
 // node, which it learns from IMDS alone.
 func TestIMDSOnlyMode(t *testing.T) {
-	cl := newCluster(t, "10.77.0.0/16", "10.77.0.0/20")
+	cl := newCluster(t, "10.79.0.0/16", "10.79.0.0/20")
 	var assigned []string
 	cl.prepare = func(t testing.TB, inst e2e.Instance) {
 		out, err := cl.ec2.AssignPrivateIpAddresses(context.Background(), &ec2sdk.AssignPrivateIpAddressesInput{

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -90,8 +91,16 @@ func TestCustomNetworking(t *testing.T) {
 			`"spec":{"nodeName":%q,"containers":[{"name":"c","image":"registry.k8s.io/pause:3.10"}]}}`, pod, node)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if out, err := cp.Kubectl(t, "create", "-f", manifest); err != nil {
-			t.Fatalf("pod %s: %v\n%s", pod, err, out)
+		// The namespace's default ServiceAccount, which admission wants,
+		// comes from the controller manager a moment after start.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			out, err := cp.Kubectl(t, "create", "-f", manifest)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pod %s: %v\n%s", pod, err, out)
+			}
 		}
 	}
 	podIPs := func(pod string) string {

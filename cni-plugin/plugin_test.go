@@ -105,12 +105,12 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	}
 
 	wire()
-	f.delReply = &rpc.DelNetworkReply{Success: true}
+	f.setDelReply(&rpc.DelNetworkReply{Success: true})
 	del(sock)
 	if link, rule := wired(); !link || !rule {
 		t.Fatalf("DEL of an address ipamd did not release: veth %v, rule %v; want both left", link, rule)
 	}
-	f.delReply = &rpc.DelNetworkReply{Success: true, IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: ip.String(), RouteTableId: podnet.MainTable}}}
+	f.setDelReply(&rpc.DelNetworkReply{Success: true, IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: ip.String(), RouteTableId: podnet.MainTable}}})
 	del(sock)
 	if link, rule := wired(); link || !rule {
 		t.Fatalf("DEL of the address ipamd released: veth %v, rule %v; want the veth gone, the rule left to ipamd", link, rule)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,14 +26,32 @@ import (
 type fakeBackend struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedNPBackendServer
-	gotDel   *rpc.DelNetworkRequest
-	delReply *rpc.DelNetworkReply // when set, every DelNetwork's answer
+	mu       sync.Mutex
+	delReply *rpc.DelNetworkReply   // when set, every DelNetwork's answer
+	gotDel   *rpc.DelNetworkRequest // a copy: grpc-go may reuse the request
+}
+
+// setDelReply makes reply every DelNetwork's answer.
+func (f *fakeBackend) setDelReply(reply *rpc.DelNetworkReply) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delReply = reply
+}
+
+// lastDel is the last DelNetwork request the server decoded.
+func (f *fakeBackend) lastDel() *rpc.DelNetworkRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gotDel
 }
 
 func (f *fakeBackend) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
-	f.gotDel = r
-	if f.delReply != nil {
-		return f.delReply, nil
+	f.mu.Lock()
+	f.gotDel = proto.Clone(r).(*rpc.DelNetworkRequest)
+	reply := f.delReply
+	f.mu.Unlock()
+	if reply != nil {
+		return reply, nil
 	}
 	switch r.ClientVersion {
 	case "old":
@@ -84,7 +103,7 @@ func TestWireDel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gd := f.gotDel
+	gd := f.lastDel()
 	if gd.ClientVersion != "v1" || gd.K8S_POD_NAME != "pod" || gd.K8S_POD_NAMESPACE != "ns" || gd.K8S_POD_INFRA_CONTAINER_ID != "infra" ||
 		gd.K8S_POD_UID != "uid" || gd.Reason != "PodDeleted" || gd.ContainerID != "cid" || gd.IfName != "eth0" || gd.NetworkName != "net" {
 		t.Fatalf("server decoded %v", gd)

@@ -12,9 +12,11 @@ import (
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apiextensionsv1client "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset/typed/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/yaml"
 )
 
@@ -35,21 +37,12 @@ func Install(ctx context.Context, client apiextensionsclient.Interface, manifest
 	}
 	crd.Annotations[annotationManifest] = hex.EncodeToString(sum[:])
 	api := client.ApiextensionsV1().CustomResourceDefinitions()
-	cur, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		if _, err := api.Create(ctx, &crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("create crd %s: %w", crd.Name, err)
-		}
-	case err != nil:
-		return fmt.Errorf("get crd %s: %w", crd.Name, err)
-	case cur.Annotations[annotationManifest] != crd.Annotations[annotationManifest]:
-		crd.ResourceVersion = cur.ResourceVersion
-		if _, err := api.Update(ctx, &crd, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("update crd %s: %w", crd.Name, err)
-		}
+	// Control planes starting together (one upgraded) write the same CRD:
+	// whoever loses looks again.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return apply(ctx, api, &crd) }); err != nil {
+		return err
 	}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		cur, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
@@ -63,6 +56,31 @@ func Install(ctx context.Context, client apiextensionsclient.Interface, manifest
 	})
 	if err != nil {
 		return fmt.Errorf("crd %s not established: %w", crd.Name, err)
+	}
+	return nil
+}
+
+// apply creates crd or updates it to the manifest; a conflict (someone
+// else created or wrote it meanwhile) is returned as one, to be retried.
+func apply(ctx context.Context, api apiextensionsv1client.CustomResourceDefinitionInterface, crd *apiextensionsv1.CustomResourceDefinition) error {
+	cur, err := api.Get(ctx, crd.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err := api.Create(ctx, crd, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return apierrors.NewConflict(apiextensionsv1.Resource("customresourcedefinitions"), crd.Name, err)
+		}
+		if err != nil {
+			return fmt.Errorf("create crd %s: %w", crd.Name, err)
+		}
+	case err != nil:
+		return fmt.Errorf("get crd %s: %w", crd.Name, err)
+	case cur.Annotations[annotationManifest] != crd.Annotations[annotationManifest]:
+		next := crd.DeepCopy()
+		next.ResourceVersion = cur.ResourceVersion
+		if _, err := api.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("update crd %s: %w", crd.Name, err)
+		}
 	}
 	return nil
 }

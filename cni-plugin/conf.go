@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/berth-io/berth/internal/podwire"
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Defaults are the Amazon VPC CNI's paths and values.
@@ -101,9 +102,8 @@ func decodeNetConf(b []byte, strict bool) (*NetConf, string, error) {
 	if conf.VethPrefix == "" {
 		conf.VethPrefix = defaultVethPrefix
 	}
-	if len(conf.VethPrefix) > 4 || conf.VethPrefix == "eth" || conf.VethPrefix == "lo" || conf.VethPrefix == "vlan" {
-		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration",
-			fmt.Sprintf(`"vethPrefix" %q: at most 4 characters and not eth, lo or vlan`, conf.VethPrefix))
+	if err := vethname.CheckPrefix(conf.VethPrefix); err != nil {
+		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration", `"vethPrefix" `+err.Error())
 	}
 	if conf.MTU == 0 {
 		conf.MTU = defaultMTU

@@ -5,6 +5,7 @@ package vethname
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 )
 
 // hashLen is how many hex digits of the SHA-1 follow the prefix.
@@ -13,6 +14,19 @@ const hashLen = 11
 // MaxPrefix is the longest prefix the VPC CNI accepts
 // (AWS_VPC_K8S_CNI_VETHPREFIX): the kernel's names end at 15 bytes.
 const MaxPrefix = 4
+
+// CheckPrefix says what is wrong with a veth prefix, as aws-node checks
+// AWS_VPC_K8S_CNI_VETHPREFIX: 1 to MaxPrefix characters, and not a name the
+// node's own interfaces start with (eth, lo, vlan).
+func CheckPrefix(p string) error {
+	switch {
+	case p == "" || len(p) > MaxPrefix:
+		return fmt.Errorf("%q: at most %d characters, at least one", p, MaxPrefix)
+	case p == "eth" || p == "lo" || p == "vlan":
+		return fmt.Errorf("%q is reserved (eth, lo, vlan)", p)
+	}
+	return nil
+}
 
 // For is <prefix><first 11 hex digits of sha1("<namespace>.<pod>")>: at most
 // 15 bytes with the usual 3-4 byte prefixes, the kernel's limit for a name.

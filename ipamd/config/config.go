@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Config is ipamd's configuration.
@@ -183,8 +185,8 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	c.PodMTU = c.MTU
 	p.mtu("POD_MTU", &c.PodMTU)
 	if v := p.value("AWS_VPC_K8S_CNI_VETHPREFIX"); v != "" {
-		if len(v) > 4 || v == "eth" || v == "lo" || v == "vlan" {
-			p.fail("AWS_VPC_K8S_CNI_VETHPREFIX", v, "at most 4 characters and not eth, lo or vlan")
+		if err := vethname.CheckPrefix(v); err != nil {
+			p.fail("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
 		} else {
 			c.VethPrefix = v
 		}

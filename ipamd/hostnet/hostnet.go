@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/vethname"
 )
 
 // Rule priorities (the Amazon VPC CNI's numbers). The pod rules are
@@ -164,13 +165,10 @@ func validate(cfg Config) error {
 	if cfg.MTU < 576 || cfg.MTU > 9001 {
 		errs = append(errs, fmt.Errorf("MTU %d: want 576..9001", cfg.MTU))
 	}
-	switch p := cfg.VethPrefix; {
-	case len(p) > 4:
-		errs = append(errs, fmt.Errorf("veth prefix %q: at most 4 characters", p))
-	case p == "eth" || p == "lo" || p == "vlan":
-		errs = append(errs, fmt.Errorf("veth prefix %q is reserved", p))
-	case strings.ContainsAny(p, "*/ \x00"):
-		errs = append(errs, fmt.Errorf("veth prefix %q: invalid character", p))
+	if err := vethname.CheckPrefix(cfg.VethPrefix); err != nil {
+		errs = append(errs, fmt.Errorf("veth prefix %w", err))
+	} else if strings.ContainsAny(cfg.VethPrefix, "*/ \x00") { // nft matches "<prefix>*"
+		errs = append(errs, fmt.Errorf("veth prefix %q: invalid character", cfg.VethPrefix))
 	}
 	switch cfg.RandomizeSNAT {
 	case SNATPortsPRNG, SNATPortsHashRandom, SNATPortsNone:

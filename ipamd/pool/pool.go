@@ -459,7 +459,6 @@ func (p *Pool) reconcile(ctx context.Context) {
 	waiting := p.waiting
 	inBackoff := p.now().Before(p.backoffUntil)
 	p.mu.Unlock()
-	want := p.target(st, waiting)
 	if p.cfg.NoProvisioning {
 		// Addresses come from whoever provisions the node; reconcile
 		// with EC2 adopts them. ADDs learn why none come from ipamd.
@@ -476,6 +475,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 		}
 		return
 	}
+	want := p.target(st, waiting)
 	switch {
 	case st.Total < want:
 		if inBackoff && waiting == 0 {

@@ -45,9 +45,9 @@ func (f *vethFinder) find(namespace, pod string) (string, error) {
 	// (the sweep's second look, under the pod's lock) dumps again.
 	if f.byHash == nil || time.Since(f.dumpedAt) > time.Second {
 		f.dumpedAt = time.Now()
-		links, err := netlink.LinkList()
+		links, err := dumpRetry(context.Background(), "links", netlink.LinkList)
 		if err != nil {
-			return "", fmt.Errorf("list links: %w", err)
+			return "", err
 		}
 		f.byHash = map[string]string{}
 		for _, l := range links {

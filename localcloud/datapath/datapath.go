@@ -837,6 +837,10 @@ func (d *Datapath) AddressesChanged(ctx context.Context, _ *ec2.ENI) error {
 	return nil
 }
 
+// TrunkChanged changes nothing: the datapath carries no VLANs (see
+// localcloud/README.md), so a branch ENI's addresses are not delivered.
+func (d *Datapath) TrunkChanged(context.Context, *ec2.ENI) error { return nil }
+
 func (d *Datapath) VolumeAttached(ctx context.Context, _ *ec2.Volume, _ *ec2.VolumeAttachment) error {
 	d.sync(ctx, d.ec2.LockedState(), "")
 	return nil

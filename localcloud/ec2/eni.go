@@ -114,6 +114,7 @@ func (s *Service) newENI(spec eniSpec, now time.Time) (eni *ENI, err error) {
 
 // releaseENI returns every address of eni to its subnet and forgets it.
 func (s *Service) releaseENI(eni *ENI) {
+	s.dropTrunkAssociations(eni.ID)
 	if sub := s.st.Subnets[eni.SubnetID]; sub != nil {
 		for _, ip := range eni.PrivateIPs {
 			releaseIP(sub, ip.Address)
@@ -175,6 +176,9 @@ func (s *Service) createENI(ctx context.Context, req *Request) (any, error) {
 		return nil, err
 	}
 	spec := eniSpec{Subnet: sub, Description: p.Get("Description"), Groups: groups, PrimaryIP: p.Get("PrivateIpAddress"), InterfaceType: p.Get("InterfaceType")}
+	if err := validInterfaceType(spec.InterfaceType); err != nil {
+		return nil, err
+	}
 	for _, ip := range p.Sub("PrivateIpAddresses") {
 		primary, err := ip.Bool("Primary", false)
 		if err != nil {

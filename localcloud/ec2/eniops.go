@@ -133,8 +133,15 @@ func (s *Service) deleteENI(ctx context.Context, req *Request) (any, error) {
 	if e.Attachment != nil {
 		return nil, awserr.BadRequest("InvalidNetworkInterface.InUse", "The network interface '%s' is currently in use.", e.ID)
 	}
+	// A branch goes off its trunk's VLAN with it.
+	trunks := s.dropTrunkAssociations(e.ID)
 	s.releaseENI(e)
 	s.markDirty()
+	for _, t := range trunks {
+		if err := s.hooks.TrunkChanged(ctx, t); err != nil {
+			s.log.Error("datapath: branch deleted", "eni", e.ID, "trunk", t.ID, "err", err)
+		}
+	}
 	return returnTrue(), nil
 }
 
@@ -143,6 +150,9 @@ func (s *Service) attachENI(ctx context.Context, req *Request) (any, error) {
 	e, err := s.lookupENI(p)
 	if err != nil {
 		return nil, err
+	}
+	if e.InterfaceType == "branch" {
+		return nil, awserr.InvalidParameterValue("Branch interface %s cannot be attached to an instance; associate it with a trunk interface", e.ID)
 	}
 	instID, err := p.Required("InstanceId")
 	if err != nil {

@@ -33,6 +33,11 @@ func (h *recordingHooks) add(ev string) {
 	h.events = append(h.events, ev)
 }
 
+func (h *recordingHooks) TrunkChanged(_ context.Context, e *ENI) error {
+	h.add("trunk " + e.ID)
+	return nil
+}
+
 func (h *recordingHooks) ENIAttached(_ context.Context, _ *Instance, e *ENI) error {
 	h.add("attached " + e.ID)
 	return nil

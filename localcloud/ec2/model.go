@@ -13,6 +13,8 @@ type State struct {
 	ENIs           map[string]*ENI           `json:"enis"`
 	Volumes        map[string]*Volume        `json:"volumes"`
 	Snapshots      map[string]*Snapshot      `json:"snapshots"`
+	// TrunkAssociations are branch ENIs carried on a trunk ENI's VLANs.
+	TrunkAssociations map[string]*TrunkAssociation `json:"trunkAssociations"`
 	// ClientTokens maps "<Action>/<token>" to the ID of what that call
 	// created, for idempotent retries.
 	ClientTokens map[string]string `json:"clientTokens"`
@@ -28,6 +30,8 @@ func newState() *State {
 		Volumes:        map[string]*Volume{},
 		Snapshots:      map[string]*Snapshot{},
 		ClientTokens:   map[string]string{},
+
+		TrunkAssociations: map[string]*TrunkAssociation{},
 	}
 }
 
@@ -114,6 +118,17 @@ type ENI struct {
 	Attachment       *ENIAttachment `json:"attachment,omitempty"`
 	CreatedAt        time.Time      `json:"createdAt"`
 	Tags             Tags           `json:"tags"`
+}
+
+// TrunkAssociation carries a branch ENI on a VLAN of a trunk ENI, as
+// security groups for pods use them: the instance sends and receives the
+// branch's traffic on the trunk's interface tagged with VlanID.
+type TrunkAssociation struct {
+	ID       string `json:"id"`
+	BranchID string `json:"branchId"`
+	TrunkID  string `json:"trunkId"`
+	VlanID   int    `json:"vlanId"`
+	Tags     Tags   `json:"tags"`
 }
 
 // PrivateIP is one IPv4 address of an ENI.

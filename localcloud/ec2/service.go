@@ -69,6 +69,9 @@ type Hooks interface {
 	// AddressesChanged is called when an ENI's IPv4/IPv6 addresses or
 	// prefixes change.
 	AddressesChanged(ctx context.Context, eni *ENI) error
+	// TrunkChanged is called when a branch ENI is associated with, or
+	// disassociated from, the trunk ENI.
+	TrunkChanged(ctx context.Context, trunk *ENI) error
 	// VolumeAttached / VolumeDetached follow EBS attachments.
 	VolumeAttached(ctx context.Context, vol *Volume, att *VolumeAttachment) error
 	VolumeDetached(ctx context.Context, vol *Volume, instanceID string) error
@@ -237,6 +240,9 @@ func (st *State) fillMaps() {
 	if st.ClientTokens == nil {
 		st.ClientTokens = fresh.ClientTokens
 	}
+	if st.TrunkAssociations == nil {
+		st.TrunkAssociations = fresh.TrunkAssociations
+	}
 	for _, sub := range st.Subnets {
 		if sub.Used == nil {
 			sub.Used = map[string]string{}
@@ -290,6 +296,7 @@ func (s *Service) allHandlers() (map[string]handler, error) {
 		s.vpcHandlers(),
 		s.instanceHandlers(),
 		s.eniHandlers(),
+		s.trunkHandlers(),
 		s.ebsHandlers(),
 		s.tagHandlers(),
 	} {
@@ -310,6 +317,7 @@ func (nopHooks) InstanceTerminated(context.Context, *Instance) error            
 func (nopHooks) ENIAttached(context.Context, *Instance, *ENI) error               { return nil }
 func (nopHooks) ENIDetached(context.Context, string, *ENI) error                  { return nil }
 func (nopHooks) AddressesChanged(context.Context, *ENI) error                     { return nil }
+func (nopHooks) TrunkChanged(context.Context, *ENI) error                         { return nil }
 func (nopHooks) VolumeAttached(context.Context, *Volume, *VolumeAttachment) error { return nil }
 func (nopHooks) VolumeDetached(context.Context, *Volume, string) error            { return nil }
 func (nopHooks) VolumeDeleted(context.Context, *Volume) error                     { return nil }

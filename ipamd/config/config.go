@@ -254,6 +254,27 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	p.lenientBool("ENABLE_BANDWIDTH_PLUGIN", &c.BandwidthPlugin)
 	p.lenientBool("DISABLE_POD_V6", &c.DisablePodV6)
 
+	// Modes of the VPC CNI that berth-ipamd does not have. Starting anyway
+	// would give pods something else than the manifest asks for (IPv4
+	// addresses in an IPv6 cluster, the node's security groups instead of
+	// their own), so these stop it, as a bad MTU does.
+	for _, m := range []struct {
+		name string
+		on   bool // the value that asks for the mode
+		why  string
+	}{
+		{"ENABLE_IPv6", true, "berth-ipamd gives pods IPv4 addresses only"},
+		{"ENABLE_IPv4", false, "berth-ipamd gives pods IPv4 addresses only"},
+		{"ENABLE_POD_ENI", true, "security groups for pods (branch ENIs) are not supported; see ipamd/README.md"},
+		{"ENABLE_MULTI_NIC", true, "pod interfaces on more than one network card are not supported"},
+		{"ENABLE_V6_EGRESS", true, "IPv6 egress for IPv4 pods is not supported"},
+	} {
+		v := p.value(m.name)
+		if b, err := strconv.ParseBool(v); err == nil && b == m.on {
+			p.fail(m.name, v, m.why)
+		}
+	}
+
 	// berth's own knobs: strict, as nothing depends on them being lenient.
 	if v := p.value("MAX_PODS"); v != "" {
 		if n, err := strconv.Atoi(v); err != nil || n < 0 {

@@ -50,6 +50,22 @@ func TestAllErrorsReported(t *testing.T) {
 	}
 }
 
+// TestUnsupportedModesStop: an aws-node manifest asking for a mode berth
+// does not have (IPv6 pods, security groups for pods, multi-NIC pods, IPv6
+// egress) stops ipamd with the reason; the values that keep the mode off
+// are accepted.
+func TestUnsupportedModesStop(t *testing.T) {
+	for name, on := range map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_POD_ENI": "true", "ENABLE_MULTI_NIC": "TRUE", "ENABLE_V6_EGRESS": "1"} {
+		_, err := FromEnv(env(map[string]string{name: on}))
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "not supported") && !strings.Contains(err.Error(), "IPv4 addresses only") {
+			t.Errorf("%s=%s: %v", name, on, err)
+		}
+	}
+	if _, err := FromEnv(env(map[string]string{"ENABLE_IPv6": "false", "ENABLE_IPv4": "true", "ENABLE_POD_ENI": "false", "ENABLE_MULTI_NIC": "false", "ENABLE_V6_EGRESS": "false"})); err != nil {
+		t.Fatalf("aws-node's defaults refused: %v", err)
+	}
+}
+
 // TestLenientLikeVPCCNI: values the VPC CNI logs and skips (or replaces by
 // the default) do not stop ipamd; each is skipped the same way, with a
 // warning naming the variable and the value.

@@ -1,5 +1,11 @@
 // Package e2e holds helpers shared by the end-to-end suites: finding the
 // built binaries and starting localcloud as a process, as users run it.
+//
+// Every VPC of a localcloud with its datapath gets a route on the host, and
+// `make test` runs packages side by side, so two tests must never have
+// VPCs with overlapping CIDRs at the same time: a test with a fixed VPC
+// CIDR takes a 10.x.0.0/16 below 10.128 that no other test uses (grep
+// before picking one), and OwnSubnet hands out 10.128–10.191 under a lock.
 package e2e
 
 import (

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/nsrun"
 )
@@ -119,16 +121,59 @@ func DialFrom(ns, addr string, timeout time.Duration) (net.Addr, error) {
 	return local, err
 }
 
+// cidrLockDir holds one lock file per /16 in use by a test.
+const cidrLockDir = "/run/berth-e2e-cidrs"
+
+// lockCIDR picks and locks a free 10.x.0.0/16 for the test (see OwnSubnet).
+func lockCIDR(t testing.TB) int {
+	t.Helper()
+	if err := os.MkdirAll(cidrLockDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	start := rand.IntN(64)
+	for i := range 64 {
+		x := 128 + (start+i)%64
+		if hostRoutes(fmt.Sprintf("10.%d.0.0/16", x)) {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(cidrLockDir, fmt.Sprintf("10.%d", x)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() { f.Close() })
+		return x
+	}
+	t.Fatal("no free 10.x.0.0/16 in 10.128–10.191 for a test VPC")
+	return 0
+}
+
+// hostRoutes reports whether the host has a route for exactly cidr.
+func hostRoutes(cidr string) bool {
+	_, dst, _ := net.ParseCIDR(cidr)
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
+	return err == nil && len(routes) > 0
+}
+
 func ec2Type(s string) ec2types.InstanceType { return ec2types.InstanceType(s) }
 
-// OwnSubnet makes a VPC with a random 10.x.0.0/16, so that its host route
-// does not collide with another localcloud's default VPC on the same
-// machine, and in it the subnet 10.x.<third>.0/<bits>. It returns the
-// subnet's ID and the VPC's CIDR.
+// OwnSubnet makes a VPC with a 10.x.0.0/16 that no other test on this
+// machine uses now, so that its host route does not collide with another
+// localcloud's VPC, and in it the subnet 10.x.<third>.0/<bits>. It returns
+// the subnet's ID and the VPC's CIDR.
+//
+// x is taken from 128–191, where no test has a fixed VPC CIDR, and held
+// for the test by an flock on /run/berth-e2e-cidrs/10.x (released when
+// the test ends, or with its process): tests of other packages, running
+// at the same time, pick others. A /16 the host already routes (a
+// leftover, or something that is not a test) is skipped too.
 func OwnSubnet(t testing.TB, c *ec2sdk.Client, third, bits int) (subnetID, vpcCIDR string) {
 	t.Helper()
+	x := lockCIDR(t)
 	ctx := context.Background()
-	x := 64 + rand.IntN(128)
 	vpcCIDR = fmt.Sprintf("10.%d.0.0/16", x)
 	v, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(vpcCIDR)})
 	if err != nil {

@@ -156,6 +156,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		p.UseENIConfigs(kc.ENIConfigs(cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef))
 		log.Info("custom networking: pod ENIs follow the node's ENIConfig", "node", cfg.NodeName)
 	}
+	if cordon := followCordon(ctx, cfg, f.kubeconfig, kc, p.Kick, log); cordon != nil {
+		p.UseCordon(cordon)
+	}
 	if err := p.Init(ctx); err != nil {
 		return err
 	}
@@ -388,4 +391,29 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 		log.Info("restored allocations", "kept", kept, "held", held, "released", dropped)
 	}
 	return cp.Sync(ctx)
+}
+
+// followCordon starts following the node's schedulability for
+// AWS_MANAGE_ENIS_NON_SCHEDULABLE=false, the VPC CNI's default. aws-node
+// always has the API; ipamd may run without it (no MY_NODE_NAME, no
+// --kubeconfig and not in a pod), and then manages ENIs on a cordoned node
+// too, which it says once. kc is the API client if one is made already.
+func followCordon(ctx context.Context, cfg config.Config, kubeconfig string, kc *kube.Client, kick func(), log *slog.Logger) *kube.Cordon {
+	if cfg.ManageENIsNonSchedulable {
+		return nil
+	}
+	if cfg.NodeName == "" || (kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "") {
+		log.Info("ENIs are managed on a cordoned node too: AWS_MANAGE_ENIS_NON_SCHEDULABLE=false needs MY_NODE_NAME and the API (--kubeconfig, or in a pod)")
+		return nil
+	}
+	if kc == nil {
+		var err error
+		if kc, err = kube.New(kubeconfig, cfg.ClusterEndpoint); err != nil {
+			log.Warn("ENIs are managed on a cordoned node too: no API client", "err", err)
+			return nil
+		}
+	}
+	c := kc.Cordon(cfg.NodeName, log, kick)
+	c.Start(ctx)
+	return c
 }

@@ -104,6 +104,10 @@ type Config struct {
 	EC2Endpoint string
 	// NodeName is MY_NODE_NAME, the node's name in Kubernetes.
 	NodeName string
+	// ManageENIsNonSchedulable is AWS_MANAGE_ENIS_NON_SCHEDULABLE (default
+	// false: on a cordoned node ipamd neither attaches ENIs or addresses
+	// nor frees ENIs; it needs MY_NODE_NAME and the API to know).
+	ManageENIsNonSchedulable bool
 	// NetworkPolicyMode is told to the plugin (NETWORK_POLICY_ENFORCING_MODE);
 	// empty when unset, which tells a VPC CNI plugin there is no policy agent.
 	NetworkPolicyMode string
@@ -232,6 +236,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		c.ENIConfigLabelDef = v
 	}
 	c.NodeName = p.value("MY_NODE_NAME")
+	p.lenientBool("AWS_MANAGE_ENIS_NON_SCHEDULABLE", &c.ManageENIsNonSchedulable)
 	p.lenientBool("ANNOTATE_POD_IP", &c.AnnotatePodIP)
 	if v := p.value("CLUSTER_ENDPOINT"); v != "" {
 		if u, err := url.Parse(v); err != nil || u.Scheme != "https" || u.Host == "" {

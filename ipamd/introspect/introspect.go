@@ -209,7 +209,6 @@ func envSettings(c config.Config) map[string]any {
 		"WARM_IP_TARGET":                     c.WarmIPTarget,
 		"WARM_ENI_TARGET":                    c.WarmENITarget,
 		"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": c.CustomNetworking,
-		"AWS_MANAGE_ENIS_NON_SCHEDULABLE":    false,
 		"ENABLE_SUBNET_DISCOVERY":            c.SubnetDiscovery,
 
 		"MINIMUM_IP_TARGET":                     c.MinimumIPTarget,
@@ -230,6 +229,7 @@ func envSettings(c config.Config) map[string]any {
 		"AWS_VPC_K8S_CNI_VETHPREFIX":            c.VethPrefix,
 		"DISABLE_LEAKED_ENI_CLEANUP":            c.DisableLeakedENICleanup,
 		"MANAGE_UNTAGGED_ENI":                   c.ManageUntaggedENIs,
+		"AWS_MANAGE_ENIS_NON_SCHEDULABLE":       c.ManageENIsNonSchedulable,
 		"ANNOTATE_POD_IP":                       c.AnnotatePodIP,
 		"ENABLE_IMDS_ONLY_MODE":                 c.IMDSOnly,
 		"DISABLE_NETWORK_RESOURCE_PROVISIONING": c.NoProvisioning,

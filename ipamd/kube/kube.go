@@ -1,8 +1,9 @@
 // Package kube is ipamd's use of the Kubernetes API, which it needs only
 // for some of the VPC CNI's features: custom networking reads the node's
 // ENIConfig (eniconfig.go), ANNOTATE_POD_IP writes pods' addresses into an
-// annotation (podip.go). A dynamic client and no informer: ipamd reads or
-// patches one object at a time.
+// annotation (podip.go), AWS_MANAGE_ENIS_NON_SCHEDULABLE=false watches the
+// node for a cordon (cordon.go). A dynamic client and no informer: ipamd
+// reads, patches or watches one object at a time.
 package kube
 
 import (
@@ -17,6 +18,8 @@ import (
 // Client talks to the API server as ipamd's service account.
 type Client struct {
 	dyn dynamic.Interface
+	// watch is dyn without the request timeout, for watches.
+	watch dynamic.Interface
 }
 
 // New returns a Client. kubeconfig "" is the in-cluster configuration
@@ -38,7 +41,13 @@ func New(kubeconfig, clusterEndpoint string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return &Client{dyn: c}, nil
+	wcfg := rest.CopyConfig(cfg)
+	wcfg.Timeout = 0
+	w, err := dynamic.NewForConfig(wcfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return &Client{dyn: c, watch: w}, nil
 }
 
 func restConfig(kubeconfig, clusterEndpoint string, inCluster func() (*rest.Config, error)) (*rest.Config, error) {

@@ -53,7 +53,17 @@ var (
 	ErrMaxPods        = errors.New("node at max pods")
 	ErrNodeCapacity   = errors.New("node at its ENI and address limit")
 	ErrNoSubnet       = errors.New("no subnet for pod ENIs: the node's is tagged " + SubnetRoleTag + "=0 and no other is tagged")
+	ErrCordoned       = errors.New("node is unschedulable (cordoned): ipamd attaches no ENI or address to it (AWS_MANAGE_ENIS_NON_SCHEDULABLE=false)")
 )
+
+// Cordon tells whether the node is unschedulable (ipamd/kube, from the
+// Kubernetes API). With AWS_MANAGE_ENIS_NON_SCHEDULABLE=false, the VPC
+// CNI's default, the pool then neither grows nor frees ENIs: a node being
+// drained for termination does not churn ENIs. Surplus addresses and
+// prefixes still go back.
+type Cordon interface {
+	Cordoned() bool
+}
 
 // SubnetRoleTag opts a subnet in to pod ENIs (any value but "0") or, with
 // "0", the node's own subnet out (ENABLE_SUBNET_DISCOVERY).
@@ -103,7 +113,16 @@ type Pool struct {
 	// eniConfigs finds the node's ENIConfig with custom networking
 	// (cfg.CustomNetworking): new ENIs go where it says.
 	eniConfigs ENIConfigs
+	// cordon, when set, holds the pool's ENIs as they are on a cordoned
+	// node (see Cordon).
+	cordon Cordon
 }
+
+// UseCordon makes the pool hold its ENIs while the node is cordoned.
+// Call before Init; Kick the pool when the cordon changes.
+func (p *Pool) UseCordon(c Cordon) { p.cordon = c }
+
+func (p *Pool) cordoned() bool { return p.cordon != nil && p.cordon.Cordoned() }
 
 // UseENIConfigs gives custom networking (cfg.CustomNetworking) the source
 // of the node's ENIConfig. Call before Init.
@@ -394,6 +413,27 @@ func (p *Pool) setBlocked(err error, backoff time.Duration) {
 	p.changed = make(chan struct{})
 }
 
+// report makes the pool's reason err for at most d, without a backoff.
+func (p *Pool) report(err error, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blocked, p.blockedUntil = err, p.now().Add(d)
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// unreport forgets the reason err once it no longer holds.
+func (p *Pool) unreport(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.blocked != err {
+		return
+	}
+	p.blocked, p.blockedUntil = nil, time.Time{}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
 // capacityFreed forgets the reason growth failed once ipamd gave addresses
 // or an ENI back: the subnet or the instance has room again.
 func (p *Pool) capacityFreed() {
@@ -476,7 +516,16 @@ func (p *Pool) reconcile(ctx context.Context) {
 		return
 	}
 	want := p.target(st, waiting)
+	if !p.cordoned() {
+		p.unreport(ErrCordoned)
+	}
 	switch {
+	case st.Total < want && p.cordoned():
+		if waiting > 0 {
+			// Reported until the next look (every 5 s, and on the
+			// cordon's end); no backoff, so growth resumes at once.
+			p.report(ErrCordoned, 10*time.Second)
+		}
 	case st.Total < want:
 		if inBackoff && waiting == 0 {
 			return
@@ -732,7 +781,7 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 		p.mu.Lock()
 		young := p.now().Sub(p.enis[e.ID]) < time.Minute
 		p.mu.Unlock()
-		if !e.IsPrimary && !busy && !young && size <= surplus {
+		if !e.IsPrimary && !busy && !young && size <= surplus && !p.cordoned() {
 			if err := p.ds.RemoveENI(e.ID); err != nil {
 				continue
 			}

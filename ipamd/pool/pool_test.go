@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1061,4 +1062,70 @@ func TestIMDSOnly(t *testing.T) {
 			}
 		}
 	})
+}
+
+type fakeCordon struct{ on atomic.Bool }
+
+func (c *fakeCordon) Cordoned() bool { return c.on.Load() }
+
+// AWS_MANAGE_ENIS_NON_SCHEDULABLE=false (the default): on a cordoned node
+// the pool neither attaches ENIs or addresses nor frees ENIs, and a waiting
+// ADD learns why; uncordoned, it does both again.
+func TestCordonedNodeHoldsItsENIs(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	cordon := &fakeCordon{}
+	cordon.on.Store(true)
+	p.UseCordon(cordon)
+	done := p.Wait()
+	p.reconcile(context.Background())
+	reason, _ := p.Blocked()
+	done()
+	if !errors.Is(reason, ErrCordoned) || f.calls["AssignIPs"]+f.calls["CreateENI"] != 0 {
+		t.Fatalf("cordoned: blocked %v, EC2 calls %v", reason, f.calls)
+	}
+	cordon.on.Store(false)
+	p.reconcile(context.Background())
+	if reason, _ := p.Blocked(); reason != nil || ds.Stats().Total != 9 {
+		t.Fatalf("uncordoned: blocked %v, pool %+v", reason, ds.Stats())
+	}
+	// Fill the primary ENI so a second one comes, then free every pod: the
+	// second ENI is surplus.
+	for i := range 9 {
+		if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.reconcile(context.Background())
+	if f.calls["CreateENI"] != 1 {
+		t.Fatalf("no second ENI: %v", f.calls)
+	}
+	for i := range 9 {
+		ds.Release(podKey(i))
+	}
+	later(p, 10*time.Minute) // past the cooldown, the young-ENI minute and the shrink interval
+	cordon.on.Store(true)
+	p.reconcile(context.Background())
+	if f.calls["FreeENI"] != 0 {
+		t.Fatalf("freed an ENI on a cordoned node: %v", f.calls)
+	}
+	cordon.on.Store(false)
+	later(p, 20*time.Minute)
+	p.reconcile(context.Background())
+	if f.calls["FreeENI"] != 1 {
+		t.Fatalf("surplus ENI not freed once uncordoned: %v", f.calls)
+	}
+}
+
+// With the VPC CNI's setting AWS_MANAGE_ENIS_NON_SCHEDULABLE=true, or
+// without a way to know (no Cordon given), the pool grows as usual.
+func TestManageENIsNonSchedulableSetting(t *testing.T) {
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"AWS_MANAGE_ENIS_NON_SCHEDULABLE": "true"}[k] })
+	if err != nil || !cfg.ManageENIsNonSchedulable {
+		t.Fatalf("setting not read: %v %+v", err, cfg)
+	}
+	p, f, ds := newPool(t, "m5.large", nil)
+	p.reconcile(context.Background())
+	if ds.Stats().Total != 9 || f.calls["AssignIPs"] != 1 {
+		t.Fatalf("no cordon source: pool %+v, calls %v", ds.Stats(), f.calls)
+	}
 }

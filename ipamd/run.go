@@ -45,15 +45,31 @@ type flags struct {
 	chainPortmap                            bool
 	cniVersion                              string
 	kubeconfig                              string
+	logFile                                 string
 }
 
 func newRootCommand() *cobra.Command {
 	root, logger := command.Root("berth-ipamd", "Node IPAM daemon: VPC IP addresses for every pod")
 	var f flags
+	var closeLog func() error
+	// The logger is built from the command's error writer: point it at
+	// --log-file first.
+	pre := root.PersistentPreRunE
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		w, closer, err := logWriter(f.logFile)
+		if err != nil {
+			return err
+		}
+		closeLog = closer
+		cmd.SetErr(w)
+		return pre(cmd, args)
+	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		defer func() { _ = closeLog() }()
 		return run(cmd.Context(), f, logger())
 	}
 	fs := root.Flags()
+	fs.StringVar(&f.logFile, "log-file", "stderr", `where ipamd logs: "stderr", "stdout" or a file (rotated at 100 MB, 5 backups kept)`)
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
 	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
@@ -77,7 +93,7 @@ func vpcCNIFlagDefaults(root *cobra.Command, getenv func(string) string) {
 		_ = root.PersistentFlags().Set("log-level", lvl)
 	}
 	for env, flag := range map[string]string{"HOST_CNI_BIN_PATH": "cni-bin-dir", "HOST_CNI_CONFDIR_PATH": "cni-conf-dir",
-		"INTROSPECTION_BIND_ADDRESS": "introspection-addr"} {
+		"INTROSPECTION_BIND_ADDRESS": "introspection-addr", "AWS_VPC_K8S_CNI_LOG_FILE": "log-file"} {
 		if v := strings.TrimSpace(getenv(env)); v != "" {
 			set(flag, v)
 		}

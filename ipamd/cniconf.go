@@ -27,7 +27,7 @@ const (
 // checkpoints and GC match).
 const NetworkName = "aws-cni"
 
-func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
+func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
 	plugin := map[string]any{
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
@@ -41,9 +41,9 @@ func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Co
 	if datapathSocket != podwire.DefaultSocket {
 		plugin["datapathSocket"] = datapathSocket
 	}
-	if stateDir != DefaultStateDir {
+	if checkpoint != filepath.Join(DefaultStateDir, CheckpointName) {
 		// GC and CHECK read the checkpoint.
-		plugin["ipamStateFile"] = filepath.Join(stateDir, CheckpointName)
+		plugin["ipamStateFile"] = checkpoint
 	}
 	plugins := []any{plugin}
 	// In aws-node's order: portmap, then bandwidth, then tuning.
@@ -64,8 +64,8 @@ func conflist(socket, datapathSocket, stateDir, cniVersion string, cfg config.Co
 }
 
 // writeConflist writes the conflist atomically.
-func writeConflist(dir, socket, datapathSocket, stateDir, cniVersion string, cfg config.Config, portmap bool) error {
-	b, err := conflist(socket, datapathSocket, stateDir, cniVersion, cfg, portmap)
+func writeConflist(dir, socket, datapathSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) error {
+	b, err := conflist(socket, datapathSocket, checkpoint, cniVersion, cfg, portmap)
 	if err != nil {
 		return err
 	}

@@ -29,23 +29,37 @@ func TestConflistPodMTU(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := berthPlugin(t, cfg, DefaultStateDir); got.MTU != tc.want {
+		if got := berthPlugin(t, cfg, defaultCheckpoint); got.MTU != tc.want {
 			t.Errorf("%v: conflist's mtu %d, want %d", tc.env, got.MTU, tc.want)
 		}
 	}
 }
 
+var defaultCheckpoint = filepath.Join(DefaultStateDir, CheckpointName)
+
 // TestConflistStateFile: berth-cni's GC and CHECK read ipamd's checkpoint,
-// so a --state-dir other than the default goes into the conflist.
+// so a checkpoint other than the default goes into the conflist.
 func TestConflistStateFile(t *testing.T) {
 	cfg, err := config.FromEnv(func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
-	for dir, want := range map[string]string{DefaultStateDir: "", "/run/node-2": "/run/node-2/ipam.json"} {
-		if got := berthPlugin(t, cfg, dir); got.StateFile != want {
-			t.Errorf("--state-dir %s: conflist's ipamStateFile %q, want %q", dir, got.StateFile, want)
+	for path, want := range map[string]string{defaultCheckpoint: "", "/run/node-2/ipam.json": "/run/node-2/ipam.json"} {
+		if got := berthPlugin(t, cfg, path); got.StateFile != want {
+			t.Errorf("checkpoint %s: conflist's ipamStateFile %q, want %q", path, got.StateFile, want)
 		}
+	}
+}
+
+// AWS_VPC_K8S_CNI_BACKING_STORE moves the checkpoint, as in aws-node; by
+// default it is ipam.json in --state-dir.
+func TestBackingStore(t *testing.T) {
+	if got := newRootCommand().Flags().Lookup("checkpoint").Value.String(); got != "" {
+		t.Fatalf("--checkpoint default %q, want \"\" (ipam.json in --state-dir)", got)
+	}
+	t.Setenv("AWS_VPC_K8S_CNI_BACKING_STORE", "/var/lib/aws-node/ipam.json")
+	if got := newRootCommand().Flags().Lookup("checkpoint").Value.String(); got != "/var/lib/aws-node/ipam.json" {
+		t.Fatalf("--checkpoint from AWS_VPC_K8S_CNI_BACKING_STORE: %q", got)
 	}
 }
 
@@ -55,9 +69,9 @@ type berthPluginConf struct {
 	StateFile string `json:"ipamStateFile"`
 }
 
-func berthPlugin(t *testing.T, cfg config.Config, stateDir string) berthPluginConf {
+func berthPlugin(t *testing.T, cfg config.Config, checkpoint string) berthPluginConf {
 	t.Helper()
-	b, err := conflist(DefaultSocket, "", stateDir, "1.1.0", cfg, false)
+	b, err := conflist(DefaultSocket, "", checkpoint, "1.1.0", cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +94,7 @@ func TestConflistChainsAndPluginLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := conflist(DefaultSocket, "", DefaultStateDir, "1.0.0", cfg, true)
+	b, err := conflist(DefaultSocket, "", defaultCheckpoint, "1.0.0", cfg, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +142,7 @@ func TestRetireVPCCNIConflist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeConflist(dir, DefaultSocket, "", DefaultStateDir, "1.1.0", cfg, false); err != nil {
+	if err := writeConflist(dir, DefaultSocket, "", defaultCheckpoint, "1.1.0", cfg, false); err != nil {
 		t.Fatal(err)
 	}
 	aside, err := retireVPCCNIConflist(dir)

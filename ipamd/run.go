@@ -46,6 +46,7 @@ type flags struct {
 	cniVersion                              string
 	kubeconfig                              string
 	logFile                                 string
+	checkpoint                              string
 }
 
 func newRootCommand() *cobra.Command {
@@ -75,6 +76,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
 	fs.StringVar(&f.datapathSocket, "datapath-socket", "", `unix socket (SOCK_SEQPACKET, mode 0660) where berth-cni has ipamd wire its pods ("" means berth-datapath.sock beside --socket)`)
 	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "directory of ipam.json, the allocation checkpoint")
+	fs.StringVar(&f.checkpoint, "checkpoint", "", `the allocation checkpoint ("" means ipam.json in --state-dir)`)
 	fs.StringVar(&f.introspectionAddr, "introspection-addr", "127.0.0.1:61679", `introspection API address ("" to disable)`)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
 	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
@@ -93,7 +95,8 @@ func vpcCNIFlagDefaults(root *cobra.Command, getenv func(string) string) {
 		_ = root.PersistentFlags().Set("log-level", lvl)
 	}
 	for env, flag := range map[string]string{"HOST_CNI_BIN_PATH": "cni-bin-dir", "HOST_CNI_CONFDIR_PATH": "cni-conf-dir",
-		"INTROSPECTION_BIND_ADDRESS": "introspection-addr", "AWS_VPC_K8S_CNI_LOG_FILE": "log-file"} {
+		"INTROSPECTION_BIND_ADDRESS": "introspection-addr", "AWS_VPC_K8S_CNI_LOG_FILE": "log-file",
+		"AWS_VPC_K8S_CNI_BACKING_STORE": "checkpoint"} {
 		if v := strings.TrimSpace(getenv(env)); v != "" {
 			set(flag, v)
 		}
@@ -125,6 +128,9 @@ const DefaultSocket = "/var/run/aws-node/ipamd.sock"
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if f.datapathSocket == "" {
 		f.datapathSocket = filepath.Join(filepath.Dir(f.socket), filepath.Base(podwire.DefaultSocket))
+	}
+	if f.checkpoint == "" {
+		f.checkpoint = filepath.Join(f.stateDir, CheckpointName)
 	}
 	cfg, err := config.Load(nil, log)
 	if err != nil {
@@ -159,7 +165,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("no pod capacity on %s with this configuration (prefix delegation needs a Nitro instance type)", in.Type)
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
-	cp := datastore.NewCheckpointer(filepath.Join(f.stateDir, CheckpointName), ds)
+	cp := datastore.NewCheckpointer(f.checkpoint, ds)
 	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
 	p.RegisterMetrics(reg)
 	var kc *kube.Client // only for the features that need the API
@@ -178,7 +184,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := p.Init(ctx); err != nil {
 		return err
 	}
-	if err := restore(ctx, ds, cp, filepath.Join(f.stateDir, CheckpointName), cfg.VethPrefix, log); err != nil {
+	if err := restore(ctx, ds, cp, f.checkpoint, cfg.VethPrefix, log); err != nil {
 		return err
 	}
 	// Rules and routes of pods that are gone (released by restore) go too;
@@ -268,7 +274,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := installPlugin(f.cniBinDir); err != nil {
 		return err
 	}
-	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.stateDir, f.cniVersion, cfg, f.chainPortmap); err != nil {
+	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.checkpoint, f.cniVersion, cfg, f.chainPortmap); err != nil {
 		return err
 	}
 	// Ours first, then aws-node's aside: the node always has a network.

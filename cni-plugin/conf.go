@@ -11,7 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/berth-io/berth/internal/podwire"
-	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/internal/vethprefix"
 )
 
 // Defaults are the Amazon VPC CNI's paths and values.
@@ -102,7 +102,7 @@ func decodeNetConf(b []byte, strict bool) (*NetConf, string, error) {
 	if conf.VethPrefix == "" {
 		conf.VethPrefix = defaultVethPrefix
 	}
-	if err := vethname.CheckPrefix(conf.VethPrefix); err != nil {
+	if err := vethprefix.Check(conf.VethPrefix); err != nil {
 		return nil, "", types.NewError(types.ErrInvalidNetworkConfig, "invalid berth-cni configuration", `"vethPrefix" `+err.Error())
 	}
 	if conf.MTU == 0 {

@@ -5,28 +5,12 @@ package vethname
 import (
 	"crypto/sha1"
 	"encoding/hex"
-	"fmt"
+
+	"github.com/berth-io/berth/internal/vethprefix"
 )
 
 // hashLen is how many hex digits of the SHA-1 follow the prefix.
 const hashLen = 11
-
-// MaxPrefix is the longest prefix the VPC CNI accepts
-// (AWS_VPC_K8S_CNI_VETHPREFIX): the kernel's names end at 15 bytes.
-const MaxPrefix = 4
-
-// CheckPrefix says what is wrong with a veth prefix, as aws-node checks
-// AWS_VPC_K8S_CNI_VETHPREFIX: 1 to MaxPrefix characters, and not a name the
-// node's own interfaces start with (eth, lo, vlan).
-func CheckPrefix(p string) error {
-	switch {
-	case p == "" || len(p) > MaxPrefix:
-		return fmt.Errorf("%q: at most %d characters, at least one", p, MaxPrefix)
-	case p == "eth" || p == "lo" || p == "vlan":
-		return fmt.Errorf("%q is reserved (eth, lo, vlan)", p)
-	}
-	return nil
-}
 
 // For is <prefix><first 11 hex digits of sha1("<namespace>.<pod>")>: at most
 // 15 bytes with the usual 3-4 byte prefixes, the kernel's limit for a name.
@@ -40,13 +24,13 @@ func Hash(namespace, pod string) string {
 	return hex.EncodeToString(h[:])[:hashLen]
 }
 
-// Split takes a name For could have made apart: a 1 to MaxPrefix byte
+// Split takes a name For could have made apart: a 1 to vethprefix.MaxLen byte
 // prefix and the hash. A node's pods keep the veths they were made with
 // when the prefix setting changes, so whoever looks for a pod's veth must
 // also find it under an earlier prefix.
 func Split(name string) (prefix, hash string, ok bool) {
 	n := len(name) - hashLen
-	if n < 1 || n > MaxPrefix {
+	if n < 1 || n > vethprefix.MaxLen {
 		return "", "", false
 	}
 	for i := n; i < len(name); i++ {

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/internal/vethprefix"
 )
 
 // Config is ipamd's configuration.
@@ -189,7 +189,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	c.PodMTU = c.MTU
 	p.mtu("POD_MTU", &c.PodMTU)
 	if v := p.value("AWS_VPC_K8S_CNI_VETHPREFIX"); v != "" {
-		if err := vethname.CheckPrefix(v); err != nil {
+		if err := vethprefix.Check(v); err != nil {
 			p.fail("AWS_VPC_K8S_CNI_VETHPREFIX", v, err.Error())
 		} else {
 			c.VethPrefix = v

@@ -30,7 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/podnet"
-	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/internal/vethprefix"
 )
 
 // Rule priorities (the Amazon VPC CNI's numbers). The pod rules are
@@ -165,7 +165,7 @@ func validate(cfg Config) error {
 	if cfg.MTU < 576 || cfg.MTU > 9001 {
 		errs = append(errs, fmt.Errorf("MTU %d: want 576..9001", cfg.MTU))
 	}
-	if err := vethname.CheckPrefix(cfg.VethPrefix); err != nil {
+	if err := vethprefix.Check(cfg.VethPrefix); err != nil {
 		errs = append(errs, fmt.Errorf("veth prefix %w", err))
 	} else if strings.ContainsAny(cfg.VethPrefix, "*/ \x00") { // nft matches "<prefix>*"
 		errs = append(errs, fmt.Errorf("veth prefix %q: invalid character", cfg.VethPrefix))

@@ -17,6 +17,7 @@ import (
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/vethname"
+	"github.com/berth-io/berth/internal/vethprefix"
 	"github.com/berth-io/berth/ipamd/datastore"
 	"github.com/berth-io/berth/ipamd/hostnet"
 	"github.com/berth-io/berth/proto/datapath"
@@ -203,8 +204,8 @@ func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
 		return req, nsfd, &datapath.Error{Code: cniErrInvalidEnv, Msg: "invalid ADD request", Details: "K8S_POD_NAMESPACE and K8S_POD_NAME are required in CNI_ARGS"}
 	case len(req.IfName) > 15:
 		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
-	case req.VethPrefix == "" || len(req.VethPrefix) > vethname.MaxPrefix:
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to %d characters", req.VethPrefix, vethname.MaxPrefix)}
+	case req.VethPrefix == "" || len(req.VethPrefix) > vethprefix.MaxLen:
+		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to %d characters", req.VethPrefix, vethprefix.MaxLen)}
 	case req.Mtu < 576 || req.Mtu > 9001:
 		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("mtu %d: must be between 576 and 9001", req.Mtu)}
 	case nsfd < 0:

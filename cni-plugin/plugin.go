@@ -24,7 +24,6 @@ import (
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/version"
-	"github.com/berth-io/berth/internal/vethname"
 )
 
 // rpcTimeout bounds a call to ipamd, which itself waits up to 30 s for a
@@ -219,7 +218,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		log.Warn("DEL without a usable prevResult", "err", err)
 	}
-	hostName := vethname.For(conf.VethPrefix, string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME))
+	// The host veth is prevResult's; without it, whichever veth routes the
+	// address (the plugin does not hash pod names: see internal/vethprefix).
+	hostName := ""
 	var ip net.IP
 	table := podnet.MainTable
 	if prev != nil {
@@ -509,7 +510,7 @@ func cmdGC(args *skel.CmdArgs) error {
 		// while it still routes that address: a sandbox of the same pod
 		// that the runtime still uses has a veth of the same name.
 		ip, _ := released(reply)
-		if err := podnet.TeardownVeth(vethname.For(conf.VethPrefix, a.Metadata.PodNamespace, a.Metadata.PodName), ip, true); err != nil {
+		if err := podnet.TeardownVeth("", ip, true); err != nil {
 			errs = append(errs, fmt.Errorf("tear down %s: %w", a.IPv4, err))
 		}
 	}

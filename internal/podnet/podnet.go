@@ -250,7 +250,9 @@ func DeleteRules(ip net.IP, table int) error {
 // to ip and (with deleteVeth) the veth hostName, while that veth routes
 // ip. A veth of that name that does not route ip belongs to another
 // sandbox of the same pod (the name comes from the pod's name) and is left
-// alone; so is everything when ip is unknown. DEL leaves the veth to the
+// alone; so is everything when ip is unknown. hostName "" means the veth
+// that routes ip, whatever its name (a DEL without prevResult, or GC: the
+// plugin does not hash pod names). DEL leaves the veth to the
 // runtime's deletion of the pod's namespace, which destroys the pair
 // anyway: deleting it here would make every DEL wait ~16 ms on the kernel
 // for nothing. Missing pieces are fine (DEL is idempotent).
@@ -268,7 +270,7 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 	}
 	if deleteVeth {
 		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", hostName, err))
+			errs = append(errs, fmt.Errorf("delete %s: %w", l.Attrs().Name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -276,19 +278,33 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 
 // HostRoute finds, in the calling thread's namespace, the host veth
 // hostName and its route to ip: a nil link when the veth is gone, a nil
-// route when the veth does not route ip (it is another sandbox's).
+// route when the veth does not route ip (it is another sandbox's). With
+// hostName "", the veth is the one the main table routes ip through, if
+// that is a veth (a route to ip through anything else is not a pod's).
 func HostRoute(hostName string, ip net.IP) (netlink.Link, *netlink.Route, error) {
-	l, err := netlink.LinkByName(hostName)
-	if err != nil {
-		return nil, nil, nil
+	filter, mask := &netlink.Route{Dst: HostNet(ip), Table: MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE
+	var l netlink.Link
+	if hostName != "" {
+		var err error
+		if l, err = netlink.LinkByName(hostName); err != nil {
+			return nil, nil, nil
+		}
+		filter.LinkIndex, mask = l.Attrs().Index, mask|netlink.RT_FILTER_OIF
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), LinkIndex: l.Attrs().Index, Table: MainTable},
-		netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, filter, mask)
 	if err != nil {
 		return l, nil, fmt.Errorf("list routes to %s: %w", ip, err)
 	}
-	if len(routes) == 0 {
-		return l, nil, nil
+	if hostName != "" {
+		if len(routes) == 0 {
+			return l, nil, nil
+		}
+		return l, &routes[0], nil
 	}
-	return l, &routes[0], nil
+	for i, r := range routes {
+		if rl, err := netlink.LinkByIndex(r.LinkIndex); err == nil && rl.Type() == "veth" {
+			return rl, &routes[i], nil
+		}
+	}
+	return nil, nil, nil
 }

@@ -230,3 +230,42 @@ func TestDeleteRulesUnknownTable(t *testing.T) {
 		t.Fatalf("%d rules left", n)
 	}
 }
+
+// TeardownVeth without a name (DEL without prevResult, GC: berth-cni does
+// not hash pod names) removes the route and veth that serve the address,
+// leaves other pods' alone, and never touches a /32 route through
+// something that is not a veth.
+func TestTeardownVethByAddress(t *testing.T) {
+	e := newEnv(t)
+	podA, _ := testenv.NewNetNS(t)
+	podB, _ := testenv.NewNetNS(t)
+	a, b, other := net.IPv4(10, 9, 0, 20), net.IPv4(10, 9, 0, 21), net.IPv4(10, 9, 0, 22)
+	e.wire(t, podA, "enie", a)
+	e.wire(t, podB, "enif", b)
+	dummy := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "notaveth"}} // no dummy driver in every kernel
+	if err := e.h.LinkAdd(dummy); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.LinkSetUp(dummy); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.h.RouteAdd(&netlink.Route{LinkIndex: dummy.Attrs().Index, Dst: HostNet(other), Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	e.inNode(t, func() {
+		for _, ip := range []net.IP{a, other, net.IPv4(10, 9, 0, 99)} {
+			if err := TeardownVeth("", ip, true); err != nil {
+				t.Errorf("teardown of %s: %v", ip, err)
+			}
+		}
+	})
+	if e.hasLink("enie") || e.routes(t, a) != 0 {
+		t.Fatalf("the veth routing %s is still there: %v, routes %d", a, e.hasLink("enie"), e.routes(t, a))
+	}
+	if !e.hasLink("enif") || e.routes(t, b) != 1 || podMAC(t, podB) == "" {
+		t.Fatalf("another pod's wiring went: veth %v, routes %d", e.hasLink("enif"), e.routes(t, b))
+	}
+	if !e.hasLink("notaveth") || e.routes(t, other) != 1 {
+		t.Fatalf("a route through a device that is not a veth was removed")
+	}
+}

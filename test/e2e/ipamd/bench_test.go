@@ -159,9 +159,18 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 
 	berthCNI := filepath.Join(node.binDir, "berth-cni")
 	skelOnly := skelOnlyBinary(b, berthCNI)
-	var add, del, peerAdd, peerDel, floor, execMin, version, skelVersion []time.Duration
+	// BERTH_BENCH_CNI_ALT names another berth-cni build (of the same
+	// version stamp as ipamd: make build VERSION=...) to time beside this
+	// one, ADD for ADD, for comparing two plugins in the same minutes.
+	which := []string{"berth", "ptp", "floor"}
+	var altConf *libcni.NetworkConfigList
+	if alt := os.Getenv("BERTH_BENCH_CNI_ALT"); alt != "" {
+		altConf = altConflist(b, node, conf, alt)
+		which = append(which, "alt")
+	}
+	var add, del, peerAdd, peerDel, floor, execMin, version, skelVersion, altAdd []time.Duration
 	for i := 0; i < n; i++ {
-		for _, which := range []string{"berth", "ptp", "floor"} {
+		for _, which := range which {
 			name := fmt.Sprintf("bench-%s-%d-%d", which, os.Getpid(), i)
 			nsPath := e2e.NewNetNS(b, name)
 			rt := &libcni.RuntimeConf{ContainerID: "c-" + name, NetNS: nsPath, IfName: "eth0",
@@ -179,6 +188,18 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 						b.Fatal(err)
 					}
 					del = append(del, time.Since(start))
+					return nil
+				})
+			case "alt":
+				_ = e2e.InNetNS(node.inst.NetNS, func() error {
+					start := time.Now()
+					if _, err := node.cni.AddNetworkList(context.Background(), altConf, rt); err != nil {
+						b.Fatal(err)
+					}
+					altAdd = append(altAdd, time.Since(start))
+					if err := node.cni.DelNetworkList(context.Background(), altConf, rt); err != nil {
+						b.Fatal(err)
+					}
 					return nil
 				})
 			case "ptp":
@@ -223,6 +244,10 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	}
 	p50, p99 := percentile(add, .5), percentile(add, .99)
 	f50 := percentile(floor, .5)
+	if altConf != nil {
+		b.ReportMetric(float64(percentile(altAdd, .5).Microseconds())/1000, "alt-add-p50-ms")
+		b.ReportMetric(percentile(altAdd, .5).Seconds()/f50.Seconds(), "alt-add-p50-x-floor")
+	}
 	b.ReportMetric(float64(p50.Microseconds())/1000, "add-p50-ms")
 	b.ReportMetric(float64(p99.Microseconds())/1000, "add-p99-ms")
 	b.ReportMetric(float64(percentile(del, .5).Microseconds())/1000, "del-p50-ms")
@@ -398,4 +423,31 @@ func histogram(b *testing.B, n *node, name string) (sum, count float64) {
 		}
 	}
 	return sum, count
+}
+
+// altConflist installs the plugin at path as berth-cni-alt beside
+// berth-cni and returns conf with it in berth-cni's place.
+func altConflist(b *testing.B, node *node, conf *libcni.NetworkConfigList, path string) *libcni.NetworkConfigList {
+	b.Helper()
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(node.binDir, "berth-cni-alt"), bin, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(conf.Bytes, &raw); err != nil {
+		b.Fatal(err)
+	}
+	raw["plugins"].([]any)[0].(map[string]any)["type"] = "berth-cni-alt"
+	out, err := json.Marshal(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	alt, err := libcni.ConfListFromBytes(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return alt
 }

@@ -70,7 +70,12 @@ func notAssigned(id string) error {
 
 // lookupENI reads the NetworkInterfaceId parameter and finds the ENI.
 func (s *Service) lookupENI(p awsquery.Params) (*ENI, error) {
-	id, err := p.Required("NetworkInterfaceId")
+	return s.lookupENIParam(p, "NetworkInterfaceId")
+}
+
+// lookupENIParam reads the ENI ID in parameter name and finds the ENI.
+func (s *Service) lookupENIParam(p awsquery.Params, name string) (*ENI, error) {
+	id, err := p.Required(name)
 	if err != nil {
 		return nil, err
 	}

@@ -48,19 +48,12 @@ func trunkAssociationNotFound(id string) error {
 
 // interfaceOfType finds the ENI named by param and checks its type.
 func (s *Service) interfaceOfType(req *Request, param, typ string) (*ENI, error) {
-	id, err := req.Params.Required(param)
+	e, err := s.lookupENIParam(req.Params, param)
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(id, "eni-") || len(id) <= len("eni-") {
-		return nil, awserr.BadRequest("InvalidNetworkInterfaceID.Malformed", "Invalid id: \"%s\" (expecting \"eni-...\")", id)
-	}
-	e := s.st.ENIs[id]
-	if e == nil {
-		return nil, eniNotFound(id)
-	}
 	if e.InterfaceType != typ {
-		return nil, awserr.InvalidParameterValue("%s %s is of type %s, not %s", param, id, e.InterfaceType, typ)
+		return nil, awserr.InvalidParameterValue("%s %s is of type %s, not %s", param, e.ID, e.InterfaceType, typ)
 	}
 	return e, nil
 }

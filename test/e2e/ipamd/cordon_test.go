@@ -25,15 +25,7 @@ import (
 func TestCordonedNode(t *testing.T) {
 	cl := newCluster(t, "10.85.0.0/16", "10.85.0.0/20")
 	ctx := context.Background()
-	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), "cordon", "--listen", e2e.ListenAddr(t, e2e.HostAddress(t)))
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(wd, "..", "..", "..", "deploy", "rbac", "ipamd.yaml")); err != nil {
-		t.Fatalf("kubectl apply rbac/ipamd.yaml: %v\n%s", err, out)
-	}
-	kubeconfig := cp.ServiceAccountKubeconfig(t, "kube-system", "berth-ipamd")
+	cp, kubeconfig := ipamdAPI(t, cl, "cordon", "ipamd.yaml")
 	nodeObj := filepath.Join(t.TempDir(), "node.json")
 	if err := os.WriteFile(nodeObj, []byte(`{"apiVersion":"v1","kind":"Node","metadata":{"name":"node-c"},"spec":{"unschedulable":true}}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -66,7 +58,7 @@ func TestCordonedNode(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	_, err = n.add(t, "more")
+	_, err := n.add(t, "more")
 	if err == nil || !strings.Contains(err.Error(), "cordoned") {
 		t.Fatalf("ADD on a cordoned node with no address left: %v, want the cordon as the reason", err)
 	}

@@ -43,17 +43,7 @@ func TestCustomNetworking(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), "customnet", "--listen", e2e.ListenAddr(t, e2e.HostAddress(t)))
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deploy := filepath.Join(wd, "..", "..", "..", "deploy")
-	for _, f := range []string{"ipamd.yaml", "ipamd-annotate-pod-ip.yaml"} {
-		if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(deploy, "rbac", f)); err != nil {
-			t.Fatalf("kubectl apply rbac/%s: %v\n%s", f, err, out)
-		}
-	}
+	cp, kubeconfig := ipamdAPI(t, cl, "customnet", "ipamd.yaml", "ipamd-annotate-pod-ip.yaml")
 	// berth-controlplane installs the ENIConfig CRD, as EKS clusters have it.
 	if out, err := cp.Kubectl(t, "wait", "--for=condition=Established", "crd/eniconfigs.crd.k8s.amazonaws.com", "--timeout=60s"); err != nil {
 		t.Fatalf("CRD: %v\n%s", err, out)
@@ -67,7 +57,6 @@ func TestCustomNetworking(t *testing.T) {
 	if out, err := cp.Kubectl(t, "apply", "-f", manifest); err != nil {
 		t.Fatalf("ENIConfig: %v\n%s", err, out)
 	}
-	kubeconfig := cp.ServiceAccountKubeconfig(t, "kube-system", "berth-ipamd")
 
 	start := func(name string) *node {
 		// The Node exists before ipamd asks for it, as kubelet registers it.
@@ -165,4 +154,22 @@ func TestCustomNetworking(t *testing.T) {
 	if got := podIPs("web-1"); got != "" {
 		t.Errorf("annotation after DEL: %q", got)
 	}
+}
+
+// ipamdAPI starts berth-controlplane for cl's nodes, applies ipamd's roles
+// (files of deploy/rbac) and returns a kubeconfig with exactly their
+// rights: the berth-ipamd ServiceAccount's token.
+func ipamdAPI(t *testing.T, cl *cluster, name string, roles ...string) (*e2e.Controlplane, string) {
+	t.Helper()
+	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), name, "--listen", e2e.ListenAddr(t, e2e.HostAddress(t)))
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range roles {
+		if out, err := cp.Kubectl(t, "apply", "-f", filepath.Join(wd, "..", "..", "..", "deploy", "rbac", f)); err != nil {
+			t.Fatalf("kubectl apply rbac/%s: %v\n%s", f, err, out)
+		}
+	}
+	return cp, cp.ServiceAccountKubeconfig(t, "kube-system", "berth-ipamd")
 }

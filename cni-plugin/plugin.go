@@ -229,11 +229,19 @@ func cmdDel(args *skel.CmdArgs) error {
 			hostName = prev.hostName
 		}
 	}
+	// The pod's veth, found while the address is still the pod's: ipamd
+	// removes its host route before it releases the address, and then the
+	// route can no longer tell which veth was the pod's.
+	prevIP := ip
+	veth, _, verr := podnet.HostRoute(hostName, ip)
+	if verr != nil {
+		log.Warn("find the pod's veth", "err", verr)
+	}
 	// Ask ipamd to release; it tells which address it was, and removes the
-	// pod's rules before it releases it (after, they may be another pod's).
-	// Only when ipamd is down does prevResult tell what to tear down: an
-	// address ipamd no longer holds for this attachment may be another
-	// pod's by now.
+	// pod's rules and host route before it releases it (after, they may be
+	// another pod's). Only when ipamd is down does prevResult tell what to
+	// tear down: an address ipamd no longer holds for this attachment may
+	// be another pod's by now.
 	answered := false
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -263,9 +271,20 @@ func cmdDel(args *skel.CmdArgs) error {
 	// address is another attachment's now (a DEL retried after ipamd had
 	// released it, and the address given to a new pod since).
 	var terr error
-	if answered || heldByAnother(conf, args, ip) {
-		terr = podnet.TeardownVeth(hostName, ip, !netnsExists(args.Netns))
-	} else {
+	switch {
+	case answered:
+		// Only the veth of the address ipamd released for this attachment:
+		// prevResult's may be a newer sandbox's, of the same pod.
+		if ip != nil && ip.Equal(prevIP) && !netnsExists(args.Netns) {
+			terr = podnet.DeleteLink(veth)
+		}
+	case heldByAnother(conf, args, ip):
+		// The route to the address is the other pod's; only a veth of
+		// prevResult's name that still routes it is this pod's.
+		if hostName != "" {
+			terr = podnet.TeardownVeth(hostName, ip, !netnsExists(args.Netns))
+		}
+	default:
 		terr = podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns))
 	}
 	if terr != nil {
@@ -498,6 +517,17 @@ func cmdGC(args *skel.CmdArgs) error {
 		if a.NetworkName != conf.Name || valid[[2]string{a.ContainerID, a.IfName}] {
 			continue
 		}
+		// The veth that routes the address now, looked up before the
+		// release (ipamd then removes the rules and host route, and the
+		// route can no longer tell), and deleted only if ipamd released
+		// that very address for the attachment: the checkpoint read above
+		// may be older than ipamd's state.
+		ip := net.ParseIP(a.IPv4)
+		veth, _, err := podnet.HostRoute("", ip)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		reply, err := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version, ContainerID: a.ContainerID,
 			IfName: a.IfName, NetworkName: a.NetworkName, PodName: a.Metadata.PodName, PodNamespace: a.Metadata.PodNamespace, Reason: "GC"})
@@ -506,12 +536,11 @@ func cmdGC(args *skel.CmdArgs) error {
 			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
 			continue
 		}
-		// ipamd removed the rules of what it released; the veth goes only
-		// while it still routes that address: a sandbox of the same pod
-		// that the runtime still uses has a veth of the same name.
-		ip, _ := released(reply)
-		if err := podnet.TeardownVeth("", ip, true); err != nil {
-			errs = append(errs, fmt.Errorf("tear down %s: %w", a.IPv4, err))
+		if got, _ := released(reply); got == nil || !got.Equal(ip) {
+			continue
+		}
+		if err := podnet.DeleteLink(veth); err != nil {
+			errs = append(errs, fmt.Errorf("delete the veth of %s: %w", a.IPv4, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -134,6 +134,21 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 	if link, rule := wired(); link || !rule {
 		t.Fatalf("DEL with ipamd down of an address now another pod's: veth %v, rule %v; want the veth gone, the rule kept", link, rule)
 	}
+	// The same, with a prevResult that names no host veth: the veth that
+	// routes the address is the other pod's, and stays.
+	if err := h.RuleDel(podnet.Rules(ip, podnet.MainTable)[0]); err != nil {
+		t.Fatal(err)
+	}
+	wire()
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,"ipamStateFile":%q,
+		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":0}]}}`,
+		filepath.Join(t.TempDir(), "down.sock"), filepath.Join(t.TempDir(), "npa.sock"), cpPath)
+	inNS(t, ns, func() error {
+		return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: "/gone", IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", StdinData: []byte(conf)})
+	})
+	if link, rule := wired(); !link || !rule {
+		t.Fatalf("DEL without a host veth in prevResult, ipamd down, address now another pod's: veth %v, rule %v; want both kept", link, rule)
+	}
 }
 
 // inNS runs f on a thread in ns, as the runtime runs the plugin in the

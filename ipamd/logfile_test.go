@@ -26,8 +26,8 @@ func TestLogFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "WARM_ENI_TARGET") {
-		t.Fatalf("log file holds %q, want the warning about WARM_ENI_TARGET", b)
+	if !strings.Contains(string(b), "WARM_ENI_TARGET") || !strings.Contains(string(b), "ipamd stopped") {
+		t.Fatalf("log file holds %q, want the warning about WARM_ENI_TARGET and why ipamd stopped", b)
 	}
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("log file mode: %v %v", fi.Mode(), err)
@@ -36,7 +36,7 @@ func TestLogFile(t *testing.T) {
 		t.Fatalf("--log-file default %q, want %q", got, file)
 	}
 
-	for _, dest := range []string{"stdout", "STDERR", ""} {
+	for _, dest := range []string{"stdout", "STDERR", "", "/dev/stdout", "/dev/stderr"} {
 		if _, closer, err := logWriter(dest); err != nil || closer() != nil {
 			t.Errorf("%q: %v", dest, err)
 		}
@@ -47,5 +47,15 @@ func TestLogFile(t *testing.T) {
 	}
 	if _, _, err := logWriter(filepath.Join(blocker, "ipamd.log")); err == nil {
 		t.Fatal("a log file under a regular file was accepted")
+	}
+	// A directory or a device would be renamed by the first rotation.
+	dir := t.TempDir()
+	for _, bad := range []string{dir, "/dev/null"} {
+		if _, _, err := logWriter(bad); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("%s: %v, want it refused", bad, err)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("the refused directory was touched: %v", err)
 	}
 }

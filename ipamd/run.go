@@ -52,7 +52,7 @@ type flags struct {
 func newRootCommand() *cobra.Command {
 	root, logger := command.Root("berth-ipamd", "Node IPAM daemon: VPC IP addresses for every pod")
 	var f flags
-	var closeLog func() error
+	closeLog := func() error { return nil }
 	// The logger is built from the command's error writer: point it at
 	// --log-file first.
 	pre := root.PersistentPreRunE
@@ -61,13 +61,24 @@ func newRootCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		closeLog = closer
 		cmd.SetErr(w)
-		return pre(cmd, args)
+		if err := pre(cmd, args); err != nil {
+			_ = closer()
+			return err
+		}
+		closeLog = closer
+		return nil
 	}
 	root.RunE = func(cmd *cobra.Command, _ []string) error {
 		defer func() { _ = closeLog() }()
-		return run(cmd.Context(), f, logger())
+		log := logger()
+		err := run(cmd.Context(), f, log)
+		if err != nil {
+			// Also where the log goes (a file, with aws-node's settings),
+			// not only on stderr.
+			log.Error("ipamd stopped", "err", err)
+		}
+		return err
 	}
 	fs := root.Flags()
 	fs.StringVar(&f.logFile, "log-file", "stderr", `where ipamd logs: "stderr", "stdout" or a file (rotated at 100 MB, 5 backups kept)`)
@@ -132,6 +143,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if f.checkpoint == "" {
 		f.checkpoint = filepath.Join(f.stateDir, CheckpointName)
 	}
+	// berth-cni reads it from the conflist, from the runtime's directory.
+	abs, err := filepath.Abs(f.checkpoint)
+	if err != nil {
+		return fmt.Errorf("checkpoint path %s: %w", f.checkpoint, err)
+	}
+	f.checkpoint = abs
 	cfg, err := config.Load(nil, log)
 	if err != nil {
 		return fmt.Errorf("invalid environment:\n%w", err)
@@ -203,6 +220,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	srv.OnRelease(func(ip net.IP, table int) {
 		if err := podnet.DeleteRules(ip, table); err != nil {
 			log.Warn("rules of a released address", "ip", ip, "err", err)
+		}
+		// The host route too, while the address is still this pod's: once
+		// released, a route to it may be the next pod's.
+		if err := podnet.TeardownVeth("", ip, false); err != nil {
+			log.Warn("host route of a released address", "ip", ip, "err", err)
 		}
 	})
 	if cfg.AnnotatePodIP {

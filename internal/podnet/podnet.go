@@ -276,12 +276,32 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 	return errors.Join(errs...)
 }
 
+// DeleteLink deletes l, found earlier, in the calling thread's namespace,
+// if it is still there under the same name: not another link that took
+// its index, or a new sandbox's veth that took its name. A nil l is fine.
+func DeleteLink(l netlink.Link) error {
+	if l == nil {
+		return nil
+	}
+	cur, err := netlink.LinkByIndex(l.Attrs().Index)
+	if err != nil || cur.Attrs().Name != l.Attrs().Name {
+		return nil // gone already
+	}
+	if err := netlink.LinkDel(cur); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", cur.Attrs().Name, err)
+	}
+	return nil
+}
+
 // HostRoute finds, in the calling thread's namespace, the host veth
 // hostName and its route to ip: a nil link when the veth is gone, a nil
 // route when the veth does not route ip (it is another sandbox's). With
 // hostName "", the veth is the one the main table routes ip through, if
 // that is a veth (a route to ip through anything else is not a pod's).
 func HostRoute(hostName string, ip net.IP) (netlink.Link, *netlink.Route, error) {
+	if ip.To4() == nil {
+		return nil, nil, nil // no address, no route of it
+	}
 	filter, mask := &netlink.Route{Dst: HostNet(ip), Table: MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE
 	var l netlink.Link
 	if hostName != "" {

@@ -272,11 +272,17 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		{"ENABLE_IPv4", false, "berth-ipamd gives pods IPv4 addresses only"},
 		{"ENABLE_POD_ENI", true, "security groups for pods (branch ENIs) are not supported; see ipamd/README.md"},
 		{"ENABLE_MULTI_NIC", true, "pod interfaces on more than one network card are not supported"},
-		{"ENABLE_V6_EGRESS", true, "IPv6 egress for IPv4 pods is not supported"},
 	} {
 		v := p.value(m.name)
 		if b, err := strconv.ParseBool(v); err == nil && b == m.on {
 			p.fail(m.name, v, m.why)
+		}
+	}
+	// aws-node itself starts without IPv6 egress where the node has no
+	// IPv6 address, with a warning: pods keep their IPv4 network.
+	if v := p.value("ENABLE_V6_EGRESS"); v != "" {
+		if b, err := strconv.ParseBool(v); err == nil && b {
+			p.ignore("ENABLE_V6_EGRESS", v, "IPv6 egress for IPv4 pods is not supported", "false")
 		}
 	}
 

@@ -51,11 +51,17 @@ func TestAllErrorsReported(t *testing.T) {
 }
 
 // TestUnsupportedModesStop: an aws-node manifest asking for a mode berth
-// does not have (IPv6 pods, security groups for pods, multi-NIC pods, IPv6
-// egress) stops ipamd with the reason; the values that keep the mode off
-// are accepted.
+// does not have (IPv6 pods, security groups for pods, multi-NIC pods)
+// stops ipamd with the reason; the values that keep the mode off are
+// accepted. IPv6 egress only warns, as aws-node does on a node without
+// IPv6.
 func TestUnsupportedModesStop(t *testing.T) {
-	for name, on := range map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_POD_ENI": "true", "ENABLE_MULTI_NIC": "TRUE", "ENABLE_V6_EGRESS": "1"} {
+	var logged bytes.Buffer
+	if _, err := Load(env(map[string]string{"ENABLE_V6_EGRESS": "true"}), slog.New(slog.NewTextHandler(&logged, nil))); err != nil ||
+		!strings.Contains(logged.String(), "ENABLE_V6_EGRESS") {
+		t.Errorf("ENABLE_V6_EGRESS=true: %v, logged %q; want a warning only", err, logged.String())
+	}
+	for name, on := range map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_POD_ENI": "true", "ENABLE_MULTI_NIC": "TRUE"} {
 		_, err := FromEnv(env(map[string]string{name: on}))
 		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "not supported") && !strings.Contains(err.Error(), "IPv4 addresses only") {
 			t.Errorf("%s=%s: %v", name, on, err)

@@ -1115,17 +1115,3 @@ func TestCordonedNodeHoldsItsENIs(t *testing.T) {
 		t.Fatalf("surplus ENI not freed once uncordoned: %v", f.calls)
 	}
 }
-
-// With the VPC CNI's setting AWS_MANAGE_ENIS_NON_SCHEDULABLE=true, or
-// without a way to know (no Cordon given), the pool grows as usual.
-func TestManageENIsNonSchedulableSetting(t *testing.T) {
-	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"AWS_MANAGE_ENIS_NON_SCHEDULABLE": "true"}[k] })
-	if err != nil || !cfg.ManageENIsNonSchedulable {
-		t.Fatalf("setting not read: %v %+v", err, cfg)
-	}
-	p, f, ds := newPool(t, "m5.large", nil)
-	p.reconcile(context.Background())
-	if ds.Stats().Total != 9 || f.calls["AssignIPs"] != 1 {
-		t.Fatalf("no cordon source: pool %+v, calls %v", ds.Stats(), f.calls)
-	}
-}

@@ -3,9 +3,9 @@ package ec2
 // ENI trunking, as security groups for pods use it: a trunk ENI
 // (InterfaceType trunk) attached to an instance carries branch ENIs
 // (InterfaceType branch, never attached themselves), each on its own VLAN.
-// The datapath delivers a branch's addresses to the trunk's interface,
-// tagged with the branch's VLAN ID, and accepts from it only what the VLAN
-// may send.
+// The associations are kept and described; the datapath does not carry
+// VLANs yet (see localcloud/README.md), so a branch's addresses are not
+// delivered anywhere.
 
 import (
 	"context"
@@ -17,8 +17,9 @@ import (
 	"github.com/berth-io/berth/localcloud/awserr"
 )
 
-// Interface types CreateNetworkInterface accepts.
-var interfaceTypes = []string{"interface", "trunk", "branch", "efa", "efa-only"}
+// Interface types CreateNetworkInterface accepts (without one, an ENI is
+// of type "interface").
+var interfaceTypes = []string{"efa", "efa-only", "branch", "trunk"}
 
 func (s *Service) trunkHandlers() map[string]handler {
 	return map[string]handler{
@@ -90,8 +91,8 @@ func (s *Service) associateTrunk(ctx context.Context, req *Request) (any, error)
 	switch {
 	case vlan < 1 || vlan > 4094:
 		return nil, awserr.InvalidParameterValue("VlanId %d is out of range (1-4094)", vlan)
-	case branch.VPCID != trunk.VPCID:
-		return nil, awserr.InvalidParameterValue("Branch interface %s and trunk interface %s belong to different networks.", branch.ID, trunk.ID)
+	case branch.VPCID != trunk.VPCID || branch.AZ != trunk.AZ:
+		return nil, awserr.InvalidParameterValue("Branch interface %s and trunk interface %s must be in the same VPC and availability zone.", branch.ID, trunk.ID)
 	case branch.Attachment != nil:
 		return nil, eniInUse(branch.ID)
 	}
@@ -160,6 +161,10 @@ func trunkAssociationFilter(a *TrunkAssociation) getter {
 			return one(a.BranchID), true
 		case "vlan-id":
 			return one(strconv.Itoa(a.VlanID)), true
+		case "interface-protocol":
+			return one("VLAN"), true
+		case "gre-key":
+			return nil, true // VLAN associations have none
 		}
 		return nil, false
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,11 +152,25 @@ func lockCIDR(t testing.TB) int {
 	return 0
 }
 
-// hostRoutes reports whether the host has a route for exactly cidr.
+// hostRoutes reports whether the host routes any part of cidr other than
+// by its default route (in any table: a test's VPC may be routed anywhere).
 func hostRoutes(cidr string) bool {
-	_, dst, _ := net.ParseCIDR(cidr)
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: dst}, netlink.RT_FILTER_DST)
-	return err == nil && len(routes) > 0
+	want := netip.MustParsePrefix(cidr)
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return true // cannot tell: take another
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		addr, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		if ok && ones > 0 && netip.PrefixFrom(addr, ones).Overlaps(want) {
+			return true
+		}
+	}
+	return false
 }
 
 func ec2Type(s string) ec2types.InstanceType { return ec2types.InstanceType(s) }

@@ -7,11 +7,14 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // TestLockCIDRHoldsDistinctBlocks: tests running at once get different
 // /16s, each held until its test ends.
 func TestLockCIDRHoldsDistinctBlocks(t *testing.T) {
+	testenv.RequireRoot(t, "locks in /run")
 	var held []int
 	t.Run("hold", func(t *testing.T) {
 		a, b := lockCIDR(t), lockCIDR(t)

@@ -250,6 +250,18 @@ func TestPodsThroughLibcni(t *testing.T) {
 	if err := a.check(t, p1); err != nil {
 		t.Fatalf("CHECK: %v", err)
 	}
+	// DEL while the pod's namespace is still there, as the runtime calls
+	// it: the host side is gone at once (rules and route, by ipamd before
+	// it released the address), the veth waits for the namespace.
+	if err := e2e.InNetNS(a.inst.NetNS, func() error { return a.cni.DelNetworkList(context.Background(), a.conf(t), p2.rt) }); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if out := ipIn(t, a.inst.NetNS, "route", "show", p2.ip.String()); strings.TrimSpace(out) != "" {
+		t.Errorf("host route to %s after DEL: %s", p2.ip, out)
+	}
+	if out := ipIn(t, a.inst.NetNS, "rule", "show"); strings.Contains(out, " "+p2.ip.String()+" ") {
+		t.Errorf("rules of %s after DEL:\n%s", p2.ip, out)
+	}
 	if err := a.del(t, p1); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
@@ -395,4 +407,14 @@ func TestBurstWithThrottling(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// ipIn runs ip(8) in the named namespace and returns its output.
+func ipIn(t testing.TB, ns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=/var/run/netns/" + ns, "ip"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %v in %s: %v\n%s", args, ns, err, out)
+	}
+	return string(out)
 }

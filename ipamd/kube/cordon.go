@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -133,7 +134,11 @@ func (n *Cordon) follow(ctx context.Context) error {
 		case watch.Deleted:
 			n.set(false)
 		case watch.Error:
-			return fmt.Errorf("watch node %s: %v", n.node, ev.Object)
+			err := apierrors.FromObject(ev.Object)
+			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+				return nil // the usual end of a long watch: read again
+			}
+			return fmt.Errorf("watch node %s: %w", n.node, err)
 		}
 	}
 	return nil

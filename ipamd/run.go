@@ -154,7 +154,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("invalid environment:\n%w", err)
 	}
 	reg := metrics.NewRegistry("ipamd")
-	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg), cfg.EC2Endpoint)
+	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg), cfg.EC2Endpoint, cfg.HTTPTimeout)
 	if err != nil {
 		return err
 	}

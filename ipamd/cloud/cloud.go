@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -203,9 +204,11 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 //
 // ec2Endpoint, when not "", is the EC2 endpoint (the VPC CNI's
 // AWS_EC2_ENDPOINT, for VPC endpoints and partitions the SDK does not
-// know); it wins over AWS_ENDPOINT_URL for EC2 alone.
-func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string) (*AWS, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRetryer(func() aws.Retryer {
+// know); it wins over AWS_ENDPOINT_URL for EC2 alone. httpTimeout bounds
+// each request (the VPC CNI's HTTP_TIMEOUT): a black-holed endpoint must
+// not hold the pool's EC2 lock forever.
+func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string, httpTimeout time.Duration) (*AWS, error) {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(HTTPClient(httpTimeout)), config.WithRetryer(func() aws.Retryer {
 		// Jittered exponential backoff, patient with throttling, without the
 		// client-side retry quota that would turn a throttled burst into
 		// hard failures.
@@ -232,6 +235,11 @@ func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string) 
 		}
 	})
 	return New(ctx, client, md, cfg.Region, log, m)
+}
+
+// HTTPClient is the SDK's HTTP client with each request bounded by timeout.
+func HTTPClient(timeout time.Duration) *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTimeout(timeout)
 }
 
 // New builds a Cloud from clients (tests pass clients aimed at localcloud).

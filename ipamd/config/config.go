@@ -102,6 +102,9 @@ type Config struct {
 	// EC2Endpoint is AWS_EC2_ENDPOINT: EC2's endpoint URL, for a VPC
 	// endpoint or a partition the SDK does not know.
 	EC2Endpoint string
+	// HTTPTimeout is HTTP_TIMEOUT: how long one request to AWS may take
+	// (whole seconds, at least 10; default 10 s, as in the VPC CNI).
+	HTTPTimeout time.Duration
 	// NodeName is MY_NODE_NAME, the node's name in Kubernetes.
 	NodeName string
 	// ManageENIsNonSchedulable is AWS_MANAGE_ENIS_NON_SCHEDULABLE (default
@@ -121,6 +124,8 @@ const (
 	DefaultMTU      = 9001
 	minMTU          = 576 // IPv4's minimum; berth runs IPv4 pods only
 	DefaultConnMark = 0x80
+	// DefaultHTTPTimeout bounds one AWS request, as the VPC CNI's does.
+	DefaultHTTPTimeout = 10 * time.Second
 	// DefaultPluginLogFile and DefaultPluginLogLevel are aws-node's.
 	DefaultPluginLogFile  = "/var/log/aws-routed-eni/plugin.log"
 	DefaultPluginLogLevel = "Debug"
@@ -250,6 +255,16 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 			p.fail("AWS_EC2_ENDPOINT", v, "want an http(s) URL")
 		} else {
 			c.EC2Endpoint = v
+		}
+	}
+	// aws-node reads whole seconds and takes anything below 10 s, or not a
+	// number, as its default.
+	c.HTTPTimeout = DefaultHTTPTimeout
+	if v := p.value("HTTP_TIMEOUT"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 10 {
+			p.ignore("HTTP_TIMEOUT", v, "want whole seconds, at least 10", DefaultHTTPTimeout.String())
+		} else {
+			c.HTTPTimeout = time.Duration(n) * time.Second
 		}
 	}
 	if c.CustomNetworking && c.NodeName == "" {

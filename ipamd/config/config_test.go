@@ -222,3 +222,18 @@ func TestNodePortSupportAndExternalServiceCIDRs(t *testing.T) {
 		t.Fatalf("got NodePortSupport %v, ExternalServiceCIDRs %v, %v", c.NodePortSupport, c.ExternalServiceCIDRs, err)
 	}
 }
+
+// HTTP_TIMEOUT: whole seconds, at least 10, as aws-node reads it; anything
+// else keeps the 10 s default with a warning.
+func TestHTTPTimeout(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 10 * time.Second, "30": 30 * time.Second, "5": 10 * time.Second, "ten": 10 * time.Second} {
+		var logged bytes.Buffer
+		c, err := Load(env(map[string]string{"HTTP_TIMEOUT": v}), slog.New(slog.NewTextHandler(&logged, nil)))
+		if err != nil || c.HTTPTimeout != want {
+			t.Errorf("HTTP_TIMEOUT=%q: %v %v, want %v", v, c.HTTPTimeout, err, want)
+		}
+		if warned := strings.Contains(logged.String(), "HTTP_TIMEOUT"); warned != (v == "5" || v == "ten") {
+			t.Errorf("HTTP_TIMEOUT=%q: warning %v", v, warned)
+		}
+	}
+}

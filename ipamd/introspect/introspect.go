@@ -235,6 +235,7 @@ func envSettings(c config.Config) map[string]any {
 		"DISABLE_NETWORK_RESOURCE_PROVISIONING": c.NoProvisioning,
 		"MAX_PODS":                              c.MaxPods,
 		"ADD_WAIT_TIMEOUT":                      c.AddWait.String(),
+		"HTTP_TIMEOUT":                          int(c.HTTPTimeout / time.Second),
 	}
 }
 

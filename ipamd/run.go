@@ -231,6 +231,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		srv.AnnotatePodIPs(kc.PodIPs())
 	}
 	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
+	go keepPluginLog(ctx, cfg.PluginLogFile, log)
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)
 	rpc.RegisterConfigServerBackendServer(gs, srv)

@@ -39,7 +39,9 @@ func StartCNINode(t testing.TB, c *ec2sdk.Client, subnet, typ string, flags []st
 	ipamd := Bin(t, "berth-ipamd")
 	Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
-		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1"}
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1",
+		// The plugin's log stays with the test, not in the host's /var/log.
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + filepath.Join(dir, "plugin.log")}
 	args := append([]string{"--cni-bin-dir", n.BinDir, "--cni-conf-dir", n.ConfDir, "--socket", n.Socket,
 		"--state-dir", n.StateDir, "--chain-portmap=false", "--introspection-addr=", "--metrics-addr="}, flags...)
 	n.Cmd = StartIn(t, inst.NetNS, append(base, env...), ipamd, args...)

@@ -95,7 +95,8 @@ func (cl *cluster) startNodeWith(t testing.TB, typ, socket, stateDir string, fla
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
-		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1"}
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1",
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + filepath.Join(dir, "plugin.log")}
 	args := append([]string{"--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir, "--socket", n.socket, "--state-dir", n.stateDir, "--log-level", "debug"}, flags...)
 	n.cmd = e2e.StartIn(t, inst.NetNS, append(base, env...), ipamd, args...)
 	e2e.WaitFor(t, "conflist of "+inst.ID, 60*time.Second, func() bool {

@@ -29,6 +29,7 @@ import (
 // node is berth-ipamd running in one instance.
 type node struct {
 	inst             e2e.Instance
+	pluginLog        string // berth-cni's log file (AWS_VPC_K8S_PLUGIN_LOG_FILE)
 	binDir, confDir  string
 	socket, stateDir string
 	cmd              *exec.Cmd
@@ -91,12 +92,12 @@ func (cl *cluster) startNodeWith(t testing.TB, typ, socket, stateDir string, fla
 		stateDir = filepath.Join(dir, "state")
 	}
 	n := &node{inst: inst, binDir: filepath.Join(dir, "bin"), confDir: filepath.Join(dir, "net.d"),
-		socket: socket, stateDir: stateDir}
+		socket: socket, stateDir: stateDir, pluginLog: filepath.Join(dir, "plugin.log")}
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	e2e.Bin(t, "berth-cni") // must sit beside berth-ipamd
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1",
-		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + filepath.Join(dir, "plugin.log")}
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + n.pluginLog}
 	args := append([]string{"--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir, "--socket", n.socket, "--state-dir", n.stateDir, "--log-level", "debug"}, flags...)
 	n.cmd = e2e.StartIn(t, inst.NetNS, append(base, env...), ipamd, args...)
 	e2e.WaitFor(t, "conflist of "+inst.ID, 60*time.Second, func() bool {
@@ -233,6 +234,10 @@ func TestPodsThroughLibcni(t *testing.T) {
 		if !subnet.Contains(p.ip) {
 			t.Fatalf("pod %s got %s, not a VPC address", p.name, p.ip)
 		}
+	}
+	// aws-node's default plugin log level (Debug) logs every ADD.
+	if b, err := os.ReadFile(a.pluginLog); err != nil || !strings.Contains(string(b), p1.ip.String()) {
+		t.Errorf("berth-cni's log %s: %v; want the ADD of %s in it:\n%s", a.pluginLog, err, p1.ip, b)
 	}
 	p2.listen(t, 8080)
 	p3.listen(t, 8080)

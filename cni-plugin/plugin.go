@@ -233,9 +233,14 @@ func cmdDel(args *skel.CmdArgs) error {
 	// removes its host route before it releases the address, and then the
 	// route can no longer tell which veth was the pod's.
 	prevIP := ip
-	veth, _, verr := podnet.HostRoute(hostName, ip)
+	veth, route, verr := podnet.HostRoute(hostName, ip)
 	if verr != nil {
 		log.Warn("find the pod's veth", "err", verr)
+	}
+	if route == nil {
+		// A veth of prevResult's name that does not route the address is
+		// a newer sandbox's, of the same pod.
+		veth = nil
 	}
 	// Ask ipamd to release; it tells which address it was, and removes the
 	// pod's rules and host route before it releases it (after, they may be
@@ -279,11 +284,9 @@ func cmdDel(args *skel.CmdArgs) error {
 			terr = podnet.DeleteLink(veth)
 		}
 	case heldByAnother(conf, args, ip):
-		// The route to the address is the other pod's; only a veth of
-		// prevResult's name that still routes it is this pod's.
-		if hostName != "" {
-			terr = podnet.TeardownVeth(hostName, ip, !netnsExists(args.Netns))
-		}
+		// The address, its rules and its route are another attachment's
+		// now, maybe a newer sandbox of the same pod behind a veth of the
+		// same name: nothing here is this DEL's to remove.
 	default:
 		terr = podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns))
 	}

@@ -32,6 +32,9 @@ func keepPluginLog(ctx context.Context, path string, log *slog.Logger) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		log.Warn("berth-cni's log directory", "path", path, "err", err)
 	}
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		log.Info("berth-cni's log is not a regular file; ipamd does not rotate it", "path", path, "type", fi.Mode().Type().String())
+	}
 	every(ctx, time.Minute, func() {
 		if err := rotatePluginLog(path, pluginLogMaxBytes, pluginLogBackups); err != nil {
 			log.Warn("rotate berth-cni's log", "path", path, "err", err)
@@ -50,7 +53,12 @@ func rotatePluginLog(path string, max int64, backups int) error {
 	if err != nil {
 		return err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() <= max {
+	if !fi.Mode().IsRegular() {
+		// A symbolic link (or anything else) is someone else's to rotate:
+		// renaming it would break their arrangement.
+		return nil
+	}
+	if fi.Size() <= max {
 		return nil
 	}
 	for i := backups - 1; i >= 1; i-- {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -208,16 +209,7 @@ func NewMetrics(reg prometheus.Registerer) Metrics {
 // each request (the VPC CNI's HTTP_TIMEOUT): a black-holed endpoint must
 // not hold the pool's EC2 lock forever.
 func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string, httpTimeout time.Duration) (*AWS, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(HTTPClient(httpTimeout)), config.WithRetryer(func() aws.Retryer {
-		// Jittered exponential backoff, patient with throttling, without the
-		// client-side retry quota that would turn a throttled burst into
-		// hard failures.
-		return retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = 12
-			o.MaxBackoff = 10 * time.Second
-			o.RateLimiter = ratelimit.None
-		})
-	}))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithHTTPClient(HTTPClient(httpTimeout)), config.WithRetryer(Retryer))
 	if err != nil {
 		return nil, fmt.Errorf("load AWS config: %w", err)
 	}
@@ -235,6 +227,28 @@ func Load(ctx context.Context, log *slog.Logger, m Metrics, ec2Endpoint string, 
 		}
 	})
 	return New(ctx, client, md, cfg.Region, log, m)
+}
+
+// Retryer retries EC2 calls with jittered exponential backoff, patient
+// with throttling, without the client-side retry quota that would turn a
+// throttled burst into hard failures. A request that timed out is not
+// retried here: twelve of them would hold the pool's EC2 lock for minutes
+// against a black-holed endpoint, and a timed-out AssignPrivateIpAddresses
+// may have been applied (it has no client token). The pool tries again
+// after a short backoff, and reconcile adopts what was applied.
+func Retryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 12
+		o.MaxBackoff = 10 * time.Second
+		o.RateLimiter = ratelimit.None
+		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return aws.FalseTernary
+			}
+			return aws.UnknownTernary
+		})}, o.Retryables...)
+	})
 }
 
 // HTTPClient is the SDK's HTTP client with each request bounded by timeout.

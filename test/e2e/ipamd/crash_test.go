@@ -145,7 +145,7 @@ func (n *node) restart(t testing.TB) {
 	ipamd := e2e.Bin(t, "berth-ipamd")
 	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1", "WARM_IP_TARGET=10",
-		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + filepath.Join(filepath.Dir(n.stateDir), "plugin.log")}
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + n.pluginLog}
 	_ = os.Remove(n.confDir + "/10-berth.conflist")
 	n.cmd = e2e.StartIn(t, n.inst.NetNS, base, ipamd, "--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir,
 		"--socket", n.socket, "--state-dir", n.stateDir, "--chain-portmap=false")

@@ -236,8 +236,8 @@ func TestPodsThroughLibcni(t *testing.T) {
 		}
 	}
 	// aws-node's default plugin log level (Debug) logs every ADD.
-	if b, err := os.ReadFile(a.pluginLog); err != nil || !strings.Contains(string(b), p1.ip.String()) {
-		t.Errorf("berth-cni's log %s: %v; want the ADD of %s in it:\n%s", a.pluginLog, err, p1.ip, b)
+	if logged, err := os.ReadFile(a.pluginLog); err != nil || !strings.Contains(string(logged), `"ip":"`+p1.ip.String()+`"`) {
+		t.Errorf("berth-cni's log %s: %v; want the ADD of %s in it:\n%s", a.pluginLog, err, p1.ip, logged)
 	}
 	p2.listen(t, 8080)
 	p3.listen(t, 8080)

@@ -218,13 +218,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
 	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
 	srv.OnRelease(func(ip net.IP, table int) {
-		if err := podnet.DeleteRules(ip, table); err != nil {
-			log.Warn("rules of a released address", "ip", ip, "err", err)
-		}
-		// The host route too, while the address is still this pod's: once
-		// released, a route to it may be the next pod's.
-		if err := podnet.TeardownVeth("", ip, false); err != nil {
-			log.Warn("host route of a released address", "ip", ip, "err", err)
+		// Rules and host route while the address is still this pod's: once
+		// released, they may be the next pod's. The veth goes with the
+		// pod's namespace.
+		if err := podnet.TeardownHost("", ip, table, false); err != nil {
+			log.Warn("host side of a released address", "ip", ip, "err", err)
 		}
 	})
 	if cfg.AnnotatePodIP {

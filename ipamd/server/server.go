@@ -130,11 +130,11 @@ func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 
 // OnRelease sets what runs, under the attachment's lock, just before an
 // address is released (by DelNetwork or ReleaseOrphans): in ipamd,
-// removing the pod's rules and host route for it. Rules are not tied to a device, so once
-// the address is released they may be its next pod's; and a plugin killed
-// before its own teardown would leave them, its retried DEL finding
-// nothing released. A "from" rule left behind would send the next pod
-// given the address out of the wrong ENI.
+// removing the pod's rules and host route for it. Rules are not tied to a
+// device, so once the address is released they may be its next pod's;
+// and a plugin killed before its own teardown would leave them, its
+// retried DEL finding nothing released. A "from" rule left behind would
+// send the next pod given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
 
 // lookup is key's allocation, in the store or held (restored, its address

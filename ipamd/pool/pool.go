@@ -409,6 +409,11 @@ func (p *Pool) setBlocked(err error, backoff time.Duration) {
 			p.blockedUntil = p.backoffUntil
 		}
 	}
+	p.notifyLocked()
+}
+
+// notifyLocked wakes the ADDs waiting on Blocked's channel; p.mu is held.
+func (p *Pool) notifyLocked() {
 	close(p.changed)
 	p.changed = make(chan struct{})
 }
@@ -418,8 +423,7 @@ func (p *Pool) report(err error, d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.blocked, p.blockedUntil = err, p.now().Add(d)
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.notifyLocked()
 }
 
 // unreport forgets the reason err once it no longer holds.
@@ -430,8 +434,7 @@ func (p *Pool) unreport(err error) {
 		return
 	}
 	p.blocked, p.blockedUntil = nil, time.Time{}
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.notifyLocked()
 }
 
 // capacityFreed forgets the reason growth failed once ipamd gave addresses
@@ -443,8 +446,7 @@ func (p *Pool) capacityFreed() {
 		return
 	}
 	p.blocked, p.blockedUntil, p.backoffUntil = nil, time.Time{}, time.Time{}
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.notifyLocked()
 }
 
 // Run reconciles every 5 s and on Kick until ctx ends.

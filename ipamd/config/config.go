@@ -295,10 +295,9 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	}
 	// aws-node itself starts without IPv6 egress where the node has no
 	// IPv6 address, with a warning: pods keep their IPv4 network.
-	if v := p.value("ENABLE_V6_EGRESS"); v != "" {
-		if b, err := strconv.ParseBool(v); err == nil && b {
-			p.ignore("ENABLE_V6_EGRESS", v, "IPv6 egress for IPv4 pods is not supported", "false")
-		}
+	var v6Egress bool
+	if p.lenientBool("ENABLE_V6_EGRESS", &v6Egress); v6Egress {
+		p.ignore("ENABLE_V6_EGRESS", "true", "IPv6 egress for IPv4 pods is not supported", "false")
 	}
 
 	// berth's own knobs: strict, as nothing depends on them being lenient.

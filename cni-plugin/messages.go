@@ -12,6 +12,17 @@ import (
 	"math"
 )
 
+// The commands of datapath.Request (its oneof's field numbers).
+const (
+	commandAdd   = 1
+	commandDel   = 2
+	commandCheck = 3
+	commandGC    = 4
+)
+
+// datapathRequest is datapath.Request carrying one command.
+func datapathRequest(command int, m []byte) []byte { return pbBytes(nil, command, m) }
+
 // datapathAdd is datapath.AddRequest.
 type datapathAdd struct {
 	ClientVersion, ContainerID, IfName, NetworkName, PodNamespace, PodName string
@@ -36,6 +47,68 @@ func (m *datapathAdd) marshal() []byte {
 	}
 	if m.PolicyAgent {
 		b = pbVarint(b, 11, 1)
+	}
+	return b
+}
+
+// datapathDel is datapath.DelRequest.
+type datapathDel struct {
+	ClientVersion, ContainerID, IfName, NetworkName, PodNamespace, PodName string
+	PodInfraContainerID, PodUID                                            string
+	NetnsGone                                                              bool
+	Reason                                                                 string
+}
+
+func (m *datapathDel) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.ClientVersion)
+	b = pbString(b, 2, m.ContainerID)
+	b = pbString(b, 3, m.IfName)
+	b = pbString(b, 4, m.NetworkName)
+	b = pbString(b, 5, m.PodNamespace)
+	b = pbString(b, 6, m.PodName)
+	b = pbString(b, 7, m.PodInfraContainerID)
+	b = pbString(b, 8, m.PodUID)
+	if m.NetnsGone {
+		b = pbVarint(b, 9, 1)
+	}
+	return pbString(b, 10, m.Reason)
+}
+
+// datapathCheck is datapath.CheckRequest.
+type datapathCheck struct {
+	ClientVersion, ContainerID, IfName, NetworkName, Netns, IPv4Addr, HostVeth string
+	RouteTableID                                                               int32
+}
+
+func (m *datapathCheck) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.ClientVersion)
+	b = pbString(b, 2, m.ContainerID)
+	b = pbString(b, 3, m.IfName)
+	b = pbString(b, 4, m.NetworkName)
+	b = pbString(b, 5, m.Netns)
+	b = pbString(b, 6, m.IPv4Addr)
+	b = pbString(b, 7, m.HostVeth)
+	if m.RouteTableID != 0 {
+		b = pbVarint(b, 8, uint64(int64(m.RouteTableID)))
+	}
+	return b
+}
+
+// datapathGC is datapath.GCRequest; Valid holds (container ID, interface)
+// pairs.
+type datapathGC struct {
+	ClientVersion, NetworkName string
+	Valid                      [][2]string
+}
+
+func (m *datapathGC) marshal() []byte {
+	var b []byte
+	b = pbString(b, 1, m.ClientVersion)
+	b = pbString(b, 2, m.NetworkName)
+	for _, a := range m.Valid {
+		b = pbBytes(b, 3, pbString(pbString(nil, 1, a[0]), 2, a[1]))
 	}
 	return b
 }
@@ -106,76 +179,6 @@ func unmarshalDatapathReply(b []byte) (*datapathReply, error) {
 	return r, err
 }
 
-type delNetworkRequest struct {
-	ClientVersion, PodName, PodNamespace, PodInfraContainerID, PodUID string
-	Reason, ContainerID, IfName, NetworkName                          string
-}
-
-func (m *delNetworkRequest) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.PodName)
-	b = pbString(b, 2, m.PodNamespace)
-	b = pbString(b, 3, m.PodInfraContainerID)
-	b = pbString(b, 5, m.Reason)
-	b = pbString(b, 6, m.IfName)
-	b = pbString(b, 7, m.NetworkName)
-	b = pbString(b, 8, m.ContainerID)
-	b = pbString(b, 9, m.ClientVersion)
-	b = pbString(b, 10, m.PodUID)
-	return b
-}
-
-type ipAllocation struct {
-	IPv4Addr     string
-	DeviceNumber int32
-	RouteTableID int32
-}
-
-// networkReply is DelNetworkReply.
-type networkReply struct {
-	Success           bool
-	Allocations       []ipAllocation
-	NetworkPolicyMode string
-}
-
-func unmarshalNetworkReply(b []byte) (*networkReply, error) {
-	r := &networkReply{}
-	err := pbFields(b, func(num uint64, v uint64, p []byte) error {
-		switch {
-		case num == 1 && p == nil:
-			r.Success = v != 0
-		case num == 2 && p != nil:
-			var a ipAllocation
-			if err := pbFields(p, func(num uint64, v uint64, p []byte) error {
-				switch {
-				case num == 1 && p != nil:
-					a.IPv4Addr = string(p)
-				case num == 3 && p == nil:
-					a.DeviceNumber = int32(v)
-				case num == 4 && p == nil:
-					a.RouteTableID = int32(v)
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			r.Allocations = append(r.Allocations, a)
-		case num == 6 && p != nil:
-			r.NetworkPolicyMode = string(p)
-		}
-		return nil
-	})
-	return r, err
-}
-
-func delNetwork(ctx context.Context, socket string, m *delNetworkRequest) (*networkReply, error) {
-	b, err := unaryCall(ctx, socket, methodDelNetwork, m.marshal())
-	if err != nil {
-		return nil, err
-	}
-	return unmarshalNetworkReply(b)
-}
-
 // enforceNpToPod is NPBackend.EnforceNpToPod; it reports Success.
 func enforceNpToPod(ctx context.Context, socket, podName, podNamespace, mode string, interfaces int32) (bool, error) {
 	var req []byte
@@ -239,6 +242,14 @@ func pbString(b []byte, field int, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(field)<<3|2)
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// pbBytes appends a length-delimited field, even an empty one (an
+// element of a repeated message field).
+func pbBytes(b []byte, field int, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(field)<<3|2)
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
 }
 
 var errBadMessage = errors.New("malformed protobuf message")

@@ -16,12 +16,10 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-io/berth/cni-plugin/internal/early"
-	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/cni-plugin/internal/rtnl"
+	"github.com/berth-io/berth/internal/podroute"
 	"github.com/berth-io/berth/internal/podwire"
 	"github.com/berth-io/berth/internal/version"
 )
@@ -92,7 +90,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "ipamd is not reachable: "+err.Error())
 	}
 	defer c.Close()
-	err = c.Send(req.marshal(), podNS)
+	err = c.Send(datapathRequest(commandAdd, req.marshal()), podNS)
 	unix.Close(podNS)
 	reply, err := receiveReply(c, err)
 	if err == nil && reply.Phase == podwire.PhaseLinks {
@@ -166,10 +164,9 @@ func enforcePolicy(conf *NetConf, podName, podNamespace, mode string) error {
 
 // prevState is what DEL and CHECK read from prevResult.
 type prevState struct {
-	hostName, ifName string
-	hostMAC          string
-	ip               net.IP
-	table            int
+	hostName string
+	ip       net.IP
+	table    int
 }
 
 func fromPrev(conf *NetConf) (*prevState, error) {
@@ -180,7 +177,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read prevResult: %w", err)
 	}
-	st := &prevState{table: podnet.MainTable}
+	st := &prevState{table: podroute.MainTable}
 	for i, itf := range res.Interfaces {
 		switch {
 		case itf == nil:
@@ -189,9 +186,7 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 				st.table = t
 			}
 		case itf.Sandbox == "" && st.hostName == "":
-			st.hostName, st.hostMAC = itf.Name, itf.Mac
-		case itf.Sandbox != "" && st.ifName == "":
-			st.ifName = itf.Name
+			st.hostName = itf.Name
 		}
 	}
 	for _, c := range res.IPs {
@@ -204,7 +199,6 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 }
 
 func cmdDel(args *skel.CmdArgs) error {
-	early.GrowStack()
 	conf, _, err := loadNetConfForDel(args.StdinData)
 	if err != nil {
 		return err
@@ -214,94 +208,71 @@ func cmdDel(args *skel.CmdArgs) error {
 		return err
 	}
 	log := logger(conf)
-	prev, err := fromPrev(conf)
-	if err != nil {
-		log.Warn("DEL without a usable prevResult", "err", err)
-	}
-	// The host veth is prevResult's; without it, whichever veth routes the
-	// address (the plugin does not hash pod names: see internal/vethprefix).
-	hostName := ""
-	var ip net.IP
-	table := podnet.MainTable
-	if prev != nil {
-		ip, table = prev.ip, prev.table
-		if prev.hostName != "" {
-			hostName = prev.hostName
-		}
-	}
-	// The pod's veth, found while the address is still the pod's: ipamd
-	// removes its host route before it releases the address, and then the
-	// route can no longer tell which veth was the pod's.
-	prevIP := ip
-	veth, route, verr := podnet.HostRoute(hostName, ip)
-	if verr != nil {
-		log.Warn("find the pod's veth", "err", verr)
-	}
-	if route == nil {
-		// A veth of prevResult's name that does not route the address is
-		// a newer sandbox's, of the same pod.
-		veth = nil
-	}
-	// Ask ipamd to release; it tells which address it was, and removes the
-	// pod's rules and host route before it releases it (after, they may be
-	// another pod's). Only when ipamd is down does prevResult tell what to
-	// tear down: an address ipamd no longer holds for this attachment may
-	// be another pod's by now.
-	answered := false
-	{
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reply, rerr := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version,
-			PodName: string(k8s.K8S_POD_NAME), PodNamespace: string(k8s.K8S_POD_NAMESPACE),
-			PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), PodUID: string(k8s.K8S_POD_UID),
-			ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name, Reason: "PodDeleted"})
-		cancel()
-		if rerr != nil {
-			log.Warn("ipamd DelNetwork failed; tearing down from prevResult", "err", rerr)
-		} else {
-			answered = true
-			ip, table = released(reply)
-		}
+	// ipamd releases the address and, under the attachment's lock, removes
+	// the pod's rules and host route before (after, they may be another
+	// pod's), and the veth that routed it when the namespace is gone. With
+	// the namespace still there the runtime's deletion of it destroys the
+	// pair: deleting it here would make every DEL wait ~16 ms on the kernel
+	// for nothing.
+	gone := !netnsExists(args.Netns)
+	req := datapathDel{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
+		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME),
+		PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), PodUID: string(k8s.K8S_POD_UID), NetnsGone: gone, Reason: "PodDeleted"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	reply, derr := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandDel, req.marshal()), -1)
+	cancel()
+	if derr == nil && reply.Error != nil {
+		derr = fmt.Errorf("%s: %s", reply.Error.Msg, reply.Error.Details)
 	}
 	// The agent forgets the pod's policy state; DEL must succeed without it.
-	if _, err := os.Stat(conf.NPASocket); err == nil {
+	if unix.Access(conf.NPASocket, unix.F_OK) == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := deletePodNp(ctx, conf.NPASocket, string(k8s.K8S_POD_NAME), string(k8s.K8S_POD_NAMESPACE)); err != nil {
 			log.Warn("policy agent DeletePodNp failed", "err", err)
 		}
 		cancel()
 	}
-	// Keep the veth when the pod's namespace is still there: the runtime
-	// deletes the namespace next, and the pair with it.
-	// With ipamd down the rules go too, unless ipamd's checkpoint says the
-	// address is another attachment's now (a DEL retried after ipamd had
-	// released it, and the address given to a new pod since).
-	var terr error
-	switch {
-	case answered:
-		// Only the veth of the address ipamd released for this attachment:
-		// prevResult's may be a newer sandbox's, of the same pod.
-		if ip != nil && ip.Equal(prevIP) && !netnsExists(args.Netns) {
-			terr = podnet.DeleteLink(veth)
-		}
-	case heldByAnother(conf, args, ip):
-		// The address, its rules and its route are another attachment's
-		// now, maybe a newer sandbox of the same pod behind a veth of the
-		// same name: nothing here is this DEL's to remove.
-	default:
-		terr = podnet.TeardownHost(hostName, ip, table, !netnsExists(args.Netns))
+	if derr == nil {
+		log.Debug("DEL", "container", args.ContainerID, "ip", reply.IPv4Addr, "netnsGone", gone)
+		return nil
 	}
-	if terr != nil {
-		log.Warn("teardown", "err", terr)
+	// Only when ipamd does not answer does prevResult say what to tear
+	// down, and not when ipamd's checkpoint gives the address to another
+	// attachment now (a DEL retried after ipamd had released it, and the
+	// address given to a new pod since, maybe a newer sandbox of this pod
+	// behind a veth of the same name).
+	log.Warn("ipamd did not release the address; tearing down from prevResult", "err", derr)
+	prev, err := fromPrev(conf)
+	if err != nil {
+		log.Warn("DEL without a usable prevResult", "err", err)
+	}
+	if prev == nil || prev.ip == nil || heldByAnother(conf, args, prev.ip) {
+		return nil
+	}
+	if err := rtnl.TeardownHost(prev.hostName, prev.ip, prev.table, gone); err != nil {
+		log.Warn("teardown", "err", err)
 	}
 	return nil
+}
+
+// callDatapath sends one command to ipamd's datapath socket, with the
+// namespace descriptor fd unless it is negative, and reads the reply.
+func callDatapath(ctx context.Context, socket string, req []byte, fd int) (*datapathReply, error) {
+	c, err := podwire.Dial(ctx, socket)
+	if err != nil {
+		return nil, fmt.Errorf("ipamd is not reachable: %w", err)
+	}
+	defer c.Close()
+	var fds []int
+	if fd >= 0 {
+		fds = []int{fd}
+	}
+	return receiveReply(c, c.Send(req, fds...))
 }
 
 // heldByAnother reports whether ipamd's checkpoint gives ip to an
 // attachment other than this one.
 func heldByAnother(conf *NetConf, args *skel.CmdArgs, ip net.IP) bool {
-	if ip == nil {
-		return false
-	}
 	cp, err := readCheckpoint(conf.IPAMStateFile)
 	if err != nil {
 		return false
@@ -314,27 +285,12 @@ func heldByAnother(conf *NetConf, args *skel.CmdArgs, ip net.IP) bool {
 	return false
 }
 
-// released is the address ipamd released (nil when it held none for the
-// attachment) and its route table.
-func released(reply *networkReply) (net.IP, int) {
-	for _, m := range reply.Allocations {
-		if a := net.ParseIP(m.IPv4Addr).To4(); a != nil {
-			return a, int(m.RouteTableID)
-		}
-	}
-	return nil, podnet.MainTable
-}
-
 func netnsExists(p string) bool {
-	if p == "" {
-		return false
-	}
-	_, err := os.Stat(p)
-	return err == nil
+	return p != "" && unix.Access(p, unix.F_OK) == nil
 }
 
+// cmdCheck has ipamd verify the pod's wiring against prevResult.
 func cmdCheck(args *skel.CmdArgs) error {
-	early.GrowStack()
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -343,93 +299,26 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, "invalid prevResult", err.Error())
 	}
-	if prev == nil || prev.ip == nil {
-		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult with the pod's address", "")
+	if prev == nil || prev.ip == nil || prev.hostName == "" {
+		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult with the pod's address and host interface", "")
 	}
-	fail := func(format string, a ...any) error {
-		return types.NewError(types.ErrInternal, "CHECK failed", fmt.Sprintf(format, a...))
-	}
-	host, err := netlink.LinkByName(prev.hostName)
+	podNS, err := unix.Open(args.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fail("host veth %s: %v", prev.hostName, err)
+		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", args.Netns, err))
 	}
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podnet.HostNet(prev.ip), Table: podnet.MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
-	if err != nil || len(routes) == 0 || routes[0].LinkIndex != host.Attrs().Index {
-		return fail("no host route %s dev %s", prev.ip, prev.hostName)
-	}
-	rules, err := netlink.RuleList(netlink.FAMILY_V4)
+	defer unix.Close(podNS)
+	req := datapathCheck{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
+		Netns: args.Netns, IPv4Addr: prev.ip.String(), HostVeth: prev.hostName, RouteTableID: int32(prev.table)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reply, err := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandCheck, req.marshal()), podNS)
 	if err != nil {
-		return fail("list rules: %v", err)
+		return types.NewError(types.ErrTryAgainLater, "CHECK failed", err.Error())
 	}
-	found := false
-	for _, r := range rules {
-		if r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(prev.ip) {
-			found = true
-		}
+	if e := reply.Error; e != nil {
+		return types.NewError(uint(e.Code), e.Msg, e.Details)
 	}
-	if !found {
-		return fail("no rule 'to %s lookup main' (priority %d)", prev.ip, podnet.ToPodPriority)
-	}
-	if prev.table != podnet.MainTable {
-		found = false
-		for _, r := range rules {
-			found = found || (r.Priority == podnet.FromPodPriority && r.Src != nil && r.Src.IP.Equal(prev.ip) && r.Table == prev.table)
-		}
-		if !found {
-			return fail("no rule 'from %s lookup %d' (priority %d)", prev.ip, prev.table, podnet.FromPodPriority)
-		}
-	}
-	// The address must still be the attachment's in ipamd.
-	cp, err := readCheckpoint(conf.IPAMStateFile)
-	if err != nil {
-		return fail("%v", err)
-	}
-	if a := cp.find(conf.Name, args.ContainerID, args.IfName); a == nil || !net.ParseIP(a.IPv4).Equal(prev.ip) {
-		return fail("ipamd holds no %s for container %s, interface %s", prev.ip, args.ContainerID, args.IfName)
-	}
-	podNS, err := ns.GetNS(args.Netns)
-	if err != nil {
-		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("%s: %v", args.Netns, err))
-	}
-	defer podNS.Close()
-	return podNS.Do(func(ns.NetNS) error {
-		l, err := netlink.LinkByName(args.IfName)
-		if err != nil {
-			return fail("pod interface %s: %v", args.IfName, err)
-		}
-		addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return fail("pod addresses: %v", err)
-		}
-		ok := false
-		for _, a := range addrs {
-			ok = ok || (a.IP.Equal(prev.ip) && a.Mask.String() == net.CIDRMask(32, 32).String())
-		}
-		if !ok {
-			return fail("pod %s has no %s/32", args.IfName, prev.ip)
-		}
-		rs, err := netlink.RouteList(l, netlink.FAMILY_V4)
-		if err != nil {
-			return fail("pod routes: %v", err)
-		}
-		def := false
-		for _, r := range rs {
-			def = def || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(podnet.Gateway))
-		}
-		if !def {
-			return fail("pod has no default route via %s", podnet.Gateway)
-		}
-		ns, err := netlink.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
-		if err != nil {
-			return fail("pod neighbours: %v", err)
-		}
-		for _, n := range ns {
-			if n.IP.Equal(podnet.Gateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == host.Attrs().HardwareAddr.String() {
-				return nil
-			}
-		}
-		return fail("pod has no permanent neighbour %s -> %s", podnet.Gateway, host.Attrs().HardwareAddr)
-	})
+	return nil
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
@@ -455,21 +344,14 @@ func cmdStatus(args *skel.CmdArgs) error {
 	return nil
 }
 
-// checkpoint is what GC and CHECK read of ipamd's checkpoint.
+// checkpoint is what DEL reads of ipamd's checkpoint when ipamd is down.
 type checkpoint struct {
-	Version     string             `json:"version"`
-	Allocations []checkpointRecord `json:"allocations"`
-}
-
-type checkpointRecord struct {
-	NetworkName string `json:"networkName"`
-	ContainerID string `json:"containerID"`
-	IfName      string `json:"ifName"`
-	IPv4        string `json:"ipv4"`
-	Metadata    struct {
-		PodNamespace string `json:"k8sPodNamespace"`
-		PodName      string `json:"k8sPodName"`
-	} `json:"metadata"`
+	Allocations []struct {
+		NetworkName string `json:"networkName"`
+		ContainerID string `json:"containerID"`
+		IfName      string `json:"ifName"`
+		IPv4        string `json:"ipv4"`
+	} `json:"allocations"`
 }
 
 // readCheckpoint reads ipamd's checkpoint; a missing one is empty (no
@@ -489,65 +371,25 @@ func readCheckpoint(path string) (*checkpoint, error) {
 	return cp, nil
 }
 
-// find is the attachment's record, or nil.
-func (cp *checkpoint) find(network, containerID, ifName string) *checkpointRecord {
-	for i := range cp.Allocations {
-		if a := &cp.Allocations[i]; a.NetworkName == network && a.ContainerID == containerID && a.IfName == ifName {
-			return a
-		}
-	}
-	return nil
-}
-
-// cmdGC releases allocations of this network that the runtime no longer
-// knows (not in cni.dev/valid-attachments).
+// cmdGC has ipamd release the network's allocations the runtime no
+// longer knows (not in cni.dev/valid-attachments), with their host side.
 func cmdGC(args *skel.CmdArgs) error {
-	early.GrowStack()
 	conf, _, err := loadNetConf(args.StdinData)
 	if err != nil {
 		return err
 	}
-	cp, err := readCheckpoint(conf.IPAMStateFile)
-	if err != nil {
-		return err
-	}
-	valid := map[[2]string]bool{}
+	req := datapathGC{ClientVersion: version.Version, NetworkName: conf.Name}
 	for _, a := range conf.ValidAttachments {
-		valid[[2]string{a.ContainerID, a.IfName}] = true
+		req.Valid = append(req.Valid, [2]string{a.ContainerID, a.IfName})
 	}
-	var errs []error
-	for _, a := range cp.Allocations {
-		if a.NetworkName != conf.Name || valid[[2]string{a.ContainerID, a.IfName}] {
-			continue
-		}
-		// The veth that routes the address now, looked up before the
-		// release (ipamd then removes the rules and host route, and the
-		// route can no longer tell), and deleted only if ipamd released
-		// that very address for the attachment: the checkpoint read above
-		// may be older than ipamd's state.
-		ip := net.ParseIP(a.IPv4)
-		veth, _, err := podnet.HostRoute("", ip)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		reply, err := delNetwork(ctx, conf.IPAMDSocket, &delNetworkRequest{ClientVersion: version.Version, ContainerID: a.ContainerID,
-			IfName: a.IfName, NetworkName: a.NetworkName, PodName: a.Metadata.PodName, PodNamespace: a.Metadata.PodNamespace, Reason: "GC"})
-		cancel()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("release %s: %w", a.IPv4, err))
-			continue
-		}
-		if got, _ := released(reply); got == nil || !got.Equal(ip) {
-			continue
-		}
-		if err := podnet.DeleteLink(veth); err != nil {
-			errs = append(errs, fmt.Errorf("delete the veth of %s: %w", a.IPv4, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	reply, err := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandGC, req.marshal()), -1)
+	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())
+	}
+	if e := reply.Error; e != nil {
+		return types.NewError(uint(e.Code), e.Msg, e.Details)
 	}
 	return nil
 }

@@ -14,10 +14,13 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/testenv"
-	"github.com/berth-io/berth/proto/rpc"
+	"github.com/berth-io/berth/internal/version"
+	"github.com/berth-io/berth/proto/datapath"
 )
 
 // A prevResult with null entries is bad input, not a crash: DEL and CHECK
@@ -50,28 +53,76 @@ func TestAddNeedsThePodsName(t *testing.T) {
 	}
 }
 
-// DEL tears down what is left of the address ipamd released: the host
-// route and the veth (ipamd removed the rules before releasing it). When
-// ipamd answers that it holds nothing for the attachment (a repeated DEL,
-// or an address released earlier and perhaps another pod's by now), the
-// prevResult's address is left alone; only with ipamd down does
-// prevResult say what to remove, rules included.
-func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
+// dpCall is one command a fakeDatapath read: the request, and whether a
+// network namespace descriptor came with it.
+type dpCall struct {
+	req   *datapath.Request
+	netns bool
+}
+
+// fakeDatapath answers every command on a new datapath socket with reply
+// and hands on what it read.
+func fakeDatapath(t *testing.T, reply *datapath.Reply) (string, <-chan dpCall) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "dp.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	calls := make(chan dpCall, 16)
+	rb, err := proto.Marshal(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			buf, oob := make([]byte, 16<<10), make([]byte, unix.CmsgSpace(4))
+			n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+			call := dpCall{req: &datapath.Request{}}
+			if err == nil {
+				err = proto.Unmarshal(buf[:n], call.req)
+			}
+			if msgs, _ := unix.ParseSocketControlMessage(oob[:oobn]); len(msgs) == 1 {
+				if fds, _ := unix.ParseUnixRights(&msgs[0]); len(fds) == 1 {
+					typ, terr := unix.IoctlRetInt(fds[0], unix.NS_GET_NSTYPE)
+					call.netns = terr == nil && typ == unix.CLONE_NEWNET
+					unix.Close(fds[0])
+				}
+			}
+			if err == nil {
+				_, _ = c.Write(rb)
+				calls <- call
+			}
+			c.Close()
+		}
+	}()
+	return sock, calls
+}
+
+// DEL asks ipamd, which releases the address and tears the host side down
+// (ipamd/server's tests); the plugin touches the kernel only when ipamd
+// does not answer, tearing down what prevResult names, and not even then
+// when ipamd's checkpoint gives the address to another attachment.
+func TestDelAsksIpamdFirst(t *testing.T) {
 	testenv.RequireRoot(t, "rules in a network namespace")
-	sock, f, _ := serve(t)
 	ns, h := testenv.NewNetNS(t)
 	ip := net.IPv4(10, 0, 9, 9)
 	const veth = "eni0123456789a"
 	wire := func() {
 		t.Helper()
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth}, PeerName: "peer0"}); err != nil {
+		if _, err := h.LinkByName(veth); err == nil {
+			return
+		}
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth, Flags: net.FlagUp}, PeerName: "peer0"}); err != nil {
 			t.Fatal(err)
 		}
 		l, err := h.LinkByName(veth)
 		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}
 		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
@@ -94,72 +145,59 @@ func TestDelTearsDownWhatIpamdReleased(t *testing.T) {
 		return err == nil, rule
 	}
 	cpPath := filepath.Join(t.TempDir(), "ipam.json")
-	del := func(socket string) {
+	prevWithVeth := fmt.Sprintf(`{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}`, veth)
+	prevNoVeth := `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":0}]}`
+	del := func(socket, netns, prev string) {
 		t.Helper()
-		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,"ipamStateFile":%q,
-			"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}}`,
-			socket, filepath.Join(t.TempDir(), "npa.sock"), cpPath, veth)
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,"npaSocket":%q,"ipamStateFile":%q,"prevResult":%s}`,
+			socket, filepath.Join(t.TempDir(), "npa.sock"), cpPath, prev)
 		inNS(t, ns, func() error {
-			return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: "/gone", IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", StdinData: []byte(conf)})
+			return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: netns, IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", StdinData: []byte(conf)})
 		})
 	}
+	down := filepath.Join(t.TempDir(), "down.sock")
 
+	// ipamd answers: the plugin leaves the kernel to it.
+	sock, calls := fakeDatapath(t, &datapath.Reply{Phase: "done", Ipv4Addr: ip.String()})
 	wire()
-	f.setDelReply(&rpc.DelNetworkReply{Success: true})
-	del(sock)
-	if link, rule := wired(); !link || !rule {
-		t.Fatalf("DEL of an address ipamd did not release: veth %v, rule %v; want both left", link, rule)
+	for _, netns := range []string{"/gone", t.TempDir()} {
+		del(sock, netns, prevWithVeth)
+		got := (<-calls).req.GetDel()
+		want := &datapath.DelRequest{ClientVersion: version.Version, ContainerId: "old", IfName: "eth0", NetworkName: "aws-cni",
+			PodNamespace: "ns", PodName: "p", PodUid: "u1", NetnsGone: netns == "/gone", Reason: "PodDeleted"}
+		if !proto.Equal(got, want) {
+			t.Fatalf("DEL sent %v, want %v", got, want)
+		}
+		if link, rule := wired(); !link || !rule {
+			t.Fatalf("DEL that ipamd answered: veth %v, rule %v; want both left to ipamd", link, rule)
+		}
 	}
-	f.setDelReply(&rpc.DelNetworkReply{Success: true, IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: ip.String(), RouteTableId: podnet.MainTable}}})
-	del(sock)
-	if link, rule := wired(); link || !rule {
-		t.Fatalf("DEL of the address ipamd released: veth %v, rule %v; want the veth gone, the rule left to ipamd", link, rule)
-	}
-	if err := h.RuleDel(podnet.Rules(ip, podnet.MainTable)[0]); err != nil {
-		t.Fatal(err)
+	// ipamd answers with an error, or is down: prevResult says what to remove.
+	errSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 999, Msg: "incompatible berth-cni"}})
+	for _, socket := range []string{errSock, down} {
+		wire()
+		del(socket, "/gone", prevWithVeth)
+		if link, rule := wired(); link || rule {
+			t.Fatalf("DEL with ipamd not releasing (%s): veth %v, rule %v; want both gone", socket, link, rule)
+		}
 	}
 	wire()
-	del(filepath.Join(t.TempDir(), "down.sock"))
+	del(down, "/gone", prevNoVeth)
 	if link, rule := wired(); link || rule {
-		t.Fatalf("DEL with ipamd down: veth %v, rule %v; want both gone", link, rule)
+		t.Fatalf("DEL with ipamd down, no veth in prevResult: veth %v, rule %v; want the veth that routes the address gone, and the rule", link, rule)
 	}
 	// ipamd down, and its checkpoint gives the address to another pod (this
-	// DEL is a retry after ipamd released it): that pod's rule stays.
+	// DEL is a retry after ipamd released it): that pod's wiring stays.
 	wire()
 	cp := `{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"new","ifName":"eth0","ipv4":"10.0.9.9"}]}`
 	if err := os.WriteFile(cpPath, []byte(cp), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	del(filepath.Join(t.TempDir(), "down.sock"))
-	if link, rule := wired(); !link || !rule {
-		t.Fatalf("DEL with ipamd down of an address now another pod's: veth %v, rule %v; want both kept (a newer sandbox of the pod may have both)", link, rule)
-	}
-	// The same, with a prevResult that names no host veth.
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamdSocket":%q,"npaSocket":%q,"ipamStateFile":%q,
-		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":0}]}}`,
-		filepath.Join(t.TempDir(), "down.sock"), filepath.Join(t.TempDir(), "npa.sock"), cpPath)
-	inNS(t, ns, func() error {
-		return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: "/gone", IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", StdinData: []byte(conf)})
-	})
-	if link, rule := wired(); !link || !rule {
-		t.Fatalf("DEL without a host veth in prevResult, ipamd down, address now another pod's: veth %v, rule %v; want both kept", link, rule)
-	}
-	// A late DEL of an earlier sandbox: ipamd releases its address, but the
-	// veth of that name is a newer sandbox's, routing another address.
-	l, err := h.LinkByName(veth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(net.IPv4(10, 0, 9, 10)), Scope: netlink.SCOPE_LINK}); err != nil {
-		t.Fatal(err)
-	}
-	f.setDelReply(&rpc.DelNetworkReply{Success: true, IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: ip.String(), RouteTableId: podnet.MainTable}}})
-	del(sock)
-	if link, _ := wired(); !link {
-		t.Fatal("a late DEL deleted the newer sandbox's veth of the same name")
+	for _, prev := range []string{prevWithVeth, prevNoVeth} {
+		del(down, "/gone", prev)
+		if link, rule := wired(); !link || !rule {
+			t.Fatalf("DEL with ipamd down of an address now another pod's: veth %v, rule %v; want both kept", link, rule)
+		}
 	}
 }
 
@@ -172,63 +210,74 @@ func inNS(t *testing.T, ns netns.NsHandle, f func() error) {
 	}
 }
 
-// CHECK against a pod wired as ipamd wires it, on a secondary ENI's table:
-// it passes, then fails when the "from" rule is gone, and when ipamd's
-// checkpoint no longer holds the address for the attachment.
-func TestCheckVerifiesRulesAndReservation(t *testing.T) {
-	testenv.RequireRoot(t, "namespaces and veths")
-	home, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer home.Close()
-	node, h := testenv.NewNetNS(t)
+// CHECK sends prevResult's address, host veth and table with the pod's
+// namespace to ipamd (whose checks ipamd/server's tests cover) and returns
+// its verdict as a CNI error.
+func TestCheckAsksIpamd(t *testing.T) {
+	testenv.RequireRoot(t, "network namespaces")
 	pod, _ := testenv.NewNetNS(t)
-	ip, table := net.IPv4(10, 0, 7, 7), 3
-	l, err := podnet.Create(h, home, pod, "eth0", "eni0123456789a", 1500)
-	if err != nil {
-		t.Fatal(err)
+	podPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod))
+	prev := `{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a"},{"name":"eth0","sandbox":"x"},{"name":"dummy0123456789a","mac":"3","sandbox":"1"}],
+		"ips":[{"address":"10.0.7.7/32","interface":1}]}`
+	check := func(sock, netns, prev string) error {
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,"prevResult":%s}`, sock, prev)
+		return cmdCheck(&skel.CmdArgs{ContainerID: "c1", Netns: netns, IfName: "eth0", StdinData: []byte(conf)})
 	}
-	defer l.Close()
-	if err := l.Assign(ip, table); err != nil {
-		t.Fatal(err)
+	sock, calls := fakeDatapath(t, &datapath.Reply{Phase: "done"})
+	if err := check(sock, podPath, prev); err != nil {
+		t.Fatalf("CHECK that ipamd passes: %v", err)
 	}
-	dir := t.TempDir()
-	cpPath := filepath.Join(dir, "ipam.json")
-	writeCP := func(ipv4 string) {
-		b := fmt.Sprintf(`{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"c1","ifName":"eth0","ipv4":%q}]}`, ipv4)
-		if err := os.WriteFile(cpPath, []byte(b), 0o600); err != nil {
-			t.Fatal(err)
+	call := <-calls
+	want := &datapath.CheckRequest{ClientVersion: version.Version, ContainerId: "c1", IfName: "eth0", NetworkName: "aws-cni", Netns: podPath,
+		Ipv4Addr: "10.0.7.7", HostVeth: "eni0123456789a", RouteTableId: 3}
+	if !proto.Equal(call.req.GetCheck(), want) || !call.netns {
+		t.Fatalf("CHECK sent %v (namespace attached: %v), want %v with the namespace", call.req, call.netns, want)
+	}
+	failSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 999, Msg: "CHECK failed", Details: "no rule 'from 10.0.7.7 lookup 3' (priority 1536)"}})
+	for _, tc := range []struct {
+		name, sock, netns, prev string
+		code                    uint
+		want                    string
+	}{
+		{"ipamd's verdict", failSock, podPath, prev, 999, "no rule 'from 10.0.7.7 lookup 3'"},
+		{"ipamd down", filepath.Join(t.TempDir(), "down.sock"), podPath, prev, types.ErrTryAgainLater, "ipamd is not reachable"},
+		{"no such netns", sock, filepath.Join(t.TempDir(), "none"), prev, types.ErrInvalidNetNS, "none"},
+		{"no host veth in prevResult", sock, podPath, `{"cniVersion":"1.1.0","ips":[{"address":"10.0.7.7/32"}]}`, types.ErrInvalidNetworkConfig, ""},
+	} {
+		var e *types.Error
+		if err := check(tc.sock, tc.netns, tc.prev); !errors.As(err, &e) || e.Code != tc.code || !strings.Contains(e.Details, tc.want) {
+			t.Errorf("%s: %v, want code %d with %q", tc.name, err, tc.code, tc.want)
 		}
 	}
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","ipamStateFile":%q,
-		"prevResult":{"cniVersion":"1.1.0","interfaces":[{"name":"eni0123456789a","mac":%q},{"name":"eth0","sandbox":"x"},{"name":"dummy0123456789a","mac":"%d","sandbox":"1"}],
-		"ips":[{"address":"10.0.7.7/32","interface":1}]}}`, cpPath, l.HostMAC, table)
-	args := &skel.CmdArgs{ContainerID: "c1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(pod)), IfName: "eth0", StdinData: []byte(conf)}
-	check := func() error { return testenv.OnThreadIn(node, func() error { return cmdCheck(args) }) }
+	if len(calls) != 0 {
+		t.Fatal("a CHECK that could not be asked reached ipamd")
+	}
+}
 
-	writeCP("10.0.7.7")
-	if err := check(); err != nil {
-		t.Fatalf("CHECK of a wired pod: %v", err)
+// GC sends the network and the runtime's valid attachments to ipamd
+// (which releases the rest; ipamd/server's tests) and returns its error.
+func TestGCAsksIpamd(t *testing.T) {
+	sock, calls := fakeDatapath(t, &datapath.Reply{Phase: "done"})
+	gc := func(sock string) error {
+		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,
+			"cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"},{"containerID":"c2","ifname":"eth1"}]}`, sock)
+		return cmdGC(&skel.CmdArgs{StdinData: []byte(conf)})
 	}
-	writeCP("10.0.7.8")
-	if err := check(); err == nil || !strings.Contains(err.Error(), "ipamd holds no") {
-		t.Fatalf("CHECK with the address not ipamd's: %v", err)
-	}
-	writeCP("10.0.7.7")
-	if err := h.RuleDel(podnet.Rules(ip, table)[1]); err != nil {
+	if err := gc(sock); err != nil {
 		t.Fatal(err)
 	}
-	if err := check(); err == nil || !strings.Contains(err.Error(), "from 10.0.7.7 lookup 3") {
-		t.Fatalf("CHECK without the 'from' rule: %v", err)
+	want := &datapath.GCRequest{ClientVersion: version.Version, NetworkName: "aws-cni",
+		ValidAttachments: []*datapath.Attachment{{ContainerId: "c1", IfName: "eth0"}, {ContainerId: "c2", IfName: "eth1"}}}
+	if got := (<-calls).req.GetGc(); !proto.Equal(got, want) {
+		t.Fatalf("GC sent %v, want %v", got, want)
 	}
-	if err := h.RuleAdd(podnet.Rules(ip, table)[1]); err != nil {
-		t.Fatal(err)
-	}
-	args.Netns = filepath.Join(dir, "no-such-netns")
 	var e *types.Error
-	if err := check(); !errors.As(err, &e) || e.Code != types.ErrInvalidNetNS {
-		t.Fatalf("CHECK with a missing netns: %v, want code %d", err, types.ErrInvalidNetNS)
+	if err := gc(filepath.Join(t.TempDir(), "down.sock")); !errors.As(err, &e) || e.Code != types.ErrTryAgainLater {
+		t.Fatalf("GC with ipamd down: %v, want code %d", err, types.ErrTryAgainLater)
+	}
+	failSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 11, Msg: "GC incomplete", Details: "persist 2 releases: disk full"}})
+	if err := gc(failSock); !errors.As(err, &e) || e.Code != 11 || !strings.Contains(e.Details, "disk full") {
+		t.Fatalf("GC that ipamd could not finish: %v", err)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
-	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/podroute"
 )
 
 // addResult is what an ADD reports: the host veth, the pod's interface,
@@ -34,8 +34,8 @@ func (a *addResult) cni() *current.Result {
 			{Name: a.ifName, Mac: a.podMAC, Sandbox: a.netns},
 			{Name: a.tableIface, Mac: strconv.Itoa(a.table), Sandbox: strconv.Itoa(a.device)},
 		},
-		IPs:    []*current.IPConfig{{Address: *podnet.HostNet(a.ip), Gateway: podnet.Gateway, Interface: &idx}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podnet.Gateway}},
+		IPs:    []*current.IPConfig{{Address: *podroute.HostNet(a.ip), Gateway: podroute.Gateway, Interface: &idx}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podroute.Gateway}},
 	}
 }
 
@@ -81,8 +81,8 @@ func (a *addResult) print(w io.Writer, cniVersion string) error {
 		b = append(b, "\n        }"...)
 	}
 	b = append(b, "\n    ],\n    \"ips\": [\n        {\n            \"address\": \""...)
-	b = append(b, podnet.HostNet(a.ip).String()...)
-	gw := podnet.Gateway.String()
+	b = append(b, podroute.HostNet(a.ip).String()...)
+	gw := podroute.Gateway.String()
 	b = append(b, "\",\n            \"gateway\": \""...)
 	b = append(b, gw...)
 	b = append(b, "\",\n            \"interface\": 1\n        }\n    ],\n    \"routes\": [\n        {\n            \"dst\": \"0.0.0.0/0\",\n            \"gw\": \""...)

@@ -24,7 +24,6 @@ import (
 
 // gRPC method paths (proto/rpc.proto and grpc.health.v1).
 const (
-	methodDelNetwork     = "/rpc.CNIBackend/DelNetwork"
 	methodEnforceNpToPod = "/rpc.NPBackend/EnforceNpToPod"
 	methodDeletePodNp    = "/rpc.NPBackend/DeletePodNp"
 	methodHealthCheck    = "/grpc.health.v1.Health/Check"

@@ -26,16 +26,8 @@ import (
 type fakeBackend struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedNPBackendServer
-	mu       sync.Mutex
-	delReply *rpc.DelNetworkReply   // when set, every DelNetwork's answer
-	gotDel   *rpc.DelNetworkRequest // a copy: grpc-go may reuse the request
-}
-
-// setDelReply makes reply every DelNetwork's answer.
-func (f *fakeBackend) setDelReply(reply *rpc.DelNetworkReply) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.delReply = reply
+	mu     sync.Mutex
+	gotDel *rpc.DelNetworkRequest // a copy: grpc-go may reuse the request
 }
 
 // lastDel is the last DelNetwork request the server decoded.
@@ -48,11 +40,7 @@ func (f *fakeBackend) lastDel() *rpc.DelNetworkRequest {
 func (f *fakeBackend) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
 	f.mu.Lock()
 	f.gotDel = proto.Clone(r).(*rpc.DelNetworkRequest)
-	reply := f.delReply
 	f.mu.Unlock()
-	if reply != nil {
-		return reply, nil
-	}
 	switch r.ClientVersion {
 	case "old":
 		return nil, status.Error(codes.FailedPrecondition, "berth-ipamd does not accept \"old\": 100% sure ✓\nline two")
@@ -94,12 +82,29 @@ func serve(t *testing.T) (string, *fakeBackend, *health.Server) {
 	return sock, f, h
 }
 
-func TestWireDel(t *testing.T) {
+// delNetwork is CNIBackend.DelNetwork through the plugin's gRPC client
+// (unaryCall), which the plugin itself no longer calls (its DEL goes to the
+// datapath socket): a method whose reply can be large and whose errors the
+// fake server chooses, for the framing.
+func delNetwork(ctx context.Context, socket string, req *rpc.DelNetworkRequest) (*rpc.DelNetworkReply, error) {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	rb, err := unaryCall(ctx, socket, "/rpc.CNIBackend/DelNetwork", b)
+	if err != nil {
+		return nil, err
+	}
+	r := &rpc.DelNetworkReply{}
+	return r, proto.Unmarshal(rb, r)
+}
+
+func TestWireUnaryCalls(t *testing.T) {
 	sock, f, _ := serve(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	d, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "v1", PodName: "pod", PodNamespace: "ns", PodInfraContainerID: "infra",
-		PodUID: "uid", Reason: "PodDeleted", ContainerID: "cid", IfName: "eth0", NetworkName: "net"})
+	d, err := delNetwork(ctx, sock, &rpc.DelNetworkRequest{ClientVersion: "v1", K8S_POD_NAME: "pod", K8S_POD_NAMESPACE: "ns", K8S_POD_INFRA_CONTAINER_ID: "infra",
+		K8S_POD_UID: "uid", Reason: "PodDeleted", ContainerID: "cid", IfName: "eth0", NetworkName: "net"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,13 +113,13 @@ func TestWireDel(t *testing.T) {
 		gd.K8S_POD_UID != "uid" || gd.Reason != "PodDeleted" || gd.ContainerID != "cid" || gd.IfName != "eth0" || gd.NetworkName != "net" {
 		t.Fatalf("server decoded %v", gd)
 	}
-	if !d.Success || d.NetworkPolicyMode != "strict" || len(d.Allocations) != 1 ||
-		d.Allocations[0] != (ipAllocation{IPv4Addr: "10.0.3.4", DeviceNumber: -1, RouteTableID: 254}) {
+	if !d.Success || d.NetworkPolicyMode != "strict" || len(d.IPAllocationMetadata) != 1 ||
+		!proto.Equal(d.IPAllocationMetadata[0], &rpc.IPAllocationMetadata{IPv4Addr: "10.0.3.4", DeviceNumber: -1, RouteTableId: 254}) {
 		t.Fatalf("reply %+v", d)
 	}
 	// A reply spanning several DATA frames.
-	r, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "big", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
-	if err != nil || len(r.Allocations) != 1 || r.Allocations[0].IPv4Addr != "10.0.0.9" || len(r.NetworkPolicyMode) != 60000 {
+	r, err := delNetwork(ctx, sock, &rpc.DelNetworkRequest{ClientVersion: "big", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	if err != nil || len(r.IPAllocationMetadata) != 1 || r.IPAllocationMetadata[0].IPv4Addr != "10.0.0.9" || len(r.NetworkPolicyMode) != 60000 {
 		t.Fatalf("big reply: %+v %v", r, err)
 	}
 	ok, err := enforceNpToPod(ctx, sock, "p", "ns", "strict", 1)
@@ -133,7 +138,7 @@ func TestWireStatusErrors(t *testing.T) {
 	sock, _, h := serve(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := delNetwork(ctx, sock, &delNetworkRequest{ClientVersion: "old", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err := delNetwork(ctx, sock, &rpc.DelNetworkRequest{ClientVersion: "old", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	want := "rpc error: code = FailedPrecondition desc = berth-ipamd does not accept \"old\": 100% sure ✓\nline two"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v, want %q", err, want)
@@ -147,11 +152,11 @@ func TestWireStatusErrors(t *testing.T) {
 	}
 	short, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel2()
-	_, err = delNetwork(short, sock, &delNetworkRequest{ClientVersion: "slow", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(short, sock, &rpc.DelNetworkRequest{ClientVersion: "slow", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") {
 		t.Fatalf("slow call: %v", err)
 	}
-	_, err = delNetwork(ctx, filepath.Join(t.TempDir(), "none.sock"), &delNetworkRequest{})
+	_, err = delNetwork(ctx, filepath.Join(t.TempDir(), "none.sock"), &rpc.DelNetworkRequest{})
 	if err == nil || !strings.Contains(err.Error(), "Unavailable") {
 		t.Fatalf("no server: %v", err)
 	}
@@ -179,14 +184,14 @@ func TestWireSilentServer(t *testing.T) {
 	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = delNetwork(short, sock, &delNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(short, sock, &rpc.DelNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "DeadlineExceeded") || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, 200 ms deadline: %v after %v", err, time.Since(start))
 	}
 	long, cancelLong := context.WithTimeout(context.Background(), time.Minute)
 	time.AfterFunc(100*time.Millisecond, cancelLong)
 	start = time.Now()
-	_, err = delNetwork(long, sock, &delNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
+	_, err = delNetwork(long, sock, &rpc.DelNetworkRequest{ClientVersion: "v1", ContainerID: "c", IfName: "eth0", NetworkName: "n"})
 	if err == nil || !strings.Contains(err.Error(), "Canceled") || time.Since(start) > 2*time.Second {
 		t.Fatalf("silent server, cancelled: %v after %v", err, time.Since(start))
 	}
@@ -197,14 +202,35 @@ func TestWireSilentServer(t *testing.T) {
 func TestDatapathMessages(t *testing.T) {
 	add := datapathAdd{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns",
 		PodName: "web-0", PodInfraContainerID: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", MTU: 9001, PolicyAgent: true}
-	var got datapath.AddRequest
-	if err := proto.Unmarshal(add.marshal(), &got); err != nil {
-		t.Fatal(err)
-	}
-	want := &datapath.AddRequest{ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns",
-		PodName: "web-0", PodInfraContainerId: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", Mtu: 9001, PolicyAgent: true}
-	if !proto.Equal(&got, want) || len(got.ProtoReflect().GetUnknown()) != 0 {
-		t.Fatalf("decoded %v, want %v", &got, want)
+	del := datapathDel{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
+		PodInfraContainerID: "infra", PodUID: "uid", NetnsGone: true, Reason: "PodDeleted"}
+	check := datapathCheck{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", Netns: "/var/run/netns/x",
+		IPv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableID: 3}
+	gc := datapathGC{ClientVersion: "v1", NetworkName: "aws-cni", Valid: [][2]string{{"c1", "eth0"}, {"", ""}, {"c2", "eth1"}}}
+	for _, tc := range []struct {
+		b    []byte
+		want *datapath.Request
+	}{
+		{datapathRequest(commandAdd, add.marshal()), &datapath.Request{Command: &datapath.Request_Add{Add: &datapath.AddRequest{
+			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
+			PodInfraContainerId: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", Mtu: 9001, PolicyAgent: true}}}},
+		{datapathRequest(commandDel, del.marshal()), &datapath.Request{Command: &datapath.Request_Del{Del: &datapath.DelRequest{
+			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
+			PodInfraContainerId: "infra", PodUid: "uid", NetnsGone: true, Reason: "PodDeleted"}}}},
+		{datapathRequest(commandCheck, check.marshal()), &datapath.Request{Command: &datapath.Request_Check{Check: &datapath.CheckRequest{
+			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", Netns: "/var/run/netns/x",
+			Ipv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableId: 3}}}},
+		{datapathRequest(commandGC, gc.marshal()), &datapath.Request{Command: &datapath.Request_Gc{Gc: &datapath.GCRequest{
+			ClientVersion: "v1", NetworkName: "aws-cni",
+			ValidAttachments: []*datapath.Attachment{{ContainerId: "c1", IfName: "eth0"}, {}, {ContainerId: "c2", IfName: "eth1"}}}}}},
+	} {
+		got := &datapath.Request{}
+		if err := proto.Unmarshal(tc.b, got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got, tc.want) || len(got.ProtoReflect().GetUnknown()) != 0 {
+			t.Fatalf("decoded %v, want %v", got, tc.want)
+		}
 	}
 
 	var cont datapath.Continue

@@ -217,11 +217,11 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
 	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
-	srv.OnRelease(func(ip net.IP, table int) {
-		// Rules and host route while the address is still this pod's: once
-		// released, they may be the next pod's. The veth goes with the
-		// pod's namespace.
-		if err := podnet.TeardownHost("", ip, table, false); err != nil {
+	srv.OnRelease(func(ip net.IP, table int, deleteVeth bool) {
+		// Rules, host route and veth while the address is still this pod's:
+		// once released, they may be the next pod's. Unless deleteVeth, the
+		// veth goes with the pod's namespace.
+		if err := podnet.TeardownHost("", ip, table, deleteVeth); err != nil {
 			log.Warn("host side of a released address", "ip", ip, "err", err)
 		}
 	})

@@ -4,9 +4,11 @@
 // /32 route to the pod, the rule "to <pod> lookup main" (512) and, for an
 // address on a secondary ENI, "from <pod> lookup <ENI table>" (1536).
 //
-// berth-ipamd builds the pod side on ADD (it is warm, so the work costs the
-// pod no process start-up); berth-cni checks it on CHECK and tears the host
-// side down on DEL, also when ipamd is down.
+// berth-ipamd does this work for berth-cni's ADD, CHECK, DEL and GC: it is
+// warm, so the work costs the pod no process start-up, and it runs under
+// the attachment's lock. berth-cni itself only tears the host side down
+// when ipamd is down (cni-plugin/internal/rtnl, without this package's
+// netlink library).
 package podnet
 
 import (
@@ -20,24 +22,26 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/podroute"
 )
 
 // Rule priorities, the main table and the pod gateway of the Amazon VPC
-// CNI datapath.
+// CNI datapath (package podroute's, named here for podnet's users).
 const (
-	ToPodPriority   = 512
-	FromPodPriority = 1536
-	MainTable       = unix.RT_TABLE_MAIN
+	ToPodPriority   = podroute.ToPodPriority
+	FromPodPriority = podroute.FromPodPriority
+	MainTable       = podroute.MainTable
 )
 
 // ErrInterfaceExists is an ADD for an interface the pod already has.
 var ErrInterfaceExists = errors.New("interface already exists")
 
 // Gateway is every pod's next hop, answered by the host veth's MAC.
-var Gateway = net.IPv4(169, 254, 1, 1).To4()
+var Gateway = podroute.Gateway
 
 // HostNet is ip/32.
-func HostNet(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }
+func HostNet(ip net.IP) *net.IPNet { return podroute.HostNet(ip) }
 
 // randomMAC is a locally administered unicast MAC for the host veth.
 func randomMAC() net.HardwareAddr {
@@ -205,6 +209,89 @@ func (p *Links) Close() {
 	if p.ph != nil {
 		p.ph.Close()
 	}
+}
+
+// Check verifies a pod's wiring as Create and Assign made it: the host
+// veth hostName with its route to ip, the pod's rules for ip (table is its
+// route table; MainTable on the primary ENI), and in podNS the interface
+// ifName with ip/32, the default route via Gateway and Gateway's permanent
+// neighbour at the host veth's MAC. host and home are as for Create. The
+// error says what is missing.
+func Check(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, ip net.IP, table int) error {
+	hl, err := host.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("host veth %s: %w", hostName, err)
+	}
+	routes, err := host.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: HostNet(ip), Table: MainTable}, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil || len(routes) == 0 || routes[0].LinkIndex != hl.Attrs().Index {
+		return fmt.Errorf("no host route %s dev %s", ip, hostName)
+	}
+	rules, err := host.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list rules: %w", err)
+	}
+	for _, want := range Rules(ip, table) {
+		found := false
+		for _, r := range rules {
+			found = found || (r.Priority == want.Priority && r.Table == want.Table && sameNet(r.Dst, want.Dst) && sameNet(r.Src, want.Src))
+		}
+		if found {
+			continue
+		}
+		if want.Dst != nil {
+			return fmt.Errorf("no rule 'to %s lookup main' (priority %d)", ip, want.Priority)
+		}
+		return fmt.Errorf("no rule 'from %s lookup %d' (priority %d)", ip, want.Table, want.Priority)
+	}
+	ph, err := handleIn(podNS, home)
+	if err != nil {
+		return fmt.Errorf("netlink in the pod's namespace: %w", err)
+	}
+	defer ph.Close()
+	l, err := ph.LinkByName(ifName)
+	if err != nil {
+		return fmt.Errorf("pod interface %s: %w", ifName, err)
+	}
+	addrs, err := ph.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("pod addresses: %w", err)
+	}
+	ok := false
+	for _, a := range addrs {
+		ok = ok || sameNet(a.IPNet, HostNet(ip))
+	}
+	if !ok {
+		return fmt.Errorf("pod %s has no %s/32", ifName, ip)
+	}
+	rs, err := ph.RouteList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("pod routes: %w", err)
+	}
+	ok = false
+	for _, r := range rs {
+		ok = ok || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(Gateway))
+	}
+	if !ok {
+		return fmt.Errorf("pod has no default route via %s", Gateway)
+	}
+	neighs, err := ph.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("pod neighbours: %w", err)
+	}
+	for _, n := range neighs {
+		if n.IP.Equal(Gateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
+			return nil
+		}
+	}
+	return fmt.Errorf("pod has no permanent neighbour %s -> %s", Gateway, hl.Attrs().HardwareAddr)
+}
+
+// sameNet reports whether a and b are the same network, both nil included.
+func sameNet(a, b *net.IPNet) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.IP.Equal(b.IP) && a.Mask.String() == b.Mask.String()
 }
 
 // Rules are the pod's policy routing rules.

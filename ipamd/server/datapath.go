@@ -13,6 +13,9 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protopath"
+	"google.golang.org/protobuf/reflect/protorange"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
@@ -42,8 +45,8 @@ const requestTimeout = 10 * time.Second
 // sooner; this is for one that is stuck.
 const turnTimeout = 2 * time.Minute
 
-// ServeDatapath answers berth-cni's ADDs on ln (see package podwire) until
-// ln is closed, and returns once the ADDs in flight have ended (their undo
+// ServeDatapath answers berth-cni's commands on ln (see package podwire) until
+// ln is closed, and returns once the commands in flight have ended (ADD's undo
 // and checkpoint included); ctx ending cancels those. hostNS is the node's
 // namespace, where host veths go.
 func (s *Server) ServeDatapath(ctx context.Context, ln *net.UnixListener, hostNS netns.NsHandle) error {
@@ -76,7 +79,7 @@ func (s *Server) ServeDatapath(ctx context.Context, ln *net.UnixListener, hostNS
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		inflight.Go(func() { s.handlePod(ctx, c, handles) })
+		inflight.Go(func() { s.handleConn(ctx, c, handles) })
 	}
 }
 
@@ -91,21 +94,38 @@ func transientAccept(err error) bool {
 	return false
 }
 
-// handlePod serves one ADD. The connection's end cancels the work: a
-// plugin that is gone (killed at the runtime's timeout, or failed after
-// ipamd's answer, before its commit) gets nothing wired and holds no
-// address.
-func (s *Server) handlePod(parent context.Context, c *net.UnixConn, handles *handlePool) {
+// handleConn serves one command of berth-cni.
+func (s *Server) handleConn(ctx context.Context, c *net.UnixConn, handles *handlePool) {
 	defer c.Close()
-	req, podNS, rerr := readAdd(c)
+	req, podNS, rerr := readRequest(c)
 	if podNS >= 0 {
 		defer unix.Close(podNS)
 	}
 	if rerr != nil {
-		s.log.Warn("bad ADD on the datapath socket", "err", rerr)
+		s.log.Warn("bad request on the datapath socket", "err", rerr)
 		_ = sendMsg(c, &datapath.Reply{Error: rerr})
 		return
 	}
+	var reply *datapath.Reply
+	switch cmd := req.Command.(type) {
+	case *datapath.Request_Add:
+		s.handleAdd(ctx, c, cmd.Add, podNS, handles)
+		return
+	case *datapath.Request_Del:
+		reply = s.delPod(ctx, cmd.Del)
+	case *datapath.Request_Check:
+		reply = s.checkPod(ctx, cmd.Check, netns.NsHandle(podNS), handles)
+	case *datapath.Request_Gc:
+		reply = s.gcPods(ctx, cmd.Gc)
+	}
+	_ = sendMsg(c, reply)
+}
+
+// handleAdd serves one ADD. The connection's end cancels the work: a
+// plugin that is gone (killed at the runtime's timeout, or failed after
+// ipamd's answer, before its commit) gets nothing wired and holds no
+// address.
+func (s *Server) handleAdd(parent context.Context, c *net.UnixConn, req *datapath.AddRequest, podNS int, handles *handlePool) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	// The plugin sends only Continues next, one per reply that is not an
@@ -166,9 +186,10 @@ func nextWord(ctx context.Context, cont <-chan *datapath.Continue, timeout time.
 	}
 }
 
-// readAdd reads the request and its namespace descriptor (-1 when none).
-func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
-	req := &datapath.AddRequest{}
+// readRequest reads the request and its namespace descriptor (-1 when
+// none), and checks what the command needs.
+func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
+	req := &datapath.Request{}
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	buf := make([]byte, podwire.MaxMessage)
@@ -183,38 +204,110 @@ func readAdd(c *net.UnixConn) (*datapath.AddRequest, int, *datapath.Error) {
 			unix.Close(fd)
 		}
 	}
+	invalid := func(code uint32, format string, a ...any) *datapath.Error {
+		return &datapath.Error{Code: code, Msg: "invalid request", Details: fmt.Sprintf(format, a...)}
+	}
 	if err != nil {
-		return req, nsfd, &datapath.Error{Code: cniErrInternal, Msg: "read the ADD request", Details: err.Error()}
+		return req, nsfd, &datapath.Error{Code: cniErrInternal, Msg: "read the request", Details: err.Error()}
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: fmt.Sprintf("larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)}
+		return req, nsfd, invalid(cniErrDecodingFailure, "larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)
 	}
 	if err := proto.Unmarshal(buf[:n], req); err != nil {
-		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: err.Error()}
+		return req, nsfd, invalid(cniErrDecodingFailure, "%v (a berth-cni of another release?)", err)
+	}
+	var cmd proto.Message
+	switch c := req.Command.(type) {
+	case *datapath.Request_Add:
+		cmd = c.Add
+	case *datapath.Request_Del:
+		cmd = c.Del
+	case *datapath.Request_Check:
+		cmd = c.Check
+	case *datapath.Request_Gc:
+		cmd = c.Gc
+	}
+	if cmd == nil || unknownFields(req) {
+		// A plugin of another release: say so rather than drop what it asked.
+		return req, nsfd, invalid(cniErrDecodingFailure, "no command, or fields this ipamd does not know (a berth-cni of another release?)")
+	}
+	var e *datapath.Error
+	switch c := req.Command.(type) {
+	case *datapath.Request_Add:
+		e = checkAdd(c.Add, nsfd)
+	case *datapath.Request_Del:
+		e = checkAttachment(c.Del.ContainerId, c.Del.IfName, c.Del.NetworkName)
+	case *datapath.Request_Check:
+		e = checkAttachment(c.Check.ContainerId, c.Check.IfName, c.Check.NetworkName)
+		if e == nil && net.ParseIP(c.Check.Ipv4Addr).To4() == nil {
+			e = invalid(cniErrInvalidConfig, "CHECK needs prevResult's IPv4 address, not %q", c.Check.Ipv4Addr)
+		}
+		if e == nil && c.Check.HostVeth == "" {
+			e = invalid(cniErrInvalidConfig, "CHECK needs prevResult's host interface")
+		}
+		if e == nil {
+			e = checkNetNS(nsfd, c.Check.Netns)
+		}
+	case *datapath.Request_Gc:
+		if c.Gc.NetworkName == "" {
+			e = invalid(cniErrInvalidConfig, "GC needs the network's name")
+		}
+	}
+	return req, nsfd, e
+}
+
+// unknownFields reports fields of m, or of a message in it, that this
+// ipamd does not know.
+func unknownFields(m proto.Message) bool {
+	unknown := false
+	_ = protorange.Range(m.ProtoReflect(), func(v protopath.Values) error {
+		if msg, ok := v.Index(-1).Value.Interface().(protoreflect.Message); ok && len(msg.GetUnknown()) > 0 {
+			unknown = true
+			return protorange.Terminate
+		}
+		return nil
+	})
+	return unknown
+}
+
+func checkAttachment(containerID, ifName, network string) *datapath.Error {
+	if containerID == "" || ifName == "" || network == "" {
+		return &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid request", Details: "containerID, ifName and networkName are required"}
+	}
+	return nil
+}
+
+// checkAdd checks an ADD request and its namespace descriptor.
+func checkAdd(req *datapath.AddRequest, nsfd int) *datapath.Error {
+	invalid := func(code uint32, format string, a ...any) *datapath.Error {
+		return &datapath.Error{Code: code, Msg: "invalid ADD request", Details: fmt.Sprintf(format, a...)}
 	}
 	switch {
-	case len(req.ProtoReflect().GetUnknown()) > 0:
-		// A plugin of another release: say so rather than drop what it asked.
-		return req, nsfd, &datapath.Error{Code: cniErrDecodingFailure, Msg: "invalid ADD request", Details: "fields this ipamd does not know (a berth-cni of another release?)"}
 	case req.ContainerId == "" || req.IfName == "" || req.NetworkName == "":
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: "containerID, ifName and networkName are required"}
+		return invalid(cniErrInvalidConfig, "containerID, ifName and networkName are required")
 	case req.PodNamespace == "" || req.PodName == "":
 		// The host veth is named after the pod: without its name every
 		// such pod would share one.
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidEnv, Msg: "invalid ADD request", Details: "K8S_POD_NAMESPACE and K8S_POD_NAME are required in CNI_ARGS"}
+		return invalid(cniErrInvalidEnv, "K8S_POD_NAMESPACE and K8S_POD_NAME are required in CNI_ARGS")
 	case len(req.IfName) > 15:
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("ifName %q is longer than 15 bytes", req.IfName)}
+		return invalid(cniErrInvalidConfig, "ifName %q is longer than 15 bytes", req.IfName)
 	case req.VethPrefix == "" || len(req.VethPrefix) > vethprefix.MaxLen:
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("vethPrefix %q: 1 to %d characters", req.VethPrefix, vethprefix.MaxLen)}
+		return invalid(cniErrInvalidConfig, "vethPrefix %q: 1 to %d characters", req.VethPrefix, vethprefix.MaxLen)
 	case req.Mtu < 576 || req.Mtu > 9001:
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidConfig, Msg: "invalid ADD request", Details: fmt.Sprintf("mtu %d: must be between 576 and 9001", req.Mtu)}
-	case nsfd < 0:
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: "no network namespace descriptor attached"}
+		return invalid(cniErrInvalidConfig, "mtu %d: must be between 576 and 9001", req.Mtu)
+	}
+	return checkNetNS(nsfd, req.Netns)
+}
+
+// checkNetNS checks that the request came with a network namespace.
+func checkNetNS(nsfd int, path string) *datapath.Error {
+	if nsfd < 0 {
+		return &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid request", Details: "no network namespace descriptor attached"}
 	}
 	if t, err := unix.IoctlRetInt(nsfd, unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
-		return req, nsfd, &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid ADD request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", req.Netns)}
+		return &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", path)}
 	}
-	return req, nsfd, nil
+	return nil
 }
 
 func rights(oob []byte) []int {
@@ -255,8 +348,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		answered()
 	}
 	pod := r.PodNamespace + "/" + r.PodName
-	if r.ClientVersion != s.version {
-		failed(cniErrInternal, "incompatible berth-cni", fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, r.ClientVersion))
+	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
+		_ = fail(e)
+		answered()
 		return
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}

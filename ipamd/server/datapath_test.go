@@ -53,6 +53,12 @@ func startDatapath(t *testing.T) *dpEnv {
 	cp := datastore.NewCheckpointer(e.cpPath, e.ds)
 	s := New(e.ds, &testPool{ds: e.ds, growIn: -1}, cp, Node{NetworkPolicyMode: "standard"}, e.version, time.Second,
 		NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s.OnRelease(func(ip net.IP, table int, deleteVeth bool) {
+		// ipamd's hook (run.go), in the test's node namespace.
+		if err := testenv.OnThreadIn(e.nodeNS, func() error { return podnet.TeardownHost("", ip, table, deleteVeth) }); err != nil {
+			t.Errorf("release hook: %v", err)
+		}
+	})
 	ln, err := unixsock.ListenSeqpacket(e.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -92,14 +98,29 @@ func dial(t *testing.T, sock string) *podwire.Conn {
 	return c
 }
 
-// exchange sends m (a message, or raw bytes) with fds and returns ipamd's
-// next reply.
+// wrap is the Request that carries a command.
+func wrap(m proto.Message) proto.Message {
+	switch c := m.(type) {
+	case *datapath.AddRequest:
+		return &datapath.Request{Command: &datapath.Request_Add{Add: c}}
+	case *datapath.DelRequest:
+		return &datapath.Request{Command: &datapath.Request_Del{Del: c}}
+	case *datapath.CheckRequest:
+		return &datapath.Request{Command: &datapath.Request_Check{Check: c}}
+	case *datapath.GCRequest:
+		return &datapath.Request{Command: &datapath.Request_Gc{Gc: c}}
+	}
+	return m
+}
+
+// exchange sends m (a command, a message, or raw bytes) with fds and
+// returns ipamd's next reply.
 func exchange(t *testing.T, c *podwire.Conn, m any, fds ...int) *datapath.Reply {
 	t.Helper()
 	b, ok := m.([]byte)
 	if !ok {
 		var err error
-		if b, err = proto.Marshal(m.(proto.Message)); err != nil {
+		if b, err = proto.Marshal(wrap(m.(proto.Message))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,7 +269,7 @@ func TestDatapathOneADDOfAPodAtATime(t *testing.T) {
 	}
 	// The runtime retries while the first is undecided: the retry waits.
 	second := dial(t, e.sock)
-	b, _ := proto.Marshal(e.request("retried"))
+	b, _ := proto.Marshal(wrap(e.request("retried")))
 	if err := second.Send(b, int(podNS)); err != nil {
 		t.Fatal(err)
 	}
@@ -386,12 +407,21 @@ func TestDatapathBadRequests(t *testing.T) {
 	old.ClientVersion = "v9.9.8"
 	noPod := e.request("bad")
 	noPod.PodName = ""
-	goodBytes, err := proto.Marshal(good)
+	goodBytes, err := proto.Marshal(wrap(good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Field 99, a varint: not in datapath.AddRequest.
+	// Field 99, a varint: not in datapath.Request.
 	unknown := append(append([]byte{}, goodBytes...), 0x98, 0x06, 0x01)
+	// Field 99 inside the AddRequest (an older or newer plugin's field).
+	addBytes, err := proto.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addBytes = append(addBytes, 0x98, 0x06, 0x01)
+	nested := append([]byte{0x0a, byte(len(addBytes))}, addBytes...)
+	// What a berth-cni before the Request wrapper sent: a bare AddRequest.
+	bare := addBytes[:len(addBytes)-3]
 	for _, tc := range []struct {
 		name string
 		req  any
@@ -400,6 +430,13 @@ func TestDatapathBadRequests(t *testing.T) {
 		want string
 	}{
 		{"unknown field", unknown, []int{int(podNS)}, 6, "fields this ipamd does not know"},
+		{"unknown field of the ADD", nested, []int{int(podNS)}, 6, "fields this ipamd does not know"},
+		{"bare AddRequest", bare, []int{int(podNS)}, 6, "another release"},
+		{"CHECK without an address", &datapath.CheckRequest{ClientVersion: e.version, ContainerId: "c", IfName: "eth0", NetworkName: "n", HostVeth: "eni1"}, []int{int(podNS)}, 7, "IPv4 address"},
+		{"CHECK without a namespace", &datapath.CheckRequest{ClientVersion: e.version, ContainerId: "c", IfName: "eth0", NetworkName: "n", HostVeth: "eni1", Ipv4Addr: "10.0.2.1"}, nil, 8, "no network namespace descriptor"},
+		{"DEL without ids", &datapath.DelRequest{ClientVersion: e.version}, nil, 7, "containerID, ifName and networkName are required"},
+		{"GC without a network", &datapath.GCRequest{ClientVersion: e.version}, nil, 7, "network's name"},
+		{"DEL of another version", &datapath.DelRequest{ClientVersion: "v9.9.8", ContainerId: "c", IfName: "eth0", NetworkName: "n"}, nil, 999, `does not accept berth-cni "v9.9.8"`},
 		{"undecodable", []byte{0x0a, 0x40, 'x'}, []int{int(podNS)}, 6, "proto"},
 		{"missing ids", &datapath.AddRequest{ClientVersion: e.version}, []int{int(podNS)}, 7, "containerID, ifName and networkName are required"},
 		{"bad mtu", mtu, []int{int(podNS)}, 7, "mtu 100"},

@@ -86,7 +86,7 @@ type Server struct {
 	log     *slog.Logger
 	m       Metrics
 
-	onRelease func(ip net.IP, table int)
+	onRelease func(ip net.IP, table int, deleteVeth bool)
 	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
 	podIPs    PodIPAnnotator                 // ANNOTATE_POD_IP; nil when off
 }
@@ -129,13 +129,15 @@ func (s *Server) unannotate(a datastore.Allocation) {
 func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 
 // OnRelease sets what runs, under the attachment's lock, just before an
-// address is released (by DelNetwork or ReleaseOrphans): in ipamd,
-// removing the pod's rules and host route for it. Rules are not tied to a
+// address is released (by a DEL, GC or ReleaseOrphans): in ipamd,
+// removing the pod's rules and host route for it, and with deleteVeth
+// (berth-cni's DEL of a pod whose namespace is gone, GC) the host veth
+// that routes it. Rules are not tied to a
 // device, so once the address is released they may be its next pod's;
 // and a plugin killed before its own teardown would leave them, its
 // retried DEL finding nothing released. A "from" rule left behind would
 // send the next pod given the address out of the wrong ENI.
-func (s *Server) OnRelease(f func(ip net.IP, table int)) { s.onRelease = f }
+func (s *Server) OnRelease(f func(ip net.IP, table int, deleteVeth bool)) { s.onRelease = f }
 
 // lookup is key's allocation, in the store or held (restored, its address
 // not in the pool yet).
@@ -154,10 +156,10 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 // The pod's address annotation is cleared first too: once released, the
 // address may go to a new sandbox of the same pod, whose annotation the
 // clear would then wipe.
-func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
+func (s *Server) release(key datastore.Key, deleteVeth bool) (datastore.Allocation, bool) {
 	if a, ok := s.ds.Lookup(key); ok {
 		if s.onRelease != nil {
-			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0))
+			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0), deleteVeth)
 		}
 		s.unannotate(a)
 		return s.ds.Release(key)
@@ -167,7 +169,7 @@ func (s *Server) release(key datastore.Key) (datastore.Allocation, bool) {
 		return a, false
 	}
 	if s.onRelease != nil {
-		s.onRelease(net.IP(a.IP.AsSlice()), -1)
+		s.onRelease(net.IP(a.IP.AsSlice()), -1, deleteVeth)
 	}
 	s.unannotate(a)
 	return s.ds.Held().Remove(key)
@@ -192,7 +194,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 		}
 		// Still the same allocation, still orphaned?
 		if cur, ok := s.lookup(a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur) {
-			if _, ok := s.release(a.Key); ok {
+			if _, ok := s.release(a.Key, false); ok { // its veth is gone
 				released++
 				s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
 			}
@@ -341,7 +343,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.FromContextError(err).Err()
 	}
 	defer unlock()
-	a, ok := s.release(key)
+	a, ok := s.release(key, false) // the VPC CNI plugin deletes its veth
 	if !ok {
 		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
 	}

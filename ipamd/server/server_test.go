@@ -159,7 +159,7 @@ func TestDelIsIdempotent(t *testing.T) {
 	var mu sync.Mutex
 	var dropped []string
 	c := start(t, &testPool{ds: ds}, ds, time.Second, func(s *Server) {
-		s.OnRelease(func(ip net.IP, table int) {
+		s.OnRelease(func(ip net.IP, table int, _ bool) {
 			mu.Lock()
 			defer mu.Unlock()
 			// Before the release: once released, the address may be the
@@ -219,7 +219,7 @@ func TestReleaseOrphans(t *testing.T) {
 	cp := datastore.NewCheckpointer(cpPath, ds)
 	s := New(ds, &testPool{ds: ds}, cp, Node{}, "v9.9.9", time.Second, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var dropped []string
-	s.OnRelease(func(ip net.IP, _ int) { dropped = append(dropped, ip.String()) })
+	s.OnRelease(func(ip net.IP, _ int, _ bool) { dropped = append(dropped, ip.String()) })
 	for _, pod := range []string{"gone", "live"} {
 		if _, err := ds.Assign(datastore.Key{NetworkName: "aws-cni", ContainerID: pod, IfName: "eth0"}, datastore.Meta{PodName: pod}); err != nil {
 			t.Fatal(err)
@@ -253,7 +253,7 @@ func TestHeldAllocationsAreReleased(t *testing.T) {
 	cp := datastore.NewCheckpointer(cpPath, ds)
 	s := New(ds, &testPool{ds: ds}, cp, Node{}, "v9.9.9", time.Second, NewMetrics(prometheus.NewRegistry()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var dropped []string
-	s.OnRelease(func(ip net.IP, table int) { dropped = append(dropped, fmt.Sprintf("%s %d", ip, table)) })
+	s.OnRelease(func(ip net.IP, table int, _ bool) { dropped = append(dropped, fmt.Sprintf("%s %d", ip, table)) })
 	for i, pod := range []string{"deleted", "orphan"} {
 		cp.Held().Add(datastore.Allocation{Key: datastore.Key{NetworkName: "aws-cni", ContainerID: pod, IfName: "eth0"},
 			IP: netip.AddrFrom4([4]byte{10, 0, 7, byte(i + 1)}), Meta: datastore.Meta{PodName: pod}})

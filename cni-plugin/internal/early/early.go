@@ -8,7 +8,7 @@
 // switch is expensive, so an exec's cost is mostly the pages it touches:
 //
 //   - One P. With two, the main goroutine comes back on the other P after
-//     it blocks (netlink, the ipamd socket) and allocates from that P's
+//     it blocks (on the ipamd socket) and allocates from that P's
 //     cache: fresh spans for every size class it uses again. ADD touched
 //     317–411 pages (median 365) with two Ps and 317–346 (median 328) with
 //     one, set here; GOMAXPROCS=1 in the environment would be 305–324, but
@@ -20,11 +20,10 @@
 //     median of 24 ADDs and 10 VERSIONs: ADD 290 → 270 page faults,
 //     VERSION 258 → 239; growing to 32 or 64 KiB here saved less (278,
 //     285 for ADD).
-//   - For the commands that use netlink here (DEL, CHECK, GC; ADD's netlink
-//     work is ipamd's), the stack at 128 KiB at once (GrowStack).
-//     vishvananda/netlink receives into a 64 KiB array on the stack, so the
-//     main goroutine's stack would grow there by doublings, each a new
-//     stack, a copy and an unwind.
+//
+// No command uses a netlink library in the plugin (ipamd does the kernel
+// work; the DEL without ipamd uses cni-plugin/internal/rtnl, whose buffer
+// is on the heap), so nothing needs a deeper stack at once.
 package early
 
 import "runtime"
@@ -40,21 +39,6 @@ func init() {
 //go:noinline
 func grow16() byte {
 	var b [12 << 10]byte
-	return last(b[:])
-}
-
-// GrowStack grows the calling goroutine's stack to 128 KiB in one step.
-// Commands that use netlink in the plugin (DEL, CHECK, GC) call it first,
-// while the stack is shallow; ADD's netlink work is ipamd's.
-func GrowStack() { growStack() }
-
-// stackSize is more than the 64 KiB netlink receive buffer plus the frames
-// above it in an ADD, so the stack grows once, to 128 KiB.
-const stackSize = 80 << 10
-
-//go:noinline
-func growStack() byte {
-	var b [stackSize]byte
 	return last(b[:])
 }
 

@@ -81,14 +81,35 @@ func TestMaxPodsStatusAndGC(t *testing.T) {
 		t.Fatalf("STATUS with ipamd up: %v", err)
 	}
 
-	// GC: only pods[0] is still valid; the others' addresses are released.
+	// GC: only pods[0] is still valid; the others' addresses are released,
+	// and their host side goes with them, veth included (their namespaces
+	// are still there, so only ipamd can have deleted the veths). The
+	// runtime here has lost libcni's cache, so libcni's GC issues no DEL of
+	// its own first and berth-cni's GC is what releases them.
+	veths := make([]string, len(pods))
+	for i, p := range pods {
+		f := strings.Fields(ipIn(t, n.inst.NetNS, "route", "show", p.ip.String()))
+		if len(f) < 3 || f[1] != "dev" {
+			t.Fatalf("host route to %s: %q", p.ip, f)
+		}
+		veths[i] = f[2]
+	}
 	gc := &libcni.GCArgs{ValidAttachments: []cnitypes.GCAttachment{{ContainerID: pods[0].rt.ContainerID, IfName: "eth0"}}}
-	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.GCNetworkList(context.Background(), conf, gc) }); err != nil {
+	lost := libcni.NewCNIConfigWithCacheDir([]string{n.binDir}, t.TempDir(), nil)
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return lost.GCNetworkList(context.Background(), conf, gc) }); err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	held := introspectPods(t, n)
 	if len(held) != 1 || held[0] != pods[0].ip.String() {
 		t.Fatalf("after GC ipamd holds %v, want only %s", held, pods[0].ip)
+	}
+	links := ipIn(t, n.inst.NetNS, "-o", "link", "show", "type", "veth")
+	rules := ipIn(t, n.inst.NetNS, "rule", "show")
+	for i, p := range pods {
+		kept := i == 0
+		if strings.Contains(links, " "+veths[i]+"@") != kept || strings.Contains(rules, " "+p.ip.String()+" ") != kept {
+			t.Errorf("after GC, pod %s (valid: %v): veth %s in %q, rules:\n%s", p.ip, kept, veths[i], links, rules)
+		}
 	}
 
 	// STATUS when ipamd is gone: not available (code 50).

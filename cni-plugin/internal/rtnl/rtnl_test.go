@@ -1,0 +1,162 @@
+package rtnl
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/testenv"
+)
+
+// A node's host side for a pod, built with vishvananda/netlink in a fresh
+// namespace, then torn down once by podnet.TeardownHost and once by this
+// package's: the kernel must be left in the same state, and in the state
+// the case expects.
+func TestTeardownHostMatchesPodnet(t *testing.T) {
+	testenv.RequireRoot(t, "veths, routes and rules in a network namespace")
+	ip := net.IPv4(10, 0, 9, 9).To4()
+	other := net.IPv4(10, 0, 9, 10).To4()
+	for _, tc := range []struct {
+		name       string
+		build      func(t *testing.T, h *netlink.Handle)
+		hostName   string
+		table      int
+		deleteVeth bool
+		want       string
+	}{
+		{"veth kept", pod("eniaaa", ip, 3), "eniaaa", 3, false, "links eniaaa,peer0 routes - rules -"},
+		{"veth deleted", pod("eniaaa", ip, 3), "eniaaa", 3, true, "links - routes - rules -"},
+		{"found by route", pod("eniaaa", ip, 3), "", 3, true, "links - routes - rules -"},
+		{"main table", pod("eniaaa", ip, podnet.MainTable), "", podnet.MainTable, true, "links - routes - rules -"},
+		{"table unknown", pod("eniaaa", ip, 5), "eniaaa", -1, false, "links eniaaa,peer0 routes - rules -"},
+		{"table main, rule of table 5 left", pod("eniaaa", ip, 5), "eniaaa", podnet.MainTable, false,
+			"links eniaaa,peer0 routes - rules from 10.0.9.9/32 lookup 5"},
+		// The name is a newer sandbox's, routing another address: its
+		// route and veth stay; the address's rules go.
+		{"another sandbox's veth", pod("eniaaa", other, 3), "eniaaa", 3, true,
+			"links eniaaa,peer0 routes 10.0.9.10/32 dev eniaaa rules from 10.0.9.10/32 lookup 3,to 10.0.9.10/32 lookup 254"},
+		// A /32 through a device that is not a veth is not a pod's.
+		{"not a veth", notVeth(ip), "", podnet.MainTable, true, "links ifb9 routes 10.0.9.9/32 dev ifb9 rules -"},
+		{"nothing there", func(*testing.T, *netlink.Handle) {}, "eniaaa", 3, true, "links - routes - rules -"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var states [2]string
+			for i, teardown := range []func(string, net.IP, int, bool) error{podnet.TeardownHost, TeardownHost} {
+				ns, h := testenv.NewNetNS(t)
+				tc.build(t, h)
+				for range 2 { // idempotent
+					if err := testenv.OnThreadIn(ns, func() error { return teardown(tc.hostName, ip, tc.table, tc.deleteVeth) }); err != nil {
+						t.Fatalf("teardown %d: %v", i, err)
+					}
+				}
+				states[i] = state(t, h)
+			}
+			if states[0] != states[1] {
+				t.Fatalf("podnet left %q, rtnl %q", states[0], states[1])
+			}
+			if states[1] != tc.want {
+				t.Fatalf("left %q, want %q", states[1], tc.want)
+			}
+		})
+	}
+}
+
+// pod wires a veth routing addr with its rules, as ipamd does.
+func pod(veth string, addr net.IP, table int) func(*testing.T, *netlink.Handle) {
+	return func(t *testing.T, h *netlink.Handle) {
+		t.Helper()
+		la := netlink.LinkAttrs{Name: veth, Flags: net.FlagUp}
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "peer0"}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(veth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(addr), Scope: netlink.SCOPE_LINK}); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range podnet.Rules(addr, table) {
+			if err := h.RuleAdd(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func notVeth(addr net.IP) func(*testing.T, *netlink.Handle) {
+	return func(t *testing.T, h *netlink.Handle) {
+		t.Helper()
+		if err := h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "ifb9", Flags: net.FlagUp}}); err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName("ifb9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(addr), Scope: netlink.SCOPE_LINK}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// state is the namespace's links (but lo), main-table routes and the
+// pods' rules, as text.
+func state(t *testing.T, h *netlink.Handle) string {
+	t.Helper()
+	links, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[int]string{}
+	var ls, rs, rules []string
+	for _, l := range links {
+		names[l.Attrs().Index] = l.Attrs().Name
+		if l.Attrs().Name != "lo" {
+			ls = append(ls, l.Attrs().Name)
+		}
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: podnet.MainTable}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		rs = append(rs, fmt.Sprintf("%s dev %s", r.Dst, names[r.LinkIndex]))
+	}
+	rl, err := h.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rl {
+		switch r.Priority {
+		case podnet.ToPodPriority:
+			rules = append(rules, fmt.Sprintf("to %s lookup %d", r.Dst, r.Table))
+		case podnet.FromPodPriority:
+			rules = append(rules, fmt.Sprintf("from %s lookup %d", r.Src, r.Table))
+		}
+	}
+	join := func(s []string) string {
+		if len(s) == 0 {
+			return "-"
+		}
+		slices.Sort(s)
+		return strings.Join(s, ",")
+	}
+	return fmt.Sprintf("links %s routes %s rules %s", join(ls), join(rs), join(rules))
+}
+
+// Bad answers from the socket are errors, not panics or loops.
+func TestForAttrsStopsAtMalformed(t *testing.T) {
+	b := attr(nil, 1, []byte("ok"))
+	b = append(b, 0xff, 0x00, 0x02, 0x00) // length 255, past the end
+	var got []uint16
+	forAttrs(b, func(typ uint16, v []byte) { got = append(got, typ) })
+	if !slices.Equal(got, []uint16{1}) {
+		t.Fatalf("attributes %v, want [1] and a stop at the malformed one", got)
+	}
+}

@@ -1,0 +1,20 @@
+// Package podroute holds the numbers of the Amazon VPC CNI's pod datapath
+// that both berth-ipamd (through internal/podnet) and berth-cni use: the
+// pod gateway, the rule priorities, the main table. It imports no netlink
+// library, so berth-cni can use it without linking one.
+package podroute
+
+import "net"
+
+// Rule priorities and the main table.
+const (
+	ToPodPriority   = 512  // to <pod> lookup main
+	FromPodPriority = 1536 // from <pod> lookup <ENI table>, for a secondary ENI's address
+	MainTable       = 254  // RT_TABLE_MAIN
+)
+
+// Gateway is every pod's next hop, answered by the host veth's MAC.
+var Gateway = net.IPv4(169, 254, 1, 1).To4()
+
+// HostNet is ip/32.
+func HostNet(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/berth-io/berth/internal/podnet"
+	"github.com/berth-io/berth/internal/podwire"
+	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/ipamd/hostnet"
+	"github.com/berth-io/berth/proto/datapath"
+)
+
+// berth-cni's DEL, CHECK and GC on the datapath socket. ipamd does their
+// kernel work under the attachment's lock, so that berth-cni links no
+// netlink library and a DEL cannot interleave with the same pod's ADD.
+
+func errorReply(code uint32, msg string, err error) *datapath.Reply {
+	return &datapath.Reply{Error: &datapath.Error{Code: code, Msg: msg, Details: err.Error()}}
+}
+
+// compatiblePlugin is the error reply for a berth-cni of another release.
+func (s *Server) compatiblePlugin(version string) *datapath.Reply {
+	if version == s.version {
+		return nil
+	}
+	return errorReply(cniErrInternal, "incompatible berth-cni",
+		fmt.Errorf("berth-ipamd %s does not accept berth-cni %q: install the berth-cni of the same release", s.version, version))
+}
+
+// delPod releases the attachment's address, as DelNetwork does, and when
+// the pod's namespace is gone also deletes the host veth that routed it.
+// An attachment without an address is success: DEL is idempotent.
+func (s *Server) delPod(ctx context.Context, r *datapath.DelRequest) *datapath.Reply {
+	s.m.DelReq.WithLabelValues(delReason(r.Reason)).Inc()
+	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
+		return e
+	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return errorReply(cniErrTryAgainLater, "failed to release the pod's address", fmt.Errorf("waiting for the pod's ADD or DEL in flight: %w", err))
+	}
+	defer unlock()
+	a, ok := s.release(key, r.NetnsGone)
+	if !ok {
+		return &datapath.Reply{Phase: podwire.PhaseDone}
+	}
+	if err := s.cp.Sync(ctx); err != nil {
+		return errorReply(cniErrInternal, "failed to release the pod's address", fmt.Errorf("persist the release of %s: %w", a.IP, err))
+	}
+	s.pool.Kick()
+	s.log.Debug("DEL", "pod", r.PodNamespace+"/"+r.PodName, "ip", a.IP, "veth deleted", r.NetnsGone)
+	return &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
+		RouteTableId: int32(hostnet.RouteTable(a.Device, 0))}
+}
+
+// checkPod verifies the pod's wiring against prevResult's: ipamd holds
+// that address for the attachment, and the host and the pod have what ADD
+// made (podnet.Check).
+func (s *Server) checkPod(ctx context.Context, r *datapath.CheckRequest, podNS netns.NsHandle, handles *handlePool) *datapath.Reply {
+	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
+		return e
+	}
+	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
+	unlock, err := s.keys.lock(ctx, key)
+	if err != nil {
+		return errorReply(cniErrTryAgainLater, "CHECK failed", fmt.Errorf("waiting for the pod's ADD or DEL in flight: %w", err))
+	}
+	defer unlock()
+	ip, _ := netip.ParseAddr(r.Ipv4Addr) // checked on reading
+	if a, ok := s.lookup(key); !ok || a.IP != ip {
+		return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("ipamd holds no %s for container %s, interface %s", r.Ipv4Addr, r.ContainerId, r.IfName))
+	}
+	host, err := handles.get()
+	if err != nil {
+		return errorReply(cniErrInternal, "CHECK failed", err)
+	}
+	defer handles.put(host)
+	if err := podnet.Check(host, handles.home, podNS, r.IfName, r.HostVeth, net.IP(ip.AsSlice()), int(r.RouteTableId)); err != nil {
+		return errorReply(cniErrInternal, "CHECK failed", err)
+	}
+	return &datapath.Reply{Phase: podwire.PhaseDone}
+}
+
+// gcPods releases the addresses of the network that ipamd holds for
+// attachments the runtime no longer knows, with their rules, host routes
+// and veths. Each is looked at again under its lock: an ADD or DEL in
+// flight ends first.
+func (s *Server) gcPods(ctx context.Context, r *datapath.GCRequest) *datapath.Reply {
+	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
+		return e
+	}
+	valid := map[datastore.Key]bool{}
+	for _, a := range r.ValidAttachments {
+		valid[datastore.Key{NetworkName: r.NetworkName, ContainerID: a.ContainerId, IfName: a.IfName}] = true
+	}
+	released := 0
+	for _, a := range append(s.ds.Allocations(), s.ds.Held().List()...) {
+		if a.Key.NetworkName != r.NetworkName || valid[a.Key] {
+			continue
+		}
+		unlock, err := s.keys.lock(ctx, a.Key)
+		if err != nil {
+			return errorReply(cniErrTryAgainLater, "GC incomplete", fmt.Errorf("waiting for an ADD or DEL in flight: %w", err))
+		}
+		if _, ok := s.release(a.Key, true); ok {
+			released++
+			s.m.DelReq.WithLabelValues("GC").Inc()
+			s.log.Info("GC released the address of an attachment the runtime does not know", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName,
+				"container", a.Key.ContainerID, "ip", a.IP)
+		}
+		unlock()
+	}
+	if released > 0 {
+		if err := s.cp.Sync(ctx); err != nil {
+			return errorReply(cniErrInternal, "GC incomplete", fmt.Errorf("persist %d releases: %w", released, err))
+		}
+		s.pool.Kick()
+	}
+	return &datapath.Reply{Phase: podwire.PhaseDone}
+}

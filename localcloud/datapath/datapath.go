@@ -92,7 +92,10 @@ type router struct {
 	routes              map[string]routeSpec
 	neighs              map[string]string // ip -> mac
 	nft                 string
-	hostRoute           *netlink.Route
+	hostIndex           int
+	// cidrs maps each IPv4 block of the VPC the router serves to the
+	// host's route to it (nil when another VPC's route overlaps it).
+	cidrs map[string]*netlink.Route
 }
 
 type routeSpec struct {
@@ -259,6 +262,9 @@ func (d *Datapath) sync(ctx context.Context, st *ec2.State, skip string) {
 		}
 	}
 	for vpc, r := range d.routers {
+		if v := st.VPCs[vpc]; v != nil {
+			d.syncCIDRs(v, r)
+		}
 		if err := d.syncRoutes(st, r, wantENI); err != nil {
 			d.log.Error("router routes", "vpc", vpc, "err", err)
 		}
@@ -271,7 +277,8 @@ func (d *Datapath) addRouter(st *ec2.State, vpcID string) (err error) {
 	if vpc == nil {
 		return fmt.Errorf("vpc %s not in state", vpcID)
 	}
-	r := &router{vpc: vpcID, name: nsName(vpcID), hostLink: "bv" + shortID(vpcID), routes: map[string]routeSpec{}, neighs: map[string]string{}}
+	r := &router{vpc: vpcID, name: nsName(vpcID), hostLink: "bv" + shortID(vpcID), routes: map[string]routeSpec{}, neighs: map[string]string{},
+		cidrs: map[string]*netlink.Route{}}
 	if r.ns, err = createNetns(r.name); err != nil {
 		return err
 	}
@@ -330,22 +337,58 @@ func (d *Datapath) addRouter(st *ec2.State, vpcID string) (err error) {
 	if err := r.h.RouteReplace(&netlink.Route{LinkIndex: up.Attrs().Index, Dst: nil, Gw: net.ParseIP(hostLinkIP), Flags: int(netlink.FLAG_ONLINK)}); err != nil {
 		return fmt.Errorf("router default route: %w", err)
 	}
-	_, vpcNet, _ := net.ParseCIDR(vpc.CIDR)
-	if err := r.h.RouteReplace(&netlink.Route{Dst: vpcNet, Type: unix.RTN_BLACKHOLE}); err != nil {
-		return fmt.Errorf("router blackhole for %s: %w", vpc.CIDR, err)
-	}
-	// The host reaches the VPC through the router. Another localcloud may
-	// already route an overlapping CIDR: then this VPC is reachable only
-	// from its instances, which the log says.
-	_, cidr, _ := net.ParseCIDR(vpc.CIDR)
-	hr := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: cidr, Gw: net.ParseIP(routerLinkIP), Flags: int(netlink.FLAG_ONLINK)}
-	if err := netlink.RouteAdd(hr); err != nil {
-		d.log.Warn("host route to VPC not added (overlapping CIDR?)", "vpc", vpcID, "cidr", vpc.CIDR, "err", err)
-	} else {
-		r.hostRoute = hr
-	}
+	r.hostIndex = host.Attrs().Index
+	d.syncCIDRs(vpc, r)
 	d.routers[vpcID] = r
 	return nil
+}
+
+// syncCIDRs routes the VPC's IPv4 blocks (the primary and those
+// AssociateVpcCidrBlock added) as they are now: in the router a blackhole
+// for the addresses no ENI holds, and on the host a route to each through
+// the router. Another localcloud may already route an overlapping block:
+// then that block is reachable only from the VPC's instances, which the
+// log says.
+func (d *Datapath) syncCIDRs(vpc *ec2.VPC, r *router) {
+	want := map[string]bool{}
+	for _, c := range vpc.IPv4CIDRs() {
+		want[c] = true
+	}
+	for c, hr := range r.cidrs {
+		if want[c] {
+			continue
+		}
+		_, n, _ := net.ParseCIDR(c)
+		if err := r.h.RouteDel(&netlink.Route{Dst: n, Type: unix.RTN_BLACKHOLE}); err != nil && !errors.Is(err, unix.ESRCH) {
+			d.log.Warn("remove router blackhole", "vpc", r.vpc, "cidr", c, "err", err)
+		}
+		if hr != nil {
+			if err := netlink.RouteDel(hr); err != nil && !errors.Is(err, unix.ESRCH) {
+				d.log.Warn("remove host route to VPC block", "vpc", r.vpc, "cidr", c, "err", err)
+			}
+		}
+		delete(r.cidrs, c)
+	}
+	for c := range want {
+		if _, ok := r.cidrs[c]; ok {
+			continue
+		}
+		_, n, err := net.ParseCIDR(c)
+		if err != nil {
+			d.log.Error("VPC block", "vpc", r.vpc, "cidr", c, "err", err)
+			continue
+		}
+		if err := r.h.RouteReplace(&netlink.Route{Dst: n, Type: unix.RTN_BLACKHOLE}); err != nil {
+			d.log.Error("router blackhole", "vpc", r.vpc, "cidr", c, "err", err)
+			continue
+		}
+		hr := &netlink.Route{LinkIndex: r.hostIndex, Dst: n, Gw: net.ParseIP(routerLinkIP), Flags: int(netlink.FLAG_ONLINK)}
+		if err := netlink.RouteAdd(hr); err != nil {
+			d.log.Warn("host route to VPC block not added (overlapping CIDR?)", "vpc", r.vpc, "cidr", c, "err", err)
+			hr = nil
+		}
+		r.cidrs[c] = hr
+	}
 }
 
 func (d *Datapath) removeRouter(vpcID string) {

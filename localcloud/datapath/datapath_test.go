@@ -557,3 +557,83 @@ func dump(t *testing.T, namespaces ...string) {
 		}
 	}
 }
+
+// A block associated with the VPC later (AssociateVpcCidrBlock) is routed
+// like the primary: instances in its subnets reach and are reached by the
+// others through the router, and the host reaches them. Disassociated, the
+// block's routes go.
+func TestSecondaryVPCBlock(t *testing.T) {
+	state, reg := t.TempDir(), t.TempDir()
+	c := startCloud(t, state, reg)
+	ctx := context.Background()
+	vpcID, sub := c.vpc(t, "10.86.0.0/16", "10.86.1.0/24")
+	assoc, err := c.c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, CidrBlock: aws.String("10.87.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub2, err := c.c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("10.87.1.0/24"), AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.run(t, sub, 1, types.InstanceTypeM5Large)[0]
+	b := c.run(t, *sub2.Subnet.SubnetId, 1, types.InstanceTypeM5Large)[0]
+	nsA, nsB := datapath.Namespace(a.id), datapath.Namespace(b.id)
+	serveEcho(t, nsA, ":7000")
+	serveEcho(t, nsB, ":7000")
+	time.Sleep(200 * time.Millisecond) // the router programs the new addresses
+	for _, tc := range []struct{ ns, dst string }{{nsA, b.ip}, {nsB, a.ip}} {
+		if err := dial(t, tc.ns, "", tc.dst+":7000"); err != nil {
+			dump(t, datapath.Namespace(vpcID), nsA, nsB)
+			t.Fatalf("%s -> %s across the VPC's blocks: %v", tc.ns, tc.dst, err)
+		}
+	}
+	hostRoutes := func() int {
+		_, block, _ := net.ParseCIDR("10.87.0.0/16")
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: block}, netlink.RT_FILTER_DST)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs)
+	}
+	if n := hostRoutes(); n != 1 {
+		t.Fatalf("host routes to the secondary block: %d, want 1", n)
+	}
+	c.dialFromHost(t, b.ip+":7000")
+
+	if _, err := c.c.TerminateInstances(ctx, &ec2sdk.TerminateInstancesInput{InstanceIds: []string{b.id}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "instance namespace gone", func() bool { return !nsExists(nsB) })
+	waitFor(t, "the instance's ENI deleted", func() bool {
+		_, err := c.c.DeleteSubnet(ctx, &ec2sdk.DeleteSubnetInput{SubnetId: sub2.Subnet.SubnetId})
+		return err == nil
+	})
+	if _, err := c.c.DisassociateVpcCidrBlock(ctx, &ec2sdk.DisassociateVpcCidrBlockInput{AssociationId: assoc.CidrBlockAssociation.AssociationId}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the host route to the disassociated block gone", func() bool { return hostRoutes() == 0 })
+	if _, err := c.c.TerminateInstances(ctx, &ec2sdk.TerminateInstancesInput{InstanceIds: []string{a.id}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "instance namespace gone", func() bool { return !nsExists(nsA) })
+	c.stop()
+	assertClean(t, reg, vpcID, a.id, b.id)
+}
+
+// dialFromHost checks an echo from the host's namespace.
+func (c *cloud) dialFromHost(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("host -> %s: %v", addr, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := conn.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(conn, buf); err != nil || string(buf) != "ping\n" {
+		t.Fatalf("host -> %s: echo %q %v", addr, buf, err)
+	}
+}

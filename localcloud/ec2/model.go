@@ -40,14 +40,34 @@ type Tags map[string]string
 
 // VPC is a virtual private cloud.
 type VPC struct {
-	ID        string `json:"id"`
-	CIDR      string `json:"cidr"`
-	IPv6CIDR  string `json:"ipv6Cidr,omitempty"`
-	IsDefault bool   `json:"isDefault"`
-	Tags      Tags   `json:"tags"`
+	ID   string `json:"id"`
+	CIDR string `json:"cidr"` // the primary IPv4 block
+	// Secondary holds the IPv4 blocks AssociateVpcCidrBlock added.
+	Secondary []CIDRAssociation `json:"secondaryCidrs,omitempty"`
+	IPv6CIDR  string            `json:"ipv6Cidr,omitempty"`
+	IsDefault bool              `json:"isDefault"`
+	Tags      Tags              `json:"tags"`
 	// ipv6Next counts IPv6 /64s handed to subnets.
 	IPv6Next int `json:"ipv6Next"`
 }
+
+// CIDRAssociation is a secondary IPv4 block of a VPC.
+type CIDRAssociation struct {
+	ID   string `json:"id"`
+	CIDR string `json:"cidr"`
+}
+
+// IPv4CIDRs is the VPC's IPv4 blocks, the primary first.
+func (v *VPC) IPv4CIDRs() []string {
+	out := []string{v.CIDR}
+	for _, a := range v.Secondary {
+		out = append(out, a.CIDR)
+	}
+	return out
+}
+
+// primaryAssociation is the association ID of the VPC's primary block.
+func (v *VPC) primaryAssociation() string { return "vpc-cidr-assoc-" + v.ID[4:] }
 
 // Subnet is a subnet of a VPC in one availability zone.
 type Subnet struct {

@@ -45,20 +45,22 @@ func (s *Service) renderGroups(ids []string) []xmlGroup {
 }
 
 type xmlVPC struct {
-	VpcID           string `xml:"vpcId"`
-	OwnerID         string `xml:"ownerId"`
-	State           string `xml:"state"`
-	CidrBlock       string `xml:"cidrBlock"`
-	CidrAssociation []struct {
-		AssociationID string `xml:"associationId"`
-		CidrBlock     string `xml:"cidrBlock"`
-		State         string `xml:"cidrBlockState>state"`
-	} `xml:"cidrBlockAssociationSet>item"`
+	VpcID           string         `xml:"vpcId"`
+	OwnerID         string         `xml:"ownerId"`
+	State           string         `xml:"state"`
+	CidrBlock       string         `xml:"cidrBlock"`
+	CidrAssociation []xmlCIDRAssoc `xml:"cidrBlockAssociationSet>item"`
 	IPv6Association []xmlIPv6Assoc `xml:"ipv6CidrBlockAssociationSet>item,omitempty"`
 	DhcpOptionsID   string         `xml:"dhcpOptionsId"`
 	InstanceTenancy string         `xml:"instanceTenancy"`
 	IsDefault       bool           `xml:"isDefault"`
 	Tags            []xmlTag       `xml:"tagSet>item,omitempty"`
+}
+
+type xmlCIDRAssoc struct {
+	AssociationID string `xml:"associationId"`
+	CidrBlock     string `xml:"cidrBlock"`
+	State         string `xml:"cidrBlockState>state"`
 }
 
 type xmlIPv6Assoc struct {
@@ -70,11 +72,10 @@ type xmlIPv6Assoc struct {
 func (s *Service) renderVPC(v *VPC) xmlVPC {
 	x := xmlVPC{VpcID: v.ID, OwnerID: s.cfg.Account, State: "available", CidrBlock: v.CIDR,
 		DhcpOptionsID: "dopt-0000000000000000a", InstanceTenancy: "default", IsDefault: v.IsDefault, Tags: renderTags(v.Tags)}
-	x.CidrAssociation = append(x.CidrAssociation, struct {
-		AssociationID string `xml:"associationId"`
-		CidrBlock     string `xml:"cidrBlock"`
-		State         string `xml:"cidrBlockState>state"`
-	}{"vpc-cidr-assoc-" + v.ID[4:], v.CIDR, "associated"})
+	x.CidrAssociation = append(x.CidrAssociation, xmlCIDRAssoc{v.primaryAssociation(), v.CIDR, "associated"})
+	for _, a := range v.Secondary {
+		x.CidrAssociation = append(x.CidrAssociation, xmlCIDRAssoc{a.ID, a.CIDR, "associated"})
+	}
 	if v.IPv6CIDR != "" {
 		x.IPv6Association = []xmlIPv6Assoc{{"vpc-cidr-assoc-6" + v.ID[5:], v.IPv6CIDR, "associated"}}
 	}

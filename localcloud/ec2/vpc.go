@@ -14,6 +14,8 @@ func (s *Service) vpcHandlers() map[string]handler {
 		"CreateVpc":                 s.createVPC,
 		"DescribeVpcs":              s.describeVPCs,
 		"DeleteVpc":                 s.deleteVPC,
+		"AssociateVpcCidrBlock":     s.associateVPCCIDR,
+		"DisassociateVpcCidrBlock":  s.disassociateVPCCIDR,
 		"CreateSubnet":              s.createSubnet,
 		"DescribeSubnets":           s.describeSubnets,
 		"DeleteSubnet":              s.deleteSubnet,
@@ -87,8 +89,18 @@ func vpcFilter(s *Service, v *VPC) getter {
 		switch name {
 		case "vpc-id":
 			return one(v.ID), true
-		case "cidr", "cidr-block-association.cidr-block", "cidrBlock":
+		case "cidr", "cidrBlock":
 			return one(v.CIDR), true
+		case "cidr-block-association.cidr-block":
+			return v.IPv4CIDRs(), true
+		case "cidr-block-association.association-id":
+			ids := []string{v.primaryAssociation()}
+			for _, a := range v.Secondary {
+				ids = append(ids, a.ID)
+			}
+			return ids, true
+		case "cidr-block-association.state":
+			return one("associated"), true
 		case "ipv6-cidr-block-association.ipv6-cidr-block":
 			return one(v.IPv6CIDR), true
 		case "state":
@@ -162,6 +174,98 @@ func (s *Service) deleteVPC(ctx context.Context, req *Request) (any, error) {
 	return returnTrue(), nil
 }
 
+// maxVPCIPv4CIDRs is EC2's default quota of IPv4 blocks per VPC, the
+// primary included.
+const maxVPCIPv4CIDRs = 5
+
+// privateRanges are the RFC 1918 ranges: a VPC whose primary block is in
+// one of them cannot add a block from another (EC2's restriction).
+var privateRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+
+// xmlCIDRAssocResult is the answer of AssociateVpcCidrBlock and
+// DisassociateVpcCidrBlock.
+type xmlCIDRAssocResult struct {
+	VpcID string       `xml:"vpcId"`
+	Assoc xmlCIDRAssoc `xml:"cidrBlockAssociation"`
+}
+
+// associateVPCCIDR adds a secondary IPv4 block to a VPC. The association is
+// complete at once; the answer says "associating", as EC2's does, and
+// DescribeVpcs "associated". IPv6 and IPAM pools are not offered.
+func (s *Service) associateVPCCIDR(ctx context.Context, req *Request) (any, error) {
+	id, err := req.Params.Required("VpcId")
+	if err != nil {
+		return nil, err
+	}
+	vpc := s.st.VPCs[id]
+	if vpc == nil {
+		return nil, vpcNotFound(id)
+	}
+	for _, p := range []string{"AmazonProvidedIpv6CidrBlock", "Ipv6Pool", "Ipv6CidrBlock", "Ipv4IpamPoolId", "Ipv6IpamPoolId"} {
+		if req.Params.Get(p) != "" {
+			return nil, awserr.BadRequest("UnsupportedOperation", "localcloud associates IPv4 CIDR blocks only (%s)", p)
+		}
+	}
+	cidr, err := req.Params.Required("CidrBlock")
+	if err != nil {
+		return nil, err
+	}
+	p, err := parseIPv4CIDR(cidr)
+	if err != nil {
+		if pp, perr := netip.ParsePrefix(cidr); perr == nil && pp.Addr().Is4() && pp.Masked() == pp {
+			return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' is invalid: a CIDR block must be between a /16 and a /28 netmask.", cidr)
+		}
+		return nil, err
+	}
+	current := vpc.IPv4CIDRs()
+	for _, c := range current {
+		if netip.MustParsePrefix(c).Overlaps(p) {
+			return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' conflicts with another CIDR block (%s) of the VPC.", cidr, c)
+		}
+	}
+	primary := netip.MustParsePrefix(vpc.CIDR)
+	for _, r := range privateRanges {
+		if r.Overlaps(p) && !r.Overlaps(primary) && slices.ContainsFunc(privateRanges, func(o netip.Prefix) bool { return o.Overlaps(primary) }) {
+			return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' is restricted. Use a CIDR from the same private address range as the current VPC CIDR, or use a publicly-routable CIDR.", cidr)
+		}
+	}
+	if len(current) >= maxVPCIPv4CIDRs {
+		return nil, awserr.BadRequest("CidrLimitExceeded", "This network '%s' has met its maximum number of allowed CIDRs: %d", id, maxVPCIPv4CIDRs)
+	}
+	a := CIDRAssociation{ID: newID("vpc-cidr-assoc"), CIDR: p.String()}
+	vpc.Secondary = append(vpc.Secondary, a)
+	s.markDirty()
+	return xmlCIDRAssocResult{VpcID: id, Assoc: xmlCIDRAssoc{a.ID, a.CIDR, "associating"}}, nil
+}
+
+// disassociateVPCCIDR removes a secondary block that no subnet uses.
+func (s *Service) disassociateVPCCIDR(ctx context.Context, req *Request) (any, error) {
+	assoc, err := req.Params.Required("AssociationId")
+	if err != nil {
+		return nil, err
+	}
+	for _, vpc := range s.st.VPCs {
+		if assoc == vpc.primaryAssociation() {
+			return nil, awserr.BadRequest("OperationNotPermitted", "The vpc CIDR block with association ID %s may not be disassociated. It is the primary IPv4 CIDR block of the VPC", assoc)
+		}
+		i := slices.IndexFunc(vpc.Secondary, func(a CIDRAssociation) bool { return a.ID == assoc })
+		if i < 0 {
+			continue
+		}
+		a := vpc.Secondary[i]
+		block := netip.MustParsePrefix(a.CIDR)
+		for _, sub := range s.st.Subnets {
+			if sub.VPCID == vpc.ID && block.Overlaps(netip.MustParsePrefix(sub.CIDR)) {
+				return nil, awserr.BadRequest("DependencyViolation", "The CIDR block %s of %s is in use by subnet %s and cannot be disassociated.", a.CIDR, vpc.ID, sub.ID)
+			}
+		}
+		vpc.Secondary = slices.Delete(vpc.Secondary, i, i+1)
+		s.markDirty()
+		return xmlCIDRAssocResult{VpcID: vpc.ID, Assoc: xmlCIDRAssoc{a.ID, a.CIDR, "disassociating"}}, nil
+	}
+	return nil, awserr.BadRequest("InvalidVpcCidrBlockAssociationID.NotFound", "The vpc CIDR block association ID '%s' does not exist", assoc)
+}
+
 func returnTrue() any {
 	return struct {
 		Return bool `xml:"return"`
@@ -185,7 +289,7 @@ func (s *Service) createSubnet(ctx context.Context, req *Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !cidrContains(netip.MustParsePrefix(vpc.CIDR), p) {
+	if !slices.ContainsFunc(vpc.IPv4CIDRs(), func(c string) bool { return cidrContains(netip.MustParsePrefix(c), p) }) {
 		return nil, awserr.BadRequest("InvalidSubnet.Range", "The CIDR '%s' is invalid.", cidr)
 	}
 	for _, other := range s.st.Subnets {

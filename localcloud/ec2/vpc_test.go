@@ -180,3 +180,85 @@ func TestDescribeInstanceTypes(t *testing.T) {
 		t.Fatalf("m5.large network info %+v", n)
 	}
 }
+
+// Secondary IPv4 blocks: associated, described, usable by subnets, kept
+// apart from the VPC's other blocks and EC2's restricted ranges, limited
+// to five blocks, and removable only when no subnet uses them.
+func TestVPCSecondaryCIDRs(t *testing.T) {
+	c, _ := newTestClient(t)
+	ctx := context.Background()
+	vpcID, _ := testVPC(t, c)
+	assoc, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, CidrBlock: aws.String("100.64.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := assoc.CidrBlockAssociation
+	if *assoc.VpcId != vpcID || *a.CidrBlock != "100.64.0.0/16" || a.CidrBlockState.State != types.VpcCidrBlockStateCodeAssociating || a.AssociationId == nil {
+		t.Fatalf("AssociateVpcCidrBlock answered %+v %+v", assoc, a)
+	}
+	v, err := c.DescribeVpcs(ctx, &ec2sdk.DescribeVpcsInput{Filters: []types.Filter{{Name: aws.String("cidr-block-association.cidr-block"), Values: []string{"100.64.0.0/16"}}}})
+	if err != nil || len(v.Vpcs) != 1 {
+		t.Fatalf("VPC by its secondary block: %v %+v", err, v)
+	}
+	blocks := map[string]types.VpcCidrBlockStateCode{}
+	for _, b := range v.Vpcs[0].CidrBlockAssociationSet {
+		blocks[*b.CidrBlock] = b.CidrBlockState.State
+	}
+	if *v.Vpcs[0].CidrBlock != "10.0.0.0/16" || len(blocks) != 2 || blocks["100.64.0.0/16"] != types.VpcCidrBlockStateCodeAssociated {
+		t.Fatalf("VPC blocks %s %v", *v.Vpcs[0].CidrBlock, blocks)
+	}
+	sub, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("100.64.8.0/24"), AvailabilityZone: aws.String("us-west-2a")})
+	if err != nil {
+		t.Fatalf("subnet in the secondary block: %v", err)
+	}
+	for _, tc := range []struct {
+		name, cidr, code string
+	}{
+		{"overlaps the primary", "10.0.128.0/17", "InvalidVpc.Range"},
+		{"overlaps the secondary", "100.64.0.0/20", "InvalidVpc.Range"},
+		{"another private range", "192.168.0.0/16", "InvalidVpc.Range"},
+		{"too large", "100.0.0.0/10", "InvalidVpc.Range"},
+		{"not a block", "100.65.0.1/16", "InvalidParameterValue"},
+	} {
+		if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, CidrBlock: aws.String(tc.cidr)}); errCode(err) != tc.code {
+			t.Errorf("%s (%s): %v, want %s", tc.name, tc.cidr, err, tc.code)
+		}
+	}
+	if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: aws.String("vpc-00000000000000000"), CidrBlock: aws.String("100.66.0.0/16")}); errCode(err) != "InvalidVpcID.NotFound" {
+		t.Errorf("unknown VPC: %v", err)
+	}
+	if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, AmazonProvidedIpv6CidrBlock: aws.Bool(true)}); errCode(err) != "UnsupportedOperation" {
+		t.Errorf("IPv6 block: %v", err)
+	}
+	for _, cidr := range []string{"100.65.0.0/16", "100.66.0.0/16", "100.67.0.0/16"} {
+		if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, CidrBlock: aws.String(cidr)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: &vpcID, CidrBlock: aws.String("100.68.0.0/16")}); errCode(err) != "CidrLimitExceeded" {
+		t.Errorf("a sixth block: %v", err)
+	}
+
+	primary := *v.Vpcs[0].CidrBlockAssociationSet[0].AssociationId
+	for _, tc := range []struct {
+		name, id, code string
+	}{
+		{"the primary block", primary, "OperationNotPermitted"},
+		{"a block a subnet uses", *a.AssociationId, "DependencyViolation"},
+		{"unknown", "vpc-cidr-assoc-00000000000000000", "InvalidVpcCidrBlockAssociationID.NotFound"},
+	} {
+		if _, err := c.DisassociateVpcCidrBlock(ctx, &ec2sdk.DisassociateVpcCidrBlockInput{AssociationId: aws.String(tc.id)}); errCode(err) != tc.code {
+			t.Errorf("disassociate %s: %v, want %s", tc.name, err, tc.code)
+		}
+	}
+	if _, err := c.DeleteSubnet(ctx, &ec2sdk.DeleteSubnetInput{SubnetId: sub.Subnet.SubnetId}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := c.DisassociateVpcCidrBlock(ctx, &ec2sdk.DisassociateVpcCidrBlockInput{AssociationId: a.AssociationId})
+	if err != nil || d.CidrBlockAssociation.CidrBlockState.State != types.VpcCidrBlockStateCodeDisassociating {
+		t.Fatalf("disassociate the unused block: %v %+v", err, d)
+	}
+	if _, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("100.64.8.0/24")}); errCode(err) != "InvalidSubnet.Range" {
+		t.Fatalf("subnet in a disassociated block: %v", err)
+	}
+}

@@ -72,9 +72,10 @@ type view struct {
 }
 
 type iface struct {
-	MAC, ID, SubnetID, VPCID, SubnetCIDR, SubnetIPv6CIDR, VPCCIDR, Hostname string
-	Device, Card                                                            int
-	IPv4s, Prefixes, IPv6s, GroupIDs, GroupNames                            []string
+	MAC, ID, SubnetID, VPCID, SubnetCIDR, SubnetIPv6CIDR, Hostname string
+	VPCCIDRs                                                       []string // the primary first
+	Device, Card                                                   int
+	IPv4s, Prefixes, IPv6s, GroupIDs, GroupNames                   []string
 }
 
 // New returns an IMDS server over the EC2 and IAM state.
@@ -197,7 +198,7 @@ func (s *Server) build(st *ec2.State, inst *ec2.Instance) *view {
 			f.SubnetCIDR, f.SubnetIPv6CIDR = sub.CIDR, sub.IPv6CIDR
 		}
 		if vpc != nil {
-			f.VPCCIDR = vpc.CIDR
+			f.VPCCIDRs = vpc.IPv4CIDRs()
 		}
 		for _, ip := range e.PrivateIPs {
 			if ip.Primary {
@@ -467,8 +468,10 @@ func (s *Server) tree(v *view) map[string]string {
 		t[p+"subnet-id"] = f.SubnetID
 		t[p+"subnet-ipv4-cidr-block"] = f.SubnetCIDR
 		t[p+"vpc-id"] = f.VPCID
-		t[p+"vpc-ipv4-cidr-block"] = f.VPCCIDR
-		t[p+"vpc-ipv4-cidr-blocks"] = f.VPCCIDR
+		if len(f.VPCCIDRs) > 0 {
+			t[p+"vpc-ipv4-cidr-block"] = f.VPCCIDRs[0]
+			t[p+"vpc-ipv4-cidr-blocks"] = strings.Join(f.VPCCIDRs, "\n")
+		}
 		if len(f.Prefixes) > 0 {
 			t[p+"ipv4-prefix"] = strings.Join(f.Prefixes, "\n")
 		}

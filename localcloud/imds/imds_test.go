@@ -20,6 +20,7 @@ import (
 )
 
 type env struct {
+	vpc string
 	ec2 *ec2.Service
 	iam *iam.Store
 	srv *Server
@@ -52,7 +53,7 @@ func newEnv(t *testing.T, lag time.Duration) *env {
 	vpc := en.call("CreateVpc", "CidrBlock", "10.0.0.0/16")
 	vpcID := between(vpc, "<vpcId>", "</vpcId>")
 	sub := en.call("CreateSubnet", "VpcId", vpcID, "CidrBlock", "10.0.1.0/24", "AvailabilityZone", "us-west-2b")
-	en.sub = between(sub, "<subnetId>", "</subnetId>")
+	en.sub, en.vpc = between(sub, "<subnetId>", "</subnetId>"), vpcID
 	return en
 }
 
@@ -141,6 +142,22 @@ func TestMetadataThroughSDK(t *testing.T) {
 		if get(t, c, "network/interfaces/macs/"+mac+"/"+leaf) == "" {
 			t.Errorf("%s empty", leaf)
 		}
+	}
+	// A block associated later is listed too (ipamd re-reads it to keep
+	// traffic to it off SNAT); vpc-ipv4-cidr-block stays the primary.
+	if got := get(t, c, "network/interfaces/macs/"+mac+"/vpc-ipv4-cidr-blocks"); got != "10.0.0.0/16" {
+		t.Fatalf("vpc-ipv4-cidr-blocks %q", got)
+	}
+	e.call("AssociateVpcCidrBlock", "VpcId", e.vpc, "CidrBlock", "100.64.0.0/16")
+	deadline := time.Now().Add(5 * time.Second)
+	for get(t, c, "network/interfaces/macs/"+mac+"/vpc-ipv4-cidr-blocks") != "10.0.0.0/16\n100.64.0.0/16" {
+		if time.Now().After(deadline) {
+			t.Fatalf("vpc-ipv4-cidr-blocks after AssociateVpcCidrBlock: %q", get(t, c, "network/interfaces/macs/"+mac+"/vpc-ipv4-cidr-blocks"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := get(t, c, "network/interfaces/macs/"+mac+"/vpc-ipv4-cidr-block"); got != "10.0.0.0/16" {
+		t.Fatalf("vpc-ipv4-cidr-block %q, want the primary", got)
 	}
 	if _, err := c.GetMetadata(context.Background(), &sdkimds.GetMetadataInput{Path: "network/interfaces/macs/" + mac + "/ipv4-prefix"}); err == nil {
 		t.Error("ipv4-prefix answered without prefixes (AWS answers 404)")

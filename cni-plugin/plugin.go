@@ -28,6 +28,11 @@ import (
 // warm address.
 const rpcTimeout = 60 * time.Second
 
+// delTimeout bounds a DEL's call to ipamd: the release waits for the
+// attachment's ADD in flight and clears ANNOTATE_POD_IP's annotation (up to
+// 10 s).
+const delTimeout = 30 * time.Second
+
 // tableInterface is the name prefix of the result's pseudo-interface that
 // carries the route table (Mac) and ENI device (Sandbox) for DEL without
 // ipamd, as the VPC CNI's dummy interface does.
@@ -218,12 +223,9 @@ func cmdDel(args *skel.CmdArgs) error {
 	req := datapathDel{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME),
 		PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID), PodUID: string(k8s.K8S_POD_UID), NetnsGone: gone, Reason: "PodDeleted"}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), delTimeout)
 	reply, derr := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandDel, req.marshal()), -1)
 	cancel()
-	if derr == nil && reply.Error != nil {
-		derr = fmt.Errorf("%s: %s", reply.Error.Msg, reply.Error.Details)
-	}
 	// The agent forgets the pod's policy state; DEL must succeed without it.
 	if unix.Access(conf.NPASocket, unix.F_OK) == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -232,16 +234,26 @@ func cmdDel(args *skel.CmdArgs) error {
 		}
 		cancel()
 	}
-	if derr == nil {
+	switch {
+	case derr == nil && reply.Error == nil:
 		log.Debug("DEL", "container", args.ContainerID, "ip", reply.IPv4Addr, "netnsGone", gone)
 		return nil
+	case derr == nil:
+		// ipamd runs and did not release: what prevResult names may still
+		// be the pod's, or another's by now. The runtime retries.
+		log.Error("DEL failed", "container", args.ContainerID, "code", reply.Error.Code, "msg", reply.Error.Msg, "details", reply.Error.Details)
+		return types.NewError(types.ErrTryAgainLater, "failed to release the pod's address", reply.Error.Msg+": "+reply.Error.Details)
+	case !ipamdDown(derr):
+		// Sent, or not accepted in time: ipamd may be releasing it now.
+		log.Error("DEL failed", "container", args.ContainerID, "err", derr)
+		return types.NewError(types.ErrTryAgainLater, "failed to release the pod's address", derr.Error())
 	}
-	// Only when ipamd does not answer does prevResult say what to tear
-	// down, and not when ipamd's checkpoint gives the address to another
-	// attachment now (a DEL retried after ipamd had released it, and the
-	// address given to a new pod since, maybe a newer sandbox of this pod
-	// behind a veth of the same name).
-	log.Warn("ipamd did not release the address; tearing down from prevResult", "err", derr)
+	// ipamd is not running: prevResult says what to tear down, but not
+	// when ipamd's checkpoint gives the address to another attachment (a
+	// DEL retried after ipamd had released it, and the address given to a
+	// new pod since, maybe a newer sandbox of this pod behind a veth of the
+	// same name).
+	log.Warn("ipamd is not running; tearing down from prevResult", "err", derr)
 	prev, err := fromPrev(conf)
 	if err != nil {
 		log.Warn("DEL without a usable prevResult", "err", err)
@@ -255,12 +267,21 @@ func cmdDel(args *skel.CmdArgs) error {
 	return nil
 }
 
+// ipamdDown reports a dial error that means no ipamd is listening: no
+// socket, or nobody accepting on it. A full listen queue is a busy ipamd.
+func ipamdDown(err error) bool {
+	return errors.Is(err, errNotDialed) && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED))
+}
+
+// errNotDialed marks a call that did not reach ipamd at all.
+var errNotDialed = errors.New("ipamd is not reachable")
+
 // callDatapath sends one command to ipamd's datapath socket, with the
 // namespace descriptor fd unless it is negative, and reads the reply.
 func callDatapath(ctx context.Context, socket string, req []byte, fd int) (*datapathReply, error) {
 	c, err := podwire.Dial(ctx, socket)
 	if err != nil {
-		return nil, fmt.Errorf("ipamd is not reachable: %w", err)
+		return nil, fmt.Errorf("%w: %w", errNotDialed, err)
 	}
 	defer c.Close()
 	var fds []int
@@ -382,9 +403,14 @@ func cmdGC(args *skel.CmdArgs) error {
 	for _, a := range conf.ValidAttachments {
 		req.Valid = append(req.Valid, [2]string{a.ContainerID, a.IfName})
 	}
+	b := datapathRequest(commandGC, req.marshal())
+	if len(b) > podwire.MaxRequest {
+		return types.NewError(types.ErrInvalidNetworkConfig, "GC incomplete", fmt.Sprintf("%d valid attachments make a request of %d bytes, more than ipamd reads (%d)",
+			len(req.Valid), len(b), podwire.MaxRequest))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	reply, err := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandGC, req.marshal()), -1)
+	reply, err := callDatapath(ctx, conf.DatapathSocket, b, -1)
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "GC incomplete", err.Error())
 	}

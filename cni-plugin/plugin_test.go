@@ -95,8 +95,8 @@ func fakeDatapath(t *testing.T, reply *datapath.Reply) (string, <-chan dpCall) {
 				}
 			}
 			if err == nil {
-				_, _ = c.Write(rb)
 				calls <- call
+				_, _ = c.Write(rb)
 			}
 			c.Close()
 		}
@@ -105,9 +105,10 @@ func fakeDatapath(t *testing.T, reply *datapath.Reply) (string, <-chan dpCall) {
 }
 
 // DEL asks ipamd, which releases the address and tears the host side down
-// (ipamd/server's tests); the plugin touches the kernel only when ipamd
-// does not answer, tearing down what prevResult names, and not even then
-// when ipamd's checkpoint gives the address to another attachment.
+// (ipamd/server's tests); the plugin touches the kernel only when no ipamd
+// is listening, tearing down what prevResult names, and not even then when
+// ipamd's checkpoint gives the address to another attachment. An ipamd that
+// answers with an error gets the DEL again from the runtime.
 func TestDelAsksIpamdFirst(t *testing.T) {
 	testenv.RequireRoot(t, "rules in a network namespace")
 	ns, h := testenv.NewNetNS(t)
@@ -115,78 +116,119 @@ func TestDelAsksIpamdFirst(t *testing.T) {
 	const veth = "eni0123456789a"
 	wire := func() {
 		t.Helper()
-		if _, err := h.LinkByName(veth); err == nil {
-			return
-		}
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth, Flags: net.FlagUp}, PeerName: "peer0"}); err != nil {
-			t.Fatal(err)
+		if _, err := h.LinkByName(veth); err != nil {
+			if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: veth, Flags: net.FlagUp}, PeerName: "peer0"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		l, err := h.LinkByName(veth)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
+		if err := h.RouteReplace(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(ip), Scope: netlink.SCOPE_LINK}); err != nil {
 			t.Fatal(err)
 		}
-		if err := h.RuleAdd(podnet.Rules(ip, podnet.MainTable)[0]); err != nil {
-			t.Fatal(err)
+		for _, r := range podnet.Rules(ip, 3) {
+			if err := h.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+				t.Fatal(err)
+			}
 		}
 	}
-	wired := func() (link, rule bool) {
+	// wired is what is left: the veth, the host route, the two rules.
+	wired := func() string {
 		t.Helper()
 		_, err := h.LinkByName(veth)
-		rs, rerr := h.RuleList(netlink.FAMILY_V4)
-		if rerr != nil {
-			t.Fatal(rerr)
+		out := fmt.Sprintf("veth %v", err == nil)
+		rs, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: podnet.HostNet(ip)}, netlink.RT_FILTER_DST)
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, r := range rs {
-			rule = rule || (r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(ip))
+		out += fmt.Sprintf(" route %v", len(rs) > 0)
+		rules, err := h.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return err == nil, rule
+		to, from := false, false
+		for _, r := range rules {
+			to = to || (r.Priority == podnet.ToPodPriority && r.Dst != nil && r.Dst.IP.Equal(ip))
+			from = from || (r.Priority == podnet.FromPodPriority && r.Src != nil && r.Src.IP.Equal(ip) && r.Table == 3)
+		}
+		return out + fmt.Sprintf(" to %v from %v", to, from)
 	}
+	const all, none = "veth true route true to true from true", "veth false route false to false from false"
 	cpPath := filepath.Join(t.TempDir(), "ipam.json")
-	prevWithVeth := fmt.Sprintf(`{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":1}]}`, veth)
-	prevNoVeth := `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/gone"}],"ips":[{"address":"10.0.9.9/32","interface":0}]}`
-	del := func(socket, netns, prev string) {
+	prevWithVeth := fmt.Sprintf(`{"cniVersion":"1.1.0","interfaces":[{"name":%q},{"name":"eth0","sandbox":"/gone"},{"name":"dummy0123456789a","mac":"3","sandbox":"1"}],
+		"ips":[{"address":"10.0.9.9/32","interface":1}]}`, veth)
+	prevNoVeth := `{"cniVersion":"1.1.0","interfaces":[{"name":"eth0","sandbox":"/gone"},{"name":"eth1","sandbox":"/gone"},{"name":"dummy0123456789a","mac":"3","sandbox":"1"}],
+		"ips":[{"address":"10.0.9.9/32","interface":0}]}`
+	del := func(socket, netns, prev string) error {
 		t.Helper()
 		conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,"npaSocket":%q,"ipamStateFile":%q,"prevResult":%s}`,
 			socket, filepath.Join(t.TempDir(), "npa.sock"), cpPath, prev)
-		inNS(t, ns, func() error {
+		return testenv.OnThreadIn(ns, func() error {
 			return cmdDel(&skel.CmdArgs{ContainerID: "old", Netns: netns, IfName: "eth0", Args: "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_UID=u1", StdinData: []byte(conf)})
 		})
 	}
+	mustDel := func(socket, netns, prev string) {
+		t.Helper()
+		if err := del(socket, netns, prev); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+	}
 	down := filepath.Join(t.TempDir(), "down.sock")
+	// A socket file nobody listens on (ipamd killed): ECONNREFUSED.
+	stale := filepath.Join(t.TempDir(), "stale.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: stale, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
 
 	// ipamd answers: the plugin leaves the kernel to it.
 	sock, calls := fakeDatapath(t, &datapath.Reply{Phase: "done", Ipv4Addr: ip.String()})
 	wire()
 	for _, netns := range []string{"/gone", t.TempDir()} {
-		del(sock, netns, prevWithVeth)
+		mustDel(sock, netns, prevWithVeth)
 		got := (<-calls).req.GetDel()
 		want := &datapath.DelRequest{ClientVersion: version.Version, ContainerId: "old", IfName: "eth0", NetworkName: "aws-cni",
 			PodNamespace: "ns", PodName: "p", PodUid: "u1", NetnsGone: netns == "/gone", Reason: "PodDeleted"}
 		if !proto.Equal(got, want) {
 			t.Fatalf("DEL sent %v, want %v", got, want)
 		}
-		if link, rule := wired(); !link || !rule {
-			t.Fatalf("DEL that ipamd answered: veth %v, rule %v; want both left to ipamd", link, rule)
+		if w := wired(); w != all {
+			t.Fatalf("DEL that ipamd answered left %q; want everything left to ipamd", w)
 		}
 	}
-	// ipamd answers with an error, or is down: prevResult says what to remove.
-	errSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 999, Msg: "incompatible berth-cni"}})
-	for _, socket := range []string{errSock, down} {
+	// ipamd answers with an error: the runtime retries; nothing is touched.
+	errSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 999, Msg: "incompatible berth-cni", Details: "install the berth-cni of the same release"}})
+	var e *types.Error
+	if err := del(errSock, "/gone", prevWithVeth); !errors.As(err, &e) || e.Code != types.ErrTryAgainLater || !strings.Contains(e.Details, "same release") {
+		t.Fatalf("DEL that ipamd refused: %v, want code %d with ipamd's reason", err, types.ErrTryAgainLater)
+	}
+	if w := wired(); w != all {
+		t.Fatalf("DEL that ipamd refused left %q; want nothing touched", w)
+	}
+	// No ipamd: prevResult says what to remove; the veth only when the
+	// namespace is gone.
+	for _, socket := range []string{down, stale} {
 		wire()
-		del(socket, "/gone", prevWithVeth)
-		if link, rule := wired(); link || rule {
-			t.Fatalf("DEL with ipamd not releasing (%s): veth %v, rule %v; want both gone", socket, link, rule)
+		mustDel(socket, "/gone", prevWithVeth)
+		if w := wired(); w != none {
+			t.Fatalf("DEL with no ipamd (%s), namespace gone: %q left", filepath.Base(socket), w)
 		}
 	}
 	wire()
-	del(down, "/gone", prevNoVeth)
-	if link, rule := wired(); link || rule {
-		t.Fatalf("DEL with ipamd down, no veth in prevResult: veth %v, rule %v; want the veth that routes the address gone, and the rule", link, rule)
+	mustDel(down, t.TempDir(), prevWithVeth)
+	if w := wired(); w != "veth true route false to false from false" {
+		t.Fatalf("DEL with no ipamd, namespace there: %q left, want only the veth", w)
 	}
-	// ipamd down, and its checkpoint gives the address to another pod (this
+	wire()
+	mustDel(down, "/gone", prevNoVeth)
+	if w := wired(); w != none {
+		t.Fatalf("DEL with no ipamd, no veth in prevResult: %q left, want the veth that routes the address gone too", w)
+	}
+	// No ipamd, and its checkpoint gives the address to another pod (this
 	// DEL is a retry after ipamd released it): that pod's wiring stays.
 	wire()
 	cp := `{"version":"vpc-cni-ipam/1","allocations":[{"networkName":"aws-cni","containerID":"new","ifName":"eth0","ipv4":"10.0.9.9"}]}`
@@ -194,9 +236,9 @@ func TestDelAsksIpamdFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, prev := range []string{prevWithVeth, prevNoVeth} {
-		del(down, "/gone", prev)
-		if link, rule := wired(); !link || !rule {
-			t.Fatalf("DEL with ipamd down of an address now another pod's: veth %v, rule %v; want both kept", link, rule)
+		mustDel(down, "/gone", prev)
+		if w := wired(); w != all {
+			t.Fatalf("DEL with no ipamd of an address now another pod's: %q left, want everything kept", w)
 		}
 	}
 }

@@ -7,8 +7,8 @@
 // berth-ipamd does this work for berth-cni's ADD, CHECK, DEL and GC: it is
 // warm, so the work costs the pod no process start-up, and it runs under
 // the attachment's lock. berth-cni itself only tears the host side down
-// when ipamd is down (cni-plugin/internal/rtnl, without this package's
-// netlink library).
+// when no ipamd is listening (cni-plugin/internal/rtnl, which does what
+// TeardownHost does without this package's netlink library).
 package podnet
 
 import (
@@ -309,8 +309,8 @@ func Rules(ip net.IP, table int) []*netlink.Rule {
 
 // TeardownHost removes what the host holds for a pod's address ip, in the
 // calling thread's namespace: its rules (DeleteRules) and what TeardownVeth
-// removes. For DEL when ipamd is down; the caller makes sure the address
-// is not another pod's (see berth-cni's DEL).
+// removes. ipamd calls it under the attachment's lock just before it
+// releases the address, so the address is still the pod's.
 func TeardownHost(hostName string, ip net.IP, table int, deleteVeth bool) error {
 	if ip == nil {
 		return nil
@@ -338,8 +338,7 @@ func DeleteRules(ip net.IP, table int) error {
 // ip. A veth of that name that does not route ip belongs to another
 // sandbox of the same pod (the name comes from the pod's name) and is left
 // alone; so is everything when ip is unknown. hostName "" means the veth
-// that routes ip, whatever its name (a DEL without prevResult, or GC: the
-// plugin does not hash pod names). DEL leaves the veth to the
+// that routes ip, whatever its name (what ipamd's release uses). DEL leaves the veth to the
 // runtime's deletion of the pod's namespace, which destroys the pair
 // anyway: deleting it here would make every DEL wait ~16 ms on the kernel
 // for nothing. Missing pieces are fine (DEL is idempotent).
@@ -361,23 +360,6 @@ func TeardownVeth(hostName string, ip net.IP, deleteVeth bool) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// DeleteLink deletes l, found earlier, in the calling thread's namespace,
-// if it is still there under the same name: not another link that took
-// its index, or a new sandbox's veth that took its name. A nil l is fine.
-func DeleteLink(l netlink.Link) error {
-	if l == nil {
-		return nil
-	}
-	cur, err := netlink.LinkByIndex(l.Attrs().Index)
-	if err != nil || cur.Attrs().Name != l.Attrs().Name {
-		return nil // gone already
-	}
-	if err := netlink.LinkDel(cur); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete %s: %w", cur.Attrs().Name, err)
-	}
-	return nil
 }
 
 // HostRoute finds, in the calling thread's namespace, the host veth

@@ -1,5 +1,5 @@
-// Package podwire carries the ADD exchange between berth-cni and
-// berth-ipamd on ipamd's datapath socket: the messages of
+// Package podwire carries berth-cni's commands to berth-ipamd on ipamd's
+// datapath socket: the messages of
 // proto/datapath.proto, one per SOCK_SEQPACKET packet, the pod's network
 // namespace passed as a descriptor (SCM_RIGHTS) with the request. ipamd
 // assigns the address and wires the pod in its own, warm process, so a
@@ -26,8 +26,14 @@ import (
 // DefaultSocket is where ipamd listens and berth-cni dials by default.
 const DefaultSocket = "/var/run/aws-node/berth-datapath.sock"
 
-// MaxMessage bounds a message; requests and replies are a few hundred bytes.
+// MaxMessage bounds a reply or a Continue; they are a few hundred bytes.
 const MaxMessage = 16 << 10
+
+// MaxRequest bounds a request. Most are a few hundred bytes, but GC's
+// lists every valid attachment (~75 bytes each): this allows ~2,500, more
+// than a node has pods, and fits the default socket send buffer
+// (net.core.wmem_default, 208 KiB), past which a packet cannot be sent.
+const MaxRequest = 192 << 10
 
 // Phases of a reply (datapath.Reply.phase).
 const (

@@ -34,14 +34,16 @@ func (s *Server) compatiblePlugin(version string) *datapath.Reply {
 
 // delPod releases the attachment's address, as DelNetwork does, and when
 // the pod's namespace is gone also deletes the host veth that routed it.
-// An attachment without an address is success: DEL is idempotent.
-func (s *Server) delPod(ctx context.Context, r *datapath.DelRequest) *datapath.Reply {
+// An attachment without an address is success: DEL is idempotent. waiting
+// bounds the wait for the attachment's lock (it ends when the plugin hangs
+// up), ctx the rest.
+func (s *Server) delPod(ctx, waiting context.Context, r *datapath.DelRequest) *datapath.Reply {
 	s.m.DelReq.WithLabelValues(delReason(r.Reason)).Inc()
 	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
 		return e
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}
-	unlock, err := s.keys.lock(ctx, key)
+	unlock, err := s.keys.lock(waiting, key)
 	if err != nil {
 		return errorReply(cniErrTryAgainLater, "failed to release the pod's address", fmt.Errorf("waiting for the pod's ADD or DEL in flight: %w", err))
 	}
@@ -61,7 +63,7 @@ func (s *Server) delPod(ctx context.Context, r *datapath.DelRequest) *datapath.R
 
 // checkPod verifies the pod's wiring against prevResult's: ipamd holds
 // that address for the attachment, and the host and the pod have what ADD
-// made (podnet.Check).
+// made (podnet.Check). ctx ends when the plugin hangs up.
 func (s *Server) checkPod(ctx context.Context, r *datapath.CheckRequest, podNS netns.NsHandle, handles *handlePool) *datapath.Reply {
 	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
 		return e
@@ -90,8 +92,10 @@ func (s *Server) checkPod(ctx context.Context, r *datapath.CheckRequest, podNS n
 // gcPods releases the addresses of the network that ipamd holds for
 // attachments the runtime no longer knows, with their rules, host routes
 // and veths. Each is looked at again under its lock: an ADD or DEL in
-// flight ends first.
-func (s *Server) gcPods(ctx context.Context, r *datapath.GCRequest) *datapath.Reply {
+// flight ends first. waiting bounds the waits for the locks (it ends when
+// the plugin hangs up), ctx the rest; what was released before a wait
+// ended is still written down.
+func (s *Server) gcPods(ctx, waiting context.Context, r *datapath.GCRequest) *datapath.Reply {
 	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
 		return e
 	}
@@ -100,13 +104,15 @@ func (s *Server) gcPods(ctx context.Context, r *datapath.GCRequest) *datapath.Re
 		valid[datastore.Key{NetworkName: r.NetworkName, ContainerID: a.ContainerId, IfName: a.IfName}] = true
 	}
 	released := 0
+	var waitErr error
 	for _, a := range append(s.ds.Allocations(), s.ds.Held().List()...) {
 		if a.Key.NetworkName != r.NetworkName || valid[a.Key] {
 			continue
 		}
-		unlock, err := s.keys.lock(ctx, a.Key)
+		unlock, err := s.keys.lock(waiting, a.Key)
 		if err != nil {
-			return errorReply(cniErrTryAgainLater, "GC incomplete", fmt.Errorf("waiting for an ADD or DEL in flight: %w", err))
+			waitErr = fmt.Errorf("waiting for an ADD or DEL in flight: %w", err)
+			break
 		}
 		if _, ok := s.release(a.Key, true); ok {
 			released++
@@ -121,6 +127,9 @@ func (s *Server) gcPods(ctx context.Context, r *datapath.GCRequest) *datapath.Re
 			return errorReply(cniErrInternal, "GC incomplete", fmt.Errorf("persist %d releases: %w", released, err))
 		}
 		s.pool.Kick()
+	}
+	if waitErr != nil {
+		return errorReply(cniErrTryAgainLater, "GC incomplete", waitErr)
 	}
 	return &datapath.Reply{Phase: podwire.PhaseDone}
 }

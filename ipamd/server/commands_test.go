@@ -2,12 +2,15 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/podwire"
@@ -170,5 +173,58 @@ func TestDatapathGC(t *testing.T) {
 		if _, held := e.ds.Lookup(k); held != want {
 			t.Errorf("%v held after GC: %v, want %v", k, held, want)
 		}
+	}
+}
+
+// GC's request lists every valid attachment: a node's worth (here 2,000
+// runtime-style IDs) is read whole, and a request past the limit is
+// refused with the reason, releasing nothing.
+func TestDatapathGCRequestSize(t *testing.T) {
+	e := startDatapath(t)
+	keep, _ := e.add(t, "keep")
+	gc := &datapath.GCRequest{ClientVersion: e.version, NetworkName: "aws-cni"}
+	for i := range 2000 {
+		gc.ValidAttachments = append(gc.ValidAttachments, &datapath.Attachment{ContainerId: fmt.Sprintf("%064x", i), IfName: "eth0"})
+	}
+	gc.ValidAttachments = append(gc.ValidAttachments, &datapath.Attachment{ContainerId: "c-keep", IfName: "eth0"})
+	if r := exchange(t, dial(t, e.sock), gc); r.Error != nil {
+		t.Fatalf("GC listing %d attachments: %+v", len(gc.ValidAttachments), r.Error)
+	}
+	if _, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-keep", IfName: "eth0"}); !held {
+		t.Fatal("GC released a valid attachment listed last")
+	}
+	for i := range 700 {
+		gc.ValidAttachments = append(gc.ValidAttachments, &datapath.Attachment{ContainerId: fmt.Sprintf("%064x", 5000+i), IfName: "eth0"})
+	}
+	r := exchange(t, dial(t, e.sock), gc)
+	if r.Error == nil || !strings.Contains(r.Error.Details, "larger than") {
+		t.Fatalf("GC past the request limit: %+v", r)
+	}
+	if w := e.wired(t, keep.HostVeth, net.ParseIP(keep.Ipv4Addr)); w != (wired{true, true, true, true}) {
+		t.Fatalf("a refused GC changed the node: %+v", w)
+	}
+}
+
+// A DEL whose plugin gave up while it waited for the attachment's lock
+// (held by an ADD in flight) does not run after that ADD: it would release
+// the address the ADD just gave.
+func TestDatapathAbandonedDelDoesNotRunLater(t *testing.T) {
+	e := startDatapath(t)
+	add := e.answered(t, "web-0") // holds the attachment's lock until the commit
+	del := dial(t, e.sock)
+	b, err := proto.Marshal(wrap(&datapath.DelRequest{ClientVersion: e.version, ContainerId: "c-web-0", IfName: "eth0", NetworkName: "aws-cni"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := del.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the DEL waits for the lock
+	del.Close()
+	time.Sleep(100 * time.Millisecond) // ipamd sees the hang-up
+	commit(t, add)
+	time.Sleep(300 * time.Millisecond) // a DEL that still ran would have by now
+	if _, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-web-0", IfName: "eth0"}); !held {
+		t.Fatal("an abandoned DEL released the address of the ADD it waited for")
 	}
 }

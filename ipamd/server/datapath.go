@@ -106,17 +106,30 @@ func (s *Server) handleConn(ctx context.Context, c *net.UnixConn, handles *handl
 		_ = sendMsg(c, &datapath.Reply{Error: rerr})
 		return
 	}
+	if add, ok := req.Command.(*datapath.Request_Add); ok {
+		s.handleAdd(ctx, c, add.Add, podNS, handles)
+		return
+	}
+	// The other commands send nothing after the request. A plugin that
+	// hangs up has given up (and reported a failure the runtime retries):
+	// its command must not wait for an attachment's lock and then run after
+	// a later ADD of that attachment. Once the lock is held it runs to the
+	// end.
+	waiting, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		defer stop()
+		var b [1]byte
+		_, _ = c.Read(b[:])
+	}()
 	var reply *datapath.Reply
 	switch cmd := req.Command.(type) {
-	case *datapath.Request_Add:
-		s.handleAdd(ctx, c, cmd.Add, podNS, handles)
-		return
 	case *datapath.Request_Del:
-		reply = s.delPod(ctx, cmd.Del)
+		reply = s.delPod(ctx, waiting, cmd.Del)
 	case *datapath.Request_Check:
-		reply = s.checkPod(ctx, cmd.Check, netns.NsHandle(podNS), handles)
+		reply = s.checkPod(waiting, cmd.Check, netns.NsHandle(podNS), handles)
 	case *datapath.Request_Gc:
-		reply = s.gcPods(ctx, cmd.Gc)
+		reply = s.gcPods(ctx, waiting, cmd.Gc)
 	}
 	_ = sendMsg(c, reply)
 }
@@ -192,7 +205,13 @@ func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
 	req := &datapath.Request{}
 	_ = c.SetReadDeadline(time.Now().Add(requestTimeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
-	buf := make([]byte, podwire.MaxMessage)
+	// Most requests are small, GC's can be large: its size first (MSG_TRUNC
+	// on a peek gives a SOCK_SEQPACKET packet's real length).
+	size, err := peekSize(c)
+	if err != nil {
+		return req, -1, &datapath.Error{Code: cniErrInternal, Msg: "read the request", Details: err.Error()}
+	}
+	buf := make([]byte, min(max(size, 1), podwire.MaxRequest+1))
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
 	fds := rights(oob[:oobn])
@@ -211,7 +230,10 @@ func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
 		return req, nsfd, &datapath.Error{Code: cniErrInternal, Msg: "read the request", Details: err.Error()}
 	}
 	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-		return req, nsfd, invalid(cniErrDecodingFailure, "larger than %d bytes or more than 4 descriptors", podwire.MaxMessage)
+		return req, nsfd, invalid(cniErrDecodingFailure, "larger than %d bytes or more than 4 descriptors", podwire.MaxRequest)
+	}
+	if n > podwire.MaxRequest {
+		return req, nsfd, invalid(cniErrDecodingFailure, "%d bytes, larger than %d", n, podwire.MaxRequest)
 	}
 	if err := proto.Unmarshal(buf[:n], req); err != nil {
 		return req, nsfd, invalid(cniErrDecodingFailure, "%v (a berth-cni of another release?)", err)
@@ -308,6 +330,24 @@ func checkNetNS(nsfd int, path string) *datapath.Error {
 		return &datapath.Error{Code: cniErrInvalidNetNS, Msg: "invalid request", Details: fmt.Sprintf("the descriptor for %s is not a network namespace", path)}
 	}
 	return nil
+}
+
+// peekSize waits for the connection's next packet and returns its length
+// without reading it.
+func peekSize(c *net.UnixConn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+		return !errors.Is(rerr, unix.EAGAIN)
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 func rights(oob []byte) []int {

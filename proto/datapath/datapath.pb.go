@@ -517,7 +517,8 @@ func (x *CheckRequest) GetRouteTableId() int32 {
 
 // GCRequest releases every address of network_name that ipamd holds for
 // an attachment not in valid_attachments, with its rules, host route and
-// host veth.
+// host veth. Requests are read up to 192 KiB (podwire.MaxRequest), ~2,500
+// attachments; replies and Continues up to 16 KiB.
 type GCRequest struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	ClientVersion    string                 `protobuf:"bytes,1,opt,name=client_version,json=clientVersion,proto3" json:"client_version,omitempty"`

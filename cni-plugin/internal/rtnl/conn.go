@@ -44,9 +44,16 @@ func dial() (*conn, error) {
 
 func (c *conn) close() { unix.Close(c.fd) }
 
-// dump sends a dump request and returns the bodies of its messages.
+// dump sends a dump request and returns the bodies of its messages. A
+// dump the kernel marks interrupted (the table changed meanwhile) is
+// asked for again.
 func (c *conn) dump(typ uint16, body []byte) ([][]byte, error) {
-	return c.call(typ, unix.NLM_F_DUMP, body)
+	for try := 1; ; try++ {
+		msgs, err := c.call(typ, unix.NLM_F_DUMP, body)
+		if !errors.Is(err, unix.EINTR) || try == 3 {
+			return msgs, err
+		}
+	}
 }
 
 // call sends one request and reads its answer: the messages of a dump up
@@ -65,12 +72,15 @@ func (c *conn) call(typ, flags uint16, body []byte) ([][]byte, error) {
 	}
 	var out [][]byte
 	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		n, _, rflags, _, err := unix.Recvmsg(c.fd, c.buf, nil, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("netlink receive: %w", err)
+		}
+		if rflags&unix.MSG_TRUNC != 0 {
+			return nil, fmt.Errorf("netlink receive: a message larger than %d bytes", len(c.buf))
 		}
 		b := c.buf[:n]
 		for len(b) >= unix.NLMSG_HDRLEN {
@@ -78,13 +88,22 @@ func (c *conn) call(typ, flags uint16, body []byte) ([][]byte, error) {
 			if l < unix.NLMSG_HDRLEN || l > len(b) {
 				return nil, errors.New("netlink: truncated message")
 			}
-			mtyp, seq, data := ne.Uint16(b[4:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:l]
+			mtyp, mflags, seq, data := ne.Uint16(b[4:]), ne.Uint16(b[6:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:l]
 			b = b[min(align(l), len(b)):]
 			if seq != c.seq {
 				continue // an answer to an earlier request
 			}
+			if mflags&unix.NLM_F_DUMP_INTR != 0 {
+				// The table changed during the dump: it may be incomplete.
+				return nil, fmt.Errorf("netlink dump: %w", unix.EINTR)
+			}
 			switch mtyp {
 			case unix.NLMSG_DONE:
+				if len(data) >= 4 {
+					if errno := -int32(ne.Uint32(data)); errno > 0 {
+						return nil, fmt.Errorf("netlink dump: %w", unix.Errno(errno))
+					}
+				}
 				return out, nil
 			case unix.NLMSG_ERROR:
 				if len(data) < 4 {

@@ -163,8 +163,7 @@ func (c *conn) linkByIndex(index int32) (*link, error) {
 // table (any table when negative). A missing rule is fine.
 func (c *conn) deleteRule(dst, src net.IP, prio, table int) error {
 	frh := make([]byte, unix.SizeofRtMsg) // struct fib_rule_hdr, the same size
-	frh[0] = unix.AF_INET
-	frh[7] = unix.FR_ACT_TO_TBL
+	frh[0] = unix.AF_INET                 // action 0: whatever the rule's, as vishvananda/netlink deletes
 	b := frh
 	if dst != nil {
 		frh[1] = 32
@@ -175,13 +174,11 @@ func (c *conn) deleteRule(dst, src net.IP, prio, table int) error {
 		b = attr(b, unix.FRA_SRC, src)
 	}
 	b = attr(b, unix.FRA_PRIORITY, u32(uint32(prio)))
-	if table >= 0 {
+	if table >= 0 { // else any table
 		if table < 256 {
 			b[4] = byte(table)
 		}
 		b = attr(b, unix.FRA_TABLE, u32(uint32(table)))
-	} else {
-		b[7] = 0 // any action: the table is unknown
 	}
 	_, err := c.call(unix.RTM_DELRULE, unix.NLM_F_ACK, b)
 	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ESRCH) {

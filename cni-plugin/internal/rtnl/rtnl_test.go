@@ -34,12 +34,18 @@ func TestTeardownHostMatchesPodnet(t *testing.T) {
 		{"found by route", pod("eniaaa", ip, 3), "", 3, true, "links - routes - rules -"},
 		{"main table", pod("eniaaa", ip, podnet.MainTable), "", podnet.MainTable, true, "links - routes - rules -"},
 		{"table unknown", pod("eniaaa", ip, 5), "eniaaa", -1, false, "links eniaaa,peer0 routes - rules -"},
+		{"table above 255", pod("eniaaa", ip, 300), "eniaaa", 300, false, "links eniaaa,peer0 routes - rules -"},
 		{"table main, rule of table 5 left", pod("eniaaa", ip, 5), "eniaaa", podnet.MainTable, false,
-			"links eniaaa,peer0 routes - rules from 10.0.9.9/32 lookup 5"},
+			"links eniaaa,peer0 routes - rules 1536 from 10.0.9.9/32 lookup 5"},
+		{"table 3, rule of table 5 left", pod("eniaaa", ip, 5), "eniaaa", 3, false,
+			"links eniaaa,peer0 routes - rules 1536 from 10.0.9.9/32 lookup 5"},
+		// Rules of the address at other priorities are not the pod's.
+		{"other priorities left", both(pod("eniaaa", ip, 3), otherRules(ip)), "eniaaa", 3, true,
+			"links - routes - rules 1000 to 10.0.9.9/32 lookup 254,2000 from 10.0.9.9/32 lookup 3"},
 		// The name is a newer sandbox's, routing another address: its
-		// route and veth stay; the address's rules go.
-		{"another sandbox's veth", pod("eniaaa", other, 3), "eniaaa", 3, true,
-			"links eniaaa,peer0 routes 10.0.9.10/32 dev eniaaa rules from 10.0.9.10/32 lookup 3,to 10.0.9.10/32 lookup 254"},
+		// route, veth and rules stay; the address's rules go.
+		{"another sandbox's veth", both(pod("eniaaa", other, 3), addrRules(ip, 3)), "eniaaa", 3, true,
+			"links eniaaa,peer0 routes 10.0.9.10/32 dev eniaaa rules 1536 from 10.0.9.10/32 lookup 3,512 to 10.0.9.10/32 lookup 254"},
 		// A /32 through a device that is not a veth is not a pod's.
 		{"not a veth", notVeth(ip), "", podnet.MainTable, true, "links ifb9 routes 10.0.9.9/32 dev ifb9 rules -"},
 		{"nothing there", func(*testing.T, *netlink.Handle) {}, "eniaaa", 3, true, "links - routes - rules -"},
@@ -81,12 +87,39 @@ func pod(veth string, addr net.IP, table int) func(*testing.T, *netlink.Handle) 
 		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: podnet.HostNet(addr), Scope: netlink.SCOPE_LINK}); err != nil {
 			t.Fatal(err)
 		}
+		addrRules(addr, table)(t, h)
+	}
+}
+
+// addrRules adds the pod rules of addr, as ipamd does.
+func addrRules(addr net.IP, table int) func(*testing.T, *netlink.Handle) {
+	return func(t *testing.T, h *netlink.Handle) {
+		t.Helper()
 		for _, r := range podnet.Rules(addr, table) {
 			if err := h.RuleAdd(r); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+}
+
+// otherRules adds rules for addr at priorities that are not the pod's.
+func otherRules(addr net.IP) func(*testing.T, *netlink.Handle) {
+	return func(t *testing.T, h *netlink.Handle) {
+		t.Helper()
+		to, from := netlink.NewRule(), netlink.NewRule()
+		to.Priority, to.Dst, to.Table = 1000, podnet.HostNet(addr), podnet.MainTable
+		from.Priority, from.Src, from.Table = 2000, podnet.HostNet(addr), 3
+		for _, r := range []*netlink.Rule{to, from} {
+			if err := h.RuleAdd(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func both(a, b func(*testing.T, *netlink.Handle)) func(*testing.T, *netlink.Handle) {
+	return func(t *testing.T, h *netlink.Handle) { a(t, h); b(t, h) }
 }
 
 func notVeth(addr net.IP) func(*testing.T, *netlink.Handle) {
@@ -106,7 +139,7 @@ func notVeth(addr net.IP) func(*testing.T, *netlink.Handle) {
 }
 
 // state is the namespace's links (but lo), main-table routes and the
-// pods' rules, as text.
+// rules that name an address, as text.
 func state(t *testing.T, h *netlink.Handle) string {
 	t.Helper()
 	links, err := h.LinkList()
@@ -133,11 +166,11 @@ func state(t *testing.T, h *netlink.Handle) string {
 		t.Fatal(err)
 	}
 	for _, r := range rl {
-		switch r.Priority {
-		case podnet.ToPodPriority:
-			rules = append(rules, fmt.Sprintf("to %s lookup %d", r.Dst, r.Table))
-		case podnet.FromPodPriority:
-			rules = append(rules, fmt.Sprintf("from %s lookup %d", r.Src, r.Table))
+		switch {
+		case r.Dst != nil:
+			rules = append(rules, fmt.Sprintf("%d to %s lookup %d", r.Priority, r.Dst, r.Table))
+		case r.Src != nil:
+			rules = append(rules, fmt.Sprintf("%d from %s lookup %d", r.Priority, r.Src, r.Table))
 		}
 	}
 	join := func(s []string) string {

@@ -32,23 +32,10 @@ type datapathAdd struct {
 }
 
 func (m *datapathAdd) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.ClientVersion)
-	b = pbString(b, 2, m.ContainerID)
-	b = pbString(b, 3, m.IfName)
-	b = pbString(b, 4, m.NetworkName)
-	b = pbString(b, 5, m.PodNamespace)
-	b = pbString(b, 6, m.PodName)
-	b = pbString(b, 7, m.PodInfraContainerID)
-	b = pbString(b, 8, m.Netns)
-	b = pbString(b, 9, m.VethPrefix)
-	if m.MTU != 0 {
-		b = pbVarint(b, 10, uint64(int64(m.MTU)))
-	}
-	if m.PolicyAgent {
-		b = pbVarint(b, 11, 1)
-	}
-	return b
+	b := pbStrings(nil, m.ClientVersion, m.ContainerID, m.IfName, m.NetworkName, m.PodNamespace, m.PodName,
+		m.PodInfraContainerID, m.Netns, m.VethPrefix)
+	b = pbInt32(b, 10, m.MTU)
+	return pbBool(b, 11, m.PolicyAgent)
 }
 
 // datapathDel is datapath.DelRequest.
@@ -60,18 +47,9 @@ type datapathDel struct {
 }
 
 func (m *datapathDel) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.ClientVersion)
-	b = pbString(b, 2, m.ContainerID)
-	b = pbString(b, 3, m.IfName)
-	b = pbString(b, 4, m.NetworkName)
-	b = pbString(b, 5, m.PodNamespace)
-	b = pbString(b, 6, m.PodName)
-	b = pbString(b, 7, m.PodInfraContainerID)
-	b = pbString(b, 8, m.PodUID)
-	if m.NetnsGone {
-		b = pbVarint(b, 9, 1)
-	}
+	b := pbStrings(nil, m.ClientVersion, m.ContainerID, m.IfName, m.NetworkName, m.PodNamespace, m.PodName,
+		m.PodInfraContainerID, m.PodUID)
+	b = pbBool(b, 9, m.NetnsGone)
 	return pbString(b, 10, m.Reason)
 }
 
@@ -82,18 +60,8 @@ type datapathCheck struct {
 }
 
 func (m *datapathCheck) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.ClientVersion)
-	b = pbString(b, 2, m.ContainerID)
-	b = pbString(b, 3, m.IfName)
-	b = pbString(b, 4, m.NetworkName)
-	b = pbString(b, 5, m.Netns)
-	b = pbString(b, 6, m.IPv4Addr)
-	b = pbString(b, 7, m.HostVeth)
-	if m.RouteTableID != 0 {
-		b = pbVarint(b, 8, uint64(int64(m.RouteTableID)))
-	}
-	return b
+	b := pbStrings(nil, m.ClientVersion, m.ContainerID, m.IfName, m.NetworkName, m.Netns, m.IPv4Addr, m.HostVeth)
+	return pbInt32(b, 8, m.RouteTableID)
 }
 
 // datapathGC is datapath.GCRequest; Valid holds (container ID, interface)
@@ -104,9 +72,7 @@ type datapathGC struct {
 }
 
 func (m *datapathGC) marshal() []byte {
-	var b []byte
-	b = pbString(b, 1, m.ClientVersion)
-	b = pbString(b, 2, m.NetworkName)
+	b := pbStrings(nil, m.ClientVersion, m.NetworkName)
 	for _, a := range m.Valid {
 		b = pbBytes(b, 3, pbString(pbString(nil, 1, a[0]), 2, a[1]))
 	}
@@ -181,22 +147,13 @@ func unmarshalDatapathReply(b []byte) (*datapathReply, error) {
 
 // enforceNpToPod is NPBackend.EnforceNpToPod; it reports Success.
 func enforceNpToPod(ctx context.Context, socket, podName, podNamespace, mode string, interfaces int32) (bool, error) {
-	var req []byte
-	req = pbString(req, 1, podName)
-	req = pbString(req, 2, podNamespace)
-	req = pbString(req, 3, mode)
-	if interfaces != 0 {
-		req = pbVarint(req, 4, uint64(interfaces))
-	}
+	req := pbInt32(pbStrings(nil, podName, podNamespace, mode), 4, interfaces)
 	return npSuccess(unaryCall(ctx, socket, methodEnforceNpToPod, req))
 }
 
 // deletePodNp is NPBackend.DeletePodNp; it reports Success.
 func deletePodNp(ctx context.Context, socket, podName, podNamespace string) (bool, error) {
-	var req []byte
-	req = pbString(req, 1, podName)
-	req = pbString(req, 2, podNamespace)
-	return npSuccess(unaryCall(ctx, socket, methodDeletePodNp, req))
+	return npSuccess(unaryCall(ctx, socket, methodDeletePodNp, pbStrings(nil, podName, podNamespace)))
 }
 
 // npSuccess reads the Success field both NPBackend replies carry first.
@@ -242,6 +199,30 @@ func pbString(b []byte, field int, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(field)<<3|2)
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+// pbStrings appends s as string fields 1, 2, ... (empty ones are not sent).
+func pbStrings(b []byte, s ...string) []byte {
+	for i, v := range s {
+		b = pbString(b, i+1, v)
+	}
+	return b
+}
+
+// pbInt32 appends an int32 field unless it is zero.
+func pbInt32(b []byte, field int, v int32) []byte {
+	if v == 0 {
+		return b
+	}
+	return pbVarint(b, field, uint64(int64(v)))
+}
+
+// pbBool appends a bool field unless it is false.
+func pbBool(b []byte, field int, v bool) []byte {
+	if !v {
+		return b
+	}
+	return pbVarint(b, field, 1)
 }
 
 // pbBytes appends a length-delimited field, even an empty one (an

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -40,26 +38,6 @@ const tableInterface = "dummy"
 
 // errPluginNotAvailable is CNI 1.1's STATUS code 50: "the plugin is not available".
 const errPluginNotAvailable uint = 50
-
-func logger(conf *NetConf) *slog.Logger {
-	if conf.PluginLogFile == "" {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	// stderr is the runtime's to log; stdout carries the result.
-	var w io.Writer = os.Stderr
-	if conf.PluginLogFile != "stderr" {
-		f, err := os.OpenFile(conf.PluginLogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return slog.New(slog.NewTextHandler(io.Discard, nil))
-		}
-		w = f
-	}
-	var level slog.Level // the VPC CNI's level names, any case; info otherwise
-	if err := level.UnmarshalText([]byte(conf.PluginLogLevel)); err != nil {
-		level = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("plugin", "berth-cni")
-}
 
 func cmdAdd(args *skel.CmdArgs) error {
 	conf, cniVersion, err := loadNetConf(args.StdinData)

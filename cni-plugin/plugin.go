@@ -216,15 +216,18 @@ func cmdDel(args *skel.CmdArgs) error {
 	case derr == nil && reply.Error == nil:
 		log.Debug("DEL", "container", args.ContainerID, "ip", reply.IPv4Addr, "netnsGone", gone)
 		return nil
-	case derr == nil:
-		// ipamd runs and did not release: what prevResult names may still
-		// be the pod's, or another's by now. The runtime retries.
-		log.Error("DEL failed", "container", args.ContainerID, "code", reply.Error.Code, "msg", reply.Error.Msg, "details", reply.Error.Details)
-		return types.NewError(types.ErrTryAgainLater, "failed to release the pod's address", reply.Error.Msg+": "+reply.Error.Details)
-	case !ipamdDown(derr):
-		// Sent, or not accepted in time: ipamd may be releasing it now.
-		log.Error("DEL failed", "container", args.ContainerID, "err", derr)
-		return types.NewError(types.ErrTryAgainLater, "failed to release the pod's address", derr.Error())
+	case derr == nil || !ipamdDown(derr):
+		// ipamd runs but did not release (or did not say so in time). What
+		// prevResult names may be another pod's by now, so nothing is
+		// touched here; ipamd releases the address, with its rules and
+		// route, once the pod's veth is gone (its sweep of orphans). As the
+		// VPC CNI does, the DEL succeeds: an error could keep the runtime
+		// from cleaning the sandbox up.
+		if derr == nil {
+			derr = fmt.Errorf("%s: %s (code %d)", reply.Error.Msg, reply.Error.Details, reply.Error.Code)
+		}
+		log.Error("ipamd did not release the address; it will once the pod's veth is gone", "container", args.ContainerID, "err", derr)
+		return nil
 	}
 	// ipamd is not running: prevResult says what to tear down, but not
 	// when ipamd's checkpoint gives the address to another attachment (a

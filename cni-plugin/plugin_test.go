@@ -108,7 +108,7 @@ func fakeDatapath(t *testing.T, reply *datapath.Reply) (string, <-chan dpCall) {
 // (ipamd/server's tests); the plugin touches the kernel only when no ipamd
 // is listening, tearing down what prevResult names, and not even then when
 // ipamd's checkpoint gives the address to another attachment. An ipamd that
-// answers with an error gets the DEL again from the runtime.
+// answers with an error, or not at all, is left to release it later.
 func TestDelAsksIpamdFirst(t *testing.T) {
 	testenv.RequireRoot(t, "rules in a network namespace")
 	ns, h := testenv.NewNetNS(t)
@@ -200,14 +200,34 @@ func TestDelAsksIpamdFirst(t *testing.T) {
 			t.Fatalf("DEL that ipamd answered left %q; want everything left to ipamd", w)
 		}
 	}
-	// ipamd answers with an error: the runtime retries; nothing is touched.
+	// ipamd answers with an error, or not in time: nothing is touched
+	// (ipamd releases it all once the veth is gone), and the DEL succeeds.
 	errSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 999, Msg: "incompatible berth-cni", Details: "install the berth-cni of the same release"}})
-	var e *types.Error
-	if err := del(errSock, "/gone", prevWithVeth); !errors.As(err, &e) || e.Code != types.ErrTryAgainLater || !strings.Contains(e.Details, "same release") {
-		t.Fatalf("DEL that ipamd refused: %v, want code %d with ipamd's reason", err, types.ErrTryAgainLater)
-	}
+	mustDel(errSock, "/gone", prevWithVeth)
 	if w := wired(); w != all {
 		t.Fatalf("DEL that ipamd refused left %q; want nothing touched", w)
+	}
+	// ipamd accepts the DEL and is gone before it answers (killed
+	// mid-release): the same.
+	dying := filepath.Join(t.TempDir(), "dying.sock")
+	dl, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: dying, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	go func() {
+		for {
+			c, err := dl.AcceptUnix()
+			if err != nil {
+				return
+			}
+			_, _ = c.Read(make([]byte, 1<<16))
+			c.Close()
+		}
+	}()
+	mustDel(dying, "/gone", prevWithVeth)
+	if w := wired(); w != all {
+		t.Fatalf("DEL whose ipamd hung up: %q left; want nothing touched", w)
 	}
 	// No ipamd: prevResult says what to remove; the veth only when the
 	// namespace is gone.

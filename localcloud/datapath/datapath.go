@@ -348,7 +348,8 @@ func (d *Datapath) addRouter(st *ec2.State, vpcID string) (err error) {
 // for the addresses no ENI holds, and on the host a route to each through
 // the router. Another localcloud may already route an overlapping block:
 // then that block is reachable only from the VPC's instances, which the
-// log says.
+// log says, until that route goes (a failed host route is tried again at
+// every sync).
 func (d *Datapath) syncCIDRs(vpc *ec2.VPC, r *router) {
 	want := map[string]bool{}
 	for _, c := range vpc.IPv4CIDRs() {
@@ -370,7 +371,8 @@ func (d *Datapath) syncCIDRs(vpc *ec2.VPC, r *router) {
 		delete(r.cidrs, c)
 	}
 	for c := range want {
-		if _, ok := r.cidrs[c]; ok {
+		hr, retry := r.cidrs[c] // retry: its host route failed before, overlapped
+		if hr != nil {
 			continue
 		}
 		_, n, err := net.ParseCIDR(c)
@@ -382,9 +384,11 @@ func (d *Datapath) syncCIDRs(vpc *ec2.VPC, r *router) {
 			d.log.Error("router blackhole", "vpc", r.vpc, "cidr", c, "err", err)
 			continue
 		}
-		hr := &netlink.Route{LinkIndex: r.hostIndex, Dst: n, Gw: net.ParseIP(routerLinkIP), Flags: int(netlink.FLAG_ONLINK)}
+		hr = &netlink.Route{LinkIndex: r.hostIndex, Dst: n, Gw: net.ParseIP(routerLinkIP), Flags: int(netlink.FLAG_ONLINK)}
 		if err := netlink.RouteAdd(hr); err != nil {
-			d.log.Warn("host route to VPC block not added (overlapping CIDR?)", "vpc", r.vpc, "cidr", c, "err", err)
+			if !retry {
+				d.log.Warn("host route to VPC block not added (overlapping CIDR?); retried each sync", "vpc", r.vpc, "cidr", c, "err", err)
+			}
 			hr = nil
 		}
 		r.cidrs[c] = hr

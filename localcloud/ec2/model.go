@@ -1,6 +1,7 @@
 package ec2
 
 import (
+	"strings"
 	"time"
 )
 
@@ -67,7 +68,18 @@ func (v *VPC) IPv4CIDRs() []string {
 }
 
 // primaryAssociation is the association ID of the VPC's primary block.
-func (v *VPC) primaryAssociation() string { return "vpc-cidr-assoc-" + v.ID[4:] }
+func (v *VPC) primaryAssociation() string {
+	return "vpc-cidr-assoc-" + strings.TrimPrefix(v.ID, "vpc-")
+}
+
+// ipv6Association is the association ID of the VPC's IPv6 block.
+func (v *VPC) ipv6Association() string {
+	id := strings.TrimPrefix(v.ID, "vpc-")
+	if id != "" {
+		id = id[1:] // keeps the ID the length of the others
+	}
+	return "vpc-cidr-assoc-6" + id
+}
 
 // Subnet is a subnet of a VPC in one availability zone.
 type Subnet struct {

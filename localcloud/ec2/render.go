@@ -77,7 +77,7 @@ func (s *Service) renderVPC(v *VPC) xmlVPC {
 		x.CidrAssociation = append(x.CidrAssociation, xmlCIDRAssoc{a.ID, a.CIDR, "associated"})
 	}
 	if v.IPv6CIDR != "" {
-		x.IPv6Association = []xmlIPv6Assoc{{"vpc-cidr-assoc-6" + v.ID[5:], v.IPv6CIDR, "associated"}}
+		x.IPv6Association = []xmlIPv6Assoc{{v.ipv6Association(), v.IPv6CIDR, "associated"}}
 	}
 	return x
 }

@@ -178,9 +178,26 @@ func (s *Service) deleteVPC(ctx context.Context, req *Request) (any, error) {
 // primary included.
 const maxVPCIPv4CIDRs = 5
 
-// privateRanges are the RFC 1918 ranges: a VPC whose primary block is in
-// one of them cannot add a block from another (EC2's restriction).
-var privateRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+// restrictedBlock reports a block EC2 does not let a VPC with primary
+// block primary add: one in a reserved range (this network, loopback,
+// link-local, multicast and above); an RFC 1918 range other than the
+// primary's, or any RFC 1918 range for a primary outside them (public, or
+// 100.64.0.0/10); and 198.19.0.0/16 for an RFC 1918 primary.
+func restrictedBlock(primary, p netip.Prefix) bool {
+	for _, r := range []string{"0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"} {
+		if netip.MustParsePrefix(r).Overlaps(p) {
+			return true
+		}
+	}
+	private := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16")}
+	primaryPrivate := slices.ContainsFunc(private, func(r netip.Prefix) bool { return r.Overlaps(primary) })
+	for _, r := range private {
+		if r.Overlaps(p) && !r.Overlaps(primary) {
+			return true
+		}
+	}
+	return primaryPrivate && netip.MustParsePrefix("198.19.0.0/16").Overlaps(p)
+}
 
 // xmlCIDRAssocResult is the answer of AssociateVpcCidrBlock and
 // DisassociateVpcCidrBlock.
@@ -223,11 +240,8 @@ func (s *Service) associateVPCCIDR(ctx context.Context, req *Request) (any, erro
 			return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' conflicts with another CIDR block (%s) of the VPC.", cidr, c)
 		}
 	}
-	primary := netip.MustParsePrefix(vpc.CIDR)
-	for _, r := range privateRanges {
-		if r.Overlaps(p) && !r.Overlaps(primary) && slices.ContainsFunc(privateRanges, func(o netip.Prefix) bool { return o.Overlaps(primary) }) {
-			return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' is restricted. Use a CIDR from the same private address range as the current VPC CIDR, or use a publicly-routable CIDR.", cidr)
-		}
+	if restrictedBlock(netip.MustParsePrefix(vpc.CIDR), p) {
+		return nil, awserr.BadRequest("InvalidVpc.Range", "The CIDR '%s' is restricted. Use a CIDR from the same private address range as the current VPC CIDR, or use a publicly-routable CIDR.", cidr)
 	}
 	if len(current) >= maxVPCIPv4CIDRs {
 		return nil, awserr.BadRequest("CidrLimitExceeded", "This network '%s' has met its maximum number of allowed CIDRs: %d", id, maxVPCIPv4CIDRs)
@@ -248,6 +262,9 @@ func (s *Service) disassociateVPCCIDR(ctx context.Context, req *Request) (any, e
 		if assoc == vpc.primaryAssociation() {
 			return nil, awserr.BadRequest("OperationNotPermitted", "The vpc CIDR block with association ID %s may not be disassociated. It is the primary IPv4 CIDR block of the VPC", assoc)
 		}
+		if vpc.IPv6CIDR != "" && assoc == vpc.ipv6Association() {
+			return nil, awserr.BadRequest("UnsupportedOperation", "localcloud does not disassociate a VPC's IPv6 block (%s)", assoc)
+		}
 		i := slices.IndexFunc(vpc.Secondary, func(a CIDRAssociation) bool { return a.ID == assoc })
 		if i < 0 {
 			continue
@@ -256,7 +273,7 @@ func (s *Service) disassociateVPCCIDR(ctx context.Context, req *Request) (any, e
 		block := netip.MustParsePrefix(a.CIDR)
 		for _, sub := range s.st.Subnets {
 			if sub.VPCID == vpc.ID && block.Overlaps(netip.MustParsePrefix(sub.CIDR)) {
-				return nil, awserr.BadRequest("DependencyViolation", "The CIDR block %s of %s is in use by subnet %s and cannot be disassociated.", a.CIDR, vpc.ID, sub.ID)
+				return nil, awserr.BadRequest("InvalidCidrBlock.InUse", "The vpc %s currently has a subnet (%s) within CIDR block %s", vpc.ID, sub.ID, a.CIDR)
 			}
 		}
 		vpc.Secondary = slices.Delete(vpc.Secondary, i, i+1)

@@ -207,6 +207,11 @@ func TestVPCSecondaryCIDRs(t *testing.T) {
 	if *v.Vpcs[0].CidrBlock != "10.0.0.0/16" || len(blocks) != 2 || blocks["100.64.0.0/16"] != types.VpcCidrBlockStateCodeAssociated {
 		t.Fatalf("VPC blocks %s %v", *v.Vpcs[0].CidrBlock, blocks)
 	}
+	// Terraform reads an association back by its ID.
+	byAssoc, err := c.DescribeVpcs(ctx, &ec2sdk.DescribeVpcsInput{Filters: []types.Filter{{Name: aws.String("cidr-block-association.association-id"), Values: []string{*a.AssociationId}}}})
+	if err != nil || len(byAssoc.Vpcs) != 1 || *byAssoc.Vpcs[0].VpcId != vpcID {
+		t.Fatalf("VPC by its association ID: %v %+v", err, byAssoc)
+	}
 	sub, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("100.64.8.0/24"), AvailabilityZone: aws.String("us-west-2a")})
 	if err != nil {
 		t.Fatalf("subnet in the secondary block: %v", err)
@@ -217,6 +222,10 @@ func TestVPCSecondaryCIDRs(t *testing.T) {
 		{"overlaps the primary", "10.0.128.0/17", "InvalidVpc.Range"},
 		{"overlaps the secondary", "100.64.0.0/20", "InvalidVpc.Range"},
 		{"another private range", "192.168.0.0/16", "InvalidVpc.Range"},
+		{"198.19/16 with a private primary", "198.19.0.0/16", "InvalidVpc.Range"},
+		{"link-local", "169.254.0.0/16", "InvalidVpc.Range"},
+		{"loopback", "127.0.0.0/16", "InvalidVpc.Range"},
+		{"multicast", "224.0.0.0/16", "InvalidVpc.Range"},
 		{"too large", "100.0.0.0/10", "InvalidVpc.Range"},
 		{"not a block", "100.65.0.1/16", "InvalidParameterValue"},
 	} {
@@ -244,7 +253,7 @@ func TestVPCSecondaryCIDRs(t *testing.T) {
 		name, id, code string
 	}{
 		{"the primary block", primary, "OperationNotPermitted"},
-		{"a block a subnet uses", *a.AssociationId, "DependencyViolation"},
+		{"a block a subnet uses", *a.AssociationId, "InvalidCidrBlock.InUse"},
 		{"unknown", "vpc-cidr-assoc-00000000000000000", "InvalidVpcCidrBlockAssociationID.NotFound"},
 	} {
 		if _, err := c.DisassociateVpcCidrBlock(ctx, &ec2sdk.DisassociateVpcCidrBlockInput{AssociationId: aws.String(tc.id)}); errCode(err) != tc.code {
@@ -260,5 +269,24 @@ func TestVPCSecondaryCIDRs(t *testing.T) {
 	}
 	if _, err := c.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: &vpcID, CidrBlock: aws.String("100.64.8.0/24")}); errCode(err) != "InvalidSubnet.Range" {
 		t.Fatalf("subnet in a disassociated block: %v", err)
+	}
+
+	// A VPC whose primary block is not RFC 1918 cannot add one that is.
+	cgnat, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String("100.64.0.0/16")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cidr, code := range map[string]string{"10.0.0.0/16": "InvalidVpc.Range", "198.19.0.0/16": "", "100.65.0.0/16": ""} {
+		if _, err := c.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: cgnat.Vpc.VpcId, CidrBlock: aws.String(cidr)}); errCode(err) != code {
+			t.Errorf("%s on a 100.64.0.0/16 VPC: %v, want %q", cidr, err, code)
+		}
+	}
+	// The IPv6 block's association is not localcloud's to remove.
+	v6, err := c.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String("10.9.0.0/16"), AmazonProvidedIpv6CidrBlock: aws.Bool(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DisassociateVpcCidrBlock(ctx, &ec2sdk.DisassociateVpcCidrBlockInput{AssociationId: v6.Vpc.Ipv6CidrBlockAssociationSet[0].AssociationId}); errCode(err) != "UnsupportedOperation" {
+		t.Errorf("disassociate the IPv6 block: %v", err)
 	}
 }

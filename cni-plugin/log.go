@@ -80,8 +80,9 @@ func (l *pluginLog) log(level slog.Level, msg string, kv []any) {
 	_, _ = l.w.Write(b)
 }
 
-// appendJSONValue appends v as slog.JSONHandler writes it: numbers and
-// booleans bare, errors by their text, anything else as its fmt text.
+// appendJSONValue appends v as slog.JSONHandler writes it: numbers,
+// booleans and durations (in nanoseconds) bare, errors by their text,
+// anything else as its fmt text.
 func appendJSONValue(b []byte, v any) []byte {
 	switch v := v.(type) {
 	case nil:
@@ -102,8 +103,11 @@ func appendJSONValue(b []byte, v any) []byte {
 		return strconv.AppendUint(b, uint64(v), 10)
 	case uint64:
 		return strconv.AppendUint(b, v, 10)
+	case time.Duration:
+		return strconv.AppendInt(b, int64(v), 10) // nanoseconds, as slog
 	case error:
 		return appendJSONString(b, v.Error())
 	}
+	// slog would marshal structs and maps as JSON; the plugin logs none.
 	return appendJSONString(b, fmt.Sprint(v))
 }

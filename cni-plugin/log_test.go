@@ -21,7 +21,7 @@ func TestPluginLogMatchesSlog(t *testing.T) {
 	}{
 		{slog.LevelDebug, "ADD", []any{"container", "c1", "ip", "10.0.3.4", "table", int32(3), "veth", "eni0123456789a"}},
 		{slog.LevelError, "ADD failed", []any{"container", "c1", "code", uint32(11), "msg", `say "no" <to> & \ back`, "details", "line\nbreak\ttab"}},
-		{slog.LevelWarn, "teardown", []any{"err", errors.New("delete rule: ESRCH"), "netnsGone", true, "n", 42, "big", uint64(1 << 63)}},
+		{slog.LevelWarn, "teardown", []any{"err", errors.New("delete rule: ESRCH"), "netnsGone", true, "n", 42, "big", uint64(1 << 63), "took", 1500 * time.Microsecond}},
 		{slog.LevelInfo, "unicode é ✓ \u2028 \x00 and a bad byte \xff", []any{"nil", nil, "odd"}},
 	} {
 		var ours, theirs bytes.Buffer

@@ -60,23 +60,31 @@ func (f *vethFinder) find(namespace, pod string) (string, error) {
 }
 
 // present reports whether a's pod is still on the node: its veth is there
-// (or, for an allocation rebuilt from the host, its veth still routes the
-// address). Allocations that name no pod (a VPC CNI gRPC ADD without
+// and routes the address. A new sandbox of the same pod has a veth of the
+// same name and its own address, so the name alone would keep an earlier
+// sandbox's address (one whose DEL ipamd did not answer) for as long as
+// the pod runs. Allocations that name no pod (a VPC CNI gRPC ADD without
 // Kubernetes arguments) are present, and so is anything the kernel could
 // not be asked about: keeping an address too long is safe, handing a live
-// pod's address to another is not.
+// pod's address to another is not. An ADD in flight has no route yet; the
+// sweep leaves allocations younger than 30 s alone and looks again
+// under the attachment's lock, which the ADD holds.
 func (f *vethFinder) present(a datastore.Allocation) bool {
-	if v, ok := a.HostVeth(); ok {
-		// A new sandbox of the same pod has a veth of the same name and
-		// its own address.
-		l, route, err := podnet.HostRoute(v, net.IP(a.IP.AsSlice()))
-		return err != nil || (l != nil && route != nil)
+	v, ok := a.HostVeth()
+	if !ok {
+		if a.Meta.PodName == "" {
+			return true
+		}
+		var err error
+		if v, err = f.find(a.Meta.PodNamespace, a.Meta.PodName); err != nil {
+			return true
+		}
+		if v == "" {
+			return false
+		}
 	}
-	if a.Meta.PodName == "" {
-		return true
-	}
-	v, err := f.find(a.Meta.PodNamespace, a.Meta.PodName)
-	return err != nil || v != ""
+	l, route, err := podnet.HostRoute(v, net.IP(a.IP.AsSlice()))
+	return err != nil || (l != nil && route != nil)
 }
 
 // hostAllocations rebuilds the allocations of the pods on this host from

@@ -345,7 +345,19 @@ func TestRestoreFindsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
 	if err != nil || len(rebuilt) != 1 || rebuilt[0].IP != live.IP {
 		t.Fatalf("rebuilt from host routes: %+v %v", rebuilt, err)
 	}
+	// A new sandbox of the pod: the veth of its name routes another
+	// address. The earlier sandbox's allocation is an orphan.
 	l, _ := h.LinkByName(VethName("eni", "default", "web-0"))
+	if err := h.RouteDel(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 3, 2).To4(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(10, 0, 3, 8).To4(), Mask: net.CIDRMask(32, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, ns, func() { gone = !newVethFinder("pod").present(live) })
+	if !gone {
+		t.Fatal("the sweep would keep an earlier sandbox's address while a later sandbox of the pod runs")
+	}
 	if err := h.LinkDel(l); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 )
 
 // TestCustomNetworking: with AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true, as EKS
-// users set it to give pods addresses from another subnet, ipamd reads its
+// users set it to give pods addresses from another subnet (here in a
+// secondary block of the VPC), ipamd reads its
 // Node and the ENIConfig it names from a real API server (berth-controlplane,
 // which installs the VPC CNI's CRD as EKS does; ipamd's least-privilege role
 // from deploy/rbac), puts
@@ -31,7 +32,12 @@ import (
 func TestCustomNetworking(t *testing.T) {
 	cl := newCluster(t, "10.83.0.0/16", "10.83.0.0/20")
 	ctx := context.Background()
-	podSubnet := netip.MustParsePrefix("10.83.64.0/20")
+	// The pods' subnet is in a block associated with the VPC for them, as
+	// custom networking setups do (often from 100.64.0.0/10).
+	if _, err := cl.ec2.AssociateVpcCidrBlock(ctx, &ec2sdk.AssociateVpcCidrBlockInput{VpcId: aws.String(cl.vpc), CidrBlock: aws.String("10.84.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	podSubnet := netip.MustParsePrefix("10.84.64.0/20")
 	s, err := cl.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: aws.String(cl.vpc), CidrBlock: aws.String(podSubnet.String()),
 		AvailabilityZone: aws.String("us-west-2a")})
 	if err != nil {

@@ -82,44 +82,56 @@ func (c *conn) call(typ, flags uint16, body []byte) ([][]byte, error) {
 		if rflags&unix.MSG_TRUNC != 0 {
 			return nil, fmt.Errorf("netlink receive: a message larger than %d bytes", len(c.buf))
 		}
-		b := c.buf[:n]
-		for len(b) >= unix.NLMSG_HDRLEN {
-			l := int(ne.Uint32(b[0:]))
-			if l < unix.NLMSG_HDRLEN || l > len(b) {
-				return nil, errors.New("netlink: truncated message")
-			}
-			mtyp, mflags, seq, data := ne.Uint16(b[4:]), ne.Uint16(b[6:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:l]
-			b = b[min(align(l), len(b)):]
-			if seq != c.seq {
-				continue // an answer to an earlier request
-			}
-			if mflags&unix.NLM_F_DUMP_INTR != 0 {
-				// The table changed during the dump: it may be incomplete.
-				return nil, fmt.Errorf("netlink dump: %w", unix.EINTR)
-			}
-			switch mtyp {
-			case unix.NLMSG_DONE:
-				if len(data) >= 4 {
-					if errno := -int32(ne.Uint32(data)); errno > 0 {
-						return nil, fmt.Errorf("netlink dump: %w", unix.Errno(errno))
-					}
-				}
-				return out, nil
-			case unix.NLMSG_ERROR:
-				if len(data) < 4 {
-					return nil, errors.New("netlink: truncated error")
-				}
-				if errno := -int32(ne.Uint32(data)); errno != 0 {
-					return nil, unix.Errno(errno)
-				}
-				return out, nil
-			}
-			out = append(out, append([]byte(nil), data...))
-			if flags&unix.NLM_F_DUMP == 0 && flags&unix.NLM_F_ACK == 0 {
-				return out, nil // a get's single answer
-			}
+		var done bool
+		if out, done, err = parseAnswer(c.buf[:n], c.seq, flags&(unix.NLM_F_DUMP|unix.NLM_F_ACK) == 0, out); err != nil || done {
+			return out, err
 		}
 	}
+}
+
+// parseAnswer appends to out copies of the bodies of the messages in b that
+// answer request seq, and reports whether the answer is complete: at
+// NLMSG_DONE, at NLMSG_ERROR (an errno, or 0 for an acknowledgement), or,
+// for a get (single), at its one message. Messages of other requests are
+// skipped.
+func parseAnswer(b []byte, seq uint32, single bool, out [][]byte) ([][]byte, bool, error) {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(ne.Uint32(b[0:]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return nil, true, errors.New("netlink: truncated message")
+		}
+		mtyp, mflags, mseq, data := ne.Uint16(b[4:]), ne.Uint16(b[6:]), ne.Uint32(b[8:]), b[unix.NLMSG_HDRLEN:l]
+		b = b[min(align(l), len(b)):]
+		if mseq != seq {
+			continue // an answer to an earlier request
+		}
+		if mflags&unix.NLM_F_DUMP_INTR != 0 {
+			// The table changed during the dump: it may be incomplete.
+			return nil, true, fmt.Errorf("netlink dump: %w", unix.EINTR)
+		}
+		switch mtyp {
+		case unix.NLMSG_DONE:
+			if len(data) >= 4 {
+				if errno := -int32(ne.Uint32(data)); errno > 0 {
+					return nil, true, fmt.Errorf("netlink dump: %w", unix.Errno(errno))
+				}
+			}
+			return out, true, nil
+		case unix.NLMSG_ERROR:
+			if len(data) < 4 {
+				return nil, true, errors.New("netlink: truncated error")
+			}
+			if errno := -int32(ne.Uint32(data)); errno != 0 {
+				return nil, true, unix.Errno(errno)
+			}
+			return out, true, nil
+		}
+		out = append(out, append([]byte(nil), data...))
+		if single {
+			return out, true, nil
+		}
+	}
+	return out, false, nil
 }
 
 func align(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }

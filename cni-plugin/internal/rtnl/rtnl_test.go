@@ -1,6 +1,8 @@
 package rtnl
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -8,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/internal/podnet"
 	"github.com/berth-io/berth/internal/testenv"
@@ -193,3 +196,66 @@ func TestForAttrsStopsAtMalformed(t *testing.T) {
 		t.Fatalf("attributes %v, want [1] and a stop at the malformed one", got)
 	}
 }
+
+// msg is a netlink message: header and body.
+func msg(typ, flags uint16, seq uint32, body []byte) []byte {
+	b := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+len(body)+3)
+	ne.PutUint32(b[0:], uint32(unix.NLMSG_HDRLEN+len(body)))
+	ne.PutUint16(b[4:], typ)
+	ne.PutUint16(b[6:], flags)
+	ne.PutUint32(b[8:], seq)
+	b = append(b, body...)
+	for len(b)%unix.NLMSG_ALIGNTO != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func errnoBody(errno int32) []byte { return ne.AppendUint32(make([]byte, 0, 20), uint32(-errno)) }
+
+// The kernel's answers, as parseAnswer reads them: a dump over two reads,
+// others' messages skipped, errors and acknowledgements, an interrupted or
+// failed dump, and truncation, which must not be read past.
+func TestParseAnswer(t *testing.T) {
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	out, done, err := parseAnswer(cat(msg(unix.RTM_NEWROUTE, unix.NLM_F_MULTI, 7, []byte("r1x")), msg(unix.RTM_NEWROUTE, unix.NLM_F_MULTI, 6, []byte("old")),
+		msg(unix.RTM_NEWROUTE, unix.NLM_F_MULTI, 7, []byte("r2"))), 7, false, nil)
+	if err != nil || done || len(out) != 2 || string(out[0]) != "r1x" || string(out[1]) != "r2" {
+		t.Fatalf("first read of a dump: %q %v %v", out, done, err)
+	}
+	out, done, err = parseAnswer(cat(msg(unix.RTM_NEWROUTE, unix.NLM_F_MULTI, 7, []byte("r3")), msg(unix.NLMSG_DONE, unix.NLM_F_MULTI, 7, errnoBody(0))), 7, false, out)
+	if err != nil || !done || len(out) != 3 || string(out[2]) != "r3" {
+		t.Fatalf("end of a dump: %q %v %v", out, done, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		b      []byte
+		single bool
+		want   error
+		n      int
+	}{
+		{"ack", msg(unix.NLMSG_ERROR, 0, 7, errnoBody(0)), false, nil, 0},
+		{"error", msg(unix.NLMSG_ERROR, 0, 7, errnoBody(int32(unix.ENOENT))), false, unix.ENOENT, 0},
+		{"an earlier request's error", cat(msg(unix.NLMSG_ERROR, 0, 6, errnoBody(int32(unix.EPERM))), msg(unix.NLMSG_ERROR, 0, 7, errnoBody(0))), false, nil, 0},
+		{"a get's one answer", msg(unix.RTM_NEWLINK, 0, 7, []byte("link")), true, nil, 1},
+		{"interrupted dump", msg(unix.RTM_NEWROUTE, unix.NLM_F_MULTI|unix.NLM_F_DUMP_INTR, 7, []byte("r")), false, unix.EINTR, 0},
+		{"failed dump", msg(unix.NLMSG_DONE, unix.NLM_F_MULTI, 7, errnoBody(int32(unix.ENOBUFS))), false, unix.ENOBUFS, 0},
+		{"truncated message", msg(unix.RTM_NEWROUTE, 0, 7, []byte("route"))[:unix.NLMSG_HDRLEN+2], false, errTruncated, 0},
+		{"length below the header", func() []byte { b := msg(unix.RTM_NEWROUTE, 0, 7, nil); ne.PutUint32(b, 4); return b }(), false, errTruncated, 0},
+		{"truncated error", msg(unix.NLMSG_ERROR, 0, 7, []byte{1}), false, errTruncated, 0},
+	} {
+		out, done, err := parseAnswer(tc.b, 7, tc.single, nil)
+		switch {
+		case !done:
+			t.Errorf("%s: not complete", tc.name)
+		case tc.want == errTruncated && (err == nil || !strings.Contains(err.Error(), "truncated")):
+			t.Errorf("%s: %v, want a truncation error", tc.name, err)
+		case tc.want != errTruncated && !errors.Is(err, tc.want) && (err != nil || tc.want != nil):
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		case len(out) != tc.n:
+			t.Errorf("%s: %d messages, want %d", tc.name, len(out), tc.n)
+		}
+	}
+}
+
+var errTruncated = errors.New("truncated")

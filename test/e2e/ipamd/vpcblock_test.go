@@ -34,10 +34,11 @@ func TestVPCBlockAssociatedLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer := e2e.RunInstance(t, cl.ec2, *sub.Subnet.SubnetId, "m5.large")
+	// The instance's namespace is there before its eth0 has the address.
 	var ln net.Listener
-	if err := e2e.InNetNS(peer.NetNS, func() (err error) { ln, err = net.Listen("tcp", peer.PrimaryIP+":0"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	e2e.WaitFor(t, "the peer's address on its eth0 (a listener on "+peer.PrimaryIP+")", 20*time.Second, func() bool {
+		return e2e.InNetNS(peer.NetNS, func() (err error) { ln, err = net.Listen("tcp", peer.PrimaryIP+":0"); return err }) == nil
+	})
 	defer ln.Close()
 	sources := make(chan string, 64)
 	go func() {

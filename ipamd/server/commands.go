@@ -48,14 +48,13 @@ func (s *Server) delPod(ctx, waiting context.Context, r *datapath.DelRequest) *d
 		return errorReply(cniErrTryAgainLater, "failed to release the pod's address", fmt.Errorf("waiting for the pod's ADD or DEL in flight: %w", err))
 	}
 	defer unlock()
-	a, ok := s.release(key, r.NetnsGone)
+	a, ok, err := s.releasePersisted(ctx, key, r.NetnsGone)
+	if err != nil {
+		return errorReply(cniErrInternal, "failed to release the pod's address", err)
+	}
 	if !ok {
 		return &datapath.Reply{Phase: podwire.PhaseDone}
 	}
-	if err := s.cp.Sync(ctx); err != nil {
-		return errorReply(cniErrInternal, "failed to release the pod's address", fmt.Errorf("persist the release of %s: %w", a.IP, err))
-	}
-	s.pool.Kick()
 	s.log.Debug("DEL", "pod", r.PodNamespace+"/"+r.PodName, "ip", a.IP, "veth deleted", r.NetnsGone)
 	return &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
 		RouteTableId: int32(hostnet.RouteTable(a.Device, 0))}

@@ -238,18 +238,7 @@ func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
 	if err := proto.Unmarshal(buf[:n], req); err != nil {
 		return req, nsfd, invalid(cniErrDecodingFailure, "%v (a berth-cni of another release?)", err)
 	}
-	var cmd proto.Message
-	switch c := req.Command.(type) {
-	case *datapath.Request_Add:
-		cmd = c.Add
-	case *datapath.Request_Del:
-		cmd = c.Del
-	case *datapath.Request_Check:
-		cmd = c.Check
-	case *datapath.Request_Gc:
-		cmd = c.Gc
-	}
-	if cmd == nil || unknownFields(req) {
+	if req.Command == nil || unknownFields(req) {
 		// A plugin of another release: say so rather than drop what it asked.
 		return req, nsfd, invalid(cniErrDecodingFailure, "no command, or fields this ipamd does not know (a berth-cni of another release?)")
 	}

@@ -175,6 +175,20 @@ func (s *Server) release(key datastore.Key, deleteVeth bool) (datastore.Allocati
 	return s.ds.Held().Remove(key)
 }
 
+// releasePersisted releases key's address (the caller holds key's lock),
+// writes the release down and lets the pool see the free address. ok is
+// false when the attachment held none.
+func (s *Server) releasePersisted(ctx context.Context, key datastore.Key, deleteVeth bool) (a datastore.Allocation, ok bool, err error) {
+	if a, ok = s.release(key, deleteVeth); !ok {
+		return a, false, nil
+	}
+	if err := s.cp.Sync(ctx); err != nil {
+		return a, true, fmt.Errorf("persist the release of %s: %w", a.IP, err)
+	}
+	s.pool.Kick()
+	return a, true, nil
+}
+
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
 // so) and were assigned over minAge ago: a DEL that could not reach ipamd,
 // then the runtime deleted the pod's namespace. Each under its
@@ -343,14 +357,13 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.FromContextError(err).Err()
 	}
 	defer unlock()
-	a, ok := s.release(key, false) // the VPC CNI plugin deletes its veth
+	a, ok, err := s.releasePersisted(ctx, key, false) // the VPC CNI plugin deletes its veth
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
 	if !ok {
 		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
 	}
-	if err := s.cp.Sync(ctx); err != nil {
-		return nil, status.Errorf(codes.Internal, "persist the release of %s: %v", a.IP, err)
-	}
-	s.pool.Kick()
 	table := int32(hostnet.RouteTable(a.Device, 0))
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil

@@ -58,9 +58,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	// ipamd assigns the address and wires the pod in its own, warm process
 	// (package podwire); the namespace goes to it as a descriptor.
-	podNS, err := unix.Open(args.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	podNS, err := openNetns(args.Netns)
 	if err != nil {
-		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", args.Netns, err))
+		return err
 	}
 	req := datapathAdd{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
@@ -106,6 +106,15 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	log.Debug("ADD", "container", args.ContainerID, "ip", reply.IPv4Addr, "table", reply.RouteTableID, "veth", reply.HostVeth)
 	return result.print(os.Stdout, cniVersion)
+}
+
+// openNetns opens the pod's network namespace, to pass to ipamd.
+func openNetns(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", path, err))
+	}
+	return fd, nil
 }
 
 // receiveReply reads ipamd's next reply, unless sending failed.
@@ -304,9 +313,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if prev == nil || prev.ip == nil || prev.hostName == "" {
 		return types.NewError(types.ErrInvalidNetworkConfig, "CHECK needs a prevResult with the pod's address and host interface", "")
 	}
-	podNS, err := unix.Open(args.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	podNS, err := openNetns(args.Netns)
 	if err != nil {
-		return types.NewError(types.ErrInvalidNetNS, "invalid netns", fmt.Sprintf("open %s: %v", args.Netns, err))
+		return err
 	}
 	defer unix.Close(podNS)
 	req := datapathCheck{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,

@@ -58,10 +58,16 @@ type CIDRAssociation struct {
 	CIDR string `json:"cidr"`
 }
 
+// associations is the VPC's IPv4 blocks with their association IDs, the
+// primary first.
+func (v *VPC) associations() []CIDRAssociation {
+	return append([]CIDRAssociation{{ID: v.primaryAssociation(), CIDR: v.CIDR}}, v.Secondary...)
+}
+
 // IPv4CIDRs is the VPC's IPv4 blocks, the primary first.
 func (v *VPC) IPv4CIDRs() []string {
-	out := []string{v.CIDR}
-	for _, a := range v.Secondary {
+	var out []string
+	for _, a := range v.associations() {
 		out = append(out, a.CIDR)
 	}
 	return out

@@ -72,8 +72,7 @@ type xmlIPv6Assoc struct {
 func (s *Service) renderVPC(v *VPC) xmlVPC {
 	x := xmlVPC{VpcID: v.ID, OwnerID: s.cfg.Account, State: "available", CidrBlock: v.CIDR,
 		DhcpOptionsID: "dopt-0000000000000000a", InstanceTenancy: "default", IsDefault: v.IsDefault, Tags: renderTags(v.Tags)}
-	x.CidrAssociation = append(x.CidrAssociation, xmlCIDRAssoc{v.primaryAssociation(), v.CIDR, "associated"})
-	for _, a := range v.Secondary {
+	for _, a := range v.associations() {
 		x.CidrAssociation = append(x.CidrAssociation, xmlCIDRAssoc{a.ID, a.CIDR, "associated"})
 	}
 	if v.IPv6CIDR != "" {

@@ -94,8 +94,8 @@ func vpcFilter(s *Service, v *VPC) getter {
 		case "cidr-block-association.cidr-block":
 			return v.IPv4CIDRs(), true
 		case "cidr-block-association.association-id":
-			ids := []string{v.primaryAssociation()}
-			for _, a := range v.Secondary {
+			var ids []string
+			for _, a := range v.associations() {
 				ids = append(ids, a.ID)
 			}
 			return ids, true

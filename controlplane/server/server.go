@@ -112,10 +112,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errc := make(chan error, 8)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Cancel before waiting: on an early error (the apiserver's port
+	// taken, say) the goroutines run until the context ends.
+	defer func() { cancel(); wg.Wait() }()
 	goRun := func(name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -138,7 +139,8 @@ func (s *Server) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		defer m.Close()
+		// etcd stops last, once the apiserver and the rest have.
+		defer func() { cancel(); wg.Wait(); m.Close() }()
 		go func() {
 			if err, ok := <-m.Err(); ok && err != nil {
 				errc <- fmt.Errorf("etcd: %w", err)

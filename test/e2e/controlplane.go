@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,30 +46,46 @@ func LocalcloudEnv(lc *Localcloud) []string {
 
 // StartControlplane runs berth-controlplane serve against lc on free
 // loopback ports and waits for admin.kubeconfig; it is stopped when the
-// test ends.
+// test ends. When another process took one of the ports first, it starts
+// again on new ones.
 func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, flags ...string) *Controlplane {
 	t.Helper()
-	api, eks := FreePort(t), FreePort(t)
-	cp := &Controlplane{DataDir: dataDir, Cluster: cluster, APIServer: "https://" + api, EKS: "http://" + eks,
-		Kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"), Env: LocalcloudEnv(lc)}
-	cp.EtcdClient, cp.EtcdPeer = FreePort(t), FreePort(t)
-	cp.args = append([]string{"serve", "--data-dir", dataDir, "--cluster-name", cluster, "--listen", api, "--eks-listen", eks,
-		"--etcd-client-listen", cp.EtcdClient, "--etcd-peer-listen", cp.EtcdPeer}, flags...)
+	cp := &Controlplane{DataDir: dataDir, Cluster: cluster, Kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"), Env: LocalcloudEnv(lc)}
 	t.Cleanup(cp.Stop)
-	cp.Start(t)
-	return cp
+	for try := 1; ; try++ {
+		api, eks := FreePort(t), FreePort(t)
+		cp.APIServer, cp.EKS = "https://"+api, "http://"+eks
+		cp.EtcdClient, cp.EtcdPeer = FreePort(t), FreePort(t)
+		cp.args = append([]string{"serve", "--data-dir", dataDir, "--cluster-name", cluster, "--listen", api, "--eks-listen", eks,
+			"--etcd-client-listen", cp.EtcdClient, "--etcd-peer-listen", cp.EtcdPeer}, flags...)
+		err := cp.start(t)
+		if err == nil {
+			return cp
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("berth-controlplane lost a port race, starting again: %v", err)
+	}
 }
 
 // Start (re)starts the process with the same flags and waits until ready.
 func (c *Controlplane) Start(t testing.TB) {
 	t.Helper()
+	if err := c.start(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *Controlplane) start(t testing.TB) error {
 	_ = os.Remove(c.Kubeconfig)
 	cmd := exec.Command(Bin(t, "berth-controlplane"), c.args...)
 	cmd.Env = append(os.Environ(), c.Env...)
+	var out tail
 	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	c.cmd = cmd
 	c.exited = make(chan struct{})
@@ -74,16 +93,19 @@ func (c *Controlplane) Start(t testing.TB) {
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if _, err := os.Stat(c.Kubeconfig); err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-c.exited:
 			c.cmd = nil
-			t.Fatalf("berth-controlplane exited before it was ready: %v", cmd.ProcessState)
+			if out.contains("address already in use") {
+				return fmt.Errorf("berth-controlplane exited before it was ready (%v): %w", cmd.ProcessState, errPortTaken)
+			}
+			return fmt.Errorf("berth-controlplane exited before it was ready: %v", cmd.ProcessState)
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("berth-controlplane not ready after 3m")
+			return errors.New("berth-controlplane not ready after 3m")
 		}
 	}
 }

@@ -9,17 +9,23 @@
 package e2e
 
 import (
-	"context"
+	"bytes"
+	"errors"
 	"fmt"
-	"github.com/berth-io/berth/internal/testenv"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-io/berth/internal/testenv"
 )
 
 // Require fails (under CI=true) or skips the test when ok is false.
@@ -45,14 +51,48 @@ func Bin(t testing.TB, name string) string {
 }
 
 // FreePort returns a loopback TCP address that was free a moment ago.
+//
+// The port is drawn at random from 20000–29999: below the kernel's
+// ephemeral range, whose ports any outgoing connection of the tests side
+// by side may take as its source port before the process under test binds
+// it (a lost race CI saw), and above the 10xxx ports Kubernetes' daemons
+// bind by default.
 func FreePort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(10000)))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port in 20000-29999 after 100 tries")
+	return ""
+}
+
+// errPortTaken is a process's exit because its port was taken.
+var errPortTaken = errors.New("address already in use")
+
+// tail keeps the last 64 KiB written to it.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (w *tail) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - 64<<10; over > 0 {
+		w.buf = w.buf[over:]
+	}
+	return len(p), nil
+}
+
+func (w *tail) contains(s string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Contains(w.buf, []byte(s))
 }
 
 // Localcloud is a berth-localcloud process.
@@ -60,63 +100,84 @@ type Localcloud struct {
 	Endpoint string // http://127.0.0.1:port
 	StateDir string
 	cmd      *exec.Cmd
+	exited   chan struct{}
 }
 
 // StartLocalcloud runs berth-localcloud serve with extra flags and waits
-// until it answers; it is stopped (SIGTERM) when the test ends.
+// until it answers; it is stopped (SIGTERM) when the test ends. When
+// another process took its port first, it starts again on a new one.
 func StartLocalcloud(t testing.TB, stateDir string, flags ...string) *Localcloud {
 	t.Helper()
-	addr := FreePort(t)
-	args := append([]string{"serve", "--listen", addr, "--state-dir", stateDir}, flags...)
-	cmd := exec.Command(Bin(t, "berth-localcloud"), args...)
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lc := &Localcloud{Endpoint: "http://" + addr, StateDir: stateDir, cmd: cmd}
+	lc := &Localcloud{StateDir: stateDir}
 	t.Cleanup(lc.Stop)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	for try := 1; ; try++ {
+		err := lc.start(t, FreePort(t), flags)
+		if err == nil {
+			return lc
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("localcloud lost a port race, starting again: %v", err)
+	}
+}
+
+func (l *Localcloud) start(t testing.TB, addr string, flags []string) error {
+	args := append([]string{"serve", "--listen", addr, "--state-dir", l.StateDir}, flags...)
+	cmd := exec.Command(Bin(t, "berth-localcloud"), args...)
+	var out tail
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.Endpoint, l.cmd, l.exited = "http://"+addr, cmd, make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(l.exited)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(lc.Endpoint + "/_localcloud/health")
+		resp, err := http.Get(l.Endpoint + "/_localcloud/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return lc
+				return nil
 			}
 		}
 		select {
-		case <-ctx.Done():
-			t.Fatalf("localcloud did not come up on %s", addr)
+		case <-l.exited:
+			l.cmd = nil
+			if out.contains("address already in use") {
+				return fmt.Errorf("localcloud exited before it answered (%v): %w", cmd.ProcessState, errPortTaken)
+			}
+			return fmt.Errorf("localcloud exited before it answered: %v", cmd.ProcessState)
 		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("localcloud did not come up on %s", addr)
 		}
 	}
 }
 
 // Stop ends the process gracefully and waits for it.
 func (l *Localcloud) Stop() {
-	if l.cmd == nil || l.cmd.Process == nil {
+	if l.cmd == nil {
 		return
 	}
 	_ = l.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = l.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-l.exited:
 	case <-time.After(10 * time.Second):
 		_ = l.cmd.Process.Kill()
-		<-done
+		<-l.exited
 	}
 	l.cmd = nil
 }
 
 // Kill ends the process with SIGKILL, as a crash would, and waits for it.
 func (l *Localcloud) Kill() {
-	if l.cmd == nil || l.cmd.Process == nil {
+	if l.cmd == nil {
 		return
 	}
 	_ = l.cmd.Process.Kill()
-	_ = l.cmd.Wait()
+	<-l.exited
 	l.cmd = nil
 }

@@ -2,12 +2,14 @@ package controlplane_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-io/berth/controlplane/etcd"
 	"github.com/berth-io/berth/controlplane/pki"
@@ -97,5 +99,45 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 	if out, err := cp.Kubectl(t, "get", "namespace", "after"); err == nil || !strings.Contains(out, "NotFound") {
 		t.Fatalf("namespace created after the snapshot survived the restore: %s", out)
+	}
+}
+
+// TestAPIServerPortTaken starts the control plane on a port another
+// process holds: it must exit at once with the bind error and leave its
+// embedded etcd's ports free, not hang until killed (as it did while its
+// goroutines waited for a context only a signal ended).
+func TestAPIServerPortTaken(t *testing.T) {
+	lc := e2e.StartLocalcloud(t, t.TempDir(), "--datapath", "off")
+	ln, err := net.Listen("tcp", e2e.FreePort(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	etcdClient, etcdPeer := e2e.FreePort(t), e2e.FreePort(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e2e.Bin(t, "berth-controlplane"), "serve", "--data-dir", filepath.Join(t.TempDir(), "cp"),
+		"--cluster-name", cluster, "--listen", ln.Addr().String(), "--eks-listen", e2e.FreePort(t),
+		"--etcd-client-listen", etcdClient, "--etcd-peer-listen", etcdPeer)
+	cmd.Env = append(os.Environ(), e2e.LocalcloudEnv(lc)...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("berth-controlplane still running after 2m with its port taken\n%s", out)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "berth-controlplane: kube-apiserver: ") || !strings.Contains(last, "address already in use") {
+		t.Errorf("last line %q, want the apiserver's bind error", last)
+	}
+	for _, addr := range []string{etcdClient, etcdPeer} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("etcd's %s still held after exit: %v", addr, err)
+			continue
+		}
+		l.Close()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,14 +47,23 @@ func LocalcloudEnv(lc *Localcloud) []string {
 
 // StartControlplane runs berth-controlplane serve against lc on free
 // loopback ports and waits for admin.kubeconfig; it is stopped when the
-// test ends. When another process took one of the ports first, it starts
-// again on new ones.
+// test ends. A --listen among flags sets the apiserver's address instead.
+// When another process took one of the ports first, it starts again on new
+// ones (the apiserver's on the same host).
 func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, flags ...string) *Controlplane {
 	t.Helper()
 	cp := &Controlplane{DataDir: dataDir, Cluster: cluster, Kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"), Env: LocalcloudEnv(lc)}
 	t.Cleanup(cp.Stop)
+	listen, flags := takeFlag(flags, "--listen")
 	for try := 1; ; try++ {
-		api, eks := FreePort(t), FreePort(t)
+		api := FreePort(t)
+		if host, _, err := net.SplitHostPort(listen); err == nil {
+			api = listen
+			if try > 1 {
+				api = FreePortOn(t, host)
+			}
+		}
+		eks := FreePort(t)
 		cp.APIServer, cp.EKS = "https://"+api, "http://"+eks
 		cp.EtcdClient, cp.EtcdPeer = FreePort(t), FreePort(t)
 		cp.args = append([]string{"serve", "--data-dir", dataDir, "--cluster-name", cluster, "--listen", api, "--eks-listen", eks,
@@ -66,7 +76,31 @@ func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, fl
 			t.Fatal(err)
 		}
 		t.Logf("berth-controlplane lost a port race, starting again: %v", err)
+		// A fresh start: the certificates and etcd member of the first
+		// name its ports.
+		if err := os.RemoveAll(dataDir); err != nil {
+			t.Fatal(err)
+		}
 	}
+}
+
+// takeFlag removes "name value" or "name=value" from flags and returns
+// the (last) value.
+func takeFlag(flags []string, name string) (string, []string) {
+	var v string
+	var rest []string
+	for i := 0; i < len(flags); i++ {
+		switch {
+		case flags[i] == name && i+1 < len(flags):
+			v = flags[i+1]
+			i++
+		case strings.HasPrefix(flags[i], name+"="):
+			v = strings.TrimPrefix(flags[i], name+"=")
+		default:
+			rest = append(rest, flags[i])
+		}
+	}
+	return v, rest
 }
 
 // Start (re)starts the process with the same flags and waits until ready.

@@ -51,22 +51,29 @@ func Bin(t testing.TB, name string) string {
 }
 
 // FreePort returns a loopback TCP address that was free a moment ago.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	return FreePortOn(t, "127.0.0.1")
+}
+
+// FreePortOn returns an address of ip with a TCP port that was free a
+// moment ago.
 //
 // The port is drawn at random from 20000–29999: below the kernel's
 // ephemeral range, whose ports any outgoing connection of the tests side
 // by side may take as its source port before the process under test binds
 // it (a lost race CI saw), and above the 10xxx ports Kubernetes' daemons
 // bind by default.
-func FreePort(t testing.TB) string {
+func FreePortOn(t testing.TB, ip string) string {
 	t.Helper()
 	for range 100 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(10000)))
+		addr := net.JoinHostPort(ip, strconv.Itoa(20000+rand.IntN(10000)))
 		if ln, err := net.Listen("tcp", addr); err == nil {
 			ln.Close()
 			return addr
 		}
 	}
-	t.Fatal("no free loopback port in 20000-29999 after 100 tries")
+	t.Fatalf("no free port on %s in 20000-29999 after 100 tries", ip)
 	return ""
 }
 

@@ -24,17 +24,6 @@ func HostAddress(t testing.TB) string {
 	return ""
 }
 
-// ListenAddr is a free TCP address on ip.
-func ListenAddr(t testing.TB, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // Forward relays TCP connections from ip:<free port> to target until the
 // test ends, and returns the listening address.
 func Forward(t testing.TB, ip, target string) string {

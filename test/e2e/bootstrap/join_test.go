@@ -47,9 +47,8 @@ func TestJoin(t *testing.T) {
 	// address carries STS calls: the node presigns its token for it and the
 	// control plane verifies the token through it.
 	sts := e2e.Forward(t, hostIP, strings.TrimPrefix(lc.Endpoint, "http://"))
-	api := e2e.ListenAddr(t, hostIP)
 	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "demo",
-		"--listen", api, "--sts-endpoint", "http://"+sts, "--log-types", "audit")
+		"--listen", e2e.FreePortOn(t, hostIP), "--sts-endpoint", "http://"+sts, "--log-types", "audit")
 
 	c := lc.EC2(t)
 	subnet, cidr := e2e.OwnSubnet(t, c, 1, 24)
@@ -76,7 +75,7 @@ spec:
     cidr: 10.100.0.0/16
 
 --BOUNDARY--
-`, api, base64.StdEncoding.EncodeToString(ca))
+`, strings.TrimPrefix(cp.APIServer, "https://"), base64.StdEncoding.EncodeToString(ca))
 	inst, ns := launch(t, c, subnet, userData)
 	id, az, dnsName := *inst.InstanceId, *inst.Placement.AvailabilityZone, *inst.PrivateDnsName
 	t.Logf("instance %s (%s, %s) in %s, account %s", id, dnsName, *inst.PrivateIpAddress, cidr, account)

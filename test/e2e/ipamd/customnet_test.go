@@ -167,7 +167,7 @@ func TestCustomNetworking(t *testing.T) {
 // rights: the berth-ipamd ServiceAccount's token.
 func ipamdAPI(t *testing.T, cl *cluster, name string, roles ...string) (*e2e.Controlplane, string) {
 	t.Helper()
-	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), name, "--listen", e2e.ListenAddr(t, e2e.HostAddress(t)))
+	cp := e2e.StartControlplane(t, cl.lc, filepath.Join(t.TempDir(), "cp"), name, "--listen", e2e.FreePortOn(t, e2e.HostAddress(t)))
 	wd, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)

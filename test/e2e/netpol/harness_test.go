@@ -107,7 +107,7 @@ func newHarness(t testing.TB, mode, instanceType string) *harness {
 	ec2 := lc.EC2(t)
 	subnet, _ := e2e.OwnSubnet(t, ec2, 0, 20)
 	hostIP := e2e.HostAddress(t)
-	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "netpol", "--listen", e2e.ListenAddr(t, hostIP))
+	cp := e2e.StartControlplane(t, lc, filepath.Join(t.TempDir(), "cp"), "netpol", "--listen", e2e.FreePortOn(t, hostIP))
 	rc, err := clientcmd.BuildConfigFromFlags("", cp.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)

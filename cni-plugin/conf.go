@@ -130,6 +130,30 @@ func decodeNetConf(b []byte, strict bool) (*NetConf, string, error) {
 	return conf, conf.CNIVersion, nil
 }
 
+// Multi-NIC pods: the annotation that asks for an interface on every
+// network card, which the runtime passes in runtimeConfig when the
+// conflist declares the capability, as the VPC CNI's does.
+const (
+	podAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+	nicConfigAnnotation      = "k8s.amazonaws.com/nicConfig"
+	multiNICAttachment       = "multi-nic-attachment"
+)
+
+// wantsMultiNIC reports whether the pod's annotations in runtimeConfig ask
+// for multi-NIC attachment. Only that exact value does, as in the VPC CNI.
+func (c *NetConf) wantsMultiNIC() (bool, error) {
+	if len(c.RuntimeConfig) == 0 {
+		return false, nil
+	}
+	var rc struct {
+		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations"`
+	}
+	if err := json.Unmarshal(c.RuntimeConfig, &rc); err != nil {
+		return false, types.NewError(types.ErrDecodingFailure, "invalid runtimeConfig", err.Error())
+	}
+	return rc.PodAnnotations[nicConfigAnnotation] == multiNICAttachment, nil
+}
+
 func loadArgs(s string) (*K8sArgs, error) {
 	a := &K8sArgs{}
 	if err := types.LoadArgs(s, a); err != nil {

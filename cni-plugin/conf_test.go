@@ -63,3 +63,40 @@ func TestDelIgnoresUnknownFields(t *testing.T) {
 		t.Fatal("ADD accepted an unknown field")
 	}
 }
+
+// The multi-NIC annotation comes in runtimeConfig, among the pod's others;
+// only its exact value asks for it, as in the VPC CNI.
+func TestWantsMultiNIC(t *testing.T) {
+	for _, tc := range []struct {
+		runtimeConfig string
+		want          bool
+		code          uint // a CNI error
+	}{
+		{``, false, 0},
+		{`{"portMappings":[]}`, false, 0},
+		{`{"io.kubernetes.cri.pod-annotations":{"k8s.amazonaws.com/nicConfig":"multi-nic-attachment","other":"x"}}`, true, 0},
+		{`{"io.kubernetes.cri.pod-annotations":{"k8s.amazonaws.com/nicConfig":"Multi-NIC-attachment"}}`, false, 0},
+		{`{"io.kubernetes.cri.pod-annotations":{"other":"multi-nic-attachment"}}`, false, 0},
+		{`{"io.kubernetes.cri.pod-annotations":["k8s.amazonaws.com/nicConfig"]}`, false, types.ErrDecodingFailure},
+	} {
+		conf := `{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni"`
+		if tc.runtimeConfig != "" {
+			conf += `,"runtimeConfig":` + tc.runtimeConfig
+		}
+		c, _, err := loadNetConf([]byte(conf + "}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.wantsMultiNIC()
+		var e *types.Error
+		if tc.code != 0 {
+			if !errors.As(err, &e) || e.Code != tc.code {
+				t.Errorf("%s: %v, want CNI error %d", tc.runtimeConfig, err, tc.code)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %v %v, want %v", tc.runtimeConfig, got, err, tc.want)
+		}
+	}
+}

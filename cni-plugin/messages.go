@@ -28,14 +28,15 @@ type datapathAdd struct {
 	ClientVersion, ContainerID, IfName, NetworkName, PodNamespace, PodName string
 	PodInfraContainerID, Netns, VethPrefix                                 string
 	MTU                                                                    int32
-	PolicyAgent                                                            bool
+	PolicyAgent, MultiNIC                                                  bool
 }
 
 func (m *datapathAdd) marshal() []byte {
 	b := pbStrings(nil, m.ClientVersion, m.ContainerID, m.IfName, m.NetworkName, m.PodNamespace, m.PodName,
 		m.PodInfraContainerID, m.Netns, m.VethPrefix)
 	b = pbInt32(b, 10, m.MTU)
-	return pbBool(b, 11, m.PolicyAgent)
+	b = pbBool(b, 11, m.PolicyAgent)
+	return pbBool(b, 12, m.MultiNIC)
 }
 
 // datapathDel is datapath.DelRequest.

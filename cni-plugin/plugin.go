@@ -56,6 +56,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// such pod would share one.
 		return types.NewError(types.ErrInvalidEnvironmentVariables, "invalid CNI_ARGS", "K8S_POD_NAMESPACE and K8S_POD_NAME are required")
 	}
+	multiNIC, err := conf.wantsMultiNIC()
+	if err != nil {
+		return err
+	}
 	// ipamd assigns the address and wires the pod in its own, warm process
 	// (package podwire); the namespace goes to it as a descriptor.
 	podNS, err := openNetns(args.Netns)
@@ -64,7 +68,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	req := datapathAdd{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
-		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: int32(conf.MTU), PolicyAgent: agentPresent(conf)}
+		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: int32(conf.MTU), PolicyAgent: agentPresent(conf), MultiNIC: multiNIC}
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
 	c, err := podwire.Dial(ctx, conf.DatapathSocket)

@@ -201,7 +201,7 @@ func TestWireSilentServer(t *testing.T) {
 // generated code, both ways.
 func TestDatapathMessages(t *testing.T) {
 	add := datapathAdd{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns",
-		PodName: "web-0", PodInfraContainerID: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", MTU: 9001, PolicyAgent: true}
+		PodName: "web-0", PodInfraContainerID: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", MTU: 9001, PolicyAgent: true, MultiNIC: true}
 	del := datapathDel{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
 		PodInfraContainerID: "infra", PodUID: "uid", NetnsGone: true, Reason: "PodDeleted"}
 	check := datapathCheck{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", Netns: "/var/run/netns/x",
@@ -213,7 +213,8 @@ func TestDatapathMessages(t *testing.T) {
 	}{
 		{datapathRequest(commandAdd, add.marshal()), &datapath.Request{Command: &datapath.Request_Add{Add: &datapath.AddRequest{
 			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
-			PodInfraContainerId: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", Mtu: 9001, PolicyAgent: true}}}},
+			PodInfraContainerId: "infra", Netns: "/var/run/netns/x", VethPrefix: "eni", Mtu: 9001, PolicyAgent: true,
+			RequiresMultiNicAttachment: true}}}},
 		{datapathRequest(commandDel, del.marshal()), &datapath.Request{Command: &datapath.Request_Del{Del: &datapath.DelRequest{
 			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
 			PodInfraContainerId: "infra", PodUid: "uid", NetnsGone: true, Reason: "PodDeleted"}}}},

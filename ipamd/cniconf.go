@@ -34,6 +34,9 @@ func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.
 		"mtu":            cfg.PodMTU, // the pod veth's (POD_MTU); ENIs keep AWS_VPC_ENI_MTU
 		"pluginLogFile":  cfg.PluginLogFile,
 		"pluginLogLevel": cfg.PluginLogLevel,
+		// The runtime passes the pod's annotations: berth-cni reads the
+		// multi-NIC one (k8s.amazonaws.com/nicConfig), as aws-cni does.
+		"capabilities": map[string]bool{"io.kubernetes.cri.pod-annotations": true},
 	}
 	if socket != DefaultSocket {
 		plugin["ipamdSocket"] = socket

@@ -120,6 +120,9 @@ func TestConflistChainsAndPluginLog(t *testing.T) {
 	if p := got.Plugins[0]; p.LogFile != "/var/log/p.log" || p.LogLevel != "WARN" {
 		t.Errorf("plugin log %q %q", p.LogFile, p.LogLevel)
 	}
+	if c := got.Plugins[0].Capabilities; len(c) != 1 || !c["io.kubernetes.cri.pod-annotations"] {
+		t.Errorf("berth-cni's capabilities %v, want the pod annotations only", c)
+	}
 	if !got.Plugins[2].Capabilities["bandwidth"] || got.Plugins[3].Sysctl["net.ipv6.conf.all.disable_ipv6"] != "1" {
 		t.Errorf("bandwidth/tuning entries: %s", b)
 	}

@@ -29,12 +29,13 @@ import (
 // CNI error codes of the datapath replies (the CNI library's, as the
 // plugin prints them).
 const (
-	cniErrInvalidNetNS    = uint32(types.ErrInvalidNetNS) // 8
-	cniErrInvalidEnv      = uint32(types.ErrInvalidEnvironmentVariables)
-	cniErrDecodingFailure = uint32(types.ErrDecodingFailure)
-	cniErrInvalidConfig   = uint32(types.ErrInvalidNetworkConfig)
-	cniErrTryAgainLater   = uint32(types.ErrTryAgainLater)
-	cniErrInternal        = uint32(types.ErrInternal)
+	cniErrInvalidNetNS     = uint32(types.ErrInvalidNetNS) // 8
+	cniErrInvalidEnv       = uint32(types.ErrInvalidEnvironmentVariables)
+	cniErrDecodingFailure  = uint32(types.ErrDecodingFailure)
+	cniErrInvalidConfig    = uint32(types.ErrInvalidNetworkConfig)
+	cniErrTryAgainLater    = uint32(types.ErrTryAgainLater)
+	cniErrUnsupportedField = uint32(types.ErrUnsupportedField)
+	cniErrInternal         = uint32(types.ErrInternal)
 )
 
 // requestTimeout bounds the wait for the request after a connection.
@@ -380,6 +381,11 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	if e := s.compatiblePlugin(r.ClientVersion); e != nil {
 		_ = fail(e)
 		answered()
+		return
+	}
+	if r.RequiresMultiNicAttachment {
+		s.log.Warn("ADD refused", "pod", pod, "err", ErrMultiNIC)
+		failed(cniErrUnsupportedField, "failed to assign an IP address to the pod", ErrMultiNIC)
 		return
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerId, IfName: r.IfName}

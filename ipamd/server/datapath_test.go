@@ -407,6 +407,8 @@ func TestDatapathBadRequests(t *testing.T) {
 	old.ClientVersion = "v9.9.8"
 	noPod := e.request("bad")
 	noPod.PodName = ""
+	multiNIC := e.request("bad")
+	multiNIC.RequiresMultiNicAttachment = true
 	goodBytes, err := proto.Marshal(wrap(good))
 	if err != nil {
 		t.Fatal(err)
@@ -444,6 +446,7 @@ func TestDatapathBadRequests(t *testing.T) {
 		{"no namespace", good, nil, 8, "no network namespace descriptor"},
 		{"not a namespace", good, []int{int(file.Fd())}, 8, "not a network namespace"},
 		{"other version", old, []int{int(podNS)}, 999, `does not accept berth-cni "v9.9.8"`},
+		{"multi-NIC pod", multiNIC, []int{int(podNS)}, 2, "multi-nic-attachment"},
 	} {
 		r := exchange(t, dial(t, e.sock), tc.req, tc.fds...)
 		if r.Error == nil || r.Error.Code != tc.code || !strings.Contains(r.Error.Details, tc.want) {

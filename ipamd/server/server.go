@@ -253,6 +253,10 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	if r.ContainerID == "" || r.IfName == "" || r.NetworkName == "" {
 		return nil, status.Error(codes.InvalidArgument, "AddNetwork needs ContainerID, IfName and NetworkName")
 	}
+	if r.RequiresMultiNICAttachment {
+		s.log.Warn("AddNetwork refused", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", ErrMultiNIC)
+		return nil, status.Error(codes.FailedPrecondition, ErrMultiNIC.Error())
+	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
 	meta := datastore.Meta{PodNamespace: r.K8S_POD_NAMESPACE, PodName: r.K8S_POD_NAME, InterfacesCount: 1}
 	unlock, err := s.keys.lock(ctx, key)
@@ -294,6 +298,13 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	s.log.Debug("AddNetwork", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "ip", a.IP, "eni", a.ENI, "took", time.Since(start))
 	return reply, nil
 }
+
+// ErrMultiNIC refuses an ADD of a pod that asks for an interface on every
+// network card. berth-ipamd has no ENABLE_MULTI_NIC, and the VPC CNI
+// without it fails such an ADD too rather than give the pod one interface
+// where its workload expects several.
+var ErrMultiNIC = errors.New("the pod asks for an interface on every network card (annotation k8s.amazonaws.com/nicConfig: multi-nic-attachment); " +
+	"berth-ipamd does not attach multi-NIC pods (ENABLE_MULTI_NIC is not supported)")
 
 // assign gets an address, waiting up to s.wait while the pool grows.
 func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.Meta) (datastore.Allocation, error) {

@@ -133,6 +133,26 @@ func TestAddFailsWithTheReason(t *testing.T) {
 	}
 }
 
+// A pod that asks for an interface on every network card fails with the
+// reason, as in the VPC CNI without ENABLE_MULTI_NIC, and holds nothing:
+// one interface is not what its workload expects.
+func TestAddRefusesMultiNICPods(t *testing.T) {
+	ds := newDS()
+	c := start(t, &testPool{ds: ds}, ds, time.Second)
+	r := addReq("multi", "v9.9.9")
+	r.RequiresMultiNICAttachment = true
+	_, err := c.AddNetwork(context.Background(), r)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "multi-nic-attachment") {
+		t.Fatalf("got %v, want FailedPrecondition naming the annotation", err)
+	}
+	if n := len(ds.Allocations()); n != 0 {
+		t.Fatalf("a refused ADD holds %d addresses", n)
+	}
+	if _, err := c.AddNetwork(context.Background(), addReq("single", "v9.9.9")); err != nil {
+		t.Fatalf("a pod without the annotation: %v", err)
+	}
+}
+
 func TestClientVersions(t *testing.T) {
 	ds := newDS()
 	_ = ds.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.0/28"))

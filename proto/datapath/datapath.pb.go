@@ -179,8 +179,12 @@ type AddRequest struct {
 	VethPrefix          string                 `protobuf:"bytes,9,opt,name=veth_prefix,json=vethPrefix,proto3" json:"veth_prefix,omitempty"`
 	Mtu                 int32                  `protobuf:"varint,10,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	PolicyAgent         bool                   `protobuf:"varint,11,opt,name=policy_agent,json=policyAgent,proto3" json:"policy_agent,omitempty"` // the plugin will call the policy agent between the turns
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The pod's annotation k8s.amazonaws.com/nicConfig is
+	// "multi-nic-attachment" (as AddNetworkRequest.RequiresMultiNICAttachment):
+	// it asks for an interface on every network card.
+	RequiresMultiNicAttachment bool `protobuf:"varint,12,opt,name=requires_multi_nic_attachment,json=requiresMultiNicAttachment,proto3" json:"requires_multi_nic_attachment,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
 }
 
 func (x *AddRequest) Reset() {
@@ -286,6 +290,13 @@ func (x *AddRequest) GetMtu() int32 {
 func (x *AddRequest) GetPolicyAgent() bool {
 	if x != nil {
 		return x.PolicyAgent
+	}
+	return false
+}
+
+func (x *AddRequest) GetRequiresMultiNicAttachment() bool {
+	if x != nil {
+		return x.RequiresMultiNicAttachment
 	}
 	return false
 }
@@ -866,7 +877,7 @@ const file_datapath_proto_rawDesc = "" +
 	"\x03del\x18\x02 \x01(\v2\x1d.berth.datapath.v1.DelRequestH\x00R\x03del\x127\n" +
 	"\x05check\x18\x03 \x01(\v2\x1f.berth.datapath.v1.CheckRequestH\x00R\x05check\x12.\n" +
 	"\x02gc\x18\x04 \x01(\v2\x1c.berth.datapath.v1.GCRequestH\x00R\x02gcB\t\n" +
-	"\acommand\"\xf3\x02\n" +
+	"\acommand\"\xb6\x03\n" +
 	"\n" +
 	"AddRequest\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12!\n" +
@@ -881,7 +892,8 @@ const file_datapath_proto_rawDesc = "" +
 	"vethPrefix\x12\x10\n" +
 	"\x03mtu\x18\n" +
 	" \x01(\x05R\x03mtu\x12!\n" +
-	"\fpolicy_agent\x18\v \x01(\bR\vpolicyAgent\"\xd7\x02\n" +
+	"\fpolicy_agent\x18\v \x01(\bR\vpolicyAgent\x12A\n" +
+	"\x1drequires_multi_nic_attachment\x18\f \x01(\bR\x1arequiresMultiNicAttachment\"\xd7\x02\n" +
 	"\n" +
 	"DelRequest\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12!\n" +

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,7 +98,8 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 	}
 	logFile := filepath.Join(t.TempDir(), "aws-plugin.log")
 	conf, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"0.4.0","name":"aws-cni","disableCheck":true,
-		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict","pluginLogFile":%q,"pluginLogLevel":"Debug"}]}`, logFile)))
+		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict","pluginLogFile":%q,"pluginLogLevel":"Debug",
+		"capabilities":{"io.kubernetes.cri.pod-annotations":true}}]}`, logFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,5 +137,42 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 		if held == ip.String() {
 			t.Fatalf("%s still allocated after the AWS plugin's DEL", ip)
 		}
+	}
+	multiNICRefused(t, n, "aws-plugin", conf)
+	multiNICRefused(t, n, "berth-cni", n.conf(t))
+}
+
+// multiNICRefused creates a pod annotated for an interface on every
+// network card through conf (the runtime passes the annotations because
+// the plugin declares the capability): ipamd, without ENABLE_MULTI_NIC,
+// must fail the ADD naming the annotation and hold no address for it,
+// and the runtime's DEL that follows must succeed.
+func multiNICRefused(t *testing.T, n *node, name string, conf *libcni.NetworkConfigList) {
+	t.Helper()
+	nsName := fmt.Sprintf("pod-mnic-%d", time.Now().UnixNano()%1e6)
+	rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: e2e.NewNetNS(t, nsName), IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "multi-nic-" + name}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}},
+		CapabilityArgs: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{
+			"k8s.amazonaws.com/nicConfig": "multi-nic-attachment", "kubectl.kubernetes.io/last-applied-configuration": "{}"}}}
+	before := len(introspectPods(t, n))
+	err := e2e.InNetNS(n.inst.NetNS, func() error {
+		_, err := n.cni.AddNetworkList(context.Background(), conf, rt)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "multi-nic-attachment") {
+		t.Fatalf("%s: ADD of a multi-NIC pod: %v, want the refusal naming the annotation", name, err)
+	}
+	if after := len(introspectPods(t, n)); after != before {
+		t.Fatalf("%s: a refused multi-NIC pod holds an address (%d allocations, %d before)", name, after, before)
+	}
+	var eth0 bool
+	if err := e2e.InNetNS(nsName, func() error { _, lerr := net.InterfaceByName("eth0"); eth0 = lerr == nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if eth0 {
+		t.Fatalf("%s: a refused multi-NIC pod has an eth0", name)
+	}
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), conf, rt) }); err != nil {
+		t.Fatalf("%s: DEL after the refused ADD: %v", name, err)
 	}
 }

@@ -169,7 +169,19 @@ func (s *Server) handleAdd(parent context.Context, c *net.UnixConn, req *datapat
 		if err := sendMsg(c, r); err != nil {
 			return nil, err
 		}
-		return nextWord(parent, cont, turnTimeout)
+		m, err := nextWord(parent, cont, turnTimeout)
+		if err != nil {
+			// ipamd gives up on the plugin (it stops, or no word came in
+			// time) and will undo the ADD. The plugin must not take the
+			// commit it may be sending now for a success: shut its sends
+			// off first (they fail with EPIPE from here on), then read
+			// what it sent before, which still counts.
+			_ = c.CloseRead()
+			if late, ok := <-cont; ok {
+				return late, nil
+			}
+		}
+		return m, err
 	}, func(r *datapath.Reply) error { return sendMsg(c, r) })
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -513,4 +514,32 @@ func TestServeDatapathCancelsADDsOnShutdown(t *testing.T) {
 		t.Fatal("ServeDatapath did not return after its context ended")
 	}
 	e.gone(t, "stuck")
+}
+
+// ipamd stopping right after its answer: a commit the plugin could send is
+// kept, and one it could not fails at the plugin. Before, ipamd could
+// undo an ADD whose commit the plugin had sent, and so reported, leaving
+// a running pod without its network and its address free for another.
+func TestDatapathCommitRacingShutdown(t *testing.T) {
+	for i := range 6 {
+		e := startDatapath(t)
+		pod := fmt.Sprintf("late-%d", i)
+		c := e.answered(t, pod)
+		e.cancel()
+		if i%2 == 1 {
+			time.Sleep(20 * time.Millisecond) // ipamd gives up before the commit
+		}
+		b, _ := proto.Marshal(&datapath.Continue{Applied: true})
+		sendErr := c.Send(b)
+		e.stop()
+		_, held := e.ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c-" + pod, IfName: "eth0"})
+		_, linkErr := e.node.LinkByName(vethname.For("eni", "ns", pod))
+		switch {
+		case sendErr == nil && (!held || linkErr != nil):
+			t.Fatalf("%s: the commit was sent, but ipamd undid the ADD (held %v, veth %v)", pod, held, linkErr)
+		case sendErr != nil && held:
+			t.Fatalf("%s: the commit failed (%v), but ipamd kept the address", pod, sendErr)
+		}
+		t.Logf("%s: commit sent: %v", pod, sendErr == nil)
+	}
 }

@@ -651,8 +651,11 @@ func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err e
 	}); err != nil {
 		return ENI{}, err
 	}
-	// Wait for "attached": about 1–3 s on EC2.
+	// Wait for "attached": about 1–3 s on EC2, bounded: an attachment that
+	// never completes must not hold the pool's EC2 lock, and with it every
+	// ADD, for good. The deferred FreeENI removes the ENI.
 	delay := 200 * time.Millisecond
+	deadline := time.Now().Add(attachWait)
 	for {
 		var d *ec2.DescribeNetworkInterfacesOutput
 		if err := c.call("DescribeNetworkInterfaces", func() (err error) {
@@ -666,6 +669,9 @@ func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err e
 			if eni.Attached {
 				break
 			}
+		}
+		if time.Now().After(deadline) {
+			return ENI{}, fmt.Errorf("wait for %s to attach: not attached after %s", id, attachWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -763,7 +769,7 @@ func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
 		}
 	}
 	delay := 200 * time.Millisecond
-	for {
+	for attempt := 1; ; attempt++ {
 		err := c.DeleteENI(ctx, eniID)
 		if err == nil || errors.Is(err, ErrNotFound) {
 			return nil
@@ -771,6 +777,12 @@ func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
 		if !strings.Contains(err.Error(), "InUse") {
 			c.utilsError("FreeENIDeleteErr", err)
 			return err
+		}
+		if attempt == deleteAttempts {
+			// A detachment stuck in "detaching": the leaked-ENI cleanup
+			// deletes the ENI once it is available.
+			c.utilsError("FreeENIDeleteErr", err)
+			return fmt.Errorf("delete %s: still in use after %d attempts: %w", eniID, attempt, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -780,6 +792,14 @@ func (c *AWS) FreeENI(ctx context.Context, eniID string) error {
 		delay = min(delay*2, 2*time.Second)
 	}
 }
+
+// attachWait bounds the wait for a new ENI's attachment, and
+// deleteAttempts FreeENI's deletes while EC2 still sees the ENI attached
+// (the VPC CNI makes 20), so that neither holds the pool for good.
+const (
+	attachWait     = time.Minute
+	deleteAttempts = 20
+)
 
 // DeleteENI deletes a detached ENI.
 func (c *AWS) DeleteENI(ctx context.Context, eniID string) error {

@@ -529,7 +529,10 @@ func (p *Pool) reconcile(ctx context.Context) {
 			p.report(ErrCordoned, 10*time.Second)
 		}
 	case st.Total < want:
-		if inBackoff && waiting == 0 {
+		if inBackoff {
+			// Also with ADDs waiting: they get the reason from Blocked,
+			// and a pod retried every few seconds must not turn into an
+			// EC2 call each time against a subnet known to be full.
 			return
 		}
 		defer p.ec2Gen.Add(1) // after the grow, before the unlock

@@ -291,6 +291,37 @@ func TestBlockedAtMaxPodsAndOnExhaustion(t *testing.T) {
 	_ = f
 }
 
+// Pods retried against a full subnet do not turn into EC2 calls: the
+// backoff holds while ADDs wait (they get the reason meanwhile), and
+// growth is tried again once it ends.
+func TestBackoffHoldsWhileADDsWait(t *testing.T) {
+	p, f, _ := newPool(t, "m5.large", nil)
+	f.exhaust = true
+	done := p.Wait()
+	defer done()
+	p.reconcile(context.Background())
+	calls := f.mutating()
+	if calls == 0 {
+		t.Fatal("no growth tried")
+	}
+	for range 5 { // a retried pod's ADDs, each kicking the pool
+		release := p.Wait()
+		p.reconcile(context.Background())
+		release()
+	}
+	if n := f.mutating() - calls; n != 0 {
+		t.Fatalf("%d more EC2 calls during the backoff of an exhausted subnet", n)
+	}
+	if reason, _ := p.Blocked(); !errors.Is(reason, cloud.ErrSubnetExhausted) {
+		t.Fatalf("waiting ADDs are told %v", reason)
+	}
+	later(p, 121*time.Second)
+	p.reconcile(context.Background())
+	if f.mutating() == calls {
+		t.Fatal("growth not tried again after the backoff")
+	}
+}
+
 func TestShrinkFreesYoungENIsOnlyLater(t *testing.T) {
 	p, f, ds := newPool(t, "m5.large", map[string]string{"WARM_IP_TARGET": "30", "MAX_PODS": "100"})
 	p.reconcile(context.Background())

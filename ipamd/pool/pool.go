@@ -604,7 +604,6 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 			p.setBlocked(err, 0)
 			return err
 		}
-		n := min(ask(per), per)
 		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
 		var subnets []string
 		if !p.cfg.CustomNetworking {
@@ -623,9 +622,10 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 			subnets = []string{ec.Subnet}
 		}
 		if p.cfg.PrefixDelegation {
-			req.Prefixes = min((n+15)/16, per)
+			// The ENI's slots are prefixes: as many as the deficit needs.
+			req.Prefixes = min((deficit+15)/16, per)
 		} else {
-			req.IPs = n
+			req.IPs = min(ask(per), per)
 		}
 		e, err := p.createENI(ctx, req, subnets)
 		if err != nil {

@@ -947,6 +947,33 @@ func TestCustomNetworking(t *testing.T) {
 	}
 }
 
+// In prefix mode a new ENI's slots are prefixes: with custom networking
+// (the primary ENI carries no pods) and MINIMUM_IP_TARGET=64, one ENI with
+// four /28s, not ENIs of as many prefixes as the ENI has address slots
+// divided by 16.
+func TestPrefixModeNewENISizedInPrefixes(t *testing.T) {
+	env := map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "n1", "ENABLE_PREFIX_DELEGATION": "true",
+		"MINIMUM_IP_TARGET": "64", "WARM_IP_TARGET": "1"}
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake("m5.4xlarge") // 8 ENIs × 30 slots
+	ds := datastore.New(cfg.IPCooldown, nil)
+	p := New(cfg, f, ds, nopHost{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p.UseENIConfigs(&eniConfigs{ec: ENIConfig{Name: "default", Subnet: "subnet-pods"}})
+	if err := p.Init(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.reconcile(context.Background())
+	if n := f.calls["CreateENI"]; n != 1 {
+		t.Fatalf("%d ENIs created for 64 addresses, want 1", n)
+	}
+	if st := ds.Stats(); st.Total != 64 {
+		t.Fatalf("pool %+v, want 64 addresses (four /28s)", st)
+	}
+}
+
 // MANAGE_UNTAGGED_ENI=false: an attached ENI is ipamd's only if ipamd made
 // it for this instance (its instance_id tag) or it is tagged no_manage=false;
 // by default every ENI without no_manage=true is.

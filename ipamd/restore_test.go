@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -163,6 +164,38 @@ func TestRestoreSkipsEntriesWithoutIPv4(t *testing.T) {
 	}
 	if aside, _ := filepath.Glob(path + ".corrupt-*"); len(aside) != 0 {
 		t.Fatalf("a readable checkpoint was moved aside: %v", aside)
+	}
+}
+
+// An allocation whose pod has no veth is released at restart only when
+// it is old enough: a young one may be a VPC CNI plugin's ADD between
+// AddNetwork's answer and its wiring, and releasing it would hand the
+// pod's address to the next one. The sweep judges it later.
+func TestRestoreKeepsYoungAllocationsWithoutVeth(t *testing.T) {
+	testenv.RequireRoot(t, "a netns without the pods' veths")
+	path := filepath.Join(t.TempDir(), "ipam.json")
+	now := time.Now()
+	body := fmt.Sprintf(`{"version":"vpc-cni-ipam/1","allocations":[`+
+		`{"networkName":"aws-cni","containerID":"young","ifName":"eth0","ipv4":"10.0.3.2","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"young"}},`+
+		`{"networkName":"aws-cni","containerID":"old","ifName":"eth0","ipv4":"10.0.3.3","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"old"}}]}`,
+		now.Add(-time.Second).UnixNano(), now.Add(-time.Minute).UnixNano())
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds := storeWith10030(t)
+	ns, _ := testenv.NewNetNS(t)
+	var err error
+	inNS(t, ns, func() {
+		err = restore(context.Background(), ds, datastore.NewCheckpointer(path, ds), path, "eni", quiet())
+	})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if _, ok := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "young", IfName: "eth0"}); !ok {
+		t.Error("a second-old allocation without its veth yet was released")
+	}
+	if _, ok := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "old", IfName: "eth0"}); ok {
+		t.Error("a minute-old allocation without a veth was kept")
 	}
 }
 

@@ -368,6 +368,10 @@ func every(ctx context.Context, period time.Duration, f func()) {
 // VethName is the host-side name of a pod's veth, as the VPC CNI names it.
 func VethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
 
+// orphanMinAge is how old an allocation must be before the sweep (or
+// restore) releases it for a missing veth: its ADD may still be wiring it.
+const orphanMinAge = 30 * time.Second
+
 // sweepOrphans releases, every 30 s, addresses whose pod veth is gone
 // (a DEL that could not reach ipamd, then the runtime deleted the pod's
 // namespace). Allocations younger than the sweep are left alone: their ADD
@@ -376,7 +380,7 @@ func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, lo
 	every(ctx, 30*time.Second, func() {
 		f := newVethFinder(vethPrefix)
 		gone := func(a datastore.Allocation) bool { return !f.present(a) }
-		if _, err := srv.ReleaseOrphans(ctx, 30*time.Second, gone); err != nil && ctx.Err() == nil {
+		if _, err := srv.ReleaseOrphans(ctx, orphanMinAge, gone); err != nil && ctx.Err() == nil {
 			log.Error("orphan sweep", "err", err)
 		}
 	})
@@ -412,7 +416,10 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 	kept, held, dropped := 0, 0, 0
 	veths := newVethFinder(vethPrefix)
 	for _, a := range allocs {
-		if !veths.present(a) {
+		// A young allocation's pod may still be on its way: the VPC CNI
+		// plugin wires it after AddNetwork's answer. The sweep judges it
+		// once it is as old as the sweep requires.
+		if time.Since(a.AssignedAt) >= orphanMinAge && !veths.present(a) {
 			dropped++
 			log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "key", a.Key, "ip", a.IP)
 			continue

@@ -142,12 +142,17 @@ type Checkpointer struct {
 	done     uint64        // generations written
 	writing  bool
 	lastErr  error
+	errUpto  uint64 // the generations lastErr's write covered
 	writes   int
+	// writeFile writes the checkpoint (c.write; a test replaces it).
+	writeFile func() error
 }
 
 // NewCheckpointer writes store to path.
 func NewCheckpointer(path string, store *Store) *Checkpointer {
-	return &Checkpointer{path: path, store: store, finished: make(chan struct{})}
+	c := &Checkpointer{path: path, store: store, finished: make(chan struct{})}
+	c.writeFile = c.write
+	return c
 }
 
 // Held is the store's held allocations, which are written with the
@@ -172,10 +177,10 @@ func (c *Checkpointer) Sync(ctx context.Context) error {
 			c.writing = true
 			upto := c.want
 			c.mu.Unlock()
-			err := c.write()
+			err := c.writeFile()
 			c.mu.Lock()
 			c.writing = false
-			c.lastErr = err
+			c.lastErr, c.errUpto = err, upto
 			if err == nil {
 				c.done = upto
 			}
@@ -197,7 +202,9 @@ func (c *Checkpointer) Sync(ctx context.Context) error {
 			return fmt.Errorf("wait for the checkpoint write: %w", ctx.Err())
 		}
 		c.mu.Lock()
-		if c.done < my && !c.writing && c.lastErr != nil {
+		// A failed write that covered this request fails it too; one that
+		// began before it did not carry its change: write again.
+		if c.done < my && !c.writing && c.lastErr != nil && my <= c.errUpto {
 			err := c.lastErr
 			c.mu.Unlock()
 			return err

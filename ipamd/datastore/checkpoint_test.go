@@ -189,3 +189,48 @@ func TestSyncWaiterHonoursItsContext(t *testing.T) {
 		t.Fatal("Sync waited for the stuck write past its context")
 	}
 }
+
+// A Sync that arrives while another's write is failing gets a write of
+// its own: that write began before its change and did not carry it. Before,
+// it returned the other's error, so one transient EIO failed every ADD and
+// DEL queued behind it.
+func TestSyncAfterAFailedWriteItDidNotJoin(t *testing.T) {
+	s := New(time.Second, nil)
+	c := NewCheckpointer(filepath.Join(t.TempDir(), "ipam.json"), s)
+	started, fail := make(chan struct{}), make(chan struct{})
+	first := true
+	c.writeFile = func() error {
+		if first {
+			first = false
+			close(started)
+			<-fail
+			return errors.New("EIO")
+		}
+		return c.write()
+	}
+	leader := make(chan error, 1)
+	go func() { leader <- c.Sync(context.Background()) }()
+	<-started
+	waiter := make(chan error, 1)
+	go func() { waiter <- c.Sync(context.Background()) }()
+	// Let the waiter register its request before the write fails.
+	for {
+		c.mu.Lock()
+		n := c.want
+		c.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(fail)
+	if err := <-leader; err == nil {
+		t.Fatal("the failed write's own Sync succeeded")
+	}
+	if err := <-waiter; err != nil {
+		t.Fatalf("the later Sync: %v, want a write of its own", err)
+	}
+	if _, err := os.Stat(c.path); err != nil {
+		t.Fatalf("no checkpoint written for the later Sync: %v", err)
+	}
+}

@@ -591,6 +591,12 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 			exhausted = err
 			continue
 		}
+		if errors.Is(err, cloud.ErrLimitExceeded) {
+			// EC2 counts this ENI full (it holds addresses the datastore
+			// does not know of yet): the next ENI, or a new one, may not be.
+			p.log.Warn("ENI at its address limit", "eni", e.ID, "err", err)
+			continue
+		}
 		if err != nil {
 			return p.failed(err)
 		}
@@ -826,6 +832,11 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 		if len(ips) > 0 {
 			if err := p.cloud.UnassignIPs(ctx, e.ID, ips); err != nil {
 				p.log.Error("unassign surplus addresses", "eni", e.ID, "err", err)
+				// Still the ENI's: back in the pool, which must not ask EC2
+				// for more than the ENI can take.
+				for _, ip := range ips {
+					_ = p.ds.AddCIDR(e.ID, netip.PrefixFrom(ip, 32))
+				}
 			} else {
 				noteReleased(p, ips)
 				p.capacityFreed()
@@ -834,6 +845,9 @@ func (p *Pool) shrink(ctx context.Context, surplus int) {
 		if len(prefixes) > 0 {
 			if err := p.cloud.UnassignPrefixes(ctx, e.ID, prefixes); err != nil {
 				p.log.Error("unassign surplus prefixes", "eni", e.ID, "err", err)
+				for _, pf := range prefixes {
+					_ = p.ds.AddCIDR(e.ID, pf)
+				}
 			} else {
 				noteReleased(p, prefixes)
 				p.capacityFreed()

@@ -44,6 +44,10 @@ type fakeCloud struct {
 	// unassigned are the addresses given back, in order; like EC2 for a
 	// while, the listings above still show them.
 	unassigned []netip.Addr
+	// unassignErr fails UnassignIPs; fullENIs fail AssignIPs with EC2's
+	// per-ENI address limit.
+	unassignErr error
+	fullENIs    map[string]bool
 }
 
 func newFake(typ string) *fakeCloud {
@@ -93,6 +97,9 @@ func (f *fakeCloud) UnassignIPs(_ context.Context, _ string, ips []netip.Addr) e
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["Unassign"]++
+	if f.unassignErr != nil {
+		return f.unassignErr
+	}
 	f.unassigned = append(f.unassigned, ips...)
 	return nil
 }
@@ -126,6 +133,9 @@ func (f *fakeCloud) AssignIPs(_ context.Context, eni string, n int) ([]netip.Add
 	f.calls["AssignIPs"]++
 	if f.exhaust {
 		return nil, cloud.ErrSubnetExhausted
+	}
+	if f.fullENIs[eni] {
+		return nil, fmt.Errorf("assign: Number of private addresses will exceed limit: %w", cloud.ErrLimitExceeded)
 	}
 	var out []netip.Addr
 	for i := 0; i < n; i++ {
@@ -319,6 +329,40 @@ func TestBackoffHoldsWhileADDsWait(t *testing.T) {
 	p.reconcile(context.Background())
 	if f.mutating() == calls {
 		t.Fatal("growth not tried again after the backoff")
+	}
+}
+
+// EC2's per-ENI address limit on one ENI (it holds addresses the pool
+// does not count, after an unassign that failed) is not a full node: the
+// pool grows on a new ENI and waiting ADDs are not told "node at its
+// limit". And a failed unassign puts the addresses back, so the pool
+// does not undercount the ENI in the first place.
+func TestENIAddressLimitIsNotANodeLimit(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", map[string]string{"WARM_IP_TARGET": "2"})
+	p.reconcile(context.Background())
+	if st := ds.Stats(); st.Total != 2 {
+		t.Fatalf("pool %+v, want 2", st)
+	}
+	// Shrink with an unassign that fails: the addresses stay counted.
+	f.unassignErr = errors.New("UnassignPrivateIpAddresses: InternalError")
+	p.cfg.WarmIPTarget = 0
+	p.cfg.MinimumIPTarget = 1
+	later(p, time.Minute)
+	p.reconcile(context.Background())
+	if st := ds.Stats(); st.Total != 2 {
+		t.Fatalf("after a failed unassign the pool has %d addresses, want the 2 the ENI still has", st.Total)
+	}
+	f.unassignErr = nil
+	f.fullENIs = map[string]bool{"eni-0": true}
+	p.cfg.MinimumIPTarget = 6
+	done := p.Wait()
+	defer done()
+	p.reconcile(context.Background())
+	if f.calls["CreateENI"] != 1 {
+		t.Fatalf("%d ENIs created after the primary ENI's address limit, want 1", f.calls["CreateENI"])
+	}
+	if reason, _ := p.Blocked(); reason != nil {
+		t.Fatalf("blocked: %v", reason)
 	}
 }
 

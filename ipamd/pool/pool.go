@@ -544,16 +544,36 @@ func (p *Pool) reconcile(ctx context.Context) {
 		due := p.now().Sub(p.lastShrink) >= 30*time.Second
 		p.mu.Unlock()
 		if due {
-			// In prefix mode keep one prefix of slack, so pod churn at the
-			// edge of the target does not return a prefix and take it back.
-			slack := 0
+			surplus := st.Total - want
 			if p.cfg.PrefixDelegation {
-				slack = 16
+				surplus = p.prefixSurplus(st.Total - want)
 			}
-			p.shrink(ctx, st.Total-want-slack)
+			p.shrink(ctx, surplus)
 			p.ec2Gen.Add(1) // after: a listing that overlapped it must see the change
 		}
 	}
+}
+
+// prefixSurplus is how many addresses of whole free prefixes may go back,
+// counted as the VPC CNI counts them: only prefixes with no address
+// assigned or cooling are free, and WARM_PREFIX_TARGET keeps that many of
+// them; with WARM_IP_TARGET or MINIMUM_IP_TARGET, free prefixes go while
+// the addresses above the target (extra) fill whole prefixes. Addresses
+// freed inside prefixes that pods still use are no surplus: they cannot
+// go back, and counting them would return the warm prefixes instead.
+func (p *Pool) prefixSurplus(extra int) int {
+	free := 0
+	for _, e := range p.ds.ENIs() {
+		for _, c := range p.ds.CIDRs(e.ID) {
+			if c.IsPrefix && c.Assigned == 0 && c.Cooling == 0 {
+				free++
+			}
+		}
+	}
+	if p.cfg.WarmIPTarget > 0 || p.cfg.MinimumIPTarget > 0 {
+		return 16 * min(free, max(extra, 0)/16)
+	}
+	return 16 * max(free-p.cfg.WarmPrefixTarget, 0)
 }
 
 // grow adds at least deficit addresses (at most limit, the max-pods bound):

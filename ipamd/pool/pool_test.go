@@ -283,6 +283,44 @@ func TestPrefixModeAndMaxPods(t *testing.T) {
 	}
 }
 
+// WARM_PREFIX_TARGET counts whole free prefixes, as in the VPC CNI: after
+// a burst the pool goes back to exactly that many, and addresses freed
+// inside prefixes pods still use do not make a warm prefix go.
+func TestWarmPrefixTargetCountsFreePrefixes(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", map[string]string{"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1", "IP_COOLDOWN_PERIOD": "0"})
+	p.reconcile(context.Background())
+	for i := range 20 {
+		if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+			p.reconcile(context.Background())
+			if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.reconcile(context.Background())
+	}
+	if st := ds.Stats(); st.Prefixes != 3 {
+		t.Fatalf("20 pods: %+v, want 3 prefixes (2 used, 1 warm)", st)
+	}
+	// Half the pods go: their addresses are inside used prefixes.
+	for i := range 10 {
+		ds.Release(podKey(i))
+	}
+	calls := f.mutating()
+	later(p, time.Minute)
+	p.reconcile(context.Background())
+	if st := ds.Stats(); st.Prefixes != 3 || f.mutating() != calls {
+		t.Fatalf("10 of 20 pods gone: %+v after %d EC2 calls, want the 3 prefixes kept", st, f.mutating()-calls)
+	}
+	for i := 10; i < 20; i++ {
+		ds.Release(podKey(i))
+	}
+	later(p, 2*time.Minute)
+	p.reconcile(context.Background())
+	if st := ds.Stats(); st.Prefixes != 1 {
+		t.Fatalf("all pods gone: %+v, want the 1 warm prefix", st)
+	}
+}
+
 func TestBlockedAtMaxPodsAndOnExhaustion(t *testing.T) {
 	p, f, ds := newPool(t, "t3.nano", map[string]string{"MAX_PODS": "1"})
 	p.reconcile(context.Background())

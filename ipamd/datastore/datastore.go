@@ -102,6 +102,7 @@ type Store struct {
 	// added, or at the end of a cooldown (wake, armed while someone waits).
 	changed chan struct{}
 	wake    *time.Timer
+	wakeAt  time.Time // when wake fires
 
 	// held are restored allocations whose address is not in the store yet
 	// (see Held); AddCIDR gives them back to their pods.
@@ -191,10 +192,13 @@ func (s *Store) notify() {
 func (s *Store) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.wake == nil {
-		if end, ok := s.firstCoolingEnd(); ok {
-			s.wake = time.AfterFunc(max(end.Sub(s.now()), 0), s.cooled)
+	// The timer may be set for a later release's end (armed after an
+	// earlier one fired): an address usable sooner wakes the waiter then.
+	if end, ok := s.firstCoolingEnd(); ok && (s.wake == nil || end.Before(s.wakeAt)) {
+		if s.wake != nil {
+			s.wake.Stop()
 		}
+		s.wake, s.wakeAt = time.AfterFunc(max(end.Sub(s.now()), 0), s.cooled), end
 	}
 	return s.changed
 }
@@ -317,7 +321,7 @@ func (s *Store) Release(k Key) (Allocation, bool) {
 	// A waiter that subscribed before this release is woken when the
 	// address is usable again.
 	if s.wake == nil {
-		s.wake = time.AfterFunc(s.cooldown, s.cooled)
+		s.wake, s.wakeAt = time.AfterFunc(s.cooldown, s.cooled), st.freedAt.Add(s.cooldown)
 	}
 	return *a, true
 }

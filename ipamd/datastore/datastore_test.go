@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -337,4 +338,45 @@ func oneAddressAssigned(t *testing.T) (*Store, Key) {
 		t.Fatal(err)
 	}
 	return s, k
+}
+
+// A waiter is woken when the earliest cooling address becomes usable,
+// also when the store's timer was armed for a later one (a release after
+// an earlier timer fired). Before, it slept until the later end, and an
+// ADD waiting its 30 s could time out with an address usable meanwhile.
+func TestWaiterWokenAtTheEarliestCoolingEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := New(30*time.Second, nil)
+		s.AddENI(ENI{ID: "eni-1"})
+		if err := s.AddCIDR("eni-1", netip.MustParsePrefix("10.0.0.0/30")); err != nil {
+			t.Fatal(err)
+		}
+		key := func(i int) Key { return Key{NetworkName: "n", ContainerID: fmt.Sprint(i), IfName: "eth0"} }
+		for i := range 4 {
+			if _, err := s.Assign(key(i), Meta{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Release(key(0)) // t0: usable at t0+30, the timer's end
+		time.Sleep(10 * time.Second)
+		s.Release(key(1)) // usable at t0+40
+		time.Sleep(25 * time.Second)
+		if _, err := s.Assign(key(4), Meta{}); err != nil { // t0+35: key(0)'s
+			t.Fatal(err)
+		}
+		s.Release(key(2)) // a new timer, for t0+65
+		time.Sleep(time.Second)
+		start := time.Now()
+		changed := s.Changed()
+		if _, err := s.Assign(key(5), Meta{}); !errors.Is(err, ErrNoFreeIP) {
+			t.Fatalf("t0+36: %v, want no free address yet", err)
+		}
+		<-changed
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("woken %s after t0+36, want at t0+40 (4 s)", d)
+		}
+		if _, err := s.Assign(key(5), Meta{}); err != nil {
+			t.Fatalf("after the wake: %v", err)
+		}
+	})
 }

@@ -124,6 +124,12 @@ func TestHeldAllocationReservedWhenItsCIDRIsAdded(t *testing.T) {
 			if got, err := ReadCheckpoint(path); err != nil || len(got) != 1 || got[0].Key != live.Key {
 				t.Fatalf("checkpoint with a held allocation: %+v %v", got, err)
 			}
+			// An ADD of the held attachment (a runtime's ADD without DEL)
+			// gets no second address: the held one would be left free in
+			// the pool once EC2 lists it.
+			if a, err := s.Assign(live.Key, Meta{}); !errors.Is(err, ErrHeld) {
+				t.Fatalf("Assign of the held attachment = %+v, %v; want ErrHeld", a, err)
+			}
 			p := netip.MustParsePrefix(cidr)
 			if err := s.AddCIDR("eni-2", p); err != nil {
 				t.Fatalf("AddCIDR: %v", err)

@@ -21,6 +21,10 @@ var (
 	ErrUnknownENI    = errors.New("unknown ENI")
 	ErrCIDRInUse     = errors.New("CIDR has assigned or cooling addresses")
 	ErrDuplicateCIDR = errors.New("CIDR already in the pool")
+	// ErrHeld refuses a second address to an attachment that holds one
+	// from before a restart which EC2 does not list yet: once it shows
+	// up, the first would be free in the pool for another pod.
+	ErrHeld = errors.New("the attachment holds an address from before ipamd's restart that EC2 does not list yet; retry later")
 )
 
 // Key identifies a pod attachment.
@@ -232,6 +236,9 @@ func (s *Store) Assign(k Key, m Meta) (Allocation, error) {
 	defer s.mu.Unlock()
 	if a := s.allocs[k]; a != nil {
 		return *a, nil
+	}
+	if ha, ok := s.held.Lookup(k); ok {
+		return Allocation{}, fmt.Errorf("%w (%s)", ErrHeld, ha.IP)
 	}
 	ip, ok := s.takeFree()
 	if !ok {

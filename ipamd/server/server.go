@@ -312,6 +312,9 @@ func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.M
 	if err == nil {
 		return a, nil
 	}
+	if errors.Is(err, datastore.ErrHeld) {
+		return a, status.Error(codes.Unavailable, err.Error())
+	}
 	if !errors.Is(err, datastore.ErrNoFreeIP) {
 		return a, status.Errorf(codes.Internal, "assign: %v", err)
 	}

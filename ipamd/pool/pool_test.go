@@ -471,6 +471,41 @@ func TestReconcileAdoptsAndDrops(t *testing.T) {
 	}
 }
 
+// An ENI ipamd attached within the minute, with its addresses, survives a
+// reconcile whose EC2 listing does not show it yet (EC2 is eventually
+// consistent); a minute later its absence counts.
+func TestReconcileKeepsWhatGrowAddedWithinTheMinute(t *testing.T) {
+	p, f, ds := newPool(t, "m5.large", nil)
+	p.reconcile(context.Background())
+	for i := range 9 {
+		if _, err := ds.Assign(podKey(i), datastore.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.reconcile(context.Background()) // a new ENI, which f's listings lack
+	if f.calls["CreateENI"] != 1 || len(ds.ENIs()) != 2 {
+		t.Fatalf("no second ENI: %v, %d ENIs", f.calls, len(ds.ENIs()))
+	}
+	total := ds.Stats().Total
+	// Something else makes IMDS differ, so EC2 is asked.
+	f.mu.Lock()
+	f.enis[0].Secondary = append(f.enis[0].Secondary, netip.MustParseAddr("10.0.9.9"))
+	f.mu.Unlock()
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.ENIs()) != 2 || ds.Stats().Total != total+1 {
+		t.Fatalf("a listing that lags dropped the new ENI: %d ENIs, %+v", len(ds.ENIs()), ds.Stats())
+	}
+	later(p, 2*time.Minute)
+	if err := p.ReconcileOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(ds.ENIs()) != 1 {
+		t.Fatalf("an ENI EC2 does not attach a minute on is kept: %d ENIs", len(ds.ENIs()))
+	}
+}
+
 func (f *fakeCloud) LeakedENIs(context.Context) ([]string, error) {
 	return []string{"eni-leaked-1", "eni-0", "eni-leaked-2"}, nil
 }

@@ -70,6 +70,15 @@ func (p *Pool) knownCIDRs() (known map[string]map[netip.Prefix]bool, settled map
 	return known, settled
 }
 
+// addedWithin reports whether ipamd added (or adopted) the ENI less than
+// d ago.
+func (p *Pool) addedWithin(eni string, d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.enis[eni]
+	return ok && p.now().Sub(at) < d
+}
+
 // imdsDiffers compares IMDS's ENIs with the datastore. IMDS lags EC2, so
 // a difference only means EC2 should be asked.
 func (p *Pool) imdsDiffers(md []cloud.ENI) bool {
@@ -196,7 +205,7 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	// Taken after the listing: under the EC2 lock nothing is given back
 	// while it is in flight, but what the last grow or shrink did before it
 	// must be what the listing is compared with.
-	known, _ := p.knownCIDRs()
+	known, settled := p.knownCIDRs()
 	recent := p.recentlyReleased()
 	inEC2 := map[string]map[netip.Prefix]bool{}
 	// An ENI that became unmanaged (tagged no_manage later) counts as gone:
@@ -234,7 +243,9 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 	for eni, cidrs := range known {
 		ec2CIDRs, attached := inEC2[eni]
 		for c := range cidrs {
-			if attached && ec2CIDRs[c] {
+			// What ipamd added within the minute may be missing from a
+			// listing that lags (EC2 is eventually consistent): not gone.
+			if attached && ec2CIDRs[c] || !settled[c] {
 				continue
 			}
 			// Gone from EC2: drop it, cooling or not, unless a pod holds it.
@@ -243,7 +254,7 @@ func (p *Pool) ReconcileOnce(ctx context.Context) error {
 				p.countReconcile("eniIPPoolReconcileDel", 1)
 			}
 		}
-		if !attached {
+		if !attached && !p.addedWithin(eni, imdsLagGrace) {
 			if err := p.ds.RemoveENI(eni); err == nil {
 				p.log.Info("dropped an ENI EC2 no longer attaches", "eni", eni)
 				p.countReconcile("eniReconcileDel", 1)

@@ -32,7 +32,7 @@ const rpcTimeout = 60 * time.Second
 const delTimeout = 30 * time.Second
 
 // tableInterface is the name prefix of the result's pseudo-interface that
-// carries the route table (Mac) and ENI device (Sandbox) for DEL without
+// carries the VLAN (Mac, 0) and the ENI's device (Sandbox) for DEL without
 // ipamd, as the VPC CNI's dummy interface does.
 const tableInterface = "dummy"
 
@@ -101,7 +101,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if reply.Phase != podwire.PhaseDone || ip == nil || !strings.HasPrefix(reply.HostVeth, conf.VethPrefix) {
 		return types.NewError(types.ErrInternal, "ipamd answered without an address", fmt.Sprintf("%+v", reply))
 	}
-	result := &addResult{hostVeth: reply.HostVeth, hostMAC: reply.HostMAC, ifName: args.IfName, podMAC: reply.PodMAC, netns: args.Netns,
+	result := &addResult{hostVeth: reply.HostVeth, hostMAC: reply.HostMAC, ifName: args.IfName, netns: args.Netns,
 		tableIface: tableInterface + reply.HostVeth[len(conf.VethPrefix):], table: int(reply.RouteTableID), device: int(reply.DeviceNumber), ip: ip}
 	// ipamd keeps the pod's wiring only once told: a plugin that fails
 	// after ipamd's answer, or is killed, leaves nothing behind.
@@ -173,17 +173,37 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read prevResult: %w", err)
 	}
+	// The route table: the pod interface's "mac" (the VPC CNI's layout,
+	// which berth writes too); else the dummy's, when it is not a VLAN's
+	// 0 (berth before it took that layout); else from the dummy's device
+	// number, as the VPC CNI derives it.
 	st := &prevState{table: podroute.MainTable}
+	podTable, dummyMac, device := -1, -1, -1
 	for i, itf := range res.Interfaces {
 		switch {
 		case itf == nil:
 		case strings.HasPrefix(itf.Name, tableInterface) && itf.Sandbox != "" && i >= 2:
-			if t, err := strconv.Atoi(itf.Mac); err == nil {
-				st.table = t
+			if n, err := strconv.Atoi(itf.Mac); err == nil {
+				dummyMac = n
+			}
+			if n, err := strconv.Atoi(itf.Sandbox); err == nil {
+				device = n
 			}
 		case itf.Sandbox == "" && st.hostName == "":
 			st.hostName = itf.Name
+		case itf.Sandbox != "" && podTable < 0:
+			if n, err := strconv.Atoi(itf.Mac); err == nil {
+				podTable = n
+			}
 		}
+	}
+	switch {
+	case podTable > 0:
+		st.table = podTable
+	case dummyMac > 0:
+		st.table = dummyMac
+	case device > 0:
+		st.table = device + 1
 	}
 	for _, c := range res.IPs {
 		if c != nil {

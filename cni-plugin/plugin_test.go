@@ -40,6 +40,38 @@ func TestPrevResultWithNulls(t *testing.T) {
 	}
 }
 
+// The route table a DEL without ipamd tears down with, from each layout a
+// node may hold pods of: berth's and the VPC CNI's since v1.20 (the pod
+// interface's "mac"), berth's before this layout (the dummy's "mac"), and
+// the VPC CNI's before v1.20 (from the dummy's device number).
+func TestPrevResultLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		name, eth0Mac, dummyMac, device string
+		table                           int
+	}{
+		{"berth and VPC CNI v1.20+", "3", "0", "2", 3},
+		{"berth and VPC CNI v1.20+, primary ENI", "254", "0", "0", 254},
+		{"berth before", "1e:35:d4:0a:86:63", "3", "2", 3},
+		{"VPC CNI before v1.20", "", "0", "2", 3},
+		{"VPC CNI before v1.20, primary ENI", "", "0", "0", 254},
+	} {
+		conf, _, err := loadNetConf(fmt.Appendf(nil, `{"cniVersion":"1.0.0","name":"aws-cni","type":"berth-cni",
+			"prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"eni6ccf8ece94d","mac":"4a:d8:3a:50:55:33"},
+			{"name":"eth0","mac":%q,"sandbox":"/var/run/netns/x"},{"name":"dummy6ccf8ece94d","mac":%q,"sandbox":%q}],
+			"ips":[{"address":"10.0.3.17/32","interface":1}]}}`, tc.eth0Mac, tc.dummyMac, tc.device))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := fromPrev(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.table != tc.table || st.hostName != "eni6ccf8ece94d" || !st.ip.Equal(net.IPv4(10, 0, 3, 17)) {
+			t.Errorf("%s: read %+v, want table %d", tc.name, st, tc.table)
+		}
+	}
+}
+
 // Without the pod's name the host veth cannot be named: ADD says which
 // arguments are missing (code 4), before it reaches ipamd.
 func TestAddNeedsThePodsName(t *testing.T) {

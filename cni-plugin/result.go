@@ -12,30 +12,39 @@ import (
 	"github.com/berth-io/berth/internal/podroute"
 )
 
-// addResult is what an ADD reports: the host veth, the pod's interface,
-// the pseudo-interface that carries the route table and ENI device for a
-// DEL without ipamd, the pod's /32 and its default route.
+// addResult is what an ADD reports, laid out as the VPC CNI (v1.20+)
+// reports it, so that either plugin's DEL reads the other's prevResult: the
+// host veth; the pod's interface, whose "mac" carries the route table (not
+// the interface's address); the "dummy" pseudo-interface with the VLAN
+// (0: not a branch-ENI pod) as its "mac" and the ENI's device number as its
+// "sandbox"; the pod's /32 and its default route.
 type addResult struct {
-	hostVeth, hostMAC     string
-	ifName, podMAC, netns string
-	tableIface            string
-	table, device         int
-	ip                    net.IP // 4 bytes
+	hostVeth, hostMAC string
+	ifName, netns     string
+	tableIface        string
+	table, device     int
+	ip                net.IP // 4 bytes
+}
+
+// interfaces are the result's interfaces as name, mac, sandbox.
+func (a *addResult) interfaces() [3][3]string {
+	return [3][3]string{{a.hostVeth, a.hostMAC, ""}, {a.ifName, strconv.Itoa(a.table), a.netns},
+		{a.tableIface, "0", strconv.Itoa(a.device)}}
 }
 
 // cni is the result as the CNI library's type, for the versions print
 // converts through the library and for the tests.
 func (a *addResult) cni() *current.Result {
 	idx := 1
+	var itfs []*current.Interface
+	for _, f := range a.interfaces() {
+		itfs = append(itfs, &current.Interface{Name: f[0], Mac: f[1], Sandbox: f[2]})
+	}
 	return &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{
-			{Name: a.hostVeth, Mac: a.hostMAC},
-			{Name: a.ifName, Mac: a.podMAC, Sandbox: a.netns},
-			{Name: a.tableIface, Mac: strconv.Itoa(a.table), Sandbox: strconv.Itoa(a.device)},
-		},
-		IPs:    []*current.IPConfig{{Address: *podroute.HostNet(a.ip), Gateway: podroute.Gateway, Interface: &idx}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podroute.Gateway}},
+		Interfaces: itfs,
+		IPs:        []*current.IPConfig{{Address: *podroute.HostNet(a.ip), Gateway: podroute.Gateway, Interface: &idx}},
+		Routes:     []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podroute.Gateway}},
 	}
 }
 
@@ -59,8 +68,7 @@ func (a *addResult) print(w io.Writer, cniVersion string) error {
 	b = append(b, "{\n    \"cniVersion\": "...)
 	b = appendJSONString(b, cniVersion)
 	b = append(b, ",\n    \"interfaces\": ["...)
-	for i, f := range [][3]string{{a.hostVeth, a.hostMAC, ""}, {a.ifName, a.podMAC, a.netns},
-		{a.tableIface, strconv.Itoa(a.table), strconv.Itoa(a.device)}} {
+	for i, f := range a.interfaces() {
 		if i > 0 {
 			b = append(b, ',')
 		}

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"net"
+	"strconv"
 	"testing"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
 // The hand-written 1.x result must be the CNI library's, byte for byte.
@@ -27,10 +30,10 @@ func checkResultBytes(t *testing.T, a *addResult, version string) {
 }
 
 func TestResultBytesMatchTheLibrary(t *testing.T) {
-	base := addResult{hostVeth: "eni6ccf8ece94d", hostMAC: "4a:d8:3a:50:55:33", ifName: "eth0", podMAC: "1e:35:d4:0a:86:63",
+	base := addResult{hostVeth: "eni6ccf8ece94d", hostMAC: "4a:d8:3a:50:55:33", ifName: "eth0",
 		netns: "/var/run/netns/cni-1234", tableIface: "dummy6ccf8ece94d", table: 3, device: 2, ip: net.IPv4(10, 0, 3, 17).To4()}
 	odd := base
-	odd.netns, odd.ifName, odd.podMAC = "/proc/1/ns/net\"<&>\\\n\t\x01\x7f\xff é\u2028\u2029", "e\bt\fh0", ""
+	odd.netns, odd.ifName = "/proc/1/ns/net\"<&>\\\n\t\x01\x7f\xff é\u2028\u2029", "e\bt\fh0"
 	main := base
 	main.table, main.device = 254, 0
 	for _, version := range []string{"1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.3.0"} {
@@ -41,14 +44,55 @@ func TestResultBytesMatchTheLibrary(t *testing.T) {
 }
 
 func FuzzResultBytesMatchTheLibrary(f *testing.F) {
-	f.Add("eni6ccf8ece94d", "4a:d8:3a:50:55:33", "eth0", "", "/var/run/netns/x", 3, 2, []byte{10, 0, 0, 1})
-	f.Add("a\u2028", "<>&", "\x00\x1f", "\"\\", "\xc3\x28\xe2\x82", -1, 0, []byte{0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, host, mac, ifName, podMAC, netns string, table, device int, ip []byte) {
+	f.Add("eni6ccf8ece94d", "4a:d8:3a:50:55:33", "eth0", "/var/run/netns/x", 3, 2, []byte{10, 0, 0, 1})
+	f.Add("a\u2028", "<>&", "\x00\x1f", "\xc3\x28\xe2\x82", -1, 0, []byte{0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, host, mac, ifName, netns string, table, device int, ip []byte) {
 		if len(ip) != 4 {
 			return
 		}
-		a := &addResult{hostVeth: host, hostMAC: mac, ifName: ifName, podMAC: podMAC, netns: netns,
+		a := &addResult{hostVeth: host, hostMAC: mac, ifName: ifName, netns: netns,
 			tableIface: "dummy" + host, table: table, device: device, ip: net.IP(ip)}
 		checkResultBytes(t, a, "1.1.0")
 	})
+}
+
+// The result reads as the VPC CNI's plugin reads its own prevResult on
+// DEL (cmd/routed-eni-cni-plugin: tryDelWithPrevResult and
+// teardownPodNetworkWithPrevResult): the dummy's "mac" is the VLAN, 0 for
+// a pod that is not on a branch ENI (anything else makes it tear the pod
+// down as one and skip ipamd), its "sandbox" the device number, and the
+// pod interface's "mac" the route table.
+func TestResultReadsAsTheVPCCNIs(t *testing.T) {
+	a := addResult{hostVeth: "eni6ccf8ece94d", hostMAC: "4a:d8:3a:50:55:33", ifName: "eth0", netns: "/var/run/netns/x",
+		tableIface: "dummy6ccf8ece94d", table: 3, device: 2, ip: net.IPv4(10, 0, 3, 17).To4()}
+	var b bytes.Buffer
+	if err := a.print(&b, "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := current.NewResult(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := r.(*current.Result)
+	var dummy, eth0 *current.Interface
+	for _, itf := range res.Interfaces {
+		switch itf.Name {
+		case "dummy6ccf8ece94d":
+			dummy = itf
+		case "eth0":
+			eth0 = itf
+		}
+	}
+	if dummy == nil || eth0 == nil {
+		t.Fatalf("interfaces %+v", res.Interfaces)
+	}
+	if vlan, err := strconv.Atoi(dummy.Mac); err != nil || vlan != 0 {
+		t.Errorf("dummy mac %q: the VPC CNI reads a VLAN, want 0", dummy.Mac)
+	}
+	if dev, err := strconv.Atoi(dummy.Sandbox); err != nil || dev != 2 {
+		t.Errorf("dummy sandbox %q, want the device number 2", dummy.Sandbox)
+	}
+	if table, err := strconv.Atoi(eth0.Mac); err != nil || table != 3 {
+		t.Errorf("eth0 mac %q, want the route table 3", eth0.Mac)
+	}
 }

@@ -140,6 +140,26 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 	}
 	multiNICRefused(t, n, "aws-plugin", conf)
 	multiNICRefused(t, n, "berth-cni", n.conf(t))
+
+	// A pod berth-cni made, deleted by aws-cni (a node handed back to
+	// aws-node): libcni gives it berth's result as prevResult. aws-cni
+	// reads the dummy interface's "mac" as a VLAN, and any but 0 makes it
+	// tear the pod down as a branch-ENI pod without asking ipamd, whose
+	// address would then stay allocated.
+	berthPod, err := n.add(t, "made-by-berth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), conf, berthPod.rt) }); err != nil {
+		b, _ := os.ReadFile(logFile)
+		t.Fatalf("aws-cni's DEL of a pod berth-cni made: %v\n%s", err, b)
+	}
+	for _, held := range introspectPods(t, n) {
+		if held == berthPod.ip.String() {
+			b, _ := os.ReadFile(logFile)
+			t.Fatalf("%s still allocated after aws-cni's DEL of a pod berth-cni made\n%s", berthPod.ip, b)
+		}
+	}
 }
 
 // multiNICRefused creates a pod annotated for an interface on every

@@ -306,11 +306,13 @@ func callDatapath(ctx context.Context, socket string, req []byte, fd int) (*data
 }
 
 // heldByAnother reports whether ipamd's checkpoint gives ip to an
-// attachment other than this one.
+// attachment other than this one, or cannot tell (a checkpoint that cannot
+// be read): then the address may be another pod's, and nothing is torn
+// down. A missing checkpoint gives it to no one.
 func heldByAnother(conf *NetConf, args *skel.CmdArgs, ip net.IP) bool {
 	cp, err := readCheckpoint(conf.IPAMStateFile)
 	if err != nil {
-		return false
+		return true
 	}
 	for _, a := range cp.Allocations {
 		if net.ParseIP(a.IPv4).Equal(ip) && (a.NetworkName != conf.Name || a.ContainerID != args.ContainerID || a.IfName != args.IfName) {
@@ -413,8 +415,16 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
+	// The list is cni.dev/valid-attachments; the text of spec 1.1.0 also
+	// names it cni.dev/attachments, which a runtime may send instead. With
+	// neither there is no list: releasing everything would take every
+	// pod's network.
+	if conf.ValidAttachments == nil && conf.Attachments == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "GC needs the valid attachments",
+			`neither "cni.dev/valid-attachments" nor "cni.dev/attachments" is set; nothing was released`)
+	}
 	req := datapathGC{ClientVersion: version.Version, NetworkName: conf.Name}
-	for _, a := range conf.ValidAttachments {
+	for _, a := range append(conf.ValidAttachments, conf.Attachments...) {
 		req.Valid = append(req.Valid, [2]string{a.ContainerID, a.IfName})
 	}
 	b := datapathRequest(commandGC, req.marshal())

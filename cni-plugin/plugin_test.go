@@ -293,6 +293,15 @@ func TestDelAsksIpamdFirst(t *testing.T) {
 			t.Fatalf("DEL with no ipamd of an address now another pod's: %q left, want everything kept", w)
 		}
 	}
+	// A checkpoint that cannot be read cannot say whose the address is:
+	// nothing is touched either.
+	if err := os.WriteFile(cpPath, []byte(`{"version":"vpc-cni-ipam/1","allocations":[{"networkName"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustDel(down, "/gone", prevWithVeth)
+	if w := wired(); w != all {
+		t.Fatalf("DEL with no ipamd and an unreadable checkpoint: %q left, want everything kept", w)
+	}
 }
 
 // inNS runs f on a thread in ns, as the runtime runs the plugin in the
@@ -372,6 +381,34 @@ func TestGCAsksIpamd(t *testing.T) {
 	failSock, _ := fakeDatapath(t, &datapath.Reply{Error: &datapath.Error{Code: 11, Msg: "GC incomplete", Details: "persist 2 releases: disk full"}})
 	if err := gc(failSock); !errors.As(err, &e) || e.Code != 11 || !strings.Contains(e.Details, "disk full") {
 		t.Fatalf("GC that ipamd could not finish: %v", err)
+	}
+	// The spec's text also names the list cni.dev/attachments: it counts.
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,
+		"cni.dev/attachments":[{"containerID":"c3","ifname":"eth0"}]}`, sock)
+	if err := cmdGC(&skel.CmdArgs{StdinData: []byte(conf)}); err != nil {
+		t.Fatal(err)
+	}
+	want = &datapath.GCRequest{ClientVersion: version.Version, NetworkName: "aws-cni", ValidAttachments: []*datapath.Attachment{{ContainerId: "c3", IfName: "eth0"}}}
+	if got := (<-calls).req.GetGc(); !proto.Equal(got, want) {
+		t.Fatalf("GC with cni.dev/attachments sent %v, want %v", got, want)
+	}
+	// No list at all is not "nothing is valid": ipamd is not asked.
+	conf = fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q}`, sock)
+	if err := cmdGC(&skel.CmdArgs{StdinData: []byte(conf)}); !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("GC without a list: %v, want code %d", err, types.ErrInvalidNetworkConfig)
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("GC without a list asked ipamd: %v", c.req)
+	default:
+	}
+	// An empty list is a node without pods: everything goes.
+	conf = fmt.Sprintf(`{"cniVersion":"1.1.0","name":"aws-cni","type":"berth-cni","datapathSocket":%q,"cni.dev/valid-attachments":[]}`, sock)
+	if err := cmdGC(&skel.CmdArgs{StdinData: []byte(conf)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := (<-calls).req.GetGc(); len(got.ValidAttachments) != 0 {
+		t.Fatalf("GC with an empty list sent %v", got)
 	}
 }
 

@@ -105,7 +105,10 @@ func (s *Server) gcPods(ctx, waiting context.Context, r *datapath.GCRequest) *da
 	released := 0
 	var waitErr error
 	for _, a := range append(s.ds.Allocations(), s.ds.Held().List()...) {
-		if a.Key.NetworkName != r.NetworkName || valid[a.Key] {
+		// An attachment whose ADD (or DEL) is in flight is left alone: the
+		// runtime's list may predate that ADD, which would be undone as it
+		// succeeds. A later GC sees it settled.
+		if a.Key.NetworkName != r.NetworkName || valid[a.Key] || s.keys.busy(a.Key) {
 			continue
 		}
 		unlock, err := s.keys.lock(waiting, a.Key)

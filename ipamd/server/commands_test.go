@@ -55,7 +55,15 @@ func (e *dpEnv) add(t *testing.T, pod string) (*datapath.Reply, int) {
 	if r.Error != nil || r.Phase != podwire.PhaseDone {
 		t.Fatalf("ADD %s: %+v (error %v)", pod, r, r.Error)
 	}
-	commit(t, c)
+	b, _ := proto.Marshal(&datapath.Continue{Applied: true})
+	if err := c.Send(b); err != nil {
+		t.Fatal(err)
+	}
+	// ipamd hangs up once the ADD is done, its lock released.
+	if _, err := c.Recv(); err == nil {
+		t.Fatal("ipamd answered the commit")
+	}
+	c.Close()
 	return r, int(podNS)
 }
 
@@ -173,6 +181,31 @@ func TestDatapathGC(t *testing.T) {
 		if _, held := e.ds.Lookup(k); held != want {
 			t.Errorf("%v held after GC: %v, want %v", k, held, want)
 		}
+	}
+}
+
+// An ADD in flight when GC comes is not in the runtime's list, which may
+// predate it: GC leaves it, and it stands once committed.
+func TestDatapathGCLeavesADDsInFlight(t *testing.T) {
+	e := startDatapath(t)
+	c := e.agentTurn(t, "in-flight")
+	r := exchange(t, dial(t, e.sock), &datapath.GCRequest{ClientVersion: e.version, NetworkName: "aws-cni", ValidAttachments: []*datapath.Attachment{}})
+	if r.Error != nil || r.Phase != podwire.PhaseDone {
+		t.Fatalf("GC: %+v", r.Error)
+	}
+	b, _ := proto.Marshal(&datapath.Continue{Applied: true}) // the policy agent's turn
+	done := exchange(t, c, b)
+	if done.Error != nil || done.Phase != podwire.PhaseDone {
+		t.Fatalf("ADD after GC: %+v", done.Error)
+	}
+	commit(t, c)
+	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "c-in-flight", IfName: "eth0"}
+	time.Sleep(100 * time.Millisecond) // the commit's read
+	if _, held := e.ds.Lookup(key); !held {
+		t.Fatal("GC released an ADD that was in flight")
+	}
+	if w := e.wired(t, done.HostVeth, net.ParseIP(done.Ipv4Addr)); w != (wired{true, true, true, true}) {
+		t.Fatalf("the ADD's wiring after GC: %+v", w)
 	}
 }
 

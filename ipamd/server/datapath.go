@@ -535,6 +535,14 @@ type keyLocks struct {
 	held map[datastore.Key]chan struct{}
 }
 
+// busy reports whether a call holds k now.
+func (l *keyLocks) busy(k datastore.Key) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.held[k]
+	return ok
+}
+
 // lock waits until no other call holds k, then holds it until unlock.
 func (l *keyLocks) lock(ctx context.Context, k datastore.Key) (unlock func(), err error) {
 	for {

@@ -478,6 +478,12 @@ func (p *Pool) target(st datastore.Stats, waiting int) int {
 	default:
 		want = st.Assigned + c.WarmENITarget*(in.Info.IPv4PerENI-1)
 	}
+	// A warm target of 0 still keeps one address free, as in the VPC CNI:
+	// otherwise a new node never has one, never writes its conflist, and
+	// so never gets the pod whose ADD would grow the pool.
+	if c.WarmIPTarget == 0 && c.MinimumIPTarget == 0 && (c.PrefixDelegation && c.WarmPrefixTarget == 0 || !c.PrefixDelegation && c.WarmENITarget == 0) {
+		want = max(want, st.Assigned+1)
+	}
 	// Waiting ADDs need usable addresses now: cooling ones do not count.
 	want = max(want, st.Assigned+st.Cooling+waiting)
 	return min(want, p.maxPods+st.Cooling)
@@ -546,7 +552,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 		if due {
 			surplus := st.Total - want
 			if p.cfg.PrefixDelegation {
-				surplus = p.prefixSurplus(st.Total - want)
+				surplus = p.prefixSurplus(st, want)
 			}
 			p.shrink(ctx, surplus)
 			p.ec2Gen.Add(1) // after: a listing that overlapped it must see the change
@@ -561,7 +567,7 @@ func (p *Pool) reconcile(ctx context.Context) {
 // the addresses above the target (extra) fill whole prefixes. Addresses
 // freed inside prefixes that pods still use are no surplus: they cannot
 // go back, and counting them would return the warm prefixes instead.
-func (p *Pool) prefixSurplus(extra int) int {
+func (p *Pool) prefixSurplus(st datastore.Stats, want int) int {
 	free := 0
 	for _, e := range p.ds.ENIs() {
 		for _, c := range p.ds.CIDRs(e.ID) {
@@ -571,9 +577,13 @@ func (p *Pool) prefixSurplus(extra int) int {
 		}
 	}
 	if p.cfg.WarmIPTarget > 0 || p.cfg.MinimumIPTarget > 0 {
-		return 16 * min(free, max(extra, 0)/16)
+		return 16 * min(free, max(st.Total-want, 0)/16)
 	}
-	return 16 * max(free-p.cfg.WarmPrefixTarget, 0)
+	keep := p.cfg.WarmPrefixTarget
+	if keep == 0 && st.Total-st.Assigned-16*free < 1 {
+		keep = 1 // the one free address target keeps (see target)
+	}
+	return 16 * max(free-keep, 0)
 }
 
 // grow adds at least deficit addresses (at most limit, the max-pods bound):

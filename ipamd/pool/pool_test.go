@@ -321,6 +321,26 @@ func TestWarmPrefixTargetCountsFreePrefixes(t *testing.T) {
 	}
 }
 
+// With every warm target at 0 a new node still gets one free address (a
+// whole ENI's or a prefix, as the pool grows), as the VPC CNI keeps one:
+// ipamd writes the conflist only once an address is free.
+func TestZeroWarmTargetKeepsOneAddress(t *testing.T) {
+	for _, env := range []map[string]string{{"WARM_ENI_TARGET": "0"}, {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "0"}} {
+		p, f, ds := newPool(t, "m5.large", env)
+		p.reconcile(context.Background())
+		if st := ds.Stats(); st.Free == 0 {
+			t.Errorf("%v: no free address on a new node: %+v", env, st)
+		}
+		// and keeps it: no shrink and grow again every 30 s.
+		calls := f.mutating()
+		later(p, 2*time.Minute)
+		p.reconcile(context.Background())
+		if st := ds.Stats(); st.Free == 0 || f.mutating() != calls {
+			t.Errorf("%v: after a shrink's turn %+v, %d EC2 calls", env, st, f.mutating()-calls)
+		}
+	}
+}
+
 func TestBlockedAtMaxPodsAndOnExhaustion(t *testing.T) {
 	p, f, ds := newPool(t, "t3.nano", map[string]string{"MAX_PODS": "1"})
 	p.reconcile(context.Background())

@@ -75,7 +75,9 @@ func (h *Host) PruneStalePodRules(ctx context.Context, live map[netip.Addr]bool)
 	}
 	podLink := map[int]string{}
 	for _, l := range links {
-		if strings.HasPrefix(l.Attrs().Name, h.cfg.VethPrefix) {
+		// A pod's veth: a short prefix ("en") also names other links (the
+		// node's ens5, whose /32 routes to the VPC router are no pod's).
+		if l.Type() == "veth" && strings.HasPrefix(l.Attrs().Name, h.cfg.VethPrefix) {
 			podLink[l.Attrs().Index] = l.Attrs().Name
 		}
 	}

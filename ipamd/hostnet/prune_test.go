@@ -25,7 +25,16 @@ func TestPruneStalePodRules(t *testing.T) {
 			}
 		}
 	}
+	// Named with the prefix but no veth (the node's ens5 with prefix
+	// "en"): its /32 routes are not a pod's.
+	if err := node.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "eniifb"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.LinkSetUp(must[netlink.Link](t)(node.LinkByName("eniifb"))); err != nil {
+		t.Fatal(err)
+	}
 	const (
+		notVeth   = "10.0.1.4"
 		live1     = "10.0.1.5"
 		stale1    = "10.0.1.6"
 		stale2    = "10.0.1.8"
@@ -38,6 +47,7 @@ func TestPruneStalePodRules(t *testing.T) {
 		{"eni1", stale2 + "/32"},
 		{"eni2", mapped + "/32"},
 		{"other0", notPodDev + "/32"},
+		{"eniifb", notVeth + "/32"},
 		{"eni1", "10.0.9.0/24"},
 	} {
 		addRoute(t, node, r.dev, r.dst, "", netlink.SCOPE_LINK)
@@ -88,6 +98,7 @@ func TestPruneStalePodRules(t *testing.T) {
 		"512 to 10.0.9.0/24 lookup 254",
 	}
 	wantRoutes := []string{
+		"10.0.1.4/32 dev eniifb",
 		"10.0.1.5/32 dev eni1",
 		"10.0.1.7/32 dev other0",
 		"10.0.1.9/32 dev eni2",

@@ -70,7 +70,8 @@ type Config struct {
 	ClusterName string
 	// MaxPods overrides the computed max pods (berth: MAX_PODS).
 	MaxPods int
-	// AddWait is how long AddNetwork waits for an address (berth: ADD_WAIT_TIMEOUT, default 30s).
+	// AddWait is how long AddNetwork waits for an address (berth:
+	// ADD_WAIT_TIMEOUT, default 30s, at most MaxAddWait).
 	AddWait time.Duration
 	// PluginLogFile and PluginLogLevel go into the conflist for berth-cni
 	// (AWS_VPC_K8S_PLUGIN_LOG_FILE: a path or "stderr"; default
@@ -309,6 +310,11 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		}
 	}
 	p.duration("ADD_WAIT_TIMEOUT", &c.AddWait)
+	if c.AddWait > MaxAddWait {
+		// berth-cni gives ipamd 60 s; a longer wait would always end in
+		// its hang-up, with a timeout in place of the reason.
+		p.fail("ADD_WAIT_TIMEOUT", p.value("ADD_WAIT_TIMEOUT"), fmt.Sprintf("at most %s (berth-cni waits 60 s for ipamd's answer)", MaxAddWait))
+	}
 	// aws-node stops on an unknown mode; "none" is accepted and means the
 	// same as unset to a plugin.
 	switch v := p.value("NETWORK_POLICY_ENFORCING_MODE"); v {
@@ -368,6 +374,11 @@ func (p *parser) lenientBool(name string, dst *bool) {
 }
 
 // duration takes whole seconds (the VPC CNI's form) or a Go duration.
+// MaxAddWait bounds ADD_WAIT_TIMEOUT below berth-cni's 60 s for the whole
+// ADD, which also waits for the attachment's lock and ANNOTATE_POD_IP's
+// patch (up to 10 s).
+const MaxAddWait = 45 * time.Second
+
 func (p *parser) duration(name string, dst *time.Duration) {
 	v := p.value(name)
 	if v == "" {

@@ -39,11 +39,12 @@ func TestAllErrorsReported(t *testing.T) {
 	_, err := FromEnv(env(map[string]string{
 		"AWS_VPC_ENI_MTU": "10000", "POD_MTU": "575", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth", "IP_COOLDOWN_PERIOD": "-3",
 		"NETWORK_POLICY_ENFORCING_MODE": "loose", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "AWS_EC2_ENDPOINT": "ec2.example", "CLUSTER_ENDPOINT": "http://api",
+		"ADD_WAIT_TIMEOUT": "90s",
 	}))
 	if err == nil {
 		t.Fatal("bad environment accepted")
 	}
-	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE", "MY_NODE_NAME", "AWS_EC2_ENDPOINT", "CLUSTER_ENDPOINT"} {
+	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE", "MY_NODE_NAME", "AWS_EC2_ENDPOINT", "CLUSTER_ENDPOINT", "ADD_WAIT_TIMEOUT"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}

@@ -191,8 +191,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			return err
 		}
 	}
+	var eniConfigs *kube.ENIConfigs
 	if cfg.CustomNetworking {
-		p.UseENIConfigs(kc.ENIConfigs(cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef))
+		eniConfigs = kc.ENIConfigs(cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef)
+		p.UseENIConfigs(eniConfigs)
 		log.Info("custom networking: pod ENIs follow the node's ENIConfig", "node", cfg.NodeName)
 	}
 	if cordon := followCordon(ctx, cfg, f.kubeconfig, kc, p.Kick, log); cordon != nil {
@@ -266,6 +268,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}()
 
 	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit(), Unmanaged: p.UnmanagedENIs}
+	if eniConfigs != nil {
+		src.ENIConfigName = eniConfigs.Name
+	}
 	introspect.RegisterMetrics(reg, src)
 	if f.introspectionAddr != "" {
 		if err := introspect.Serve(ctx, f.introspectionAddr, introspect.Handler(src), log); err != nil {

@@ -36,6 +36,9 @@ type Source struct {
 	// Unmanaged counts the attached ENIs ipamd leaves alone on network
 	// card 0 (they take ENI slots); nil means none.
 	Unmanaged func() int
+	// ENIConfigName names the node's ENIConfig (custom networking); nil
+	// without it, when /v1/eni-configs is 404 as on aws-node without the API.
+	ENIConfigName func(context.Context) (string, error)
 }
 
 // Limits returns awscni_eni_max and awscni_ip_max as the VPC CNI computes
@@ -259,22 +262,61 @@ func (src Source) pods() map[string]podInfo {
 	return out
 }
 
-// Handler serves the API.
+// networkutilsEnvSettings is /v1/networkutils-env-settings: aws-node's
+// datapath settings, with its keys and types (the SNAT randomisation as
+// its number: 0 none, 1 hashrandom, 2 prng; CIDR lists null when unset).
+func networkutilsEnvSettings(c config.Config) map[string]any {
+	cidrs := func(ps []netip.Prefix) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.String())
+		}
+		return out
+	}
+	return map[string]any{
+		"AWS_VPC_K8S_CNI_CONNMARK":           c.ConnMark,
+		"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": cidrs(c.ExcludeSNATCIDRs),
+		"AWS_VPC_K8S_CNI_EXTERNALSNAT":       c.ExternalSNAT,
+		"AWS_EXTERNAL_SERVICE_CIDRS":         cidrs(c.ExternalServiceCIDRs),
+		"AWS_VPC_ENI_MTU":                    c.MTU,
+		"AWS_VPC_K8S_CNI_VETHPREFIX":         c.VethPrefix,
+		"AWS_VPC_CNI_NODE_PORT_SUPPORT":      c.NodePortSupport,
+		"AWS_VPC_K8S_CNI_RANDOMIZESNAT":      map[string]int{"none": 0, "hashrandom": 1, "prng": 2}[c.RandomizeSNAT],
+	}
+}
+
+// Handler serves the API. As aws-node's, it answers any method.
 func Handler(src Source) http.Handler {
 	routes := map[string]func() any{
-		"/v1/enis":               func() any { return src.enis() },
-		"/v1/ipamd-env-settings": func() any { return envSettings(src.Config) },
-		"/v1/pods":               func() any { return src.pods() },
+		"/v1/enis":                      func() any { return src.enis() },
+		"/v1/ipamd-env-settings":        func() any { return envSettings(src.Config) },
+		"/v1/networkutils-env-settings": func() any { return networkutilsEnvSettings(src.Config) },
+		"/v1/pods":                      func() any { return src.pods() },
 	}
 	mux := http.NewServeMux()
-	paths := make([]string, 0, len(routes))
+	paths := make([]string, 0, len(routes)+1)
 	for path, build := range routes {
 		paths = append(paths, path)
-		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, build()) })
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, build()) })
 	}
+	// The node's ENIConfig name, read from its Node; 404 when it cannot
+	// be, as aws-node answers.
+	paths = append(paths, "/v1/eni-configs")
+	mux.HandleFunc("/v1/eni-configs", func(w http.ResponseWriter, r *http.Request) {
+		if src.ENIConfigName == nil {
+			http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
+			return
+		}
+		name, err := src.ENIConfigName(r.Context())
+		if err != nil {
+			http.Error(w, http.StatusText(http.StatusNotFound), http.StatusNotFound)
+			return
+		}
+		writeJSON(w, name)
+	})
 	sort.Strings(paths)
 	// Any other path lists the commands, as the VPC CNI's root does.
-	mux.HandleFunc("GET /", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, struct{ AvailableCommands []string }{paths})
 	})
 	return mux

@@ -2,7 +2,10 @@ package introspect
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"net/http/httptest"
 	"net/netip"
@@ -238,8 +241,49 @@ func TestPodsLegacyShape(t *testing.T) {
 func TestRootListsCommands(t *testing.T) {
 	var got struct{ AvailableCommands []string }
 	decodeStrict(t, get(t, source(t), "/"), &got)
-	if strings.Join(got.AvailableCommands, " ") != "/v1/enis /v1/ipamd-env-settings /v1/pods" {
+	if strings.Join(got.AvailableCommands, " ") != "/v1/eni-configs /v1/enis /v1/ipamd-env-settings /v1/networkutils-env-settings /v1/pods" {
 		t.Fatalf("AvailableCommands %v", got.AvailableCommands)
+	}
+}
+
+// aws-node's datapath settings (pkg/networkutils/network.go
+// GetConfigForDebug), its keys and types: the SNAT randomisation is its
+// number, unset CIDR lists are null.
+func TestNetworkutilsEnvSettings(t *testing.T) {
+	src := source(t)
+	src.Config.RandomizeSNAT = "hashrandom"
+	src.Config.ExcludeSNATCIDRs = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}
+	var got map[string]any
+	if err := json.Unmarshal(get(t, src, "/v1/networkutils-env-settings"), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"AWS_VPC_K8S_CNI_CONNMARK": 128.0, "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": []any{"192.168.0.0/16"},
+		"AWS_VPC_K8S_CNI_EXTERNALSNAT": false, "AWS_EXTERNAL_SERVICE_CIDRS": nil, "AWS_VPC_ENI_MTU": 9001.0,
+		"AWS_VPC_K8S_CNI_VETHPREFIX": "eni", "AWS_VPC_CNI_NODE_PORT_SUPPORT": true, "AWS_VPC_K8S_CNI_RANDOMIZESNAT": 1.0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("/v1/networkutils-env-settings\n got %v\nwant %v", got, want)
+	}
+}
+
+// /v1/eni-configs names the node's ENIConfig, and is 404 where it cannot
+// (no custom networking here, or the Node unreadable), as on aws-node.
+func TestENIConfigsEndpoint(t *testing.T) {
+	src := source(t)
+	code := func(src Source) int {
+		rec := httptest.NewRecorder()
+		Handler(src).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/eni-configs", nil))
+		return rec.Code
+	}
+	if c := code(src); c != 404 {
+		t.Fatalf("without custom networking: %d, want 404", c)
+	}
+	src.ENIConfigName = func(context.Context) (string, error) { return "", errors.New("nodes is forbidden") }
+	if c := code(src); c != 404 {
+		t.Fatalf("Node unreadable: %d, want 404", c)
+	}
+	src.ENIConfigName = func(context.Context) (string, error) { return "us-west-2a", nil }
+	if body := get(t, src, "/v1/eni-configs"); string(body) != `"us-west-2a"` {
+		t.Fatalf("/v1/eni-configs: %s", body)
 	}
 }
 

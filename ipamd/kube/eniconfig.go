@@ -56,13 +56,21 @@ func Name(labels, annotations map[string]string, annotationKey, labelKey string)
 	return DefaultName
 }
 
-// ENIConfig reads the node, then the ENIConfig it names.
-func (s *ENIConfigs) ENIConfig(ctx context.Context) (pool.ENIConfig, error) {
+// Name reads the node and returns the name of the ENIConfig it names.
+func (s *ENIConfigs) Name(ctx context.Context) (string, error) {
 	node, err := s.c.dyn.Resource(nodes).Get(ctx, s.node, metav1.GetOptions{})
 	if err != nil {
-		return pool.ENIConfig{}, fmt.Errorf("read node %s: %w", s.node, err)
+		return "", fmt.Errorf("read node %s: %w", s.node, err)
 	}
-	name := Name(node.GetLabels(), node.GetAnnotations(), s.annotationKey, s.labelKey)
+	return Name(node.GetLabels(), node.GetAnnotations(), s.annotationKey, s.labelKey), nil
+}
+
+// ENIConfig reads the node, then the ENIConfig it names.
+func (s *ENIConfigs) ENIConfig(ctx context.Context) (pool.ENIConfig, error) {
+	name, err := s.Name(ctx)
+	if err != nil {
+		return pool.ENIConfig{}, err
+	}
 	obj, err := s.c.dyn.Resource(GVR).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return pool.ENIConfig{}, fmt.Errorf("read eniconfig %q of node %s: %w", name, s.node, err)

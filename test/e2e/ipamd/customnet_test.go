@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -113,6 +114,10 @@ func TestCustomNetworking(t *testing.T) {
 	p2, err := b.add(t, "web-2")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// aws-node's /v1/eni-configs: the name of the node's ENIConfig.
+	if code, body := introspect(t, a, "/v1/eni-configs"); code != http.StatusOK || string(body) != `"us-west-2a"` {
+		t.Errorf("/v1/eni-configs: %d %s, want \"us-west-2a\"", code, body)
 	}
 	for _, p := range []*pod{p1, p2} {
 		if !podSubnet.Contains(p.ip) {

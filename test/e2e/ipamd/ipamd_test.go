@@ -287,50 +287,58 @@ func TestPodsThroughLibcni(t *testing.T) {
 // IPAMKey is set).
 func introspectPods(t testing.TB, n *node) []string {
 	t.Helper()
+	var cards map[string]struct {
+		ENIs map[string]struct {
+			AvailableIPv4Cidrs map[string]struct {
+				IPAddresses map[string]struct {
+					Address string
+					IPAMKey struct {
+						NetworkName string `json:"networkName"`
+					}
+				}
+			}
+		}
+	}
+	code, body := introspect(t, n, "/v1/enis")
+	if code != http.StatusOK {
+		t.Fatalf("/v1/enis: %d %s", code, body)
+	}
+	if err := json.Unmarshal(body, &cards); err != nil {
+		t.Fatal(err)
+	}
 	var ips []string
-	err := e2e.InNetNS(n.inst.NetNS, func() error {
-		tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := e2e.InNetNS(n.inst.NetNS, func() (err error) { c, err = net.Dial(network, addr); return err })
-			return c, err
-		}}
-		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679/v1/enis")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var cards map[string]struct {
-			ENIs map[string]struct {
-				AvailableIPv4Cidrs map[string]struct {
-					IPAddresses map[string]struct {
-						Address string
-						IPAMKey struct {
-							NetworkName string `json:"networkName"`
-						}
+	for _, card := range cards {
+		for _, eni := range card.ENIs {
+			for _, cidr := range eni.AvailableIPv4Cidrs {
+				for _, a := range cidr.IPAddresses {
+					if a.IPAMKey.NetworkName != "" {
+						ips = append(ips, a.Address)
 					}
 				}
 			}
 		}
-		if err := json.NewDecoder(resp.Body).Decode(&cards); err != nil {
-			return err
-		}
-		for _, card := range cards {
-			for _, eni := range card.ENIs {
-				for _, cidr := range eni.AvailableIPv4Cidrs {
-					for _, a := range cidr.IPAddresses {
-						if a.IPAMKey.NetworkName != "" {
-							ips = append(ips, a.Address)
-						}
-					}
-				}
-			}
-		}
-		return nil
-	})
+	}
+	return ips
+}
+
+// introspect GETs path from the node's ipamd introspection API.
+func introspect(t testing.TB, n *node, path string) (int, []byte) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := e2e.InNetNS(n.inst.NetNS, func() (err error) { c, err = net.Dial(network, addr); return err })
+		return c, err
+	}}
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679" + path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ips
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
 
 func TestSecondaryENIPods(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -133,10 +134,38 @@ func vpcCNILogLevel(v string) (string, bool) {
 	return "", false
 }
 
+// startupMetrics are aws-node's start-up histograms:
+// awscni_ipamd_node_initialization_duration_seconds{success} (the ENIs
+// and the checkpoint loaded) and awscni_ipamd_startup_duration_seconds
+// {success,with_api_server,failure_reason}, to ready for CNI requests
+// (the conflist written). A start that fails before the metrics listener
+// serves is seen in the log only.
+type startupMetrics struct{ nodeInitSeconds, startupSeconds *prometheus.HistogramVec }
+
+func newStartupMetrics(reg prometheus.Registerer) startupMetrics {
+	m := startupMetrics{
+		nodeInitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_ipamd_node_initialization_duration_seconds",
+			Help: "The duration of node initialization during IPAMD startup"}, []string{"success"}),
+		startupSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "awscni_ipamd_startup_duration_seconds",
+			Help: "The duration of IPAMD startup from process start to ready to serve CNI requests"}, []string{"success", "with_api_server", "failure_reason"}),
+	}
+	reg.MustRegister(m.nodeInitSeconds, m.startupSeconds)
+	return m
+}
+
+func (m startupMetrics) nodeInit(since time.Time, ok bool) {
+	m.nodeInitSeconds.WithLabelValues(strconv.FormatBool(ok)).Observe(time.Since(since).Seconds())
+}
+
+func (m startupMetrics) ready(since time.Time, withAPIServer bool) {
+	m.startupSeconds.WithLabelValues("true", strconv.FormatBool(withAPIServer), "").Observe(time.Since(since).Seconds())
+}
+
 // DefaultSocket is the VPC CNI's socket path.
 const DefaultSocket = "/var/run/aws-node/ipamd.sock"
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
+	start := time.Now()
 	if f.datapathSocket == "" {
 		f.datapathSocket = filepath.Join(filepath.Dir(f.socket), filepath.Base(podwire.DefaultSocket))
 	}
@@ -154,6 +183,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("invalid environment:\n%w", err)
 	}
 	reg := metrics.NewRegistry("ipamd")
+	startup := newStartupMetrics(reg)
 	c, err := cloud.Load(ctx, log, cloud.NewMetrics(reg), cfg.EC2Endpoint, cfg.HTTPTimeout)
 	if err != nil {
 		return err
@@ -167,6 +197,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer func() { _ = host.Close() }()
+	host.RegisterMetrics(reg)
 	mac, err := net.ParseMAC(in.PrimaryMAC)
 	if err != nil {
 		return fmt.Errorf("primary MAC %q: %w", in.PrimaryMAC, err)
@@ -200,12 +231,16 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if cordon := followCordon(ctx, cfg, f.kubeconfig, kc, p.Kick, log); cordon != nil {
 		p.UseCordon(cordon)
 	}
+	initStart := time.Now()
 	if err := p.Init(ctx); err != nil {
+		startup.nodeInit(initStart, false)
 		return err
 	}
 	if err := restore(ctx, ds, cp, f.checkpoint, cfg.VethPrefix, log); err != nil {
+		startup.nodeInit(initStart, false)
 		return err
 	}
+	startup.nodeInit(initStart, true)
 	// Rules and routes of pods that are gone (released by restore) go too;
 	// those of held pods stay.
 	if err := host.PruneStalePodRules(ctx, liveAddrs(ds, cp.Held())); err != nil {
@@ -309,6 +344,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	} else if aside != "" {
 		log.Info("moved aws-node's conflist aside", "to", aside)
 	}
+	startup.ready(start, kc != nil)
 	log.Info("ipamd ready", "instance", in.ID, "maxPods", p.MaxPodsLimit(), "socket", f.socket, "conflist", filepath.Join(f.cniConfDir, ConflistName))
 	select {
 	case <-ctx.Done():

@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -111,6 +112,24 @@ type Host struct {
 	// VethPrefix, found by SetupPrimary (under mu): their pods' connections
 	// are marked and SNATed too until they are re-created.
 	earlierPrefixes []string
+
+	// connmarkReconciles counts installs of the SNAT and connmark table
+	// (awscni_connmark_reconcile_total{result}) once RegisterMetrics ran.
+	connmarkReconciles *prometheus.CounterVec
+}
+
+// RegisterMetrics registers aws-node's connmark metrics with reg:
+// awscni_connmark_backend{backend}, 1 for "nftables" (berth's only one),
+// and awscni_connmark_reconcile_total{result}, "success" or "error" at
+// each install of the SNAT and connmark table (at start and when the VPC's
+// CIDRs change). Call before SetupPrimary.
+func (h *Host) RegisterMetrics(reg prometheus.Registerer) {
+	backend := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "awscni_connmark_backend",
+		Help: "The connmark backend in use; the active backend's series is set to 1"}, []string{"backend"})
+	backend.WithLabelValues("nftables").Set(1)
+	h.connmarkReconciles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "awscni_connmark_reconcile_total",
+		Help: "The number of connmark Setup/Cleanup reconciliations by result"}, []string{"result"})
+	reg.MustRegister(backend, h.connmarkReconciles)
 }
 
 // New validates cfg and opens handles on the node's namespace.

@@ -262,7 +262,16 @@ func (h *Host) nftConn() (*nftables.Conn, error) {
 }
 
 // replaceSNAT installs the berth-snat table in one transaction.
-func (h *Host) replaceSNAT(primaryIf string, primaryIP netip.Addr) error {
+func (h *Host) replaceSNAT(primaryIf string, primaryIP netip.Addr) (err error) {
+	if h.connmarkReconciles != nil {
+		defer func() {
+			result := "success"
+			if err != nil {
+				result = "error"
+			}
+			h.connmarkReconciles.WithLabelValues(result).Inc()
+		}()
+	}
 	c, err := h.nftConn()
 	if err != nil {
 		return err

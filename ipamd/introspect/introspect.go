@@ -81,6 +81,12 @@ func RegisterMetrics(reg prometheus.Registerer, src Source) {
 	gauge("awscni_ip_max", "The maximum number of IP addresses that can be allocated to the instance",
 		func(datastore.Stats) int { _, n := src.limits(); return n })
 	gauge("berth_max_pods", "The node's pod capacity ipamd enforces", func(datastore.Stats) int { return src.MaxPods })
+	// aws-node counts ENIs and addresses it removed while pods held them.
+	// ipamd never does (reconcile and shrink leave what a pod holds), so
+	// these stay 0; they are there for the dashboards that query them.
+	reg.MustRegister(
+		prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_force_removed_enis", Help: "The number of ENIs force removed while they had assigned pods"}),
+		prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_force_removed_ips", Help: "The number of IPs force removed while they had assigned pods"}))
 	reg.MustRegister(perCIDR{src.Store})
 }
 

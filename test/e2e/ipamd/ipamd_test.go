@@ -235,6 +235,15 @@ func TestPodsThroughLibcni(t *testing.T) {
 			t.Fatalf("pod %s got %s, not a VPC address", p.name, p.ip)
 		}
 	}
+	// aws-node's start-up and connmark metrics, by its names and labels.
+	_, m := nodeGet(t, a, "http://127.0.0.1:61678/metrics")
+	for _, want := range []string{`awscni_connmark_backend{backend="nftables"} 1`, `awscni_connmark_reconcile_total{result="success"}`,
+		`awscni_ipamd_startup_duration_seconds_count{failure_reason="",success="true",with_api_server="false"} 1`,
+		`awscni_ipamd_node_initialization_duration_seconds_count{success="true"} 1`, "awscni_force_removed_ips 0", "awscni_force_removed_enis 0"} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("ipamd's /metrics lacks %s", want)
+		}
+	}
 	// aws-node's default plugin log level (Debug) logs every ADD.
 	if logged, err := os.ReadFile(a.pluginLog); err != nil || !strings.Contains(string(logged), `"ip":"`+p1.ip.String()+`"`) {
 		t.Errorf("berth-cni's log %s: %v; want the ADD of %s in it:\n%s", a.pluginLog, err, p1.ip, logged)
@@ -324,12 +333,18 @@ func introspectPods(t testing.TB, n *node) []string {
 // introspect GETs path from the node's ipamd introspection API.
 func introspect(t testing.TB, n *node, path string) (int, []byte) {
 	t.Helper()
+	return nodeGet(t, n, "http://127.0.0.1:61679"+path)
+}
+
+// nodeGet GETs url inside the node's namespace.
+func nodeGet(t testing.TB, n *node, url string) (int, []byte) {
+	t.Helper()
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := e2e.InNetNS(n.inst.NetNS, func() (err error) { c, err = net.Dial(network, addr); return err })
 		return c, err
 	}}
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://127.0.0.1:61679" + path)
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}

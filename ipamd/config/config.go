@@ -220,8 +220,9 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 	switch v := p.value("AWS_VPC_K8S_PLUGIN_LOG_FILE"); {
 	case v == "":
 	case v == "stdout":
-		// The runtime reads the plugin's result from its stdout.
-		p.ignore("AWS_VPC_K8S_PLUGIN_LOG_FILE", v, "the plugin's stdout carries its result; want stderr or a file path", DefaultPluginLogFile)
+		// The runtime reads the plugin's result from its stdout; aws-node
+		// refuses to start on it too.
+		p.fail("AWS_VPC_K8S_PLUGIN_LOG_FILE", v, "the plugin's stdout carries its result; want stderr or a file path")
 	case v == "stderr" || strings.HasPrefix(v, "/"):
 		c.PluginLogFile = v
 	default:

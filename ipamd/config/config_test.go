@@ -40,11 +40,14 @@ func TestAllErrorsReported(t *testing.T) {
 		"AWS_VPC_ENI_MTU": "10000", "POD_MTU": "575", "AWS_VPC_K8S_CNI_VETHPREFIX": "eth", "IP_COOLDOWN_PERIOD": "-3",
 		"NETWORK_POLICY_ENFORCING_MODE": "loose", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "AWS_EC2_ENDPOINT": "ec2.example", "CLUSTER_ENDPOINT": "http://api",
 		"ADD_WAIT_TIMEOUT": "90s",
+		// stdout would mix the log into the result the runtime reads;
+		// aws-node refuses it too.
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout",
 	}))
 	if err == nil {
 		t.Fatal("bad environment accepted")
 	}
-	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE", "MY_NODE_NAME", "AWS_EC2_ENDPOINT", "CLUSTER_ENDPOINT", "ADD_WAIT_TIMEOUT"} {
+	for _, name := range []string{"AWS_VPC_ENI_MTU", "POD_MTU", "AWS_VPC_K8S_CNI_VETHPREFIX", "IP_COOLDOWN_PERIOD", "NETWORK_POLICY_ENFORCING_MODE", "MY_NODE_NAME", "AWS_EC2_ENDPOINT", "CLUSTER_ENDPOINT", "ADD_WAIT_TIMEOUT", "AWS_VPC_K8S_PLUGIN_LOG_FILE"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
@@ -122,12 +125,8 @@ func TestLenientLikeVPCCNI(t *testing.T) {
 			func(c Config) bool {
 				return c.PluginLogFile == "stderr" && c.PluginLogLevel == "INFO" && c.BandwidthPlugin && c.DisablePodV6
 			}},
-		// stdout would mix the log into the result the runtime reads.
-		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE": "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "chatty"},
-			[]string{"AWS_VPC_K8S_PLUGIN_LOG_FILE", "stdout", "AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "chatty"},
-			func(c Config) bool {
-				return c.PluginLogFile == DefaultPluginLogFile && c.PluginLogLevel == DefaultPluginLogLevel
-			}},
+		{map[string]string{"AWS_VPC_K8S_PLUGIN_LOG_LEVEL": "chatty"}, []string{"AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "chatty"},
+			func(c Config) bool { return c.PluginLogLevel == DefaultPluginLogLevel }},
 		{map[string]string{"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true", "MY_NODE_NAME": "ip-10-0-1-10"}, nil, func(c Config) bool {
 			return c.CustomNetworking && c.NodeName == "ip-10-0-1-10" && c.ENIConfigAnnotationDef == "k8s.amazonaws.com/eniConfig" && c.ENIConfigLabelDef == "k8s.amazonaws.com/eniConfig"
 		}},

@@ -209,8 +209,14 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("configure the primary interface: %w", err)
 	}
 
+	// As aws-node: where prefixes cannot be assigned (instance types not on
+	// Nitro), secondary addresses, with a warning, rather than no node.
+	if cfg.PrefixDelegation && !in.Info.PrefixDelegation {
+		log.Warn("prefix delegation is not supported on this instance type: pods get secondary IP addresses", "type", in.Type, "hypervisor", in.Info.Hypervisor)
+		cfg.PrefixDelegation = false
+	}
 	if pool.MaxPods(cfg, in) == 0 {
-		return fmt.Errorf("no pod capacity on %s with this configuration (prefix delegation needs a Nitro instance type)", in.Type)
+		return fmt.Errorf("no pod capacity on %s with this configuration", in.Type)
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
 	cp := datastore.NewCheckpointer(f.checkpoint, ds)

@@ -58,6 +58,35 @@ func TestPrefixMode(t *testing.T) {
 	}
 }
 
+// ENABLE_PREFIX_DELEGATION on an instance type that cannot take prefixes
+// (Xen): ipamd starts with secondary addresses, as aws-node falls back,
+// rather than leave the node without a network.
+func TestPrefixModeFallsBackOffNitro(t *testing.T) {
+	cl := newCluster(t, "10.93.0.0/16", "10.93.0.0/20")
+	n := cl.startNode(t, "t2.large", "ENABLE_PREFIX_DELEGATION=true")
+	p, err := n.add(t, "xen-pod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cl.ec2.DescribeNetworkInterfaces(context.Background(), &ec2sdk.DescribeNetworkInterfacesInput{
+		Filters: []ec2types.Filter{{Name: strPtr("attachment.instance-id"), Values: []string{n.inst.ID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range out.NetworkInterfaces {
+		if len(e.Ipv4Prefixes) != 0 {
+			t.Errorf("%s got prefixes on a Xen instance type", *e.NetworkInterfaceId)
+		}
+		for _, a := range e.PrivateIpAddresses {
+			found = found || *a.PrivateIpAddress == p.ip.String()
+		}
+	}
+	if !found {
+		t.Fatalf("pod %s's address is not a secondary address of the node's ENIs", p.ip)
+	}
+}
+
 func strPtr(s string) *string { return &s }
 
 func TestMaxPodsStatusAndGC(t *testing.T) {

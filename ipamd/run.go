@@ -326,7 +326,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 
 	// The readiness gate: kubelet reports the node NotReady until the
 	// conflist exists, so write it only once a pod can get an address.
-	if err := waitForFreeIP(ctx, ds, p); err != nil {
+	if err := waitForFreeIP(ctx, ds, p, dpErr); err != nil {
 		return err
 	}
 	// STATUS (the health check) is ready from here on, as the conflist,
@@ -361,16 +361,25 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	return nil
 }
 
-func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool) error {
+// waitForFreeIP returns once a pod can get an address, or once the node
+// is full (max pods, or every ENI and address slot used): a node restarted
+// with all its pods is ready, not NotReady until one of them goes. It
+// returns the datapath socket's error if that stops meanwhile.
+func waitForFreeIP(ctx context.Context, ds *datastore.Store, p *pool.Pool, dpErr <-chan error) error {
 	for {
 		st := ds.Stats()
 		if st.Free-st.Cooling > 0 {
+			return nil
+		}
+		if reason, _ := p.Blocked(); errors.Is(reason, pool.ErrMaxPods) || errors.Is(reason, pool.ErrNodeCapacity) {
 			return nil
 		}
 		p.Kick()
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-dpErr:
+			return err
 		case <-ds.Changed():
 		case <-time.After(time.Second):
 		}

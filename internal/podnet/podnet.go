@@ -376,7 +376,13 @@ func HostRoute(hostName string, ip net.IP) (netlink.Link, *netlink.Route, error)
 	if hostName != "" {
 		var err error
 		if l, err = netlink.LinkByName(hostName); err != nil {
-			return nil, nil, nil
+			// Only "no such link" is a gone veth: a lookup that failed
+			// says nothing, and a caller must not take it for a gone pod.
+			var gone netlink.LinkNotFoundError
+			if errors.As(err, &gone) {
+				return nil, nil, nil
+			}
+			return nil, nil, fmt.Errorf("find %s: %w", hostName, err)
 		}
 		filter.LinkIndex, mask = l.Attrs().Index, mask|netlink.RT_FILTER_OIF
 	}

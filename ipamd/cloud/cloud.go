@@ -883,18 +883,21 @@ func (c *AWS) tagCreatedAt(ctx context.Context, eniID string) {
 // CNISubnets lists the subnets of the node's VPC and AZ with their tags,
 // most free first; the pool picks by kubernetes.io/role/cni.
 func (c *AWS) CNISubnets(ctx context.Context) ([]Subnet, error) {
-	var out *ec2.DescribeSubnetsOutput
-	if err := c.call("DescribeSubnets", func() (err error) {
-		out, err = c.ec2.DescribeSubnets(ctx, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
-			{Name: aws.String("vpc-id"), Values: []string{c.inst.VPCID}},
-			{Name: aws.String("availability-zone"), Values: []string{c.inst.AZ}},
-		}})
-		return err
-	}); err != nil {
-		return nil, err
+	// Every page: a tagged subnet on the second must not be missed.
+	var all []types.Subnet
+	p := ec2.NewDescribeSubnetsPaginator(c.ec2, &ec2.DescribeSubnetsInput{Filters: []types.Filter{
+		{Name: aws.String("vpc-id"), Values: []string{c.inst.VPCID}},
+		{Name: aws.String("availability-zone"), Values: []string{c.inst.AZ}},
+	}})
+	for p.HasMorePages() {
+		var page *ec2.DescribeSubnetsOutput
+		if err := c.call("DescribeSubnets", func() (err error) { page, err = p.NextPage(ctx); return err }); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Subnets...)
 	}
 	var subs []Subnet
-	for _, s := range out.Subnets {
+	for _, s := range all {
 		p, err := netip.ParsePrefix(aws.ToString(s.CidrBlock))
 		if err != nil {
 			continue

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -77,4 +78,44 @@ func TestEC2WaitsAreBounded(t *testing.T) {
 			t.Errorf("FreeENI tried %d deletes, want %d", n, deleteAttempts)
 		}
 	})
+}
+
+// pagedSubnets answers DescribeSubnets a page at a time, as EC2 may.
+type pagedSubnets struct {
+	EC2API
+	pages [][]types.Subnet
+}
+
+func (f *pagedSubnets) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInput, _ ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error) {
+	i := 0
+	if in.NextToken != nil {
+		fmt.Sscan(*in.NextToken, &i)
+	}
+	out := &ec2.DescribeSubnetsOutput{Subnets: f.pages[i]}
+	if i+1 < len(f.pages) {
+		out.NextToken = aws.String(fmt.Sprint(i + 1))
+	}
+	return out, nil
+}
+
+// A subnet tagged for pod ENIs on the second page of DescribeSubnets is
+// found: before, only the first page was read.
+func TestCNISubnetsReadsEveryPage(t *testing.T) {
+	sub := func(id, cidr string, tags ...types.Tag) types.Subnet {
+		return types.Subnet{SubnetId: aws.String(id), CidrBlock: aws.String(cidr), AvailableIpAddressCount: aws.Int32(100), Tags: tags}
+	}
+	f := &pagedSubnets{pages: [][]types.Subnet{{sub("subnet-1", "10.0.0.0/24")},
+		{sub("subnet-pods", "10.0.8.0/22", types.Tag{Key: aws.String("kubernetes.io/role/cni"), Value: aws.String("1")})}}}
+	c, _ := newTestAWS(t, f)
+	subs, err := c.CNISubnets(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range subs {
+		ids = append(ids, s.ID)
+	}
+	if fmt.Sprint(ids) != "[subnet-1 subnet-pods]" && fmt.Sprint(ids) != "[subnet-pods subnet-1]" {
+		t.Fatalf("subnets %v, want both pages'", ids)
+	}
 }

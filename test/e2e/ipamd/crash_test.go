@@ -156,12 +156,12 @@ func podNetnsName(name string, maps ...map[string]*pod) string {
 }
 
 // restart starts a new ipamd in the node with the same directories.
-func (n *node) restart(t testing.TB) {
+func (n *node) restart(t testing.TB, env ...string) {
 	t.Helper()
 	ipamd := e2e.Bin(t, "berth-ipamd")
-	base := []string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
+	base := append([]string{"PATH=" + os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://169.254.169.254:4566",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null", "IP_COOLDOWN_PERIOD=1", "WARM_IP_TARGET=10",
-		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + n.pluginLog}
+		"AWS_VPC_K8S_PLUGIN_LOG_FILE=" + n.pluginLog}, env...)
 	_ = os.Remove(n.confDir + "/10-berth.conflist")
 	n.cmd = e2e.StartIn(t, n.inst.NetNS, base, ipamd, "--cni-bin-dir", n.binDir, "--cni-conf-dir", n.confDir,
 		"--socket", n.socket, "--state-dir", n.stateDir, "--chain-portmap=false")

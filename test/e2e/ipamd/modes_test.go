@@ -104,6 +104,13 @@ func TestMaxPodsStatusAndGC(t *testing.T) {
 		t.Fatalf("4th pod with MAX_PODS=3: %v", err)
 	}
 
+	// A restart of the full node becomes ready (writes its conflist):
+	// before, it waited for a free address that could not come until a
+	// pod went, and the node stayed NotReady.
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	n.restart(t, "MAX_PODS=3")
+
 	// STATUS through libcni: ready while ipamd serves.
 	conf := n.conf(t)
 	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.GetStatusNetworkList(context.Background(), conf) }); err != nil {

@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -55,11 +52,19 @@ func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, fl
 	cp := &Controlplane{DataDir: dataDir, Cluster: cluster, Kubeconfig: filepath.Join(dataDir, "admin.kubeconfig"), Env: LocalcloudEnv(lc)}
 	t.Cleanup(cp.Stop)
 	listen, flags := takeFlag(flags, "--listen")
-	for try := 1; ; try++ {
+	retryPortRace(t, "berth-controlplane", func() error {
+		retry := cp.args != nil
+		if retry {
+			// A fresh start: the certificates and etcd member of the
+			// try before name its ports.
+			if err := os.RemoveAll(dataDir); err != nil {
+				return err
+			}
+		}
 		api := FreePort(t)
 		if host, _, err := net.SplitHostPort(listen); err == nil {
 			api = listen
-			if try > 1 {
+			if retry { // the caller's port was taken
 				api = FreePortOn(t, host)
 			}
 		}
@@ -68,20 +73,9 @@ func StartControlplane(t testing.TB, lc *Localcloud, dataDir, cluster string, fl
 		cp.EtcdClient, cp.EtcdPeer = FreePort(t), FreePort(t)
 		cp.args = append([]string{"serve", "--data-dir", dataDir, "--cluster-name", cluster, "--listen", api, "--eks-listen", eks,
 			"--etcd-client-listen", cp.EtcdClient, "--etcd-peer-listen", cp.EtcdPeer}, flags...)
-		err := cp.start(t)
-		if err == nil {
-			return cp
-		}
-		if !errors.Is(err, errPortTaken) || try == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("berth-controlplane lost a port race, starting again: %v", err)
-		// A fresh start: the certificates and etcd member of the first
-		// name its ports.
-		if err := os.RemoveAll(dataDir); err != nil {
-			t.Fatal(err)
-		}
-	}
+		return cp.start(t)
+	})
+	return cp
 }
 
 // takeFlag removes "name value" or "name=value" from flags and returns
@@ -113,35 +107,16 @@ func (c *Controlplane) Start(t testing.TB) {
 
 func (c *Controlplane) start(t testing.TB) error {
 	_ = os.Remove(c.Kubeconfig)
-	cmd := exec.Command(Bin(t, "berth-controlplane"), c.args...)
-	cmd.Env = append(os.Environ(), c.Env...)
-	var out tail
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
-	if err := cmd.Start(); err != nil {
-		return err
+	c.cmd = exec.Command(Bin(t, "berth-controlplane"), c.args...)
+	c.cmd.Env = append(os.Environ(), c.Env...)
+	exited, err := startReady(c.cmd, "berth-controlplane", 3*time.Minute, 100*time.Millisecond, func() bool {
+		_, err := os.Stat(c.Kubeconfig)
+		return err == nil
+	})
+	if c.exited = exited; exited == nil {
+		c.cmd = nil // not started
 	}
-	c.cmd = cmd
-	c.exited = make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(c.exited)
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		if _, err := os.Stat(c.Kubeconfig); err == nil {
-			return nil
-		}
-		select {
-		case <-c.exited:
-			c.cmd = nil
-			if out.contains("address already in use") {
-				return fmt.Errorf("berth-controlplane exited before it was ready (%v): %w", cmd.ProcessState, errPortTaken)
-			}
-			return fmt.Errorf("berth-controlplane exited before it was ready: %v", cmd.ProcessState)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return errors.New("berth-controlplane not ready after 3m")
-		}
-	}
+	return err
 }
 
 // Stop ends the process gracefully (SIGINT, SIGKILL after 30s).

@@ -102,6 +102,52 @@ func (w *tail) contains(s string) bool {
 	return bytes.Contains(w.buf, []byte(s))
 }
 
+// startReady starts cmd (its output on the test's stderr) and polls ready
+// every poll until it holds, the process exits (an error, errPortTaken
+// when its port was taken) or timeout passes; exited is closed when the
+// process ends.
+func startReady(cmd *exec.Cmd, name string, timeout, poll time.Duration, ready func() bool) (exited chan struct{}, err error) {
+	var out tail
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	deadline := time.Now().Add(timeout)
+	for !ready() {
+		select {
+		case <-exited:
+			if out.contains("address already in use") {
+				return exited, fmt.Errorf("%s exited before it was ready (%v): %w", name, cmd.ProcessState, errPortTaken)
+			}
+			return exited, fmt.Errorf("%s exited before it was ready: %v", name, cmd.ProcessState)
+		case <-time.After(poll):
+		}
+		if time.Now().After(deadline) {
+			return exited, fmt.Errorf("%s not ready after %s", name, timeout)
+		}
+	}
+	return exited, nil
+}
+
+// retryPortRace runs start, again (up to three times) while it fails
+// because another process took one of its ports first.
+func retryPortRace(t testing.TB, name string, start func() error) {
+	t.Helper()
+	for try := 1; ; try++ {
+		err := start()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%s lost a port race, starting again: %v", name, err)
+	}
+}
+
 // Localcloud is a berth-localcloud process.
 type Localcloud struct {
 	Endpoint string // http://127.0.0.1:port
@@ -117,51 +163,25 @@ func StartLocalcloud(t testing.TB, stateDir string, flags ...string) *Localcloud
 	t.Helper()
 	lc := &Localcloud{StateDir: stateDir}
 	t.Cleanup(lc.Stop)
-	for try := 1; ; try++ {
-		err := lc.start(t, FreePort(t), flags)
-		if err == nil {
-			return lc
-		}
-		if !errors.Is(err, errPortTaken) || try == 3 {
-			t.Fatal(err)
-		}
-		t.Logf("localcloud lost a port race, starting again: %v", err)
-	}
+	retryPortRace(t, "localcloud", func() error { return lc.start(t, FreePort(t), flags) })
+	return lc
 }
 
 func (l *Localcloud) start(t testing.TB, addr string, flags []string) error {
 	args := append([]string{"serve", "--listen", addr, "--state-dir", l.StateDir}, flags...)
-	cmd := exec.Command(Bin(t, "berth-localcloud"), args...)
-	var out tail
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = io.MultiWriter(os.Stderr, &out)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	l.Endpoint, l.cmd, l.exited = "http://"+addr, cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(l.exited)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	l.Endpoint, l.cmd = "http://"+addr, exec.Command(Bin(t, "berth-localcloud"), args...)
+	exited, err := startReady(l.cmd, "localcloud", 20*time.Second, 50*time.Millisecond, func() bool {
 		resp, err := http.Get(l.Endpoint + "/_localcloud/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if err != nil {
+			return false
 		}
-		select {
-		case <-l.exited:
-			l.cmd = nil
-			if out.contains("address already in use") {
-				return fmt.Errorf("localcloud exited before it answered (%v): %w", cmd.ProcessState, errPortTaken)
-			}
-			return fmt.Errorf("localcloud exited before it answered: %v", cmd.ProcessState)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("localcloud did not come up on %s", addr)
-		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	if l.exited = exited; exited == nil {
+		l.cmd = nil // not started
 	}
+	return err
 }
 
 // Stop ends the process gracefully and waits for it.

@@ -131,12 +131,12 @@ func decodeNetConf(b []byte, strict bool) (*NetConf, string, error) {
 }
 
 // Multi-NIC pods: the annotation that asks for an interface on every
-// network card, which the runtime passes in runtimeConfig when the
-// conflist declares the capability, as the VPC CNI's does.
+// network card, which the runtime passes in runtimeConfig
+// ("io.kubernetes.cri.pod-annotations") when the conflist declares that
+// capability, as the VPC CNI's does.
 const (
-	podAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
-	nicConfigAnnotation      = "k8s.amazonaws.com/nicConfig"
-	multiNICAttachment       = "multi-nic-attachment"
+	nicConfigAnnotation = "k8s.amazonaws.com/nicConfig"
+	multiNICAttachment  = "multi-nic-attachment"
 )
 
 // wantsMultiNIC reports whether the pod's annotations in runtimeConfig ask

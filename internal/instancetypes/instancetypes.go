@@ -38,6 +38,16 @@ type Info struct {
 	NetworkPerformance string
 }
 
+// ENIsPerCard is how many ENIs one network card takes: the instance's
+// limit split evenly over its cards, as EC2 splits it on every
+// multi-card type. Pod density counts card 0 only, as EKS does.
+func (i Info) ENIsPerCard() int {
+	if i.NetworkCards <= 1 {
+		return i.MaxENIs
+	}
+	return i.MaxENIs / i.NetworkCards
+}
+
 var byName = func() map[string]Info {
 	m := make(map[string]Info, len(table))
 	for _, i := range table {

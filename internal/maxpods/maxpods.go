@@ -60,7 +60,7 @@ func Resolve(in Input) (Result, error) {
 	case in.Explicit > 0:
 		r.MaxPods, r.Source = in.Explicit, "kubelet.config.maxPods"
 	default:
-		enis := t.MaxENIs
+		enis := t.ENIsPerCard()
 		if in.CustomNetworking {
 			enis--
 		}

@@ -135,6 +135,7 @@ type CreateENIRequest struct {
 	SubnetID       string
 	SecurityGroups []string
 	Device         int
+	Card           int // network card index: 0 but for multi-NIC pods' ENIs
 	IPs            int // secondary addresses
 	Prefixes       int
 	Tags           map[string]string
@@ -639,7 +640,7 @@ func (c *AWS) CreateENI(ctx context.Context, r CreateENIRequest) (eni ENI, err e
 	var att *ec2.AttachNetworkInterfaceOutput
 	if err := c.call("AttachNetworkInterface", func() (err error) {
 		att, err = c.ec2.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{NetworkInterfaceId: aws.String(id),
-			InstanceId: aws.String(c.inst.ID), DeviceIndex: aws.Int32(int32(r.Device))})
+			InstanceId: aws.String(c.inst.ID), DeviceIndex: aws.Int32(int32(r.Device)), NetworkCardIndex: aws.Int32(int32(r.Card))})
 		return err
 	}); err != nil {
 		return ENI{}, err

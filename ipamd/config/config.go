@@ -64,6 +64,10 @@ type Config struct {
 	// to list the node\'s ENIs (IMDS does); implies NoProvisioning.
 	IMDSOnly          bool
 	SubnetDiscovery   bool // ENABLE_SUBNET_DISCOVERY, default true
+	// MultiNIC is ENABLE_MULTI_NIC: ipamd also keeps a pool on each network
+	// card above 0, and a pod annotated k8s.amazonaws.com/nicConfig:
+	// multi-nic-attachment gets one interface per card.
+	MultiNIC bool
 	AdditionalENITags map[string]string
 	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
 	// cleanup only considers ENIs of this cluster.
@@ -213,6 +217,7 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		c.DisableLeakedENICleanup = true // as the VPC CNI: nothing is deleted either
 	}
 	p.lenientBool("ENABLE_SUBNET_DISCOVERY", &c.SubnetDiscovery)
+	p.lenientBool("ENABLE_MULTI_NIC", &c.MultiNIC)
 	c.AdditionalENITags = p.eniTags("ADDITIONAL_ENI_TAGS")
 	c.ClusterName = p.value("CLUSTER_NAME")
 
@@ -288,7 +293,6 @@ func Load(get Getenv, log *slog.Logger) (Config, error) {
 		{"ENABLE_IPv6", true, "berth-ipamd gives pods IPv4 addresses only"},
 		{"ENABLE_IPv4", false, "berth-ipamd gives pods IPv4 addresses only"},
 		{"ENABLE_POD_ENI", true, "security groups for pods (branch ENIs) are not supported; see ipamd/README.md"},
-		{"ENABLE_MULTI_NIC", true, "pod interfaces on more than one network card are not supported"},
 	} {
 		v := p.value(m.name)
 		if b, err := strconv.ParseBool(v); err == nil && b == m.on {

@@ -65,7 +65,7 @@ func TestUnsupportedModesStop(t *testing.T) {
 		!strings.Contains(logged.String(), "ENABLE_V6_EGRESS") {
 		t.Errorf("ENABLE_V6_EGRESS=true: %v, logged %q; want a warning only", err, logged.String())
 	}
-	for name, on := range map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_POD_ENI": "true", "ENABLE_MULTI_NIC": "TRUE"} {
+	for name, on := range map[string]string{"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_POD_ENI": "true"} {
 		_, err := FromEnv(env(map[string]string{name: on}))
 		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "not supported") && !strings.Contains(err.Error(), "IPv4 addresses only") {
 			t.Errorf("%s=%s: %v", name, on, err)
@@ -113,6 +113,8 @@ func TestLenientLikeVPCCNI(t *testing.T) {
 			func(c Config) bool { return !c.ExternalSNAT }},
 		{map[string]string{"AWS_VPC_K8S_CNI_EXTERNALSNAT": "1"}, nil, func(c Config) bool { return c.ExternalSNAT }},
 		{map[string]string{"ENABLE_SUBNET_DISCOVERY": "nah"}, []string{"ENABLE_SUBNET_DISCOVERY", "nah"}, func(c Config) bool { return c.SubnetDiscovery }},
+		{map[string]string{"ENABLE_MULTI_NIC": "TRUE"}, nil, func(c Config) bool { return c.MultiNIC }},
+		{map[string]string{"ENABLE_MULTI_NIC": "both"}, []string{"ENABLE_MULTI_NIC", "both"}, func(c Config) bool { return !c.MultiNIC }},
 		{map[string]string{"ENABLE_PREFIX_DELEGATION": "on", "DISABLE_LEAKED_ENI_CLEANUP": "off"}, []string{"ENABLE_PREFIX_DELEGATION", "DISABLE_LEAKED_ENI_CLEANUP"},
 			func(c Config) bool { return !c.PrefixDelegation && !c.DisableLeakedENICleanup }},
 		{map[string]string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT": "fully"}, []string{"AWS_VPC_K8S_CNI_RANDOMIZESNAT", "fully"},

@@ -49,6 +49,7 @@ type Allocation struct {
 	IP         netip.Addr
 	ENI        string
 	Device     int
+	Card       int // the ENI's network card
 	Meta       Meta
 	AssignedAt time.Time
 }
@@ -57,6 +58,7 @@ type Allocation struct {
 type ENI struct {
 	ID          string
 	DeviceIndex int
+	Card        int // network card
 	IsPrimary   bool
 	PrimaryIP   netip.Addr
 	Subnet      netip.Prefix
@@ -245,7 +247,7 @@ func (s *Store) Assign(k Key, m Meta) (Allocation, error) {
 		return Allocation{}, ErrNoFreeIP
 	}
 	st := s.addrs[ip]
-	a := &Allocation{Key: k, IP: ip, ENI: st.cidr.eni.ID, Device: st.cidr.eni.DeviceIndex, Meta: m, AssignedAt: s.now()}
+	a := &Allocation{Key: k, IP: ip, ENI: st.cidr.eni.ID, Device: st.cidr.eni.DeviceIndex, Card: st.cidr.eni.Card, Meta: m, AssignedAt: s.now()}
 	st.alloc = a
 	st.cidr.assigned++
 	s.allocs[k] = a
@@ -299,7 +301,7 @@ func (s *Store) Restore(a Allocation) error {
 		return fmt.Errorf("restore %s: %s already has an address", a.IP, a.Key)
 	}
 	na := a
-	na.ENI, na.Device = st.cidr.eni.ID, st.cidr.eni.DeviceIndex
+	na.ENI, na.Device, na.Card = st.cidr.eni.ID, st.cidr.eni.DeviceIndex, st.cidr.eni.Card
 	st.alloc = &na
 	st.queueGen = 0 // any queue entry for it is now stale
 	st.cidr.assigned++

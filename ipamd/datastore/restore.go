@@ -120,7 +120,7 @@ func (s *Store) claimHeldLocked(e *ENI, c *cidr) {
 		}
 		// As Restore: the address leaves the free queues.
 		na := ha
-		na.ENI, na.Device = e.ID, e.DeviceIndex
+		na.ENI, na.Device, na.Card = e.ID, e.DeviceIndex, e.Card
 		st.alloc = &na
 		st.queueGen = 0
 		c.assigned++

@@ -12,18 +12,19 @@ import (
 )
 
 // SetupENI configures the secondary ENI with the given MAC (device index
-// ≥ 1, network card 0): it waits for the interface to appear (polling with
+// ≥ 1 on network card 0, any device on the cards above): it waits for the interface to appear (polling with
 // backoff until ctx ends), sets its MTU and brings it up, gives it
 // eniPrimaryIP with the subnet's mask (without the kernel's prefix route in
 // main, which would send subnet traffic out of this ENI with the wrong
 // source), fills route table deviceIndex+1 with `<gw>/32 dev <if> scope
-// link` and `default via <gw> dev <if>` (gw: the subnet's first host
+// link` and `default via <gw> dev <if>` (table RouteTable(deviceIndex,
+// networkCard); gw: the subnet's first host
 // address), and adds `from <eniPrimaryIP> lookup <table>` (priority
 // ENIRulePriority). Idempotent; it converges: other IPv4 addresses on the
 // interface, other routes in the table and other rules for the table or the
 // address are removed.
-func (h *Host) SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error {
-	gw, err := checkENI(deviceIndex, eniPrimaryIP, subnet)
+func (h *Host) SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex, networkCard int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error {
+	gw, err := checkENI(deviceIndex, networkCard, eniPrimaryIP, subnet)
 	if err != nil {
 		return err
 	}
@@ -42,7 +43,7 @@ func (h *Host) SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex i
 		return err
 	}
 	name, index := l.Attrs().Name, l.Attrs().Index
-	table := RouteTable(deviceIndex, 0)
+	table := RouteTable(deviceIndex, networkCard)
 	if err := h.setMTUAndUp(l); err != nil {
 		return err
 	}
@@ -64,15 +65,15 @@ func (h *Host) SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex i
 	if err := h.ensureENIRule(ctx, eniPrimaryIP, table); err != nil {
 		return err
 	}
-	h.log.Info("configured ENI", "interface", name, "device", deviceIndex, "table", table, "ip", eniPrimaryIP, "gateway", gw)
+	h.log.Info("configured ENI", "interface", name, "device", deviceIndex, "card", networkCard, "table", table, "ip", eniPrimaryIP, "gateway", gw)
 	return nil
 }
 
-// TeardownENI removes route table deviceIndex+1 and the ENI rules that
+// TeardownENI removes the ENI's route table and the ENI rules that
 // point to it. The interface itself disappears with the detach. Absent
 // routes and rules are not an error.
-func (h *Host) TeardownENI(ctx context.Context, deviceIndex int) error {
-	if deviceIndex < 1 {
+func (h *Host) TeardownENI(ctx context.Context, deviceIndex, networkCard int) error {
+	if deviceIndex < 1 && networkCard == 0 {
 		return fmt.Errorf("%w: device index %d: the primary ENI (main table) is not torn down", ErrInvalidArg, deviceIndex)
 	}
 	done, err := h.enter()
@@ -82,7 +83,7 @@ func (h *Host) TeardownENI(ctx context.Context, deviceIndex int) error {
 	defer done()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	table := RouteTable(deviceIndex, 0)
+	table := RouteTable(deviceIndex, networkCard)
 	if err := h.ensureTable(ctx, table, nil); err != nil {
 		return err
 	}
@@ -102,10 +103,13 @@ func (h *Host) TeardownENI(ctx context.Context, deviceIndex int) error {
 }
 
 // checkENI validates SetupENI's arguments and returns the gateway.
-func checkENI(deviceIndex int, ip netip.Addr, subnet netip.Prefix) (netip.Addr, error) {
+func checkENI(deviceIndex, networkCard int, ip netip.Addr, subnet netip.Prefix) (netip.Addr, error) {
 	var errs []error
-	if deviceIndex < 1 {
-		errs = append(errs, fmt.Errorf("device index %d: secondary ENIs start at 1", deviceIndex))
+	if networkCard < 0 || networkCard > 99 {
+		errs = append(errs, fmt.Errorf("network card %d: want 0 to 99", networkCard))
+	}
+	if deviceIndex < 0 || deviceIndex > 99 || deviceIndex == 0 && networkCard == 0 {
+		errs = append(errs, fmt.Errorf("device index %d: secondary ENIs start at 1 on network card 0, and stay below 100", deviceIndex))
 	}
 	if !ip.Is4() {
 		errs = append(errs, fmt.Errorf("ENI IP %s is not IPv4", ip))

@@ -78,7 +78,7 @@ func TestSetupENI(t *testing.T) {
 	ctx := t.Context()
 	nodeNS, node := newNS(t)
 	vpcNS, vpc := newNS(t)
-	eni1MAC, eni2MAC := mustMAC(t, "02:00:00:00:01:01"), mustMAC(t, "02:00:00:00:02:01")
+	eni1MAC, eni2MAC, card1MAC := mustMAC(t, "02:00:00:00:01:01"), mustMAC(t, "02:00:00:00:02:01"), mustMAC(t, "02:00:00:01:00:01")
 	// VLANs on a trunk ENI, bridges and bonds carry the ENI's MAC too: they
 	// must not be picked. This one comes first in the link list. (A bridge:
 	// the test kernel has no 8021q.)
@@ -88,6 +88,8 @@ func TestSetupENI(t *testing.T) {
 	}
 	addVeth(t, node, "eth1", eni1MAC, "vpc1", vpcNS, vpc)
 	addVeth(t, node, "eth2", eni2MAC, "vpc2", vpcNS, vpc)
+	// Device 0 of network card 1 (a multi-NIC pod's ENI): table 10100.
+	addVeth(t, node, "eth100", card1MAC, "vpc100", vpcNS, vpc)
 	// Leave eth2 down with a stray address, as a previous boot's network
 	// scripts might have: SetupENI must bring it up and converge.
 	eth2 := must[netlink.Link](t)(node.LinkByName("eth2"))
@@ -101,19 +103,21 @@ func TestSetupENI(t *testing.T) {
 		name   string
 		mac    []byte
 		dev    int
+		card   int
 		ip     string
 		subnet string
 	}
 	enis := []eni{
-		{"eth1", eni1MAC, 1, "10.0.2.10", "10.0.2.0/24"},
-		{"eth2", eni2MAC, 2, "10.0.3.10", "10.0.3.0/24"},
+		{"eth1", eni1MAC, 1, 0, "10.0.2.10", "10.0.2.0/24"},
+		{"eth2", eni2MAC, 2, 0, "10.0.3.10", "10.0.3.0/24"},
+		{"eth100", card1MAC, 0, 1, "10.0.8.10", "10.0.8.0/24"},
 	}
 	want := func(e eni, idx int) eniState {
 		gw := netip.MustParsePrefix(e.subnet).Addr().Next()
 		bits := netip.MustParsePrefix(e.subnet).Bits()
 		var rules []string
 		for _, o := range enis {
-			rules = append(rules, fmt.Sprintf("from %s/32 lookup %d", o.ip, o.dev+1))
+			rules = append(rules, fmt.Sprintf("from %s/32 lookup %d", o.ip, RouteTable(o.dev, o.card)))
 		}
 		return eniState{
 			up:      true,
@@ -127,7 +131,7 @@ func TestSetupENI(t *testing.T) {
 	setup := func() {
 		t.Helper()
 		for _, e := range enis {
-			if err := h.SetupENI(ctx, e.mac, e.dev, netip.MustParseAddr(e.ip), netip.MustParsePrefix(e.subnet)); err != nil {
+			if err := h.SetupENI(ctx, e.mac, e.dev, e.card, netip.MustParseAddr(e.ip), netip.MustParsePrefix(e.subnet)); err != nil {
 				t.Fatalf("SetupENI %s: %v", e.name, err)
 			}
 		}
@@ -135,7 +139,7 @@ func TestSetupENI(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		for _, e := range enis {
-			got := readENI(t, node, e.name, e.dev+1)
+			got := readENI(t, node, e.name, RouteTable(e.dev, e.card))
 			w := want(e, got.linkIdx)
 			if fmt.Sprint(got) != fmt.Sprint(w) {
 				t.Errorf("%s, %s:\n got %+v\nwant %+v", when, e.name, got, w)
@@ -146,7 +150,7 @@ func TestSetupENI(t *testing.T) {
 	errc := make(chan error, len(enis))
 	for _, e := range enis {
 		go func() {
-			errc <- h.SetupENI(ctx, e.mac, e.dev, netip.MustParseAddr(e.ip), netip.MustParsePrefix(e.subnet))
+			errc <- h.SetupENI(ctx, e.mac, e.dev, e.card, netip.MustParseAddr(e.ip), netip.MustParsePrefix(e.subnet))
 		}()
 	}
 	for range enis {
@@ -160,7 +164,7 @@ func TestSetupENI(t *testing.T) {
 
 	// The ENI on device 2 is replaced by another with a new address and
 	// subnet: the table and rule converge, nothing of the old one stays.
-	enis[1] = eni{"eth2", eni2MAC, 2, "10.0.4.20", "10.0.4.0/22"}
+	enis[1] = eni{"eth2", eni2MAC, 2, 0, "10.0.4.20", "10.0.4.0/22"}
 	setup()
 	check("after re-addressing device 2")
 
@@ -174,23 +178,29 @@ func TestSetupENI(t *testing.T) {
 	setup()
 	check("after a plain re-add of the address")
 
-	if err := h.TeardownENI(ctx, 2); err != nil {
+	if err := h.TeardownENI(ctx, 2, 0); err != nil {
 		t.Fatalf("TeardownENI: %v", err)
 	}
 	if got := readENI(t, node, "eth2", 3); len(got.table) != 0 || slices.Contains(got.rules, "from 10.0.4.20/32 lookup 3") {
 		t.Errorf("after TeardownENI(2): table 3 %v, rules %v", got.table, got.rules)
 	}
-	if got := readENI(t, node, "eth1", 2); len(got.table) != 2 || !slices.Equal(got.rules, []string{"from 10.0.2.10/32 lookup 2"}) {
+	if got := readENI(t, node, "eth1", 2); len(got.table) != 2 || !slices.Equal(got.rules, []string{"from 10.0.2.10/32 lookup 2", "from 10.0.8.10/32 lookup 10100"}) {
 		t.Errorf("TeardownENI(2) touched device 1: table 2 %v, rules %v", got.table, got.rules)
 	}
-	if err := h.TeardownENI(ctx, 2); err != nil {
+	if err := h.TeardownENI(ctx, 2, 0); err != nil {
 		t.Errorf("second TeardownENI: %v", err)
 	}
-	if err := h.TeardownENI(ctx, 0); !errors.Is(err, ErrInvalidArg) {
+	if err := h.TeardownENI(ctx, 0, 0); !errors.Is(err, ErrInvalidArg) {
 		t.Errorf("TeardownENI(0) = %v, want ErrInvalidArg (never flush main)", err)
 	}
-	if err := h.SetupENI(ctx, eni1MAC, 0, netip.MustParseAddr("10.0.2.10"), netip.MustParsePrefix("10.0.2.0/24")); !errors.Is(err, ErrInvalidArg) {
+	if err := h.SetupENI(ctx, eni1MAC, 0, 0, netip.MustParseAddr("10.0.2.10"), netip.MustParsePrefix("10.0.2.0/24")); !errors.Is(err, ErrInvalidArg) {
 		t.Errorf("SetupENI device 0 = %v, want ErrInvalidArg", err)
+	}
+	if err := h.TeardownENI(ctx, 0, 1); err != nil {
+		t.Fatalf("TeardownENI(0) of card 1: %v", err)
+	}
+	if got := readENI(t, node, "eth100", 10100); len(got.table) != 0 || slices.Contains(got.rules, "from 10.0.8.10/32 lookup 10100") {
+		t.Errorf("after TeardownENI of card 1's device 0: table 10100 %v, rules %v", got.table, got.rules)
 	}
 }
 
@@ -206,7 +216,7 @@ func TestSetupENIWaitsForLink(t *testing.T) {
 		defer cancel()
 		errc := make(chan error, 1)
 		go func() {
-			errc <- h.SetupENI(ctx, mac, 3, netip.MustParseAddr("10.0.5.10"), netip.MustParsePrefix("10.0.5.0/24"))
+			errc <- h.SetupENI(ctx, mac, 3, 0, netip.MustParseAddr("10.0.5.10"), netip.MustParsePrefix("10.0.5.0/24"))
 		}()
 		time.Sleep(300 * time.Millisecond)
 		select {
@@ -225,7 +235,7 @@ func TestSetupENIWaitsForLink(t *testing.T) {
 	t.Run("never appears", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
-		err := h.SetupENI(ctx, mustMAC(t, "02:00:00:00:09:09"), 4, netip.MustParseAddr("10.0.6.10"), netip.MustParsePrefix("10.0.6.0/24"))
+		err := h.SetupENI(ctx, mustMAC(t, "02:00:00:00:09:09"), 4, 0, netip.MustParseAddr("10.0.6.10"), netip.MustParsePrefix("10.0.6.0/24"))
 		if !errors.Is(err, ErrLinkNotFound) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("SetupENI = %v, want ErrLinkNotFound and DeadlineExceeded", err)
 		}

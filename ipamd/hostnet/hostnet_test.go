@@ -195,8 +195,8 @@ func TestClosedHostRefuses(t *testing.T) {
 	ctx := t.Context()
 	for name, err := range map[string]error{
 		"SetupPrimary":       h.SetupPrimary(ctx, net.HardwareAddr{2, 0, 0, 0, 0, 1}, netip.MustParseAddr("10.0.0.1")),
-		"SetupENI":           h.SetupENI(ctx, net.HardwareAddr{2, 0, 0, 0, 0, 1}, 1, netip.MustParseAddr("10.0.0.5"), netip.MustParsePrefix("10.0.0.0/24")),
-		"TeardownENI":        h.TeardownENI(ctx, 1),
+		"SetupENI":           h.SetupENI(ctx, net.HardwareAddr{2, 0, 0, 0, 0, 1}, 1, 0, netip.MustParseAddr("10.0.0.5"), netip.MustParsePrefix("10.0.0.0/24")),
+		"TeardownENI":        h.TeardownENI(ctx, 1, 0),
 		"TeardownPrimary":    h.TeardownPrimary(ctx),
 		"PruneStalePodRules": h.PruneStalePodRules(ctx, nil),
 	} {
@@ -248,23 +248,26 @@ func TestMergeSpans(t *testing.T) {
 func TestCheckENI(t *testing.T) {
 	subnet := netip.MustParsePrefix("10.0.2.0/24")
 	for _, c := range []struct {
-		name   string
-		dev    int
-		ip     string
-		subnet netip.Prefix
-		gw     string // "" = invalid
+		name      string
+		dev, card int
+		ip        string
+		subnet    netip.Prefix
+		gw        string // "" = invalid
 	}{
-		{"ok", 1, "10.0.2.10", subnet, "10.0.2.1"},
-		{"unmasked subnet", 2, "10.0.2.10", netip.MustParsePrefix("10.0.2.77/24"), "10.0.2.1"},
-		{"device 0", 0, "10.0.2.10", subnet, ""},
-		{"outside subnet", 1, "10.0.3.10", subnet, ""},
-		{"the gateway", 1, "10.0.2.1", subnet, ""},
-		{"network address", 1, "10.0.2.0", subnet, ""},
-		{"IPv6", 1, "fd00::5", netip.MustParsePrefix("fd00::/64"), ""},
-		{"/31", 1, "10.0.2.1", netip.MustParsePrefix("10.0.2.0/31"), ""},
+		{"ok", 1, 0, "10.0.2.10", subnet, "10.0.2.1"},
+		{"unmasked subnet", 2, 0, "10.0.2.10", netip.MustParsePrefix("10.0.2.77/24"), "10.0.2.1"},
+		{"device 0", 0, 0, "10.0.2.10", subnet, ""},
+		{"device 0 of card 1", 0, 1, "10.0.2.10", subnet, "10.0.2.1"},
+		{"card 100", 1, 100, "10.0.2.10", subnet, ""},
+		{"device 100", 100, 0, "10.0.2.10", subnet, ""},
+		{"outside subnet", 1, 0, "10.0.3.10", subnet, ""},
+		{"the gateway", 1, 0, "10.0.2.1", subnet, ""},
+		{"network address", 1, 0, "10.0.2.0", subnet, ""},
+		{"IPv6", 1, 0, "fd00::5", netip.MustParsePrefix("fd00::/64"), ""},
+		{"/31", 1, 0, "10.0.2.1", netip.MustParsePrefix("10.0.2.0/31"), ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			gw, err := checkENI(c.dev, netip.MustParseAddr(c.ip), c.subnet)
+			gw, err := checkENI(c.dev, c.card, netip.MustParseAddr(c.ip), c.subnet)
 			if c.gw == "" {
 				if !errors.Is(err, ErrInvalidArg) {
 					t.Fatalf("checkENI: %v, want ErrInvalidArg", err)

@@ -280,7 +280,7 @@ func TestSNATTraffic(t *testing.T) {
 	if err := h.SetupPrimary(ctx, n.primaryMAC, netip.MustParseAddr(primaryIP)); err != nil {
 		t.Fatalf("SetupPrimary: %v", err)
 	}
-	if err := h.SetupENI(ctx, n.eni1MAC, 1, netip.MustParseAddr("10.0.2.10"), netip.MustParsePrefix("10.0.2.0/24")); err != nil {
+	if err := h.SetupENI(ctx, n.eni1MAC, 1, 0, netip.MustParseAddr("10.0.2.10"), netip.MustParsePrefix("10.0.2.0/24")); err != nil {
 		t.Fatalf("SetupENI: %v", err)
 	}
 

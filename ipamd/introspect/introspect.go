@@ -47,7 +47,7 @@ type Source struct {
 // IPv4 limit less its own primary address, 16 per slot with prefix
 // delegation).
 func Limits(cfg config.Config, info instancetypes.Info, unmanaged int) (maxENIs, maxIPs int) {
-	maxENIs = info.MaxENIs
+	maxENIs = info.ENIsPerCard()
 	if cfg.MaxENI >= 1 && cfg.MaxENI < maxENIs {
 		maxENIs = cfg.MaxENI
 	}
@@ -173,7 +173,7 @@ func (src Source) enis() map[string]eniInfos {
 	for _, e := range states {
 		v := eniInfo{ID: e.ID, IsPrimary: e.IsPrimary, DeviceNumber: e.DeviceIndex,
 			AvailableIPv4Cidrs: make(map[string]*cidrInfo, len(e.CIDRs)), IPv6Cidrs: map[string]*cidrInfo{},
-			RouteTableID: hostnet.RouteTable(e.DeviceIndex, 0)}
+			RouteTableID: hostnet.RouteTable(e.DeviceIndex, e.Card)}
 		// The datastore keeps subnet CIDRs, not IDs: the ID is known for
 		// ENIs in the node's own subnet only.
 		if e.Subnet.IsValid() && e.Subnet == src.Instance.SubnetCIDR {

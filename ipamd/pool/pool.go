@@ -28,7 +28,7 @@ import (
 
 // HostNet configures secondary ENIs on the node (ipamd/hostnet).
 type HostNet interface {
-	SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error
+	SetupENI(ctx context.Context, mac net.HardwareAddr, deviceIndex, networkCard int, eniPrimaryIP netip.Addr, subnet netip.Prefix) error
 }
 
 // ENIConfig is what custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG)
@@ -72,6 +72,7 @@ const SubnetRoleTag = "kubernetes.io/role/cni"
 // Pool manages the warm pool.
 type Pool struct {
 	cfg     config.Config
+	card    int // the network card whose ENIs the pool manages
 	cloud   cloud.Cloud
 	ds      *datastore.Store
 	host    HostNet
@@ -157,17 +158,17 @@ func (p *Pool) countReconcile(fn string, n int) {
 // VPC CNI.
 const NoManageTag = "node.k8s.amazonaws.com/no_manage"
 
-// manages reports whether ipamd may draw addresses from an ENI and free
-// it. Like the VPC CNI (without ENABLE_MULTI_NIC) it leaves alone ENIs
-// tagged no_manage=true, ENIs on other network cards, EFA-only and trunk
-// interfaces: they belong to someone else (an operator, EFA, pod ENIs);
-// with MANAGE_UNTAGGED_ENI=false also those it did not create. The primary
-// ENI is always ipamd's.
+// manages reports whether the pool may draw addresses from an ENI and free
+// it. Like the VPC CNI it leaves alone ENIs tagged no_manage=true, EFA-only
+// and trunk interfaces: they belong to someone else (an operator, EFA, pod
+// ENIs); with MANAGE_UNTAGGED_ENI=false also those it did not create. ENIs
+// on other network cards are other pools' (ENABLE_MULTI_NIC) or nobody's.
+// The primary ENI is always card 0's pool's.
 func (p *Pool) manages(e cloud.ENI) bool {
 	if e.ID == p.cloud.Instance().PrimaryENI {
-		return true
+		return p.card == 0
 	}
-	if e.Card != 0 || e.InterfaceType == "efa-only" || e.InterfaceType == "trunk" {
+	if e.Card != p.card || e.InterfaceType == "efa-only" || e.InterfaceType == "trunk" {
 		return false
 	}
 	if p.cfg.IMDSOnly {
@@ -204,14 +205,14 @@ func (p *Pool) sortENIs(enis []cloud.ENI) []cloud.ENI {
 	return mine
 }
 
-// UnmanagedENIs counts the ENIs ipamd leaves alone on network card 0,
-// which take slots of the instance's ENI limit.
+// UnmanagedENIs counts the ENIs the pool leaves alone on its network card,
+// which take slots of the card's ENI limit.
 func (p *Pool) UnmanagedENIs() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, e := range p.unmanaged {
-		if e.Card == 0 {
+		if e.Card == p.card {
 			n++
 		}
 	}
@@ -225,6 +226,7 @@ func (p *Pool) UnmanagedENIs() int {
 // out, and MAX_PODS overrides it all.
 func MaxPods(c config.Config, in cloud.Instance) int {
 	info := in.Info
+	info.MaxENIs, info.NetworkCards = info.ENIsPerCard(), 1
 	if c.MaxENI > 0 && c.MaxENI < info.MaxENIs {
 		info.MaxENIs = c.MaxENI
 	}
@@ -239,9 +241,24 @@ func MaxPods(c config.Config, in cloud.Instance) int {
 	return r.MaxPods
 }
 
-// New returns a pool manager.
+// New returns the manager of network card 0's pool.
 func New(cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
-	return &Pool{cfg: cfg, cloud: c, ds: ds, host: host, log: log.With("component", "pool"), now: time.Now,
+	return build(0, cfg, c, ds, host, log.With("component", "pool"))
+}
+
+// NewOnCard returns the pool of network card card (1 or more) of a
+// multi-NIC node (ENABLE_MULTI_NIC): ENIs attached to that card, route
+// tables 10000+device+100×card, and the VPC CNI's targets for such a card,
+// whatever the node's: one address kept free, at least one held
+// (WARM_IP_TARGET=1, MINIMUM_IP_TARGET=1). Only multi-NIC pods use it.
+func NewOnCard(card int, cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
+	cfg.WarmIPTarget, cfg.MinimumIPTarget = 1, 1
+	cfg.DisableLeakedENICleanup = true // card 0's pool cleans up for the node
+	return build(card, cfg, c, ds, host, log.With("component", "pool", "card", card))
+}
+
+func build(card int, cfg config.Config, c cloud.Cloud, ds *datastore.Store, host HostNet, log *slog.Logger) *Pool {
+	return &Pool{card: card, cfg: cfg, cloud: c, ds: ds, host: host, log: log, now: time.Now,
 		maxPods: MaxPods(cfg, c.Instance()), kick: make(chan struct{}, 1), reconcileNow: make(chan struct{}, 1), ec2Lock: make(chan struct{}, 1), enis: map[string]time.Time{}, unmanaged: map[string]cloud.ENI{},
 		released: map[string]time.Time{}, changed: make(chan struct{})}
 }
@@ -293,7 +310,7 @@ func (p *Pool) listENIs(ctx context.Context) ([]cloud.ENI, error) {
 // adopt records an ENI and its addresses.
 func (p *Pool) adopt(ctx context.Context, e cloud.ENI) error {
 	in := p.cloud.Instance()
-	p.ds.AddENI(datastore.ENI{ID: e.ID, DeviceIndex: e.Device, IsPrimary: e.ID == in.PrimaryENI, PrimaryIP: e.PrimaryIP, Subnet: e.SubnetCIDR, CreatedAt: p.now()})
+	p.ds.AddENI(datastore.ENI{ID: e.ID, DeviceIndex: e.Device, Card: e.Card, IsPrimary: e.ID == in.PrimaryENI, PrimaryIP: e.PrimaryIP, Subnet: e.SubnetCIDR, CreatedAt: p.now()})
 	p.mu.Lock()
 	if _, ok := p.enis[e.ID]; !ok {
 		p.enis[e.ID] = p.now()
@@ -306,7 +323,7 @@ func (p *Pool) adopt(ctx context.Context, e cloud.ENI) error {
 		}
 		// Bounded: an ENI whose interface never appears must not hang Init.
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = p.host.SetupENI(sctx, mac, e.Device, e.PrimaryIP, e.SubnetCIDR)
+		err = p.host.SetupENI(sctx, mac, e.Device, e.Card, e.PrimaryIP, e.SubnetCIDR)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("configure %s on the host: %w", e.ID, err)
@@ -489,8 +506,10 @@ func (p *Pool) target(st datastore.Stats, waiting int) int {
 	return min(want, p.maxPods+st.Cooling)
 }
 
+// maxENIs is the pool's network card's ENI limit, lowered by MAX_ENI (which
+// the VPC CNI applies to every card).
 func (p *Pool) maxENIs() int {
-	n := p.cloud.Instance().Info.MaxENIs
+	n := p.cloud.Instance().Info.ENIsPerCard()
 	if p.cfg.MaxENI > 0 && p.cfg.MaxENI < n {
 		n = p.cfg.MaxENI
 	}
@@ -640,7 +659,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 			p.setBlocked(err, 0)
 			return err
 		}
-		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Tags: p.cfg.AdditionalENITags}
+		req := cloud.CreateENIRequest{SubnetID: in.SubnetID, SecurityGroups: in.SecurityGroups, Device: p.nextDevice(), Card: p.card, Tags: p.cfg.AdditionalENITags}
 		var subnets []string
 		if !p.cfg.CustomNetworking {
 			subnets = p.subnetCandidates(ctx)
@@ -673,7 +692,7 @@ func (p *Pool) grow(ctx context.Context, deficit, limit int) error {
 		got := len(e.Secondary) + 16*len(e.Prefixes)
 		deficit -= got
 		limit -= got
-		p.log.Info("attached ENI", "eni", e.ID, "device", e.Device, "ips", len(e.Secondary), "prefixes", len(e.Prefixes))
+		p.log.Info("attached ENI", "eni", e.ID, "device", e.Device, "card", e.Card, "ips", len(e.Secondary), "prefixes", len(e.Prefixes))
 	}
 	p.setBlocked(nil, 0)
 	return nil
@@ -762,6 +781,8 @@ func (p *Pool) addTo(ctx context.Context, eniID string, room, deficit int) (int,
 	return len(ips), nil
 }
 
+// nextDevice is the lowest free device index on the pool's card: from 1 on
+// card 0, whose device 0 is the primary ENI, from 0 on the others.
 func (p *Pool) nextDevice() int {
 	used := map[int]bool{}
 	for _, e := range p.ds.ENIs() {
@@ -769,10 +790,16 @@ func (p *Pool) nextDevice() int {
 	}
 	p.mu.Lock()
 	for _, e := range p.unmanaged {
-		used[e.Device] = true
+		if e.Card == p.card {
+			used[e.Device] = true
+		}
 	}
 	p.mu.Unlock()
-	for d := 1; ; d++ {
+	first := 0
+	if p.card == 0 {
+		first = 1
+	}
+	for d := first; ; d++ {
 		if !used[d] {
 			return d
 		}

@@ -117,7 +117,10 @@ func (f *fakeCloud) CreateENI(_ context.Context, r cloud.CreateENIRequest) (clou
 	if f.exhaust || f.full[r.SubnetID] {
 		return cloud.ENI{}, fmt.Errorf("create: %w", cloud.ErrSubnetExhausted)
 	}
-	e := cloud.ENI{ID: fmt.Sprintf("eni-%d", r.Device), Device: r.Device, MAC: fmt.Sprintf("02:00:00:00:00:%02x", r.Device), PrimaryIP: f.ip(), SubnetCIDR: f.inst.SubnetCIDR}
+	e := cloud.ENI{ID: fmt.Sprintf("eni-%d", r.Device), Device: r.Device, Card: r.Card, MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", r.Card, r.Device), PrimaryIP: f.ip(), SubnetCIDR: f.inst.SubnetCIDR}
+	if r.Card > 0 {
+		e.ID = fmt.Sprintf("eni-c%d-%d", r.Card, r.Device)
+	}
 	for i := 0; i < r.IPs; i++ {
 		e.Secondary = append(e.Secondary, f.ip())
 	}
@@ -160,7 +163,7 @@ func (f *fakeCloud) AssignPrefixes(_ context.Context, _ string, n int) ([]netip.
 
 type nopHost struct{}
 
-func (nopHost) SetupENI(context.Context, net.HardwareAddr, int, netip.Addr, netip.Prefix) error {
+func (nopHost) SetupENI(context.Context, net.HardwareAddr, int, int, netip.Addr, netip.Prefix) error {
 	return nil
 }
 
@@ -189,7 +192,7 @@ type recordingHost struct {
 	macs map[string]int
 }
 
-func (h *recordingHost) SetupENI(_ context.Context, mac net.HardwareAddr, dev int, _ netip.Addr, _ netip.Prefix) error {
+func (h *recordingHost) SetupENI(_ context.Context, mac net.HardwareAddr, dev, _ int, _ netip.Addr, _ netip.Prefix) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.macs == nil {
@@ -1308,5 +1311,63 @@ func TestCordonedNodeHoldsItsENIs(t *testing.T) {
 	p.reconcile(context.Background())
 	if f.calls["FreeENI"] != 1 {
 		t.Fatalf("surplus ENI not freed once uncordoned: %v", f.calls)
+	}
+}
+
+// TestCardPool: with ENABLE_MULTI_NIC, network card 1 has its own pool. It
+// attaches its ENIs to card 1 from device 0, keeps the VPC CNI's targets
+// for such a card (one address free, WARM_IP_TARGET=1 whatever the node's
+// WARM_ENI_TARGET), and neither pool takes the other's ENIs.
+func TestCardPool(t *testing.T) {
+	f := newFake("c6in.32xlarge")
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_MULTI_NIC": "true"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	ds1 := datastore.New(cfg.IPCooldown, nil)
+	p1 := NewOnCard(1, cfg, f, ds1, nopHost{}, log)
+	if err := p1.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ds1.ENIs()); n != 0 {
+		t.Fatalf("card 1's pool took %d ENIs of card 0", n)
+	}
+	p1.reconcile(ctx)
+	enis := ds1.ENIs()
+	if len(enis) != 1 || enis[0].Card != 1 || enis[0].DeviceIndex != 0 || enis[0].IsPrimary {
+		t.Fatalf("card 1's ENIs: %+v, want one on card 1, device 0", enis)
+	}
+	if st := ds1.Stats(); st.Total != 1 {
+		t.Fatalf("card 1 holds %d addresses, want 1 (WARM_IP_TARGET=1)", st.Total)
+	}
+	a, err := ds1.Assign(datastore.Key{NetworkName: "n", ContainerID: "c", IfName: "eth0"}, datastore.Meta{InterfacesCount: 2})
+	if err != nil || a.Card != 1 || a.Device != 0 {
+		t.Fatalf("assign on card 1: %+v, %v", a, err)
+	}
+	p1.reconcile(ctx)
+	if st := ds1.Stats(); st.Total != 2 || f.calls["AssignIPs"] != 1 {
+		t.Fatalf("after one pod, card 1 holds %d addresses after %d AssignIPs; want 2 after 1", st.Total, f.calls["AssignIPs"])
+	}
+	if p1.MaxPodsLimit() != 394 {
+		t.Errorf("max pods %d, want 394 (card 0's 8 ENIs × 49 + 2, as EKS)", p1.MaxPodsLimit())
+	}
+
+	// Card 0's pool, with card 1's ENI attached: only its own.
+	f.enis = append(f.enis, cloud.ENI{ID: enis[0].ID, Card: 1, Device: 0, MAC: "02:00:00:00:01:00", PrimaryIP: enis[0].PrimaryIP, SubnetCIDR: f.inst.SubnetCIDR, Attached: true})
+	ds0 := datastore.New(cfg.IPCooldown, nil)
+	p0 := New(cfg, f, ds0, nopHost{}, log)
+	if err := p0.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ds0.ENIs(); len(got) != 1 || got[0].ID != "eni-0" {
+		t.Fatalf("card 0's pool adopted %+v, want eni-0 only", got)
+	}
+	if p0.UnmanagedENIs() != 0 {
+		t.Errorf("card 1's ENI takes one of card 0's slots: %d unmanaged", p0.UnmanagedENIs())
+	}
+	if d := p0.nextDevice(); d != 1 {
+		t.Errorf("card 0's next device %d, want 1 (card 1's device 0 is no conflict)", d)
 	}
 }

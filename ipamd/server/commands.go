@@ -57,7 +57,7 @@ func (s *Server) delPod(ctx, waiting context.Context, r *datapath.DelRequest) *d
 	}
 	s.log.Debug("DEL", "pod", r.PodNamespace+"/"+r.PodName, "ip", a.IP, "veth deleted", r.NetnsGone)
 	return &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
-		RouteTableId: int32(hostnet.RouteTable(a.Device, 0))}
+		RouteTableId: int32(hostnet.RouteTable(a.Device, a.Card))}
 }
 
 // checkPod verifies the pod's wiring against prevResult's: ipamd holds

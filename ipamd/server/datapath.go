@@ -439,7 +439,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		}
 	}()
 	ip := net.IP(a.IP.AsSlice())
-	table := hostnet.RouteTable(a.Device, 0)
+	table := hostnet.RouteTable(a.Device, a.Card)
 	var l *podnet.Links
 	committed := false
 	defer func() {

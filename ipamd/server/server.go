@@ -159,7 +159,7 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 func (s *Server) release(key datastore.Key, deleteVeth bool) (datastore.Allocation, bool) {
 	if a, ok := s.ds.Lookup(key); ok {
 		if s.onRelease != nil {
-			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, 0), deleteVeth)
+			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, a.Card), deleteVeth)
 		}
 		s.unannotate(a)
 		return s.ds.Release(key)
@@ -289,7 +289,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		}
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	table := int32(hostnet.RouteTable(a.Device, 0))
+	table := int32(hostnet.RouteTable(a.Device, a.Card))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
 	for _, c := range *s.vpcCIDRs.Load() {
@@ -378,7 +378,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 	if !ok {
 		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
 	}
-	table := int32(hostnet.RouteTable(a.Device, 0))
+	table := int32(hostnet.RouteTable(a.Device, a.Card))
 	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
 		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
 }

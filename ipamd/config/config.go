@@ -62,12 +62,12 @@ type Config struct {
 	NoProvisioning bool
 	// IMDSOnly is ENABLE_IMDS_ONLY_MODE: no EC2 API call at all, not even
 	// to list the node\'s ENIs (IMDS does); implies NoProvisioning.
-	IMDSOnly          bool
-	SubnetDiscovery   bool // ENABLE_SUBNET_DISCOVERY, default true
+	IMDSOnly        bool
+	SubnetDiscovery bool // ENABLE_SUBNET_DISCOVERY, default true
 	// MultiNIC is ENABLE_MULTI_NIC: ipamd also keeps a pool on each network
 	// card above 0, and a pod annotated k8s.amazonaws.com/nicConfig:
 	// multi-nic-attachment gets one interface per card.
-	MultiNIC bool
+	MultiNIC          bool
 	AdditionalENITags map[string]string
 	// ClusterName is CLUSTER_NAME: ENIs are tagged with it and the leaked-ENI
 	// cleanup only considers ENIs of this cluster.

@@ -94,7 +94,10 @@ func (p *Pool) imdsDiffers(md []cloud.ENI) bool {
 	}
 	recent := p.recentlyReleased()
 	p.mu.Lock()
-	md = slices.DeleteFunc(slices.Clone(md), func(e cloud.ENI) bool { _, other := p.unmanaged[e.ID]; return other || e.Card != p.card || recent(e.ID) })
+	md = slices.DeleteFunc(slices.Clone(md), func(e cloud.ENI) bool {
+		_, other := p.unmanaged[e.ID]
+		return other || e.Card != p.card || recent(e.ID)
+	})
 	p.mu.Unlock()
 	for i := range md {
 		md[i] = withoutReleased(md[i], recent, known[md[i].ID])

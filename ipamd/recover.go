@@ -69,14 +69,22 @@ func (f *vethFinder) find(namespace, pod string) (string, error) {
 // pod's address to another is not. An ADD in flight has no route yet; the
 // sweep leaves allocations younger than 30 s alone and looks again
 // under the attachment's lock, which the ADD holds.
-func (f *vethFinder) present(a datastore.Allocation) bool {
+func (f *vethFinder) present(a datastore.Allocation) bool { return f.presentOn(a, 0) }
+
+// presentOn is present for a multi-NIC pod's interface index (0: eth0),
+// whose host veth is named after "<pod>.<index>", as the VPC CNI names it.
+func (f *vethFinder) presentOn(a datastore.Allocation, index int) bool {
 	v, ok := a.HostVeth()
 	if !ok {
 		if a.Meta.PodName == "" {
 			return true
 		}
+		pod := a.Meta.PodName
+		if index > 0 {
+			pod = fmt.Sprintf("%s.%d", pod, index)
+		}
 		var err error
-		if v, err = f.find(a.Meta.PodNamespace, a.Meta.PodName); err != nil {
+		if v, err = f.find(a.Meta.PodNamespace, pod); err != nil {
 			return true
 		}
 		if v == "" {
@@ -145,13 +153,15 @@ func dumpRetry[T any](ctx context.Context, what string, list func() ([]T, error)
 
 // liveAddrs are the addresses whose pod rules and routes must survive the
 // start-up prune: the store's and the held ones (their pods are running).
-func liveAddrs(ds *datastore.Store, held *datastore.Held) map[netip.Addr]bool {
+func liveAddrs(cards []*card) map[netip.Addr]bool {
 	live := map[netip.Addr]bool{}
-	for _, a := range ds.Allocations() {
-		live[a.IP] = true
-	}
-	for _, a := range held.List() {
-		live[a.IP] = true
+	for _, c := range cards {
+		for _, a := range c.ds.Allocations() {
+			live[a.IP] = true
+		}
+		for _, a := range c.cp.Held().List() {
+			live[a.IP] = true
+		}
 	}
 	return live
 }

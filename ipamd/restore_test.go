@@ -277,7 +277,7 @@ func TestRestoreHoldsALivePodAddressEC2ListsLater(t *testing.T) {
 	if got, err := datastore.ReadCheckpoint(path); err != nil || len(got) != 1 || got[0].Key != live {
 		t.Fatalf("checkpoint after restore lost the live pod: %+v %v", got, err)
 	}
-	if !liveAddrs(ds, cp.Held())[liveIP] {
+	if !liveAddrs([]*card{{ds: ds, cp: cp}})[liveIP] {
 		t.Fatal("the prune would delete the live pod's rules")
 	}
 

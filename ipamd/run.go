@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -220,8 +222,22 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	ds := datastore.New(cfg.IPCooldown, nil)
 	cp := datastore.NewCheckpointer(f.checkpoint, ds)
-	p := pool.New(cfg, introspect.InstrumentCloud(c, reg), ds, host, log)
+	ic := introspect.InstrumentCloud(c, reg)
+	p := pool.New(cfg, ic, ds, host, log)
 	p.RegisterMetrics(reg)
+	cards := []*card{{index: 0, ds: ds, cp: cp, path: f.checkpoint, pool: p}}
+	if cfg.MultiNIC {
+		// A pool on each other network card, for multi-NIC pods, as
+		// aws-node's ENABLE_MULTI_NIC keeps one.
+		for i := 1; i < in.Info.NetworkCards; i++ {
+			cds := datastore.New(cfg.IPCooldown, nil)
+			path := cardCheckpoint(f.checkpoint, i)
+			cards = append(cards, &card{index: i, ds: cds, cp: datastore.NewCheckpointer(path, cds), path: path, pool: pool.NewOnCard(i, cfg, ic, cds, host, log)})
+		}
+		if len(cards) == 1 {
+			log.Warn("ENABLE_MULTI_NIC: the instance type has one network card, so multi-NIC pods are refused", "type", in.Type)
+		}
+	}
 	var kc *kube.Client // only for the features that need the API
 	if cfg.CustomNetworking || cfg.AnnotatePodIP {
 		if kc, err = kube.New(f.kubeconfig, cfg.ClusterEndpoint); err != nil {
@@ -231,34 +247,54 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	var eniConfigs *kube.ENIConfigs
 	if cfg.CustomNetworking {
 		eniConfigs = kc.ENIConfigs(cfg.NodeName, cfg.ENIConfigAnnotationDef, cfg.ENIConfigLabelDef)
-		p.UseENIConfigs(eniConfigs)
+		for _, c := range cards {
+			c.pool.UseENIConfigs(eniConfigs)
+		}
 		log.Info("custom networking: pod ENIs follow the node's ENIConfig", "node", cfg.NodeName)
 	}
-	if cordon := followCordon(ctx, cfg, f.kubeconfig, kc, p.Kick, log); cordon != nil {
-		p.UseCordon(cordon)
+	kickAll := func() {
+		for _, c := range cards {
+			c.pool.Kick()
+		}
+	}
+	if cordon := followCordon(ctx, cfg, f.kubeconfig, kc, kickAll, log); cordon != nil {
+		for _, c := range cards {
+			c.pool.UseCordon(cordon)
+		}
 	}
 	initStart := time.Now()
-	if err := p.Init(ctx); err != nil {
-		startup.nodeInit(initStart, false)
-		return err
+	for _, c := range cards {
+		if err := c.pool.Init(ctx); err != nil {
+			startup.nodeInit(initStart, false)
+			return fmt.Errorf("network card %d: %w", c.index, err)
+		}
 	}
-	if err := restore(ctx, ds, cp, f.checkpoint, cfg.VethPrefix, log); err != nil {
-		startup.nodeInit(initStart, false)
-		return err
+	for _, c := range cards {
+		if err := restoreCard(ctx, cards, c, cfg.VethPrefix, log); err != nil {
+			startup.nodeInit(initStart, false)
+			return err
+		}
 	}
 	startup.nodeInit(initStart, true)
 	// Rules and routes of pods that are gone (released by restore) go too;
 	// those of held pods stay.
-	if err := host.PruneStalePodRules(ctx, liveAddrs(ds, cp.Held())); err != nil {
+	if err := host.PruneStalePodRules(ctx, liveAddrs(cards)); err != nil {
 		log.Warn("prune stale pod rules", "err", err)
 	}
-	go p.Run(ctx)
+	for _, c := range cards {
+		go c.pool.Run(ctx)
+		go c.pool.ReconcileLoop(ctx, time.Minute)
+	}
 	go p.CleanupLeakedENIs(ctx)
-	go p.ReconcileLoop(ctx, time.Minute)
 
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
 		version.Version, cfg.AddWait, server.NewMetrics(reg), log)
+	var more []server.Card
+	for _, c := range cards[1:] {
+		more = append(more, server.Card{Index: c.index, Store: c.ds, Pool: c.pool, CP: c.cp})
+	}
+	srv.UseCards(more)
 	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
 	srv.OnRelease(func(ip net.IP, table int, deleteVeth bool) {
 		// Rules, host route and veth while the address is still this pod's:
@@ -435,7 +471,7 @@ const orphanMinAge = 30 * time.Second
 func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, log *slog.Logger) {
 	every(ctx, 30*time.Second, func() {
 		f := newVethFinder(vethPrefix)
-		gone := func(a datastore.Allocation) bool { return !f.present(a) }
+		gone := func(a datastore.Allocation, index int) bool { return !f.presentOn(a, index) }
 		if _, err := srv.ReleaseOrphans(ctx, orphanMinAge, gone); err != nil && ctx.Err() == nil {
 			log.Error("orphan sweep", "err", err)
 		}
@@ -455,6 +491,51 @@ func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, lo
 // address back to it in the same step as the pool adds it (AddCIDR), so
 // it is never free.
 func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
+	return restoreOn(ctx, ds, cp, path, vethPrefix, 0, func(netip.Addr) bool { return true }, log)
+}
+
+// card is one network card's datastore, checkpoint and pool: card 0's,
+// and with ENABLE_MULTI_NIC each other card's.
+type card struct {
+	index int
+	ds    *datastore.Store
+	cp    *datastore.Checkpointer
+	path  string
+	pool  *pool.Pool
+}
+
+// cardCheckpoint is the checkpoint of network card n above 0 beside card
+// 0's, named as aws-node names it: ipam.json -> ipam-nic-<n>.json.
+func cardCheckpoint(path string, n int) string {
+	return fmt.Sprintf("%s-nic-%d.json", strings.TrimSuffix(path, ".json"), n)
+}
+
+// restoreCard restores card c's checkpoint. The n-th card's allocations
+// are a multi-NIC pod's n-th interface, whose veth is named after
+// "<pod>.<n>". A checkpoint rebuilt from the host's routes takes the
+// addresses in c's pool, and card 0's those in no other card's pool.
+func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string, log *slog.Logger) error {
+	mine := func(ip netip.Addr) bool {
+		if c.index > 0 {
+			return c.ds.InPool(ip)
+		}
+		for _, o := range cards[1:] {
+			if o.ds.InPool(ip) {
+				return false
+			}
+		}
+		return true
+	}
+	if err := restoreOn(ctx, c.ds, c.cp, c.path, vethPrefix, c.index, mine, log.With("card", c.index)); err != nil {
+		return fmt.Errorf("network card %d: %w", c.index, err)
+	}
+	return nil
+}
+
+// restoreOn is restore for the interface index of a multi-NIC pod (0:
+// eth0); a checkpoint rebuilt from the host keeps the addresses mine
+// says are the card's.
+func restoreOn(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, index int, mine func(netip.Addr) bool, log *slog.Logger) error {
 	if err := datastore.RemoveTemps(path); err != nil {
 		log.Warn("remove temporary checkpoint files", "err", err)
 	}
@@ -466,6 +547,7 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 		if allocs, err = hostAllocations(ctx, vethPrefix, now); err != nil {
 			return fmt.Errorf("rebuild allocations from the host: %w", err)
 		}
+		allocs = slices.DeleteFunc(allocs, func(a datastore.Allocation) bool { return !mine(a.IP) })
 	} else if err != nil {
 		return err
 	}
@@ -475,7 +557,7 @@ func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointe
 		// A young allocation's pod may still be on its way: the VPC CNI
 		// plugin wires it after AddNetwork's answer. The sweep judges it
 		// once it is as old as the sweep requires.
-		if time.Since(a.AssignedAt) >= orphanMinAge && !veths.present(a) {
+		if time.Since(a.AssignedAt) >= orphanMinAge && !veths.presentOn(a, index) {
 			dropped++
 			log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "key", a.Key, "ip", a.IP)
 			continue

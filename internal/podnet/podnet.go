@@ -40,6 +40,24 @@ var ErrInterfaceExists = errors.New("interface already exists")
 // Gateway is every pod's next hop, answered by the host veth's MAC.
 var Gateway = podroute.Gateway
 
+// GatewayOf is the gateway of a multi-NIC pod's interface index (0 for
+// eth0): 169.254.1.(index+1), as the VPC CNI numbers them.
+func GatewayOf(index int) net.IP { return net.IPv4(169, 254, 1, byte(index+1)).To4() }
+
+// PodRulePriority is the priority of the rule "from <address> lookup
+// <index>" inside a multi-NIC pod, which sends what leaves from an extra
+// interface's address out of that interface (the VPC CNI's).
+const PodRulePriority = 1
+
+// podTable is the pod's own route table of interface index: main for eth0,
+// the index for the others.
+func podTable(index int) int {
+	if index == 0 {
+		return MainTable
+	}
+	return index
+}
+
 // HostNet is ip/32.
 func HostNet(ip net.IP) *net.IPNet { return podroute.HostNet(ip) }
 
@@ -65,6 +83,7 @@ func randomMAC() net.HardwareAddr {
 type Links struct {
 	h, ph             *netlink.Handle
 	ifName, hostName  string
+	index             int // the pod's interface: 0 for eth0, card order for a multi-NIC pod's others
 	HostIndex, PodIdx int
 	HostMAC, PodMAC   net.HardwareAddr
 }
@@ -76,10 +95,18 @@ type Links struct {
 // Links use until Close and which the caller keeps; home is the namespace
 // the caller's threads are in, where the thread that opens the socket in
 // podNS goes back to. On error nothing is left.
-func Create(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, mtu int) (_ *Links, err error) {
+func Create(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, mtu int) (*Links, error) {
+	return CreateIndexed(host, home, podNS, ifName, hostName, mtu, 0)
+}
+
+// CreateIndexed is Create for interface index of a multi-NIC pod (0 is
+// eth0): the gateway is GatewayOf(index), and for index 1 and up the
+// pod's routes go into its table index, which Assign's rule selects for
+// the interface's address.
+func CreateIndexed(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, mtu, index int) (_ *Links, err error) {
 	// The deferred clean-ups use p, not the named result, which a failing
 	// return sets to nil before they run.
-	p := &Links{h: host, ifName: ifName, hostName: hostName}
+	p := &Links{h: host, ifName: ifName, hostName: hostName, index: index}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -130,13 +157,14 @@ func Create(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName s
 	if err := p.ph.LinkSetUp(l); err != nil {
 		return nil, fmt.Errorf("up %s: %w", ifName, err)
 	}
-	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Dst: HostNet(Gateway), Scope: netlink.SCOPE_LINK}); err != nil {
+	gw, table := GatewayOf(index), podTable(index)
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Dst: HostNet(gw), Scope: netlink.SCOPE_LINK, Table: table}); err != nil {
 		return nil, fmt.Errorf("gateway route in the pod's namespace: %w", err)
 	}
-	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Gw: Gateway}); err != nil {
+	if err := p.ph.RouteReplace(&netlink.Route{LinkIndex: p.PodIdx, Gw: gw, Table: table}); err != nil {
 		return nil, fmt.Errorf("default route in the pod's namespace: %w", err)
 	}
-	if err := p.ph.NeighSet(&netlink.Neigh{LinkIndex: p.PodIdx, IP: Gateway, HardwareAddr: p.HostMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}); err != nil {
+	if err := p.ph.NeighSet(&netlink.Neigh{LinkIndex: p.PodIdx, IP: gw, HardwareAddr: p.HostMAC, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}); err != nil {
 		return nil, fmt.Errorf("gateway neighbour in the pod's namespace: %w", err)
 	}
 	return p, nil
@@ -178,7 +206,19 @@ func (p *Links) Assign(ip net.IP, table int) error {
 			return fmt.Errorf("rule for %s (priority %d): %w", ip, r.Priority, err)
 		}
 	}
+	if p.index > 0 {
+		if err := p.ph.RuleAdd(podRule(ip, p.index)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("rule from %s lookup %d in the pod's namespace: %w", ip, p.index, err)
+		}
+	}
 	return nil
+}
+
+// podRule is the multi-NIC pod's rule for interface index's address.
+func podRule(ip net.IP, index int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Priority, r.Src, r.Table = PodRulePriority, HostNet(ip), index
+	return r
 }
 
 // Undo removes what Create and Assign made: the pair (with the host route)
@@ -187,6 +227,9 @@ func (p *Links) Undo(ip net.IP, table int) {
 	if ip != nil {
 		for _, r := range Rules(ip, table) {
 			_ = p.h.RuleDel(r)
+		}
+		if p.index > 0 && p.ph != nil {
+			_ = p.ph.RuleDel(podRule(ip, p.index))
 		}
 	}
 	p.RemoveVeth()
@@ -218,6 +261,13 @@ func (p *Links) Close() {
 // neighbour at the host veth's MAC. host and home are as for Create. The
 // error says what is missing.
 func Check(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, ip net.IP, table int) error {
+	return CheckIndexed(host, home, podNS, ifName, hostName, ip, table, 0)
+}
+
+// CheckIndexed is Check for interface index of a multi-NIC pod, as
+// CreateIndexed made it: its routes in the pod's table index, via
+// GatewayOf(index), and the pod's rule for its address.
+func CheckIndexed(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName string, ip net.IP, table, index int) error {
 	hl, err := host.LinkByName(hostName)
 	if err != nil {
 		return fmt.Errorf("host veth %s: %w", hostName, err)
@@ -263,27 +313,41 @@ func Check(host *netlink.Handle, home, podNS netns.NsHandle, ifName, hostName st
 	if !ok {
 		return fmt.Errorf("pod %s has no %s/32", ifName, ip)
 	}
-	rs, err := ph.RouteList(l, netlink.FAMILY_V4)
+	gw, ptable := GatewayOf(index), podTable(index)
+	rs, err := ph.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: l.Attrs().Index, Table: ptable}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("pod routes: %w", err)
 	}
 	ok = false
 	for _, r := range rs {
-		ok = ok || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(Gateway))
+		ok = ok || ((r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw.Equal(gw))
 	}
 	if !ok {
-		return fmt.Errorf("pod has no default route via %s", Gateway)
+		return fmt.Errorf("pod has no default route via %s in table %d", gw, ptable)
+	}
+	if index > 0 {
+		prs, err := ph.RuleList(netlink.FAMILY_V4)
+		if err != nil {
+			return fmt.Errorf("pod rules: %w", err)
+		}
+		ok = false
+		for _, r := range prs {
+			ok = ok || (r.Priority == PodRulePriority && r.Table == index && sameNet(r.Src, HostNet(ip)))
+		}
+		if !ok {
+			return fmt.Errorf("pod has no rule 'from %s lookup %d' (priority %d)", ip, index, PodRulePriority)
+		}
 	}
 	neighs, err := ph.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
 	if err != nil {
 		return fmt.Errorf("pod neighbours: %w", err)
 	}
 	for _, n := range neighs {
-		if n.IP.Equal(Gateway) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
+		if n.IP.Equal(gw) && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == hl.Attrs().HardwareAddr.String() {
 			return nil
 		}
 	}
-	return fmt.Errorf("pod has no permanent neighbour %s -> %s", Gateway, hl.Attrs().HardwareAddr)
+	return fmt.Errorf("pod has no permanent neighbour %s -> %s", gw, hl.Attrs().HardwareAddr)
 }
 
 // sameNet reports whether a and b are the same network, both nil included.

@@ -269,3 +269,65 @@ func TestTeardownVethByAddress(t *testing.T) {
 		t.Fatalf("a route through a device that is not a veth was removed")
 	}
 }
+
+// A multi-NIC pod's second interface: its own gateway (169.254.1.2), its
+// routes in the pod's table 1 and the rule that picks it for the
+// interface's address, beside eth0's main-table wiring; CheckIndexed
+// verifies it and sees the rule gone; Undo leaves nothing in the pod.
+func TestSecondInterfaceOfAMultiNICPod(t *testing.T) {
+	e := newEnv(t)
+	pod, ph := testenv.NewNetNS(t)
+	ip0, ip1 := net.IPv4(10, 9, 1, 5), net.IPv4(10, 9, 2, 5)
+	e.wire(t, pod, "enim0", ip0)
+	l, err := CreateIndexed(e.h, e.home, pod, "mNicIf1", "enim1", 1500, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	if err := l.Assign(ip1, 10101); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckIndexed(e.h, e.home, pod, "mNicIf1", "enim1", ip1, 10101, 1); err != nil {
+		t.Fatalf("CheckIndexed: %v", err)
+	}
+	if err := Check(e.h, e.home, pod, "eth0", "enim0", ip0, MainTable); err != nil {
+		t.Fatalf("eth0 after the second interface: %v", err)
+	}
+	// The pod routes from ip1 through mNicIf1, the rest through eth0.
+	for _, c := range []struct {
+		src  net.IP
+		link string
+		gw   net.IP
+	}{{ip1, "mNicIf1", GatewayOf(1)}, {ip0, "eth0", Gateway}} {
+		rs, err := ph.RouteGetWithOptions(net.IPv4(8, 8, 8, 8), &netlink.RouteGetOptions{SrcAddr: c.src})
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("route from %s: %v %v", c.src, rs, err)
+		}
+		link, _ := ph.LinkByIndex(rs[0].LinkIndex)
+		if link == nil || link.Attrs().Name != c.link || !rs[0].Gw.Equal(c.gw) {
+			t.Errorf("from %s the pod routes via %v on %v, want %s on %s", c.src, rs[0].Gw, link, c.gw, c.link)
+		}
+	}
+	if err := ph.RuleDel(podRule(ip1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckIndexed(e.h, e.home, pod, "mNicIf1", "enim1", ip1, 10101, 1); err == nil {
+		t.Fatal("CheckIndexed passed without the pod's rule")
+	}
+	if err := ph.RuleAdd(podRule(ip1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	l.Undo(ip1, 10101)
+	rules, err := ph.RuleList(netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if r.Priority == PodRulePriority {
+			t.Errorf("rule %v left in the pod after Undo", r)
+		}
+	}
+	if e.hasLink("enim1") || !e.hasLink("enim0") {
+		t.Errorf("after Undo: enim1 present %v, enim0 present %v", e.hasLink("enim1"), e.hasLink("enim0"))
+	}
+}

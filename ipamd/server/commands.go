@@ -48,16 +48,22 @@ func (s *Server) delPod(ctx, waiting context.Context, r *datapath.DelRequest) *d
 		return errorReply(cniErrTryAgainLater, "failed to release the pod's address", fmt.Errorf("waiting for the pod's ADD or DEL in flight: %w", err))
 	}
 	defer unlock()
-	a, ok, err := s.releasePersisted(ctx, key, r.NetnsGone)
+	as, err := s.releasePersisted(ctx, key, r.NetnsGone)
 	if err != nil {
 		return errorReply(cniErrInternal, "failed to release the pod's address", err)
 	}
-	if !ok {
+	if len(as) == 0 {
 		return &datapath.Reply{Phase: podwire.PhaseDone}
 	}
-	s.log.Debug("DEL", "pod", r.PodNamespace+"/"+r.PodName, "ip", a.IP, "veth deleted", r.NetnsGone)
-	return &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
+	a := as[0]
+	s.log.Debug("DEL", "pod", r.PodNamespace+"/"+r.PodName, "ip", a.IP, "interfaces", len(as), "veth deleted", r.NetnsGone)
+	reply := &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
 		RouteTableId: int32(hostnet.RouteTable(a.Device, a.Card))}
+	for _, a := range as[1:] {
+		reply.MoreInterfaces = append(reply.MoreInterfaces, &datapath.Interface{Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device),
+			RouteTableId: int32(hostnet.RouteTable(a.Device, a.Card))})
+	}
+	return reply
 }
 
 // checkPod verifies the pod's wiring against prevResult's: ipamd holds
@@ -84,6 +90,23 @@ func (s *Server) checkPod(ctx context.Context, r *datapath.CheckRequest, podNS n
 	defer handles.put(host)
 	if err := podnet.Check(host, handles.home, podNS, r.IfName, r.HostVeth, net.IP(ip.AsSlice()), int(r.RouteTableId)); err != nil {
 		return errorReply(cniErrInternal, "CHECK failed", err)
+	}
+	// A multi-NIC pod's other interfaces, card by card.
+	if len(r.MoreInterfaces) > len(s.cards) {
+		return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("prevResult has %d interfaces, this node gives pods at most %d", 1+len(r.MoreInterfaces), 1+len(s.cards)))
+	}
+	for i, f := range r.MoreInterfaces {
+		ip, err := netip.ParseAddr(f.Ipv4Addr)
+		if err != nil || !ip.Is4() {
+			return errorReply(cniErrInvalidConfig, "CHECK failed", fmt.Errorf("prevResult's interface %s has no IPv4 address (%q)", f.PodIfName, f.Ipv4Addr))
+		}
+		c := s.cards[i]
+		if a, ok := c.Store.Lookup(key); !ok || a.IP != ip {
+			return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("ipamd holds no %s on network card %d for container %s", ip, c.Index, r.ContainerId))
+		}
+		if err := podnet.CheckIndexed(host, handles.home, podNS, f.PodIfName, f.HostVeth, net.IP(ip.AsSlice()), int(f.RouteTableId), i+1); err != nil {
+			return errorReply(cniErrInternal, "CHECK failed", err)
+		}
 	}
 	return &datapath.Reply{Phase: podwire.PhaseDone}
 }
@@ -116,7 +139,7 @@ func (s *Server) gcPods(ctx, waiting context.Context, r *datapath.GCRequest) *da
 			waitErr = fmt.Errorf("waiting for an ADD or DEL in flight: %w", err)
 			break
 		}
-		if _, ok := s.release(a.Key, true); ok {
+		if len(s.release(a.Key, true)) > 0 {
 			released++
 			s.m.DelReq.WithLabelValues("GC").Inc()
 			s.log.Info("GC released the address of an attachment the runtime does not know", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName,
@@ -125,10 +148,10 @@ func (s *Server) gcPods(ctx, waiting context.Context, r *datapath.GCRequest) *da
 		unlock()
 	}
 	if released > 0 {
-		if err := s.cp.Sync(ctx); err != nil {
+		if err := s.sync(ctx); err != nil {
 			return errorReply(cniErrInternal, "GC incomplete", fmt.Errorf("persist %d releases: %w", released, err))
 		}
-		s.pool.Kick()
+		s.kick()
 	}
 	if waitErr != nil {
 		return errorReply(cniErrTryAgainLater, "GC incomplete", waitErr)

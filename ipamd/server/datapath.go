@@ -395,7 +395,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		answered()
 		return
 	}
-	if r.RequiresMultiNicAttachment {
+	if r.RequiresMultiNicAttachment && len(s.cards) == 0 {
 		s.log.Warn("ADD refused", "pod", pod, "err", ErrMultiNIC)
 		failed(cniErrUnsupportedField, "failed to assign an IP address to the pod", ErrMultiNIC)
 		return
@@ -415,10 +415,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		return
 	}
 	defer handles.put(host)
-	// An address the pod already held (ADD without DEL) is not this ADD's
-	// to give back when it fails.
-	_, held := s.ds.Lookup(key)
-	a, err := s.assign(ctx, key, datastore.Meta{PodNamespace: r.PodNamespace, PodName: r.PodName, InterfacesCount: 1})
+	// Addresses the pod already held (ADD without DEL) are not this ADD's
+	// to give back when it fails (undo knows).
+	as, u, err := s.assignAll(ctx, key, s.meta(r.PodNamespace, r.PodName, r.RequiresMultiNicAttachment))
 	if err != nil {
 		s.m.NoIP.Inc()
 		s.log.Warn("ADD failed", "pod", pod, "err", err)
@@ -432,51 +431,66 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	synced := make(chan struct{})
 	go func() {
 		defer close(synced)
-		if syncErr = s.cp.Sync(ctx); syncErr == nil {
+		if syncErr = s.sync(ctx); syncErr == nil {
 			// ANNOTATE_POD_IP: also before the reply, beside the links.
 			annotating = true
-			annotateErr = s.annotate(ctx, a.Meta, a.IP)
+			annotateErr = s.annotate(ctx, as[0].Meta, as[0].IP)
 		}
 	}()
-	ip := net.IP(a.IP.AsSlice())
-	table := hostnet.RouteTable(a.Device, a.Card)
-	var l *podnet.Links
+	// One interface per address: eth0 (card 0), then a multi-NIC pod's
+	// mNicIf<n> for card n, named and routed as the VPC CNI does.
+	ifs := make([]podIf, len(as))
+	for i, a := range as {
+		ifs[i] = podIf{ip: net.IP(a.IP.AsSlice()), table: hostnet.RouteTable(a.Device, a.Card), ifName: r.IfName,
+			hostVeth: vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)}
+		if i > 0 {
+			ifs[i].ifName = fmt.Sprintf("mNicIf%d", i)
+			ifs[i].hostVeth = vethname.For(r.VethPrefix, r.PodNamespace, fmt.Sprintf("%s.%d", r.PodName, i))
+		}
+	}
 	committed := false
 	defer func() {
-		if l != nil {
-			if !committed {
-				l.Undo(ip, table)
+		for _, f := range ifs {
+			if f.l == nil {
+				continue
 			}
-			l.Close()
+			if !committed {
+				f.l.Undo(f.ip, f.table)
+			}
+			f.l.Close()
 		}
 		<-synced
-		if committed || held {
+		if committed {
 			return
 		}
-		if annotating {
+		if annotating && u.card0 {
 			// Even a patch that failed (a timeout) may have been applied.
-			s.unannotate(a)
+			s.unannotate(as[0])
 		}
-		s.ds.Release(key)
-		if syncErr == nil {
-			// The address was on disk: take it back there too.
-			if err := s.cp.Sync(context.Background()); err != nil {
+		if u.run() && syncErr == nil {
+			// The addresses were on disk: take them back there too.
+			if err := s.sync(context.Background()); err != nil {
 				s.log.Error("checkpoint after a failed ADD", "pod", pod, "err", err)
 			}
 		}
 	}()
-	hostVeth := vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)
-	l, err = podnet.Create(host, handles.home, podNS, r.IfName, hostVeth, int(r.Mtu))
-	if err != nil {
-		s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "err", err)
-		failed(cniErrInternal, "pod network setup failed", err)
-		return
+	for i := range ifs {
+		f := &ifs[i]
+		if f.l, err = podnet.CreateIndexed(host, handles.home, podNS, f.ifName, f.hostVeth, int(r.Mtu), i); err != nil {
+			s.log.Error("pod network setup failed", "pod", pod, "netns", r.Netns, "interface", f.ifName, "err", err)
+			failed(cniErrInternal, "pod network setup failed", err)
+			return
+		}
 	}
-	// The policy agent attaches to the host veth before the pod has its
-	// address or the host a route to it: no packet to or from the pod can
-	// pass before its policy is in place.
+	// The policy agent attaches to the host veths before the pod has its
+	// addresses or the host a route to them: no packet to or from the pod
+	// can pass before its policy is in place.
 	if r.PolicyAgent && s.node.NetworkPolicyMode != "" {
-		m, err := turn(&datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode})
+		links := &datapath.Reply{Phase: podwire.PhaseLinks, HostVeth: ifs[0].hostVeth, NetworkPolicyMode: s.node.NetworkPolicyMode}
+		for _, f := range ifs[1:] {
+			links.MoreInterfaces = append(links.MoreInterfaces, &datapath.Interface{PodIfName: f.ifName, HostVeth: f.hostVeth})
+		}
+		m, err := turn(links)
 		if err != nil {
 			failed(cniErrInternal, "network policy setup failed", err)
 			return
@@ -486,22 +500,29 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 			return
 		}
 	}
-	if err := l.Assign(ip, table); err != nil {
-		s.log.Error("pod network setup failed", "pod", pod, "err", err)
-		failed(cniErrInternal, "pod network setup failed", err)
-		return
+	for _, f := range ifs {
+		if err := f.l.Assign(f.ip, f.table); err != nil {
+			s.log.Error("pod network setup failed", "pod", pod, "interface", f.ifName, "err", err)
+			failed(cniErrInternal, "pod network setup failed", err)
+			return
+		}
 	}
 	<-synced
 	if syncErr != nil {
-		failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", a.IP, syncErr))
+		failed(cniErrInternal, "failed to assign an IP address to the pod", fmt.Errorf("persist the allocation of %s: %w", as[0].IP, syncErr))
 		return
 	}
 	if annotateErr != nil {
 		failed(cniErrTryAgainLater, "failed to annotate the pod with its address", annotateErr)
 		return
 	}
-	reply := &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(table),
-		HostVeth: hostVeth, HostMac: l.HostMAC.String(), PodMac: l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
+	a, f0 := as[0], ifs[0]
+	reply := &datapath.Reply{Phase: podwire.PhaseDone, Ipv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(f0.table),
+		HostVeth: f0.hostVeth, HostMac: f0.l.HostMAC.String(), PodMac: f0.l.PodMAC.String(), NetworkPolicyMode: s.node.NetworkPolicyMode}
+	for i, f := range ifs[1:] {
+		reply.MoreInterfaces = append(reply.MoreInterfaces, &datapath.Interface{PodIfName: f.ifName, Ipv4Addr: as[i+1].IP.String(),
+			DeviceNumber: int32(as[i+1].Device), RouteTableId: int32(f.table), HostVeth: f.hostVeth, HostMac: f.l.HostMAC.String(), PodMac: f.l.PodMAC.String()})
+	}
 	answered()
 	m, err := turn(reply)
 	if err == nil {
@@ -515,7 +536,15 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		return
 	}
 	committed = true
-	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", hostVeth, "took", time.Since(start))
+	s.log.Debug("ADD", "pod", pod, "ip", a.IP, "eni", a.ENI, "veth", f0.hostVeth, "interfaces", len(ifs), "took", time.Since(start))
+}
+
+// podIf is one of the pod's interfaces while ADD wires it.
+type podIf struct {
+	ip               net.IP
+	table            int
+	ifName, hostVeth string
+	l                *podnet.Links
 }
 
 // continueErr is the plugin's Continue as an error: nil when it says applied.

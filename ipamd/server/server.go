@@ -86,6 +86,10 @@ type Server struct {
 	log     *slog.Logger
 	m       Metrics
 
+	// cards are the pools of network cards above 0 (ENABLE_MULTI_NIC), in
+	// card order: a multi-NIC pod gets an address on each.
+	cards []Card
+
 	onRelease func(ip net.IP, table int, deleteVeth bool)
 	vpcCIDRs  atomic.Pointer[[]netip.Prefix] // the VPC's, as of the last refresh
 	podIPs    PodIPAnnotator                 // ANNOTATE_POD_IP; nil when off
@@ -139,6 +143,19 @@ func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 // send the next pod given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int, deleteVeth bool)) { s.onRelease = f }
 
+// Card is the pool of a network card above 0 on a multi-NIC node
+// (ENABLE_MULTI_NIC): its datastore, pool and checkpoint (ipam-nic-<n>.json).
+type Card struct {
+	Index int
+	Store *datastore.Store
+	Pool  Pool
+	CP    Checkpoint
+}
+
+// UseCards gives multi-NIC pods an address on each of cards too (network
+// cards 1 and up, in order). Call before serving.
+func (s *Server) UseCards(cards []Card) { s.cards = cards }
+
 // lookup is key's allocation, in the store or held (restored, its address
 // not in the pool yet).
 func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
@@ -148,78 +165,139 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 	return s.ds.Held().Lookup(key)
 }
 
-// release runs the release hook for key's allocation and releases it; the
-// caller holds key's lock. A held allocation has no ENI yet, so its route
-// table is unknown: the hook gets -1, which removes its "from" rule
-// whatever the table.
+// release runs the release hook for key's allocations and releases them:
+// card 0's and, for a multi-NIC pod, those on the other cards, which it
+// returns in card order. The caller holds key's lock. A held allocation
+// has no ENI yet, so its route table is unknown: the hook gets -1, which
+// removes its "from" rule whatever the table.
 //
 // The pod's address annotation is cleared first too: once released, the
 // address may go to a new sandbox of the same pod, whose annotation the
 // clear would then wipe.
-func (s *Server) release(key datastore.Key, deleteVeth bool) (datastore.Allocation, bool) {
-	if a, ok := s.ds.Lookup(key); ok {
+func (s *Server) release(key datastore.Key, deleteVeth bool) []datastore.Allocation {
+	var out []datastore.Allocation
+	if a, ok := s.releaseOn(s.ds, key, deleteVeth); ok {
+		s.unannotate(a)
+		out = append(out, a)
+	}
+	for _, c := range s.cards {
+		if a, ok := s.releaseOn(c.Store, key, deleteVeth); ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// releaseOn releases key's allocation in one card's store.
+func (s *Server) releaseOn(ds *datastore.Store, key datastore.Key, deleteVeth bool) (datastore.Allocation, bool) {
+	if a, ok := ds.Lookup(key); ok {
 		if s.onRelease != nil {
 			s.onRelease(net.IP(a.IP.AsSlice()), hostnet.RouteTable(a.Device, a.Card), deleteVeth)
 		}
-		s.unannotate(a)
-		return s.ds.Release(key)
+		return ds.Release(key)
 	}
-	a, ok := s.ds.Held().Lookup(key)
+	a, ok := ds.Held().Lookup(key)
 	if !ok {
 		return a, false
 	}
 	if s.onRelease != nil {
 		s.onRelease(net.IP(a.IP.AsSlice()), -1, deleteVeth)
 	}
-	s.unannotate(a)
-	return s.ds.Held().Remove(key)
+	return ds.Held().Remove(key)
 }
 
-// releasePersisted releases key's address (the caller holds key's lock),
-// writes the release down and lets the pool see the free address. ok is
-// false when the attachment held none.
-func (s *Server) releasePersisted(ctx context.Context, key datastore.Key, deleteVeth bool) (a datastore.Allocation, ok bool, err error) {
-	if a, ok = s.release(key, deleteVeth); !ok {
-		return a, false, nil
-	}
+// sync writes every card's checkpoint.
+func (s *Server) sync(ctx context.Context) error {
 	if err := s.cp.Sync(ctx); err != nil {
-		return a, true, fmt.Errorf("persist the release of %s: %w", a.IP, err)
+		return err
 	}
+	for _, c := range s.cards {
+		if err := c.CP.Sync(ctx); err != nil {
+			return fmt.Errorf("network card %d: %w", c.Index, err)
+		}
+	}
+	return nil
+}
+
+// kick lets every card's pool see what changed.
+func (s *Server) kick() {
 	s.pool.Kick()
-	return a, true, nil
+	for _, c := range s.cards {
+		c.Pool.Kick()
+	}
+}
+
+// releasePersisted releases key's addresses (the caller holds key's lock),
+// writes the release down and lets the pools see the free addresses. It
+// returns what was released, none when the attachment held nothing.
+func (s *Server) releasePersisted(ctx context.Context, key datastore.Key, deleteVeth bool) ([]datastore.Allocation, error) {
+	as := s.release(key, deleteVeth)
+	if len(as) == 0 {
+		return nil, nil
+	}
+	if err := s.sync(ctx); err != nil {
+		return as, fmt.Errorf("persist the release of %s: %w", as[0].IP, err)
+	}
+	s.kick()
+	return as, nil
+}
+
+// metadata is the VPC CNI's IPAllocationMetadata of allocations.
+func metadata(as []datastore.Allocation) []*rpc.IPAllocationMetadata {
+	out := make([]*rpc.IPAllocationMetadata, 0, len(as))
+	for _, a := range as {
+		out = append(out, &rpc.IPAllocationMetadata{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: int32(hostnet.RouteTable(a.Device, a.Card))})
+	}
+	return out
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
-// so) and were assigned over minAge ago: a DEL that could not reach ipamd,
-// then the runtime deleted the pod's namespace. Each under its
-// attachment's lock, so an ADD or DEL of it in flight finishes first and
-// the allocation is looked at again after it. It returns how many it
-// released.
-func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(datastore.Allocation) bool) (int, error) {
+// so of the pod's interface index: 0 for card 0's address, n for the n-th
+// other card's) and were assigned over minAge ago: a DEL that could not
+// reach ipamd, then the runtime deleted the pod's namespace. Each under
+// its attachment's lock, so an ADD or DEL of it in flight finishes first
+// and the allocation is looked at again after it. A pod gone from card 0
+// loses its addresses on every card. It returns how many it released.
+func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(a datastore.Allocation, index int) bool) (int, error) {
 	released := 0
-	candidates := append(s.ds.Allocations(), s.ds.Held().List()...)
-	for _, a := range candidates {
-		if time.Since(a.AssignedAt) < minAge || !gone(a) {
-			continue
-		}
-		unlock, err := s.keys.lock(ctx, a.Key)
-		if err != nil {
-			return released, err
-		}
-		// Still the same allocation, still orphaned?
-		if cur, ok := s.lookup(a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur) {
-			if _, ok := s.release(a.Key, false); ok { // its veth is gone
-				released++
-				s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP)
+	stores := []*datastore.Store{s.ds}
+	for _, c := range s.cards {
+		stores = append(stores, c.Store)
+	}
+	for i, ds := range stores {
+		for _, a := range append(ds.Allocations(), ds.Held().List()...) {
+			if time.Since(a.AssignedAt) < minAge || !gone(a, i) {
+				continue
 			}
+			unlock, err := s.keys.lock(ctx, a.Key)
+			if err != nil {
+				return released, err
+			}
+			// Still the same allocation, still orphaned?
+			cur, ok := ds.Lookup(a.Key)
+			if !ok {
+				cur, ok = ds.Held().Lookup(a.Key)
+			}
+			if ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur, i) {
+				var n int
+				if i == 0 {
+					n = len(s.release(a.Key, false)) // its veths are gone
+				} else if _, ok := s.releaseOn(ds, a.Key, false); ok {
+					n = 1
+				}
+				if n > 0 {
+					released += n
+					s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP, "interface", i, "addresses", n)
+				}
+			}
+			unlock()
 		}
-		unlock()
 	}
 	if released > 0 {
-		if err := s.cp.Sync(ctx); err != nil {
+		if err := s.sync(ctx); err != nil {
 			return released, fmt.Errorf("checkpoint after releasing orphans: %w", err)
 		}
-		s.pool.Kick()
+		s.kick()
 	}
 	return released, nil
 }
@@ -242,7 +320,8 @@ func (s *Server) compatibleClient(v string) error {
 		"berth-ipamd %s does not accept CNI plugin version %q: install the berth-cni of the same release (or an Amazon VPC CNI v1.23 plugin)", s.version, v)
 }
 
-// AddNetwork assigns an address to a pod, waiting for the pool if needed.
+// AddNetwork assigns an address to a pod, waiting for the pool if needed;
+// a multi-NIC pod gets one on every network card.
 func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc.AddNetworkReply, error) {
 	start := time.Now()
 	s.m.AddReq.Inc()
@@ -253,62 +332,119 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	if r.ContainerID == "" || r.IfName == "" || r.NetworkName == "" {
 		return nil, status.Error(codes.InvalidArgument, "AddNetwork needs ContainerID, IfName and NetworkName")
 	}
-	if r.RequiresMultiNICAttachment {
-		s.log.Warn("AddNetwork refused", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", ErrMultiNIC)
+	pod := r.K8S_POD_NAMESPACE + "/" + r.K8S_POD_NAME
+	if r.RequiresMultiNICAttachment && len(s.cards) == 0 {
+		s.log.Warn("AddNetwork refused", "pod", pod, "err", ErrMultiNIC)
 		return nil, status.Error(codes.FailedPrecondition, ErrMultiNIC.Error())
 	}
 	key := datastore.Key{NetworkName: r.NetworkName, ContainerID: r.ContainerID, IfName: r.IfName}
-	meta := datastore.Meta{PodNamespace: r.K8S_POD_NAMESPACE, PodName: r.K8S_POD_NAME, InterfacesCount: 1}
+	meta := s.meta(r.K8S_POD_NAMESPACE, r.K8S_POD_NAME, r.RequiresMultiNICAttachment)
 	unlock, err := s.keys.lock(ctx, key)
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
 	defer unlock()
-	_, held := s.ds.Lookup(key)
-	a, err := s.assign(ctx, key, meta)
+	as, undo, err := s.assignAll(ctx, key, meta)
 	if err != nil {
 		s.m.NoIP.Inc()
-		s.log.Warn("AddNetwork failed", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)
+		s.log.Warn("AddNetwork failed", "pod", pod, "err", err)
 		return nil, err
 	}
-	if err := s.cp.Sync(ctx); err != nil {
+	if err := s.sync(ctx); err != nil {
 		// Not on disk: not handed out (unless the pod held it already).
-		if !held {
-			s.ds.Release(key)
-		}
-		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", a.IP, err)
+		undo.run()
+		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", as[0].IP, err)
 	}
-	if err := s.annotate(ctx, meta, a.IP); err != nil {
-		if !held {
+	if err := s.annotate(ctx, meta, as[0].IP); err != nil {
+		if undo.card0 {
 			// A patch that timed out may have been applied all the same.
-			s.unannotate(a)
-			s.ds.Release(key)
-			if err := s.cp.Sync(context.Background()); err != nil {
-				s.log.Error("checkpoint after a failed ADD", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)
+			s.unannotate(as[0])
+		}
+		if undo.run() {
+			if err := s.sync(context.Background()); err != nil {
+				s.log.Error("checkpoint after a failed ADD", "pod", pod, "err", err)
 			}
 		}
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	table := int32(hostnet.RouteTable(a.Device, a.Card))
 	reply := &rpc.AddNetworkReply{Success: true, UseExternalSNAT: s.node.ExternalSNAT, NetworkPolicyMode: s.node.NetworkPolicyMode,
-		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}
+		IPAllocationMetadata: metadata(as)}
 	for _, c := range *s.vpcCIDRs.Load() {
 		reply.VPCv4CIDRs = append(reply.VPCv4CIDRs, c.String())
 	}
-	s.log.Debug("AddNetwork", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "ip", a.IP, "eni", a.ENI, "took", time.Since(start))
+	s.log.Debug("AddNetwork", "pod", pod, "ip", as[0].IP, "eni", as[0].ENI, "interfaces", len(as), "took", time.Since(start))
 	return reply, nil
 }
 
 // ErrMultiNIC refuses an ADD of a pod that asks for an interface on every
-// network card. berth-ipamd has no ENABLE_MULTI_NIC, and the VPC CNI
-// without it fails such an ADD too rather than give the pod one interface
+// network card on a node without ENABLE_MULTI_NIC (or with one card). The
+// VPC CNI fails such an ADD too rather than give the pod one interface
 // where its workload expects several.
 var ErrMultiNIC = errors.New("the pod asks for an interface on every network card (annotation k8s.amazonaws.com/nicConfig: multi-nic-attachment); " +
-	"berth-ipamd does not attach multi-NIC pods (ENABLE_MULTI_NIC is not supported)")
+	"this node gives pods one: ENABLE_MULTI_NIC is not true, or the instance has one network card")
 
-// assign gets an address, waiting up to s.wait while the pool grows.
-func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.Meta) (datastore.Allocation, error) {
-	a, err := s.ds.Assign(key, meta)
+// meta is an allocation's metadata: interfacesCount is how many addresses
+// the pod has, one per card for a multi-NIC pod, as the VPC CNI records it.
+func (s *Server) meta(namespace, name string, multiNIC bool) datastore.Meta {
+	m := datastore.Meta{PodNamespace: namespace, PodName: name, InterfacesCount: 1}
+	if multiNIC {
+		m.InterfacesCount += len(s.cards)
+	}
+	return m
+}
+
+// undo gives back the addresses an ADD assigned, not those the attachment
+// held already (an ADD repeated without a DEL).
+type undo struct {
+	key   datastore.Key
+	fresh []*datastore.Store
+	card0 bool // card 0's address is this ADD's
+}
+
+// run releases them; it reports whether there was any.
+func (u *undo) run() bool {
+	for _, ds := range u.fresh {
+		ds.Release(u.key)
+	}
+	return len(u.fresh) > 0
+}
+
+// assignAll assigns the attachment an address on card 0 and, when meta
+// counts more interfaces (a multi-NIC pod), one on each other card, in
+// card order, waiting for each card's pool as needed: all or none. berth
+// gives back what it got when a later card fails; the VPC CNI keeps it
+// until the DEL.
+func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
+	u := &undo{key: key}
+	as := make([]datastore.Allocation, 0, meta.InterfacesCount)
+	for i := range meta.InterfacesCount {
+		ds, pool := s.ds, s.pool
+		if i > 0 {
+			ds, pool = s.cards[i-1].Store, s.cards[i-1].Pool
+		}
+		_, held := ds.Lookup(key)
+		a, err := s.assign(ctx, ds, pool, key, meta)
+		if err != nil {
+			u.run()
+			if i > 0 {
+				st := status.Convert(err)
+				err = status.Errorf(st.Code(), "network card %d: %s", s.cards[i-1].Index, st.Message())
+			}
+			return nil, nil, err
+		}
+		if !held {
+			u.fresh = append(u.fresh, ds)
+			u.card0 = u.card0 || i == 0
+		}
+		as = append(as, a)
+	}
+	return as, u, nil
+}
+
+// assign gets an address from a card's store, waiting up to s.wait while
+// its pool grows.
+func (s *Server) assign(ctx context.Context, ds *datastore.Store, pool Pool, key datastore.Key, meta datastore.Meta) (datastore.Allocation, error) {
+	a, err := ds.Assign(key, meta)
 	if err == nil {
 		return a, nil
 	}
@@ -319,16 +455,16 @@ func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.M
 		return a, status.Errorf(codes.Internal, "assign: %v", err)
 	}
 	waitStart := time.Now()
-	done := s.pool.Wait()
+	done := pool.Wait()
 	defer done()
 	defer func() { s.m.AddWaitSeconds.Observe(time.Since(waitStart).Seconds()) }()
 	ctx, cancel := context.WithTimeout(ctx, s.wait)
 	defer cancel()
 	for {
 		// Subscribe before trying, so no notification falls in between.
-		freed := s.ds.Changed()
-		reason, poolChanged := s.pool.Blocked()
-		if a, err := s.ds.Assign(key, meta); err == nil {
+		freed := ds.Changed()
+		reason, poolChanged := pool.Blocked()
+		if a, err := ds.Assign(key, meta); err == nil {
 			return a, nil
 		}
 		if reason != nil {
@@ -339,7 +475,7 @@ func (s *Server) assign(ctx context.Context, key datastore.Key, meta datastore.M
 		case <-poolChanged:
 		case <-ctx.Done():
 			why := "the pool did not grow in time"
-			if reason, _ := s.pool.Blocked(); reason != nil {
+			if reason, _ := pool.Blocked(); reason != nil {
 				why = reason.Error()
 			}
 			return datastore.Allocation{}, status.Errorf(codes.DeadlineExceeded, "no IP address for the pod after %s: %s", time.Since(waitStart).Round(time.Millisecond), why)
@@ -371,21 +507,17 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 		return nil, status.FromContextError(err).Err()
 	}
 	defer unlock()
-	a, ok, err := s.releasePersisted(ctx, key, false) // the VPC CNI plugin deletes its veth
+	as, err := s.releasePersisted(ctx, key, false) // the VPC CNI plugin deletes its veths
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if !ok {
-		return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode}, nil
-	}
-	table := int32(hostnet.RouteTable(a.Device, a.Card))
-	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode,
-		IPAllocationMetadata: []*rpc.IPAllocationMetadata{{IPv4Addr: a.IP.String(), DeviceNumber: int32(a.Device), RouteTableId: table}}}, nil
+	// The plugin tears down one interface per address, card 0's first.
+	return &rpc.DelNetworkReply{Success: true, NetworkPolicyMode: s.node.NetworkPolicyMode, IPAllocationMetadata: metadata(as)}, nil
 }
 
 // GetNetworkPolicyConfigs tells the policy agent about the node.
 func (s *Server) GetNetworkPolicyConfigs(ctx context.Context, _ *emptypb.Empty) (*rpc.NetworkPolicyAgentConfigReply, error) {
-	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, NodeIPv4: s.node.PrimaryIP.String(),
+	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, MultiNICEnabled: len(s.cards) > 0, NodeIPv4: s.node.PrimaryIP.String(),
 		InstanceID: s.node.InstanceID, Region: s.node.Region}, nil
 }
 

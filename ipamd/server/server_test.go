@@ -246,7 +246,7 @@ func TestReleaseOrphans(t *testing.T) {
 		}
 	}
 	goneIP, _ := ds.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "gone", IfName: "eth0"})
-	n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation) bool { return a.Meta.PodName == "gone" })
+	n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation, _ int) bool { return a.Meta.PodName == "gone" })
 	if err != nil || n != 1 {
 		t.Fatalf("released %d, %v; want 1", n, err)
 	}
@@ -282,7 +282,7 @@ func TestHeldAllocationsAreReleased(t *testing.T) {
 	if err != nil || len(r.IPAllocationMetadata) != 1 || r.IPAllocationMetadata[0].IPv4Addr != "10.0.7.1" {
 		t.Fatalf("DEL of a held allocation: %v, %v", r, err)
 	}
-	if n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation) bool { return a.Meta.PodName == "orphan" }); err != nil || n != 1 {
+	if n, err := s.ReleaseOrphans(context.Background(), 0, func(a datastore.Allocation, _ int) bool { return a.Meta.PodName == "orphan" }); err != nil || n != 1 {
 		t.Fatalf("orphan sweep released %d, %v; want the held orphan", n, err)
 	}
 	if cp.Held().Len() != 0 {

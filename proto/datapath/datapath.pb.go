@@ -436,8 +436,11 @@ type CheckRequest struct {
 	Ipv4Addr      string                 `protobuf:"bytes,6,opt,name=ipv4_addr,json=ipv4Addr,proto3" json:"ipv4_addr,omitempty"`                // prevResult's
 	HostVeth      string                 `protobuf:"bytes,7,opt,name=host_veth,json=hostVeth,proto3" json:"host_veth,omitempty"`                // prevResult's
 	RouteTableId  int32                  `protobuf:"varint,8,opt,name=route_table_id,json=routeTableId,proto3" json:"route_table_id,omitempty"` // prevResult's; 254 (main) on the primary ENI
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// A multi-NIC pod's interfaces besides if_name, from prevResult, in
+	// network card order (ipv4_addr, host_veth, route_table_id, pod_if_name).
+	MoreInterfaces []*Interface `protobuf:"bytes,9,rep,name=more_interfaces,json=moreInterfaces,proto3" json:"more_interfaces,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CheckRequest) Reset() {
@@ -524,6 +527,13 @@ func (x *CheckRequest) GetRouteTableId() int32 {
 		return x.RouteTableId
 	}
 	return 0
+}
+
+func (x *CheckRequest) GetMoreInterfaces() []*Interface {
+	if x != nil {
+		return x.MoreInterfaces
+	}
+	return nil
 }
 
 // GCRequest releases every address of network_name that ipamd holds for
@@ -715,8 +725,11 @@ type Reply struct {
 	HostMac           string `protobuf:"bytes,7,opt,name=host_mac,json=hostMac,proto3" json:"host_mac,omitempty"`
 	PodMac            string `protobuf:"bytes,8,opt,name=pod_mac,json=podMac,proto3" json:"pod_mac,omitempty"`
 	NetworkPolicyMode string `protobuf:"bytes,9,opt,name=network_policy_mode,json=networkPolicyMode,proto3" json:"network_policy_mode,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A multi-NIC pod's interfaces on network cards above 0, in card order
+	// (ADD: its wiring; "links": host_veth only; DEL: the addresses released).
+	MoreInterfaces []*Interface `protobuf:"bytes,10,rep,name=more_interfaces,json=moreInterfaces,proto3" json:"more_interfaces,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Reply) Reset() {
@@ -812,6 +825,106 @@ func (x *Reply) GetNetworkPolicyMode() string {
 	return ""
 }
 
+func (x *Reply) GetMoreInterfaces() []*Interface {
+	if x != nil {
+		return x.MoreInterfaces
+	}
+	return nil
+}
+
+// Interface is one of a multi-NIC pod's interfaces besides the first.
+type Interface struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodIfName     string                 `protobuf:"bytes,1,opt,name=pod_if_name,json=podIfName,proto3" json:"pod_if_name,omitempty"` // mNicIf<n>
+	Ipv4Addr      string                 `protobuf:"bytes,2,opt,name=ipv4_addr,json=ipv4Addr,proto3" json:"ipv4_addr,omitempty"`
+	DeviceNumber  int32                  `protobuf:"varint,3,opt,name=device_number,json=deviceNumber,proto3" json:"device_number,omitempty"`
+	RouteTableId  int32                  `protobuf:"varint,4,opt,name=route_table_id,json=routeTableId,proto3" json:"route_table_id,omitempty"`
+	HostVeth      string                 `protobuf:"bytes,5,opt,name=host_veth,json=hostVeth,proto3" json:"host_veth,omitempty"`
+	HostMac       string                 `protobuf:"bytes,6,opt,name=host_mac,json=hostMac,proto3" json:"host_mac,omitempty"`
+	PodMac        string                 `protobuf:"bytes,7,opt,name=pod_mac,json=podMac,proto3" json:"pod_mac,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Interface) Reset() {
+	*x = Interface{}
+	mi := &file_datapath_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Interface) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Interface) ProtoMessage() {}
+
+func (x *Interface) ProtoReflect() protoreflect.Message {
+	mi := &file_datapath_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Interface.ProtoReflect.Descriptor instead.
+func (*Interface) Descriptor() ([]byte, []int) {
+	return file_datapath_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Interface) GetPodIfName() string {
+	if x != nil {
+		return x.PodIfName
+	}
+	return ""
+}
+
+func (x *Interface) GetIpv4Addr() string {
+	if x != nil {
+		return x.Ipv4Addr
+	}
+	return ""
+}
+
+func (x *Interface) GetDeviceNumber() int32 {
+	if x != nil {
+		return x.DeviceNumber
+	}
+	return 0
+}
+
+func (x *Interface) GetRouteTableId() int32 {
+	if x != nil {
+		return x.RouteTableId
+	}
+	return 0
+}
+
+func (x *Interface) GetHostVeth() string {
+	if x != nil {
+		return x.HostVeth
+	}
+	return ""
+}
+
+func (x *Interface) GetHostMac() string {
+	if x != nil {
+		return x.HostMac
+	}
+	return ""
+}
+
+func (x *Interface) GetPodMac() string {
+	if x != nil {
+		return x.PodMac
+	}
+	return ""
+}
+
 // Continue is the plugin's word after the policy agent (applied, or the
 // agent's error) and after "done" (applied: the commit). Never an empty
 // message: SOCK_SEQPACKET reads a zero-length packet as the peer's hang-up.
@@ -825,7 +938,7 @@ type Continue struct {
 
 func (x *Continue) Reset() {
 	*x = Continue{}
-	mi := &file_datapath_proto_msgTypes[8]
+	mi := &file_datapath_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +950,7 @@ func (x *Continue) String() string {
 func (*Continue) ProtoMessage() {}
 
 func (x *Continue) ProtoReflect() protoreflect.Message {
-	mi := &file_datapath_proto_msgTypes[8]
+	mi := &file_datapath_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +963,7 @@ func (x *Continue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Continue.ProtoReflect.Descriptor instead.
 func (*Continue) Descriptor() ([]byte, []int) {
-	return file_datapath_proto_rawDescGZIP(), []int{8}
+	return file_datapath_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Continue) GetError() string {
@@ -907,7 +1020,7 @@ const file_datapath_proto_rawDesc = "" +
 	"\n" +
 	"netns_gone\x18\t \x01(\bR\tnetnsGone\x12\x16\n" +
 	"\x06reason\x18\n" +
-	" \x01(\tR\x06reason\"\x8a\x02\n" +
+	" \x01(\tR\x06reason\"\xd1\x02\n" +
 	"\fCheckRequest\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12!\n" +
 	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12\x17\n" +
@@ -916,7 +1029,8 @@ const file_datapath_proto_rawDesc = "" +
 	"\x05netns\x18\x05 \x01(\tR\x05netns\x12\x1b\n" +
 	"\tipv4_addr\x18\x06 \x01(\tR\bipv4Addr\x12\x1b\n" +
 	"\thost_veth\x18\a \x01(\tR\bhostVeth\x12$\n" +
-	"\x0eroute_table_id\x18\b \x01(\x05R\frouteTableId\"\xa1\x01\n" +
+	"\x0eroute_table_id\x18\b \x01(\x05R\frouteTableId\x12E\n" +
+	"\x0fmore_interfaces\x18\t \x03(\v2\x1c.berth.datapath.v1.InterfaceR\x0emoreInterfaces\"\xa1\x01\n" +
 	"\tGCRequest\x12%\n" +
 	"\x0eclient_version\x18\x01 \x01(\tR\rclientVersion\x12!\n" +
 	"\fnetwork_name\x18\x02 \x01(\tR\vnetworkName\x12J\n" +
@@ -928,7 +1042,7 @@ const file_datapath_proto_rawDesc = "" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x10\n" +
 	"\x03msg\x18\x02 \x01(\tR\x03msg\x12\x18\n" +
-	"\adetails\x18\x03 \x01(\tR\adetails\"\xb6\x02\n" +
+	"\adetails\x18\x03 \x01(\tR\adetails\"\xfd\x02\n" +
 	"\x05Reply\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12.\n" +
 	"\x05error\x18\x02 \x01(\v2\x18.berth.datapath.v1.ErrorR\x05error\x12\x1b\n" +
@@ -938,7 +1052,17 @@ const file_datapath_proto_rawDesc = "" +
 	"\thost_veth\x18\x06 \x01(\tR\bhostVeth\x12\x19\n" +
 	"\bhost_mac\x18\a \x01(\tR\ahostMac\x12\x17\n" +
 	"\apod_mac\x18\b \x01(\tR\x06podMac\x12.\n" +
-	"\x13network_policy_mode\x18\t \x01(\tR\x11networkPolicyMode\":\n" +
+	"\x13network_policy_mode\x18\t \x01(\tR\x11networkPolicyMode\x12E\n" +
+	"\x0fmore_interfaces\x18\n" +
+	" \x03(\v2\x1c.berth.datapath.v1.InterfaceR\x0emoreInterfaces\"\xe4\x01\n" +
+	"\tInterface\x12\x1e\n" +
+	"\vpod_if_name\x18\x01 \x01(\tR\tpodIfName\x12\x1b\n" +
+	"\tipv4_addr\x18\x02 \x01(\tR\bipv4Addr\x12#\n" +
+	"\rdevice_number\x18\x03 \x01(\x05R\fdeviceNumber\x12$\n" +
+	"\x0eroute_table_id\x18\x04 \x01(\x05R\frouteTableId\x12\x1b\n" +
+	"\thost_veth\x18\x05 \x01(\tR\bhostVeth\x12\x19\n" +
+	"\bhost_mac\x18\x06 \x01(\tR\ahostMac\x12\x17\n" +
+	"\apod_mac\x18\a \x01(\tR\x06podMac\":\n" +
 	"\bContinue\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\tR\x05error\x12\x18\n" +
 	"\aapplied\x18\x02 \x01(\bR\aappliedB3Z1github.com/berth-io/berth/proto/datapath;datapathb\x06proto3"
@@ -955,7 +1079,7 @@ func file_datapath_proto_rawDescGZIP() []byte {
 	return file_datapath_proto_rawDescData
 }
 
-var file_datapath_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_datapath_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_datapath_proto_goTypes = []any{
 	(*Request)(nil),      // 0: berth.datapath.v1.Request
 	(*AddRequest)(nil),   // 1: berth.datapath.v1.AddRequest
@@ -965,20 +1089,23 @@ var file_datapath_proto_goTypes = []any{
 	(*Attachment)(nil),   // 5: berth.datapath.v1.Attachment
 	(*Error)(nil),        // 6: berth.datapath.v1.Error
 	(*Reply)(nil),        // 7: berth.datapath.v1.Reply
-	(*Continue)(nil),     // 8: berth.datapath.v1.Continue
+	(*Interface)(nil),    // 8: berth.datapath.v1.Interface
+	(*Continue)(nil),     // 9: berth.datapath.v1.Continue
 }
 var file_datapath_proto_depIdxs = []int32{
 	1, // 0: berth.datapath.v1.Request.add:type_name -> berth.datapath.v1.AddRequest
 	2, // 1: berth.datapath.v1.Request.del:type_name -> berth.datapath.v1.DelRequest
 	3, // 2: berth.datapath.v1.Request.check:type_name -> berth.datapath.v1.CheckRequest
 	4, // 3: berth.datapath.v1.Request.gc:type_name -> berth.datapath.v1.GCRequest
-	5, // 4: berth.datapath.v1.GCRequest.valid_attachments:type_name -> berth.datapath.v1.Attachment
-	6, // 5: berth.datapath.v1.Reply.error:type_name -> berth.datapath.v1.Error
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 4: berth.datapath.v1.CheckRequest.more_interfaces:type_name -> berth.datapath.v1.Interface
+	5, // 5: berth.datapath.v1.GCRequest.valid_attachments:type_name -> berth.datapath.v1.Attachment
+	6, // 6: berth.datapath.v1.Reply.error:type_name -> berth.datapath.v1.Error
+	8, // 7: berth.datapath.v1.Reply.more_interfaces:type_name -> berth.datapath.v1.Interface
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_datapath_proto_init() }
@@ -998,7 +1125,7 @@ func file_datapath_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_datapath_proto_rawDesc), len(file_datapath_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

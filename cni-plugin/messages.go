@@ -58,11 +58,57 @@ func (m *datapathDel) marshal() []byte {
 type datapathCheck struct {
 	ClientVersion, ContainerID, IfName, NetworkName, Netns, IPv4Addr, HostVeth string
 	RouteTableID                                                               int32
+	More                                                                       []datapathInterface
 }
 
 func (m *datapathCheck) marshal() []byte {
 	b := pbStrings(nil, m.ClientVersion, m.ContainerID, m.IfName, m.NetworkName, m.Netns, m.IPv4Addr, m.HostVeth)
-	return pbInt32(b, 8, m.RouteTableID)
+	b = pbInt32(b, 8, m.RouteTableID)
+	for _, f := range m.More {
+		b = pbBytes(b, 9, f.marshal())
+	}
+	return b
+}
+
+// datapathInterface is datapath.Interface, one of a multi-NIC pod's
+// interfaces besides the first.
+type datapathInterface struct {
+	PodIfName, IPv4Addr        string
+	DeviceNumber, RouteTableID int32
+	HostVeth, HostMAC, PodMAC  string
+}
+
+func (m *datapathInterface) marshal() []byte {
+	b := pbStrings(nil, m.PodIfName, m.IPv4Addr)
+	b = pbInt32(b, 3, m.DeviceNumber)
+	b = pbInt32(b, 4, m.RouteTableID)
+	b = pbString(b, 5, m.HostVeth)
+	b = pbString(b, 6, m.HostMAC)
+	return pbString(b, 7, m.PodMAC)
+}
+
+func unmarshalDatapathInterface(b []byte) (datapathInterface, error) {
+	var m datapathInterface
+	err := pbFields(b, func(num uint64, v uint64, p []byte) error {
+		switch {
+		case num == 1 && p != nil:
+			m.PodIfName = string(p)
+		case num == 2 && p != nil:
+			m.IPv4Addr = string(p)
+		case num == 3 && p == nil:
+			m.DeviceNumber = int32(v)
+		case num == 4 && p == nil:
+			m.RouteTableID = int32(v)
+		case num == 5 && p != nil:
+			m.HostVeth = string(p)
+		case num == 6 && p != nil:
+			m.HostMAC = string(p)
+		case num == 7 && p != nil:
+			m.PodMAC = string(p)
+		}
+		return nil
+	})
+	return m, err
 }
 
 // datapathGC is datapath.GCRequest; Valid holds (container ID, interface)
@@ -96,6 +142,7 @@ type datapathReply struct {
 	IPv4Addr                                     string
 	DeviceNumber, RouteTableID                   int32
 	HostVeth, HostMAC, PodMAC, NetworkPolicyMode string
+	More                                         []datapathInterface // a multi-NIC pod's other interfaces
 }
 
 // datapathError is datapath.Error, a CNI error.
@@ -140,6 +187,12 @@ func unmarshalDatapathReply(b []byte) (*datapathReply, error) {
 			r.PodMAC = string(p)
 		case num == 9 && p != nil:
 			r.NetworkPolicyMode = string(p)
+		case num == 10 && p != nil:
+			f, err := unmarshalDatapathInterface(p)
+			if err != nil {
+				return err
+			}
+			r.More = append(r.More, f)
 		}
 		return nil
 	})

@@ -84,7 +84,7 @@ func cmdAdd(args *skel.CmdArgs) error {
 		// The pod's veth is up without an address: the policy agent
 		// attaches to it now, before any packet can pass.
 		var agentErr string
-		if perr := enforcePolicy(conf, req.PodName, req.PodNamespace, reply.NetworkPolicyMode); perr != nil {
+		if perr := enforcePolicy(conf, req.PodName, req.PodNamespace, reply.NetworkPolicyMode, int32(1+len(reply.More))); perr != nil {
 			agentErr = perr.Error()
 		}
 		reply, err = receiveReply(c, c.Send(datapathContinue(agentErr)))
@@ -103,6 +103,13 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	result := &addResult{hostVeth: reply.HostVeth, hostMAC: reply.HostMAC, ifName: args.IfName, netns: args.Netns,
 		tableIface: tableInterface + reply.HostVeth[len(conf.VethPrefix):], table: int(reply.RouteTableID), device: int(reply.DeviceNumber), ip: ip}
+	for _, f := range reply.More {
+		fip := net.ParseIP(f.IPv4Addr).To4()
+		if fip == nil || !strings.HasPrefix(f.HostVeth, conf.VethPrefix) || f.PodIfName == "" {
+			return types.NewError(types.ErrInternal, "ipamd answered without an address for a multi-NIC pod's interface", fmt.Sprintf("%+v", f))
+		}
+		result.more = append(result.more, moreIf{hostVeth: f.HostVeth, hostMAC: f.HostMAC, ifName: f.PodIfName, table: int(f.RouteTableID), ip: fip})
+	}
 	// ipamd keeps the pod's wiring only once told: a plugin that fails
 	// after ipamd's answer, or is killed, leaves nothing behind.
 	if err := c.Send(datapathContinue("")); err != nil {
@@ -145,10 +152,10 @@ func agentPresent(conf *NetConf) bool {
 
 // enforcePolicy asks the policy agent to apply the pod's policies before
 // the pod starts.
-func enforcePolicy(conf *NetConf, podName, podNamespace, mode string) error {
+func enforcePolicy(conf *NetConf, podName, podNamespace, mode string, interfaces int32) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ok, err := enforceNpToPod(ctx, conf.NPASocket, podName, podNamespace, mode, 1)
+	ok, err := enforceNpToPod(ctx, conf.NPASocket, podName, podNamespace, mode, interfaces)
 	if err != nil {
 		return fmt.Errorf("EnforceNpToPod: %w", err)
 	}
@@ -163,6 +170,16 @@ type prevState struct {
 	hostName string
 	ip       net.IP
 	table    int
+	more     []prevIf // a multi-NIC pod's other interfaces
+}
+
+// prevIf is one of a multi-NIC pod's interfaces besides the first, as
+// prevResult has it: the pod's interface with the route table as its
+// "mac", the host veth just before it.
+type prevIf struct {
+	hostName, podIf string
+	ip              net.IP
+	table           int
 }
 
 func fromPrev(conf *NetConf) (*prevState, error) {
@@ -205,11 +222,29 @@ func fromPrev(conf *NetConf) (*prevState, error) {
 	case device > 0:
 		st.table = device + 1
 	}
+	first := true
 	for _, c := range res.IPs {
-		if c != nil {
-			st.ip = c.Address.IP.To4()
-			break
+		if c == nil {
+			continue
 		}
+		if first {
+			st.ip, first = c.Address.IP.To4(), false
+			continue
+		}
+		// Further addresses are a multi-NIC pod's, each naming its pod
+		// interface, which follows its host veth.
+		if c.Interface == nil || *c.Interface < 1 || *c.Interface >= len(res.Interfaces) {
+			continue
+		}
+		pod, host := res.Interfaces[*c.Interface], res.Interfaces[*c.Interface-1]
+		if pod == nil || host == nil {
+			continue
+		}
+		table, err := strconv.Atoi(pod.Mac)
+		if err != nil {
+			continue
+		}
+		st.more = append(st.more, prevIf{hostName: host.Name, podIf: pod.Name, ip: c.Address.IP.To4(), table: table})
 	}
 	return st, nil
 }
@@ -277,6 +312,11 @@ func cmdDel(args *skel.CmdArgs) error {
 	}
 	if err := rtnl.TeardownHost(prev.hostName, prev.ip, prev.table, gone); err != nil {
 		log.Warn("teardown", "err", err)
+	}
+	for _, f := range prev.more {
+		if err := rtnl.TeardownHost(f.hostName, f.ip, f.table, gone); err != nil {
+			log.Warn("teardown", "interface", f.podIf, "err", err)
+		}
 	}
 	return nil
 }
@@ -346,6 +386,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	defer unix.Close(podNS)
 	req := datapathCheck{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		Netns: args.Netns, IPv4Addr: prev.ip.String(), HostVeth: prev.hostName, RouteTableID: int32(prev.table)}
+	for _, f := range prev.more {
+		req.More = append(req.More, datapathInterface{PodIfName: f.podIf, IPv4Addr: f.ip.String(), HostVeth: f.hostName, RouteTableID: int32(f.table)})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reply, err := callDatapath(ctx, conf.DatapathSocket, datapathRequest(commandCheck, req.marshal()), podNS)

@@ -24,6 +24,17 @@ type addResult struct {
 	tableIface        string
 	table, device     int
 	ip                net.IP // 4 bytes
+	more              []moreIf
+}
+
+// moreIf is one of a multi-NIC pod's interfaces besides the first: in the
+// result, its host veth, then the pod's interface (the route table as its
+// "mac"), before the dummy; its address names the pod's interface and has
+// the interface's own gateway, 169.254.1.(n+1), as the VPC CNI's has.
+type moreIf struct {
+	hostVeth, hostMAC, ifName string
+	table                     int
+	ip                        net.IP
 }
 
 // interfaces are the result's interfaces as name, mac, sandbox.
@@ -36,26 +47,32 @@ func (a *addResult) interfaces() [3][3]string {
 // converts through the library and for the tests.
 func (a *addResult) cni() *current.Result {
 	idx := 1
-	var itfs []*current.Interface
-	for _, f := range a.interfaces() {
-		itfs = append(itfs, &current.Interface{Name: f[0], Mac: f[1], Sandbox: f[2]})
+	f := a.interfaces()
+	itfs := []*current.Interface{{Name: f[0][0], Mac: f[0][1], Sandbox: f[0][2]}, {Name: f[1][0], Mac: f[1][1], Sandbox: f[1][2]}}
+	ips := []*current.IPConfig{{Address: *podroute.HostNet(a.ip), Gateway: podroute.Gateway, Interface: &idx}}
+	for i, m := range a.more {
+		itfs = append(itfs, &current.Interface{Name: m.hostVeth, Mac: m.hostMAC}, &current.Interface{Name: m.ifName, Mac: strconv.Itoa(m.table), Sandbox: a.netns})
+		idx := len(itfs) - 1
+		ips = append(ips, &current.IPConfig{Address: *podroute.HostNet(m.ip), Gateway: net.IPv4(169, 254, 1, byte(i+2)).To4(), Interface: &idx})
 	}
+	itfs = append(itfs, &current.Interface{Name: f[2][0], Mac: f[2][1], Sandbox: f[2][2]})
 	return &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
 		Interfaces: itfs,
-		IPs:        []*current.IPConfig{{Address: *podroute.HostNet(a.ip), Gateway: podroute.Gateway, Interface: &idx}},
+		IPs:        ips,
 		Routes:     []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, GW: podroute.Gateway}},
 	}
 }
 
-// print writes the result for cniVersion to w. For the 1.x versions it
-// writes the bytes the CNI library's PrintResult writes, directly: the
+// print writes the result for cniVersion to w. For the 1.x versions and a
+// pod with one interface it writes the bytes the CNI library's PrintResult
+// writes, directly: the
 // library marshals the result, unmarshals it into a map (to drop an empty
 // "dns"), marshals the map and indents it, and that reflection is, cold,
 // a good part of an ADD's own time. TestResultBytesMatchTheLibrary holds
 // the two to the same bytes. Older versions convert through the library.
 func (a *addResult) print(w io.Writer, cniVersion string) error {
-	if cniVersion != "1.0.0" && cniVersion != "1.1.0" {
+	if cniVersion != "1.0.0" && cniVersion != "1.1.0" || len(a.more) > 0 {
 		r, err := a.cni().GetAsVersion(cniVersion)
 		if err != nil {
 			return err

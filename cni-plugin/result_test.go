@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -94,5 +95,33 @@ func TestResultReadsAsTheVPCCNIs(t *testing.T) {
 	}
 	if table, err := strconv.Atoi(eth0.Mac); err != nil || table != 3 {
 		t.Errorf("eth0 mac %q, want the route table 3", eth0.Mac)
+	}
+}
+
+// A multi-NIC pod's result, in the VPC CNI's layout ([host0, eth0, host1,
+// mNicIf1, dummy], each address naming its pod interface), reads back as
+// the same interfaces in DEL and CHECK, in every version a runtime may
+// ask for.
+func TestMultiNICResultRoundTrip(t *testing.T) {
+	a := addResult{hostVeth: "eni6ccf8ece94d", hostMAC: "4a:d8:3a:50:55:33", ifName: "eth0", netns: "/var/run/netns/x",
+		tableIface: "dummy6ccf8ece94d", table: 3, device: 2, ip: net.IPv4(10, 0, 3, 17).To4(),
+		more: []moreIf{{hostVeth: "eni0b1e2c3d4e5", hostMAC: "4a:d8:3a:50:55:34", ifName: "mNicIf1", table: 10101, ip: net.IPv4(10, 0, 9, 5).To4()}}}
+	for _, v := range []string{"1.1.0", "1.0.0", "0.4.0"} {
+		var b bytes.Buffer
+		if err := a.print(&b, v); err != nil {
+			t.Fatal(err)
+		}
+		conf, _, err := loadNetConf(fmt.Appendf(nil, `{"cniVersion":%q,"name":"aws-cni","type":"berth-cni","prevResult":%s}`, v, b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := fromPrev(conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := prevIf{hostName: "eni0b1e2c3d4e5", podIf: "mNicIf1", ip: net.IPv4(10, 0, 9, 5).To4(), table: 10101}
+		if st.hostName != a.hostVeth || !st.ip.Equal(a.ip) || st.table != 3 || len(st.more) != 1 || fmt.Sprint(st.more[0]) != fmt.Sprint(want) {
+			t.Errorf("%s: prevResult read as %+v, want eth0 %s on %s table 3 and %+v\n%s", v, st, a.ip, a.hostVeth, want, b.String())
+		}
 	}
 }

@@ -205,7 +205,8 @@ func TestDatapathMessages(t *testing.T) {
 	del := datapathDel{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", PodNamespace: "ns", PodName: "web-0",
 		PodInfraContainerID: "infra", PodUID: "uid", NetnsGone: true, Reason: "PodDeleted"}
 	check := datapathCheck{ClientVersion: "v1", ContainerID: "cid", IfName: "eth0", NetworkName: "aws-cni", Netns: "/var/run/netns/x",
-		IPv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableID: 3}
+		IPv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableID: 3,
+		More: []datapathInterface{{PodIfName: "mNicIf1", IPv4Addr: "10.0.9.4", HostVeth: "enib0123456789", RouteTableID: 10101}, {}}}
 	gc := datapathGC{ClientVersion: "v1", NetworkName: "aws-cni", Valid: [][2]string{{"c1", "eth0"}, {"", ""}, {"c2", "eth1"}}}
 	for _, tc := range []struct {
 		b    []byte
@@ -220,7 +221,8 @@ func TestDatapathMessages(t *testing.T) {
 			PodInfraContainerId: "infra", PodUid: "uid", NetnsGone: true, Reason: "PodDeleted"}}}},
 		{datapathRequest(commandCheck, check.marshal()), &datapath.Request{Command: &datapath.Request_Check{Check: &datapath.CheckRequest{
 			ClientVersion: "v1", ContainerId: "cid", IfName: "eth0", NetworkName: "aws-cni", Netns: "/var/run/netns/x",
-			Ipv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableId: 3}}}},
+			Ipv4Addr: "10.0.3.4", HostVeth: "eni0123456789a", RouteTableId: 3,
+			MoreInterfaces: []*datapath.Interface{{PodIfName: "mNicIf1", Ipv4Addr: "10.0.9.4", HostVeth: "enib0123456789", RouteTableId: 10101}, {}}}}}},
 		{datapathRequest(commandGC, gc.marshal()), &datapath.Request{Command: &datapath.Request_Gc{Gc: &datapath.GCRequest{
 			ClientVersion: "v1", NetworkName: "aws-cni",
 			ValidAttachments: []*datapath.Attachment{{ContainerId: "c1", IfName: "eth0"}, {}, {ContainerId: "c2", IfName: "eth1"}}}}}},
@@ -245,7 +247,9 @@ func TestDatapathMessages(t *testing.T) {
 
 	for _, r := range []*datapath.Reply{
 		{Phase: "done", Ipv4Addr: "10.0.3.4", DeviceNumber: 2, RouteTableId: 3, HostVeth: "eni0123456789a",
-			HostMac: "02:00:00:00:00:01", PodMac: "02:00:00:00:00:02", NetworkPolicyMode: "standard"},
+			HostMac: "02:00:00:00:00:01", PodMac: "02:00:00:00:00:02", NetworkPolicyMode: "standard",
+			MoreInterfaces: []*datapath.Interface{{PodIfName: "mNicIf1", Ipv4Addr: "10.0.9.4", DeviceNumber: 0, RouteTableId: 10100,
+				HostVeth: "enib0123456789", HostMac: "02:00:00:00:01:01", PodMac: "02:00:00:00:01:02"}, {PodIfName: "mNicIf2", DeviceNumber: 3}}},
 		{Error: &datapath.Error{Code: 11, Msg: "failed to assign an IP address to the pod", Details: "subnet exhausted"}},
 		{Phase: "links", DeviceNumber: -1, NetworkPolicyMode: "strict"},
 	} {
@@ -259,6 +263,10 @@ func TestDatapathMessages(t *testing.T) {
 		}
 		back := &datapath.Reply{Phase: d.Phase, Ipv4Addr: d.IPv4Addr, DeviceNumber: d.DeviceNumber, RouteTableId: d.RouteTableID,
 			HostVeth: d.HostVeth, HostMac: d.HostMAC, PodMac: d.PodMAC, NetworkPolicyMode: d.NetworkPolicyMode}
+		for _, f := range d.More {
+			back.MoreInterfaces = append(back.MoreInterfaces, &datapath.Interface{PodIfName: f.PodIfName, Ipv4Addr: f.IPv4Addr, DeviceNumber: f.DeviceNumber,
+				RouteTableId: f.RouteTableID, HostVeth: f.HostVeth, HostMac: f.HostMAC, PodMac: f.PodMAC})
+		}
 		if d.Error != nil {
 			back.Error = &datapath.Error{Code: d.Error.Code, Msg: d.Error.Msg, Details: d.Error.Details}
 		}

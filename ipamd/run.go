@@ -344,7 +344,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		<-dpDone
 	}()
 
-	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit(), Unmanaged: p.UnmanagedENIs}
+	src := introspect.Source{Store: ds, Config: cfg, Instance: in, MaxPods: p.MaxPodsLimit(), Unmanaged: p.UnmanagedENIs, Cards: map[int]*datastore.Store{}}
+	for _, c := range cards[1:] {
+		src.Cards[c.index] = c.ds
+	}
 	if eniConfigs != nil {
 		src.ENIConfigName = eniConfigs.Name
 	}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,10 @@ import (
 
 // Source is what introspection reads.
 type Source struct {
-	Store    *datastore.Store
+	Store *datastore.Store
+	// Cards are the pools of network cards above 0 (ENABLE_MULTI_NIC), by
+	// card index.
+	Cards    map[int]*datastore.Store
 	Config   config.Config
 	Instance cloud.Instance
 	MaxPods  int
@@ -165,10 +169,19 @@ type ipamMetadata struct {
 	InterfacesCount int    `json:"interfacesCount,omitempty"`
 }
 
-// enis builds the /v1/enis answer: network card index → pool. berth
-// manages network card 0 only.
+// enis builds the /v1/enis answer: network card index → pool; cards above
+// 0 with ENABLE_MULTI_NIC.
 func (src Source) enis() map[string]eniInfos {
-	states, total, assigned := src.Store.Snapshot()
+	out := map[string]eniInfos{"0": src.pool(src.Store)}
+	for i, ds := range src.Cards {
+		out[strconv.Itoa(i)] = src.pool(ds)
+	}
+	return out
+}
+
+// pool is one network card's /v1/enis entry.
+func (src Source) pool(ds *datastore.Store) eniInfos {
+	states, total, assigned := ds.Snapshot()
 	pool := eniInfos{TotalIPs: total, AssignedIPs: assigned, ENIs: make(map[string]eniInfo, len(states))}
 	for _, e := range states {
 		v := eniInfo{ID: e.ID, IsPrimary: e.IsPrimary, DeviceNumber: e.DeviceIndex,
@@ -195,7 +208,7 @@ func (src Source) enis() map[string]eniInfos {
 		}
 		pool.ENIs[e.ID] = v
 	}
-	return map[string]eniInfos{"0": pool}
+	return pool
 }
 
 func ipNet(p netip.Prefix) net.IPNet {

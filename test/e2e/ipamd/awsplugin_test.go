@@ -87,15 +87,7 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 	}
 	target.listen(t, 7070)
 
-	if err := os.Link(plugin, filepath.Join(n.binDir, "aws-cni")); err != nil {
-		b, rerr := os.ReadFile(plugin)
-		if rerr != nil {
-			t.Fatal(rerr)
-		}
-		if err := os.WriteFile(filepath.Join(n.binDir, "aws-cni"), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	installAWSPlugin(t, n, plugin)
 	logFile := filepath.Join(t.TempDir(), "aws-plugin.log")
 	conf, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"0.4.0","name":"aws-cni","disableCheck":true,
 		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict","pluginLogFile":%q,"pluginLogLevel":"Debug",

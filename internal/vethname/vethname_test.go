@@ -7,6 +7,13 @@ func TestFor(t *testing.T) {
 	if got := For("eni", "default", "web-0"); got != "eni0d7763386da" {
 		t.Fatalf("For = %q, want eni0d7763386da", got)
 	}
+	// A multi-NIC pod's second interface: the VPC CNI v1.23.2 plugin named
+	// it eni5fc27af3aad for pod default/multi-nic-aws-cni (hash of
+	// "default.multi-nic-aws-cni.1"); restore and the orphan sweep look
+	// for it under that name.
+	if got := For("eni", "default", "multi-nic-aws-cni.1"); got != "eni5fc27af3aad" {
+		t.Fatalf("For(interface 1) = %q, want eni5fc27af3aad", got)
+	}
 	if For("eni", "default", "web-0") == For("eni", "default", "web-1") {
 		t.Fatal("two pods share a veth name")
 	}

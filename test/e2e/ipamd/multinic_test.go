@@ -54,6 +54,7 @@ func TestMultiNICPods(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a pod without the annotation: %v", err)
 	}
+	outer := t // the restarted ipamd must outlive the subtest that restarts it
 	for _, c := range []struct {
 		plugin string
 		conf   *libcni.NetworkConfigList
@@ -102,6 +103,26 @@ func TestMultiNICPods(t *testing.T) {
 			if c.check {
 				if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.CheckNetworkList(context.Background(), c.conf, rt) }); err != nil {
 					t.Errorf("CHECK of a multi-NIC pod: %v", err)
+				}
+				// ipamd killed and restarted: card 1's checkpoint gives the
+				// pod its second address back, with its rules.
+				_ = n.cmd.Process.Kill()
+				_ = n.cmd.Wait()
+				if _, err := os.Stat(filepath.Join(n.stateDir, "ipam-nic-1.json")); err != nil {
+					t.Errorf("card 1's checkpoint: %v", err)
+				}
+				n.restart(outer, "ENABLE_MULTI_NIC=true", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=2")
+				if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.CheckNetworkList(context.Background(), c.conf, rt) }); err != nil {
+					t.Errorf("CHECK after ipamd's restart: %v", err)
+				}
+				held := introspectPods(t, n)
+				for _, ip := range ips {
+					if !slices.Contains(held, ip.String()) {
+						t.Errorf("%s not allocated after ipamd's restart (allocated: %v)", ip, held)
+					}
+					if err := dialFromAddr(nsName, ip, net.JoinHostPort(target.ip.String(), "7070")); err != nil {
+						t.Errorf("after ipamd's restart, from %s: %v", ip, err)
+					}
 				}
 			}
 			if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), c.conf, rt) }); err != nil {

@@ -295,3 +295,56 @@ func TestHeldAllocationsAreReleased(t *testing.T) {
 		t.Fatalf("checkpoint: %v, %v; want empty", a, err)
 	}
 }
+
+// With a pool on network card 1 (ENABLE_MULTI_NIC), a multi-NIC pod gets
+// an address on each card, card 0's first, with card 1's route table
+// (10000 + device + 100); DEL releases both. When card 1 cannot give one,
+// the ADD fails naming the card and card 0's address goes back: all or
+// none. A pod without the annotation takes card 0's only.
+func TestAddMultiNIC(t *testing.T) {
+	ds0 := newDS()
+	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.1/32"))
+	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.2/32"))
+	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.3/32")) // the one given back cools down
+	ds1 := datastore.New(time.Second, nil)
+	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.1/32"))
+	pool1 := &testPool{ds: ds1, growIn: -1}
+	c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 300*time.Millisecond, func(s *Server) {
+		s.UseCards([]Card{{Index: 1, Store: ds1, Pool: pool1, CP: datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam-nic-1.json"), ds1)}})
+	})
+	r := addReq("multi", "v9.9.9")
+	r.RequiresMultiNICAttachment = true
+	reply, err := c.AddNetwork(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := reply.IPAllocationMetadata
+	if len(got) != 2 || !strings.HasPrefix(got[0].IPv4Addr, "10.0.2.") || got[0].RouteTableId != 2 || got[1].IPv4Addr != "10.0.9.1" || got[1].DeviceNumber != 0 || got[1].RouteTableId != 10100 {
+		t.Fatalf("multi-NIC reply %v", got)
+	}
+	if a, _ := ds1.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "multi", IfName: "eth0"}); a.Meta.InterfacesCount != 2 {
+		t.Errorf("card 1's allocation records %d interfaces, want 2", a.Meta.InterfacesCount)
+	}
+
+	// Card 1 is out of addresses and cannot grow: nothing is kept.
+	r2 := addReq("multi-2", "v9.9.9")
+	r2.RequiresMultiNICAttachment = true
+	if _, err := c.AddNetwork(context.Background(), r2); status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "network card 1") {
+		t.Fatalf("ADD with card 1 dry: %v, want DeadlineExceeded naming card 1", err)
+	}
+	if n := len(ds0.Allocations()); n != 1 {
+		t.Fatalf("card 0 holds %d allocations after the failed multi-NIC ADD, want 1 (the first pod's)", n)
+	}
+	if single, err := c.AddNetwork(context.Background(), addReq("single", "v9.9.9")); err != nil || len(single.IPAllocationMetadata) != 1 {
+		t.Fatalf("a pod without the annotation: %v %v", single, err)
+	}
+
+	del, err := c.DelNetwork(context.Background(), &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "multi", IfName: "eth0", NetworkName: "aws-cni"})
+	if err != nil || len(del.IPAllocationMetadata) != 2 || del.IPAllocationMetadata[1].IPv4Addr != "10.0.9.1" || del.IPAllocationMetadata[1].RouteTableId != 10100 {
+		t.Fatalf("DEL of the multi-NIC pod: %v %v", del, err)
+	}
+	if n := len(ds1.Allocations()); n != 0 {
+		t.Fatalf("card 1 holds %d allocations after the DEL", n)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -87,10 +88,12 @@ type Agent struct {
 	podStore cache.Store
 }
 
-// localPod is a pod of this node whose veth the agent enforces.
+// localPod is a pod of this node whose veths the agent enforces.
 type localPod struct {
-	ifindex int
-	mode    string
+	// ifindexes are the pod's host veths: eth0's, then, for a multi-NIC
+	// pod, those of its interfaces on the other network cards.
+	ifindexes []int
+	mode      string
 	// applied is the digest of the policy in the pod's maps (zero: none
 	// yet); a digest, not the policy, since a thousand pods selected by a
 	// thousand-peer policy would otherwise hold a million prefixes.
@@ -157,13 +160,18 @@ func (a *Agent) recover() error {
 	// A pod's veth is found by its name's hash, whatever its prefix: pods
 	// keep the veths they were made with when the prefix setting changes,
 	// and taking them for gone would strip their policy.
+	// A multi-NIC pod's other veths are named after "<pod>.<n>".
 	byHash := map[string]types.NamespacedName{}
 	for _, o := range a.podStore.List() {
 		p := o.(*corev1.Pod)
 		if !p.Spec.HostNetwork {
-			byHash[vethname.Hash(p.Namespace, p.Name)] = types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+			key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+			for i := range maxInterfaces {
+				byHash[vethname.Hash(p.Namespace, vethPod(p.Name, i))] = key
+			}
 		}
 	}
+	var recovered []types.NamespacedName
 	for _, idx := range attached {
 		key, ok := a.podOfLink(idx, byHash)
 		if !ok {
@@ -172,7 +180,14 @@ func (a *Agent) recover() error {
 			}
 			continue
 		}
-		a.pods[key] = &localPod{ifindex: idx, mode: a.cfg.Mode}
+		if lp, ok := a.pods[key]; ok {
+			lp.ifindexes = append(lp.ifindexes, idx)
+			continue
+		}
+		a.pods[key] = &localPod{ifindexes: []int{idx}, mode: a.cfg.Mode}
+		recovered = append(recovered, key)
+	}
+	for _, key := range recovered {
 		if err := a.sync(key, nil); err != nil {
 			a.log.Error("re-enforce pod after restart", "pod", key, "err", err)
 		}
@@ -200,9 +215,25 @@ func (a *Agent) podOfLink(idx int, byHash map[string]types.NamespacedName) (type
 	return key, ok
 }
 
-// Enforce is EnforceNpToPod: it returns once the pod's programs are
-// attached with its final policy in their maps.
-func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string) error {
+// maxInterfaces bounds a multi-NIC pod's interfaces: one per network card
+// (p5.48xlarge has 32).
+const maxInterfaces = 32
+
+// vethPod is what the host veth of a pod's interface i is named after:
+// the pod, or "<pod>.<i>" for a multi-NIC pod's interface on card i, as the
+// VPC CNI names them.
+func vethPod(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return fmt.Sprintf("%s.%d", name, i)
+}
+
+// Enforce is EnforceNpToPod: it returns once the programs of the pod's
+// interfaces (EnforceNpRequest.InterfaceCount: one per network card for a
+// multi-NIC pod, 0 means 1) are attached with its final policy in their
+// maps.
+func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string, interfaces int) error {
 	start := time.Now()
 	if mode == "" {
 		mode = a.cfg.Mode
@@ -211,10 +242,18 @@ func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string) error
 		return fmt.Errorf("network policy mode %q: want standard or strict", mode)
 	}
 	key := types.NamespacedName{Namespace: namespace, Name: name}
-	veth := vethname.For(a.cfg.VethPrefix, namespace, name)
-	idx, err := a.cfg.LinkIndex(veth)
-	if err != nil {
-		return fmt.Errorf("pod %s: host veth %s: %w", key, veth, err)
+	if interfaces > maxInterfaces {
+		return fmt.Errorf("pod %s: %d interfaces, at most %d", key, interfaces, maxInterfaces)
+	}
+	var idxs []int
+	var veths []string
+	for i := range max(interfaces, 1) {
+		veth := vethname.For(a.cfg.VethPrefix, namespace, vethPod(name, i))
+		idx, err := a.cfg.LinkIndex(veth)
+		if err != nil {
+			return fmt.Errorf("pod %s: host veth %s: %w", key, veth, err)
+		}
+		idxs, veths = append(idxs, idx), append(veths, veth)
 	}
 	// The pod object exists before its sandbox does; when the informer has
 	// not seen it yet, read it, so its labels select its policies now.
@@ -231,19 +270,27 @@ func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string) error
 	if !a.synced {
 		return errors.New("policy agent is not in sync with the API server yet")
 	}
-	lp := &localPod{ifindex: idx, mode: mode}
-	if old, ok := a.pods[key]; ok && old.ifindex != idx {
-		_ = a.cfg.Datapath.Remove(old.ifindex)
+	lp := &localPod{ifindexes: idxs, mode: mode}
+	if old, ok := a.pods[key]; ok {
+		for _, o := range old.ifindexes {
+			if !slices.Contains(idxs, o) {
+				_ = a.cfg.Datapath.Remove(o)
+			}
+		}
 	}
 	a.pods[key] = lp
 	if err := a.sync(key, podLabels); err != nil {
 		delete(a.pods, key)
 		return err
 	}
-	if err := a.cfg.Datapath.Attach(idx); err != nil {
-		delete(a.pods, key)
-		_ = a.cfg.Datapath.Remove(idx)
-		return fmt.Errorf("attach programs to %s: %w", veth, err)
+	for i, idx := range idxs {
+		if err := a.cfg.Datapath.Attach(idx); err != nil {
+			delete(a.pods, key)
+			for _, idx := range idxs {
+				_ = a.cfg.Datapath.Remove(idx)
+			}
+			return fmt.Errorf("attach programs to %s: %w", veths[i], err)
+		}
 	}
 	a.cfg.Metrics.observeEnforce(time.Since(start))
 	a.cfg.Metrics.setPods(len(a.pods))
@@ -261,10 +308,13 @@ func (a *Agent) Delete(namespace, name string) error {
 	}
 	delete(a.pods, key)
 	a.cfg.Metrics.setPods(len(a.pods))
-	if err := a.cfg.Datapath.Remove(lp.ifindex); err != nil {
-		return fmt.Errorf("remove policy of %s: %w", key, err)
+	var errs []error
+	for _, idx := range lp.ifindexes {
+		if err := a.cfg.Datapath.Remove(idx); err != nil {
+			errs = append(errs, fmt.Errorf("remove policy of %s (ifindex %d): %w", key, idx, err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (a *Agent) cachedPod(key types.NamespacedName) *corev1.Pod {
@@ -319,8 +369,10 @@ func (a *Agent) sync(key types.NamespacedName, podLabels map[string]string) erro
 	if lp.applied == sum {
 		return nil
 	}
-	if err := a.cfg.Datapath.Apply(lp.ifindex, pol); err != nil {
-		return fmt.Errorf("apply policy of %s: %w", key, err)
+	for _, idx := range lp.ifindexes {
+		if err := a.cfg.Datapath.Apply(idx, pol); err != nil {
+			return fmt.Errorf("apply policy of %s (ifindex %d): %w", key, idx, err)
+		}
 	}
 	lp.applied = sum
 	return nil
@@ -452,7 +504,9 @@ func (a *Agent) podChanged(o any, deleted bool) {
 	if deleted {
 		if lp, ok := a.pods[key]; ok {
 			delete(a.pods, key)
-			_ = a.cfg.Datapath.Remove(lp.ifindex)
+			for _, idx := range lp.ifindexes {
+				_ = a.cfg.Datapath.Remove(idx)
+			}
 			a.cfg.Metrics.setPods(len(a.pods))
 		}
 		return

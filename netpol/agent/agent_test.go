@@ -169,7 +169,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestEnforceAppliesBeforeAttachAndFollowsModes(t *testing.T) {
 	a, rec, _, _ := startAgent(t, ModeStandard, testPod("x", "a", map[string]string{"pod": "a"}), testPod("x", "b", nil))
-	if err := a.Enforce(context.Background(), "x", "a", ""); err != nil {
+	if err := a.Enforce(context.Background(), "x", "a", "", 1); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.calls) != 2 || rec.calls[0] != "apply" || rec.calls[1] != "attach" {
@@ -178,16 +178,16 @@ func TestEnforceAppliesBeforeAttachAndFollowsModes(t *testing.T) {
 	if p, _ := rec.policy(7); p.Ingress.Isolated || p.Egress.Isolated {
 		t.Fatalf("standard mode isolated an unselected pod: %+v", p)
 	}
-	if err := a.Enforce(context.Background(), "x", "b", ModeStrict); err != nil {
+	if err := a.Enforce(context.Background(), "x", "b", ModeStrict, 1); err != nil {
 		t.Fatal(err)
 	}
 	if p, _ := rec.policy(8); !p.Ingress.Isolated || !p.Egress.Isolated || len(p.Ingress.Rules) != 0 {
 		t.Fatalf("strict mode let an unselected pod talk: %+v", p)
 	}
-	if err := a.Enforce(context.Background(), "x", "nope", ""); err == nil {
+	if err := a.Enforce(context.Background(), "x", "nope", "", 1); err == nil {
 		t.Fatal("a pod without a veth was reported enforced")
 	}
-	if err := a.Enforce(context.Background(), "x", "a", "loose"); err == nil {
+	if err := a.Enforce(context.Background(), "x", "a", "loose", 1); err == nil {
 		t.Fatal("an unknown mode was accepted")
 	}
 	if err := a.Delete("x", "a"); err != nil {
@@ -203,7 +203,7 @@ func TestEnforceAppliesBeforeAttachAndFollowsModes(t *testing.T) {
 
 func TestPolicyEndpointChangesReachPods(t *testing.T) {
 	a, rec, dyn, kube := startAgent(t, ModeStandard, testPod("x", "a", map[string]string{"pod": "a"}))
-	if err := a.Enforce(context.Background(), "x", "a", ""); err != nil {
+	if err := a.Enforce(context.Background(), "x", "a", "", 1); err != nil {
 		t.Fatal(err)
 	}
 	res := dyn.Resource(pe.GroupVersionResource).Namespace("x")
@@ -256,4 +256,47 @@ func TestPolicyEndpointChangesReachPods(t *testing.T) {
 		}
 	}
 	waitFor(t, "policy deleted", func() bool { p, _ := rec.policy(7); return !p.Ingress.Isolated })
+}
+
+// A multi-NIC pod (EnforceNpToPod's InterfaceCount 2) has its policy on
+// both host veths, eth0's and the one named after "<pod>.1": traffic
+// through its second interface must not pass unenforced. DeletePodNp
+// removes both, and a restarted agent takes both back.
+func TestMultiNICPodEnforcedOnEveryInterface(t *testing.T) {
+	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
+	links := map[string]int{vethname.For("eni", "x", "m"): 7, vethname.For("eni", "x", "m.1"): 11}
+	a, _, _ := startAgentOn(t, ModeStrict, rec, links, testPod("x", "m", nil))
+	if err := a.Enforce(context.Background(), "x", "m", "", 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{7, 11} {
+		if p, ok := rec.policy(i); !ok || !p.Ingress.Isolated || !rec.isAttached(i) {
+			t.Errorf("ifindex %d of the multi-NIC pod: attached %v, policy %+v %v", i, rec.isAttached(i), p, ok)
+		}
+	}
+	if err := a.Enforce(context.Background(), "x", "m", "", 3); err == nil {
+		t.Error("a third interface without a veth was reported enforced")
+	}
+	// Restarted: both veths are the pod's.
+	rec2 := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{7: true, 11: true}}
+	startAgentOn(t, ModeStrict, rec2, links, testPod("x", "m", nil))
+	for _, i := range []int{7, 11} {
+		if p, ok := rec2.policy(i); !ok || !p.Ingress.Isolated || !rec2.isAttached(i) {
+			t.Errorf("after a restart, ifindex %d: attached %v, policy %+v %v", i, rec2.isAttached(i), p, ok)
+		}
+	}
+	if err := a.Delete("x", "m"); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{7, 11} {
+		if _, ok := rec.policy(i); ok || rec.isAttached(i) {
+			t.Errorf("ifindex %d keeps state after DeletePodNp", i)
+		}
+	}
+}
+
+func (r *recorder) isAttached(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.attached[i]
 }

@@ -22,7 +22,7 @@ func (s *Server) EnforceNpToPod(ctx context.Context, r *rpc.EnforceNpRequest) (*
 	if r.K8S_POD_NAME == "" || r.K8S_POD_NAMESPACE == "" {
 		return nil, status.Error(codes.InvalidArgument, "EnforceNpToPod needs K8S_POD_NAME and K8S_POD_NAMESPACE")
 	}
-	if err := s.Agent.Enforce(ctx, r.K8S_POD_NAMESPACE, r.K8S_POD_NAME, r.NETWORK_POLICY_MODE); err != nil {
+	if err := s.Agent.Enforce(ctx, r.K8S_POD_NAMESPACE, r.K8S_POD_NAME, r.NETWORK_POLICY_MODE, int(r.InterfaceCount)); err != nil {
 		s.Agent.log.Error("EnforceNpToPod", "pod", r.K8S_POD_NAMESPACE+"/"+r.K8S_POD_NAME, "err", err)
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

@@ -63,7 +63,7 @@ func TestMultiNICPods(t *testing.T) {
 		t.Run(c.plugin, func(t *testing.T) {
 			nsName := fmt.Sprintf("pod-mnic-%d", time.Now().UnixNano()%1e6)
 			rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: e2e.NewNetNS(t, nsName), IfName: "eth0",
-				Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "multi-nic-" + c.plugin}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}},
+				Args:           [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "multi-nic-" + c.plugin}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}},
 				CapabilityArgs: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{"k8s.amazonaws.com/nicConfig": "multi-nic-attachment"}}}
 			var res *types100.Result
 			if err := e2e.InNetNS(n.inst.NetNS, func() error {

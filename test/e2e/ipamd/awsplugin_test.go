@@ -68,16 +68,24 @@ replace github.com/veraison/go-cose => github.com/veraison/go-cose v1.1.0
 	return bin
 }
 
+// awsPluginTest starts a test that drives ipamd with the VPC CNI plugin,
+// which dials the fixed /var/run/aws-node/ipamd.sock: only one such ipamd
+// can run on the machine. It returns the plugin binary.
+func awsPluginTest(t *testing.T) string {
+	t.Helper()
+	e2e.Require(t, os.Geteuid() == 0, "needs root")
+	if _, err := os.Stat("/var/run/aws-node/ipamd.sock"); err == nil {
+		t.Fatal("/var/run/aws-node/ipamd.sock exists: another ipamd runs on this machine")
+	}
+	return buildAWSPlugin(t)
+}
+
 // TestAmazonVPCCNIPluginWireCompatibility drives berth-ipamd with the real
 // Amazon VPC CNI plugin binary: ADD gives the pod a working VPC address,
 // DEL releases it. The plugin dials the fixed socket
 // /var/run/aws-node/ipamd.sock, so this node's ipamd listens there.
 func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
-	e2e.Require(t, os.Geteuid() == 0, "needs root")
-	if _, err := os.Stat("/var/run/aws-node/ipamd.sock"); err == nil {
-		t.Fatal("/var/run/aws-node/ipamd.sock exists: another ipamd runs on this machine")
-	}
-	plugin := buildAWSPlugin(t)
+	plugin := awsPluginTest(t)
 	cl := newCluster(t, "10.64.0.0/16", "10.64.0.0/20")
 	n := cl.startNodeAt(t, "m5.large", "/var/run/aws-node/ipamd.sock")
 	peer := cl.startNode(t, "m5.large")

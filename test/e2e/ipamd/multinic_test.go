@@ -29,11 +29,7 @@ import (
 // the VPC router (source/destination check included); CHECK verifies both;
 // DEL releases both; a pod without the annotation keeps one interface.
 func TestMultiNICPods(t *testing.T) {
-	e2e.Require(t, os.Geteuid() == 0, "needs root")
-	if _, err := os.Stat("/var/run/aws-node/ipamd.sock"); err == nil {
-		t.Fatal("/var/run/aws-node/ipamd.sock exists: another ipamd runs on this machine")
-	}
-	plugin := buildAWSPlugin(t)
+	plugin := awsPluginTest(t)
 	cl := newCluster(t, "10.94.0.0/16", "10.94.0.0/20")
 	n := cl.startNodeAt(t, "c6in.32xlarge", "/var/run/aws-node/ipamd.sock", "ENABLE_MULTI_NIC=true", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=2")
 	peer := cl.startNode(t, "m5.large")

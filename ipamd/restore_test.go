@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-io/berth/internal/vethname"
 	"io"
 	"log/slog"
 	"net"
@@ -397,5 +398,39 @@ func TestRestoreFindsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
 	inNS(t, ns, func() { gone = !newVethFinder("pod").present(live) })
 	if !gone {
 		t.Fatal("the sweep would keep a pod whose veth is gone")
+	}
+}
+
+// Network card 1's checkpoint (ipam-nic-1.json) is judged by the pods'
+// veths of their second interface, named after "<pod>.1": a pod whose
+// eth0 veth is there but routes another address does not keep card 1's
+// address, one whose second veth routes it does.
+func TestRestoreCardOneByItsOwnVeth(t *testing.T) {
+	testenv.RequireRoot(t, "veths and routes in a netns")
+	ns, h := testenv.NewNetNS(t)
+	podVethWithRoute(t, h, vethname.For("eni", "ns", "web.1"), "10.0.3.7")
+	podVethWithRoute(t, h, vethname.For("eni", "ns", "gone"), "10.0.2.9") // eth0's only
+	path := filepath.Join(t.TempDir(), "ipam-nic-1.json")
+	old := time.Now().Add(-time.Minute).UnixNano()
+	body := fmt.Sprintf(`{"version":"vpc-cni-ipam/1","allocations":[
+		{"networkName":"aws-cni","containerID":"c1","ifName":"eth0","ipv4":"10.0.3.7","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"web","interfacesCount":2}},
+		{"networkName":"aws-cni","containerID":"c2","ifName":"eth0","ipv4":"10.0.3.8","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"gone","interfacesCount":2}}]}`, old, old)
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ds := datastore.New(30*time.Second, nil)
+	ds.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+	if err := ds.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.3.0/28")); err != nil {
+		t.Fatal(err)
+	}
+	c := &card{index: 1, ds: ds, cp: datastore.NewCheckpointer(path, ds), path: path}
+	var err error
+	inNS(t, ns, func() { err = restoreCard(context.Background(), []*card{{index: 0}, c}, c, "eni", quiet()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := ds.Allocations()
+	if len(allocs) != 1 || allocs[0].IP != netip.MustParseAddr("10.0.3.7") || allocs[0].Card != 1 {
+		t.Fatalf("card 1 after restore: %+v, want web's 10.0.3.7 only", allocs)
 	}
 }

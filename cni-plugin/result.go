@@ -53,7 +53,7 @@ func (a *addResult) cni() *current.Result {
 	for i, m := range a.more {
 		itfs = append(itfs, &current.Interface{Name: m.hostVeth, Mac: m.hostMAC}, &current.Interface{Name: m.ifName, Mac: strconv.Itoa(m.table), Sandbox: a.netns})
 		idx := len(itfs) - 1
-		ips = append(ips, &current.IPConfig{Address: *podroute.HostNet(m.ip), Gateway: net.IPv4(169, 254, 1, byte(i+2)).To4(), Interface: &idx})
+		ips = append(ips, &current.IPConfig{Address: *podroute.HostNet(m.ip), Gateway: podroute.GatewayOf(i + 1), Interface: &idx})
 	}
 	itfs = append(itfs, &current.Interface{Name: f[2][0], Mac: f[2][1], Sandbox: f[2][2]})
 	return &current.Result{

@@ -79,12 +79,8 @@ func (f *vethFinder) presentOn(a datastore.Allocation, index int) bool {
 		if a.Meta.PodName == "" {
 			return true
 		}
-		pod := a.Meta.PodName
-		if index > 0 {
-			pod = fmt.Sprintf("%s.%d", pod, index)
-		}
 		var err error
-		if v, err = f.find(a.Meta.PodNamespace, pod); err != nil {
+		if v, err = f.find(a.Meta.PodNamespace, vethname.Interface(a.Meta.PodName, index)); err != nil {
 			return true
 		}
 		if v == "" {

@@ -408,7 +408,7 @@ func TestRestoreFindsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
 func TestRestoreCardOneByItsOwnVeth(t *testing.T) {
 	testenv.RequireRoot(t, "veths and routes in a netns")
 	ns, h := testenv.NewNetNS(t)
-	podVethWithRoute(t, h, vethname.For("eni", "ns", "web.1"), "10.0.3.7")
+	podVethWithRoute(t, h, vethname.For("eni", "ns", vethname.Interface("web", 1)), "10.0.3.7")
 	podVethWithRoute(t, h, vethname.For("eni", "ns", "gone"), "10.0.2.9") // eth0's only
 	path := filepath.Join(t.TempDir(), "ipam-nic-1.json")
 	old := time.Now().Add(-time.Minute).UnixNano()

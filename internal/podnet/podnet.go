@@ -41,8 +41,8 @@ var ErrInterfaceExists = errors.New("interface already exists")
 var Gateway = podroute.Gateway
 
 // GatewayOf is the gateway of a multi-NIC pod's interface index (0 for
-// eth0): 169.254.1.(index+1), as the VPC CNI numbers them.
-func GatewayOf(index int) net.IP { return net.IPv4(169, 254, 1, byte(index+1)).To4() }
+// eth0).
+func GatewayOf(index int) net.IP { return podroute.GatewayOf(index) }
 
 // PodRulePriority is the priority of the rule "from <address> lookup
 // <index>" inside a multi-NIC pod, which sends what leaves from an extra

@@ -16,5 +16,9 @@ const (
 // Gateway is every pod's next hop, answered by the host veth's MAC.
 var Gateway = net.IPv4(169, 254, 1, 1).To4()
 
+// GatewayOf is the gateway of a multi-NIC pod's interface i (0 for eth0):
+// 169.254.1.(i+1), as the VPC CNI numbers them.
+func GatewayOf(i int) net.IP { return net.IPv4(169, 254, 1, byte(i+1)).To4() }
+
 // HostNet is ip/32.
 func HostNet(ip net.IP) *net.IPNet { return &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(32, 32)} }

@@ -5,6 +5,7 @@ package vethname
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"strconv"
 
 	"github.com/berth-io/berth/internal/vethprefix"
 )
@@ -16,6 +17,16 @@ const hashLen = 11
 // 15 bytes with the usual 3-4 byte prefixes, the kernel's limit for a name.
 func For(prefix, namespace, pod string) string {
 	return prefix + Hash(namespace, pod)
+}
+
+// Interface is what the host veth of a pod's interface i is named after:
+// the pod for eth0 (0), "<pod>.<i>" for a multi-NIC pod's interface on
+// network card i, as the VPC CNI names them.
+func Interface(pod string, i int) string {
+	if i == 0 {
+		return pod
+	}
+	return pod + "." + strconv.Itoa(i)
 }
 
 // Hash is the part of a pod's veth name that does not depend on the prefix.

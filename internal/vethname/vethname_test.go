@@ -11,7 +11,7 @@ func TestFor(t *testing.T) {
 	// it eni5fc27af3aad for pod default/multi-nic-aws-cni (hash of
 	// "default.multi-nic-aws-cni.1"); restore and the orphan sweep look
 	// for it under that name.
-	if got := For("eni", "default", "multi-nic-aws-cni.1"); got != "eni5fc27af3aad" {
+	if got := For("eni", "default", Interface("multi-nic-aws-cni", 1)); got != "eni5fc27af3aad" {
 		t.Fatalf("For(interface 1) = %q, want eni5fc27af3aad", got)
 	}
 	if For("eni", "default", "web-0") == For("eni", "default", "web-1") {
@@ -41,5 +41,11 @@ func TestSplit(t *testing.T) {
 	p, h, ok := Split(For("eni", "default", "web-0"))
 	if !ok || p != "eni" || h != Hash("default", "web-0") {
 		t.Fatalf("Split does not undo For: %q %q %v", p, h, ok)
+	}
+}
+
+func TestInterface(t *testing.T) {
+	if Interface("web", 0) != "web" || Interface("web", 2) != "web.2" {
+		t.Fatalf("Interface: %q, %q", Interface("web", 0), Interface("web", 2))
 	}
 }

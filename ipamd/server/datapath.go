@@ -442,10 +442,9 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	ifs := make([]podIf, len(as))
 	for i, a := range as {
 		ifs[i] = podIf{ip: net.IP(a.IP.AsSlice()), table: hostnet.RouteTable(a.Device, a.Card), ifName: r.IfName,
-			hostVeth: vethname.For(r.VethPrefix, r.PodNamespace, r.PodName)}
+			hostVeth: vethname.For(r.VethPrefix, r.PodNamespace, vethname.Interface(r.PodName, i))}
 		if i > 0 {
 			ifs[i].ifName = fmt.Sprintf("mNicIf%d", i)
-			ifs[i].hostVeth = vethname.For(r.VethPrefix, r.PodNamespace, fmt.Sprintf("%s.%d", r.PodName, i))
 		}
 	}
 	committed := false

@@ -167,7 +167,7 @@ func (a *Agent) recover() error {
 		if !p.Spec.HostNetwork {
 			key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
 			for i := range maxInterfaces {
-				byHash[vethname.Hash(p.Namespace, vethPod(p.Name, i))] = key
+				byHash[vethname.Hash(p.Namespace, vethname.Interface(p.Name, i))] = key
 			}
 		}
 	}
@@ -219,16 +219,6 @@ func (a *Agent) podOfLink(idx int, byHash map[string]types.NamespacedName) (type
 // (p5.48xlarge has 32).
 const maxInterfaces = 32
 
-// vethPod is what the host veth of a pod's interface i is named after:
-// the pod, or "<pod>.<i>" for a multi-NIC pod's interface on card i, as the
-// VPC CNI names them.
-func vethPod(name string, i int) string {
-	if i == 0 {
-		return name
-	}
-	return fmt.Sprintf("%s.%d", name, i)
-}
-
 // Enforce is EnforceNpToPod: it returns once the programs of the pod's
 // interfaces (EnforceNpRequest.InterfaceCount: one per network card for a
 // multi-NIC pod, 0 means 1) are attached with its final policy in their
@@ -248,7 +238,7 @@ func (a *Agent) Enforce(ctx context.Context, namespace, name, mode string, inter
 	var idxs []int
 	var veths []string
 	for i := range max(interfaces, 1) {
-		veth := vethname.For(a.cfg.VethPrefix, namespace, vethPod(name, i))
+		veth := vethname.For(a.cfg.VethPrefix, namespace, vethname.Interface(name, i))
 		idx, err := a.cfg.LinkIndex(veth)
 		if err != nil {
 			return fmt.Errorf("pod %s: host veth %s: %w", key, veth, err)

@@ -264,7 +264,7 @@ func TestPolicyEndpointChangesReachPods(t *testing.T) {
 // removes both, and a restarted agent takes both back.
 func TestMultiNICPodEnforcedOnEveryInterface(t *testing.T) {
 	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
-	links := map[string]int{vethname.For("eni", "x", "m"): 7, vethname.For("eni", "x", "m.1"): 11}
+	links := map[string]int{vethname.For("eni", "x", "m"): 7, vethname.For("eni", "x", vethname.Interface("m", 1)): 11}
 	a, _, _ := startAgentOn(t, ModeStrict, rec, links, testPod("x", "m", nil))
 	if err := a.Enforce(context.Background(), "x", "m", "", 2); err != nil {
 		t.Fatal(err)

@@ -92,15 +92,15 @@ func (s *Server) checkPod(ctx context.Context, r *datapath.CheckRequest, podNS n
 		return errorReply(cniErrInternal, "CHECK failed", err)
 	}
 	// A multi-NIC pod's other interfaces, card by card.
-	if len(r.MoreInterfaces) > len(s.cards) {
-		return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("prevResult has %d interfaces, this node gives pods at most %d", 1+len(r.MoreInterfaces), 1+len(s.cards)))
+	if len(r.MoreInterfaces) >= len(s.cards) {
+		return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("prevResult has %d interfaces, this node gives pods at most %d", 1+len(r.MoreInterfaces), len(s.cards)))
 	}
 	for i, f := range r.MoreInterfaces {
 		ip, err := netip.ParseAddr(f.Ipv4Addr)
 		if err != nil || !ip.Is4() {
 			return errorReply(cniErrInvalidConfig, "CHECK failed", fmt.Errorf("prevResult's interface %s has no IPv4 address (%q)", f.PodIfName, f.Ipv4Addr))
 		}
-		c := s.cards[i]
+		c := s.cards[i+1]
 		if a, ok := c.Store.Lookup(key); !ok || a.IP != ip {
 			return errorReply(cniErrInternal, "CHECK failed", fmt.Errorf("ipamd holds no %s on network card %d for container %s", ip, c.Index, r.ContainerId))
 		}

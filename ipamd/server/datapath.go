@@ -395,7 +395,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		answered()
 		return
 	}
-	if r.RequiresMultiNicAttachment && len(s.cards) == 0 {
+	if r.RequiresMultiNicAttachment && !s.multiNIC() {
 		s.log.Warn("ADD refused", "pod", pod, "err", ErrMultiNIC)
 		failed(cniErrUnsupportedField, "failed to assign an IP address to the pod", ErrMultiNIC)
 		return

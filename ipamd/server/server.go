@@ -76,18 +76,17 @@ type Checkpoint interface {
 type Server struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedConfigServerBackendServer
-	ds      *datastore.Store
-	keys    keyLocks // one ADD or DEL of an attachment at a time
-	pool    Pool
-	cp      Checkpoint
+	ds      *datastore.Store // card 0's, cards[0].Store
+	keys    keyLocks         // one ADD or DEL of an attachment at a time
 	node    Node
 	version string
 	wait    time.Duration
 	log     *slog.Logger
 	m       Metrics
 
-	// cards are the pools of network cards above 0 (ENABLE_MULTI_NIC), in
-	// card order: a multi-NIC pod gets an address on each.
+	// cards are the pools of the network cards, in card order: card 0's,
+	// then with ENABLE_MULTI_NIC the others; a multi-NIC pod gets an
+	// address on each.
 	cards []Card
 
 	onRelease func(ip net.IP, table int, deleteVeth bool)
@@ -143,8 +142,8 @@ func (s *Server) SetVPCCIDRs(c []netip.Prefix) { s.vpcCIDRs.Store(&c) }
 // send the next pod given the address out of the wrong ENI.
 func (s *Server) OnRelease(f func(ip net.IP, table int, deleteVeth bool)) { s.onRelease = f }
 
-// Card is the pool of a network card above 0 on a multi-NIC node
-// (ENABLE_MULTI_NIC): its datastore, pool and checkpoint (ipam-nic-<n>.json).
+// Card is a network card's pool: its datastore, pool manager and
+// checkpoint (ipam.json for card 0, ipam-nic-<n>.json for card n).
 type Card struct {
 	Index int
 	Store *datastore.Store
@@ -154,15 +153,21 @@ type Card struct {
 
 // UseCards gives multi-NIC pods an address on each of cards too (network
 // cards 1 and up, in order). Call before serving.
-func (s *Server) UseCards(cards []Card) { s.cards = cards }
+func (s *Server) UseCards(cards []Card) { s.cards = append(s.cards[:1:1], cards...) }
 
-// lookup is key's allocation, in the store or held (restored, its address
-// not in the pool yet).
-func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
-	if a, ok := s.ds.Lookup(key); ok {
+// multiNIC reports whether pods may have an interface on every card.
+func (s *Server) multiNIC() bool { return len(s.cards) > 1 }
+
+// lookup is key's allocation on card 0, in the store or held (restored,
+// its address not in the pool yet).
+func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) { return lookupIn(s.ds, key) }
+
+// lookupIn is key's allocation in ds, in the store or held.
+func lookupIn(ds *datastore.Store, key datastore.Key) (datastore.Allocation, bool) {
+	if a, ok := ds.Lookup(key); ok {
 		return a, ok
 	}
-	return s.ds.Held().Lookup(key)
+	return ds.Held().Lookup(key)
 }
 
 // release runs the release hook for key's allocations and releases them:
@@ -176,12 +181,11 @@ func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
 // clear would then wipe.
 func (s *Server) release(key datastore.Key, deleteVeth bool) []datastore.Allocation {
 	var out []datastore.Allocation
-	if a, ok := s.releaseOn(s.ds, key, deleteVeth); ok {
-		s.unannotate(a)
-		out = append(out, a)
-	}
 	for _, c := range s.cards {
 		if a, ok := s.releaseOn(c.Store, key, deleteVeth); ok {
+			if c.Index == 0 {
+				s.unannotate(a)
+			}
 			out = append(out, a)
 		}
 	}
@@ -208,11 +212,11 @@ func (s *Server) releaseOn(ds *datastore.Store, key datastore.Key, deleteVeth bo
 
 // sync writes every card's checkpoint.
 func (s *Server) sync(ctx context.Context) error {
-	if err := s.cp.Sync(ctx); err != nil {
-		return err
-	}
 	for _, c := range s.cards {
 		if err := c.CP.Sync(ctx); err != nil {
+			if c.Index == 0 {
+				return err
+			}
 			return fmt.Errorf("network card %d: %w", c.Index, err)
 		}
 	}
@@ -221,7 +225,6 @@ func (s *Server) sync(ctx context.Context) error {
 
 // kick lets every card's pool see what changed.
 func (s *Server) kick() {
-	s.pool.Kick()
 	for _, c := range s.cards {
 		c.Pool.Kick()
 	}
@@ -260,11 +263,8 @@ func metadata(as []datastore.Allocation) []*rpc.IPAllocationMetadata {
 // loses its addresses on every card. It returns how many it released.
 func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(a datastore.Allocation, index int) bool) (int, error) {
 	released := 0
-	stores := []*datastore.Store{s.ds}
-	for _, c := range s.cards {
-		stores = append(stores, c.Store)
-	}
-	for i, ds := range stores {
+	for i, c := range s.cards {
+		ds := c.Store
 		for _, a := range append(ds.Allocations(), ds.Held().List()...) {
 			if time.Since(a.AssignedAt) < minAge || !gone(a, i) {
 				continue
@@ -274,11 +274,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 				return released, err
 			}
 			// Still the same allocation, still orphaned?
-			cur, ok := ds.Lookup(a.Key)
-			if !ok {
-				cur, ok = ds.Held().Lookup(a.Key)
-			}
-			if ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur, i) {
+			if cur, ok := lookupIn(ds, a.Key); ok && cur.IP == a.IP && cur.AssignedAt.Equal(a.AssignedAt) && gone(cur, i) {
 				var n int
 				if i == 0 {
 					n = len(s.release(a.Key, false)) // its veths are gone
@@ -305,7 +301,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 // New returns the server. version is ipamd's own; wait bounds how long
 // AddNetwork waits for an address.
 func New(ds *datastore.Store, pool Pool, cp Checkpoint, node Node, version string, wait time.Duration, m Metrics, log *slog.Logger) *Server {
-	s := &Server{ds: ds, pool: pool, cp: cp, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
+	s := &Server{ds: ds, cards: []Card{{Index: 0, Store: ds, Pool: pool, CP: cp}}, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
 	s.SetVPCCIDRs(node.VPCCIDRs)
 	return s
 }
@@ -333,7 +329,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		return nil, status.Error(codes.InvalidArgument, "AddNetwork needs ContainerID, IfName and NetworkName")
 	}
 	pod := r.K8S_POD_NAMESPACE + "/" + r.K8S_POD_NAME
-	if r.RequiresMultiNICAttachment && len(s.cards) == 0 {
+	if r.RequiresMultiNICAttachment && !s.multiNIC() {
 		s.log.Warn("AddNetwork refused", "pod", pod, "err", ErrMultiNIC)
 		return nil, status.Error(codes.FailedPrecondition, ErrMultiNIC.Error())
 	}
@@ -388,7 +384,7 @@ var ErrMultiNIC = errors.New("the pod asks for an interface on every network car
 func (s *Server) meta(namespace, name string, multiNIC bool) datastore.Meta {
 	m := datastore.Meta{PodNamespace: namespace, PodName: name, InterfacesCount: 1}
 	if multiNIC {
-		m.InterfacesCount += len(s.cards)
+		m.InterfacesCount = len(s.cards)
 	}
 	return m
 }
@@ -417,24 +413,20 @@ func (u *undo) run() bool {
 func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
 	u := &undo{key: key}
 	as := make([]datastore.Allocation, 0, meta.InterfacesCount)
-	for i := range meta.InterfacesCount {
-		ds, pool := s.ds, s.pool
-		if i > 0 {
-			ds, pool = s.cards[i-1].Store, s.cards[i-1].Pool
-		}
-		_, held := ds.Lookup(key)
-		a, err := s.assign(ctx, ds, pool, key, meta)
+	for _, c := range s.cards[:meta.InterfacesCount] {
+		_, held := c.Store.Lookup(key)
+		a, err := s.assign(ctx, c.Store, c.Pool, key, meta)
 		if err != nil {
 			u.run()
-			if i > 0 {
+			if c.Index > 0 {
 				st := status.Convert(err)
-				err = status.Errorf(st.Code(), "network card %d: %s", s.cards[i-1].Index, st.Message())
+				err = status.Errorf(st.Code(), "network card %d: %s", c.Index, st.Message())
 			}
 			return nil, nil, err
 		}
 		if !held {
-			u.fresh = append(u.fresh, ds)
-			u.card0 = u.card0 || i == 0
+			u.fresh = append(u.fresh, c.Store)
+			u.card0 = u.card0 || c.Index == 0
 		}
 		as = append(as, a)
 	}
@@ -517,7 +509,7 @@ func (s *Server) DelNetwork(ctx context.Context, r *rpc.DelNetworkRequest) (*rpc
 
 // GetNetworkPolicyConfigs tells the policy agent about the node.
 func (s *Server) GetNetworkPolicyConfigs(ctx context.Context, _ *emptypb.Empty) (*rpc.NetworkPolicyAgentConfigReply, error) {
-	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, MultiNICEnabled: len(s.cards) > 0, NodeIPv4: s.node.PrimaryIP.String(),
+	return &rpc.NetworkPolicyAgentConfigReply{NetworkPolicyMode: s.node.NetworkPolicyMode, MultiNICEnabled: s.multiNIC(), NodeIPv4: s.node.PrimaryIP.String(),
 		InstanceID: s.node.InstanceID, Region: s.node.Region}, nil
 }
 

@@ -26,6 +26,11 @@ import (
 	"github.com/berth-io/berth/ipamd/pool"
 )
 
+// restore is restoreOn for card 0 alone.
+func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
+	return restoreOn(ctx, ds, cp, path, vethPrefix, 0, func(netip.Addr) bool { return true }, log)
+}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // inNS runs f on a thread inside ns: restore and podGone use the

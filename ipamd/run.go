@@ -481,22 +481,6 @@ func sweepOrphans(ctx context.Context, srv *server.Server, vethPrefix string, lo
 	})
 }
 
-// restore re-creates the allocations of the checkpoint whose pod still has
-// its veth; the others are released (the pod went away while ipamd was
-// down) and the checkpoint rewritten. It does not stop ipamd for a bad
-// checkpoint: a file that cannot be decoded is moved aside and the
-// allocations are rebuilt from the pods' host routes.
-//
-// A live pod whose address is not in the pool (EC2 listed the node's
-// addresses before an assignment made just before a crash showed up, or
-// its ENI is now unmanaged) is held, not dropped: it stays in the
-// checkpoint, its rules survive the prune, and the datastore gives the
-// address back to it in the same step as the pool adds it (AddCIDR), so
-// it is never free.
-func restore(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, log *slog.Logger) error {
-	return restoreOn(ctx, ds, cp, path, vethPrefix, 0, func(netip.Addr) bool { return true }, log)
-}
-
 // card is one network card's datastore, checkpoint and pool: card 0's,
 // and with ENABLE_MULTI_NIC each other card's.
 type card struct {
@@ -535,9 +519,19 @@ func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string,
 	return nil
 }
 
-// restoreOn is restore for the interface index of a multi-NIC pod (0:
-// eth0); a checkpoint rebuilt from the host keeps the addresses mine
-// says are the card's.
+// restoreOn re-creates the allocations of a card's checkpoint whose pod
+// still has the veth of interface index (0: eth0); the others are
+// released (the pod went away while ipamd was down) and the checkpoint
+// rewritten. It does not stop ipamd for a bad checkpoint: a file that
+// cannot be decoded is moved aside and the allocations are rebuilt from
+// the pods' host routes, keeping the addresses mine says are the card's.
+//
+// A live pod whose address is not in the pool (EC2 listed the node's
+// addresses before an assignment made just before a crash showed up, or
+// its ENI is now unmanaged) is held, not dropped: it stays in the
+// checkpoint, its rules survive the prune, and the datastore gives the
+// address back to it in the same step as the pool adds it (AddCIDR), so
+// it is never free.
 func restoreOn(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, index int, mine func(netip.Addr) bool, log *slog.Logger) error {
 	if err := datastore.RemoveTemps(path); err != nil {
 		log.Warn("remove temporary checkpoint files", "err", err)

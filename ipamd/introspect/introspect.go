@@ -71,10 +71,34 @@ func (src Source) limits() (int, int) {
 	return Limits(src.Config, src.Instance.Info, unmanaged)
 }
 
-// RegisterMetrics adds the pool gauges to reg.
+// stores are every network card's datastores, card 0 first.
+func (src Source) stores() []*datastore.Store {
+	cards := make([]int, 0, len(src.Cards))
+	for i := range src.Cards {
+		cards = append(cards, i)
+	}
+	sort.Ints(cards)
+	out := []*datastore.Store{src.Store}
+	for _, i := range cards {
+		out = append(out, src.Cards[i])
+	}
+	return out
+}
+
+// RegisterMetrics adds the pool gauges to reg. The address, ENI and
+// prefix gauges count every network card's pool: they are the node's.
+// (aws-node has each card's datastore set the same gauge, so it shows
+// whichever card wrote last.) The limits are card 0's, as max pods is.
 func RegisterMetrics(reg prometheus.Registerer, src Source) {
+	stores := src.stores()
 	gauge := func(name, help string, f func(datastore.Stats) int) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f(src.Store.Stats())) }))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			n := 0
+			for _, ds := range stores {
+				n += f(ds.Stats())
+			}
+			return float64(n)
+		}))
 	}
 	gauge("awscni_total_ip_addresses", "The total number of IP addresses", func(s datastore.Stats) int { return s.Total })
 	gauge("awscni_assigned_ip_addresses", "The number of IP addresses assigned to pods", func(s datastore.Stats) int { return s.Assigned })
@@ -91,12 +115,12 @@ func RegisterMetrics(reg prometheus.Registerer, src Source) {
 	reg.MustRegister(
 		prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_force_removed_enis", Help: "The number of ENIs force removed while they had assigned pods"}),
 		prometheus.NewCounter(prometheus.CounterOpts{Name: "awscni_force_removed_ips", Help: "The number of IPs force removed while they had assigned pods"}))
-	reg.MustRegister(perCIDR{src.Store})
+	reg.MustRegister(perCIDR{stores})
 }
 
 // perCIDR exports awscni_assigned_ip_per_cidr and awscni_assigned_ip_per_eni
-// from the datastore at scrape time.
-type perCIDR struct{ ds *datastore.Store }
+// from every card's datastore at scrape time.
+type perCIDR struct{ stores []*datastore.Store }
 
 var (
 	perCIDRDesc = prometheus.NewDesc("awscni_assigned_ip_per_cidr", "The total number of IP addresses assigned per cidr", []string{"cidr"}, nil)
@@ -106,13 +130,15 @@ var (
 func (c perCIDR) Describe(ch chan<- *prometheus.Desc) { ch <- perCIDRDesc; ch <- perENIDesc }
 
 func (c perCIDR) Collect(ch chan<- prometheus.Metric) {
-	for _, e := range c.ds.ENIs() {
-		total := 0
-		for _, ci := range c.ds.CIDRs(e.ID) {
-			total += ci.Assigned
-			ch <- prometheus.MustNewConstMetric(perCIDRDesc, prometheus.GaugeValue, float64(ci.Assigned), ci.Prefix.String())
+	for _, ds := range c.stores {
+		for _, e := range ds.ENIs() {
+			total := 0
+			for _, ci := range ds.CIDRs(e.ID) {
+				total += ci.Assigned
+				ch <- prometheus.MustNewConstMetric(perCIDRDesc, prometheus.GaugeValue, float64(ci.Assigned), ci.Prefix.String())
+			}
+			ch <- prometheus.MustNewConstMetric(perENIDesc, prometheus.GaugeValue, float64(total), e.ID)
 		}
-		ch <- prometheus.MustNewConstMetric(perENIDesc, prometheus.GaugeValue, float64(total), e.ID)
 	}
 }
 

@@ -355,3 +355,34 @@ func TestMaxGauges(t *testing.T) {
 		})
 	}
 }
+
+// With ENABLE_MULTI_NIC the node's gauges count network card 1's pool
+// too, and its ENI and CIDR get their own per-ENI and per-CIDR series.
+func TestMetricsCountEveryCard(t *testing.T) {
+	src := source(t)
+	ds1 := datastore.New(30*time.Second, nil)
+	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1, Subnet: netip.MustParsePrefix("10.0.0.0/16")})
+	if err := ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.2.32/28")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ds1.Assign(datastore.Key{NetworkName: "aws-cni", ContainerID: "c1", IfName: "eth0"}, datastore.Meta{PodNamespace: "ns", PodName: "p1", InterfacesCount: 2}); err != nil {
+		t.Fatal(err)
+	}
+	src.Cards = map[int]*datastore.Store{1: ds1}
+	reg := prometheus.NewRegistry()
+	RegisterMetrics(reg, src)
+	for name, want := range map[string]float64{"awscni_total_ip_addresses": 32, "awscni_assigned_ip_addresses": 2,
+		"awscni_total_ipv4_prefixes": 2, "awscni_eni_allocated": 2} {
+		if got := gauge(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+	exp := `# HELP awscni_assigned_ip_per_eni The number of allocated ips partitioned by eni
+# TYPE awscni_assigned_ip_per_eni gauge
+awscni_assigned_ip_per_eni{eni="eni-1"} 1
+awscni_assigned_ip_per_eni{eni="eni-c1"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "awscni_assigned_ip_per_eni"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -147,6 +147,11 @@ func (p *Pool) RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(p.reconciled)
 }
 
+// CountReconcilesWith makes p count its reconciles in card 0's
+// awscni_reconcile_count (registered by RegisterMetrics on card0), so that
+// the node's one counter covers every network card's pool.
+func (p *Pool) CountReconcilesWith(card0 *Pool) { p.reconciled = card0.reconciled }
+
 // countReconcile adds n to awscni_reconcile_count{fn}.
 func (p *Pool) countReconcile(fn string, n int) {
 	if p.reconciled != nil && n > 0 {

@@ -1371,3 +1371,38 @@ func TestCardPool(t *testing.T) {
 		t.Errorf("card 0's next device %d, want 1 (card 1's device 0 is no conflict)", d)
 	}
 }
+
+// TestCardPoolCountsReconcilesOnTheNodesCounter: what card 1's pool
+// reconciles shows in the one awscni_reconcile_count card 0's pool
+// registered (registering a second would panic on the name).
+func TestCardPoolCountsReconcilesOnTheNodesCounter(t *testing.T) {
+	f := newFake("c6in.32xlarge")
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_MULTI_NIC": "true"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+	p0 := New(cfg, f, datastore.New(cfg.IPCooldown, nil), nopHost{}, log)
+	p0.RegisterMetrics(prometheus.NewRegistry())
+	ds1 := datastore.New(cfg.IPCooldown, nil)
+	p1 := NewOnCard(1, cfg, f, ds1, nopHost{}, log)
+	p1.CountReconcilesWith(p0)
+	if err := p1.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// An ENI attached to card 1 that the pool did not attach: reconcile adopts it.
+	f.mu.Lock()
+	f.enis = append(f.enis, cloud.ENI{ID: "eni-c1-0", Card: 1, Device: 0, MAC: "02:00:00:00:01:00", PrimaryIP: f.ip(),
+		Secondary: []netip.Addr{f.ip()}, SubnetCIDR: f.inst.SubnetCIDR, Attached: true})
+	f.mu.Unlock()
+	if err := p1.ReconcileOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(ds1.ENIs()) != 1 {
+		t.Fatalf("card 1's pool did not adopt its ENI: %+v", ds1.ENIs())
+	}
+	if n := testutil.ToFloat64(p0.reconciled.WithLabelValues("eniReconcileAdd")); n != 1 {
+		t.Fatalf("awscni_reconcile_count{fn=eniReconcileAdd} = %v, want 1 (card 1's adoption)", n)
+	}
+}

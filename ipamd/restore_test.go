@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -409,17 +410,20 @@ func TestRestoreFindsPodsMadeUnderAnotherVethPrefix(t *testing.T) {
 // Network card 1's checkpoint (ipam-nic-1.json) is judged by the pods'
 // veths of their second interface, named after "<pod>.1": a pod whose
 // eth0 veth is there but routes another address does not keep card 1's
-// address, one whose second veth routes it does.
+// address, one whose second veth routes it does. A pod with one interface
+// that got card 1's address keeps it by its eth0 veth.
 func TestRestoreCardOneByItsOwnVeth(t *testing.T) {
 	testenv.RequireRoot(t, "veths and routes in a netns")
 	ns, h := testenv.NewNetNS(t)
 	podVethWithRoute(t, h, vethname.For("eni", "ns", vethname.Interface("web", 1)), "10.0.3.7")
 	podVethWithRoute(t, h, vethname.For("eni", "ns", "gone"), "10.0.2.9") // eth0's only
+	podVethWithRoute(t, h, vethname.For("eni", "ns", "solo"), "10.0.3.9")
 	path := filepath.Join(t.TempDir(), "ipam-nic-1.json")
 	old := time.Now().Add(-time.Minute).UnixNano()
 	body := fmt.Sprintf(`{"version":"vpc-cni-ipam/1","allocations":[
 		{"networkName":"aws-cni","containerID":"c1","ifName":"eth0","ipv4":"10.0.3.7","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"web","interfacesCount":2}},
-		{"networkName":"aws-cni","containerID":"c2","ifName":"eth0","ipv4":"10.0.3.8","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"gone","interfacesCount":2}}]}`, old, old)
+		{"networkName":"aws-cni","containerID":"c2","ifName":"eth0","ipv4":"10.0.3.8","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"gone","interfacesCount":2}},
+		{"networkName":"aws-cni","containerID":"c3","ifName":"eth0","ipv4":"10.0.3.9","allocationTimestamp":%d,"metadata":{"k8sPodNamespace":"ns","k8sPodName":"solo","interfacesCount":1}}]}`, old, old, old)
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -434,8 +438,15 @@ func TestRestoreCardOneByItsOwnVeth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allocs := ds.Allocations()
-	if len(allocs) != 1 || allocs[0].IP != netip.MustParseAddr("10.0.3.7") || allocs[0].Card != 1 {
-		t.Fatalf("card 1 after restore: %+v, want web's 10.0.3.7 only", allocs)
+	var kept []string
+	for _, a := range ds.Allocations() {
+		if a.Card != 1 {
+			t.Errorf("%s restored on card %d", a.IP, a.Card)
+		}
+		kept = append(kept, a.IP.String())
+	}
+	slices.Sort(kept)
+	if want := []string{"10.0.3.7", "10.0.3.9"}; !slices.Equal(kept, want) {
+		t.Fatalf("card 1 after restore: %v, want web's and solo's %v", kept, want)
 	}
 }

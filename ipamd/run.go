@@ -232,7 +232,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		for i := 1; i < in.Info.NetworkCards; i++ {
 			cds := datastore.New(cfg.IPCooldown, nil)
 			path := cardCheckpoint(f.checkpoint, i)
-			cards = append(cards, &card{index: i, ds: cds, cp: datastore.NewCheckpointer(path, cds), path: path, pool: pool.NewOnCard(i, cfg, ic, cds, host, log)})
+			cpool := pool.NewOnCard(i, cfg, ic, cds, host, log)
+			cpool.CountReconcilesWith(p)
+			cards = append(cards, &card{index: i, ds: cds, cp: datastore.NewCheckpointer(path, cds), path: path, pool: cpool})
 		}
 		if len(cards) == 1 {
 			log.Warn("ENABLE_MULTI_NIC: the instance type has one network card, so multi-NIC pods are refused", "type", in.Type)
@@ -499,7 +501,7 @@ func cardCheckpoint(path string, n int) string {
 
 // restoreCard restores card c's checkpoint. The n-th card's allocations
 // are a multi-NIC pod's n-th interface, whose veth is named after
-// "<pod>.<n>". A checkpoint rebuilt from the host's routes takes the
+// "<pod>.<n>", or the eth0 of a pod with one interface. A checkpoint rebuilt from the host's routes takes the
 // addresses in c's pool, and card 0's those in no other card's pool.
 func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string, log *slog.Logger) error {
 	mine := func(ip netip.Addr) bool {
@@ -519,8 +521,8 @@ func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string,
 	return nil
 }
 
-// restoreOn re-creates the allocations of a card's checkpoint whose pod
-// still has the veth of interface index (0: eth0); the others are
+// restoreOn re-creates the allocations of network card card's checkpoint
+// whose pod still has the veth of the interface with the address; the others are
 // released (the pod went away while ipamd was down) and the checkpoint
 // rewritten. It does not stop ipamd for a bad checkpoint: a file that
 // cannot be decoded is moved aside and the allocations are rebuilt from
@@ -532,7 +534,7 @@ func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string,
 // checkpoint, its rules survive the prune, and the datastore gives the
 // address back to it in the same step as the pool adds it (AddCIDR), so
 // it is never free.
-func restoreOn(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, index int, mine func(netip.Addr) bool, log *slog.Logger) error {
+func restoreOn(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpointer, path, vethPrefix string, card int, mine func(netip.Addr) bool, log *slog.Logger) error {
 	if err := datastore.RemoveTemps(path); err != nil {
 		log.Warn("remove temporary checkpoint files", "err", err)
 	}
@@ -554,7 +556,7 @@ func restoreOn(ctx context.Context, ds *datastore.Store, cp *datastore.Checkpoin
 		// A young allocation's pod may still be on its way: the VPC CNI
 		// plugin wires it after AddNetwork's answer. The sweep judges it
 		// once it is as old as the sweep requires.
-		if time.Since(a.AssignedAt) >= orphanMinAge && !veths.presentOn(a, index) {
+		if time.Since(a.AssignedAt) >= orphanMinAge && !veths.presentOn(a, a.Interface(card)) {
 			dropped++
 			log.Info("releasing the address of a pod that is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "key", a.Key, "ip", a.IP)
 			continue

@@ -54,6 +54,16 @@ type Allocation struct {
 	AssignedAt time.Time
 }
 
+// Interface is the index of the pod interface that has a's address when
+// a is network card card's: a multi-NIC pod's n-th for card n, and eth0
+// (0) for a pod with one interface, whichever card's address it got.
+func (a Allocation) Interface(card int) int {
+	if a.Meta.InterfacesCount <= 1 {
+		return 0
+	}
+	return card
+}
+
 // ENI is an interface the pool draws from.
 type ENI struct {
 	ID          string

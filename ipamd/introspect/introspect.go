@@ -294,11 +294,19 @@ type podInfo struct {
 	DeviceNumber int
 }
 
-// pods keys each allocation "<pod>_<namespace>_<container ID>" with the
-// container ID left empty (scrubbed). Should a pod hold two addresses
-// (an old sandbox not yet deleted), the newest allocation wins.
+// pods keys each pod's eth0 allocation "<pod>_<namespace>_<container
+// ID>" with the container ID left empty (scrubbed): card 0's, or another
+// card's for a pod that got its one address there. Should a pod hold two
+// addresses (an old sandbox not yet deleted), the newest allocation wins.
 func (src Source) pods() map[string]podInfo {
 	allocs := src.Store.Allocations()
+	for card, ds := range src.Cards {
+		for _, a := range ds.Allocations() {
+			if a.Interface(card) == 0 {
+				allocs = append(allocs, a)
+			}
+		}
+	}
 	sort.SliceStable(allocs, func(i, j int) bool { return allocs[i].AssignedAt.Before(allocs[j].AssignedAt) })
 	out := make(map[string]podInfo, len(allocs))
 	for _, a := range allocs {

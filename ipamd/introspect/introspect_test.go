@@ -386,3 +386,31 @@ awscni_assigned_ip_per_eni{eni="eni-c1"} 1
 		t.Fatal(err)
 	}
 }
+
+// /v1/pods lists a pod's eth0 address: card 1's for a pod with one
+// interface that got it there, card 0's for a multi-NIC pod.
+func TestPodsOnEveryCard(t *testing.T) {
+	src := source(t)
+	ds1 := datastore.New(30*time.Second, nil)
+	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.2.7/32"))
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.2.8/32"))
+	for _, p := range []struct {
+		id, name string
+		n        int
+	}{{"c1", "p1", 2}, {"c3", "solo", 1}} {
+		if _, err := ds1.Assign(datastore.Key{NetworkName: "aws-cni", ContainerID: p.id, IfName: "eth0"}, datastore.Meta{PodNamespace: "ns", PodName: p.name, InterfacesCount: p.n}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.Cards = map[int]*datastore.Store{1: ds1}
+	var got map[string]struct {
+		IP           string
+		DeviceNumber int
+	}
+	decodeStrict(t, get(t, src, "/v1/pods"), &got)
+	solo, _ := ds1.Lookup(datastore.Key{NetworkName: "aws-cni", ContainerID: "c3", IfName: "eth0"})
+	if len(got) != 2 || got["p1_ns_"].IP != "10.0.1.31" || got["solo_ns_"].IP != solo.IP.String() {
+		t.Fatalf("/v1/pods: %v, want p1's eth0 10.0.1.31 and solo's %s", got, solo.IP)
+	}
+}

@@ -127,7 +127,7 @@ func (s *Server) gcPods(ctx, waiting context.Context, r *datapath.GCRequest) *da
 	}
 	released := 0
 	var waitErr error
-	for _, a := range append(s.ds.Allocations(), s.ds.Held().List()...) {
+	for _, a := range s.allocations() {
 		// An attachment whose ADD (or DEL) is in flight is left alone: the
 		// runtime's list may predate that ADD, which would be undone as it
 		// succeeds. A later GC sees it settled.

@@ -462,7 +462,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 		if committed {
 			return
 		}
-		if annotating && u.card0 {
+		if annotating && u.first {
 			// Even a patch that failed (a timeout) may have been applied.
 			s.unannotate(as[0])
 		}

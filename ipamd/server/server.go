@@ -76,8 +76,7 @@ type Checkpoint interface {
 type Server struct {
 	rpc.UnimplementedCNIBackendServer
 	rpc.UnimplementedConfigServerBackendServer
-	ds      *datastore.Store // card 0's, cards[0].Store
-	keys    keyLocks         // one ADD or DEL of an attachment at a time
+	keys    keyLocks // one ADD or DEL of an attachment at a time
 	node    Node
 	version string
 	wait    time.Duration
@@ -158,9 +157,33 @@ func (s *Server) UseCards(cards []Card) { s.cards = append(s.cards[:1:1], cards.
 // multiNIC reports whether pods may have an interface on every card.
 func (s *Server) multiNIC() bool { return len(s.cards) > 1 }
 
-// lookup is key's allocation on card 0, in the store or held (restored,
-// its address not in the pool yet).
-func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) { return lookupIn(s.ds, key) }
+// lookup is key's first allocation (eth0's), in the store or held
+// (restored, its address not in the pool yet): card 0's, or another
+// card's for a pod that got its one address there.
+func (s *Server) lookup(key datastore.Key) (datastore.Allocation, bool) {
+	a, _, ok := s.holder(key)
+	return a, ok
+}
+
+// holder is key's first allocation and the card that holds it.
+func (s *Server) holder(key datastore.Key) (datastore.Allocation, Card, bool) {
+	for _, c := range s.cards {
+		if a, ok := lookupIn(c.Store, key); ok {
+			return a, c, true
+		}
+	}
+	return datastore.Allocation{}, Card{}, false
+}
+
+// allocations lists every card's allocations, held ones included.
+func (s *Server) allocations() []datastore.Allocation {
+	var out []datastore.Allocation
+	for _, c := range s.cards {
+		out = append(out, c.Store.Allocations()...)
+		out = append(out, c.Store.Held().List()...)
+	}
+	return out
+}
 
 // lookupIn is key's allocation in ds, in the store or held.
 func lookupIn(ds *datastore.Store, key datastore.Key) (datastore.Allocation, bool) {
@@ -183,8 +206,8 @@ func (s *Server) release(key datastore.Key, deleteVeth bool) []datastore.Allocat
 	var out []datastore.Allocation
 	for _, c := range s.cards {
 		if a, ok := s.releaseOn(c.Store, key, deleteVeth); ok {
-			if c.Index == 0 {
-				s.unannotate(a)
+			if len(out) == 0 {
+				s.unannotate(a) // eth0's
 			}
 			out = append(out, a)
 		}
@@ -255,17 +278,18 @@ func metadata(as []datastore.Allocation) []*rpc.IPAllocationMetadata {
 }
 
 // ReleaseOrphans releases the addresses of pods that are gone (gone says
-// so of the pod's interface index: 0 for card 0's address, n for the n-th
-// other card's) and were assigned over minAge ago: a DEL that could not
-// reach ipamd, then the runtime deleted the pod's namespace. Each under
-// its attachment's lock, so an ADD or DEL of it in flight finishes first
-// and the allocation is looked at again after it. A pod gone from card 0
+// so of the pod's interface index, see datastore.Allocation.Interface)
+// and were assigned over minAge ago: a DEL that could not reach ipamd,
+// then the runtime deleted the pod's namespace. Each under its
+// attachment's lock, so an ADD or DEL of it in flight finishes first and
+// the allocation is looked at again after it. A pod whose eth0 is gone
 // loses its addresses on every card. It returns how many it released.
 func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone func(a datastore.Allocation, index int) bool) (int, error) {
 	released := 0
-	for i, c := range s.cards {
+	for _, c := range s.cards {
 		ds := c.Store
 		for _, a := range append(ds.Allocations(), ds.Held().List()...) {
+			i := a.Interface(c.Index)
 			if time.Since(a.AssignedAt) < minAge || !gone(a, i) {
 				continue
 			}
@@ -283,7 +307,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 				}
 				if n > 0 {
 					released += n
-					s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP, "interface", i, "addresses", n)
+					s.log.Info("released the address of a pod whose veth is gone", "pod", a.Meta.PodNamespace+"/"+a.Meta.PodName, "ip", a.IP, "card", c.Index, "interface", i, "addresses", n)
 				}
 			}
 			unlock()
@@ -301,7 +325,7 @@ func (s *Server) ReleaseOrphans(ctx context.Context, minAge time.Duration, gone 
 // New returns the server. version is ipamd's own; wait bounds how long
 // AddNetwork waits for an address.
 func New(ds *datastore.Store, pool Pool, cp Checkpoint, node Node, version string, wait time.Duration, m Metrics, log *slog.Logger) *Server {
-	s := &Server{ds: ds, cards: []Card{{Index: 0, Store: ds, Pool: pool, CP: cp}}, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
+	s := &Server{cards: []Card{{Index: 0, Store: ds, Pool: pool, CP: cp}}, node: node, version: version, wait: wait, m: m, log: log.With("component", "rpc")}
 	s.SetVPCCIDRs(node.VPCCIDRs)
 	return s
 }
@@ -352,7 +376,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 		return nil, status.Errorf(codes.Internal, "persist the allocation of %s: %v", as[0].IP, err)
 	}
 	if err := s.annotate(ctx, meta, as[0].IP); err != nil {
-		if undo.card0 {
+		if undo.first {
 			// A patch that timed out may have been applied all the same.
 			s.unannotate(as[0])
 		}
@@ -394,7 +418,7 @@ func (s *Server) meta(namespace, name string, multiNIC bool) datastore.Meta {
 type undo struct {
 	key   datastore.Key
 	fresh []*datastore.Store
-	card0 bool // card 0's address is this ADD's
+	first bool // the pod's first address (eth0's, the annotated one) is this ADD's
 }
 
 // run releases them; it reports whether there was any.
@@ -411,11 +435,14 @@ func (u *undo) run() bool {
 // gives back what it got when a later card fails; the VPC CNI keeps it
 // until the DEL.
 func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
+	if meta.InterfacesCount <= 1 {
+		return s.assignOne(ctx, key, meta)
+	}
 	u := &undo{key: key}
 	as := make([]datastore.Allocation, 0, meta.InterfacesCount)
 	for _, c := range s.cards[:meta.InterfacesCount] {
 		_, held := c.Store.Lookup(key)
-		a, err := s.assign(ctx, c.Store, c.Pool, key, meta)
+		a, err := s.assign(ctx, c.Store, c.Pool, key, meta, nil)
 		if err != nil {
 			u.run()
 			if c.Index > 0 {
@@ -426,16 +453,58 @@ func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastor
 		}
 		if !held {
 			u.fresh = append(u.fresh, c.Store)
-			u.card0 = u.card0 || c.Index == 0
+			u.first = u.first || c.Index == 0
 		}
 		as = append(as, a)
 	}
 	return as, u, nil
 }
 
+// assignOne assigns a pod with one interface its address. It is card 0's,
+// but as in the VPC CNI another card's (ENABLE_MULTI_NIC) when card 0 has
+// none free: that card's pool is there, its address routes as well, and
+// the pod need not wait for card 0's pool to grow. When no card has one,
+// it waits for card 0's pool, looking at the others again whenever it
+// wakes. An ADD repeated without a DEL gets the address the attachment
+// holds, on whichever card.
+func (s *Server) assignOne(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
+	_, c0, ok := s.holder(key)
+	if !ok {
+		c0 = s.cards[0]
+	}
+	_, held := c0.Store.Lookup(key)
+	var others []Card
+	if !held && c0.Index == 0 {
+		others = s.cards[1:]
+	}
+	ds := c0.Store
+	a, err := s.assign(ctx, c0.Store, c0.Pool, key, meta, func() (datastore.Allocation, bool) {
+		for _, c := range others {
+			if a, err := c.Store.Assign(key, meta); err == nil {
+				ds = c.Store
+				c.Pool.Kick() // refill the card's warm address
+				return a, true
+			}
+		}
+		return datastore.Allocation{}, false
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	u := &undo{key: key}
+	if !held {
+		u.fresh, u.first = []*datastore.Store{ds}, true
+	}
+	return []datastore.Allocation{a}, u, nil
+}
+
 // assign gets an address from a card's store, waiting up to s.wait while
-// its pool grows.
-func (s *Server) assign(ctx context.Context, ds *datastore.Store, pool Pool, key datastore.Key, meta datastore.Meta) (datastore.Allocation, error) {
+// its pool grows. When the store has none free, other (may be nil) is
+// asked for one before waiting and each time the wait wakes.
+func (s *Server) assign(ctx context.Context, ds *datastore.Store, pool Pool, key datastore.Key, meta datastore.Meta, other func() (datastore.Allocation, bool)) (datastore.Allocation, error) {
+	if other == nil {
+		other = func() (datastore.Allocation, bool) { return datastore.Allocation{}, false }
+	}
 	a, err := ds.Assign(key, meta)
 	if err == nil {
 		return a, nil
@@ -445,6 +514,9 @@ func (s *Server) assign(ctx context.Context, ds *datastore.Store, pool Pool, key
 	}
 	if !errors.Is(err, datastore.ErrNoFreeIP) {
 		return a, status.Errorf(codes.Internal, "assign: %v", err)
+	}
+	if a, ok := other(); ok {
+		return a, nil
 	}
 	waitStart := time.Now()
 	done := pool.Wait()
@@ -457,6 +529,9 @@ func (s *Server) assign(ctx context.Context, ds *datastore.Store, pool Pool, key
 		freed := ds.Changed()
 		reason, poolChanged := pool.Blocked()
 		if a, err := ds.Assign(key, meta); err == nil {
+			return a, nil
+		}
+		if a, ok := other(); ok {
 			return a, nil
 		}
 		if reason != nil {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/berth-io/berth/ipamd/datastore"
+	"github.com/berth-io/berth/proto/datapath"
 	"github.com/berth-io/berth/proto/rpc"
 )
 
@@ -346,5 +347,87 @@ func TestAddMultiNIC(t *testing.T) {
 	}
 	if n := len(ds1.Allocations()); n != 0 {
 		t.Fatalf("card 1 holds %d allocations after the DEL", n)
+	}
+}
+
+// TestOneInterfacePodTakesAnotherCardsAddress: as in the VPC CNI, a pod
+// with one interface takes card 1's address when card 0 has none free,
+// rather than wait for card 0's pool. Card 0's comes first when it has
+// one; a repeated ADD gets the address the pod holds, on whichever card;
+// DEL and the orphan sweep find it there, the sweep asking about the
+// pod's eth0.
+func TestOneInterfacePodTakesAnotherCardsAddress(t *testing.T) {
+	ds0 := newDS()
+	ds1 := datastore.New(time.Second, nil)
+	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.1/32"))
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.2/32"))
+	var s *Server
+	c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 300*time.Millisecond, func(srv *Server) {
+		s = srv
+		s.UseCards([]Card{{Index: 1, Store: ds1, Pool: &testPool{ds: ds1, growIn: -1}, CP: datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam-nic-1.json"), ds1)}})
+	})
+	ctx := context.Background()
+	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "spill", IfName: "eth0"}
+	reply, err := c.AddNetwork(ctx, addReq("spill", "v9.9.9"))
+	if err != nil {
+		t.Fatalf("ADD with card 0 dry and card 1 warm: %v", err)
+	}
+	got := reply.IPAllocationMetadata
+	if len(got) != 1 || !strings.HasPrefix(got[0].IPv4Addr, "10.0.9.") || got[0].RouteTableId != 10100 {
+		t.Fatalf("reply %v, want one card-1 address with table 10100", got)
+	}
+	if a, ok := ds1.Lookup(key); !ok || a.Meta.InterfacesCount != 1 {
+		t.Fatalf("card 1's allocation %+v (%v), want one recording 1 interface", a, ok)
+	}
+
+	// Card 0 gets an address: the repeated ADD keeps card 1's, a new pod takes card 0's.
+	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.1/32"))
+	again, err := c.AddNetwork(ctx, addReq("spill", "v9.9.9"))
+	if err != nil || again.IPAllocationMetadata[0].IPv4Addr != got[0].IPv4Addr || len(ds0.Allocations()) != 0 {
+		t.Fatalf("repeated ADD: %v %v, card 0 allocations %v; want the same card-1 address and none on card 0", again, err, ds0.Allocations())
+	}
+	if home, err := c.AddNetwork(ctx, addReq("home", "v9.9.9")); err != nil || home.IPAllocationMetadata[0].IPv4Addr != "10.0.2.1" {
+		t.Fatalf("with card 0 warm: %v %v, want 10.0.2.1", home, err)
+	}
+
+	del, err := c.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "spill", IfName: "eth0", NetworkName: "aws-cni"})
+	if err != nil || len(del.IPAllocationMetadata) != 1 || del.IPAllocationMetadata[0].RouteTableId != 10100 {
+		t.Fatalf("DEL: %v %v", del, err)
+	}
+	if n := len(ds1.Allocations()); n != 0 {
+		t.Fatalf("card 1 holds %d after the DEL", n)
+	}
+
+	// Gone while ipamd could not hear its DEL: the sweep asks about eth0.
+	if _, err := c.AddNetwork(ctx, addReq("orphan", "v9.9.9")); err != nil {
+		t.Fatal(err)
+	}
+	var asked []int
+	n, err := s.ReleaseOrphans(ctx, 0, func(a datastore.Allocation, i int) bool {
+		if a.Meta.PodName != "p-orphan" {
+			return false
+		}
+		asked = append(asked, i)
+		return i == 0
+	})
+	if err != nil || n != 1 || len(ds1.Allocations()) != 0 || len(asked) == 0 || slices.ContainsFunc(asked, func(i int) bool { return i != 0 }) {
+		t.Fatalf("sweep released %d (%v), asked about interfaces %v, card 1 holds %v; want 1 released, eth0 asked", n, err, asked, ds1.Allocations())
+	}
+
+	// GC of the runtime's attachments finds it on card 1 too.
+	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.3/32"))
+	if r, err := c.AddNetwork(ctx, addReq("gc", "v9.9.9")); err != nil || r.IPAllocationMetadata[0].IPv4Addr != "10.0.9.3" {
+		t.Fatalf("ADD: %v %v, want 10.0.9.3", r, err)
+	}
+	gc := s.gcPods(ctx, ctx, &datapath.GCRequest{ClientVersion: "v9.9.9", NetworkName: "aws-cni", ValidAttachments: []*datapath.Attachment{{ContainerId: "home", IfName: "eth0"}}})
+	if gc.Error != nil || len(ds1.Allocations()) != 0 || len(ds0.Allocations()) != 1 {
+		t.Fatalf("GC: %v; card 0 holds %v, card 1 %v; want home's only", gc.Error, ds0.Allocations(), ds1.Allocations())
+	}
+
+	// No card has one free (card 1's cool down): the ADD waits for card
+	// 0's pool, then fails.
+	if _, err := c.AddNetwork(ctx, addReq("none", "v9.9.9")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("ADD with every card dry: %v, want DeadlineExceeded", err)
 	}
 }

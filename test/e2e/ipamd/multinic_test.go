@@ -2,12 +2,15 @@ package ipamd_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -181,5 +184,131 @@ func dialFromAddr(ns string, src netip.Addr, addr string) error {
 			return err
 		}
 		return c.Close()
+	})
+}
+
+// TestOneInterfacePodOnCardOne: with ENABLE_MULTI_NIC, a pod without the
+// annotation takes network card 1's address when card 0 has none (here
+// card 0 is held at MAX_PODS=2, which caps each card's pool), as the VPC
+// CNI does. Its eth0 routes
+// through card 1's ENI (table 10100) to another node; CHECK passes, also
+// after ipamd is killed and restarted (card 1's checkpoint keeps it by
+// the pod's eth0 veth); the real VPC CNI plugin wires such an address
+// too; DEL releases it.
+func TestOneInterfacePodOnCardOne(t *testing.T) {
+	plugin := awsPluginTest(t)
+	cl := newCluster(t, "10.95.0.0/16", "10.95.0.0/20")
+	env := []string{"ENABLE_MULTI_NIC=true", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=1", "MAX_PODS=2"}
+	n := cl.startNodeAt(t, "c6in.32xlarge", "/var/run/aws-node/ipamd.sock", env...)
+	peer := cl.startNode(t, "m5.large")
+	target, err := peer.add(t, "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.listen(t, 7070)
+	to := net.JoinHostPort(target.ip.String(), "7070")
+	installAWSPlugin(t, n, plugin)
+
+	var home []*pod
+	for _, name := range []string{"first", "second"} {
+		waitCardFree(t, n, 0)
+		p, err := n.add(t, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if card := cardOf(t, cl, p.ip); card != 0 {
+			t.Fatalf("pod %s's %s is on network card %d, want 0", name, p.ip, card)
+		}
+		home = append(home, p)
+	}
+	waitCardFree(t, n, 1)
+	spilled, err := n.add(t, "spilled")
+	if err != nil {
+		t.Fatalf("a pod with card 0 full and card 1 warm: %v", err)
+	}
+	if card := cardOf(t, cl, spilled.ip); card != 1 {
+		t.Fatalf("the second pod's %s is on network card %d, want 1", spilled.ip, card)
+	}
+	if _, err := spilled.dial(to); err != nil {
+		t.Errorf("from card 1's address on eth0 to a pod on another node: %v", err)
+	}
+	if err := n.check(t, spilled); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	n.restart(t, env...)
+	if err := n.check(t, spilled); err != nil {
+		t.Errorf("CHECK after ipamd's restart: %v", err)
+	}
+	if !slices.Contains(introspectPods(t, n), spilled.ip.String()) {
+		t.Errorf("%s not allocated after ipamd's restart", spilled.ip)
+	}
+	if _, err := spilled.dial(to); err != nil {
+		t.Errorf("after ipamd's restart: %v", err)
+	}
+
+	// The VPC CNI plugin, given card 1's address for eth0.
+	waitCardFree(t, n, 1)
+	awsConf, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"aws-cni","disableCheck":true,
+		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsName := fmt.Sprintf("pod-awsc1-%d", time.Now().UnixNano()%1e6)
+	rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: e2e.NewNetNS(t, nsName), IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "aws-on-card-1"}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
+	var ip netip.Addr
+	if err := e2e.InNetNS(n.inst.NetNS, func() error {
+		r, err := n.cni.AddNetworkList(context.Background(), awsConf, rt)
+		if err != nil {
+			return err
+		}
+		res, err := types100.NewResultFromResult(r)
+		if err != nil {
+			return err
+		}
+		ip, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
+		return nil
+	}); err != nil {
+		t.Fatalf("aws-cni ADD: %v", err)
+	}
+	if card := cardOf(t, cl, ip); card != 1 {
+		t.Errorf("aws-cni's pod got %s on network card %d, want 1", ip, card)
+	}
+	if err := dialFromAddr(nsName, ip, to); err != nil {
+		t.Errorf("aws-cni's pod on card 1: %v", err)
+	}
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), awsConf, rt) }); err != nil {
+		t.Fatalf("aws-cni DEL: %v", err)
+	}
+
+	if err := n.del(t, spilled); err != nil {
+		t.Fatal(err)
+	}
+	held := introspectPods(t, n)
+	for _, a := range []netip.Addr{spilled.ip, ip} {
+		if slices.Contains(held, a.String()) {
+			t.Errorf("%s still allocated after DEL", a)
+		}
+	}
+	for _, p := range home {
+		if err := n.del(t, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitCardFree waits until network card card's pool has a free address.
+func waitCardFree(t *testing.T, n *node, card int) {
+	t.Helper()
+	e2e.WaitFor(t, fmt.Sprintf("a free address on network card %d", card), 30*time.Second, func() bool {
+		var cards map[string]struct{ TotalIPs, AssignedIPs int }
+		code, body := introspect(t, n, "/v1/enis")
+		if code != http.StatusOK || json.Unmarshal(body, &cards) != nil {
+			return false
+		}
+		c := cards[strconv.Itoa(card)]
+		return c.TotalIPs > c.AssignedIPs
 	})
 }

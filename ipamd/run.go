@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -199,6 +200,15 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer func() { _ = host.Close() }()
+	// The background loops (pools, sweeps, refreshes) use the host's
+	// netlink handles and the datastores: on the way out they end before
+	// the handles close (this defer runs before host.Close's).
+	bg, stopLoops := context.WithCancel(ctx)
+	var loops sync.WaitGroup
+	defer func() {
+		stopLoops()
+		loops.Wait()
+	}()
 	host.RegisterMetrics(reg)
 	mac, err := net.ParseMAC(in.PrimaryMAC)
 	if err != nil {
@@ -284,10 +294,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		log.Warn("prune stale pod rules", "err", err)
 	}
 	for _, c := range cards {
-		go c.pool.Run(ctx)
-		go c.pool.ReconcileLoop(ctx, time.Minute)
+		loops.Go(func() { c.pool.Run(bg) })
+		loops.Go(func() { c.pool.ReconcileLoop(bg, time.Minute) })
 	}
-	go p.CleanupLeakedENIs(ctx)
+	loops.Go(func() { p.CleanupLeakedENIs(bg) })
 
 	srv := server.New(ds, p, cp, server.Node{PrimaryENI: in.PrimaryENI, PrimaryIP: in.PrimaryIP, VPCCIDRs: in.VPCCIDRs,
 		ExternalSNAT: cfg.ExternalSNAT, NetworkPolicyMode: cfg.NetworkPolicyMode, InstanceID: in.ID, Region: in.Region},
@@ -297,7 +307,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		more = append(more, server.Card{Index: c.index, Store: c.ds, Pool: c.pool, CP: c.cp})
 	}
 	srv.UseCards(more)
-	go refreshVPCCIDRs(ctx, c, host, srv, 30*time.Second, log)
+	loops.Go(func() { refreshVPCCIDRs(bg, c, host, srv, 30*time.Second, log) })
 	srv.OnRelease(func(ip net.IP, table int, deleteVeth bool) {
 		// Rules, host route and veth while the address is still this pod's:
 		// once released, they may be the next pod's. Unless deleteVeth, the
@@ -309,8 +319,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if cfg.AnnotatePodIP {
 		srv.AnnotatePodIPs(kc.PodIPs())
 	}
-	go sweepOrphans(ctx, srv, cfg.VethPrefix, log)
-	go keepPluginLog(ctx, cfg.PluginLogFile, log)
+	loops.Go(func() { sweepOrphans(bg, srv, cfg.VethPrefix, log) })
+	loops.Go(func() { keepPluginLog(bg, cfg.PluginLogFile, log) })
 	gs := grpc.NewServer()
 	rpc.RegisterCNIBackendServer(gs, srv)
 	rpc.RegisterConfigServerBackendServer(gs, srv)

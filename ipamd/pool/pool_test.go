@@ -1314,17 +1314,22 @@ func TestCordonedNodeHoldsItsENIs(t *testing.T) {
 	}
 }
 
+// multiNICNode is a c6in.32xlarge (two network cards) with ENABLE_MULTI_NIC.
+func multiNICNode(t *testing.T) (*fakeCloud, config.Config, *slog.Logger) {
+	t.Helper()
+	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_MULTI_NIC": "true"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFake("c6in.32xlarge"), cfg, slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
 // TestCardPool: with ENABLE_MULTI_NIC, network card 1 has its own pool. It
 // attaches its ENIs to card 1 from device 0, keeps the VPC CNI's targets
 // for such a card (one address free, WARM_IP_TARGET=1 whatever the node's
 // WARM_ENI_TARGET), and neither pool takes the other's ENIs.
 func TestCardPool(t *testing.T) {
-	f := newFake("c6in.32xlarge")
-	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_MULTI_NIC": "true"}[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f, cfg, log := multiNICNode(t)
 	ctx := context.Background()
 	ds1 := datastore.New(cfg.IPCooldown, nil)
 	p1 := NewOnCard(1, cfg, f, ds1, nopHost{}, log)
@@ -1376,12 +1381,7 @@ func TestCardPool(t *testing.T) {
 // reconciles shows in the one awscni_reconcile_count card 0's pool
 // registered (registering a second would panic on the name).
 func TestCardPoolCountsReconcilesOnTheNodesCounter(t *testing.T) {
-	f := newFake("c6in.32xlarge")
-	cfg, err := config.FromEnv(func(k string) string { return map[string]string{"ENABLE_MULTI_NIC": "true"}[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f, cfg, log := multiNICNode(t)
 	ctx := context.Background()
 	p0 := New(cfg, f, datastore.New(cfg.IPCooldown, nil), nopHost{}, log)
 	p0.RegisterMetrics(prometheus.NewRegistry())

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/berth-io/berth/test/e2e"
 )
@@ -103,34 +102,19 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsName := fmt.Sprintf("pod-aws-%d", time.Now().UnixNano()%1e6)
-	netnsPath := e2e.NewNetNS(t, nsName)
-	rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: netnsPath, IfName: "eth0",
-		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "aws-plugin-pod"}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
-	var ip netip.Addr
-	err = e2e.InNetNS(n.inst.NetNS, func() error {
-		r, err := n.cni.AddNetworkList(context.Background(), conf, rt)
-		if err != nil {
-			return err
-		}
-		res, err := types100.NewResultFromResult(r)
-		if err != nil {
-			return err
-		}
-		ip, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		return nil
-	})
+	awsPod, err := n.addWith(t, conf, "aws-plugin-pod")
 	if err != nil {
 		b, _ := os.ReadFile(logFile)
 		t.Fatalf("ADD through the Amazon VPC CNI plugin: %v\n%s", err, b)
 	}
+	ip := awsPod.ip
 	if !netip.MustParsePrefix("10.64.0.0/20").Contains(ip) {
 		t.Fatalf("pod got %s", ip)
 	}
-	if _, err := e2e.DialFrom(nsName, net.JoinHostPort(target.ip.String(), "7070"), 2*time.Second); err != nil {
+	if _, err := awsPod.dial(net.JoinHostPort(target.ip.String(), "7070")); err != nil {
 		t.Fatalf("a pod set up by the AWS plugin cannot reach another node: %v", err)
 	}
-	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), conf, rt) }); err != nil {
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), conf, awsPod.rt) }); err != nil {
 		t.Fatalf("DEL through the Amazon VPC CNI plugin: %v", err)
 	}
 	for _, held := range introspectPods(t, n) {

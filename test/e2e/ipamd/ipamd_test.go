@@ -126,13 +126,19 @@ type pod struct {
 // add creates a pod through libcni from inside the node's namespace.
 func (n *node) add(t testing.TB, name string) (*pod, error) {
 	t.Helper()
+	return n.addWith(t, n.conf(t), name)
+}
+
+// addWith creates a pod with conf (another plugin's, say).
+func (n *node) addWith(t testing.TB, conf *libcni.NetworkConfigList, name string) (*pod, error) {
+	t.Helper()
 	nsName := fmt.Sprintf("pod-%s-%d", name, time.Now().UnixNano()%1e6)
 	p := &pod{name: name, ns: "default", netns: e2e.NewNetNS(t, nsName)}
 	p.rt = &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: p.netns, IfName: "eth0",
 		Args: [][2]string{{"K8S_POD_NAMESPACE", p.ns}, {"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
 	var res *types100.Result
 	err := e2e.InNetNS(n.inst.NetNS, func() error {
-		r, err := n.cni.AddNetworkList(context.Background(), n.conf(t), p.rt)
+		r, err := n.cni.AddNetworkList(context.Background(), conf, p.rt)
 		if err != nil {
 			return err
 		}

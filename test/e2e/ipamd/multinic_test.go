@@ -255,31 +255,18 @@ func TestOneInterfacePodOnCardOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsName := fmt.Sprintf("pod-awsc1-%d", time.Now().UnixNano()%1e6)
-	rt := &libcni.RuntimeConf{ContainerID: "c-" + nsName, NetNS: e2e.NewNetNS(t, nsName), IfName: "eth0",
-		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", "aws-on-card-1"}, {"K8S_POD_INFRA_CONTAINER_ID", "c-" + nsName}, {"IgnoreUnknown", "1"}}}
-	var ip netip.Addr
-	if err := e2e.InNetNS(n.inst.NetNS, func() error {
-		r, err := n.cni.AddNetworkList(context.Background(), awsConf, rt)
-		if err != nil {
-			return err
-		}
-		res, err := types100.NewResultFromResult(r)
-		if err != nil {
-			return err
-		}
-		ip, _ = netip.AddrFromSlice(res.IPs[0].Address.IP.To4())
-		return nil
-	}); err != nil {
+	awsPod, err := n.addWith(t, awsConf, "aws-on-card-1")
+	if err != nil {
 		t.Fatalf("aws-cni ADD: %v", err)
 	}
+	ip := awsPod.ip
 	if card := cardOf(t, cl, ip); card != 1 {
 		t.Errorf("aws-cni's pod got %s on network card %d, want 1", ip, card)
 	}
-	if err := dialFromAddr(nsName, ip, to); err != nil {
+	if _, err := awsPod.dial(to); err != nil {
 		t.Errorf("aws-cni's pod on card 1: %v", err)
 	}
-	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), awsConf, rt) }); err != nil {
+	if err := e2e.InNetNS(n.inst.NetNS, func() error { return n.cni.DelNetworkList(context.Background(), awsConf, awsPod.rt) }); err != nil {
 		t.Fatalf("aws-cni DEL: %v", err)
 	}
 

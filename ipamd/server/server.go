@@ -435,6 +435,13 @@ func (u *undo) run() bool {
 // gives back what it got when a later card fails; the VPC CNI keeps it
 // until the DEL.
 func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
+	// An ADD repeated with another interface count (the annotation
+	// changed, the sandbox did not) would reuse an address as the wrong
+	// interface, which restore and the sweep then judge by the wrong veth.
+	if a, ok := s.lookup(key); ok && max(a.Meta.InterfacesCount, 1) != meta.InterfacesCount {
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "the attachment holds %s for a pod with %d interface(s), not %d: DEL it first",
+			a.IP, max(a.Meta.InterfacesCount, 1), meta.InterfacesCount)
+	}
 	if meta.InterfacesCount <= 1 {
 		return s.assignOne(ctx, key, meta)
 	}

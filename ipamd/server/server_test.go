@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -430,4 +431,90 @@ func TestOneInterfacePodTakesAnotherCardsAddress(t *testing.T) {
 	if _, err := c.AddNetwork(ctx, addReq("none", "v9.9.9")); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("ADD with every card dry: %v, want DeadlineExceeded", err)
 	}
+}
+
+// annotations records ANNOTATE_POD_IP's patches; Set fails for failPod.
+type annotations struct {
+	mu         sync.Mutex
+	failPod    string
+	set, clear []string
+}
+
+func (a *annotations) Set(_ context.Context, _, name, ip string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if name == a.failPod {
+		return errors.New("patch timed out")
+	}
+	a.set = append(a.set, name+" "+ip)
+	return nil
+}
+
+func (a *annotations) Clear(_ context.Context, _, name, ip string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.clear = append(a.clear, name+" "+ip)
+	return nil
+}
+
+// A pod with one interface on card 1 is undone there when its ADD fails
+// after the assignment (annotation or checkpoint), and its annotation is
+// cleared on failure and on DEL, as for a pod on card 0. An ADD repeated
+// with another interface count is refused rather than reusing the address
+// as another interface.
+func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
+	cardOne := func(t *testing.T, cpPath string) (*datastore.Store, *annotations, rpc.CNIBackendClient) {
+		ds0 := newDS()
+		ds1 := datastore.New(time.Second, nil)
+		ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+		for _, ip := range []string{"10.0.9.1/32", "10.0.9.2/32"} {
+			_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix(ip))
+		}
+		ann := &annotations{failPod: "p-unpatched"}
+		c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 200*time.Millisecond, func(s *Server) {
+			s.UseCards([]Card{{Index: 1, Store: ds1, Pool: &testPool{ds: ds1, growIn: -1}, CP: datastore.NewCheckpointer(cpPath, ds1)}})
+			s.AnnotatePodIPs(ann)
+		})
+		return ds1, ann, c
+	}
+	ctx := context.Background()
+
+	t.Run("annotation", func(t *testing.T) {
+		ds1, ann, c := cardOne(t, filepath.Join(t.TempDir(), "ipam-nic-1.json"))
+		if _, err := c.AddNetwork(ctx, addReq("unpatched", "v9.9.9")); status.Code(err) != codes.Unavailable {
+			t.Fatalf("ADD whose annotation fails: %v, want Unavailable", err)
+		}
+		if n := len(ds1.Allocations()); n != 0 || len(ann.clear) != 1 || !strings.HasPrefix(ann.clear[0], "p-unpatched 10.0.9.") {
+			t.Fatalf("after the failed ADD card 1 holds %d, annotations cleared %v; want none held, its annotation cleared", n, ann.clear)
+		}
+		r, err := c.AddNetwork(ctx, addReq("web", "v9.9.9"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ip := r.IPAllocationMetadata[0].IPv4Addr
+		multi := addReq("web", "v9.9.9")
+		multi.RequiresMultiNICAttachment = true
+		if _, err := c.AddNetwork(ctx, multi); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("ADD repeated as a multi-NIC pod: %v, want FailedPrecondition", err)
+		}
+		if _, err := c.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "web", IfName: "eth0", NetworkName: "aws-cni"}); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(ann.set, "p-web "+ip) || !slices.Contains(ann.clear, "p-web "+ip) {
+			t.Fatalf("annotations set %v, cleared %v; want p-web %s set and cleared", ann.set, ann.clear, ip)
+		}
+	})
+	t.Run("checkpoint", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "a-file")
+		if err := os.WriteFile(file, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ds1, _, c := cardOne(t, filepath.Join(file, "ipam-nic-1.json")) // under a file: never written
+		if _, err := c.AddNetwork(ctx, addReq("web", "v9.9.9")); status.Code(err) != codes.Internal {
+			t.Fatalf("ADD whose card-1 checkpoint cannot be written: %v, want Internal", err)
+		}
+		if n := len(ds1.Allocations()); n != 0 {
+			t.Fatalf("card 1 holds %d after the ADD failed", n)
+		}
+	})
 }

@@ -227,7 +227,7 @@ func TestOneInterfacePodOnCardOne(t *testing.T) {
 		t.Fatalf("a pod with card 0 full and card 1 warm: %v", err)
 	}
 	if card := cardOf(t, cl, spilled.ip); card != 1 {
-		t.Fatalf("the second pod's %s is on network card %d, want 1", spilled.ip, card)
+		t.Fatalf("the pod after card 0 filled up got %s on network card %d, want 1", spilled.ip, card)
 	}
 	if _, err := spilled.dial(to); err != nil {
 		t.Errorf("from card 1's address on eth0 to a pod on another node: %v", err)

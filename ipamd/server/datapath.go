@@ -419,7 +419,7 @@ func (s *Server) addPod(ctx context.Context, r *datapath.AddRequest, podNS netns
 	// to give back when it fails (undo knows).
 	as, u, err := s.assignAll(ctx, key, s.meta(r.PodNamespace, r.PodName, r.RequiresMultiNicAttachment))
 	if err != nil {
-		s.m.NoIP.Inc()
+		s.countNoIP(err)
 		s.log.Warn("ADD failed", "pod", pod, "err", err)
 		failed(cniErrTryAgainLater, "failed to assign an IP address to the pod", err)
 		return

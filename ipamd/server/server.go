@@ -366,7 +366,7 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	defer unlock()
 	as, undo, err := s.assignAll(ctx, key, meta)
 	if err != nil {
-		s.m.NoIP.Inc()
+		s.countNoIP(err)
 		s.log.Warn("AddNetwork failed", "pod", pod, "err", err)
 		return nil, err
 	}
@@ -394,6 +394,15 @@ func (s *Server) AddNetwork(ctx context.Context, r *rpc.AddNetworkRequest) (*rpc
 	}
 	s.log.Debug("AddNetwork", "pod", pod, "ip", as[0].IP, "eni", as[0].ENI, "interfaces", len(as), "took", time.Since(start))
 	return reply, nil
+}
+
+// countNoIP counts an ADD that failed for want of an address (the pool
+// could not give one in time, or cannot grow), as aws-node counts
+// awscni_no_available_ip_addresses; not one refused for another reason.
+func (s *Server) countNoIP(err error) {
+	if c := status.Code(err); c == codes.ResourceExhausted || c == codes.DeadlineExceeded {
+		s.m.NoIP.Inc()
+	}
 }
 
 // ErrMultiNIC refuses an ADD of a pod that asks for an interface on every

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -431,6 +432,9 @@ func TestOneInterfacePodTakesAnotherCardsAddress(t *testing.T) {
 	if _, err := c.AddNetwork(ctx, addReq("none", "v9.9.9")); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("ADD with every card dry: %v, want DeadlineExceeded", err)
 	}
+	if n := testutil.ToFloat64(s.m.NoIP); n != 1 {
+		t.Errorf("awscni_no_available_ip_addresses = %v, want 1", n)
+	}
 }
 
 // annotations records ANNOTATE_POD_IP's patches; Set fails for failPod.
@@ -463,6 +467,7 @@ func (a *annotations) Clear(_ context.Context, _, name, ip string) error {
 // with another interface count is refused rather than reusing the address
 // as another interface.
 func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
+	var srv *Server
 	cardOne := func(t *testing.T, cpPath string) (*datastore.Store, *annotations, rpc.CNIBackendClient) {
 		ds0 := newDS()
 		ds1 := datastore.New(time.Second, nil)
@@ -474,6 +479,7 @@ func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
 		c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 200*time.Millisecond, func(s *Server) {
 			s.UseCards([]Card{{Index: 1, Store: ds1, Pool: &testPool{ds: ds1, growIn: -1}, CP: datastore.NewCheckpointer(cpPath, ds1)}})
 			s.AnnotatePodIPs(ann)
+			srv = s
 		})
 		return ds1, ann, c
 	}
@@ -496,6 +502,9 @@ func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
 		multi.RequiresMultiNICAttachment = true
 		if _, err := c.AddNetwork(ctx, multi); status.Code(err) != codes.FailedPrecondition {
 			t.Fatalf("ADD repeated as a multi-NIC pod: %v, want FailedPrecondition", err)
+		}
+		if n := testutil.ToFloat64(srv.m.NoIP); n != 0 {
+			t.Errorf("awscni_no_available_ip_addresses = %v after ADDs refused for other reasons, want 0", n)
 		}
 		if _, err := c.DelNetwork(ctx, &rpc.DelNetworkRequest{ClientVersion: "v9.9.9", ContainerID: "web", IfName: "eth0", NetworkName: "aws-cni"}); err != nil {
 			t.Fatal(err)

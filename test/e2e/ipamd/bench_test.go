@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -162,20 +163,21 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	// BERTH_BENCH_CNI_ALT names another berth-cni build (of the same
 	// version stamp as ipamd: make build VERSION=...) to time beside this
 	// one, ADD for ADD, for comparing two plugins in the same minutes.
-	which := []string{"berth", "ptp", "floor"}
+	skelConf := altConflist(b, node, conf, skelOnly, "skelonly")
+	which := []string{"berth", "ptp", "floor", "skel"}
 	var altConf *libcni.NetworkConfigList
 	if alt := os.Getenv("BERTH_BENCH_CNI_ALT"); alt != "" {
-		altConf = altConflist(b, node, conf, alt)
+		altConf = altConflist(b, node, conf, alt, "berth-cni-alt")
 		which = append(which, "alt")
 	}
-	var add, del, peerAdd, peerDel, floor, execMin, version, skelVersion, altAdd []time.Duration
+	var add, del, peerAdd, peerDel, floor, execMin, version, skelVersion, altAdd, skelAdd []time.Duration
 	for i := 0; i < n; i++ {
-		order := which
-		if altConf != nil && i%2 == 1 {
-			// The alternate goes first every other round: the first and
-			// the last plugin of a round do not run under the same
-			// conditions (~0.5 ms apart here).
-			order = []string{"alt", "ptp", "floor", "berth"}
+		order := slices.Clone(which)
+		if i%2 == 1 {
+			// Every other round in reverse: the first and the last
+			// plugin of a round do not run under the same conditions
+			// (~0.5 ms apart here).
+			slices.Reverse(order)
 		}
 		for _, which := range order {
 			name := fmt.Sprintf("bench-%s-%d-%d", which, os.Getpid(), i)
@@ -198,17 +200,9 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 					return nil
 				})
 			case "alt":
-				_ = e2e.InNetNS(node.inst.NetNS, func() error {
-					start := time.Now()
-					if _, err := node.cni.AddNetworkList(context.Background(), altConf, rt); err != nil {
-						b.Fatal(err)
-					}
-					altAdd = append(altAdd, time.Since(start))
-					if err := node.cni.DelNetworkList(context.Background(), altConf, rt); err != nil {
-						b.Fatal(err)
-					}
-					return nil
-				})
+				altAdd = append(altAdd, timeAdd(b, node, altConf, rt))
+			case "skel":
+				skelAdd = append(skelAdd, timeAdd(b, node, skelConf, rt))
 			case "ptp":
 				_ = e2e.InNetNS(node.inst.NetNS, func() error {
 					start := time.Now()
@@ -269,6 +263,9 @@ func benchCNIAddDel(b *testing.B, stateDir string) {
 	b.ReportMetric(float64(percentile(skelVersion, .5).Microseconds())/1000, "skelonly-version-p50-ms")
 	b.ReportMetric(percentile(version, .5).Seconds()/percentile(skelVersion, .5).Seconds(), "version-x-skelonly")
 	b.ReportMetric(p50.Seconds()/percentile(skelFloor, .5).Seconds(), "add-p50-x-skel-floor")
+	b.ReportMetric(float64(percentile(skelAdd, .5).Microseconds())/1000, "skelonly-add-p50-ms")
+	b.ReportMetric(p50.Seconds()/percentile(skelAdd, .5).Seconds(), "add-p50-x-skelonly-add")
+	b.ReportMetric(percentile(skelAdd, .5).Seconds()/f50.Seconds(), "skelonly-add-p50-x-floor")
 }
 
 // BenchmarkColdBurst: 100 concurrent ADDs on a fresh node; counts EC2
@@ -432,22 +429,22 @@ func histogram(b *testing.B, n *node, name string) (sum, count float64) {
 	return sum, count
 }
 
-// altConflist installs the plugin at path as berth-cni-alt beside
-// berth-cni and returns conf with it in berth-cni's place.
-func altConflist(b *testing.B, node *node, conf *libcni.NetworkConfigList, path string) *libcni.NetworkConfigList {
+// altConflist installs the plugin at path as typ beside berth-cni and
+// returns conf with it in berth-cni's place.
+func altConflist(b *testing.B, node *node, conf *libcni.NetworkConfigList, path, typ string) *libcni.NetworkConfigList {
 	b.Helper()
 	bin, err := os.ReadFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(node.binDir, "berth-cni-alt"), bin, 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(node.binDir, typ), bin, 0o755); err != nil {
 		b.Fatal(err)
 	}
 	var raw map[string]any
 	if err := json.Unmarshal(conf.Bytes, &raw); err != nil {
 		b.Fatal(err)
 	}
-	raw["plugins"].([]any)[0].(map[string]any)["type"] = "berth-cni-alt"
+	raw["plugins"].([]any)[0].(map[string]any)["type"] = typ
 	out, err := json.Marshal(raw)
 	if err != nil {
 		b.Fatal(err)
@@ -457,4 +454,22 @@ func altConflist(b *testing.B, node *node, conf *libcni.NetworkConfigList, path 
 		b.Fatal(err)
 	}
 	return alt
+}
+
+// timeAdd times an ADD of conf through libcni in the node, as a runtime
+// does, then DELs it untimed.
+func timeAdd(b *testing.B, node *node, conf *libcni.NetworkConfigList, rt *libcni.RuntimeConf) time.Duration {
+	var took time.Duration
+	_ = e2e.InNetNS(node.inst.NetNS, func() error {
+		start := time.Now()
+		if _, err := node.cni.AddNetworkList(context.Background(), conf, rt); err != nil {
+			b.Fatal(err)
+		}
+		took = time.Since(start)
+		if err := node.cni.DelNetworkList(context.Background(), conf, rt); err != nil {
+			b.Fatal(err)
+		}
+		return nil
+	})
+	return took
 }

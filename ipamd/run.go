@@ -202,12 +202,15 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	defer func() { _ = host.Close() }()
 	// The background loops (pools, sweeps, refreshes) use the host's
 	// netlink handles and the datastores: on the way out they end before
-	// the handles close (this defer runs before host.Close's).
+	// the handles close (this defer runs before host.Close's), but ipamd
+	// does not wait past loopsGrace for them.
 	bg, stopLoops := context.WithCancel(ctx)
 	var loops sync.WaitGroup
 	defer func() {
 		stopLoops()
-		loops.Wait()
+		if !waitAtMost(loops.Wait, loopsGrace) {
+			log.Warn("background work still running at exit", "waited", loopsGrace)
+		}
 	}()
 	host.RegisterMetrics(reg)
 	mac, err := net.ParseMAC(in.PrimaryMAC)
@@ -474,6 +477,29 @@ func every(ctx context.Context, period time.Duration, f func()) {
 
 // VethName is the host-side name of a pod's veth, as the VPC CNI names it.
 func VethName(prefix, namespace, pod string) string { return vethname.For(prefix, namespace, pod) }
+
+// loopsGrace bounds the wait for the background loops at exit. An ENI
+// being created when ipamd is told to stop is deleted on the way out, which
+// EC2 may take up to a minute to allow; aws-node's pod has 10 s to stop, and
+// a created ENI left behind is the leaked-ENI cleanup's.
+const loopsGrace = 5 * time.Second
+
+// waitAtMost runs wait and reports whether it returned within d.
+func waitAtMost(wait func(), d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
 // orphanMinAge is how old an allocation must be before the sweep (or
 // restore) releases it for a missing veth: its ADD may still be wiring it.

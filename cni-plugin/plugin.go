@@ -62,6 +62,14 @@ func cmdAdd(args *skel.CmdArgs) error {
 	}
 	// ipamd assigns the address and wires the pod in its own, warm process
 	// (package podwire); the namespace goes to it as a descriptor.
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	// Connected first: ipamd accepts while the request is put together.
+	c, err := podwire.Dial(ctx, conf.DatapathSocket)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "ipamd is not reachable: "+err.Error())
+	}
+	defer c.Close()
 	podNS, err := openNetns(args.Netns)
 	if err != nil {
 		return err
@@ -69,16 +77,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 	req := datapathAdd{ClientVersion: version.Version, ContainerID: args.ContainerID, IfName: args.IfName, NetworkName: conf.Name,
 		PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME), PodInfraContainerID: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
 		Netns: args.Netns, VethPrefix: conf.VethPrefix, MTU: int32(conf.MTU), PolicyAgent: agentPresent(conf), MultiNIC: multiNIC}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	c, err := podwire.Dial(ctx, conf.DatapathSocket)
-	if err != nil {
-		unix.Close(podNS)
-		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", "ipamd is not reachable: "+err.Error())
-	}
-	defer c.Close()
 	err = c.Send(datapathRequest(commandAdd, req.marshal()), podNS)
 	unix.Close(podNS)
+	// The log is opened while ipamd works.
+	log := logger(conf)
 	reply, err := receiveReply(c, err)
 	if err == nil && reply.Phase == podwire.PhaseLinks {
 		// The pod's veth is up without an address: the policy agent
@@ -92,7 +94,6 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, "failed to assign an IP address to the pod", err.Error())
 	}
-	log := logger(conf)
 	if e := reply.Error; e != nil {
 		log.Error("ADD failed", "container", args.ContainerID, "code", e.Code, "msg", e.Msg, "details", e.Details)
 		return types.NewError(uint(e.Code), e.Msg, e.Details)

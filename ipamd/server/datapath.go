@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -101,6 +102,9 @@ func (s *Server) handleConn(ctx context.Context, c *net.UnixConn, handles *handl
 	req, podNS, rerr := readRequest(c)
 	if podNS >= 0 {
 		defer unix.Close(podNS)
+	}
+	if rerr == errHungUp {
+		return
 	}
 	if rerr != nil {
 		s.log.Warn("bad request on the datapath socket", "err", rerr)
@@ -212,6 +216,10 @@ func nextWord(ctx context.Context, cont <-chan *datapath.Continue, timeout time.
 	}
 }
 
+// errHungUp is readRequest's answer to a plugin that hung up without a
+// request.
+var errHungUp = &datapath.Error{Code: cniErrInternal, Msg: "the plugin hung up before its request"}
+
 // readRequest reads the request and its namespace descriptor (-1 when
 // none), and checks what the command needs.
 func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
@@ -238,6 +246,11 @@ func readRequest(c *net.UnixConn) (*datapath.Request, int, *datapath.Error) {
 	}
 	invalid := func(code uint32, format string, a ...any) *datapath.Error {
 		return &datapath.Error{Code: code, Msg: "invalid request", Details: fmt.Sprintf(format, a...)}
+	}
+	if n == 0 && len(fds) == 0 && (err == nil || errors.Is(err, io.EOF)) {
+		// berth-cni connects before it has put its request together, and
+		// hangs up if that fails (its netns went away): nothing to answer.
+		return req, nsfd, errHungUp
 	}
 	if err != nil {
 		return req, nsfd, &datapath.Error{Code: cniErrInternal, Msg: "read the request", Details: err.Error()}

@@ -543,3 +543,27 @@ func TestDatapathCommitRacingShutdown(t *testing.T) {
 		t.Logf("%s: commit sent: %v", pod, sendErr == nil)
 	}
 }
+
+// berth-cni connects before it has put its ADD together and hangs up if
+// that fails: ipamd reads that as a hang-up, not as a bad request to warn
+// about and answer.
+func TestReadRequestHangUp(t *testing.T) {
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "dp.sock"), Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.DialUnix("unixpacket", nil, ln.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, fd, rerr := readRequest(s); rerr != errHungUp || fd != -1 {
+		t.Fatalf("readRequest after a hang-up: %+v, descriptor %d; want errHungUp", rerr, fd)
+	}
+}

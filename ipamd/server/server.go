@@ -484,17 +484,17 @@ func (s *Server) assignAll(ctx context.Context, key datastore.Key, meta datastor
 // wakes. An ADD repeated without a DEL gets the address the attachment
 // holds, on whichever card.
 func (s *Server) assignOne(ctx context.Context, key datastore.Key, meta datastore.Meta) ([]datastore.Allocation, *undo, error) {
-	_, c0, ok := s.holder(key)
+	_, home, ok := s.holder(key)
 	if !ok {
-		c0 = s.cards[0]
+		home = s.cards[0]
 	}
-	_, held := c0.Store.Lookup(key)
+	_, held := home.Store.Lookup(key)
 	var others []Card
-	if !held && c0.Index == 0 {
+	if !held && home.Index == 0 {
 		others = s.cards[1:]
 	}
-	ds := c0.Store
-	a, err := s.assign(ctx, c0.Store, c0.Pool, key, meta, func() (datastore.Allocation, bool) {
+	ds := home.Store
+	a, err := s.assign(ctx, home.Store, home.Pool, key, meta, func() (datastore.Allocation, bool) {
 		for _, c := range others {
 			if a, err := c.Store.Assign(key, meta); err == nil {
 				ds = c.Store

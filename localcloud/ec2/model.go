@@ -78,13 +78,17 @@ func (v *VPC) primaryAssociation() string {
 	return "vpc-cidr-assoc-" + strings.TrimPrefix(v.ID, "vpc-")
 }
 
-// ipv6Association is the association ID of the VPC's IPv6 block.
+// ipv6Association is the association ID of the VPC's IPv6 block: the
+// primary block's with its first hex digit moved on by one, so the two
+// never meet (a fixed "6" in its place did, for every VPC whose ID starts
+// with 6) and the ID keeps the others' length.
 func (v *VPC) ipv6Association() string {
-	id := strings.TrimPrefix(v.ID, "vpc-")
-	if id != "" {
-		id = id[1:] // keeps the ID the length of the others
+	id := []byte(strings.TrimPrefix(v.ID, "vpc-"))
+	if len(id) > 0 {
+		const hex = "0123456789abcdef"
+		id[0] = hex[(strings.IndexByte(hex, id[0])+1)%16]
 	}
-	return "vpc-cidr-assoc-6" + id
+	return "vpc-cidr-assoc-" + string(id)
 }
 
 // Subnet is a subnet of a VPC in one availability zone.

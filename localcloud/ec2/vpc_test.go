@@ -290,3 +290,16 @@ func TestVPCSecondaryCIDRs(t *testing.T) {
 		t.Errorf("disassociate the IPv6 block: %v", err)
 	}
 }
+
+// A VPC's IPv6 association ID is never its primary block's: it was, for
+// one VPC in 16 (IDs starting with 6), and disassociating the IPv6 block
+// then hit the primary's refusal.
+func TestIPv6AssociationIsNotThePrimarys(t *testing.T) {
+	for _, d := range "0123456789abcdef" {
+		v := &VPC{ID: "vpc-" + string(d) + "e7fb8733c2d4db65"}
+		p, six := v.primaryAssociation(), v.ipv6Association()
+		if p == six || len(p) != len(six) {
+			t.Errorf("%s: primary %s, IPv6 %s", v.ID, p, six)
+		}
+	}
+}

@@ -537,8 +537,9 @@ func cardCheckpoint(path string, n int) string {
 
 // restoreCard restores card c's checkpoint. The n-th card's allocations
 // are a multi-NIC pod's n-th interface, whose veth is named after
-// "<pod>.<n>", or the eth0 of a pod with one interface. A checkpoint rebuilt from the host's routes takes the
-// addresses in c's pool, and card 0's those in no other card's pool.
+// "<pod>.<n>", or the eth0 of a pod with one interface. A checkpoint
+// rebuilt from the host's routes takes the addresses in c's pool, and
+// card 0's those in no other card's pool.
 func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string, log *slog.Logger) error {
 	mine := func(ip netip.Addr) bool {
 		if c.index > 0 {
@@ -558,9 +559,9 @@ func restoreCard(ctx context.Context, cards []*card, c *card, vethPrefix string,
 }
 
 // restoreOn re-creates the allocations of network card card's checkpoint
-// whose pod still has the veth of the interface with the address; the others are
-// released (the pod went away while ipamd was down) and the checkpoint
-// rewritten. It does not stop ipamd for a bad checkpoint: a file that
+// whose pod still has the veth of the interface with the address; the
+// others are released (the pod went away while ipamd was down) and the
+// checkpoint rewritten. It does not stop ipamd for a bad checkpoint: a file that
 // cannot be decoded is moved aside and the allocations are rebuilt from
 // the pods' host routes, keeping the addresses mine says are the card's.
 //

@@ -96,6 +96,17 @@ func newDS() *datastore.Store {
 	return ds
 }
 
+// cardOne is network card 1 for UseCards: a datastore whose ENI eni-c1
+// (device 0) holds addrs, a pool that never grows, the checkpoint at cpPath.
+func cardOne(cpPath string, addrs ...string) (*datastore.Store, Card) {
+	ds := datastore.New(time.Second, nil)
+	ds.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
+	for _, a := range addrs {
+		_ = ds.AddCIDR("eni-c1", netip.MustParsePrefix(a))
+	}
+	return ds, Card{Index: 1, Store: ds, Pool: &testPool{ds: ds, growIn: -1}, CP: datastore.NewCheckpointer(cpPath, ds)}
+}
+
 func addReq(id, version string) *rpc.AddNetworkRequest {
 	return &rpc.AddNetworkRequest{ClientVersion: version, K8S_POD_NAME: "p-" + id, K8S_POD_NAMESPACE: "ns", ContainerID: id, IfName: "eth0", NetworkName: "aws-cni"}
 }
@@ -309,13 +320,8 @@ func TestAddMultiNIC(t *testing.T) {
 	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.1/32"))
 	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.2/32"))
 	_ = ds0.AddCIDR("eni-1", netip.MustParsePrefix("10.0.2.3/32")) // the one given back cools down
-	ds1 := datastore.New(time.Second, nil)
-	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
-	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.1/32"))
-	pool1 := &testPool{ds: ds1, growIn: -1}
-	c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 300*time.Millisecond, func(s *Server) {
-		s.UseCards([]Card{{Index: 1, Store: ds1, Pool: pool1, CP: datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam-nic-1.json"), ds1)}})
-	})
+	ds1, card1 := cardOne(filepath.Join(t.TempDir(), "ipam-nic-1.json"), "10.0.9.1/32")
+	c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 300*time.Millisecond, func(s *Server) { s.UseCards([]Card{card1}) })
 	r := addReq("multi", "v9.9.9")
 	r.RequiresMultiNICAttachment = true
 	reply, err := c.AddNetwork(context.Background(), r)
@@ -360,14 +366,11 @@ func TestAddMultiNIC(t *testing.T) {
 // pod's eth0.
 func TestOneInterfacePodTakesAnotherCardsAddress(t *testing.T) {
 	ds0 := newDS()
-	ds1 := datastore.New(time.Second, nil)
-	ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
-	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.1/32"))
-	_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix("10.0.9.2/32"))
+	ds1, card1 := cardOne(filepath.Join(t.TempDir(), "ipam-nic-1.json"), "10.0.9.1/32", "10.0.9.2/32")
 	var s *Server
 	c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 300*time.Millisecond, func(srv *Server) {
 		s = srv
-		s.UseCards([]Card{{Index: 1, Store: ds1, Pool: &testPool{ds: ds1, growIn: -1}, CP: datastore.NewCheckpointer(filepath.Join(t.TempDir(), "ipam-nic-1.json"), ds1)}})
+		s.UseCards([]Card{card1})
 	})
 	ctx := context.Background()
 	key := datastore.Key{NetworkName: "aws-cni", ContainerID: "spill", IfName: "eth0"}
@@ -468,16 +471,12 @@ func (a *annotations) Clear(_ context.Context, _, name, ip string) error {
 // as another interface.
 func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
 	var srv *Server
-	cardOne := func(t *testing.T, cpPath string) (*datastore.Store, *annotations, rpc.CNIBackendClient) {
+	serve := func(t *testing.T, cpPath string) (*datastore.Store, *annotations, rpc.CNIBackendClient) {
 		ds0 := newDS()
-		ds1 := datastore.New(time.Second, nil)
-		ds1.AddENI(datastore.ENI{ID: "eni-c1", DeviceIndex: 0, Card: 1})
-		for _, ip := range []string{"10.0.9.1/32", "10.0.9.2/32"} {
-			_ = ds1.AddCIDR("eni-c1", netip.MustParsePrefix(ip))
-		}
+		ds1, card1 := cardOne(cpPath, "10.0.9.1/32", "10.0.9.2/32")
 		ann := &annotations{failPod: "p-unpatched"}
 		c := start(t, &testPool{ds: ds0, growIn: -1}, ds0, 200*time.Millisecond, func(s *Server) {
-			s.UseCards([]Card{{Index: 1, Store: ds1, Pool: &testPool{ds: ds1, growIn: -1}, CP: datastore.NewCheckpointer(cpPath, ds1)}})
+			s.UseCards([]Card{card1})
 			s.AnnotatePodIPs(ann)
 			srv = s
 		})
@@ -486,7 +485,7 @@ func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("annotation", func(t *testing.T) {
-		ds1, ann, c := cardOne(t, filepath.Join(t.TempDir(), "ipam-nic-1.json"))
+		ds1, ann, c := serve(t, filepath.Join(t.TempDir(), "ipam-nic-1.json"))
 		if _, err := c.AddNetwork(ctx, addReq("unpatched", "v9.9.9")); status.Code(err) != codes.Unavailable {
 			t.Fatalf("ADD whose annotation fails: %v, want Unavailable", err)
 		}
@@ -518,7 +517,7 @@ func TestOneInterfacePodOnAnotherCardUndone(t *testing.T) {
 		if err := os.WriteFile(file, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		ds1, _, c := cardOne(t, filepath.Join(file, "ipam-nic-1.json")) // under a file: never written
+		ds1, _, c := serve(t, filepath.Join(file, "ipam-nic-1.json")) // under a file: never written
 		if _, err := c.AddNetwork(ctx, addReq("web", "v9.9.9")); status.Code(err) != codes.Internal {
 			t.Fatalf("ADD whose card-1 checkpoint cannot be written: %v, want Internal", err)
 		}

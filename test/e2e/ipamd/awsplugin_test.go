@@ -87,12 +87,7 @@ func TestAmazonVPCCNIPluginWireCompatibility(t *testing.T) {
 	plugin := awsPluginTest(t)
 	cl := newCluster(t, "10.64.0.0/16", "10.64.0.0/20")
 	n := cl.startNodeAt(t, "m5.large", "/var/run/aws-node/ipamd.sock")
-	peer := cl.startNode(t, "m5.large")
-	target, err := peer.add(t, "target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target.listen(t, 7070)
+	target := cl.peerListening(t, 7070)
 
 	installAWSPlugin(t, n, plugin)
 	logFile := filepath.Join(t.TempDir(), "aws-plugin.log")

@@ -123,6 +123,18 @@ type pod struct {
 	rt              *libcni.RuntimeConf
 }
 
+// peerListening starts another m5.large node with a pod that accepts TCP
+// on port: the far end of pods' traffic across the VPC router.
+func (cl *cluster) peerListening(t testing.TB, port int) *pod {
+	t.Helper()
+	target, err := cl.startNode(t, "m5.large").add(t, "target")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target.listen(t, port)
+	return target
+}
+
 // add creates a pod through libcni from inside the node's namespace.
 func (n *node) add(t testing.TB, name string) (*pod, error) {
 	t.Helper()

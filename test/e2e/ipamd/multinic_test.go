@@ -35,12 +35,7 @@ func TestMultiNICPods(t *testing.T) {
 	plugin := awsPluginTest(t)
 	cl := newCluster(t, "10.94.0.0/16", "10.94.0.0/20")
 	n := cl.startNodeAt(t, "c6in.32xlarge", "/var/run/aws-node/ipamd.sock", "ENABLE_MULTI_NIC=true", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=2")
-	peer := cl.startNode(t, "m5.large")
-	target, err := peer.add(t, "target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target.listen(t, 7070)
+	target := cl.peerListening(t, 7070)
 	installAWSPlugin(t, n, plugin)
 	awsConf, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"1.0.0","name":"aws-cni","disableCheck":true,
 		"plugins":[{"type":"aws-cni","vethPrefix":"eni","mtu":"9001","podSGEnforcingMode":"strict",
@@ -200,12 +195,7 @@ func TestOneInterfacePodOnCardOne(t *testing.T) {
 	cl := newCluster(t, "10.95.0.0/16", "10.95.0.0/20")
 	env := []string{"ENABLE_MULTI_NIC=true", "WARM_ENI_TARGET=0", "WARM_IP_TARGET=1", "MAX_PODS=2"}
 	n := cl.startNodeAt(t, "c6in.32xlarge", "/var/run/aws-node/ipamd.sock", env...)
-	peer := cl.startNode(t, "m5.large")
-	target, err := peer.add(t, "target")
-	if err != nil {
-		t.Fatal(err)
-	}
-	target.listen(t, 7070)
+	target := cl.peerListening(t, 7070)
 	to := net.JoinHostPort(target.ip.String(), "7070")
 	installAWSPlugin(t, n, plugin)
 

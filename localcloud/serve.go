@@ -15,13 +15,14 @@ import (
 func newRootCommand() *cobra.Command {
 	root, logger := command.Root("berth-localcloud", "AWS emulator (EC2, IMDSv2, STS, EFS) for berth development and tests")
 	var (
-		listen, stateDir string
-		imdsLag          time.Duration
-		attachMin        time.Duration
-		attachMax        time.Duration
-		startDelay       time.Duration
-		noThrottle       bool
-		dp               string
+		listen     []string
+		stateDir   string
+		imdsLag    time.Duration
+		attachMin  time.Duration
+		attachMax  time.Duration
+		startDelay time.Duration
+		noThrottle bool
+		dp         string
 	)
 	serve := &cobra.Command{
 		Use:   "serve",
@@ -56,15 +57,25 @@ func newRootCommand() *cobra.Command {
 			if noThrottle {
 				srv.Faults.SetThrottling(false)
 			}
-			ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", listen)
-			if err != nil {
-				return fmt.Errorf("listen %s: %w", listen, err)
+			if len(listen) == 0 {
+				return fmt.Errorf("--listen is required")
 			}
-			return srv.Run(ctx, ln)
+			var lns []net.Listener
+			for _, a := range listen {
+				ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", a)
+				if err != nil {
+					for _, l := range lns {
+						l.Close()
+					}
+					return fmt.Errorf("listen %s: %w", a, err)
+				}
+				lns = append(lns, ln)
+			}
+			return srv.Run(ctx, lns[0], lns[1:]...)
 		},
 	}
 	f := serve.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:4566", "address of the API listener")
+	f.StringArrayVar(&listen, "listen", []string{"127.0.0.1:4566"}, "address of the API listener (repeat for more: `berth up` adds the host address its instances reach)")
 	f.StringVar(&stateDir, "state-dir", "", "directory for state, credentials and config (created 0700)")
 	f.DurationVar(&imdsLag, "imds-lag", 2*time.Second, "how long metadata changes take to show in IMDS")
 	f.DurationVar(&attachMin, "attach-delay-min", time.Second, "shortest attaching/detaching time of ENIs and volumes")

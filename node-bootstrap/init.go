@@ -217,12 +217,18 @@ func runInit(ctx context.Context, out io.Writer, log *slog.Logger, f configFlags
 	if err := run.NodeMounts(o.root); err != nil {
 		return reportFailure(ctx, awsCfg, node.ID, err)
 	}
+	if n, err := run.LinkCNIPlugins(containerd.CNIBinDir(copts), run.HostCNIPluginDirs); err != nil {
+		return reportFailure(ctx, awsCfg, node.ID, err)
+	} else if n > 0 {
+		log.Info("linked the host's CNI plugins into the node's", "dir", containerd.CNIBinDir(copts), "count", n)
+	}
 	ph.end("node-mounts", t0)
 	t0 = time.Now()
 	flags := strings.Fields(string(kubelet.GenerateFlags(r.Config, kn, kopts)))
 	procs := []run.Process{
 		{Name: "containerd", Path: o.containerdBin, Args: []string{"--config", filepath.Join(o.root, containerd.ConfigPath)},
-			LogFile: filepath.Join(o.root, "/var/log/berth/containerd.log"), Ready: run.SocketReady(kopts.Paths.ContainerdSocket)},
+			LogFile: filepath.Join(o.root, "/var/log/berth/containerd.log"), Ready: run.SocketReady(kopts.Paths.ContainerdSocket),
+			BeforeStop: run.RemovePods(kopts.Paths.ContainerdSocket, log)},
 		// kubelet exits at once if the CRI socket does not answer yet.
 		{Name: "kubelet", Path: o.kubeletBin, Args: flags, LogFile: filepath.Join(o.root, "/var/log/berth/kubelet.log"),
 			After: []string{"containerd"}},

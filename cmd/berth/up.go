@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,9 +24,12 @@ import (
 // plane; nodes join it as they land.
 
 type component struct {
-	name string
-	args func(stateDir string) []string
-	env  []string
+	name string // of its pid and log files; also its binary in the bin dir unless bin is set
+	// bin, when set, is a program on PATH that execs exe (nsenter into a
+	// node's namespace); running() knows the process by exe.
+	bin, exe string
+	args     func(stateDir string) []string
+	env      []string
 }
 
 // localcloudEnv points AWS SDKs and the aws CLI at the local cloud.
@@ -45,23 +49,56 @@ func controlplaneComponent(cluster, listen, eksListen string, env []string) comp
 	}}
 }
 
-func localcloudComponent(listen string) component {
+func localcloudComponent(listen []string) component {
 	return component{name: "berth-localcloud", args: func(state string) []string {
-		return []string{"serve", "--listen", listen, "--state-dir", filepath.Join(state, "localcloud")}
+		args := []string{"serve", "--state-dir", filepath.Join(state, "localcloud")}
+		for _, l := range listen {
+			args = append(args, "--listen", l)
+		}
+		return args
 	}}
 }
 
 func newUpCommand() *cobra.Command {
 	var stateDir, binDir, listen, cluster, apiListen, eksListen string
+	nodes := nodeOptions{}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the local cluster in the background",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if err := os.MkdirAll(stateDir, 0o700); err != nil {
 				return fmt.Errorf("state dir: %w", err)
 			}
-			lc := localcloudComponent(listen)
+			if stateDir, err = filepath.Abs(stateDir); err != nil {
+				return err
+			}
+			if binDir == "" {
+				self, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("find bin dir: %w", err)
+				}
+				binDir = filepath.Dir(self)
+			}
+			lcListen := []string{listen}
+			if nodes.count > 0 {
+				// Nodes reach the APIs on the host's address: localcloud's
+				// STS (tokens are presigned for it) and the Kubernetes API.
+				if nodes.hostAddr == "" {
+					if nodes.hostAddr, err = hostAddress(); err != nil {
+						return err
+					}
+				}
+				_, port, err := net.SplitHostPort(listen)
+				if err != nil {
+					return fmt.Errorf("--localcloud-listen: %w", err)
+				}
+				lcListen = append(lcListen, net.JoinHostPort(nodes.hostAddr, port))
+				if !cmd.Flags().Changed("api-listen") {
+					apiListen = net.JoinHostPort(nodes.hostAddr, "6443")
+				}
+			}
+			lc := localcloudComponent(lcListen)
 			if err := start(cmd.Context(), stateDir, binDir, lc); err != nil {
 				return err
 			}
@@ -74,6 +111,9 @@ func newUpCommand() *cobra.Command {
 			fmt.Fprintf(out, "started berth-localcloud (EC2, IMDSv2, STS, EFS) on %s, state in %s\n", endpoint, lcState)
 
 			cp := controlplaneComponent(cluster, apiListen, eksListen, localcloudEnv(endpoint, lcState))
+			if nodes.count > 0 {
+				cp.args = withArgs(cp.args, "--sts-endpoint", "http://"+lcListen[1])
+			}
 			kubeconfig := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
 			if _, ok := running(stateDir, cp.name); !ok {
 				_ = os.Remove(kubeconfig)
@@ -85,7 +125,16 @@ func newUpCommand() *cobra.Command {
 				return fmt.Errorf("berth-controlplane did not become ready (log: %s): %w", logPath(stateDir, cp.name), err)
 			}
 			fmt.Fprintf(out, "started berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
-			fmt.Fprintf(out, "not started yet: nodes (node-bootstrap cannot run kubelet yet)\n\nuse it with:\n")
+			if nodes.count > 0 {
+				a, err := newLocalAWS(cmd.Context(), endpoint, lcState, "http://"+eksListen)
+				if err != nil {
+					return err
+				}
+				if err := upNodes(cmd.Context(), out, stateDir, binDir, cluster, kubeconfig, nodes, a); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(out, "\nuse it with:\n")
 			fmt.Fprintf(out, "  export AWS_ENDPOINT_URL=%s AWS_SHARED_CREDENTIALS_FILE=%s/credentials AWS_CONFIG_FILE=%s/config\n", endpoint, lcState, lcState)
 			fmt.Fprintf(out, "  export KUBECONFIG=%s   # or %s for IAM auth via berth token\n", kubeconfig, filepath.Join(stateDir, "controlplane", "iam.kubeconfig"))
 			fmt.Fprintf(out, "  aws --endpoint-url %s ec2 describe-vpcs\n", endpoint)
@@ -99,7 +148,16 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&cluster, "cluster-name", "berth", "name of the local cluster")
 	cmd.Flags().StringVar(&apiListen, "api-listen", "127.0.0.1:6443", "address of the Kubernetes API")
 	cmd.Flags().StringVar(&eksListen, "eks-listen", "127.0.0.1:4567", "address of the EKS API")
+	cmd.Flags().IntVar(&nodes.count, "nodes", 1, "nodes to run (localcloud instances joined by berth-bootstrap, pods networked by berth-ipamd)")
+	cmd.Flags().StringVar(&nodes.typ, "node-type", "m5.large", "instance type of the nodes")
+	cmd.Flags().StringVar(&nodes.vpcCIDR, "vpc-cidr", "10.64.0.0/16", "CIDR of the nodes' VPC (must not overlap the host's routes)")
+	cmd.Flags().StringVar(&nodes.hostAddr, "host-address", "", "host address the nodes reach the APIs on (default: the first global IPv4 address; the Kubernetes API then listens on it)")
 	return cmd
+}
+
+// withArgs appends fixed arguments to a component's.
+func withArgs(args func(string) []string, more ...string) func(string) []string {
+	return func(state string) []string { return append(args(state), more...) }
 }
 
 func waitFile(ctx context.Context, path string, timeout time.Duration) error {
@@ -124,8 +182,17 @@ func newDownCommand() *cobra.Command {
 		Short: "Stop the local cluster",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// The control plane first: it calls localcloud while it runs.
-			for _, name := range []string{"berth-controlplane", "berth-localcloud"} {
+			// Nodes first (they call both), then the control plane (it
+			// calls localcloud).
+			nodes, err := filepath.Glob(filepath.Join(stateDir, "node-*.pid"))
+			if err != nil {
+				return err
+			}
+			var names []string
+			for _, p := range nodes {
+				names = append(names, strings.TrimSuffix(filepath.Base(p), ".pid"))
+			}
+			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {
 				stopped, err := stop(stateDir, name)
 				if err != nil {
 					return err
@@ -146,22 +213,33 @@ func newDownCommand() *cobra.Command {
 func pidPath(state, name string) string { return filepath.Join(state, name+".pid") }
 func logPath(state, name string) string { return filepath.Join(state, name+".log") }
 
-// running returns the pid of a live process recorded for name.
+// running returns the pid of a live process recorded for name. The pid
+// file holds the pid and the name of the process's executable.
 func running(state, name string) (int, bool) {
 	b, err := os.ReadFile(pidPath(state, name))
 	if err != nil {
 		return 0, false
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(f[0])
 	if err != nil || pid <= 0 {
 		return 0, false
+	}
+	want := name
+	if len(f) > 1 {
+		want = f[1]
 	}
 	if err := syscall.Kill(pid, 0); err != nil {
 		return 0, false
 	}
 	// Guard against pid reuse: the process must be the component.
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || filepath.Base(exe) != name {
+	// A rebuilt binary shows as "<path> (deleted)": still the component.
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if err != nil || filepath.Base(exe) != want {
 		return 0, false
 	}
 	return pid, true
@@ -172,32 +250,40 @@ func start(ctx context.Context, state, binDir string, c component) error {
 		fmt.Fprintf(os.Stderr, "%s already running (pid %d)\n", c.name, pid)
 		return nil
 	}
-	if binDir == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("find bin dir: %w", err)
+	path, exe := filepath.Join(binDir, c.name), c.name
+	if c.bin != "" {
+		var err error
+		if path, err = exec.LookPath(c.bin); err != nil {
+			return fmt.Errorf("start %s: %w", c.name, err)
 		}
-		binDir = filepath.Dir(self)
+		exe = c.exe
 	}
 	logf, err := os.OpenFile(logPath(state, c.name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("log file: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(binDir, c.name), c.args(state)...)
+	cmd := exec.Command(path, c.args(state)...)
 	cmd.Env = append(os.Environ(), c.env...)
+	if c.bin != "" {
+		cmd.Env = c.env
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session, so it outlives this command and the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", c.name, err)
 	}
-	if err := os.WriteFile(pidPath(state, c.name), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(pidPath(state, c.name), []byte(strconv.Itoa(cmd.Process.Pid)+" "+exe+"\n"), 0o600); err != nil {
 		_ = cmd.Process.Kill()
 		return fmt.Errorf("pid file: %w", err)
 	}
 	return cmd.Process.Release()
 }
+
+// stopWait is how long a component has to exit after SIGTERM: a node's
+// berth-bootstrap stops its pods, kubelet and containerd first.
+const stopWait = 60 * time.Second
 
 func stop(state, name string) (bool, error) {
 	pid, ok := running(state, name)
@@ -208,12 +294,11 @@ func stop(state, name string) (bool, error) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return false, fmt.Errorf("stop %s (pid %d): %w", name, pid, err)
 	}
-	for i := 0; i < 150; i++ {
-		if syscall.Kill(pid, 0) != nil {
+	for deadline := time.Now().Add(stopWait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, ok := running(state, name); !ok {
 			_ = os.Remove(pidPath(state, name))
 			return true, nil
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 	_ = os.Remove(pidPath(state, name))

@@ -58,6 +58,10 @@ type Config struct {
 	// NetworkPolicyController runs the NetworkPolicy → PolicyEndpoint
 	// controller (and installs the PolicyEndpoint CRD).
 	NetworkPolicyController bool
+	// CloudNodeController runs the cloud controller manager's node and node
+	// lifecycle controllers against EC2, as EKS does: they initialize the
+	// Nodes of kubelets started with --cloud-provider=external.
+	CloudNodeController bool
 	// NetworkPolicyChunkSize is the most items per PolicyEndpoint (0: 200).
 	NetworkPolicyChunkSize int
 }

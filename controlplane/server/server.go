@@ -38,6 +38,7 @@ import (
 
 	"github.com/berth-io/berth/controlplane/accesspolicy"
 	"github.com/berth-io/berth/controlplane/authn"
+	"github.com/berth-io/berth/controlplane/cloudnode"
 	"github.com/berth-io/berth/controlplane/crdinstall"
 	"github.com/berth-io/berth/controlplane/eks"
 	"github.com/berth-io/berth/controlplane/etcd"
@@ -170,6 +171,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	ec2c := ec2.NewFromConfig(awsCfg)
 	var awsAuth atomic.Pointer[authn.AWSAuth]
 	a := &authn.Authenticator{
 		ClusterID:  s.cfg.ClusterName,
@@ -179,7 +181,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Mode:       s.cfg.AuthenticationMode,
 		AWSAuth:    awsAuth.Load,
 		Entries:    store,
-		EC2:        newEC2DNS(ec2.NewFromConfig(awsCfg)),
+		EC2:        newEC2DNS(ec2c),
 		Log:        loggers["authenticator"],
 		// The mode can change through UpdateClusterConfig while running.
 		CurrentMode: func() string { return store.Cluster().AuthenticationMode },
@@ -248,6 +250,11 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); rec.Run(ctx) }()
 	if s.cfg.NetworkPolicyController {
 		if err := s.startNetworkPolicyController(ctx, goRun, admin, client, ext); err != nil {
+			return err
+		}
+	}
+	if s.cfg.CloudNodeController {
+		if err := s.startCloudNodeControllers(goRun, client, &cloudnode.Provider{EC2: ec2c, Region: awsCfg.Region}); err != nil {
 			return err
 		}
 	}

@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 }
 
 // Run serves on ln until ctx ends, then shuts down.
-func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+func (s *Server) Run(ctx context.Context, ln net.Listener, more ...net.Listener) error {
 	var bg sync.WaitGroup
 	bg.Add(2)
 	go func() { defer bg.Done(); s.EC2.Run(ctx) }()
@@ -124,7 +124,14 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		_ = srv.Shutdown(shutdown)
 		s.imdsEnds.Close()
 	}()
-	s.log.Info("localcloud serving", "addr", ln.Addr().String(), "state", s.cfg.StateDir, "region", s.cfg.Region)
+	addrs := []string{ln.Addr().String()}
+	// Further listeners (the host address local instances reach) serve the
+	// same handler; the first one's end ends Run.
+	for _, l := range more {
+		addrs = append(addrs, l.Addr().String())
+		go func() { _ = srv.Serve(l) }()
+	}
+	s.log.Info("localcloud serving", "addr", strings.Join(addrs, ","), "state", s.cfg.StateDir, "region", s.cfg.Region)
 	err := srv.Serve(ln)
 	<-done
 	<-dpDone  // every namespace, link and loop device is gone

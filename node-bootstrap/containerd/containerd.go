@@ -22,8 +22,20 @@ type Options struct {
 	// "" on an AMI; the node's root in local mode, where several nodes and
 	// the host share one machine.
 	Root string
-	// Local: no systemd, so runc uses cgroupfs.
+	// Local: no systemd, so runc uses cgroupfs; the CNI plugins are the
+	// node's own (under Root); and containerd gives sandboxes no lower OOM
+	// score than its own, since a negative oom_score_adj needs
+	// CAP_SYS_RESOURCE, which a shared host may not grant.
 	Local bool
+}
+
+// CNIBinDir is where containerd looks for CNI plugins: the host's
+// /opt/cni/bin on an AMI, the node's own under Root in local mode.
+func CNIBinDir(opts Options) string {
+	if opts.Local {
+		return filepath.Join("/", opts.Root, "opt/cni/bin")
+	}
+	return "/opt/cni/bin"
 }
 
 // Socket is containerd's gRPC (CRI) socket under opts.Root.
@@ -36,6 +48,7 @@ func Socket(opts Options) string {
 // is written.
 func GenerateConfig(userTOML string, opts Options) ([]byte, error) {
 	p := func(s string) string { return filepath.Join("/", opts.Root, s) }
+	cniBin := CNIBinDir(opts)
 	var b strings.Builder
 	fmt.Fprintf(&b, `version = 2
 root = %q
@@ -46,6 +59,9 @@ address = %q
 
 [plugins."io.containerd.internal.v1.opt"]
 path = %q
+
+[plugins."io.containerd.grpc.v1.cri"]
+restrict_oom_score_adj = %t
 
 [plugins."io.containerd.grpc.v1.cri".containerd]
 default_runtime_name = "runc"
@@ -58,9 +74,9 @@ runtime_type = "io.containerd.runc.v2"
 SystemdCgroup = %t
 
 [plugins."io.containerd.grpc.v1.cri".cni]
-bin_dir = "/opt/cni/bin"
+bin_dir = %q
 conf_dir = %q
-`, p("/var/lib/containerd"), p("/run/containerd"), Socket(opts), p("/opt/containerd"), !opts.Local, p("/etc/cni/net.d"))
+`, p("/var/lib/containerd"), p("/run/containerd"), Socket(opts), p("/opt/containerd"), opts.Local, !opts.Local, cniBin, p("/etc/cni/net.d"))
 	if strings.TrimSpace(userTOML) == "" {
 		return []byte(b.String()), nil
 	}

@@ -122,3 +122,45 @@ func NodeMounts(root string) error {
 	}
 	return nil
 }
+
+// HostCNIPluginDirs are where a host keeps the reference CNI plugins
+// (loopback, portmap, ...): the CNI project's path, then Debian's.
+var HostCNIPluginDirs = []string{"/opt/cni/bin", "/usr/lib/cni"}
+
+// LinkCNIPlugins gives a local node's own CNI bin dir the host's reference
+// plugins, as an AMI ships them in /opt/cni/bin: containerd runs loopback
+// for every sandbox, and the VPC CNI chains portmap. A plugin already in
+// dir (berth-cni, installed by ipamd) is left alone; the first host dir
+// holding a name wins.
+func LinkCNIPlugins(dir string, hostDirs []string) (int, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, fmt.Errorf("cni bin dir: %w", err)
+	}
+	linked := 0
+	for _, hd := range hostDirs {
+		if same, _ := filepath.Rel(hd, dir); same == "." {
+			continue
+		}
+		entries, err := os.ReadDir(hd)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return linked, fmt.Errorf("host cni plugins: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				continue
+			}
+			err := os.Symlink(filepath.Join(hd, e.Name()), filepath.Join(dir, e.Name()))
+			if errors.Is(err, os.ErrExist) {
+				continue
+			}
+			if err != nil {
+				return linked, fmt.Errorf("link cni plugin %s: %w", e.Name(), err)
+			}
+			linked++
+		}
+	}
+	return linked, nil
+}

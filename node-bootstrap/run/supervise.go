@@ -30,6 +30,11 @@ type Process struct {
 	// one's first start (kubelet exits at once when the CRI socket does not
 	// answer yet). Restarts do not wait.
 	After []string
+	// BeforeStop, when set, runs when the supervisor stops, after the
+	// processes listed later have exited and before this one is sent
+	// SIGTERM (containerd removes the node's pods once kubelet is gone).
+	// Its error is logged; the stop goes on.
+	BeforeStop func(context.Context) error
 }
 
 // SocketReady is a Ready probe: the unix socket at path accepts
@@ -81,8 +86,10 @@ func (s *Supervisor) defaults() {
 
 // Run starts every process in parallel (a process with After once those
 // are ready) and supervises them until ctx ends; started is called once per
-// process after its first successful start. Run returns when every child
-// has exited, with ctx's error.
+// process after its first successful start. When ctx ends the processes
+// stop one by one, the last listed first (kubelet before containerd), each
+// after its BeforeStop. Run returns when every child has exited, with
+// ctx's error.
 func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name string, pid int)) error {
 	s.defaults()
 	ready := map[string]chan struct{}{}
@@ -98,21 +105,51 @@ func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, len(procs))
-	for _, p := range procs {
+	stops := make([]context.CancelFunc, len(procs))
+	exited := make([]chan struct{}, len(procs))
+	for i, p := range procs {
+		// Each process has its own stop, so that they stop in order.
+		pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		stops[i], exited[i] = stop, make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(exited[i])
 			for _, a := range p.After {
 				select {
 				case <-ready[a]:
-				case <-ctx.Done():
+				case <-pctx.Done():
 					return
 				}
 			}
-			if err := s.supervise(ctx, p, ready[p.Name], started); err != nil {
+			if err := s.supervise(pctx, p, ready[p.Name], started); err != nil {
 				errc <- err
 			}
 		}()
+	}
+	allExited := make(chan struct{})
+	go func() { wg.Wait(); close(allExited) }()
+	select {
+	case <-ctx.Done():
+		for i := len(procs) - 1; i >= 0; i-- {
+			if p := procs[i]; p.BeforeStop != nil {
+				select {
+				case <-exited[i]: // not running: nothing to tidy through it
+				default:
+					bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.StopTimeout)
+					if err := p.BeforeStop(bctx); err != nil {
+						s.Log.Warn("before stop", "process", p.Name, "err", err)
+					}
+					cancel()
+				}
+			}
+			stops[i]()
+			<-exited[i]
+		}
+	case <-allExited:
+	}
+	for _, stop := range stops {
+		stop()
 	}
 	wg.Wait()
 	close(errc)

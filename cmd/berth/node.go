@@ -1,0 +1,400 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/eks"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-io/berth/internal/ociimage"
+)
+
+// Local nodes are localcloud instances that `berth up` boots as an AMI
+// would: berth-bootstrap runs in the instance's network namespace with
+// the instance's user data (a NodeConfig built from DescribeCluster), and
+// berth-ipamd, the node's CNI daemon, beside it, as aws-node would run.
+
+// nodeTag marks the instances that are a local cluster's nodes.
+const nodeTag = "berth.io/local-node"
+
+// pauseImage is the sandbox image of local nodes, built from berth-pause:
+// they have no registry to pull registry.k8s.io/pause from.
+const pauseImage = "localhost/berth/pause:3.10"
+
+type nodeOptions struct {
+	count    int
+	typ      string
+	vpcCIDR  string
+	hostAddr string // the host's address, which instances reach through the VPC router
+}
+
+// localAWS is what `berth up` needs to reach localcloud and the EKS API.
+type localAWS struct {
+	ec2     *ec2sdk.Client
+	eks     *eks.Client
+	account string
+}
+
+func newLocalAWS(ctx context.Context, lcEndpoint, lcState, eksEndpoint string) (*localAWS, error) {
+	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithSharedCredentialsFiles([]string{filepath.Join(lcState, "credentials")}),
+		config.WithSharedConfigFiles([]string{filepath.Join(lcState, "config")}))
+	if err != nil {
+		return nil, fmt.Errorf("localcloud credentials: %w", err)
+	}
+	return &localAWS{
+		ec2: ec2sdk.NewFromConfig(cfg, func(o *ec2sdk.Options) { o.BaseEndpoint = aws.String(lcEndpoint) }),
+		eks: eks.NewFromConfig(cfg, func(o *eks.Options) { o.BaseEndpoint = aws.String(eksEndpoint) }),
+	}, nil
+}
+
+// hostAddress is the host's first global unicast IPv4 address: instances
+// reach it through their VPC's router, unlike the host's loopback.
+func hostAddress() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("host addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+			return n.IP.String(), nil
+		}
+	}
+	return "", errors.New("no global IPv4 address on the host for local nodes to reach the control plane: set --host-address")
+}
+
+// checkVPCCIDR refuses a VPC CIDR the host already routes (its own LAN, a
+// VPN): localcloud's route to the VPC would shadow it.
+func checkVPCCIDR(cidr string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 24 {
+		return netip.Prefix{}, fmt.Errorf("--vpc-cidr %q: want an IPv4 CIDR from /16 to /24", cidr)
+	}
+	p = p.Masked()
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("host routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.LinkIndex == 0 {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		a, ok := netip.AddrFromSlice(r.Dst.IP.To4())
+		if !ok || ones == 0 {
+			continue
+		}
+		link, err := netlink.LinkByIndex(r.LinkIndex)
+		// localcloud's own uplinks (bv<vpc>) are the VPCs' routes.
+		if err == nil && strings.HasPrefix(link.Attrs().Name, "bv") {
+			continue
+		}
+		if netip.PrefixFrom(a, ones).Overlaps(p) {
+			return netip.Prefix{}, fmt.Errorf("--vpc-cidr %s overlaps the host's route to %s: pick another", p, r.Dst)
+		}
+	}
+	return p, nil
+}
+
+// nodeSubnet finds or makes the cluster's VPC and its subnet (the first
+// half of the VPC, in us-west-2a).
+func (a *localAWS) nodeSubnet(ctx context.Context, cluster string, cidr netip.Prefix) (string, error) {
+	tag := []ec2types.Filter{{Name: aws.String("tag:" + nodeTag), Values: []string{cluster}}}
+	subnets, err := a.ec2.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{Filters: tag})
+	if err != nil {
+		return "", fmt.Errorf("describe subnets: %w", err)
+	}
+	if len(subnets.Subnets) > 0 {
+		return *subnets.Subnets[0].SubnetId, nil
+	}
+	tags := func(t ec2types.ResourceType) []ec2types.TagSpecification {
+		return []ec2types.TagSpecification{{ResourceType: t, Tags: []ec2types.Tag{
+			{Key: aws.String(nodeTag), Value: aws.String(cluster)}, {Key: aws.String("Name"), Value: aws.String("berth-" + cluster)}}}}
+	}
+	v, err := a.ec2.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr.String()), TagSpecifications: tags(ec2types.ResourceTypeVpc)})
+	if err != nil {
+		return "", fmt.Errorf("create vpc %s: %w", cidr, err)
+	}
+	half := netip.PrefixFrom(cidr.Addr(), cidr.Bits()+1)
+	s, err := a.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(half.String()),
+		AvailabilityZone: aws.String("us-west-2a"), TagSpecifications: tags(ec2types.ResourceTypeSubnet)})
+	if err != nil {
+		return "", fmt.Errorf("create subnet %s: %w", half, err)
+	}
+	return *s.Subnet.SubnetId, nil
+}
+
+// nodeAccess gives localcloud's instance role an EC2_LINUX access entry,
+// as EKS does for a managed node group's role.
+func (a *localAWS) nodeAccess(ctx context.Context, cluster string) (*ekstypes.Cluster, error) {
+	out, err := a.eks.DescribeCluster(ctx, &eks.DescribeClusterInput{Name: aws.String(cluster)})
+	if err != nil {
+		return nil, fmt.Errorf("describe cluster %s: %w", cluster, err)
+	}
+	arn := strings.Split(aws.ToString(out.Cluster.Arn), ":")
+	if len(arn) < 5 {
+		return nil, fmt.Errorf("cluster ARN %q", aws.ToString(out.Cluster.Arn))
+	}
+	a.account = arn[4]
+	role := "arn:aws:iam::" + a.account + ":role/berth-node-role"
+	_, err = a.eks.CreateAccessEntry(ctx, &eks.CreateAccessEntryInput{ClusterName: aws.String(cluster),
+		PrincipalArn: aws.String(role), Type: aws.String("EC2_LINUX")})
+	var inUse *ekstypes.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return nil, fmt.Errorf("access entry for %s: %w", role, err)
+	}
+	return out.Cluster, nil
+}
+
+// userData is the NodeConfig an EKS node group would give its instances.
+func userData(cl *ekstypes.Cluster) (string, error) {
+	if cl.Endpoint == nil || cl.CertificateAuthority == nil || cl.CertificateAuthority.Data == nil {
+		return "", fmt.Errorf("cluster %s has no endpoint or CA yet", aws.ToString(cl.Name))
+	}
+	cidr := "10.100.0.0/16"
+	if n := cl.KubernetesNetworkConfig; n != nil && n.ServiceIpv4Cidr != nil {
+		cidr = *n.ServiceIpv4Cidr
+	}
+	return fmt.Sprintf(`MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="BERTH"
+
+--BERTH
+Content-Type: application/node.eks.aws
+
+apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  cluster:
+    name: %s
+    apiServerEndpoint: %s
+    certificateAuthority: %s
+    cidr: %s
+  containerd:
+    config: |
+      [plugins."io.containerd.grpc.v1.cri"]
+      sandbox_image = %q
+
+--BERTH--
+`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), aws.ToString(cl.CertificateAuthority.Data), cidr, pauseImage), nil
+}
+
+// nodeInstances returns the cluster's running or pending nodes, and
+// launches more until there are count.
+func (a *localAWS) nodeInstances(ctx context.Context, cluster, subnet, typ, ud string, count int) ([]ec2types.Instance, error) {
+	out, err := a.ec2.DescribeInstances(ctx, &ec2sdk.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: aws.String("tag:" + nodeTag), Values: []string{cluster}},
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running"}}}})
+	if err != nil {
+		return nil, fmt.Errorf("describe instances: %w", err)
+	}
+	var insts []ec2types.Instance
+	for _, r := range out.Reservations {
+		insts = append(insts, r.Instances...)
+	}
+	if missing := count - len(insts); missing > 0 {
+		run, err := a.ec2.RunInstances(ctx, &ec2sdk.RunInstancesInput{ImageId: aws.String("ami-berth"), InstanceType: ec2types.InstanceType(typ),
+			MinCount: aws.Int32(int32(missing)), MaxCount: aws.Int32(int32(missing)), SubnetId: aws.String(subnet),
+			UserData: aws.String(base64.StdEncoding.EncodeToString([]byte(ud))),
+			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
+				{Key: aws.String(nodeTag), Value: aws.String(cluster)}}}}})
+		if err != nil {
+			return nil, fmt.Errorf("run %d %s instances: %w", missing, typ, err)
+		}
+		insts = append(insts, run.Instances...)
+	}
+	return insts, nil
+}
+
+// nodeDir is where a node keeps its root (kubelet, containerd, ipamd).
+func nodeDir(state, instanceID string) string { return filepath.Join(state, "nodes", instanceID) }
+
+// nodeComponents are the processes that make one instance a node.
+func nodeComponents(state, binDir, instanceID, hostAddr, cniVersion string) []component {
+	root := nodeDir(state, instanceID)
+	netns := "--net=/var/run/netns/berth-" + instanceID
+	// As on EC2, the node reaches EC2 inside its instance and signs with
+	// its instance role; STS is the host listener that the control plane
+	// verifies tokens against.
+	env := append(withoutAWS(os.Environ()), "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null",
+		"AWS_ENDPOINT_URL=http://169.254.169.254:4566", "AWS_ENDPOINT_URL_STS=http://"+net.JoinHostPort(hostAddr, "4566"))
+	return []component{
+		{name: "node-" + instanceID + "-bootstrap", bin: "nsenter", exe: "berth-bootstrap", env: env, args: func(string) []string {
+			return []string{netns, filepath.Join(binDir, "berth-bootstrap"), "init", "--root", root, "--run-mode", "supervise",
+				"--kubelet-bin", filepath.Join(binDir, "kubelet"), "--berth-bin", filepath.Join(binDir, "berth")}
+		}},
+		{name: "node-" + instanceID + "-ipamd", bin: "nsenter", exe: "berth-ipamd",
+			env: append(env, "AWS_VPC_K8S_PLUGIN_LOG_FILE="+filepath.Join(root, "var/log/aws-routed-eni/plugin.log")),
+			args: func(string) []string {
+				return []string{netns, filepath.Join(binDir, "berth-ipamd"),
+					"--cni-bin-dir", filepath.Join(root, "opt/cni/bin"), "--cni-conf-dir", filepath.Join(root, "etc/cni/net.d"),
+					"--socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--state-dir", filepath.Join(root, "var/run/aws-node"),
+					"--cni-version", cniVersion}
+			}},
+	}
+}
+
+func withoutAWS(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AWS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// runtimeCNIVersion is the newest conflist cniVersion the host's containerd
+// reads: the CNI library of containerd before 2.0 stops at 1.0.0.
+func runtimeCNIVersion(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "containerd", "--version").Output()
+	if err != nil {
+		return "1.0.0"
+	}
+	// "containerd github.com/containerd/containerd 1.6.20~ds1 ..."
+	for _, f := range strings.Fields(string(out))[1:] {
+		if v := strings.TrimPrefix(f, "v"); len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
+			if major, _, _ := strings.Cut(v, "."); major != "0" && major != "1" {
+				return "1.1.0"
+			}
+			return "1.0.0"
+		}
+	}
+	return "1.0.0"
+}
+
+// importPause loads the pause image into a node's containerd once it
+// serves, as an AMI ships it pre-pulled.
+func importPause(ctx context.Context, binDir, root string, timeout time.Duration) error {
+	sock := filepath.Join(root, "run/containerd/containerd.sock")
+	if err := waitFile(ctx, sock, timeout); err != nil {
+		return fmt.Errorf("containerd of node %s: %w", filepath.Base(root), err)
+	}
+	bin, err := os.ReadFile(filepath.Join(binDir, "berth-pause"))
+	if err != nil {
+		return fmt.Errorf("pause image: %w", err)
+	}
+	var tar bytes.Buffer
+	img := ociimage.Image{Name: pauseImage, Arch: runtime.GOARCH, Entrypoint: []string{"/pause"},
+		Files: []ociimage.File{{Path: "/pause", Mode: 0o755, Data: bin}}}
+	if err := img.WriteLayout(&tar); err != nil {
+		return fmt.Errorf("pause image: %w", err)
+	}
+	// The socket file appears before containerd serves on it: retry.
+	var last []byte
+	for deadline := time.Now().Add(timeout); ; {
+		cmd := exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", "k8s.io", "images", "import", "-")
+		cmd.Stdin = bytes.NewReader(tar.Bytes())
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		last = append([]byte(err.Error()+": "), out...)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ctr images import %s: %s", pauseImage, bytes.TrimSpace(last))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// upNodes boots the cluster's nodes and waits for each to register Ready.
+func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubeconfig string, o nodeOptions, a *localAWS) error {
+	cidr, err := checkVPCCIDR(o.vpcCIDR)
+	if err != nil {
+		return err
+	}
+	cl, err := a.nodeAccess(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	ud, err := userData(cl)
+	if err != nil {
+		return err
+	}
+	subnet, err := a.nodeSubnet(ctx, cluster, cidr)
+	if err != nil {
+		return err
+	}
+	insts, err := a.nodeInstances(ctx, cluster, subnet, o.typ, ud, o.count)
+	if err != nil {
+		return err
+	}
+	cniVersion := runtimeCNIVersion(ctx)
+	for _, in := range insts {
+		id := aws.ToString(in.InstanceId)
+		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
+			return fmt.Errorf("instance %s did not start: %w", id, err)
+		}
+		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
+			return err
+		}
+		for _, c := range nodeComponents(state, binDir, id, o.hostAddr, cniVersion) {
+			if err := start(ctx, state, binDir, c); err != nil {
+				return err
+			}
+		}
+		if err := importPause(ctx, binDir, nodeDir(state, id), 60*time.Second); err != nil {
+			return err
+		}
+	}
+	for _, in := range insts {
+		name := aws.ToString(in.PrivateDnsName)
+		if err := waitNodeReady(ctx, binDir, kubeconfig, name, 3*time.Minute); err != nil {
+			return fmt.Errorf("node %s (%s; logs in %s): %w", name, aws.ToString(in.InstanceId),
+				filepath.Join(nodeDir(state, aws.ToString(in.InstanceId)), "var/log/berth"), err)
+		}
+		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s\n", name, aws.ToString(in.InstanceId), o.typ, aws.ToString(in.PrivateIpAddress))
+	}
+	// A pod made right after `berth up` needs its namespace's service
+	// account, which the controller manager makes within seconds.
+	if err := waitKubectl(ctx, binDir, kubeconfig, time.Minute, "default", "get", "serviceaccount", "default", "-o", "jsonpath={.metadata.name}"); err != nil {
+		return fmt.Errorf("service account default/default: %w", err)
+	}
+	return nil
+}
+
+// waitNodeReady polls the Node's Ready condition with kubectl.
+func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, timeout time.Duration) error {
+	return waitKubectl(ctx, binDir, kubeconfig, timeout, "True", "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+}
+
+// waitKubectl runs kubectl until it prints want.
+func waitKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Duration, want string, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		if err == nil && string(out) == want {
+			return nil
+		}
+		last = strings.TrimSpace(string(out))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not Ready after %s (last: %s)", timeout, last)
+		case <-time.After(time.Second):
+		}
+	}
+}

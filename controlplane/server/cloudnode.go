@@ -1,0 +1,47 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	nodecontroller "k8s.io/cloud-provider/controllers/node"
+	"k8s.io/cloud-provider/controllers/nodelifecycle"
+	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
+
+	"github.com/berth-io/berth/controlplane/cloudnode"
+)
+
+// Periods of the AWS cloud controller manager's defaults.
+const (
+	nodeStatusUpdateFrequency = 5 * time.Minute
+	nodeMonitorPeriod         = 5 * time.Second
+)
+
+// startCloudNodeControllers runs the upstream cloud node and node
+// lifecycle controllers over p.
+func (s *Server) startCloudNodeControllers(goRun func(string, func(context.Context) error), client kubernetes.Interface, p *cloudnode.Provider) error {
+	factory := informers.NewSharedInformerFactory(client, 0)
+	nodes := factory.Core().V1().Nodes()
+	nc, err := nodecontroller.NewCloudNodeController(nodes, client, p, nodeStatusUpdateFrequency, 4, 2)
+	if err != nil {
+		return fmt.Errorf("cloud node controller: %w", err)
+	}
+	lc, err := nodelifecycle.NewCloudNodeLifecycleController(nodes, client, p, nodeMonitorPeriod, 1)
+	if err != nil {
+		return fmt.Errorf("cloud node lifecycle controller: %w", err)
+	}
+	metrics := controllersmetrics.NewControllerManagerMetrics("berth-cloud-controller-manager")
+	goRun("cloud-node-controllers", func(ctx context.Context) error {
+		factory.Start(ctx.Done())
+		defer factory.Shutdown()
+		done := make(chan struct{})
+		go func() { lc.Run(ctx, metrics); close(done) }()
+		nc.RunWithContext(ctx, metrics)
+		<-done
+		return nil
+	})
+	return nil
+}

@@ -45,6 +45,7 @@ type nodeOptions struct {
 	typ      string
 	vpcCIDR  string
 	hostAddr string // the host's address, which instances reach through the VPC router
+	sts      string // localcloud's listener on hostAddr, where nodes presign their tokens
 }
 
 // localAWS is what `berth up` needs to reach localcloud and the EKS API.
@@ -228,14 +229,14 @@ func (a *localAWS) nodeInstances(ctx context.Context, cluster, subnet, typ, ud s
 func nodeDir(state, instanceID string) string { return filepath.Join(state, "nodes", instanceID) }
 
 // nodeComponents are the processes that make one instance a node.
-func nodeComponents(state, binDir, instanceID, hostAddr, cniVersion string) []component {
+func nodeComponents(state, binDir, instanceID, sts, cniVersion string) []component {
 	root := nodeDir(state, instanceID)
 	netns := "--net=/var/run/netns/berth-" + instanceID
 	// As on EC2, the node reaches EC2 inside its instance and signs with
 	// its instance role; STS is the host listener that the control plane
 	// verifies tokens against.
 	env := append(withoutAWS(os.Environ()), "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null",
-		"AWS_ENDPOINT_URL=http://169.254.169.254:4566", "AWS_ENDPOINT_URL_STS=http://"+net.JoinHostPort(hostAddr, "4566"))
+		"AWS_ENDPOINT_URL=http://169.254.169.254:4566", "AWS_ENDPOINT_URL_STS=http://"+sts)
 	return []component{
 		{name: "node-" + instanceID + "-bootstrap", bin: "nsenter", exe: "berth-bootstrap", env: env, args: func(string) []string {
 			return []string{netns, filepath.Join(binDir, "berth-bootstrap"), "init", "--root", root, "--run-mode", "supervise",
@@ -350,7 +351,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
 			return err
 		}
-		for _, c := range nodeComponents(state, binDir, id, o.hostAddr, cniVersion) {
+		for _, c := range nodeComponents(state, binDir, id, o.sts, cniVersion) {
 			if err := start(ctx, state, binDir, c); err != nil {
 				return err
 			}

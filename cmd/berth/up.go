@@ -42,10 +42,10 @@ func localcloudEnv(endpoint, lcState string) []string {
 	}
 }
 
-func controlplaneComponent(cluster, listen, eksListen string, env []string) component {
+func controlplaneComponent(cluster, listen, eksListen, etcdClient, etcdPeer string, env []string) component {
 	return component{name: "berth-controlplane", env: env, args: func(state string) []string {
 		return []string{"serve", "--data-dir", filepath.Join(state, "controlplane"), "--cluster-name", cluster,
-			"--listen", listen, "--eks-listen", eksListen}
+			"--listen", listen, "--eks-listen", eksListen, "--etcd-client-listen", etcdClient, "--etcd-peer-listen", etcdPeer}
 	}}
 }
 
@@ -60,7 +60,7 @@ func localcloudComponent(listen []string) component {
 }
 
 func newUpCommand() *cobra.Command {
-	var stateDir, binDir, listen, cluster, apiListen, eksListen string
+	var stateDir, binDir, listen, cluster, apiListen, eksListen, etcdClient, etcdPeer string
 	nodes := nodeOptions{}
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -93,7 +93,8 @@ func newUpCommand() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--localcloud-listen: %w", err)
 				}
-				lcListen = append(lcListen, net.JoinHostPort(nodes.hostAddr, port))
+				nodes.sts = net.JoinHostPort(nodes.hostAddr, port)
+				lcListen = append(lcListen, nodes.sts)
 				if !cmd.Flags().Changed("api-listen") {
 					apiListen = net.JoinHostPort(nodes.hostAddr, "6443")
 				}
@@ -110,9 +111,9 @@ func newUpCommand() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "started berth-localcloud (EC2, IMDSv2, STS, EFS) on %s, state in %s\n", endpoint, lcState)
 
-			cp := controlplaneComponent(cluster, apiListen, eksListen, localcloudEnv(endpoint, lcState))
+			cp := controlplaneComponent(cluster, apiListen, eksListen, etcdClient, etcdPeer, localcloudEnv(endpoint, lcState))
 			if nodes.count > 0 {
-				cp.args = withArgs(cp.args, "--sts-endpoint", "http://"+lcListen[1])
+				cp.args = withArgs(cp.args, "--sts-endpoint", "http://"+nodes.sts)
 			}
 			kubeconfig := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
 			if _, ok := running(stateDir, cp.name); !ok {
@@ -148,6 +149,8 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&cluster, "cluster-name", "berth", "name of the local cluster")
 	cmd.Flags().StringVar(&apiListen, "api-listen", "127.0.0.1:6443", "address of the Kubernetes API")
 	cmd.Flags().StringVar(&eksListen, "eks-listen", "127.0.0.1:4567", "address of the EKS API")
+	cmd.Flags().StringVar(&etcdClient, "etcd-client-listen", "127.0.0.1:2379", "client address of the control plane's embedded etcd")
+	cmd.Flags().StringVar(&etcdPeer, "etcd-peer-listen", "127.0.0.1:2380", "peer address of the control plane's embedded etcd")
 	cmd.Flags().IntVar(&nodes.count, "nodes", 1, "nodes to run (localcloud instances joined by berth-bootstrap, pods networked by berth-ipamd)")
 	cmd.Flags().StringVar(&nodes.typ, "node-type", "m5.large", "instance type of the nodes")
 	cmd.Flags().StringVar(&nodes.vpcCIDR, "vpc-cidr", "10.64.0.0/16", "CIDR of the nodes' VPC (must not overlap the host's routes)")

@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -52,4 +57,29 @@ func Forward(t testing.TB, ip, target string) string {
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// ProcessesUnder lists processes whose command line mentions dir: what a
+// test's daemons left running under its directory.
+func ProcessesUnder(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(dir)) {
+			out = append(out, e.Name()+": "+string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
+
+// LockCIDR holds a 10.x.0.0/16 (x in 128–191) that no other test on this
+// machine uses and the host does not route, until the test ends; for a
+// VPC that something else than the test creates (see OwnSubnet).
+func LockCIDR(t testing.TB) string {
+	t.Helper()
+	return fmt.Sprintf("10.%d.0.0/16", lockCIDR(t))
 }

@@ -221,7 +221,7 @@ func startBootstrap(t *testing.T, ns, root, logPath, bootstrapBin, kubeletBin, b
 	// Registered first, so it runs after the stop below: nothing the node
 	// started may outlive berth-bootstrap.
 	t.Cleanup(func() {
-		if left := processesUnder(root); len(left) > 0 {
+		if left := e2e.ProcessesUnder(root); len(left) > 0 {
 			t.Errorf("processes left behind after berth-bootstrap stopped: %v", left)
 		}
 	})
@@ -289,22 +289,6 @@ func createNodeAccessEntry(t *testing.T, lc *e2e.Localcloud, cp *e2e.Controlplan
 		t.Fatalf("access entry for %s: %v", role, err)
 	}
 	return c, role
-}
-
-// processesUnder lists processes whose command line mentions dir.
-func processesUnder(dir string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(dir)) {
-			out = append(out, e.Name()+": "+string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
-		}
-	}
-	return out
 }
 
 func dumpLogs(t *testing.T, paths ...string) {

@@ -1,0 +1,253 @@
+// Package up_test proves `berth up`, the README's first command: a local
+// cluster whose node runs pods on VPC addresses.
+package up_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/berth-io/berth/test/e2e"
+)
+
+// TestUpRunsPods: `berth up` starts localcloud and the control plane and
+// boots one node (a localcloud instance running berth-bootstrap with the
+// real kubelet and containerd, and berth-ipamd). The node registers, the
+// control plane's cloud node controller initializes it from EC2, and a
+// pod of the local pause image runs on an address of the instance's ENIs
+// that the host reaches through the VPC router. `berth down` removes the
+// pod (its address goes back to ipamd) and leaves no process behind; a
+// second `berth up` brings the same node and its pod back.
+func TestUpRunsPods(t *testing.T) {
+	for _, tool := range []string{"containerd", "runc", "nsenter", "ctr"} {
+		_, err := exec.LookPath(tool)
+		e2e.Require(t, err == nil, tool+" not installed (make deps)")
+	}
+	berth, kubectl := e2e.Bin(t, "berth"), e2e.Bin(t, "kubectl")
+	for _, b := range []string{"berth-localcloud", "berth-controlplane", "berth-bootstrap", "berth-ipamd", "berth-cni", "berth-pause", "kubelet"} {
+		e2e.Bin(t, b)
+	}
+	host := e2e.HostAddress(t)
+	state := t.TempDir()
+	lcAddr := e2e.FreePort(t)
+	vpc := netip.MustParsePrefix(e2e.LockCIDR(t))
+	up := []string{"up", "--state-dir", state, "--bin-dir", filepath.Dir(berth), "--cluster-name", "uptest",
+		"--localcloud-listen", lcAddr, "--eks-listen", e2e.FreePort(t), "--api-listen", e2e.FreePortOn(t, host),
+		"--etcd-client-listen", e2e.FreePort(t), "--etcd-peer-listen", e2e.FreePort(t),
+		"--vpc-cidr", vpc.String(), "--host-address", host}
+	down := func() string {
+		out, err := exec.Command(berth, "down", "--state-dir", state).CombinedOutput()
+		if err != nil {
+			t.Errorf("berth down: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	t.Cleanup(func() {
+		down()
+		if left := e2e.ProcessesUnder(state); len(left) > 0 {
+			t.Errorf("processes left behind after berth down: %v", left)
+		}
+	})
+	run := func(args ...string) string {
+		t.Helper()
+		t0 := time.Now()
+		cmd := exec.Command(berth, args...)
+		cmd.Env = withoutAWS(os.Environ())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			dumpNodeLogs(t, state)
+			t.Fatalf("berth %s: %v\n%s", args[0], err, out)
+		}
+		t.Logf("berth %s took %s:\n%s", args[0], time.Since(t0).Round(time.Millisecond), out)
+		return string(out)
+	}
+	kubeconfig := filepath.Join(state, "controlplane", "admin.kubeconfig")
+	cache := t.TempDir()
+	kc := func(args ...string) (string, error) {
+		out, err := exec.Command(kubectl, append([]string{"--kubeconfig", kubeconfig, "--cache-dir", cache}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+
+	out := run(up...)
+	if !strings.Contains(out, "node ip-") || !strings.Contains(out, " ready: instance i-") {
+		t.Fatalf("berth up did not report a ready node:\n%s", out)
+	}
+
+	// The cloud node controller initialized the Node from EC2.
+	node, err := kc("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
+	if err != nil || strings.Contains(node, " ") || node == "" {
+		t.Fatalf("want one node, got %q (%v)", node, err)
+	}
+	for jp, want := range map[string]string{
+		`{.metadata.labels.node\.kubernetes\.io/instance-type}`: "m5.large",
+		`{.metadata.labels.topology\.kubernetes\.io/zone}`:      "us-west-2a",
+		`{.metadata.labels.topology\.kubernetes\.io/region}`:    "us-west-2",
+		`{.spec.taints}`: "",
+	} {
+		if got, err := kc("get", "node", node, "-o", "jsonpath="+jp); err != nil || got != want {
+			t.Errorf("node %s %s = %q (%v), want %q", node, jp, got, err, want)
+		}
+	}
+	providerID, _ := kc("get", "node", node, "-o", "jsonpath={.spec.providerID}")
+	instance := providerID[strings.LastIndex(providerID, "/")+1:]
+	if !strings.HasPrefix(providerID, "aws:///us-west-2a/i-") {
+		t.Fatalf("providerID %q", providerID)
+	}
+
+	// A pod runs, on an address of the instance's ENIs.
+	pod := filepath.Join(t.TempDir(), "pod.yaml")
+	if err := os.WriteFile(pod, []byte(`apiVersion: v1
+kind: Pod
+metadata: {name: hold, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: hold
+    image: localhost/berth/pause:3.10
+    imagePullPolicy: Never
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kc("apply", "-f", pod); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	podIP := waitPodRunning(t, kc, state)
+	if !vpc.Contains(podIP) {
+		t.Fatalf("pod IP %s outside the VPC %s", podIP, vpc)
+	}
+	lc := &e2e.Localcloud{StateDir: filepath.Join(state, "localcloud"), Endpoint: "http://" + lcAddr}
+	if owner := eniOf(t, lc.EC2(t), podIP); owner != instance {
+		t.Fatalf("pod IP %s is on an ENI of %q, want the node's instance %s", podIP, owner, instance)
+	}
+	// Connection refused is the pod's own kernel answering: the address
+	// reaches the pod through the VPC router and the node's datapath.
+	if err := refused(podIP); err != nil {
+		t.Fatalf("TCP to the pod from the host: %v", err)
+	}
+
+	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
+	// checkpoint no longer holds its address.
+	out = down()
+	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("berth down did not say %q:\n%s", want, out)
+		}
+	}
+	if left := e2e.ProcessesUnder(state); len(left) > 0 {
+		t.Fatalf("processes left behind after berth down: %v", left)
+	}
+	checkpoint, err := os.ReadFile(filepath.Join(state, "nodes", instance, "var/run/aws-node/ipam.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp struct {
+		Allocations []struct {
+			IPv4 string `json:"ipv4"`
+		} `json:"allocations"`
+	}
+	if err := json.Unmarshal(checkpoint, &cp); err != nil {
+		t.Fatalf("ipam.json: %v", err)
+	}
+	for _, a := range cp.Allocations {
+		if a.IPv4 == podIP.String() {
+			t.Fatalf("ipam.json still allocates %s after berth down: the pod was not DELeted", podIP)
+		}
+	}
+
+	// The same node and pod come back.
+	out = run(up...)
+	if !strings.Contains(out, "node "+node+" ready: instance "+instance) {
+		t.Fatalf("berth up did not bring node %s (%s) back:\n%s", node, instance, out)
+	}
+	podIP = waitPodRunning(t, kc, state)
+	if err := refused(podIP); err != nil {
+		t.Fatalf("TCP to the pod after restart: %v", err)
+	}
+}
+
+// waitPodRunning waits for pod default/hold to run and returns its IP.
+func waitPodRunning(t *testing.T, kc func(...string) (string, error), state string) netip.Addr {
+	t.Helper()
+	var got string
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got, _ = kc("get", "pod", "hold", "-o", "jsonpath={.status.phase} {.status.podIP}")
+		phase, ip, _ := strings.Cut(got, " ")
+		if addr, err := netip.ParseAddr(ip); phase == "Running" && err == nil {
+			return addr
+		}
+		if time.Now().After(deadline) {
+			events, _ := kc("get", "events", "-A")
+			dumpNodeLogs(t, state)
+			t.Fatalf("pod not running after 2m: %q\n%s", got, events)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// eniOf returns the instance whose ENI holds ip.
+func eniOf(t *testing.T, c *ec2sdk.Client, ip netip.Addr) string {
+	t.Helper()
+	out, err := c.DescribeNetworkInterfaces(context.Background(), &ec2sdk.DescribeNetworkInterfacesInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ni := range out.NetworkInterfaces {
+		for _, a := range ni.PrivateIpAddresses {
+			if a.PrivateIpAddress != nil && *a.PrivateIpAddress == ip.String() && ni.Attachment != nil && ni.Attachment.InstanceId != nil {
+				return *ni.Attachment.InstanceId
+			}
+		}
+	}
+	return ""
+}
+
+func refused(ip netip.Addr) error {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(ip.String(), "80"), 5*time.Second)
+	if err == nil {
+		c.Close()
+		return errors.New("something listens on port 80 of a pause container")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return err
+	}
+	return nil
+}
+
+func withoutAWS(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AWS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// dumpNodeLogs logs the tails of the cluster's logs.
+func dumpNodeLogs(t *testing.T, state string) {
+	t.Helper()
+	logs, _ := filepath.Glob(filepath.Join(state, "*.log"))
+	more, _ := filepath.Glob(filepath.Join(state, "nodes", "*", "var/log/berth/*.log"))
+	for _, p := range append(logs, more...) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if len(b) > 6000 {
+			b = b[len(b)-6000:]
+		}
+		t.Logf("--- %s (tail)\n%s", p, b)
+	}
+}

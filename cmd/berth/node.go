@@ -264,15 +264,25 @@ func withoutAWS(env []string) []string {
 }
 
 // runtimeCNIVersion is the newest conflist cniVersion the host's containerd
-// reads: the CNI library of containerd before 2.0 stops at 1.0.0.
+// reads.
 func runtimeCNIVersion(ctx context.Context) string {
 	out, err := exec.CommandContext(ctx, "containerd", "--version").Output()
 	if err != nil {
 		return "1.0.0"
 	}
-	// "containerd github.com/containerd/containerd 1.6.20~ds1 ..."
-	for _, f := range strings.Fields(string(out))[1:] {
-		if v := strings.TrimPrefix(f, "v"); len(v) > 0 && v[0] >= '0' && v[0] <= '9' {
+	return cniVersionFor(string(out))
+}
+
+// cniVersionFor reads `containerd --version` ("containerd
+// github.com/containerd/containerd 1.6.20~ds1 ..."): the CNI library of
+// containerd before 2.0 stops at cniVersion 1.0.0.
+func cniVersionFor(version string) string {
+	f := strings.Fields(version)
+	if len(f) < 2 {
+		return "1.0.0"
+	}
+	for _, w := range f[1:] {
+		if v := strings.TrimPrefix(w, "v"); v != "" && v[0] >= '0' && v[0] <= '9' {
 			if major, _, _ := strings.Cut(v, "."); major != "0" && major != "1" {
 				return "1.1.0"
 			}

@@ -2,6 +2,7 @@ package run
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -9,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -151,5 +154,109 @@ func TestSupervisorMissingBinary(t *testing.T) {
 	err := s.Run(context.Background(), []Process{{Name: "x", Path: "/nonexistent/kubelet", LogFile: filepath.Join(t.TempDir(), "x.log")}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/kubelet") {
 		t.Fatalf("missing binary: %v", err)
+	}
+}
+
+// TestSupervisorStopsInOrder: the process listed last stops first, and the
+// one before it runs its BeforeStop only once that one has exited, while
+// it still runs itself (containerd removes the pods after kubelet is gone,
+// while it still serves).
+func TestSupervisorStopsInOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := &Supervisor{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), StopTimeout: 2 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pids := map[string]int{}
+	var mu sync.Mutex
+	alive := func(name string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return syscall.Kill(pids[name], 0) == nil
+	}
+	var runtimeAlive, agentAlive atomic.Bool
+	beforeStop := make(chan struct{})
+	procs := []Process{
+		{Name: "runtime", Path: "/bin/sleep", Args: []string{"60"}, LogFile: filepath.Join(dir, "runtime.log"),
+			BeforeStop: func(context.Context) error {
+				runtimeAlive.Store(alive("runtime"))
+				agentAlive.Store(alive("agent"))
+				close(beforeStop)
+				return errors.New("logged, not fatal")
+			}},
+		{Name: "agent", Path: "/bin/sleep", Args: []string{"60"}, LogFile: filepath.Join(dir, "agent.log"), After: []string{"runtime"}},
+	}
+	started := make(chan struct{}, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, procs, func(name string, pid int) {
+			mu.Lock()
+			pids[name] = pid
+			mu.Unlock()
+			started <- struct{}{}
+		})
+	}()
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("children did not start")
+		}
+	}
+	cancel()
+	select {
+	case <-beforeStop:
+	case <-time.After(10 * time.Second):
+		t.Fatal("BeforeStop did not run")
+	}
+	if !runtimeAlive.Load() || agentAlive.Load() {
+		t.Fatalf("at BeforeStop: runtime alive %v (want true), agent alive %v (want false)", runtimeAlive.Load(), agentAlive.Load())
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if alive("runtime") {
+		t.Fatal("runtime still running after Run returned")
+	}
+}
+
+// TestLinkCNIPlugins: a node's CNI bin dir gets links to the host's
+// plugins; the first host dir with a name wins, a plugin already there
+// (berth-cni) stays, and a second run links nothing new.
+func TestLinkCNIPlugins(t *testing.T) {
+	base := t.TempDir()
+	opt, deb, node := filepath.Join(base, "opt"), filepath.Join(base, "deb"), filepath.Join(base, "node/opt/cni/bin")
+	for dir, names := range map[string][]string{opt: {"loopback"}, deb: {"loopback", "portmap", "berth-cni"}} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(dir), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.MkdirAll(node, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(node, "berth-cni"), []byte("ours"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	n, err := LinkCNIPlugins(node, []string{opt, filepath.Join(base, "missing"), deb})
+	if err != nil || n != 2 {
+		t.Fatalf("linked %d (%v), want 2", n, err)
+	}
+	for name, want := range map[string]string{"loopback": opt, "portmap": deb, "berth-cni": "ours"} {
+		b, err := os.ReadFile(filepath.Join(node, name))
+		if err != nil || string(b) != want {
+			t.Errorf("%s reads %q (%v), want %q", name, b, err, want)
+		}
+	}
+	if n, err := LinkCNIPlugins(node, []string{opt, deb}); err != nil || n != 0 {
+		t.Fatalf("second run linked %d (%v), want 0", n, err)
 	}
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berth-io/berth/internal/testenv"
+	"github.com/berth-io/berth/node-bootstrap/nodeconfig"
+	"github.com/berth-io/berth/node-bootstrap/userdata"
+)
+
+func TestCNIVersionFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n":                    "1.0.0",
+		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da\n":                       "1.0.0",
+		"containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376\n": "1.1.0",
+		"": "1.0.0", "containerd": "1.0.0", "containerd dev": "1.0.0",
+	} {
+		if got := cniVersionFor(in); got != want {
+			t.Errorf("cniVersionFor(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestUserDataIsANodeConfig: what berth up gives its instances is user
+// data berth-bootstrap reads and validates, with the cluster from
+// DescribeCluster and the local pause image.
+func TestUserDataIsANodeConfig(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kubernetes"}, IsCA: true,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	cl := &ekstypes.Cluster{Name: aws.String("demo"), Endpoint: aws.String("https://192.0.2.2:6443"),
+		CertificateAuthority:    &ekstypes.Certificate{Data: aws.String(base64.StdEncoding.EncodeToString(caPEM))},
+		KubernetesNetworkConfig: &ekstypes.KubernetesNetworkConfigResponse{ServiceIpv4Cidr: aws.String("10.96.0.0/16")}}
+	ud, err := userData(cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := userdata.Parts("user data", []byte(ud))
+	if err != nil || len(parts) != 1 {
+		t.Fatalf("parts %d: %v", len(parts), err)
+	}
+	nc, err := userdata.Decode(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodeconfig.Validate(nc); err != nil {
+		t.Fatal(err)
+	}
+	c := nc.Spec.Cluster
+	if c.Name != "demo" || c.APIServerEndpoint != "https://192.0.2.2:6443" || string(c.CertificateAuthority) != string(caPEM) || c.CIDR != "10.96.0.0/16" {
+		t.Fatalf("cluster %+v", c)
+	}
+	if !strings.Contains(nc.Spec.Containerd.Config, `sandbox_image = "`+pauseImage+`"`) {
+		t.Fatalf("containerd config %q lacks the pause image", nc.Spec.Containerd.Config)
+	}
+	if _, err := userData(&ekstypes.Cluster{Name: aws.String("new")}); err == nil {
+		t.Fatal("a cluster without endpoint gave user data")
+	}
+}
+
+// TestCheckVPCCIDR: berth up refuses a VPC CIDR that is malformed, too
+// large or small, or overlaps a route of the host (here one the test makes
+// on an ifb link).
+func TestCheckVPCCIDR(t *testing.T) {
+	for _, bad := range []string{"x", "10.0.0.0/8", "10.1.2.0/28", "fd00::/64"} {
+		if _, err := checkVPCCIDR(bad); err == nil {
+			t.Errorf("checkVPCCIDR(%q) accepted", bad)
+		}
+	}
+	p, err := checkVPCCIDR("10.251.7.9/16")
+	if err != nil || p.String() != "10.251.0.0/16" {
+		t.Fatalf("checkVPCCIDR: %s, %v", p, err)
+	}
+	testenv.RequireRoot(t, "a route in a network namespace")
+	// In a namespace of its own, so the host's routes stay as they are.
+	ns, h := testenv.NewNetNS(t)
+	link := &netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "upcidr0"}}
+	if err := h.LinkAdd(link); err != nil {
+		t.Fatalf("add ifb: %v", err)
+	}
+	addr, _ := netlink.ParseAddr("10.251.40.1/24")
+	if err := h.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	err = testenv.OnThreadIn(ns, func() error {
+		_, err := checkVPCCIDR("10.251.0.0/16")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "10.251.40.0/24") {
+		t.Fatalf("a CIDR over the host's 10.251.40.0/24 route: %v", err)
+	}
+	if err := testenv.OnThreadIn(ns, func() error { _, err := checkVPCCIDR("10.252.0.0/16"); return err }); err != nil {
+		t.Fatalf("a CIDR beside the route: %v", err)
+	}
+}

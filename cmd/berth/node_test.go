@@ -8,7 +8,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/berth-io/berth/internal/testenv"
-	"github.com/berth-io/berth/node-bootstrap/nodeconfig"
-	"github.com/berth-io/berth/node-bootstrap/userdata"
+	"github.com/berth-io/berth/test/e2e"
 )
 
 func TestCNIVersionFor(t *testing.T) {
@@ -36,9 +40,11 @@ func TestCNIVersionFor(t *testing.T) {
 }
 
 // TestUserDataIsANodeConfig: what berth up gives its instances is user
-// data berth-bootstrap reads and validates, with the cluster from
-// DescribeCluster and the local pause image.
+// data that berth-bootstrap reads and validates (the binary, as on an
+// instance), with the cluster from DescribeCluster and the local pause
+// image in the containerd configuration.
 func TestUserDataIsANodeConfig(t *testing.T) {
+	bootstrap := e2e.Bin(t, "berth-bootstrap")
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -57,23 +63,28 @@ func TestUserDataIsANodeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts, err := userdata.Parts("user data", []byte(ud))
-	if err != nil || len(parts) != 1 {
-		t.Fatalf("parts %d: %v", len(parts), err)
+	file := filepath.Join(t.TempDir(), "user-data")
+	if err := os.WriteFile(file, []byte(ud), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	nc, err := userdata.Decode(parts[0])
+	out, err := exec.Command(bootstrap, "config", "explain", "--instance-type", "m5.large", "--config-source", "file://"+file).CombinedOutput()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("berth-bootstrap config explain: %v\n%s", err, out)
 	}
-	if err := nodeconfig.Validate(nc); err != nil {
-		t.Fatal(err)
+	toml := `[plugins."io.containerd.grpc.v1.cri"]` + "\n" + `sandbox_image = "` + pauseImage + `"` + "\n"
+	if !strings.Contains(ud, "      "+strings.ReplaceAll(strings.TrimSpace(toml), "\n", "\n      ")) {
+		t.Fatalf("user data lacks the pause image:\n%s", ud)
 	}
-	c := nc.Spec.Cluster
-	if c.Name != "demo" || c.APIServerEndpoint != "https://192.0.2.2:6443" || string(c.CertificateAuthority) != string(caPEM) || c.CIDR != "10.96.0.0/16" {
-		t.Fatalf("cluster %+v", c)
-	}
-	if !strings.Contains(nc.Spec.Containerd.Config, `sandbox_image = "`+pauseImage+`"`) {
-		t.Fatalf("containerd config %q lacks the pause image", nc.Spec.Containerd.Config)
+	for _, want := range []string{
+		`spec.cluster.name\s+demo\s+from file`,
+		`spec.cluster.apiServerEndpoint\s+https://192\.0\.2\.2:6443\s+from file`,
+		fmt.Sprintf(`spec.cluster.certificateAuthority\s+%d bytes of PEM\s+from file`, len(caPEM)),
+		`spec.cluster.cidr\s+10\.96\.0\.0/16\s+from file`,
+		fmt.Sprintf(`spec.containerd.config\s+%d bytes of TOML\s+from file`, len(toml)),
+	} {
+		if !regexp.MustCompile(want).Match(out) {
+			t.Errorf("config explain lacks %s:\n%s", want, out)
+		}
 	}
 	if _, err := userData(&ekstypes.Cluster{Name: aws.String("new")}); err == nil {
 		t.Fatal("a cluster without endpoint gave user data")

@@ -81,6 +81,9 @@ func newUpCommand() *cobra.Command {
 				binDir = filepath.Dir(self)
 			}
 			lcListen := []string{listen}
+			if nodes.count > 0 && os.Geteuid() != 0 {
+				return fmt.Errorf("nodes need root (localcloud's VPC datapath makes namespaces and links): run as root, or with --nodes 0")
+			}
 			if nodes.count > 0 {
 				// Nodes reach the APIs on the host's address: localcloud's
 				// STS (tokens are presigned for it) and the Kubernetes API.

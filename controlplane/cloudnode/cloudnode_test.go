@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	cloudprovider "k8s.io/cloud-provider"
@@ -160,6 +161,20 @@ func TestProviderLocalcloud(t *testing.T) {
 	}
 	if down, err := p.InstanceShutdown(ctx, n); err != nil || down {
 		t.Errorf("InstanceShutdown of a terminated instance = %v, %v; want false, nil", down, err)
+	}
+
+	// EC2 refuses the call (credentials it does not know): its error, not
+	// "does not exist".
+	denied := &Provider{Region: "us-west-2", EC2: ec2.New(ec2.Options{Region: "us-west-2", BaseEndpoint: aws.String(lc.Endpoint),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "AKIAUNKNOWNUNKNOWN00", SecretAccessKey: "wrong"}, nil
+		})})}
+	var apiErr smithy.APIError
+	if ok, err := denied.InstanceExists(ctx, n); !errors.As(err, &apiErr) || apiErr.ErrorCode() != "AuthFailure" {
+		t.Errorf("InstanceExists with unknown credentials = %v, %v; want the AuthFailure error", ok, err)
+	}
+	if md, err := denied.InstanceMetadata(ctx, unknown); !errors.As(err, &apiErr) || apiErr.ErrorCode() != "AuthFailure" {
+		t.Errorf("InstanceMetadata with unknown credentials = %+v, %v; want the AuthFailure error", md, err)
 	}
 
 	// EC2 unreachable: an error, not "does not exist".

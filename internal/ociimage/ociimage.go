@@ -42,7 +42,10 @@ var epoch = time.Unix(0, 0).UTC()
 
 // WriteLayout writes the image as an OCI image layout tar to w.
 func (im Image) WriteLayout(w io.Writer) error {
-	if im.Name == "" || !strings.Contains(im.Name, ":") {
+	// The tag follows the last ':' after the last '/' (a registry's port
+	// is not a tag).
+	last := im.Name[strings.LastIndex(im.Name, "/")+1:]
+	if i := strings.LastIndex(last, ":"); i <= 0 || i == len(last)-1 {
 		return fmt.Errorf("image name %q: want repository:tag", im.Name)
 	}
 	layer, err := im.layer()
@@ -104,16 +107,23 @@ func (im Image) WriteLayout(w io.Writer) error {
 func (im Image) layer() ([]byte, error) {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
-	dirs := map[string]bool{}
+	dirs, files := map[string]bool{}, map[string]bool{}
 	for _, f := range im.Files {
 		if !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path || f.Path == "/" {
 			return nil, fmt.Errorf("image file %q: want a clean absolute path", f.Path)
 		}
 		rel := strings.TrimPrefix(f.Path, "/")
+		if files[rel] || dirs[rel] {
+			return nil, fmt.Errorf("image file %q: given twice, or also a directory", f.Path)
+		}
+		files[rel] = true
 		// Parents first, outermost first.
 		parts := strings.Split(rel, "/")
 		for i := 1; i < len(parts); i++ {
 			d := strings.Join(parts[:i], "/")
+			if files[d] {
+				return nil, fmt.Errorf("image file %q: /%s is a file", f.Path, d)
+			}
 			if dirs[d] {
 				continue
 			}

@@ -277,6 +277,11 @@ func TestWriteLayoutErrors(t *testing.T) {
 		{"root", func(im *Image) { im.Files = []File{{Path: "/", Mode: 0o755}} }},
 		{"empty path", func(im *Image) { im.Files = []File{{Path: "", Mode: 0o755}} }},
 		{"bad path after good ones", func(im *Image) { im.Files = append(im.Files, File{Path: "./x"}) }},
+		{"registry port but no tag", func(im *Image) { im.Name = "localhost:5000/berth/pause" }},
+		{"empty tag", func(im *Image) { im.Name = "berth/pause:" }},
+		{"file twice", func(im *Image) { im.Files = []File{{Path: "/a", Mode: 0o644}, {Path: "/a", Mode: 0o644}} }},
+		{"file under a file", func(im *Image) { im.Files = []File{{Path: "/a", Mode: 0o644}, {Path: "/a/b", Mode: 0o644}} }},
+		{"file over a directory", func(im *Image) { im.Files = []File{{Path: "/a/b", Mode: 0o644}, {Path: "/a", Mode: 0o644}} }},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			im := testImage()

@@ -45,8 +45,10 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 			if etcdServers != "" {
 				cfg.EtcdServers = strings.Split(etcdServers, ",")
 			}
-			if cfg.STSEndpoint == "" {
-				cfg.STSEndpoint = firstEnv("AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL")
+			if len(cfg.STSEndpoints) == 0 {
+				if e := firstEnv("AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"); e != "" {
+					cfg.STSEndpoints = []string{e}
+				}
 			}
 			if cfg.Region == "" {
 				cfg.Region = firstEnv("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -80,7 +82,7 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 	f.StringVar(&cfg.AuthenticationMode, "authentication-mode", authn.ModeAPIAndConfigMap, "CONFIG_MAP, API or API_AND_CONFIG_MAP, as EKS")
 	f.BoolVar(&cfg.BootstrapCreatorAdmin, "bootstrap-cluster-creator-admin", true, "give the creator (the caller identity of this process, or --cluster-creator-arn) an access entry with AmazonEKSClusterAdminPolicy")
 	f.StringVar(&cfg.CreatorARN, "cluster-creator-arn", "", "IAM principal ARN of the cluster creator (default: STS GetCallerIdentity)")
-	f.StringVar(&cfg.STSEndpoint, "sts-endpoint", "", "extra STS endpoint tokens may be presigned for (default $AWS_ENDPOINT_URL_STS or $AWS_ENDPOINT_URL); http is accepted only for it")
+	f.StringArrayVar(&cfg.STSEndpoints, "sts-endpoint", nil, "extra STS endpoint tokens may be presigned for, repeatable (default $AWS_ENDPOINT_URL_STS or $AWS_ENDPOINT_URL); http is accepted only for these; tokens for AWS's STS hosts are verified at the first")
 	f.StringVar(&cfg.ServiceCIDR, "service-cidr", "10.100.0.0/16", "Service IPv4 CIDR (EKS default)")
 	f.StringVar(&cfg.ServiceIssuer, "service-account-issuer", "", "service-account token issuer URL (default https://kubernetes.default.svc)")
 	f.StringSliceVar(&cfg.LogTypes, "log-types", nil, "control-plane log types to enable: api, audit, authenticator, controllerManager, scheduler")

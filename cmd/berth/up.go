@@ -116,7 +116,9 @@ func newUpCommand() *cobra.Command {
 
 			cp := controlplaneComponent(cluster, apiListen, eksListen, etcdClient, etcdPeer, localcloudEnv(endpoint, lcState))
 			if nodes.count > 0 {
-				cp.args = withArgs(cp.args, "--sts-endpoint", "http://"+nodes.sts)
+				// Users' tokens are presigned for the loopback listener,
+				// nodes' for the host's.
+				cp.args = withArgs(cp.args, "--sts-endpoint", endpoint, "--sts-endpoint", "http://"+nodes.sts)
 			}
 			kubeconfig := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
 			if _, ok := running(stateDir, cp.name); !ok {

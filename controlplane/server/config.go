@@ -45,9 +45,11 @@ type Config struct {
 	// access entry with AmazonEKSClusterAdminPolicy, as EKS does by default.
 	BootstrapCreatorAdmin bool
 	CreatorARN            string
-	// STSEndpoint is the STS endpoint tokens may be presigned for besides
-	// the AWS ones (localcloud's in local mode); http is allowed only here.
-	STSEndpoint       string
+	// STSEndpoints are the STS endpoints tokens may be presigned for
+	// besides the AWS ones (localcloud's listeners in local mode: loopback
+	// for the host's users, the host address for nodes); http is allowed
+	// only here. Tokens for AWS's STS hosts go to the first.
+	STSEndpoints      []string
 	ServiceCIDR       string
 	ServiceIssuer     string
 	LogTypes          []string
@@ -105,9 +107,9 @@ func (c *Config) Validate() error {
 	if c.AdvertiseAddress != "" && net.ParseIP(c.AdvertiseAddress) == nil {
 		errs = append(errs, fmt.Sprintf("--advertise-address %q is not an IP", c.AdvertiseAddress))
 	}
-	if c.STSEndpoint != "" {
-		if u, err := url.Parse(c.STSEndpoint); err != nil || u.Host == "" {
-			errs = append(errs, fmt.Sprintf("STS endpoint %q is not a URL", c.STSEndpoint))
+	for _, e := range c.STSEndpoints {
+		if u, err := url.Parse(e); err != nil || u.Host == "" {
+			errs = append(errs, fmt.Sprintf("STS endpoint %q is not a URL", e))
 		}
 	}
 	if c.NetworkPolicyChunkSize < 0 {

@@ -426,8 +426,8 @@ func (s *Server) callerIdentity(ctx context.Context, c *sts.Client) (account, cr
 func (s *Server) stsEndpoints() []authn.Endpoint {
 	r := s.cfg.Region
 	eps := []authn.Endpoint{{Host: "sts.amazonaws.com"}, {Host: "sts." + r + ".amazonaws.com"}, {Host: "sts-fips." + r + ".amazonaws.com"}, {Host: "sts." + r + ".api.aws"}}
-	if s.cfg.STSEndpoint != "" {
-		if u, err := url.Parse(s.cfg.STSEndpoint); err == nil {
+	for _, e := range s.cfg.STSEndpoints {
+		if u, err := url.Parse(e); err == nil {
 			eps = append(eps, authn.Endpoint{Host: u.Host, Insecure: u.Scheme == "http"})
 		}
 	}
@@ -435,12 +435,13 @@ func (s *Server) stsEndpoints() []authn.Endpoint {
 }
 
 // stsForward is the local STS that tokens for AWS's STS hosts are sent to
-// when the control plane runs against one (STSEndpoint set); nil on AWS.
+// when the control plane runs against one (STSEndpoints set): the first;
+// nil on AWS.
 func (s *Server) stsForward() *url.URL {
-	if s.cfg.STSEndpoint == "" {
+	if len(s.cfg.STSEndpoints) == 0 {
 		return nil
 	}
-	u, err := url.Parse(s.cfg.STSEndpoint)
+	u, err := url.Parse(s.cfg.STSEndpoints[0])
 	if err != nil || u.Host == "" {
 		return nil
 	}

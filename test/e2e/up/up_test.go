@@ -105,6 +105,17 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("providerID %q", providerID)
 	}
 
+	// The IAM kubeconfig works with the environment berth up prints: a
+	// token presigned for localcloud's loopback listener (nodes' are for
+	// its host listener; the control plane takes both).
+	lcState := filepath.Join(state, "localcloud")
+	iam := exec.Command(kubectl, "--kubeconfig", filepath.Join(state, "controlplane", "iam.kubeconfig"), "--cache-dir", cache, "get", "node", node, "-o", "name")
+	iam.Env = append(withoutAWS(os.Environ()), "PATH="+filepath.Dir(berth)+":"+os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://"+lcAddr,
+		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(lcState, "credentials"), "AWS_CONFIG_FILE="+filepath.Join(lcState, "config"))
+	if out, err := iam.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "node/"+node {
+		t.Fatalf("kubectl with iam.kubeconfig: %v\n%s", err, out)
+	}
+
 	// A pod runs, on an address of the instance's ENIs.
 	pod := filepath.Join(t.TempDir(), "pod.yaml")
 	if err := os.WriteFile(pod, []byte(`apiVersion: v1
@@ -126,7 +137,7 @@ spec:
 	if !vpc.Contains(podIP) {
 		t.Fatalf("pod IP %s outside the VPC %s", podIP, vpc)
 	}
-	lc := &e2e.Localcloud{StateDir: filepath.Join(state, "localcloud"), Endpoint: "http://" + lcAddr}
+	lc := &e2e.Localcloud{StateDir: lcState, Endpoint: "http://" + lcAddr}
 	if owner := eniOf(t, lc.EC2(t), podIP); owner != instance {
 		t.Fatalf("pod IP %s is on an ENI of %q, want the node's instance %s", podIP, owner, instance)
 	}

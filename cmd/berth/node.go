@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,7 +19,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/eks"
@@ -55,13 +57,28 @@ type localAWS struct {
 	account string
 }
 
-func newLocalAWS(ctx context.Context, lcEndpoint, lcState, eksEndpoint string) (*localAWS, error) {
-	cfg, err := config.LoadDefaultConfig(ctx,
-		config.WithSharedCredentialsFiles([]string{filepath.Join(lcState, "credentials")}),
-		config.WithSharedConfigFiles([]string{filepath.Join(lcState, "config")}))
+// newLocalAWS makes clients with localcloud's root keys and region, from
+// its admin API: nothing of the user's AWS environment (keys, profile,
+// endpoints) may reach it.
+func newLocalAWS(ctx context.Context, lcEndpoint, eksEndpoint string) (*localAWS, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, lcEndpoint+"/_localcloud/credentials", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("localcloud credentials: %w", err)
 	}
+	defer resp.Body.Close()
+	var keys struct{ AccessKeyID, SecretAccessKey, Region string }
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("localcloud credentials: HTTP %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&keys); err != nil || keys.AccessKeyID == "" {
+		return nil, fmt.Errorf("localcloud credentials: %v", err)
+	}
+	cfg := aws.Config{Region: keys.Region,
+		Credentials: credentials.NewStaticCredentialsProvider(keys.AccessKeyID, keys.SecretAccessKey, "")}
 	return &localAWS{
 		ec2: ec2sdk.NewFromConfig(cfg, func(o *ec2sdk.Options) { o.BaseEndpoint = aws.String(lcEndpoint) }),
 		eks: eks.NewFromConfig(cfg, func(o *eks.Options) { o.BaseEndpoint = aws.String(eksEndpoint) }),
@@ -120,23 +137,39 @@ func checkVPCCIDR(cidr string) (netip.Prefix, error) {
 // half of the VPC, in us-west-2a).
 func (a *localAWS) nodeSubnet(ctx context.Context, cluster string, cidr netip.Prefix) (string, error) {
 	tag := []ec2types.Filter{{Name: aws.String("tag:" + nodeTag), Values: []string{cluster}}}
-	subnets, err := a.ec2.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{Filters: tag})
+	tags := func(t ec2types.ResourceType) []ec2types.TagSpecification {
+		return []ec2types.TagSpecification{{ResourceType: t, Tags: []ec2types.Tag{
+			{Key: aws.String(nodeTag), Value: aws.String(cluster)}, {Key: aws.String("Name"), Value: aws.String("berth-" + cluster)}}}}
+	}
+	// Each step finds what an earlier, interrupted run made.
+	vpcs, err := a.ec2.DescribeVpcs(ctx, &ec2sdk.DescribeVpcsInput{Filters: tag})
+	if err != nil {
+		return "", fmt.Errorf("describe vpcs: %w", err)
+	}
+	var vpcID string
+	if len(vpcs.Vpcs) > 0 {
+		v := vpcs.Vpcs[0]
+		if aws.ToString(v.CidrBlock) != cidr.String() {
+			return "", fmt.Errorf("the nodes' VPC %s is %s, not --vpc-cidr %s: keep its CIDR, or start from an empty state dir", aws.ToString(v.VpcId), aws.ToString(v.CidrBlock), cidr)
+		}
+		vpcID = aws.ToString(v.VpcId)
+	} else {
+		v, err := a.ec2.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr.String()), TagSpecifications: tags(ec2types.ResourceTypeVpc)})
+		if err != nil {
+			return "", fmt.Errorf("create vpc %s: %w", cidr, err)
+		}
+		vpcID = aws.ToString(v.Vpc.VpcId)
+	}
+	subnets, err := a.ec2.DescribeSubnets(ctx, &ec2sdk.DescribeSubnetsInput{Filters: append(tag,
+		ec2types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})})
 	if err != nil {
 		return "", fmt.Errorf("describe subnets: %w", err)
 	}
 	if len(subnets.Subnets) > 0 {
 		return *subnets.Subnets[0].SubnetId, nil
 	}
-	tags := func(t ec2types.ResourceType) []ec2types.TagSpecification {
-		return []ec2types.TagSpecification{{ResourceType: t, Tags: []ec2types.Tag{
-			{Key: aws.String(nodeTag), Value: aws.String(cluster)}, {Key: aws.String("Name"), Value: aws.String("berth-" + cluster)}}}}
-	}
-	v, err := a.ec2.CreateVpc(ctx, &ec2sdk.CreateVpcInput{CidrBlock: aws.String(cidr.String()), TagSpecifications: tags(ec2types.ResourceTypeVpc)})
-	if err != nil {
-		return "", fmt.Errorf("create vpc %s: %w", cidr, err)
-	}
 	half := netip.PrefixFrom(cidr.Addr(), cidr.Bits()+1)
-	s, err := a.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: v.Vpc.VpcId, CidrBlock: aws.String(half.String()),
+	s, err := a.ec2.CreateSubnet(ctx, &ec2sdk.CreateSubnetInput{VpcId: aws.String(vpcID), CidrBlock: aws.String(half.String()),
 		AvailabilityZone: aws.String("us-west-2a"), TagSpecifications: tags(ec2types.ResourceTypeSubnet)})
 	if err != nil {
 		return "", fmt.Errorf("create subnet %s: %w", half, err)
@@ -235,7 +268,7 @@ func nodeComponents(state, binDir, instanceID, sts, cniVersion string) []compone
 	// As on EC2, the node reaches EC2 inside its instance and signs with
 	// its instance role; STS is the host listener that the control plane
 	// verifies tokens against.
-	env := append(withoutAWS(os.Environ()), "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null",
+	env := append(nodeEnv(os.Getenv), "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null",
 		"AWS_ENDPOINT_URL=http://169.254.169.254:4566", "AWS_ENDPOINT_URL_STS=http://"+sts)
 	return []component{
 		{name: "node-" + instanceID + "-bootstrap", bin: "nsenter", exe: "berth-bootstrap", env: env, args: func(string) []string {
@@ -251,6 +284,20 @@ func nodeComponents(state, binDir, instanceID, sts, cniVersion string) []compone
 					"--cni-version", cniVersion}
 			}},
 	}
+}
+
+// nodeEnv is the part of the host's environment a node's processes get, as
+// an AMI's units would: no AWS settings (the node signs with its instance
+// role), no proxies (IMDS and the host address are not behind them), no
+// KUBECONFIG.
+func nodeEnv(getenv func(string) string) []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ"} {
+		if v := getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }
 
 func withoutAWS(env []string) []string {
@@ -310,17 +357,21 @@ func importPause(ctx context.Context, binDir, root string, timeout time.Duration
 		return fmt.Errorf("pause image: %w", err)
 	}
 	// The socket file appears before containerd serves on it: retry.
-	var last []byte
 	for deadline := time.Now().Add(timeout); ; {
 		cmd := exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", "k8s.io", "images", "import", "-")
 		cmd.Stdin = bytes.NewReader(tar.Bytes())
 		out, err := cmd.CombinedOutput()
 		if err == nil {
+			// Pinned, so that kubelet's image GC never removes what no
+			// registry can give back (containerd 1.7 and later honour it).
+			out, err = exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", "k8s.io", "images", "label", pauseImage, "io.cri-containerd.pinned=pinned").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("ctr images label %s: %w: %s", pauseImage, err, bytes.TrimSpace(out))
+			}
 			return nil
 		}
-		last = append([]byte(err.Error()+": "), out...)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("ctr images import %s: %s", pauseImage, bytes.TrimSpace(last))
+			return fmt.Errorf("ctr images import %s: %w: %s", pauseImage, err, bytes.TrimSpace(out))
 		}
 		select {
 		case <-ctx.Done():
@@ -332,6 +383,7 @@ func importPause(ctx context.Context, binDir, root string, timeout time.Duration
 
 // upNodes boots the cluster's nodes and waits for each to register Ready.
 func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubeconfig string, o nodeOptions, a *localAWS) error {
+	started := time.Now()
 	cidr, err := checkVPCCIDR(o.vpcCIDR)
 	if err != nil {
 		return err
@@ -359,7 +411,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 			return fmt.Errorf("instance %s did not start: %w", id, err)
 		}
 		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
-			return err
+			return fmt.Errorf("node dir: %w", err)
 		}
 		for _, c := range nodeComponents(state, binDir, id, o.sts, cniVersion) {
 			if err := start(ctx, state, binDir, c); err != nil {
@@ -372,7 +424,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	}
 	for _, in := range insts {
 		name := aws.ToString(in.PrivateDnsName)
-		if err := waitNodeReady(ctx, binDir, kubeconfig, name, 3*time.Minute); err != nil {
+		if err := waitNodeReady(ctx, binDir, kubeconfig, name, started, 3*time.Minute); err != nil {
 			return fmt.Errorf("node %s (%s; logs in %s): %w", name, aws.ToString(in.InstanceId),
 				filepath.Join(nodeDir(state, aws.ToString(in.InstanceId)), "var/log/berth"), err)
 		}
@@ -386,9 +438,31 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	return nil
 }
 
-// waitNodeReady polls the Node's Ready condition with kubectl.
-func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, timeout time.Duration) error {
-	return waitKubectl(ctx, binDir, kubeconfig, timeout, "True", "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+// waitNodeReady polls the Node's Ready condition with kubectl until it is
+// True as posted by a kubelet since `since`: after a restart the Node still
+// shows the Ready of the kubelet before.
+func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), "--kubeconfig", kubeconfig, "get", "node", name, "-o",
+			`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}`).Output()
+		status, beat, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+		t, terr := time.Parse(time.RFC3339, beat)
+		if err == nil && status == "True" && terr == nil && !t.Before(since.Truncate(time.Second)) {
+			return nil
+		}
+		last = strings.TrimSpace(string(out))
+		if err != nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not Ready after %s (last: %s)", timeout, last)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // waitKubectl runs kubectl until it prints want.
@@ -397,14 +471,17 @@ func waitKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Du
 	defer cancel()
 	var last string
 	for {
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).Output()
 		if err == nil && string(out) == want {
 			return nil
 		}
 		last = strings.TrimSpace(string(out))
+		if err != nil {
+			last = err.Error()
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("not Ready after %s (last: %s)", timeout, last)
+			return fmt.Errorf("kubectl %s: not %q after %s (last: %s)", strings.Join(args, " "), want, timeout, last)
 		case <-time.After(time.Second):
 		}
 	}

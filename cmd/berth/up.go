@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +103,14 @@ func newUpCommand() *cobra.Command {
 				if !cmd.Flags().Changed("api-listen") {
 					apiListen = net.JoinHostPort(nodes.hostAddr, "6443")
 				}
+				if err := reachableFromNodes("--api-listen", apiListen); err != nil {
+					return err
+				}
+				// Its second listener takes the same port on the host
+				// address, which a wildcard listener would hold.
+				if !isLoopback(listen) {
+					return fmt.Errorf("--localcloud-listen %s: with nodes, a loopback address (nodes reach localcloud on --host-address)", listen)
+				}
 			}
 			lc := localcloudComponent(lcListen)
 			if err := start(cmd.Context(), stateDir, binDir, lc); err != nil {
@@ -132,7 +142,7 @@ func newUpCommand() *cobra.Command {
 			}
 			fmt.Fprintf(out, "started berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
 			if nodes.count > 0 {
-				a, err := newLocalAWS(cmd.Context(), endpoint, lcState, "http://"+eksListen)
+				a, err := newLocalAWS(cmd.Context(), endpoint, "http://"+eksListen)
 				if err != nil {
 					return err
 				}
@@ -161,6 +171,26 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&nodes.vpcCIDR, "vpc-cidr", "10.64.0.0/16", "CIDR of the nodes' VPC (must not overlap the host's routes)")
 	cmd.Flags().StringVar(&nodes.hostAddr, "host-address", "", "host address the nodes reach the APIs on (default: the first global IPv4 address; the Kubernetes API then listens on it)")
 	return cmd
+}
+
+// reachableFromNodes refuses an address nodes cannot reach: loopback, or
+// all addresses (whose kubeconfigs would name loopback).
+func reachableFromNodes(flag, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsLoopback() || ip.IsUnspecified() {
+		return fmt.Errorf("%s %s: nodes need an address of the host they reach (--host-address), not %s", flag, addr, host)
+	}
+	return nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
 }
 
 // withArgs appends fixed arguments to a component's.
@@ -192,13 +222,20 @@ func newDownCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// Nodes first (they call both), then the control plane (it
 			// calls localcloud).
-			nodes, err := filepath.Glob(filepath.Join(stateDir, "node-*.pid"))
+			pids, err := filepath.Glob(filepath.Join(stateDir, "node-*.pid"))
 			if err != nil {
 				return err
 			}
 			var names []string
-			for _, p := range nodes {
-				names = append(names, strings.TrimSuffix(filepath.Base(p), ".pid"))
+			seen := map[string]bool{}
+			for _, p := range pids {
+				base := strings.TrimSuffix(filepath.Base(p), ".pid")
+				node := base[:strings.LastIndex(base, "-")]
+				if !seen[node] {
+					// A node's bootstrap first: its pods' CNI DEL needs ipamd.
+					seen[node] = true
+					names = append(names, node+"-bootstrap", node+"-ipamd")
+				}
 			}
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {
 				stopped, err := stop(stateDir, name)
@@ -254,7 +291,12 @@ func running(state, name string) (int, bool) {
 }
 
 func start(ctx context.Context, state, binDir string, c component) error {
+	args := c.args(state)
+	sum := settings(binDir, args)
 	if pid, ok := running(state, c.name); ok {
+		if was := recordedSettings(state, c.name); was != "" && was != sum {
+			return fmt.Errorf("%s is running (pid %d) with other settings than this berth up's: run berth down first", c.name, pid)
+		}
 		fmt.Fprintf(os.Stderr, "%s already running (pid %d)\n", c.name, pid)
 		return nil
 	}
@@ -271,8 +313,10 @@ func start(ctx context.Context, state, binDir string, c component) error {
 		return fmt.Errorf("log file: %w", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(path, c.args(state)...)
-	cmd.Env = append(os.Environ(), c.env...)
+	cmd := exec.Command(path, args...)
+	// The user's AWS settings (keys, profile, endpoints) are not the local
+	// cloud's: a component gets only those it is given.
+	cmd.Env = append(withoutAWS(os.Environ()), c.env...)
 	if c.bin != "" {
 		cmd.Env = c.env
 	}
@@ -282,16 +326,41 @@ func start(ctx context.Context, state, binDir string, c component) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", c.name, err)
 	}
-	if err := os.WriteFile(pidPath(state, c.name), []byte(strconv.Itoa(cmd.Process.Pid)+" "+exe+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(pidPath(state, c.name), []byte(strconv.Itoa(cmd.Process.Pid)+" "+exe+" "+sum+"\n"), 0o600); err != nil {
 		_ = cmd.Process.Kill()
 		return fmt.Errorf("pid file: %w", err)
 	}
 	return cmd.Process.Release()
 }
 
+// settings fingerprints what a component was started with (its bin dir
+// and arguments), kept in its pid file: a later berth up with other flags
+// must not take the running one for what it asked for.
+func settings(binDir string, args []string) string {
+	h := sha256.New()
+	h.Write([]byte(binDir))
+	for _, a := range args {
+		h.Write([]byte{0})
+		h.Write([]byte(a))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// recordedSettings is the fingerprint in a pid file ("" when it has none).
+func recordedSettings(state, name string) string {
+	b, err := os.ReadFile(pidPath(state, name))
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 2 {
+		return f[2]
+	}
+	return ""
+}
+
 // stopWait is how long a component has to exit after SIGTERM: a node's
 // berth-bootstrap stops its pods, kubelet and containerd first.
-const stopWait = 60 * time.Second
+const stopWait = 2 * time.Minute
 
 func stop(state, name string) (bool, error) {
 	pid, ok := running(state, name)

@@ -109,15 +109,16 @@ func (p *Provider) InstanceExists(ctx context.Context, node *v1.Node) (bool, err
 	return state(i) != ec2types.InstanceStateNameTerminated, nil
 }
 
-// InstanceShutdown is true for a stopped (or stopping) instance: the
-// lifecycle controller taints its Node node.cloudprovider.kubernetes.io/shutdown.
+// InstanceShutdown is true for a stopped instance, as the AWS cloud
+// controller manager answers: the lifecycle controller then taints its
+// Node node.cloudprovider.kubernetes.io/shutdown. A stopping one may still
+// run its pods.
 func (p *Provider) InstanceShutdown(ctx context.Context, node *v1.Node) (bool, error) {
 	i, err := p.instance(ctx, node)
 	if err != nil || i == nil {
 		return false, err
 	}
-	s := state(i)
-	return s == ec2types.InstanceStateNameStopped || s == ec2types.InstanceStateNameStopping, nil
+	return state(i) == ec2types.InstanceStateNameStopped, nil
 }
 
 // InstanceMetadata gives what the node controller writes on the Node: the

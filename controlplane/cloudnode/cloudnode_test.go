@@ -119,7 +119,7 @@ func TestProviderLocalcloud(t *testing.T) {
 		t.Errorf("InstanceShutdown of a running instance = %v, %v; want false", down, err)
 	}
 	// localcloud has no StopInstances: TestInstanceShutdownStates covers
-	// stopped and stopping.
+	// the stopped state.
 
 	// An instance EC2 does not know.
 	unknown := node("gone", "aws:///us-west-2a/i-0123456789abcdef0")
@@ -212,7 +212,7 @@ func TestInstanceShutdownStates(t *testing.T) {
 	}{
 		{ec2types.InstanceStateNamePending, true, false},
 		{ec2types.InstanceStateNameRunning, true, false},
-		{ec2types.InstanceStateNameStopping, true, true},
+		{ec2types.InstanceStateNameStopping, true, false},
 		{ec2types.InstanceStateNameStopped, true, true},
 		{ec2types.InstanceStateNameShuttingDown, true, false},
 		{ec2types.InstanceStateNameTerminated, false, false},

@@ -12,6 +12,7 @@ import (
 	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
 
 	"github.com/berth-io/berth/controlplane/cloudnode"
+	"github.com/berth-io/berth/controlplane/leader"
 )
 
 // Periods of the AWS cloud controller manager's defaults.
@@ -20,21 +21,25 @@ const (
 	nodeMonitorPeriod         = 5 * time.Second
 )
 
+// cloudNodeLease is the Lease replicas elect the cloud node controllers'
+// leader with (--leader-elect).
+const cloudNodeLease = "berth-cloud-node-controller"
+
 // startCloudNodeControllers runs the upstream cloud node and node
 // lifecycle controllers over p.
 func (s *Server) startCloudNodeControllers(goRun func(string, func(context.Context) error), client kubernetes.Interface, p *cloudnode.Provider) error {
-	factory := informers.NewSharedInformerFactory(client, 0)
-	nodes := factory.Core().V1().Nodes()
-	nc, err := nodecontroller.NewCloudNodeController(nodes, client, p, nodeStatusUpdateFrequency, 4, 2)
-	if err != nil {
-		return fmt.Errorf("cloud node controller: %w", err)
-	}
-	lc, err := nodelifecycle.NewCloudNodeLifecycleController(nodes, client, p, nodeMonitorPeriod, 1)
-	if err != nil {
-		return fmt.Errorf("cloud node lifecycle controller: %w", err)
-	}
-	metrics := controllersmetrics.NewControllerManagerMetrics("berth-cloud-controller-manager")
-	goRun("cloud-node-controllers", func(ctx context.Context) error {
+	run := func(ctx context.Context) error {
+		factory := informers.NewSharedInformerFactory(client, 0)
+		nodes := factory.Core().V1().Nodes()
+		nc, err := nodecontroller.NewCloudNodeController(nodes, client, p, nodeStatusUpdateFrequency, 4, 2)
+		if err != nil {
+			return fmt.Errorf("cloud node controller: %w", err)
+		}
+		lc, err := nodelifecycle.NewCloudNodeLifecycleController(nodes, client, p, nodeMonitorPeriod, 1)
+		if err != nil {
+			return fmt.Errorf("cloud node lifecycle controller: %w", err)
+		}
+		metrics := controllersmetrics.NewControllerManagerMetrics("berth-cloud-controller-manager")
 		factory.Start(ctx.Done())
 		defer factory.Shutdown()
 		done := make(chan struct{})
@@ -42,6 +47,13 @@ func (s *Server) startCloudNodeControllers(goRun func(string, func(context.Conte
 		nc.RunWithContext(ctx, metrics)
 		<-done
 		return nil
+	}
+	log := s.log.With("subsystem", "cloud-node-controllers")
+	goRun("cloud-node-controllers", func(ctx context.Context) error {
+		if s.cfg.LeaderElect {
+			return leader.Run(ctx, client, cloudNodeLease, log, run)
+		}
+		return run(ctx)
 	})
 	return nil
 }

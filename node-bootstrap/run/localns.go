@@ -53,7 +53,9 @@ func ReexecInPrivateMounts(ctx context.Context, started time.Time) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 30 * time.Second
+	// Room for the inner supervisor's whole ordered stop (two processes,
+	// containerd's BeforeStop removing the pods), or the pods outlive it.
+	cmd.WaitDelay = (&Supervisor{}).StopBudget(2) + 10*time.Second
 	err := cmd.Run()
 	if ctx.Err() != nil && cmd.ProcessState != nil && cmd.ProcessState.Success() {
 		return nil

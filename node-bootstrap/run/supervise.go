@@ -67,6 +67,15 @@ type Supervisor struct {
 	MinBackoff, MaxBackoff, StableAfter time.Duration
 	// StopTimeout is how long a child has to exit after SIGTERM (default 10s).
 	StopTimeout time.Duration
+	// BeforeStopTimeout bounds each BeforeStop (default 30s).
+	BeforeStopTimeout time.Duration
+}
+
+// StopBudget is the longest a stop of n processes takes with these
+// settings: each one's BeforeStop, then its SIGTERM wait.
+func (s *Supervisor) StopBudget(n int) time.Duration {
+	s.defaults()
+	return time.Duration(n) * (s.BeforeStopTimeout + s.StopTimeout)
 }
 
 func (s *Supervisor) defaults() {
@@ -81,6 +90,9 @@ func (s *Supervisor) defaults() {
 	}
 	if s.StopTimeout <= 0 {
 		s.StopTimeout = 10 * time.Second
+	}
+	if s.BeforeStopTimeout <= 0 {
+		s.BeforeStopTimeout = 30 * time.Second
 	}
 }
 
@@ -136,7 +148,7 @@ func (s *Supervisor) Run(ctx context.Context, procs []Process, started func(name
 				select {
 				case <-exited[i]: // not running: nothing to tidy through it
 				default:
-					bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.StopTimeout)
+					bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.BeforeStopTimeout)
 					if err := p.BeforeStop(bctx); err != nil {
 						s.Log.Warn("before stop", "process", p.Name, "err", err)
 					}

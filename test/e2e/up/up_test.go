@@ -40,7 +40,11 @@ func TestUpRunsPods(t *testing.T) {
 	}
 	host := e2e.HostAddress(t)
 	state := t.TempDir()
+	// localcloud's port is also bound on the host address, for nodes.
 	lcAddr := e2e.FreePort(t)
+	for !freeOn(host, lcAddr) {
+		lcAddr = e2e.FreePort(t)
+	}
 	vpc := netip.MustParsePrefix(e2e.LockCIDR(t))
 	up := []string{"up", "--state-dir", state, "--bin-dir", filepath.Dir(berth), "--cluster-name", "uptest",
 		"--localcloud-listen", lcAddr, "--eks-listen", e2e.FreePort(t), "--api-listen", e2e.FreePortOn(t, host),
@@ -63,7 +67,10 @@ func TestUpRunsPods(t *testing.T) {
 		t.Helper()
 		t0 := time.Now()
 		cmd := exec.Command(berth, args...)
-		cmd.Env = withoutAWS(os.Environ())
+		// A developer's shell has AWS settings of its own: none of them may
+		// reach the local cloud's clients, the control plane or the nodes.
+		cmd.Env = append(withoutAWS(os.Environ()), "AWS_PROFILE=berth-test-no-such-profile", "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
+			"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_REGION=eu-north-1", "AWS_ENDPOINT_URL_EC2=http://127.0.0.1:9")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			dumpNodeLogs(t, state)
@@ -82,6 +89,19 @@ func TestUpRunsPods(t *testing.T) {
 	out := run(up...)
 	if !strings.Contains(out, "node ip-") || !strings.Contains(out, " ready: instance i-") {
 		t.Fatalf("berth up did not report a ready node:\n%s", out)
+	}
+
+	// A second berth up with other settings does not take the running
+	// control plane for what it asks.
+	other := append([]string{}, up...)
+	for i := range other {
+		if other[i] == "--eks-listen" {
+			other[i+1] = e2e.FreePort(t)
+		}
+	}
+	if out, err := exec.Command(berth, other...).CombinedOutput(); err == nil || !strings.Contains(string(out), "berth-controlplane is running") ||
+		!strings.Contains(string(out), "with other settings") {
+		t.Fatalf("berth up with another --eks-listen: %v\n%s", err, out)
 	}
 
 	// The cloud node controller initialized the Node from EC2.
@@ -133,7 +153,7 @@ spec:
 	if out, err := kc("apply", "-f", pod); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
-	podIP := waitPodRunning(t, kc, state)
+	podIP, container := waitPodRunning(t, kc, state, "")
 	if !vpc.Contains(podIP) {
 		t.Fatalf("pod IP %s outside the VPC %s", podIP, vpc)
 	}
@@ -181,22 +201,26 @@ spec:
 	if !strings.Contains(out, "node "+node+" ready: instance "+instance) {
 		t.Fatalf("berth up did not bring node %s (%s) back:\n%s", node, instance, out)
 	}
-	podIP = waitPodRunning(t, kc, state)
+	// Until the new kubelet reports, the API still shows the pod as it was.
+	podIP, _ = waitPodRunning(t, kc, state, container)
 	if err := refused(podIP); err != nil {
 		t.Fatalf("TCP to the pod after restart: %v", err)
 	}
 }
 
-// waitPodRunning waits for pod default/hold to run and returns its IP.
-func waitPodRunning(t *testing.T, kc func(...string) (string, error), state string) netip.Addr {
+// waitPodRunning waits for pod default/hold to run in a container other
+// than old, and returns its IP and container.
+func waitPodRunning(t *testing.T, kc func(...string) (string, error), state, old string) (netip.Addr, string) {
 	t.Helper()
 	var got string
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		got, _ = kc("get", "pod", "hold", "-o", "jsonpath={.status.phase} {.status.podIP}")
-		phase, ip, _ := strings.Cut(got, " ")
-		if addr, err := netip.ParseAddr(ip); phase == "Running" && err == nil {
-			return addr
+		got, _ = kc("get", "pod", "hold", "-o", "jsonpath={.status.phase} {.status.podIP} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].ready}")
+		f := strings.Fields(got)
+		if len(f) == 4 && f[0] == "Running" && f[2] != old && f[3] == "true" {
+			if addr, err := netip.ParseAddr(f[1]); err == nil {
+				return addr, f[2]
+			}
 		}
 		if time.Now().After(deadline) {
 			events, _ := kc("get", "events", "-A")
@@ -234,6 +258,17 @@ func refused(ip netip.Addr) error {
 		return err
 	}
 	return nil
+}
+
+// freeOn reports whether addr's port is free on ip too.
+func freeOn(ip, addr string) bool {
+	_, port, _ := net.SplitHostPort(addr)
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
 }
 
 func withoutAWS(env []string) []string {

@@ -129,7 +129,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener, more ...net.Listener)
 	// same handler; the first one's end ends Run.
 	for _, l := range more {
 		addrs = append(addrs, l.Addr().String())
-		go func() { _ = srv.Serve(l) }()
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("listener stopped", "addr", l.Addr().String(), "err", err)
+			}
+		}()
 	}
 	s.log.Info("localcloud serving", "addr", strings.Join(addrs, ","), "state", s.cfg.StateDir, "region", s.cfg.Region)
 	err := srv.Serve(ln)

@@ -63,7 +63,15 @@ func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.
 			"net.ipv6.conf.lo.disable_ipv6":      "1",
 		}})
 	}
-	return json.MarshalIndent(map[string]any{"cniVersion": cniVersion, "name": NetworkName, "plugins": plugins}, "", "  ")
+	list := map[string]any{"cniVersion": cniVersion, "name": NetworkName, "plugins": plugins}
+	if cniVersion == "1.1.0" {
+		// CNI 1.1's negotiation: a runtime takes the highest of
+		// cniVersions it implements (containerd 2: 1.1.0, with STATUS
+		// and GC); one from before 1.1 reads cniVersion (containerd 1.6
+		// and 1.7 refuse a 1.1.0 result).
+		list["cniVersion"], list["cniVersions"] = "1.0.0", []string{"1.0.0", "1.1.0"}
+	}
+	return json.MarshalIndent(list, "", "  ")
 }
 
 // writeConflist writes the conflist atomically.

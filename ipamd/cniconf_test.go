@@ -218,3 +218,44 @@ func TestVPCCNIFlagDefaults(t *testing.T) {
 		t.Fatalf("DISABLE_INTROSPECTION=true: --introspection-addr %q", got)
 	}
 }
+
+// The default conflist offers CNI 1.1 to runtimes that have it and 1.0 to
+// those that do not, through the spec's cniVersions: libcni (v1.3, CNI
+// 1.1) picks 1.1.0; a reader of cniVersion alone (the CNI library of
+// containerd 1.6 and 1.7) gets 1.0.0. Another --cni-version is written
+// alone.
+func TestConflistOffersCNIVersions(t *testing.T) {
+	cfg, err := config.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := conflist(DefaultSocket, "", defaultCheckpoint, "1.1.0", cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		CNIVersion  string   `json:"cniVersion"`
+		CNIVersions []string `json:"cniVersions"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw.CNIVersion != "1.0.0" || fmt.Sprint(raw.CNIVersions) != "[1.0.0 1.1.0]" {
+		t.Fatalf("cniVersion %q, cniVersions %v", raw.CNIVersion, raw.CNIVersions)
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.CNIVersion != "1.1.0" {
+		t.Fatalf("libcni chose %s, want 1.1.0", list.CNIVersion)
+	}
+	b, err = conflist(DefaultSocket, "", defaultCheckpoint, "1.0.0", cfg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.CNIVersions = nil
+	if err := json.Unmarshal(b, &raw); err != nil || raw.CNIVersion != "1.0.0" || raw.CNIVersions != nil {
+		t.Fatalf("--cni-version 1.0.0: %s (%v)", b, err)
+	}
+}

@@ -96,7 +96,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":61678", `Prometheus metrics address ("" to disable)`)
 	fs.BoolVar(&f.chainPortmap, "chain-portmap", true, "chain the portmap plugin in the conflist (hostPort support)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", `kubeconfig for reading the node's ENIConfig with custom networking ("" means in-cluster)`)
-	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "cniVersion of the conflist (1.0.0 for runtimes or chained plugins without CNI 1.1)")
+	fs.StringVar(&f.cniVersion, "cni-version", "1.1.0", "CNI version of the conflist: 1.1.0 offers 1.1.0 and 1.0.0 (cniVersions) for the runtime to choose; another value is written as the only cniVersion (1.0.0 for chained plugins without CNI 1.1)")
 	vpcCNIFlagDefaults(root, os.Getenv)
 	return root
 }

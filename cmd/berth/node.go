@@ -262,7 +262,7 @@ func (a *localAWS) nodeInstances(ctx context.Context, cluster, subnet, typ, ud s
 func nodeDir(state, instanceID string) string { return filepath.Join(state, "nodes", instanceID) }
 
 // nodeComponents are the processes that make one instance a node.
-func nodeComponents(state, binDir, instanceID, sts, cniVersion string) []component {
+func nodeComponents(state, binDir, instanceID, sts string) []component {
 	root := nodeDir(state, instanceID)
 	netns := "--net=/var/run/netns/berth-" + instanceID
 	// As on EC2, the node reaches EC2 inside its instance and signs with
@@ -280,8 +280,7 @@ func nodeComponents(state, binDir, instanceID, sts, cniVersion string) []compone
 			args: func(string) []string {
 				return []string{netns, filepath.Join(binDir, "berth-ipamd"),
 					"--cni-bin-dir", filepath.Join(root, "opt/cni/bin"), "--cni-conf-dir", filepath.Join(root, "etc/cni/net.d"),
-					"--socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--state-dir", filepath.Join(root, "var/run/aws-node"),
-					"--cni-version", cniVersion}
+					"--socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--state-dir", filepath.Join(root, "var/run/aws-node")}
 			}},
 	}
 }
@@ -308,35 +307,6 @@ func withoutAWS(env []string) []string {
 		}
 	}
 	return out
-}
-
-// runtimeCNIVersion is the newest conflist cniVersion the host's containerd
-// reads.
-func runtimeCNIVersion(ctx context.Context) string {
-	out, err := exec.CommandContext(ctx, "containerd", "--version").Output()
-	if err != nil {
-		return "1.0.0"
-	}
-	return cniVersionFor(string(out))
-}
-
-// cniVersionFor reads `containerd --version` ("containerd
-// github.com/containerd/containerd 1.6.20~ds1 ..."): the CNI library of
-// containerd before 2.0 stops at cniVersion 1.0.0.
-func cniVersionFor(version string) string {
-	f := strings.Fields(version)
-	if len(f) < 2 {
-		return "1.0.0"
-	}
-	for _, w := range f[1:] {
-		if v := strings.TrimPrefix(w, "v"); v != "" && v[0] >= '0' && v[0] <= '9' {
-			if major, _, _ := strings.Cut(v, "."); major != "0" && major != "1" {
-				return "1.1.0"
-			}
-			return "1.0.0"
-		}
-	}
-	return "1.0.0"
 }
 
 // importPause loads the pause image into a node's containerd once it
@@ -404,7 +374,6 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
-	cniVersion := runtimeCNIVersion(ctx)
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
 		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
@@ -413,7 +382,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
 			return fmt.Errorf("node dir: %w", err)
 		}
-		for _, c := range nodeComponents(state, binDir, id, o.sts, cniVersion) {
+		for _, c := range nodeComponents(state, binDir, id, o.sts) {
 			if err := start(ctx, state, binDir, c); err != nil {
 				return err
 			}

@@ -26,19 +26,6 @@ import (
 	"github.com/berth-io/berth/test/e2e"
 )
 
-func TestCNIVersionFor(t *testing.T) {
-	for in, want := range map[string]string{
-		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n":                    "1.0.0",
-		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da\n":                       "1.0.0",
-		"containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376\n": "1.1.0",
-		"": "1.0.0", "containerd": "1.0.0", "containerd dev": "1.0.0",
-	} {
-		if got := cniVersionFor(in); got != want {
-			t.Errorf("cniVersionFor(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestUserDataIsANodeConfig: what berth up gives its instances is user
 // data that berth-bootstrap reads and validates (the binary, as on an
 // instance), with the cluster from DescribeCluster and the local pause

@@ -374,6 +374,10 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
+	proxyKubeconfig, err := kubeProxyKubeconfig(ctx, binDir, kubeconfig, state, cl)
+	if err != nil {
+		return fmt.Errorf("kube-proxy: %w", err)
+	}
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
 		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
@@ -382,7 +386,8 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
 			return fmt.Errorf("node dir: %w", err)
 		}
-		for _, c := range nodeComponents(state, binDir, id, o.sts) {
+		cs := append(nodeComponents(state, binDir, id, o.sts), kubeProxyComponent(state, binDir, id, aws.ToString(in.PrivateDnsName), proxyKubeconfig))
+		for _, c := range cs {
 			if err := start(ctx, state, binDir, c); err != nil {
 				return err
 			}

@@ -230,11 +230,14 @@ func newDownCommand() *cobra.Command {
 			seen := map[string]bool{}
 			for _, p := range pids {
 				base := strings.TrimSuffix(filepath.Base(p), ".pid")
-				node := base[:strings.LastIndex(base, "-")]
+				node := base
+				for _, suffix := range []string{"-bootstrap", "-kube-proxy", "-ipamd"} {
+					node = strings.TrimSuffix(node, suffix)
+				}
 				if !seen[node] {
 					// A node's bootstrap first: its pods' CNI DEL needs ipamd.
 					seen[node] = true
-					names = append(names, node+"-bootstrap", node+"-ipamd")
+					names = append(names, node+"-bootstrap", node+"-kube-proxy", node+"-ipamd")
 				}
 			}
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {

@@ -7,6 +7,7 @@ package ociimage
 import (
 	"archive/tar"
 	"bytes"
+	_ "crypto/sha256" // go-digest's sha256, which it finds registered or panics
 	"encoding/json"
 	"fmt"
 	"io"

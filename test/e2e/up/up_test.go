@@ -3,21 +3,29 @@
 package up_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
+	"github.com/berth-io/berth/internal/ociimage"
+	"github.com/berth-io/berth/internal/testenv"
 	"github.com/berth-io/berth/test/e2e"
 )
 
@@ -26,9 +34,11 @@ import (
 // real kubelet and containerd, and berth-ipamd). The node registers, the
 // control plane's cloud node controller initializes it from EC2, and a
 // pod of the local pause image runs on an address of the instance's ENIs
-// that the host reaches through the VPC router. `berth down` removes the
-// pod (its address goes back to ipamd) and leaves no process behind; a
-// second `berth up` brings the same node and its pod back.
+// that the host reaches through the VPC router, and a ClusterIP Service
+// (kube-proxy on the node) reaches a server pod from the node and from
+// another pod. `berth down` removes the pods (their addresses go back to
+// ipamd) and leaves no process behind; a second `berth up` brings the same
+// node, its pods and the Service back.
 func TestUpRunsPods(t *testing.T) {
 	for _, tool := range []string{"containerd", "runc", "nsenter", "ctr"} {
 		_, err := exec.LookPath(tool)
@@ -137,23 +147,10 @@ func TestUpRunsPods(t *testing.T) {
 	}
 
 	// A pod runs, on an address of the instance's ENIs.
-	pod := filepath.Join(t.TempDir(), "pod.yaml")
-	if err := os.WriteFile(pod, []byte(`apiVersion: v1
-kind: Pod
-metadata: {name: hold, namespace: default}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: hold
-    image: localhost/berth/pause:3.10
-    imagePullPolicy: Never
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := kc("apply", "-f", pod); err != nil {
+	if out, err := kc("apply", "-f", writeFile(t, holdYAML)); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
-	podIP, container := waitPodRunning(t, kc, state, "")
+	podIP, container := waitPodRunning(t, kc, state, "hold", "")
 	if !vpc.Contains(podIP) {
 		t.Fatalf("pod IP %s outside the VPC %s", podIP, vpc)
 	}
@@ -167,10 +164,27 @@ spec:
 		t.Fatalf("TCP to the pod from the host: %v", err)
 	}
 
+	// A Service: kube-proxy on the node carries its cluster IP to a pod of
+	// the test's own image (imported, as the node pulls from no registry),
+	// from the node and from another pod.
+	importImage(t, state, instance, echoImage(t))
+	if out, err := kc("apply", "-f", writeFile(t, echoYAML)); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	echoIP, _ := waitPodRunning(t, kc, state, "echo", "")
+	if body, err := get(echoIP.String() + ":8080"); err != nil || body != "echo" {
+		t.Fatalf("GET the echo pod from the host: %q, %v", body, err)
+	}
+	clusterIP, err := kc("get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkService(t, "berth-"+instance, podIP, clusterIP)
+
 	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
 	// checkpoint no longer holds its address.
 	out = down()
-	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
+	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-kube-proxy", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("berth down did not say %q:\n%s", want, out)
 		}
@@ -202,20 +216,178 @@ spec:
 		t.Fatalf("berth up did not bring node %s (%s) back:\n%s", node, instance, out)
 	}
 	// Until the new kubelet reports, the API still shows the pod as it was.
-	podIP, _ = waitPodRunning(t, kc, state, container)
+	podIP, _ = waitPodRunning(t, kc, state, "hold", container)
 	if err := refused(podIP); err != nil {
 		t.Fatalf("TCP to the pod after restart: %v", err)
 	}
+	waitPodRunning(t, kc, state, "echo", "")
+	checkService(t, "berth-"+instance, podIP, clusterIP)
 }
 
-// waitPodRunning waits for pod default/hold to run in a container other
+const holdYAML = `apiVersion: v1
+kind: Pod
+metadata: {name: hold, namespace: default}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: hold
+    image: localhost/berth/pause:3.10
+    imagePullPolicy: Never
+`
+
+const echoYAML = `apiVersion: v1
+kind: Pod
+metadata: {name: echo, namespace: default, labels: {app: echo}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: echo
+    image: localhost/berth/echo:test
+    imagePullPolicy: Never
+    ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  selector: {app: echo}
+  ports: [{port: 80, targetPort: 8080}]
+`
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "manifest.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// echoImage builds testdata/echo into an image tar.
+func echoImage(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "echo")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/echo")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/echo: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := ociimage.Image{Name: "localhost/berth/echo:test", Arch: runtime.GOARCH, Entrypoint: []string{"/echo"},
+		Files: []ociimage.File{{Path: "/echo", Mode: 0o755, Data: data}}}
+	var b bytes.Buffer
+	if err := img.WriteLayout(&b); err != nil {
+		t.Fatal(err)
+	}
+	tar := filepath.Join(dir, "echo.tar")
+	if err := os.WriteFile(tar, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tar
+}
+
+// importImage imports an image tar into a node's containerd, as its
+// README says to.
+func importImage(t *testing.T, state, instance, tar string) {
+	t.Helper()
+	sock := filepath.Join(state, "nodes", instance, "run/containerd/containerd.sock")
+	if out, err := exec.Command("ctr", "--address", sock, "--namespace", "k8s.io", "images", "import", tar).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images import: %v\n%s", err, out)
+	}
+}
+
+// checkService GETs the echo Service's cluster IP from the node's network
+// namespace and from the pod holding fromPod.
+func checkService(t *testing.T, nodeNS string, fromPod netip.Addr, clusterIP string) {
+	t.Helper()
+	var body string
+	var err error
+	// kube-proxy programs a new Service or endpoint within its sync.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err = e2e.InNetNS(nodeNS, func() (err error) { body, err = get(clusterIP + ":80"); return err })
+		if err == nil && body == "echo" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || body != "echo" {
+		t.Fatalf("GET the Service %s from the node: %q, %v", clusterIP, body, err)
+	}
+	ns, err := podNetNS(fromPod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	err = testenv.OnThreadIn(ns, func() (err error) { body, err = get(clusterIP + ":80"); return err })
+	if err != nil || body != "echo" {
+		t.Fatalf("GET the Service %s from pod %s: %q, %v", clusterIP, fromPod, body, err)
+	}
+}
+
+// podNetNS finds the network namespace whose eth0 has ip, through the
+// pause processes that hold pods' namespaces.
+func podNetNS(ip netip.Addr) (netns.NsHandle, error) {
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		comm, err := os.ReadFile(filepath.Join("/proc", p.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(comm)) != "pause" {
+			continue
+		}
+		ns, err := netns.GetFromPath(filepath.Join("/proc", p.Name(), "ns/net"))
+		if err != nil {
+			continue
+		}
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			ns.Close()
+			continue
+		}
+		addrs, _ := h.AddrList(nil, netlink.FAMILY_V4)
+		h.Close()
+		for _, a := range addrs {
+			if a.IP.String() == ip.String() {
+				return ns, nil
+			}
+		}
+		ns.Close()
+	}
+	return 0, fmt.Errorf("no pause process holds a namespace with %s", ip)
+}
+
+// get makes an HTTP/1.0 GET of / on addr from the calling thread (its
+// network namespace) and returns the body.
+func get(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: echo\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	head, body, ok := strings.Cut(string(resp), "\r\n\r\n")
+	if !ok || !strings.HasPrefix(head, "HTTP/1.0 200") && !strings.HasPrefix(head, "HTTP/1.1 200") {
+		return "", fmt.Errorf("response %q", resp)
+	}
+	return body, nil
+}
+
+// waitPodRunning waits for pod default/<name> to run in a container other
 // than old, and returns its IP and container.
-func waitPodRunning(t *testing.T, kc func(...string) (string, error), state, old string) (netip.Addr, string) {
+func waitPodRunning(t *testing.T, kc func(...string) (string, error), state, name, old string) (netip.Addr, string) {
 	t.Helper()
 	var got string
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		got, _ = kc("get", "pod", "hold", "-o", "jsonpath={.status.phase} {.status.podIP} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].ready}")
+		got, _ = kc("get", "pod", name, "-o", "jsonpath={.status.phase} {.status.podIP} {.status.containerStatuses[0].containerID} {.status.containerStatuses[0].ready}")
 		f := strings.Fields(got)
 		if len(f) == 4 && f[0] == "Running" && f[2] != old && f[3] == "true" {
 			if addr, err := netip.ParseAddr(f[1]); err == nil {

@@ -122,7 +122,7 @@ func newUpCommand() *cobra.Command {
 			}
 			lcState := filepath.Join(stateDir, "localcloud")
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "started berth-localcloud (EC2, IMDSv2, STS, EFS) on %s, state in %s\n", endpoint, lcState)
+			fmt.Fprintf(out, "berth-localcloud (EC2, IMDSv2, STS, EFS) on %s, state in %s\n", endpoint, lcState)
 
 			cp := controlplaneComponent(cluster, apiListen, eksListen, etcdClient, etcdPeer, localcloudEnv(endpoint, lcState))
 			if nodes.count > 0 {
@@ -140,7 +140,7 @@ func newUpCommand() *cobra.Command {
 			if err := waitFile(cmd.Context(), kubeconfig, 3*time.Minute); err != nil {
 				return fmt.Errorf("berth-controlplane did not become ready (log: %s): %w", logPath(stateDir, cp.name), err)
 			}
-			fmt.Fprintf(out, "started berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
+			fmt.Fprintf(out, "berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
 			if nodes.count > 0 {
 				a, err := newLocalAWS(cmd.Context(), endpoint, "http://"+eksListen)
 				if err != nil {
@@ -300,7 +300,6 @@ func start(ctx context.Context, state, binDir string, c component) error {
 		if was := recordedSettings(state, c.name); was != "" && was != sum {
 			return fmt.Errorf("%s is running (pid %d) with other settings than this berth up's: run berth down first", c.name, pid)
 		}
-		fmt.Fprintf(os.Stderr, "%s already running (pid %d)\n", c.name, pid)
 		return nil
 	}
 	path, exe := filepath.Join(binDir, c.name), c.name

@@ -416,37 +416,26 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 // True as posted by a kubelet since `since`: after a restart the Node still
 // shows the Ready of the kubelet before.
 func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last string
-	for {
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), "--kubeconfig", kubeconfig, "get", "node", name, "-o",
-			`jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}`).Output()
-		status, beat, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
-		t, terr := time.Parse(time.RFC3339, beat)
-		if err == nil && status == "True" && terr == nil && !t.Before(since.Truncate(time.Second)) {
-			return nil
-		}
-		last = strings.TrimSpace(string(out))
-		if err != nil {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("not Ready after %s (last: %s)", timeout, last)
-		case <-time.After(time.Second):
-		}
-	}
+	return pollKubectl(ctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
+		status, beat, _ := strings.Cut(out, " ")
+		t, err := time.Parse(time.RFC3339, beat)
+		return status == "True" && err == nil && !t.Before(since.Truncate(time.Second))
+	}, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}`)
 }
 
 // waitKubectl runs kubectl until it prints want.
 func waitKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Duration, want string, args ...string) error {
+	return pollKubectl(ctx, binDir, kubeconfig, timeout, fmt.Sprintf("%q", want), func(out string) bool { return out == want }, args...)
+}
+
+// pollKubectl runs kubectl every second until ok accepts its output.
+func pollKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Duration, want string, ok func(string) bool, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last string
 	for {
 		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).Output()
-		if err == nil && string(out) == want {
+		if err == nil && ok(strings.TrimSpace(string(out))) {
 			return nil
 		}
 		last = strings.TrimSpace(string(out))
@@ -455,7 +444,7 @@ func waitKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Du
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("kubectl %s: not %q after %s (last: %s)", strings.Join(args, " "), want, timeout, last)
+			return fmt.Errorf("kubectl %s: not %s after %s (last: %s)", strings.Join(args, " "), want, timeout, last)
 		case <-time.After(time.Second):
 		}
 	}

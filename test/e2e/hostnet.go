@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -82,4 +83,16 @@ func ProcessesUnder(dir string) []string {
 func LockCIDR(t testing.TB) string {
 	t.Helper()
 	return fmt.Sprintf("10.%d.0.0/16", lockCIDR(t))
+}
+
+// WithoutAWS drops the AWS_ settings from an environment: a test's
+// processes get only the AWS settings it gives them.
+func WithoutAWS(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AWS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -256,13 +256,7 @@ func startBootstrap(t *testing.T, ns, root, logPath, bootstrapBin, kubeletBin, b
 // nodeEnv is the host environment without AWS settings: the node uses
 // its instance role through IMDS, as on EC2.
 func nodeEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "AWS_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null")
+	return append(e2e.WithoutAWS(os.Environ()), "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_CONFIG_FILE=/dev/null")
 }
 
 // createNodeAccessEntry gives localcloud's default instance role an

@@ -79,7 +79,7 @@ func TestUpRunsPods(t *testing.T) {
 		cmd := exec.Command(berth, args...)
 		// A developer's shell has AWS settings of its own: none of them may
 		// reach the local cloud's clients, the control plane or the nodes.
-		cmd.Env = append(withoutAWS(os.Environ()), "AWS_PROFILE=berth-test-no-such-profile", "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
+		cmd.Env = append(e2e.WithoutAWS(os.Environ()), "AWS_PROFILE=berth-test-no-such-profile", "AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE",
 			"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_REGION=eu-north-1", "AWS_ENDPOINT_URL_EC2=http://127.0.0.1:9")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -140,7 +140,7 @@ func TestUpRunsPods(t *testing.T) {
 	// its host listener; the control plane takes both).
 	lcState := filepath.Join(state, "localcloud")
 	iam := exec.Command(kubectl, "--kubeconfig", filepath.Join(state, "controlplane", "iam.kubeconfig"), "--cache-dir", cache, "get", "node", node, "-o", "name")
-	iam.Env = append(withoutAWS(os.Environ()), "PATH="+filepath.Dir(berth)+":"+os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://"+lcAddr,
+	iam.Env = append(e2e.WithoutAWS(os.Environ()), "PATH="+filepath.Dir(berth)+":"+os.Getenv("PATH"), "AWS_ENDPOINT_URL=http://"+lcAddr,
 		"AWS_SHARED_CREDENTIALS_FILE="+filepath.Join(lcState, "credentials"), "AWS_CONFIG_FILE="+filepath.Join(lcState, "config"))
 	if out, err := iam.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "node/"+node {
 		t.Fatalf("kubectl with iam.kubeconfig: %v\n%s", err, out)
@@ -441,16 +441,6 @@ func freeOn(ip, addr string) bool {
 	}
 	ln.Close()
 	return true
-}
-
-func withoutAWS(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		if !strings.HasPrefix(kv, "AWS_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // dumpNodeLogs logs the tails of the cluster's logs.

@@ -27,7 +27,11 @@ const (
 // checkpoints and GC match).
 const NetworkName = "aws-cni"
 
-func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
+// DefaultNPASocket is where berth-cni finds the network policy agent
+// (aws-node's path).
+const DefaultNPASocket = "/var/run/aws-node/npa.sock"
+
+func conflist(socket, datapathSocket, npaSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) ([]byte, error) {
 	plugin := map[string]any{
 		"type":           "berth-cni",
 		"vethPrefix":     cfg.VethPrefix,
@@ -43,6 +47,9 @@ func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.
 	}
 	if datapathSocket != podwire.DefaultSocket {
 		plugin["datapathSocket"] = datapathSocket
+	}
+	if npaSocket != "" && npaSocket != DefaultNPASocket {
+		plugin["npaSocket"] = npaSocket
 	}
 	if checkpoint != filepath.Join(DefaultStateDir, CheckpointName) {
 		// GC and CHECK read the checkpoint.
@@ -75,8 +82,8 @@ func conflist(socket, datapathSocket, checkpoint, cniVersion string, cfg config.
 }
 
 // writeConflist writes the conflist atomically.
-func writeConflist(dir, socket, datapathSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) error {
-	b, err := conflist(socket, datapathSocket, checkpoint, cniVersion, cfg, portmap)
+func writeConflist(dir, socket, datapathSocket, npaSocket, checkpoint, cniVersion string, cfg config.Config, portmap bool) error {
+	b, err := conflist(socket, datapathSocket, npaSocket, checkpoint, cniVersion, cfg, portmap)
 	if err != nil {
 		return err
 	}

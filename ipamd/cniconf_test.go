@@ -71,7 +71,7 @@ type berthPluginConf struct {
 
 func berthPlugin(t *testing.T, cfg config.Config, checkpoint string) berthPluginConf {
 	t.Helper()
-	b, err := conflist(DefaultSocket, "", checkpoint, "1.1.0", cfg, false)
+	b, err := conflist(DefaultSocket, "", "", checkpoint, "1.1.0", cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestConflistChainsAndPluginLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := conflist(DefaultSocket, "", defaultCheckpoint, "1.0.0", cfg, true)
+	b, err := conflist(DefaultSocket, "", "", defaultCheckpoint, "1.0.0", cfg, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestRetireVPCCNIConflist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeConflist(dir, DefaultSocket, "", defaultCheckpoint, "1.1.0", cfg, false); err != nil {
+	if err := writeConflist(dir, DefaultSocket, "", "", defaultCheckpoint, "1.1.0", cfg, false); err != nil {
 		t.Fatal(err)
 	}
 	aside, err := retireVPCCNIConflist(dir)
@@ -229,7 +229,7 @@ func TestConflistOffersCNIVersions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := conflist(DefaultSocket, "", defaultCheckpoint, "1.1.0", cfg, false)
+	b, err := conflist(DefaultSocket, "", "", defaultCheckpoint, "1.1.0", cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,12 +250,38 @@ func TestConflistOffersCNIVersions(t *testing.T) {
 	if list.CNIVersion != "1.1.0" {
 		t.Fatalf("libcni chose %s, want 1.1.0", list.CNIVersion)
 	}
-	b, err = conflist(DefaultSocket, "", defaultCheckpoint, "1.0.0", cfg, false)
+	b, err = conflist(DefaultSocket, "", "", defaultCheckpoint, "1.0.0", cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw.CNIVersions = nil
 	if err := json.Unmarshal(b, &raw); err != nil || raw.CNIVersion != "1.0.0" || raw.CNIVersions != nil {
 		t.Fatalf("--cni-version 1.0.0: %s (%v)", b, err)
+	}
+}
+
+// --npa-socket reaches berth-cni through the conflist when it is not
+// aws-node's path (several nodes on one host each have their agent).
+func TestConflistNPASocket(t *testing.T) {
+	cfg, err := config.FromEnv(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for npa, want := range map[string]string{DefaultNPASocket: "", "/srv/node1/npa.sock": "/srv/node1/npa.sock"} {
+		b, err := conflist(DefaultSocket, "", npa, defaultCheckpoint, "1.1.0", cfg, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Plugins []struct {
+				NPASocket *string `json:"npaSocket"`
+			} `json:"plugins"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if p := got.Plugins[0].NPASocket; (want == "") != (p == nil) || p != nil && *p != want {
+			t.Errorf("--npa-socket %s: conflist %s", npa, b)
+		}
 	}
 }

@@ -48,6 +48,7 @@ type flags struct {
 	introspectionAddr, metricsAddr          string
 	chainPortmap                            bool
 	cniVersion                              string
+	npaSocket                               string
 	kubeconfig                              string
 	logFile                                 string
 	checkpoint                              string
@@ -89,6 +90,7 @@ func newRootCommand() *cobra.Command {
 	fs.StringVar(&f.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where berth-cni is installed")
 	fs.StringVar(&f.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where 10-berth.conflist is written once ipamd is ready")
 	fs.StringVar(&f.socket, "socket", DefaultSocket, "unix socket of the CNIBackend gRPC service (mode 0660)")
+	fs.StringVar(&f.npaSocket, "npa-socket", DefaultNPASocket, "the network policy agent's socket, written into the conflist for berth-cni when not the default")
 	fs.StringVar(&f.datapathSocket, "datapath-socket", "", `unix socket (SOCK_SEQPACKET, mode 0660) where berth-cni has ipamd wire its pods ("" means berth-datapath.sock beside --socket)`)
 	fs.StringVar(&f.stateDir, "state-dir", DefaultStateDir, "directory of ipam.json, the allocation checkpoint")
 	fs.StringVar(&f.checkpoint, "checkpoint", "", `the allocation checkpoint ("" means ipam.json in --state-dir)`)
@@ -395,7 +397,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err := installPlugin(f.cniBinDir); err != nil {
 		return err
 	}
-	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.checkpoint, f.cniVersion, cfg, f.chainPortmap); err != nil {
+	if err := writeConflist(f.cniConfDir, f.socket, f.datapathSocket, f.npaSocket, f.checkpoint, f.cniVersion, cfg, f.chainPortmap); err != nil {
 		return err
 	}
 	// Ours first, then aws-node's aside: the node always has a network.

@@ -15,10 +15,11 @@ import (
 	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 )
 
-// kube-proxy runs on each local node as EKS's kube-proxy add-on does: in
-// iptables mode, as the service account kube-system/kube-proxy bound to
-// system:node-proxier. Without images to run it as a DaemonSet, berth up
-// runs it in the instance's network namespace beside berth-ipamd.
+// kube-proxy and berth-netpol run on each local node as EKS's add-ons do,
+// as their service accounts; without images to run them as DaemonSets,
+// berth up runs them in the instance's network namespace beside
+// berth-ipamd. kube-proxy is in iptables mode, as
+// kube-system/kube-proxy bound to system:node-proxier.
 
 const kubeProxyRBAC = `apiVersion: v1
 kind: ServiceAccount
@@ -31,14 +32,15 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects: [{kind: ServiceAccount, name: kube-proxy, namespace: kube-system}]
 `
 
-// kubeProxyTokenLife is how long a kube-proxy token lives; each berth up
+// agentTokenLife is how long a node agent's token lives; each berth up
 // writes a new one.
-const kubeProxyTokenLife = "8760h"
+const agentTokenLife = "8760h"
 
-// kubeProxyKubeconfig makes kube-proxy's identity and writes the
-// kubeconfig every node's kube-proxy reads (mode 0600): the cluster's
-// endpoint, which nodes reach, and a service-account token.
-func kubeProxyKubeconfig(ctx context.Context, binDir, kubeconfig, state string, cl *ekstypes.Cluster) (string, error) {
+// serviceAccountKubeconfig applies rbacYAML (a ServiceAccount and its
+// role) and writes a kubeconfig of that service account for the nodes'
+// agents (mode 0600): the cluster's endpoint, which nodes reach, and a
+// token. EKS runs these agents as DaemonSets of the same accounts.
+func serviceAccountKubeconfig(ctx context.Context, binDir, kubeconfig, state string, cl *ekstypes.Cluster, rbacYAML, namespace, account string) (string, error) {
 	kubectl := func(stdin string, args ...string) ([]byte, error) {
 		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
@@ -50,10 +52,10 @@ func kubeProxyKubeconfig(ctx context.Context, binDir, kubeconfig, state string, 
 		}
 		return out, nil
 	}
-	if _, err := kubectl(kubeProxyRBAC, "apply", "-f", "-"); err != nil {
+	if _, err := kubectl(rbacYAML, "apply", "-f", "-"); err != nil {
 		return "", err
 	}
-	token, err := kubectl("", "create", "token", "kube-proxy", "--namespace", "kube-system", "--duration", kubeProxyTokenLife)
+	token, err := kubectl("", "create", "token", account, "--namespace", namespace, "--duration", agentTokenLife)
 	if err != nil {
 		return "", err
 	}
@@ -69,15 +71,15 @@ clusters:
     server: %[2]s
     certificate-authority-data: %[3]s
 users:
-- name: kube-proxy
+- name: %[4]s
   user:
-    token: %[4]s
+    token: %[5]s
 contexts:
-- name: kube-proxy@%[1]s
-  context: {cluster: %[1]s, user: kube-proxy}
-current-context: kube-proxy@%[1]s
-`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), base64.StdEncoding.EncodeToString(ca), strings.TrimSpace(string(token)))
-	path := filepath.Join(state, "kube-proxy.kubeconfig")
+- name: %[4]s@%[1]s
+  context: {cluster: %[1]s, user: %[4]s}
+current-context: %[4]s@%[1]s
+`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), base64.StdEncoding.EncodeToString(ca), account, strings.TrimSpace(string(token)))
+	path := filepath.Join(state, account+".kubeconfig")
 	return path, writeFileAtomic(path, []byte(kc), 0o600)
 }
 
@@ -119,4 +121,22 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// netpolPinDir is where a node's policy agent pins its eBPF programs, maps
+// and links; the node's `berth down` removes it, as a power-off would.
+func netpolPinDir(instanceID string) string { return "/sys/fs/bpf/berth-" + instanceID }
+
+// netpolComponent runs berth-netpol, the network policy agent, in a node's
+// network namespace: berth-cni asks it on npa.sock to enforce a pod's
+// policies before the pod's first packet.
+func netpolComponent(state, binDir, instanceID, nodeName, kubeconfig string) component {
+	root := nodeDir(state, instanceID)
+	return component{name: "node-" + instanceID + "-netpol", bin: "nsenter", exe: "berth-netpol", env: nodeEnv(os.Getenv),
+		args: func(string) []string {
+			return []string{"--net=/var/run/netns/berth-" + instanceID, filepath.Join(binDir, "berth-netpol"),
+				"--kubeconfig", kubeconfig, "--node-name", nodeName,
+				"--ipamd-socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--socket", filepath.Join(root, "var/run/aws-node/npa.sock"),
+				"--pin-dir", netpolPinDir(instanceID)}
+		}}
 }

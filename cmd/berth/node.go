@@ -27,6 +27,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-io/berth/deploy/rbac"
 	"github.com/berth-io/berth/internal/ociimage"
 )
 
@@ -276,11 +277,14 @@ func nodeComponents(state, binDir, instanceID, sts string) []component {
 				"--kubelet-bin", filepath.Join(binDir, "kubelet"), "--berth-bin", filepath.Join(binDir, "berth")}
 		}},
 		{name: "node-" + instanceID + "-ipamd", bin: "nsenter", exe: "berth-ipamd",
-			env: append(env, "AWS_VPC_K8S_PLUGIN_LOG_FILE="+filepath.Join(root, "var/log/aws-routed-eni/plugin.log")),
+			// As aws-node's manifest sets it: the policy agent runs beside.
+			env: append(env, "AWS_VPC_K8S_PLUGIN_LOG_FILE="+filepath.Join(root, "var/log/aws-routed-eni/plugin.log"),
+				"NETWORK_POLICY_ENFORCING_MODE=standard"),
 			args: func(string) []string {
 				return []string{netns, filepath.Join(binDir, "berth-ipamd"),
 					"--cni-bin-dir", filepath.Join(root, "opt/cni/bin"), "--cni-conf-dir", filepath.Join(root, "etc/cni/net.d"),
-					"--socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--state-dir", filepath.Join(root, "var/run/aws-node")}
+					"--socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--state-dir", filepath.Join(root, "var/run/aws-node"),
+					"--npa-socket", filepath.Join(root, "var/run/aws-node/npa.sock")}
 			}},
 	}
 }
@@ -374,9 +378,13 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
-	proxyKubeconfig, err := kubeProxyKubeconfig(ctx, binDir, kubeconfig, state, cl)
+	proxyKubeconfig, err := serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, kubeProxyRBAC, "kube-system", "kube-proxy")
 	if err != nil {
 		return fmt.Errorf("kube-proxy: %w", err)
+	}
+	netpolKubeconfig, err := serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, string(rbac.NetpolAgent), "kube-system", "berth-netpol")
+	if err != nil {
+		return fmt.Errorf("network policy agent: %w", err)
 	}
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
@@ -386,11 +394,26 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := os.MkdirAll(nodeDir(state, id), 0o700); err != nil {
 			return fmt.Errorf("node dir: %w", err)
 		}
-		cs := append(nodeComponents(state, binDir, id, o.sts), kubeProxyComponent(state, binDir, id, aws.ToString(in.PrivateDnsName), proxyKubeconfig))
-		for _, c := range cs {
+		name := aws.ToString(in.PrivateDnsName)
+		node := nodeComponents(state, binDir, id, o.sts)
+		bootstrap, agents := node[0], append(node[1:], kubeProxyComponent(state, binDir, id, name, proxyKubeconfig),
+			netpolComponent(state, binDir, id, name, netpolKubeconfig))
+		npa := filepath.Join(nodeDir(state, id), "var/run/aws-node/npa.sock")
+		if _, ok := running(state, agents[len(agents)-1].name); !ok {
+			_ = os.Remove(npa) // a stopped agent's: not an answer
+		}
+		for _, c := range agents {
 			if err := start(ctx, state, binDir, c); err != nil {
 				return err
 			}
+		}
+		// kubelet (re)creates pods as soon as it runs: the policy agent
+		// must answer berth-cni by then, or those pods go unenforced.
+		if err := waitFile(ctx, npa, time.Minute); err != nil {
+			return fmt.Errorf("network policy agent of %s (log: %s): %w", id, logPath(state, agents[len(agents)-1].name), err)
+		}
+		if err := start(ctx, state, binDir, bootstrap); err != nil {
+			return err
 		}
 		if err := importPause(ctx, binDir, nodeDir(state, id), 60*time.Second); err != nil {
 			return err

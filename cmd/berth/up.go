@@ -231,13 +231,13 @@ func newDownCommand() *cobra.Command {
 			for _, p := range pids {
 				base := strings.TrimSuffix(filepath.Base(p), ".pid")
 				node := base
-				for _, suffix := range []string{"-bootstrap", "-kube-proxy", "-ipamd"} {
+				for _, suffix := range []string{"-bootstrap", "-kube-proxy", "-netpol", "-ipamd"} {
 					node = strings.TrimSuffix(node, suffix)
 				}
 				if !seen[node] {
 					// A node's bootstrap first: its pods' CNI DEL needs ipamd.
 					seen[node] = true
-					names = append(names, node+"-bootstrap", node+"-kube-proxy", node+"-ipamd")
+					names = append(names, node+"-bootstrap", node+"-kube-proxy", node+"-netpol", node+"-ipamd")
 				}
 			}
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {
@@ -249,6 +249,13 @@ func newDownCommand() *cobra.Command {
 					fmt.Fprintln(cmd.OutOrStdout(), "stopped "+name)
 				} else {
 					fmt.Fprintln(cmd.OutOrStdout(), name+" was not running")
+				}
+				if id, ok := strings.CutSuffix(strings.TrimPrefix(name, "node-"), "-netpol"); ok {
+					// The agent leaves its programs pinned for its next
+					// start; a stopped node keeps none.
+					if err := os.RemoveAll(netpolPinDir(id)); err != nil {
+						return fmt.Errorf("unpin %s's policy programs: %w", id, err)
+					}
 				}
 			}
 			return nil

@@ -36,7 +36,8 @@ import (
 // pod of the local pause image runs on an address of the instance's ENIs
 // that the host reaches through the VPC router, and a ClusterIP Service
 // (kube-proxy on the node) reaches a server pod from the node and from
-// another pod. `berth down` removes the pods (their addresses go back to
+// another pod; berth-netpol enforces a NetworkPolicy on it. `berth down`
+// removes the pods (their addresses go back to
 // ipamd) and leaves no process behind; a second `berth up` brings the same
 // node, its pods and the Service back.
 func TestUpRunsPods(t *testing.T) {
@@ -181,16 +182,31 @@ func TestUpRunsPods(t *testing.T) {
 	}
 	checkService(t, "berth-"+instance, podIP, clusterIP)
 
+	// A NetworkPolicy, enforced by berth-netpol on the node: echo takes
+	// ingress only from pods labelled role=client, and hold has no label
+	// until it is given one.
+	if out, err := kc("apply", "-f", writeFile(t, policyYAML)); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	waitReach(t, podIP, clusterIP, false)
+	if out, err := kc("label", "pod", "hold", "role=client"); err != nil {
+		t.Fatalf("kubectl label: %v\n%s", err, out)
+	}
+	waitReach(t, podIP, clusterIP, true)
+
 	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
 	// checkpoint no longer holds its address.
 	out = down()
-	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-kube-proxy", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
+	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-kube-proxy", "stopped node-" + instance + "-netpol", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("berth down did not say %q:\n%s", want, out)
 		}
 	}
 	if left := e2e.ProcessesUnder(state); len(left) > 0 {
 		t.Fatalf("processes left behind after berth down: %v", left)
+	}
+	if _, err := os.Stat("/sys/fs/bpf/berth-" + instance); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the node's policy programs stay pinned after berth down: %v", err)
 	}
 	checkpoint, err := os.ReadFile(filepath.Join(state, "nodes", instance, "var/run/aws-node/ipam.json"))
 	if err != nil {
@@ -222,6 +238,46 @@ func TestUpRunsPods(t *testing.T) {
 	}
 	waitPodRunning(t, kc, state, "echo", "")
 	checkService(t, "berth-"+instance, podIP, clusterIP)
+	// The restarted agent enforces the policy again.
+	if out, err := kc("label", "pod", "hold", "role-"); err != nil {
+		t.Fatalf("kubectl label: %v\n%s", err, out)
+	}
+	waitReach(t, podIP, clusterIP, false)
+}
+
+const policyYAML = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: echo-clients, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: echo}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+`
+
+// waitReach waits until the pod holding from can (or cannot) GET the echo
+// Service.
+func waitReach(t *testing.T, from netip.Addr, clusterIP string, want bool) {
+	t.Helper()
+	ns, err := podNetNS(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var last error
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		last = testenv.OnThreadIn(ns, func() error {
+			body, err := getWithin(clusterIP+":80", 2*time.Second)
+			if err == nil && body != "echo" {
+				err = fmt.Errorf("body %q", body)
+			}
+			return err
+		})
+		if (last == nil) == want {
+			return
+		}
+	}
+	t.Fatalf("pod %s reaching the Service %s: want reachable %v, last: %v", from, clusterIP, want, last)
 }
 
 const holdYAML = `apiVersion: v1
@@ -359,13 +415,15 @@ func podNetNS(ip netip.Addr) (netns.NsHandle, error) {
 
 // get makes an HTTP/1.0 GET of / on addr from the calling thread (its
 // network namespace) and returns the body.
-func get(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func get(addr string) (string, error) { return getWithin(addr, 5*time.Second) }
+
+func getWithin(addr string, d time.Duration) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, d)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\nHost: echo\r\n\r\n"); err != nil {
 		return "", err
 	}

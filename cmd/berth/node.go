@@ -34,7 +34,8 @@ import (
 // Local nodes are localcloud instances that `berth up` boots as an AMI
 // would: berth-bootstrap runs in the instance's network namespace with
 // the instance's user data (a NodeConfig built from DescribeCluster), and
-// berth-ipamd, the node's CNI daemon, beside it, as aws-node would run.
+// the agents EKS runs as DaemonSets run beside it as processes: berth-ipamd
+// (aws-node), berth-netpol and kube-proxy (kubeproxy.go).
 
 // nodeTag marks the instances that are a local cluster's nodes.
 const nodeTag = "berth.io/local-node"

@@ -153,6 +153,10 @@ func newUpCommand() *cobra.Command {
 			fmt.Fprintf(out, "\nuse it with:\n")
 			fmt.Fprintf(out, "  export AWS_ENDPOINT_URL=%s AWS_SHARED_CREDENTIALS_FILE=%s/credentials AWS_CONFIG_FILE=%s/config\n", endpoint, lcState, lcState)
 			fmt.Fprintf(out, "  export KUBECONFIG=%s   # or %s for IAM auth via berth token\n", kubeconfig, filepath.Join(stateDir, "controlplane", "iam.kubeconfig"))
+			fmt.Fprintf(out, "  export PATH=%s:$PATH   # kubectl v1.37.2 and berth\n", binDir)
+			if nodes.count > 0 {
+				fmt.Fprintf(out, "  kubectl run hold --image %s --image-pull-policy Never   # a pod on a VPC address\n", pauseImage)
+			}
 			fmt.Fprintf(out, "  aws --endpoint-url %s ec2 describe-vpcs\n", endpoint)
 			fmt.Fprintf(out, "  aws --endpoint-url http://%s eks describe-cluster --name %s\n", eksListen, cluster)
 			return nil

@@ -192,12 +192,59 @@ func (a *Agent) recover() error {
 			a.log.Error("re-enforce pod after restart", "pod", key, "err", err)
 		}
 	}
+	adopted := a.adopt()
 	if err := a.cfg.Datapath.CompleteUpgrade(); err != nil {
 		// Flows of the old agent's last moments may be judged again.
 		a.log.Warn("complete datapath upgrade", "err", err)
 	}
-	a.log.Info("policy agent in sync", "policies", len(a.sets), "pods", len(a.pods))
+	a.log.Info("policy agent in sync", "policies", len(a.sets), "pods", len(a.pods), "adopted", adopted)
+	a.cfg.Metrics.setPods(len(a.pods))
 	return nil
+}
+
+// adopt attaches to the node's running pods that have no programs: those
+// berth-cni made while no agent ran (it skips a missing agent), as when
+// the agent is installed on a busy node. Their policies then hold as for
+// any pod. They get standard mode whatever the default: they have run
+// open, and strict mode's default deny is for a pod from its first packet.
+func (a *Agent) adopt() int {
+	n := 0
+	for _, o := range a.podStore.List() {
+		p := o.(*corev1.Pod)
+		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Name}
+		if p.Spec.HostNetwork || a.pods[key] != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		var idxs []int
+		for i := range maxInterfaces {
+			idx, err := a.cfg.LinkIndex(vethname.For(a.cfg.VethPrefix, p.Namespace, vethname.Interface(p.Name, i)))
+			if err != nil {
+				break // no sandbox yet, or no more interfaces
+			}
+			idxs = append(idxs, idx)
+		}
+		if len(idxs) == 0 {
+			continue
+		}
+		a.pods[key] = &localPod{ifindexes: idxs, mode: ModeStandard}
+		err := a.sync(key, p.Labels)
+		for _, idx := range idxs {
+			if err != nil {
+				break
+			}
+			err = a.cfg.Datapath.Attach(idx)
+		}
+		if err != nil {
+			delete(a.pods, key)
+			for _, idx := range idxs {
+				_ = a.cfg.Datapath.Remove(idx)
+			}
+			a.log.Error("adopt a running pod", "pod", key, "err", err)
+			continue
+		}
+		n++
+	}
+	return n
 }
 
 // podOfLink is the pod whose veth has the index; false when the link is

@@ -169,11 +169,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestEnforceAppliesBeforeAttachAndFollowsModes(t *testing.T) {
 	a, rec, _, _ := startAgent(t, ModeStandard, testPod("x", "a", map[string]string{"pod": "a"}), testPod("x", "b", nil))
+	// The pods' veths exist at start, so the agent adopted them already.
+	before := len(rec.calls)
 	if err := a.Enforce(context.Background(), "x", "a", "", 1); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.calls) != 2 || rec.calls[0] != "apply" || rec.calls[1] != "attach" {
-		t.Fatalf("calls %v: the policy must be in the maps before the programs see a packet", rec.calls)
+	if calls := rec.calls[before:]; len(calls) != 2 || calls[0] != "apply" || calls[1] != "attach" {
+		t.Fatalf("calls %v: the policy must be in the maps before the programs see a packet", calls)
 	}
 	if p, _ := rec.policy(7); p.Ingress.Isolated || p.Egress.Isolated {
 		t.Fatalf("standard mode isolated an unselected pod: %+v", p)
@@ -299,4 +301,43 @@ func (r *recorder) isAttached(i int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.attached[i]
+}
+
+// An agent started on a node whose pods run without programs (made while
+// no agent ran) adopts them by their veths: a policy then holds for them
+// as for any pod. They get standard mode even under a strict default, so
+// an adopted pod no policy selects stays open. Host-network and finished
+// pods, and pods without a veth yet, are left alone.
+func TestStartAdoptsRunningPods(t *testing.T) {
+	rec := &recorder{policies: map[int]datapath.Policy{}, attached: map[int]bool{}}
+	links := map[string]int{vethname.For("eni", "x", "a"): 7, vethname.For("eni", "x", "b"): 8, vethname.For("eni", "x", "done"): 9}
+	hostNet := testPod("x", "h", nil)
+	hostNet.Spec.HostNetwork = true
+	done := testPod("x", "done", nil)
+	done.Status.Phase = corev1.PodSucceeded
+	a, dyn, _ := startAgentOn(t, ModeStrict, rec, links, testPod("x", "a", map[string]string{"pod": "a"}), testPod("x", "b", nil),
+		testPod("x", "pending", nil), hostNet, done)
+	for _, i := range []int{7, 8} {
+		if p, ok := rec.policy(i); !rec.isAttached(i) || !ok || p.Ingress.Isolated {
+			t.Errorf("adopted pod on ifindex %d: attached %v, policy %+v %v (want open)", i, rec.isAttached(i), p, ok)
+		}
+	}
+	if rec.isAttached(9) {
+		t.Error("a finished pod was adopted")
+	}
+	if n := len(a.pods); n != 2 {
+		t.Errorf("agent holds %d pods, want the 2 adopted", n)
+	}
+	spec := pe.PolicyEndpointSpec{
+		PodSelector:  &metav1.LabelSelector{MatchLabels: map[string]string{"pod": "a"}},
+		PodIsolation: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+		Ingress:      []pe.EndpointInfo{{CIDR: "10.0.0.9/32"}},
+	}
+	if _, err := dyn.Resource(pe.GroupVersionResource).Namespace("x").Create(context.Background(), peObject(t, "p-1", "1", "1", spec), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the adopted pod selected", func() bool { p, _ := rec.policy(7); return p.Ingress.Isolated && len(p.Ingress.Rules) == 1 })
+	if p, _ := rec.policy(8); p.Ingress.Isolated {
+		t.Error("an adopted pod no policy selects was isolated")
+	}
 }

@@ -110,12 +110,13 @@ func checkVPCCIDR(cidr string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("--vpc-cidr %q: want an IPv4 CIDR from /16 to /24", cidr)
 	}
 	p = p.Masked()
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	// Every table (a VPN's policy routing too), but the kernel's local one.
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("host routes: %w", err)
 	}
 	for _, r := range routes {
-		if r.Dst == nil || r.LinkIndex == 0 {
+		if r.Dst == nil || r.Table == unix.RT_TABLE_LOCAL {
 			continue
 		}
 		ones, _ := r.Dst.Mask.Size()
@@ -123,10 +124,12 @@ func checkVPCCIDR(cidr string) (netip.Prefix, error) {
 		if !ok || ones == 0 {
 			continue
 		}
-		link, err := netlink.LinkByIndex(r.LinkIndex)
-		// localcloud's own uplinks (bv<vpc>) are the VPCs' routes.
-		if err == nil && strings.HasPrefix(link.Attrs().Name, "bv") {
-			continue
+		if r.LinkIndex != 0 {
+			link, err := netlink.LinkByIndex(r.LinkIndex)
+			// localcloud's own uplinks (bv<vpc>) are the VPCs' routes.
+			if err == nil && strings.HasPrefix(link.Attrs().Name, "bv") && link.Type() == "veth" {
+				continue
+			}
 		}
 		if netip.PrefixFrom(a, ones).Overlaps(p) {
 			return netip.Prefix{}, fmt.Errorf("--vpc-cidr %s overlaps the host's route to %s: pick another", p, r.Dst)
@@ -259,6 +262,12 @@ func (a *localAWS) nodeInstances(ctx context.Context, cluster, subnet, typ, ud s
 	}
 	return insts, nil
 }
+
+// nodeProcesses are the suffixes of a node's components, in the order
+// `berth down` stops them: bootstrap first, its pods' CNI DEL needs ipamd.
+var nodeProcesses = []string{"-bootstrap", "-kube-proxy", "-netpol", "-ipamd"}
+
+func isRunning(state, name string) bool { _, ok := running(state, name); return ok }
 
 // nodeDir is where a node keeps its root (kubelet, containerd, ipamd).
 func nodeDir(state, instanceID string) string { return filepath.Join(state, "nodes", instanceID) }
@@ -426,7 +435,15 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 			return fmt.Errorf("node %s (%s; logs in %s): %w", name, aws.ToString(in.InstanceId),
 				filepath.Join(nodeDir(state, aws.ToString(in.InstanceId)), "var/log/berth"), err)
 		}
-		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s\n", name, aws.ToString(in.InstanceId), o.typ, aws.ToString(in.PrivateIpAddress))
+		// An agent that exits at once (a bad flag, a taken port) leaves a
+		// Ready node without Services or policies: say so now.
+		id := aws.ToString(in.InstanceId)
+		for _, suffix := range nodeProcesses {
+			if c := "node-" + id + suffix; !isRunning(state, c) {
+				return fmt.Errorf("node %s: %s exited (log: %s)", name, c, logPath(state, c))
+			}
+		}
+		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress))
 	}
 	// A pod made right after `berth up` needs its namespace's service
 	// account, which the controller manager makes within seconds.

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,5 +115,14 @@ func TestCheckVPCCIDR(t *testing.T) {
 	}
 	if err := testenv.OnThreadIn(ns, func() error { _, err := checkVPCCIDR("10.252.0.0/16"); return err }); err != nil {
 		t.Fatalf("a CIDR beside the route: %v", err)
+	}
+	// A route in a policy table (a VPN's, say) counts too.
+	_, dst, _ := net.ParseCIDR("10.252.9.0/24")
+	if err := h.RouteAdd(&netlink.Route{Dst: dst, LinkIndex: link.Attrs().Index, Table: 52}); err != nil {
+		t.Fatal(err)
+	}
+	err = testenv.OnThreadIn(ns, func() error { _, err := checkVPCCIDR("10.252.0.0/16"); return err })
+	if err == nil || !strings.Contains(err.Error(), "10.252.9.0/24") {
+		t.Fatalf("a CIDR over a table-52 route: %v", err)
 	}
 }

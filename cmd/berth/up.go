@@ -235,13 +235,14 @@ func newDownCommand() *cobra.Command {
 			for _, p := range pids {
 				base := strings.TrimSuffix(filepath.Base(p), ".pid")
 				node := base
-				for _, suffix := range []string{"-bootstrap", "-kube-proxy", "-netpol", "-ipamd"} {
+				for _, suffix := range nodeProcesses {
 					node = strings.TrimSuffix(node, suffix)
 				}
 				if !seen[node] {
-					// A node's bootstrap first: its pods' CNI DEL needs ipamd.
 					seen[node] = true
-					names = append(names, node+"-bootstrap", node+"-kube-proxy", node+"-netpol", node+"-ipamd")
+					for _, suffix := range nodeProcesses {
+						names = append(names, node+suffix)
+					}
 				}
 			}
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {

@@ -30,13 +30,13 @@ import (
 )
 
 // TestUpRunsPods: `berth up` starts localcloud and the control plane and
-// boots one node (a localcloud instance running berth-bootstrap with the
-// real kubelet and containerd, and berth-ipamd). The node registers, the
-// control plane's cloud node controller initializes it from EC2, and a
-// pod of the local pause image runs on an address of the instance's ENIs
-// that the host reaches through the VPC router, and a ClusterIP Service
-// (kube-proxy on the node) reaches a server pod from the node and from
-// another pod; berth-netpol enforces a NetworkPolicy on it. `berth down`
+// boots two nodes (localcloud instances running berth-bootstrap with the
+// real kubelet and containerd, berth-ipamd, kube-proxy and berth-netpol).
+// The nodes register, the control plane's cloud node controller
+// initializes them from EC2, and a pod of the local pause image runs on an
+// address of its instance's ENIs that the host reaches through the VPC
+// router, and a ClusterIP Service reaches a server pod on the other node
+// from the client's node and from the client pod; berth-netpol enforces a NetworkPolicy on it. `berth down`
 // removes the pods (their addresses go back to
 // ipamd) and leaves no process behind; a second `berth up` brings the same
 // node, its pods and the Service back.
@@ -60,7 +60,7 @@ func TestUpRunsPods(t *testing.T) {
 	up := []string{"up", "--state-dir", state, "--bin-dir", filepath.Dir(berth), "--cluster-name", "uptest",
 		"--localcloud-listen", lcAddr, "--eks-listen", e2e.FreePort(t), "--api-listen", e2e.FreePortOn(t, host),
 		"--etcd-client-listen", e2e.FreePort(t), "--etcd-peer-listen", e2e.FreePort(t),
-		"--vpc-cidr", vpc.String(), "--host-address", host}
+		"--vpc-cidr", vpc.String(), "--host-address", host, "--nodes", "2"}
 	down := func() string {
 		out, err := exec.Command(berth, "down", "--state-dir", state).CombinedOutput()
 		if err != nil {
@@ -115,26 +115,34 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("berth up with another --eks-listen: %v\n%s", err, out)
 	}
 
-	// The cloud node controller initialized the Node from EC2.
-	node, err := kc("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
-	if err != nil || strings.Contains(node, " ") || node == "" {
-		t.Fatalf("want one node, got %q (%v)", node, err)
+	// The cloud node controller initialized the Nodes from EC2.
+	names, err := kc("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")
+	nodes := strings.Fields(names)
+	if err != nil || len(nodes) != 2 {
+		t.Fatalf("want two nodes, got %q (%v)", names, err)
 	}
-	for jp, want := range map[string]string{
-		`{.metadata.labels.node\.kubernetes\.io/instance-type}`: "m5.large",
-		`{.metadata.labels.topology\.kubernetes\.io/zone}`:      "us-west-2a",
-		`{.metadata.labels.topology\.kubernetes\.io/region}`:    "us-west-2",
-		`{.spec.taints}`: "",
-	} {
-		if got, err := kc("get", "node", node, "-o", "jsonpath="+jp); err != nil || got != want {
-			t.Errorf("node %s %s = %q (%v), want %q", node, jp, got, err, want)
+	instances := map[string]string{}
+	for _, node := range nodes {
+		for jp, want := range map[string]string{
+			`{.metadata.labels.node\.kubernetes\.io/instance-type}`: "m5.large",
+			`{.metadata.labels.topology\.kubernetes\.io/zone}`:      "us-west-2a",
+			`{.metadata.labels.topology\.kubernetes\.io/region}`:    "us-west-2",
+			`{.spec.taints}`: "",
+		} {
+			if got, err := kc("get", "node", node, "-o", "jsonpath="+jp); err != nil || got != want {
+				t.Errorf("node %s %s = %q (%v), want %q", node, jp, got, err, want)
+			}
 		}
+		providerID, _ := kc("get", "node", node, "-o", "jsonpath={.spec.providerID}")
+		if !strings.HasPrefix(providerID, "aws:///us-west-2a/i-") {
+			t.Fatalf("node %s providerID %q", node, providerID)
+		}
+		instances[node] = providerID[strings.LastIndex(providerID, "/")+1:]
 	}
-	providerID, _ := kc("get", "node", node, "-o", "jsonpath={.spec.providerID}")
-	instance := providerID[strings.LastIndex(providerID, "/")+1:]
-	if !strings.HasPrefix(providerID, "aws:///us-west-2a/i-") {
-		t.Fatalf("providerID %q", providerID)
-	}
+	// hold runs on one node, the echo server on the other: the Service
+	// and the policy are crossed between them through the VPC router.
+	node, instance := nodes[1], instances[nodes[1]]
+	echoNode, echoInstance := nodes[0], instances[nodes[0]]
 
 	// The IAM kubeconfig works with the environment berth up prints: a
 	// token presigned for localcloud's loopback listener (nodes' are for
@@ -148,7 +156,7 @@ func TestUpRunsPods(t *testing.T) {
 	}
 
 	// A pod runs, on an address of the instance's ENIs.
-	if out, err := kc("apply", "-f", writeFile(t, holdYAML)); err != nil {
+	if out, err := kc("apply", "-f", writeFile(t, fmt.Sprintf(holdYAML, node))); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
 	podIP, container := waitPodRunning(t, kc, state, "hold", "")
@@ -168,8 +176,8 @@ func TestUpRunsPods(t *testing.T) {
 	// A Service: kube-proxy on the node carries its cluster IP to a pod of
 	// the test's own image (imported, as the node pulls from no registry),
 	// from the node and from another pod.
-	importImage(t, state, instance, echoImage(t))
-	if out, err := kc("apply", "-f", writeFile(t, echoYAML)); err != nil {
+	importImage(t, state, echoInstance, echoImage(t))
+	if out, err := kc("apply", "-f", writeFile(t, fmt.Sprintf(echoYAML, echoNode))); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
 	echoIP, _ := waitPodRunning(t, kc, state, "echo", "")
@@ -197,16 +205,24 @@ func TestUpRunsPods(t *testing.T) {
 	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
 	// checkpoint no longer holds its address.
 	out = down()
-	for _, want := range []string{"stopped node-" + instance + "-bootstrap", "stopped node-" + instance + "-kube-proxy", "stopped node-" + instance + "-netpol", "stopped node-" + instance + "-ipamd", "stopped berth-controlplane", "stopped berth-localcloud"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("berth down did not say %q:\n%s", want, out)
+	want := []string{"stopped berth-controlplane", "stopped berth-localcloud"}
+	for _, id := range instances {
+		for _, c := range []string{"bootstrap", "kube-proxy", "netpol", "ipamd"} {
+			want = append(want, "stopped node-"+id+"-"+c)
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("berth down did not say %q:\n%s", w, out)
 		}
 	}
 	if left := e2e.ProcessesUnder(state); len(left) > 0 {
 		t.Fatalf("processes left behind after berth down: %v", left)
 	}
-	if _, err := os.Stat("/sys/fs/bpf/berth-" + instance); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the node's policy programs stay pinned after berth down: %v", err)
+	for _, id := range instances {
+		if _, err := os.Stat("/sys/fs/bpf/berth-" + id); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("node %s's policy programs stay pinned after berth down: %v", id, err)
+		}
 	}
 	checkpoint, err := os.ReadFile(filepath.Join(state, "nodes", instance, "var/run/aws-node/ipam.json"))
 	if err != nil {
@@ -226,10 +242,12 @@ func TestUpRunsPods(t *testing.T) {
 		}
 	}
 
-	// The same node and pod come back.
+	// The same nodes and pods come back.
 	out = run(up...)
-	if !strings.Contains(out, "node "+node+" ready: instance "+instance) {
-		t.Fatalf("berth up did not bring node %s (%s) back:\n%s", node, instance, out)
+	for n, id := range instances {
+		if !strings.Contains(out, "node "+n+" ready: instance "+id) {
+			t.Fatalf("berth up did not bring node %s (%s) back:\n%s", n, id, out)
+		}
 	}
 	// Until the new kubelet reports, the API still shows the pod as it was.
 	podIP, _ = waitPodRunning(t, kc, state, "hold", container)
@@ -237,7 +255,9 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("TCP to the pod after restart: %v", err)
 	}
 	waitPodRunning(t, kc, state, "echo", "")
-	checkService(t, "berth-"+instance, podIP, clusterIP)
+	// From echo's own node now: the policy admits that node's address (for
+	// kubelet's probes), not the other node's.
+	checkService(t, "berth-"+echoInstance, podIP, clusterIP)
 	// The restarted agent enforces the policy again.
 	if out, err := kc("label", "pod", "hold", "role-"); err != nil {
 		t.Fatalf("kubectl label: %v\n%s", err, out)
@@ -284,6 +304,7 @@ const holdYAML = `apiVersion: v1
 kind: Pod
 metadata: {name: hold, namespace: default}
 spec:
+  nodeName: %s
   terminationGracePeriodSeconds: 1
   containers:
   - name: hold
@@ -295,6 +316,7 @@ const echoYAML = `apiVersion: v1
 kind: Pod
 metadata: {name: echo, namespace: default, labels: {app: echo}}
 spec:
+  nodeName: %s
   terminationGracePeriodSeconds: 1
   containers:
   - name: echo

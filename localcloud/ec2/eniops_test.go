@@ -497,9 +497,11 @@ func TestAssignPrivateIPAddresses(t *testing.T) {
 	}
 
 	// Specific addresses, and all-or-nothing when one of them is taken.
-	free := freeAddresses(t, svc, subID, 2)
+	// The other ENI first: its primary is drawn at random and could take
+	// an address picked as free before it.
 	other := plainENI(t, c, subID)
 	otherPrimary := addressesOf(t, c, other)[0]
+	free := freeAddresses(t, svc, subID, 2)
 	before := available(t, c, subID)
 	_, err = c.AssignPrivateIpAddresses(ctx, &ec2sdk.AssignPrivateIpAddressesInput{NetworkInterfaceId: &e, PrivateIpAddresses: []string{free[0], otherPrimary}})
 	wantErr(t, "address in use", err, "InvalidIPAddress.InUse", otherPrimary)

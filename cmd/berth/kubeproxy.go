@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
+
+	"github.com/berth-io/berth/internal/atomicfile"
 )
 
 // kube-proxy and berth-netpol run on each local node as EKS's add-ons do,
@@ -41,21 +43,10 @@ const agentTokenLife = "8760h"
 // agents (mode 0600): the cluster's endpoint, which nodes reach, and a
 // token. EKS runs these agents as DaemonSets of the same accounts.
 func serviceAccountKubeconfig(ctx context.Context, binDir, kubeconfig, state string, cl *ekstypes.Cluster, rbacYAML, namespace, account string) (string, error) {
-	kubectl := func(stdin string, args ...string) ([]byte, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return nil, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
-		}
-		return out, nil
-	}
-	if _, err := kubectl(rbacYAML, "apply", "-f", "-"); err != nil {
+	if _, err := kubectl(ctx, binDir, kubeconfig, rbacYAML, "apply", "-f", "-"); err != nil {
 		return "", err
 	}
-	token, err := kubectl("", "create", "token", account, "--namespace", namespace, "--duration", agentTokenLife)
+	token, err := kubectl(ctx, binDir, kubeconfig, "", "create", "token", account, "--namespace", namespace, "--duration", agentTokenLife)
 	if err != nil {
 		return "", err
 	}
@@ -80,7 +71,7 @@ contexts:
 current-context: %[4]s@%[1]s
 `, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), base64.StdEncoding.EncodeToString(ca), account, strings.TrimSpace(string(token)))
 	path := filepath.Join(state, account+".kubeconfig")
-	return path, writeFileAtomic(path, []byte(kc), 0o600)
+	return path, atomicfile.WriteFile(path, []byte(kc), 0o600)
 }
 
 // kubeProxyComponent runs kube-proxy in a node's network namespace. It
@@ -96,31 +87,6 @@ func kubeProxyComponent(state, binDir, instanceID, nodeName, kubeconfig string) 
 				"--oom-score-adj", "0", "--metrics-bind-address", net.JoinHostPort("127.0.0.1", "10249"),
 				"--healthz-bind-address", net.JoinHostPort("127.0.0.1", "10256"), "--nodeport-addresses", "primary"}
 		}}
-}
-
-// writeFileAtomic writes path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // netpolPinDir is where a node's policy agent pins its eBPF programs, maps
@@ -139,4 +105,18 @@ func netpolComponent(state, binDir, instanceID, nodeName, kubeconfig string) com
 				"--ipamd-socket", filepath.Join(root, "var/run/aws-node/ipamd.sock"), "--socket", filepath.Join(root, "var/run/aws-node/npa.sock"),
 				"--pin-dir", netpolPinDir(instanceID)}
 		}}
+}
+
+// kubectl runs the bin dir's kubectl with stdin; its stderr goes into the
+// error.
+func kubectl(ctx context.Context, binDir, kubeconfig, stdin string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return out, nil
 }

@@ -475,7 +475,7 @@ func pollKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Du
 	defer cancel()
 	var last string
 	for {
-		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...).Output()
+		out, err := kubectl(ctx, binDir, kubeconfig, "", args...)
 		if err == nil && ok(strings.TrimSpace(string(out))) {
 			return nil
 		}

@@ -330,9 +330,10 @@ func start(ctx context.Context, state, binDir string, c component) error {
 	cmd := exec.Command(path, args...)
 	// The user's AWS settings (keys, profile, endpoints) are not the local
 	// cloud's: a component gets only those it is given.
-	cmd.Env = append(withoutAWS(os.Environ()), c.env...)
-	if c.bin != "" {
-		cmd.Env = c.env
+	// A node's processes (bin set) get only their own.
+	cmd.Env = c.env
+	if c.bin == "" {
+		cmd.Env = append(withoutAWS(os.Environ()), c.env...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own session, so it outlives this command and the terminal.

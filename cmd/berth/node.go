@@ -54,9 +54,8 @@ type nodeOptions struct {
 
 // localAWS is what `berth up` needs to reach localcloud and the EKS API.
 type localAWS struct {
-	ec2     *ec2sdk.Client
-	eks     *eks.Client
-	account string
+	ec2 *ec2sdk.Client
+	eks *eks.Client
 }
 
 // newLocalAWS makes clients with localcloud's root keys and region, from
@@ -193,8 +192,7 @@ func (a *localAWS) nodeAccess(ctx context.Context, cluster string) (*ekstypes.Cl
 	if len(arn) < 5 {
 		return nil, fmt.Errorf("cluster ARN %q", aws.ToString(out.Cluster.Arn))
 	}
-	a.account = arn[4]
-	role := "arn:aws:iam::" + a.account + ":role/berth-node-role"
+	role := "arn:aws:iam::" + arn[4] + ":role/berth-node-role"
 	_, err = a.eks.CreateAccessEntry(ctx, &eks.CreateAccessEntryInput{ClusterName: aws.String(cluster),
 		PrincipalArn: aws.String(role), Type: aws.String("EC2_LINUX")})
 	var inUse *ekstypes.ResourceInUseException

@@ -29,7 +29,7 @@ export GOFLAGS := -trimpath -tags=grpcnotrace
 CNI_GOEXPERIMENT := nogreenteagc
 
 # name:package of every binary that exists today.
-BINARIES := berth:./cmd/berth berth-pause:./cmd/berth-pause berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs berth-csi-efs:./csi-efs berth-netpol:./netpol
+BINARIES := berth:./cmd/berth berth-pause:./cmd/berth-pause berth-coredns:./cmd/berth-coredns berth-localcloud:./localcloud berth-ipamd:./ipamd berth-cni:./cni-plugin berth-bootstrap:./node-bootstrap berth-controlplane:./controlplane berth-csi-ebs:./csi-ebs berth-csi-efs:./csi-efs berth-netpol:./netpol
 
 # Debian packages the build and the tests need.
 APT_PACKAGES := build-essential clang llvm libbpf-dev protobuf-compiler libprotobuf-dev iproute2 nftables iptables containernetworking-plugins \

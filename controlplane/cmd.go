@@ -15,6 +15,7 @@ import (
 	"github.com/berth-io/berth/controlplane/etcd"
 	"github.com/berth-io/berth/controlplane/netpolicy"
 	"github.com/berth-io/berth/controlplane/server"
+	"github.com/berth-io/berth/deploy/addons"
 	"github.com/berth-io/berth/internal/command"
 )
 
@@ -90,6 +91,8 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 	f.BoolVar(&cfg.NetworkPolicyController, "network-policy-controller", true, "install the PolicyEndpoint CRD and run the NetworkPolicy → PolicyEndpoint controller")
 	f.BoolVar(&cfg.CloudNodeController, "cloud-node-controller", true, "initialize Nodes from EC2 (instance type, zone, addresses; lifts the uninitialized taint) and delete those of terminated instances, as the AWS cloud controller manager")
 	f.IntVar(&cfg.NetworkPolicyChunkSize, "network-policy-endpoint-chunk-size", netpolicy.DefaultChunkSize, "most pod endpoints and rules per PolicyEndpoint")
+	f.BoolVar(&cfg.BootstrapAddons, "bootstrap-self-managed-addons", true, "install CoreDNS (Deployment kube-system/coredns, Service kube-dns on the service CIDR's tenth address), as EKS does; afterwards the user's, updated only when berth's manifest changes")
+	f.StringVar(&cfg.CoreDNSImage, "coredns-image", addons.CoreDNSImage, "image of the CoreDNS add-on (the default is berth-coredns, which berth up imports into local nodes)")
 	return cmd
 }
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-io/berth/deploy/addons"
 	"github.com/berth-io/berth/deploy/rbac"
 	"github.com/berth-io/berth/internal/ociimage"
 )
@@ -321,46 +323,73 @@ func withoutAWS(env []string) []string {
 	return out
 }
 
-// importPause loads the pause image into a node's containerd once it
-// serves, as an AMI ships it pre-pulled.
-func importPause(ctx context.Context, binDir, root string, timeout time.Duration) error {
+// nodeImage is an image local nodes get by import, as an AMI ships images
+// pre-pulled: they have no registry to pull from.
+type nodeImage struct {
+	name string
+	tar  []byte
+}
+
+// nodeImages builds the images of berth's own binaries that local nodes
+// need: the pod sandbox and CoreDNS.
+func nodeImages(binDir string) ([]nodeImage, error) {
+	var imgs []nodeImage
+	for _, b := range []struct{ name, bin string }{{pauseImage, "berth-pause"}, {addons.CoreDNSImage, "berth-coredns"}} {
+		data, err := os.ReadFile(filepath.Join(binDir, b.bin))
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", b.name, err)
+		}
+		img := ociimage.Image{Name: b.name, Arch: runtime.GOARCH, Entrypoint: []string{"/" + b.bin},
+			Files: []ociimage.File{{Path: "/" + b.bin, Mode: 0o755, Data: data}}}
+		var tar bytes.Buffer
+		if err := img.WriteLayout(&tar); err != nil {
+			return nil, fmt.Errorf("image %s: %w", b.name, err)
+		}
+		imgs = append(imgs, nodeImage{name: b.name, tar: tar.Bytes()})
+	}
+	return imgs, nil
+}
+
+// importImages loads images into a node's containerd once it serves.
+func importImages(ctx context.Context, root string, imgs []nodeImage, timeout time.Duration) error {
 	sock := filepath.Join(root, "run/containerd/containerd.sock")
 	if err := waitFile(ctx, sock, timeout); err != nil {
 		return fmt.Errorf("containerd of node %s: %w", filepath.Base(root), err)
 	}
-	bin, err := os.ReadFile(filepath.Join(binDir, "berth-pause"))
-	if err != nil {
-		return fmt.Errorf("pause image: %w", err)
+	ctr := func(stdin []byte, args ...string) error {
+		cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", sock, "--namespace", "k8s.io", "images"}, args...)...)
+		if stdin != nil {
+			cmd.Stdin = bytes.NewReader(stdin)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("ctr images %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+		}
+		return nil
 	}
-	var tar bytes.Buffer
-	img := ociimage.Image{Name: pauseImage, Arch: runtime.GOARCH, Entrypoint: []string{"/pause"},
-		Files: []ociimage.File{{Path: "/pause", Mode: 0o755, Data: bin}}}
-	if err := img.WriteLayout(&tar); err != nil {
-		return fmt.Errorf("pause image: %w", err)
-	}
-	// The socket file appears before containerd serves on it: retry.
-	for deadline := time.Now().Add(timeout); ; {
-		cmd := exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", "k8s.io", "images", "import", "-")
-		cmd.Stdin = bytes.NewReader(tar.Bytes())
-		out, err := cmd.CombinedOutput()
-		if err == nil {
-			// Pinned, so that kubelet's image GC never removes what no
-			// registry can give back (containerd 1.7 and later honour it).
-			out, err = exec.CommandContext(ctx, "ctr", "--address", sock, "--namespace", "k8s.io", "images", "label", pauseImage, "io.cri-containerd.pinned=pinned").CombinedOutput()
-			if err != nil {
-				return fmt.Errorf("ctr images label %s: %w: %s", pauseImage, err, bytes.TrimSpace(out))
+	deadline := time.Now().Add(timeout)
+	for _, img := range imgs {
+		// The socket file appears before containerd serves on it: retry.
+		for {
+			err := ctr(img.tar, "import", "-")
+			if err == nil {
+				break
 			}
-			return nil
+			if time.Now().After(deadline) {
+				return fmt.Errorf("image %s: %w", img.name, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("ctr images import %s: %w: %s", pauseImage, err, bytes.TrimSpace(out))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		// Pinned, so that kubelet's image GC never removes what no
+		// registry can give back (containerd 1.7 and later honour it).
+		if err := ctr(nil, "label", img.name, "io.cri-containerd.pinned=pinned"); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // upNodes boots the cluster's nodes and waits for each to register Ready.
@@ -394,6 +423,10 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return fmt.Errorf("network policy agent: %w", err)
 	}
+	imgs, err := nodeImages(binDir)
+	if err != nil {
+		return err
+	}
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
 		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
@@ -423,7 +456,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := start(ctx, state, binDir, bootstrap); err != nil {
 			return err
 		}
-		if err := importPause(ctx, binDir, nodeDir(state, id), 60*time.Second); err != nil {
+		if err := importImages(ctx, nodeDir(state, id), imgs, 60*time.Second); err != nil {
 			return err
 		}
 	}
@@ -448,6 +481,16 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err := waitKubectl(ctx, binDir, kubeconfig, time.Minute, "default", "get", "serviceaccount", "default", "-o", "jsonpath={.metadata.name}"); err != nil {
 		return fmt.Errorf("service account default/default: %w", err)
 	}
+	// Pods resolve Services by name from their first start: the control
+	// plane's CoreDNS add-on must answer on kube-dns first.
+	if err := pollKubectl(ctx, binDir, kubeconfig, 2*time.Minute, "an available replica", func(out string) bool {
+		n, err := strconv.Atoi(out)
+		return err == nil && n > 0
+	}, "--namespace", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.availableReplicas}"); err != nil {
+		return fmt.Errorf("coredns: %w", err)
+	}
+	dns, _ := kubectl(ctx, binDir, kubeconfig, "", "--namespace", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
+	fmt.Fprintf(out, "coredns ready: Service kube-system/kube-dns on %s\n", bytes.TrimSpace(dns))
 	return nil
 }
 

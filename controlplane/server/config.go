@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/berth-io/berth/controlplane/authn"
+	"github.com/berth-io/berth/deploy/addons"
 )
 
 // Config is the command line of berth-controlplane serve.
@@ -66,6 +67,11 @@ type Config struct {
 	CloudNodeController bool
 	// NetworkPolicyChunkSize is the most items per PolicyEndpoint (0: 200).
 	NetworkPolicyChunkSize int
+	// BootstrapAddons installs CoreDNS (Deployment coredns, Service
+	// kube-dns) as EKS's bootstrapSelfManagedAddons does, from
+	// CoreDNSImage.
+	BootstrapAddons bool
+	CoreDNSImage    string
 }
 
 // LogTypes are the control-plane log types EKS offers.
@@ -111,6 +117,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(e); err != nil || u.Host == "" {
 			errs = append(errs, fmt.Sprintf("STS endpoint %q is not a URL", e))
 		}
+	}
+	if err := addons.CheckImage(c.CoreDNSImage); c.BootstrapAddons && err != nil {
+		errs = append(errs, "--coredns-image: "+err.Error())
 	}
 	if c.NetworkPolicyChunkSize < 0 {
 		errs = append(errs, fmt.Sprintf("--network-policy-endpoint-chunk-size %d: must be positive", c.NetworkPolicyChunkSize))

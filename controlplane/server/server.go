@@ -244,6 +244,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := crdinstall.Install(ctx, ext, crds.ENIConfig); err != nil {
 		return err
 	}
+	if s.cfg.BootstrapAddons {
+		if err := s.installAddons(ctx, admin); err != nil {
+			return err
+		}
+	}
 	s.watchAWSAuth(ctx, client, &awsAuth)
 	rec := &accesspolicy.Reconciler{Client: client, Store: store, Log: s.log.With("subsystem", "access-policy")}
 	wg.Add(1)

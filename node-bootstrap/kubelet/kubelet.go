@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 
 	"github.com/berth-io/berth/api/nodeconfig/v1alpha1"
+	"github.com/berth-io/berth/deploy/addons"
 	"github.com/berth-io/berth/internal/maxpods"
 )
 
@@ -77,15 +77,12 @@ type Node struct {
 	InstanceID, AvailabilityZone, PrivateIP, NodeName string
 }
 
-// ClusterDNS is the tenth address of the service CIDR, as EKS uses.
+// ClusterDNS is the tenth address of the service CIDR, as EKS uses (and
+// the control plane's kube-dns Service takes).
 func ClusterDNS(serviceCIDR string) (string, error) {
-	p, err := netip.ParsePrefix(serviceCIDR)
+	a, err := addons.ClusterDNS(serviceCIDR)
 	if err != nil {
-		return "", fmt.Errorf("service cidr %q: %w", serviceCIDR, err)
-	}
-	a := p.Masked().Addr()
-	for i := 0; i < 10; i++ {
-		a = a.Next()
+		return "", err
 	}
 	return a.String(), nil
 }

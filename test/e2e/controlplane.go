@@ -97,6 +97,14 @@ func takeFlag(flags []string, name string) (string, []string) {
 	return v, rest
 }
 
+// StartWith (re)starts the process with more flags, kept for later
+// starts (the last of a repeated flag wins), and waits until ready.
+func (c *Controlplane) StartWith(t testing.TB, flags ...string) {
+	t.Helper()
+	c.args = append(c.args, flags...)
+	c.Start(t)
+}
+
 // Start (re)starts the process with the same flags and waits until ready.
 func (c *Controlplane) Start(t testing.TB) {
 	t.Helper()

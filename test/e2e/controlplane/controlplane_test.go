@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/berth-io/berth/deploy/addons"
 	"github.com/berth-io/berth/test/e2e"
 )
 
@@ -60,6 +61,7 @@ func TestControlplane(t *testing.T) {
 	t.Run("node-restriction", func(t *testing.T) { testNodeRestriction(t, e) })
 	t.Run("berth-kubeconfig", func(t *testing.T) { testBerthKubeconfig(t, e) })
 	t.Run("logs-and-metrics", func(t *testing.T) { testLogsAndMetrics(t, e) })
+	t.Run("coredns-addon", func(t *testing.T) { testCoreDNSAddon(t, e) })
 	t.Run("restart-keeps-objects", func(t *testing.T) { testRestart(t, e) })
 }
 
@@ -400,11 +402,51 @@ func testNodeRestriction(t *testing.T, e *env) {
 	}
 }
 
+// testCoreDNSAddon: the control plane installs CoreDNS as EKS installs it
+// with a cluster: on the service CIDR's tenth address (kubelets'
+// clusterDNS), with the least privilege its kubernetes plugin needs.
+func testCoreDNSAddon(t *testing.T, e *env) {
+	cp := e.cp
+	for args, want := range map[[2]string]string{
+		{"service/kube-dns", "{.spec.clusterIP} {.spec.ports[*].name}"}:                      "10.100.0.10 dns dns-tcp metrics",
+		{"deployment/coredns", "{.spec.template.spec.containers[0].image} {.spec.replicas}"}: addons.CoreDNSImage + " 2",
+		{"configmap/coredns", "{.data.Corefile}"}:                                            "",
+		{"serviceaccount/coredns", "{.metadata.name}"}:                                       "coredns",
+		{"poddisruptionbudget/coredns", "{.spec.maxUnavailable}"}:                            "1",
+	} {
+		out := mustKubectl(t, cp, "-n", "kube-system", "get", args[0], "-o", "jsonpath="+args[1])
+		if want == "" && !strings.Contains(out, "kubernetes cluster.local in-addr.arpa ip6.arpa") || want != "" && out != want {
+			t.Errorf("%s %s = %q, want %q", args[0], args[1], out, want)
+		}
+	}
+	sa := "system:serviceaccount:kube-system:coredns"
+	for verb, want := range map[[2]string]string{
+		{"watch", "endpointslices.discovery.k8s.io"}: "yes", {"list", "services"}: "yes", {"list", "namespaces"}: "yes",
+		{"get", "secrets"}: "no", {"create", "services"}: "no", {"list", "configmaps"}: "no",
+	} {
+		out, _ := cp.Kubectl(t, "auth", "can-i", verb[0], verb[1], "--all-namespaces", "--as", sa)
+		if out != want {
+			t.Errorf("%s can %s %s: %q, want %q", sa, verb[0], verb[1], out, want)
+		}
+	}
+}
+
 func testRestart(t *testing.T, e *env) {
 	cp := e.cp
 	mustKubectl(t, cp, "-n", "shop", "create", "configmap", "survivor", "--from-literal=k=v")
+	// The Corefile is the user's once installed, as on EKS; the add-on's
+	// other objects follow berth's manifest when it changes.
+	corefile := ".:53 {\n    errors\n    kubernetes cluster.local\n    forward . 192.0.2.53\n}\n"
+	patch, _ := json.Marshal(map[string]any{"data": map[string]string{"Corefile": corefile}})
+	mustKubectl(t, cp, "-n", "kube-system", "patch", "configmap", "coredns", "--type", "merge", "-p", string(patch))
 	cp.Stop()
-	cp.Start(t)
+	cp.StartWith(t, "--coredns-image", "registry.example/coredns:v9.9.9")
+	if out := mustKubectl(t, cp, "-n", "kube-system", "get", "configmap", "coredns", "-o", "jsonpath={.data.Corefile}"); out+"\n" != corefile {
+		t.Errorf("the user's Corefile after restart: %q", out)
+	}
+	if out := mustKubectl(t, cp, "-n", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.spec.template.spec.containers[0].image}"); out != "registry.example/coredns:v9.9.9" {
+		t.Errorf("coredns image after a restart with another --coredns-image: %q", out)
+	}
 	if out := mustKubectl(t, cp, "-n", "shop", "get", "configmap", "survivor", "-o", "jsonpath={.data.k}"); out != "v" {
 		t.Fatalf("configmap after restart: %q", out)
 	}

@@ -334,13 +334,18 @@ type nodeImage struct {
 // need: the pod sandbox and CoreDNS.
 func nodeImages(binDir string) ([]nodeImage, error) {
 	var imgs []nodeImage
-	for _, b := range []struct{ name, bin string }{{pauseImage, "berth-pause"}, {addons.CoreDNSImage, "berth-coredns"}} {
+	// Each at the path of the upstream image's program, which is also
+	// its process name.
+	for _, b := range []struct{ name, bin, path string }{
+		{pauseImage, "berth-pause", "/pause"},
+		{addons.CoreDNSImage, "berth-coredns", "/coredns"},
+	} {
 		data, err := os.ReadFile(filepath.Join(binDir, b.bin))
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", b.name, err)
 		}
-		img := ociimage.Image{Name: b.name, Arch: runtime.GOARCH, Entrypoint: []string{"/" + b.bin},
-			Files: []ociimage.File{{Path: "/" + b.bin, Mode: 0o755, Data: data}}}
+		img := ociimage.Image{Name: b.name, Arch: runtime.GOARCH, Entrypoint: []string{b.path},
+			Files: []ociimage.File{{Path: b.path, Mode: 0o755, Data: data}}}
 		var tar bytes.Buffer
 		if err := img.WriteLayout(&tar); err != nil {
 			return nil, fmt.Errorf("image %s: %w", b.name, err)

@@ -23,6 +23,7 @@ import (
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/berth-io/berth/internal/ociimage"
 	"github.com/berth-io/berth/internal/testenv"
@@ -36,7 +37,9 @@ import (
 // initializes them from EC2, and a pod of the local pause image runs on an
 // address of its instance's ENIs that the host reaches through the VPC
 // router, and a ClusterIP Service reaches a server pod on the other node
-// from the client's node and from the client pod; berth-netpol enforces a NetworkPolicy on it. `berth down`
+// from the client's node and from the client pod, which also finds it by
+// name through the control plane's CoreDNS; berth-netpol enforces a
+// NetworkPolicy on it. `berth down`
 // removes the pods (their addresses go back to
 // ipamd) and leaves no process behind; a second `berth up` brings the same
 // node, its pods and the Service back.
@@ -46,7 +49,7 @@ func TestUpRunsPods(t *testing.T) {
 		e2e.Require(t, err == nil, tool+" not installed (make deps)")
 	}
 	berth, kubectl := e2e.Bin(t, "berth"), e2e.Bin(t, "kubectl")
-	for _, b := range []string{"berth-localcloud", "berth-controlplane", "berth-bootstrap", "berth-ipamd", "berth-cni", "berth-pause", "kubelet"} {
+	for _, b := range []string{"berth-localcloud", "berth-controlplane", "berth-bootstrap", "berth-ipamd", "berth-cni", "berth-pause", "berth-coredns", "kubelet"} {
 		e2e.Bin(t, b)
 	}
 	host := e2e.HostAddress(t)
@@ -189,6 +192,13 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkService(t, "berth-"+instance, podIP, clusterIP)
+	// The control plane's CoreDNS add-on answers on kube-dns for pods, on
+	// the address kubelets give them as their nameserver.
+	dnsIP, err := kc("--namespace", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil || !strings.HasSuffix(dnsIP, ".10") {
+		t.Fatalf("kube-dns cluster IP %q: %v", dnsIP, err)
+	}
+	checkDNS(t, podIP, dnsIP, "echo.default.svc.cluster.local.", clusterIP)
 
 	// A NetworkPolicy, enforced by berth-netpol on the node: echo takes
 	// ingress only from pods labelled role=client, and hold has no label
@@ -255,6 +265,7 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("TCP to the pod after restart: %v", err)
 	}
 	waitPodRunning(t, kc, state, "echo", "")
+	checkDNS(t, podIP, dnsIP, "echo.default.svc.cluster.local.", clusterIP)
 	// From echo's own node now: the policy admits that node's address (for
 	// kubelet's probes), not the other node's.
 	checkService(t, "berth-"+echoInstance, podIP, clusterIP)
@@ -402,6 +413,91 @@ func checkService(t *testing.T, nodeNS string, fromPod netip.Addr, clusterIP str
 	err = testenv.OnThreadIn(ns, func() (err error) { body, err = get(clusterIP + ":80"); return err })
 	if err != nil || body != "echo" {
 		t.Fatalf("GET the Service %s from pod %s: %q, %v", clusterIP, fromPod, body, err)
+	}
+}
+
+// checkDNS asks the cluster DNS for name's A record from the pod holding
+// fromPod until it answers want (kube-proxy and CoreDNS follow a new
+// Service within seconds).
+func checkDNS(t *testing.T, fromPod netip.Addr, dnsIP, name, want string) {
+	t.Helper()
+	ns, err := podNetNS(fromPod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var got []string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		err = testenv.OnThreadIn(ns, func() (err error) { got, err = lookupA(dnsIP, name); return err })
+		if err == nil && len(got) == 1 && got[0] == want {
+			return
+		}
+	}
+	t.Fatalf("DNS %s A from pod %s via %s: %v, %v; want %s", name, fromPod, dnsIP, got, err, want)
+}
+
+// lookupA sends one A query over UDP from the calling thread's network
+// namespace (Go's resolver would ask from other threads).
+func lookupA(server, name string) ([]string, error) {
+	q, err := dnsmessage.NewName(name)
+	if err != nil {
+		return nil, err
+	}
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 0xbe47, RecursionDesired: true})
+	if err := b.StartQuestions(); err != nil {
+		return nil, err
+	}
+	if err := b.Question(dnsmessage.Question{Name: q, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+		return nil, err
+	}
+	msg, err := b.Finish()
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout("udp", net.JoinHostPort(server, "53"), 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1232)
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	var p dnsmessage.Parser
+	h, err := p.Start(buf[:n])
+	if err != nil {
+		return nil, err
+	}
+	if h.ID != 0xbe47 || h.RCode != dnsmessage.RCodeSuccess {
+		return nil, fmt.Errorf("answer id %#x rcode %v", h.ID, h.RCode)
+	}
+	if err := p.SkipAllQuestions(); err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for {
+		rh, err := p.AnswerHeader()
+		if errors.Is(err, dnsmessage.ErrSectionDone) {
+			return addrs, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if rh.Type != dnsmessage.TypeA {
+			if err := p.SkipAnswer(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		a, err := p.AResource()
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, netip.AddrFrom4(a.A).String())
 	}
 }
 

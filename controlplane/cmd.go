@@ -89,7 +89,7 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 	f.StringSliceVar(&cfg.LogTypes, "log-types", nil, "control-plane log types to enable: api, audit, authenticator, controllerManager, scheduler")
 	f.BoolVar(&cfg.LeaderElect, "leader-elect", false, "controller manager, scheduler and network policy controller take a lease (set for several replicas over one external etcd)")
 	f.BoolVar(&cfg.NetworkPolicyController, "network-policy-controller", true, "install the PolicyEndpoint CRD and run the NetworkPolicy → PolicyEndpoint controller")
-	f.BoolVar(&cfg.CloudNodeController, "cloud-node-controller", true, "initialize Nodes from EC2 (instance type, zone, addresses; lifts the uninitialized taint) and delete those of terminated instances, as the AWS cloud controller manager")
+	f.BoolVar(&cfg.CloudNodeController, "cloud-node-controller", true, "initialize Nodes from EC2 (instance type, zone, addresses; lifts the uninitialized taint) and delete those of terminated instances, as the AWS cloud controller manager; approve kubelet serving certificates whose names and addresses are the instance's, as EKS")
 	f.IntVar(&cfg.NetworkPolicyChunkSize, "network-policy-endpoint-chunk-size", netpolicy.DefaultChunkSize, "most pod endpoints and rules per PolicyEndpoint")
 	f.BoolVar(&cfg.BootstrapAddons, "bootstrap-self-managed-addons", true, "install CoreDNS (Deployment kube-system/coredns, Service kube-dns on the service CIDR's tenth address), as EKS does; afterwards the user's, updated only when berth's manifest changes")
 	f.StringVar(&cfg.CoreDNSImage, "coredns-image", addons.CoreDNSImage, "image of the CoreDNS add-on (the default is berth-coredns, which berth up imports into local nodes)")

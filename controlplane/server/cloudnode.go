@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/informers"
@@ -12,6 +13,7 @@ import (
 	controllersmetrics "k8s.io/component-base/metrics/prometheus/controllers"
 
 	"github.com/berth-io/berth/controlplane/cloudnode"
+	"github.com/berth-io/berth/controlplane/csrapprove"
 	"github.com/berth-io/berth/controlplane/leader"
 )
 
@@ -26,7 +28,8 @@ const (
 const cloudNodeLease = "berth-cloud-node-controller"
 
 // startCloudNodeControllers runs the upstream cloud node and node
-// lifecycle controllers over p.
+// lifecycle controllers over p, and the approver of kubelets' serving
+// certificates, which checks them against the same EC2.
 func (s *Server) startCloudNodeControllers(goRun func(string, func(context.Context) error), client kubernetes.Interface, p *cloudnode.Provider) error {
 	run := func(ctx context.Context) error {
 		factory := informers.NewSharedInformerFactory(client, 0)
@@ -42,10 +45,12 @@ func (s *Server) startCloudNodeControllers(goRun func(string, func(context.Conte
 		metrics := controllersmetrics.NewControllerManagerMetrics("berth-cloud-controller-manager")
 		factory.Start(ctx.Done())
 		defer factory.Shutdown()
-		done := make(chan struct{})
-		go func() { lc.Run(ctx, metrics); close(done) }()
+		approver := &csrapprove.Approver{Client: client, EC2: p.EC2, Log: s.log.With("subsystem", "kubelet-serving-csr")}
+		var wg sync.WaitGroup
+		wg.Go(func() { lc.Run(ctx, metrics) })
+		wg.Go(func() { approver.Run(ctx) })
 		nc.RunWithContext(ctx, metrics)
-		<-done
+		wg.Wait()
 		return nil
 	}
 	log := s.log.With("subsystem", "cloud-node-controllers")

@@ -199,6 +199,16 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("kube-dns cluster IP %q: %v", dnsIP, err)
 	}
 	checkDNS(t, podIP, dnsIP, "echo.default.svc.cluster.local.", clusterIP)
+	// kubectl logs and exec reach the kubelet, whose serving certificate
+	// the control plane approved from EC2's facts about the instance; the
+	// pod finds the Service by a partial name through the search domains
+	// kubelet wrote into its resolv.conf.
+	waitKubectl(t, kc, "logs", "echo listening on :8080", "logs", "echo")
+	waitKubectl(t, kc, "exec", clusterIP, "exec", "echo", "--", "/echo", "lookup", "echo.default")
+	if csr, err := kc("get", "csr", "-o", `jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].type} {.status.conditions[0].reason}{"\n"}{end}`); err != nil ||
+		!strings.Contains(csr, "kubernetes.io/kubelet-serving Approved AutoApproved") {
+		t.Fatalf("kubelet serving CSRs: %q %v", csr, err)
+	}
 
 	// A NetworkPolicy, enforced by berth-netpol on the node: echo takes
 	// ingress only from pods labelled role=client, and hold has no label
@@ -414,6 +424,19 @@ func checkService(t *testing.T, nodeNS string, fromPod netip.Addr, clusterIP str
 	if err != nil || body != "echo" {
 		t.Fatalf("GET the Service %s from pod %s: %q, %v", clusterIP, fromPod, body, err)
 	}
+}
+
+// waitKubectl runs kubectl until its output contains want.
+func waitKubectl(t *testing.T, kc func(...string) (string, error), what, want string, args ...string) {
+	t.Helper()
+	var out string
+	var err error
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if out, err = kc(args...); err == nil && strings.Contains(out, want) {
+			return
+		}
+	}
+	t.Fatalf("kubectl %s: %q, %v; want %q", what, out, err, want)
 }
 
 // checkDNS asks the cluster DNS for name's A record from the pod holding

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,7 +52,10 @@ type nodeOptions struct {
 	typ      string
 	vpcCIDR  string
 	hostAddr string // the host's address, which instances reach through the VPC router
-	sts      string // localcloud's listener on hostAddr, where nodes presign their tokens
+	// resolvConf is the file naming pods' (and CoreDNS's) upstream DNS
+	// servers; "" picks one (nodeResolvConf).
+	resolvConf string
+	sts        string // localcloud's listener on hostAddr, where nodes presign their tokens
 }
 
 // localAWS is what `berth up` needs to reach localcloud and the EKS API.
@@ -204,14 +208,77 @@ func (a *localAWS) nodeAccess(ctx context.Context, cluster string) (*ekstypes.Cl
 	return out.Cluster, nil
 }
 
-// userData is the NodeConfig an EKS node group would give its instances.
-func userData(cl *ekstypes.Cluster) (string, error) {
+// systemdResolvConf is systemd-resolved's list of the real upstream
+// servers, behind its 127.0.0.53 stub.
+const systemdResolvConf = "/run/systemd/resolve/resolv.conf"
+
+// nodeResolvConf picks the resolv.conf kubelet hands pods of dnsPolicy
+// Default, CoreDNS among them: its servers are CoreDNS's upstreams. Nodes
+// share the host's files, but a loopback server (systemd-resolved's stub)
+// is, inside a pod, the pod itself: CoreDNS's loop plugin then stops it
+// and the cluster has no DNS. So a file with a loopback server is passed
+// over for systemd-resolved's own list, as kubeadm does. "" is the host's
+// /etc/resolv.conf, kubelet's default.
+func nodeResolvConf(flag string, candidates ...string) (string, error) {
+	if flag != "" {
+		candidates = []string{flag}
+	}
+	var why []string
+	for i, path := range candidates {
+		servers, err := nameservers(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && flag == "":
+			continue
+		case err != nil:
+			return "", fmt.Errorf("node resolv.conf: %w", err)
+		case len(servers) == 0:
+			why = append(why, path+" names no nameserver")
+		case slices.ContainsFunc(servers, func(a netip.Addr) bool { return a.IsLoopback() }):
+			why = append(why, fmt.Sprintf("%s names a loopback nameserver (%v)", path, servers))
+		case i == 0 && flag == "" && path == "/etc/resolv.conf":
+			return "", nil
+		default:
+			return path, nil
+		}
+	}
+	return "", fmt.Errorf("no resolv.conf for the nodes' pods: %s; CoreDNS would forward to itself: give --resolv-conf a file naming your network's DNS servers",
+		strings.Join(why, "; "))
+}
+
+// nameservers reads the nameserver lines of a resolv.conf.
+func nameservers(path string) ([]netip.Addr, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			// A scoped IPv6 server (fe80::1%eth0) is still an address.
+			a, err := netip.ParseAddr(f[1])
+			if err != nil {
+				return nil, fmt.Errorf("%s: nameserver %q: %w", path, f[1], err)
+			}
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// userData is the NodeConfig an EKS node group would give its instances;
+// resolvConf, when set, is kubelet's resolvConf.
+func userData(cl *ekstypes.Cluster, resolvConf string) (string, error) {
 	if cl.Endpoint == nil || cl.CertificateAuthority == nil || cl.CertificateAuthority.Data == nil {
 		return "", fmt.Errorf("cluster %s has no endpoint or CA yet", aws.ToString(cl.Name))
 	}
 	cidr := "10.100.0.0/16"
 	if n := cl.KubernetesNetworkConfig; n != nil && n.ServiceIpv4Cidr != nil {
 		cidr = *n.ServiceIpv4Cidr
+	}
+	kubelet := ""
+	if resolvConf != "" {
+		kubelet = fmt.Sprintf("  kubelet:\n    config:\n      resolvConf: %q\n", resolvConf)
 	}
 	return fmt.Sprintf(`MIME-Version: 1.0
 Content-Type: multipart/mixed; boundary="BERTH"
@@ -231,9 +298,9 @@ spec:
     config: |
       [plugins."io.containerd.grpc.v1.cri"]
       sandbox_image = %q
-
+%s
 --BERTH--
-`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), aws.ToString(cl.CertificateAuthority.Data), cidr, pauseImage), nil
+`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), aws.ToString(cl.CertificateAuthority.Data), cidr, pauseImage, kubelet), nil
 }
 
 // nodeInstances returns the cluster's running or pending nodes, and
@@ -408,7 +475,11 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
-	ud, err := userData(cl)
+	resolvConf, err := nodeResolvConf(o.resolvConf, "/etc/resolv.conf", systemdResolvConf)
+	if err != nil {
+		return err
+	}
+	ud, err := userData(cl, resolvConf)
 	if err != nil {
 		return err
 	}

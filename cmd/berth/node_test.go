@@ -47,7 +47,7 @@ func TestUserDataIsANodeConfig(t *testing.T) {
 	cl := &ekstypes.Cluster{Name: aws.String("demo"), Endpoint: aws.String("https://192.0.2.2:6443"),
 		CertificateAuthority:    &ekstypes.Certificate{Data: aws.String(base64.StdEncoding.EncodeToString(caPEM))},
 		KubernetesNetworkConfig: &ekstypes.KubernetesNetworkConfigResponse{ServiceIpv4Cidr: aws.String("10.96.0.0/16")}}
-	ud, err := userData(cl)
+	ud, err := userData(cl, "/run/berth/resolv.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,12 +69,13 @@ func TestUserDataIsANodeConfig(t *testing.T) {
 		fmt.Sprintf(`spec.cluster.certificateAuthority\s+%d bytes of PEM\s+from file`, len(caPEM)),
 		`spec.cluster.cidr\s+10\.96\.0\.0/16\s+from file`,
 		fmt.Sprintf(`spec.containerd.config\s+%d bytes of TOML\s+from file`, len(toml)),
+		`spec.kubelet.config.resolvConf\s+"/run/berth/resolv.conf"\s+from file`,
 	} {
 		if !regexp.MustCompile(want).Match(out) {
 			t.Errorf("config explain lacks %s:\n%s", want, out)
 		}
 	}
-	if _, err := userData(&ekstypes.Cluster{Name: aws.String("new")}); err == nil {
+	if _, err := userData(&ekstypes.Cluster{Name: aws.String("new")}, ""); err == nil {
 		t.Fatal("a cluster without endpoint gave user data")
 	}
 }
@@ -124,5 +125,45 @@ func TestCheckVPCCIDR(t *testing.T) {
 	err = testenv.OnThreadIn(ns, func() error { _, err := checkVPCCIDR("10.252.0.0/16"); return err })
 	if err == nil || !strings.Contains(err.Error(), "10.252.9.0/24") {
 		t.Fatalf("a CIDR over a table-52 route: %v", err)
+	}
+}
+
+// A host whose resolv.conf names systemd-resolved's stub gives its pods
+// the stub's upstream list; one that names none usable is an error that
+// says what to do, not a CoreDNS that stops on its own loop.
+func TestNodeResolvConf(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	lan := file("lan", "search example.internal\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\noptions edns0\n")
+	stub := file("stub", "nameserver 127.0.0.53\noptions edns0 trust-ad\n")
+	mixed := file("mixed", "nameserver 10.0.0.2\nnameserver ::1\n")
+	empty := file("empty", "search x\n")
+	bad := file("bad", "nameserver dns.example\n")
+	missing := filepath.Join(dir, "missing")
+	for _, c := range []struct {
+		flag       string
+		candidates []string
+		want, err  string
+	}{
+		{candidates: []string{lan, stub}, want: lan},
+		{candidates: []string{stub, lan}, want: lan},
+		{candidates: []string{stub, missing}, err: "names a loopback nameserver"},
+		{candidates: []string{mixed, empty}, err: "--resolv-conf"},
+		{candidates: []string{missing, lan}, want: lan},
+		{candidates: []string{bad, lan}, err: `nameserver "dns.example"`},
+		{flag: lan, candidates: []string{stub}, want: lan},
+		{flag: stub, candidates: []string{lan}, err: "loopback"},
+		{flag: missing, candidates: []string{lan}, err: "no such file"},
+	} {
+		got, err := nodeResolvConf(c.flag, c.candidates...)
+		if c.err == "" && (err != nil || got != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("nodeResolvConf(%q, %q) = %q, %v; want %q, error %q", c.flag, c.candidates, got, err, c.want, c.err)
+		}
 	}
 }

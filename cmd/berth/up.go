@@ -173,6 +173,7 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().IntVar(&nodes.count, "nodes", 1, "nodes to run (localcloud instances joined by berth-bootstrap, pods networked by berth-ipamd)")
 	cmd.Flags().StringVar(&nodes.typ, "node-type", "m5.large", "instance type of the nodes")
 	cmd.Flags().StringVar(&nodes.vpcCIDR, "vpc-cidr", "10.64.0.0/16", "CIDR of the nodes' VPC (must not overlap the host's routes)")
+	cmd.Flags().StringVar(&nodes.resolvConf, "resolv-conf", "", "resolv.conf naming the DNS servers of the nodes' pods and CoreDNS's upstreams (default: /etc/resolv.conf, or systemd-resolved's upstream list when it names only its loopback stub)")
 	cmd.Flags().StringVar(&nodes.hostAddr, "host-address", "", "host address the nodes reach the APIs on (default: the first global IPv4 address; the Kubernetes API then listens on it)")
 	return cmd
 }

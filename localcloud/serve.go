@@ -23,6 +23,7 @@ func newRootCommand() *cobra.Command {
 		startDelay time.Duration
 		noThrottle bool
 		dp         string
+		egressNAT  bool
 	)
 	serve := &cobra.Command{
 		Use:   "serve",
@@ -40,6 +41,7 @@ func newRootCommand() *cobra.Command {
 			cfg.EC2.AttachDelayMin, cfg.EC2.AttachDelayMax = attachMin, attachMax
 			cfg.EC2.InstanceStartDelay = startDelay
 			cfg.EC2.VolumeCreateDelay = attachMin
+			cfg.NoEgressNAT = !egressNAT
 			switch dp {
 			case "auto":
 				cfg.Datapath = os.Geteuid() == 0
@@ -83,6 +85,7 @@ func newRootCommand() *cobra.Command {
 	f.DurationVar(&startDelay, "instance-start-delay", 2*time.Second, "pending → running time of instances")
 	f.BoolVar(&noThrottle, "no-throttle", false, "disable EC2 request throttling")
 	f.StringVar(&dp, "datapath", "auto", `VPC-in-a-box datapath (namespaces, veths, loop devices): "on", "off" or "auto" (on when root)`)
+	f.BoolVar(&egressNAT, "egress-nat", true, "give each VPC a NAT gateway: traffic from its addresses that leaves the host is masqueraded to the host's address (nodes pull images, pods reach the internet)")
 	root.AddCommand(serve)
 	return root
 }

@@ -25,10 +25,12 @@
 package datapath
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -68,6 +70,11 @@ type Config struct {
 	// IMDS serves an instance's metadata; API serves the localcloud API.
 	IMDS func(instanceID string) http.Handler
 	API  http.Handler
+	// EgressNAT masquerades what a VPC's addresses send out of the host
+	// (not to the host, not to another VPC) to the host's address on the
+	// way out, as a NAT gateway does for private subnets: the network
+	// beyond the host cannot route back to VPC addresses.
+	EgressNAT bool
 }
 
 // Datapath mirrors EC2 state into namespaces, links and loop devices.
@@ -92,6 +99,7 @@ type router struct {
 	routes              map[string]routeSpec
 	neighs              map[string]string // ip -> mac
 	nft                 string
+	natTable, nat       string // the host's nft table of the VPC's NAT, and its last text
 	hostIndex           int
 	// cidrs maps each IPv4 block of the VPC the router serves to the
 	// host's route to it (nil when another VPC's route overlaps it).
@@ -278,7 +286,7 @@ func (d *Datapath) addRouter(st *ec2.State, vpcID string) (err error) {
 		return fmt.Errorf("vpc %s not in state", vpcID)
 	}
 	r := &router{vpc: vpcID, name: nsName(vpcID), hostLink: "bv" + shortID(vpcID), routes: map[string]routeSpec{}, neighs: map[string]string{},
-		cidrs: map[string]*netlink.Route{}}
+		cidrs: map[string]*netlink.Route{}, natTable: "berth_nat_" + shortID(vpcID)}
 	if r.ns, err = createNetns(r.name); err != nil {
 		return err
 	}
@@ -393,6 +401,69 @@ func (d *Datapath) syncCIDRs(vpc *ec2.VPC, r *router) {
 		}
 		r.cidrs[c] = hr
 	}
+	if d.cfg.EgressNAT {
+		if err := d.applyNAT(r); err != nil {
+			d.log.Error("VPC egress NAT", "vpc", r.vpc, "err", err)
+		}
+	}
+}
+
+// applyNAT replaces the VPC's NAT table on the host. Only what leaves
+// through another link than a VPC uplink (bv*) is masqueraded: the host's
+// own addresses and other VPCs see VPC addresses as they are.
+func (d *Datapath) applyNAT(r *router) error {
+	cidrs := slices.Sorted(maps.Keys(r.cidrs))
+	text := fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", r.natTable)
+	if len(cidrs) > 0 {
+		text += fmt.Sprintf("table ip %s {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"+
+			"\t\tip saddr { %s } oifname != \"bv*\" counter masquerade fully-random comment \"NAT gateway of %s\"\n\t}\n}\n",
+			r.natTable, strings.Join(cidrs, ", "), r.vpc)
+	}
+	if text == r.nat {
+		return nil
+	}
+	if err := hostForwarding(d.log); err != nil {
+		return err
+	}
+	if r.nat == "" {
+		if err := d.reg.add("nft", r.natTable, ""); err != nil {
+			return err
+		}
+	}
+	if err := nft(text); err != nil {
+		return err
+	}
+	r.nat = text
+	return nil
+}
+
+// hostForwarding turns on the host's IPv4 forwarding, without which the
+// host is no gateway: as a container runtime does, and left on at exit
+// (others may rely on it by then).
+func hostForwarding(log *slog.Logger) error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("host forwarding: %w", err)
+	}
+	if strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("host forwarding: %w", err)
+	}
+	log.Info("turned on the host's IPv4 forwarding for VPC egress (--egress-nat)")
+	return nil
+}
+
+// nft applies a ruleset in the host's network namespace.
+func nft(text string) error {
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 func (d *Datapath) removeRouter(vpcID string) {
@@ -404,6 +475,12 @@ func (d *Datapath) removeRouter(vpcID string) {
 		_ = netlink.LinkDel(l) // takes the host route with it
 	}
 	d.reg.remove("link", r.hostLink)
+	if r.nat != "" {
+		if err := nft(fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", r.natTable)); err != nil {
+			d.log.Error("remove VPC egress NAT", "vpc", vpcID, "err", err)
+		}
+		d.reg.remove("nft", r.natTable)
+	}
 	if r.h != nil {
 		r.h.Close()
 	}

@@ -158,6 +158,10 @@ func removeObject(e entry) error {
 			return err
 		}
 		return nil
+	case "nft":
+		// Declaring the table first makes its deletion succeed when it is
+		// already gone.
+		return nft(fmt.Sprintf("table ip %[1]s\ndelete table ip %[1]s\n", e.Name))
 	}
 	return fmt.Errorf("unknown kind %q", e.Kind)
 }

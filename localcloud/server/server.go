@@ -46,6 +46,9 @@ type Config struct {
 	Datapath bool
 	// RegistryDir overrides where the datapath records what it made.
 	RegistryDir string
+	// NoEgressNAT leaves VPCs without the NAT gateway that masquerades
+	// their traffic leaving the host (see datapath.Config.EgressNAT).
+	NoEgressNAT bool
 }
 
 // DefaultConfig is us-west-2 with AWS-like latencies.
@@ -93,7 +96,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.imdsEnds = imds.NewEndpoints(s.IMDS, log)
 	s.verifier = &sigv4.Verifier{Keys: keyStore{s.IAM}, Now: cfg.EC2.Now}
 	if cfg.Datapath {
-		s.dp, err = datapath.New(datapath.Config{StateDir: cfg.StateDir, RegistryDir: cfg.RegistryDir, IMDS: s.IMDS.Handler, API: s}, s.EC2, log)
+		s.dp, err = datapath.New(datapath.Config{StateDir: cfg.StateDir, RegistryDir: cfg.RegistryDir, IMDS: s.IMDS.Handler, API: s,
+			EgressNAT: !cfg.NoEgressNAT}, s.EC2, log)
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,9 @@
 //     that owns it (static neighbour of the ENI's MAC) and, with
 //     source/dest check on, drops what an ENI sends from an address it does
 //     not own (nftables in the router namespace);
+//   - with EgressNAT, the host masquerades what a VPC's addresses send past
+//     the host (nftables table berth_nat_<vpc> on the host), as a NAT
+//     gateway;
 //   - inside an instance, 169.254.169.254:80 is that instance's IMDS and
 //     169.254.169.254:4566 the localcloud API;
 //   - an attached EBS volume is a loop device over a sparse file with the

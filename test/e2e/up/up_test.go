@@ -199,6 +199,13 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("kube-dns cluster IP %q: %v", dnsIP, err)
 	}
 	checkDNS(t, podIP, dnsIP, "echo.default.svc.cluster.local.", clusterIP)
+	// The VPC's NAT gateway: a pod reaches a network past the host (as it
+	// would the internet), which sees the host's address.
+	outside := e2e.NewOutside(t)
+	e2e.ServeRemoteAddr(t, outside.NS, outside.FarIP+":7070")
+	if got, err := remoteAddrFrom(podIP, outside.FarIP+":7070"); err != nil || got != outside.HostIP {
+		t.Fatalf("a pod past the host: seen as %q (%v), want the host's %s", got, err, outside.HostIP)
+	}
 	// kubectl logs and exec reach the kubelet, whose serving certificate
 	// the control plane approved from EC2's facts about the instance; the
 	// pod finds the Service by a partial name through the search domains
@@ -424,6 +431,29 @@ func checkService(t *testing.T, nodeNS string, fromPod netip.Addr, clusterIP str
 	if err != nil || body != "echo" {
 		t.Fatalf("GET the Service %s from pod %s: %q, %v", clusterIP, fromPod, body, err)
 	}
+}
+
+// remoteAddrFrom connects from the pod holding fromPod to addr, a
+// ServeRemoteAddr listener, and returns the address it saw.
+func remoteAddrFrom(fromPod netip.Addr, addr string) (string, error) {
+	ns, err := podNetNS(fromPod)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Close()
+	var got string
+	err = testenv.OnThreadIn(ns, func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		got = strings.TrimSpace(string(b))
+		return err
+	})
+	return got, err
 }
 
 // waitKubectl runs kubectl until its output contains want.

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-io/berth/internal/atomicfile"
 	"github.com/berth-io/berth/localcloud/store"
 )
 
@@ -84,11 +85,11 @@ func Open(dir, account, region string, now func() time.Time) (*Store, error) {
 		return nil, err
 	}
 	creds := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", s.st.Root.AccessKeyID, s.st.Root.SecretAccessKey)
-	if err := store.WriteFile(filepath.Join(dir, "credentials"), []byte(creds), 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "credentials"), []byte(creds), 0o600); err != nil {
 		return nil, err
 	}
 	conf := fmt.Sprintf("[default]\nregion = %s\noutput = json\n", region)
-	if err := store.WriteFile(filepath.Join(dir, "config"), []byte(conf), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "config"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -57,6 +57,8 @@ build: ## Build every binary into bin/, version-stamped from git describe
 	@$(GO) build -ldflags '-s -w $(KUBE_LDFLAGS)' -o $(BIN)/kubelet k8s.io/kubernetes/cmd/kubelet
 	@echo "go build kube-proxy ($(KUBE_VERSION), the go.mod tool line; berth up runs it on each node)"
 	@$(GO) build -ldflags '-s -w $(KUBE_LDFLAGS)' -o $(BIN)/kube-proxy k8s.io/kubernetes/cmd/kube-proxy
+	@echo "go build metrics-server (the go.mod tool line; berth up imports its image into each node)"
+	@$(GO) build -ldflags '-s -w' -o $(BIN)/metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server
 
 test: deps build ## Install, build and run every test (root and kernel tests included)
 	CI=$${CI:-true} BERTH_BIN=$(BIN) $(GO) test -count=1 -timeout 45m -p 2 ./...

@@ -92,6 +92,7 @@ func newServeCommand(logger func() *slog.Logger) *cobra.Command {
 	f.BoolVar(&cfg.CloudNodeController, "cloud-node-controller", true, "initialize Nodes from EC2 (instance type, zone, addresses; lifts the uninitialized taint) and delete those of terminated instances, as the AWS cloud controller manager; approve kubelet serving certificates whose names and addresses are the instance's, as EKS")
 	f.IntVar(&cfg.NetworkPolicyChunkSize, "network-policy-endpoint-chunk-size", netpolicy.DefaultChunkSize, "most pod endpoints and rules per PolicyEndpoint")
 	f.BoolVar(&cfg.BootstrapAddons, "bootstrap-self-managed-addons", true, "install CoreDNS (Deployment kube-system/coredns, Service kube-dns on the service CIDR's tenth address), as EKS does; afterwards the user's, updated only when berth's manifest changes")
+	f.StringVar(&cfg.MetricsServerImage, "metrics-server-image", "", "install metrics-server (kubectl top, HPA; EKS's optional add-on) from this image; empty: not installed, as on EKS (berth up sets it)")
 	f.StringVar(&cfg.CoreDNSImage, "coredns-image", addons.CoreDNSImage, "image of the CoreDNS add-on (the default is berth-coredns, which berth up imports into local nodes)")
 	return cmd
 }

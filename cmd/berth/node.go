@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eks"
 	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-io/berth/deploy/addons"
@@ -55,7 +56,8 @@ type nodeOptions struct {
 	// resolvConf is the file naming pods' (and CoreDNS's) upstream DNS
 	// servers; "" picks one (nodeResolvConf).
 	resolvConf string
-	sts        string // localcloud's listener on hostAddr, where nodes presign their tokens
+	sts        string    // localcloud's listener on hostAddr, where nodes presign their tokens
+	start      time.Time // of this berth up, for the times it prints
 }
 
 // localAWS is what `berth up` needs to reach localcloud and the EKS API.
@@ -397,8 +399,8 @@ type nodeImage struct {
 	tar  []byte
 }
 
-// nodeImages builds the images of berth's own binaries that local nodes
-// need: the pod sandbox and CoreDNS.
+// nodeImages builds the images of the binaries that local nodes need:
+// the pod sandbox, CoreDNS and metrics-server.
 func nodeImages(binDir string) ([]nodeImage, error) {
 	var imgs []nodeImage
 	// Each at the path of the upstream image's program, which is also
@@ -406,6 +408,7 @@ func nodeImages(binDir string) ([]nodeImage, error) {
 	for _, b := range []struct{ name, bin, path string }{
 		{pauseImage, "berth-pause", "/pause"},
 		{addons.CoreDNSImage, "berth-coredns", "/coredns"},
+		{addons.MetricsServerImage, "metrics-server", "/metrics-server"},
 	} {
 		data, err := os.ReadFile(filepath.Join(binDir, b.bin))
 		if err != nil {
@@ -467,6 +470,7 @@ func importImages(ctx context.Context, root string, imgs []nodeImage, timeout ti
 // upNodes boots the cluster's nodes and waits for each to register Ready.
 func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubeconfig string, o nodeOptions, a *localAWS) error {
 	started := time.Now()
+	readySince := map[string]time.Time{} // by instance ID
 	cidr, err := checkVPCCIDR(o.vpcCIDR)
 	if err != nil {
 		return err
@@ -503,6 +507,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
+	var imports errgroup.Group
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
 		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
@@ -529,16 +534,29 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		if err := waitFile(ctx, npa, time.Minute); err != nil {
 			return fmt.Errorf("network policy agent of %s (log: %s): %w", id, logPath(state, agents[len(agents)-1].name), err)
 		}
+		// A kubelet started before this berth up reports its heartbeat on
+		// its Lease, and on the Node only every few minutes: its Node's
+		// Ready stands as it is. A kubelet started now must post its own.
+		if _, ok := running(state, bootstrap.name); ok {
+			readySince[id] = time.Time{}
+		} else {
+			readySince[id] = started
+		}
 		if err := start(ctx, state, binDir, bootstrap); err != nil {
 			return err
 		}
-		if err := importImages(ctx, nodeDir(state, id), imgs, 60*time.Second); err != nil {
-			return err
-		}
+		// The import overlaps the next node's start: its kubelet gets pods
+		// only once Ready, by which time the images are in (a pod placed
+		// earlier waits out a pull backoff, no more).
+		root := nodeDir(state, id)
+		imports.Go(func() error { return importImages(ctx, root, imgs, 60*time.Second) })
+	}
+	if err := imports.Wait(); err != nil {
+		return err
 	}
 	for _, in := range insts {
 		name := aws.ToString(in.PrivateDnsName)
-		if err := waitNodeReady(ctx, binDir, kubeconfig, name, started, 3*time.Minute); err != nil {
+		if err := waitNodeReady(ctx, binDir, kubeconfig, name, readySince[aws.ToString(in.InstanceId)], 3*time.Minute); err != nil {
 			return fmt.Errorf("node %s (%s; logs in %s): %w", name, aws.ToString(in.InstanceId),
 				filepath.Join(nodeDir(state, aws.ToString(in.InstanceId)), "var/log/berth"), err)
 		}
@@ -550,7 +568,7 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 				return fmt.Errorf("node %s: %s exited (log: %s)", name, c, logPath(state, c))
 			}
 		}
-		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress))
+		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s [%s]\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress), since(o.start))
 	}
 	// A pod made right after `berth up` needs its namespace's service
 	// account, which the controller manager makes within seconds.
@@ -566,13 +584,13 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		return fmt.Errorf("coredns: %w", err)
 	}
 	dns, _ := kubectl(ctx, binDir, kubeconfig, "", "--namespace", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
-	fmt.Fprintf(out, "coredns ready: Service kube-system/kube-dns on %s\n", bytes.TrimSpace(dns))
+	fmt.Fprintf(out, "coredns ready: Service kube-system/kube-dns on %s [%s]\n", bytes.TrimSpace(dns), since(o.start))
 	return nil
 }
 
 // waitNodeReady polls the Node's Ready condition with kubectl until it is
 // True as posted by a kubelet since `since`: after a restart the Node still
-// shows the Ready of the kubelet before.
+// shows the Ready of the kubelet before. A zero since takes any True.
 func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
 	return pollKubectl(ctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
 		status, beat, _ := strings.Cut(out, " ")

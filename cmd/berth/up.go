@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-io/berth/deploy/addons"
 )
 
 // The local cluster is a set of background processes whose pid files live
@@ -69,6 +71,7 @@ func newUpCommand() *cobra.Command {
 		Short: "Start the local cluster in the background",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			nodes.start = time.Now()
 			if err := os.MkdirAll(stateDir, 0o700); err != nil {
 				return fmt.Errorf("state dir: %w", err)
 			}
@@ -127,8 +130,10 @@ func newUpCommand() *cobra.Command {
 			cp := controlplaneComponent(cluster, apiListen, eksListen, etcdClient, etcdPeer, localcloudEnv(endpoint, lcState))
 			if nodes.count > 0 {
 				// Users' tokens are presigned for the loopback listener,
-				// nodes' for the host's.
-				cp.args = withArgs(cp.args, "--sts-endpoint", endpoint, "--sts-endpoint", "http://"+nodes.sts)
+				// nodes' for the host's. metrics-server runs on the nodes,
+				// from the image berth up imports (kubectl top).
+				cp.args = withArgs(cp.args, "--sts-endpoint", endpoint, "--sts-endpoint", "http://"+nodes.sts,
+					"--metrics-server-image", addons.MetricsServerImage)
 			}
 			kubeconfig := filepath.Join(stateDir, "controlplane", "admin.kubeconfig")
 			if _, ok := running(stateDir, cp.name); !ok {
@@ -140,7 +145,7 @@ func newUpCommand() *cobra.Command {
 			if err := waitFile(cmd.Context(), kubeconfig, 3*time.Minute); err != nil {
 				return fmt.Errorf("berth-controlplane did not become ready (log: %s): %w", logPath(stateDir, cp.name), err)
 			}
-			fmt.Fprintf(out, "berth-controlplane: cluster %q, API https://%s, EKS API http://%s\n", cluster, apiListen, eksListen)
+			fmt.Fprintf(out, "berth-controlplane: cluster %q, API https://%s, EKS API http://%s [%s]\n", cluster, apiListen, eksListen, since(nodes.start))
 			if nodes.count > 0 {
 				a, err := newLocalAWS(cmd.Context(), endpoint, "http://"+eksListen)
 				if err != nil {
@@ -177,6 +182,9 @@ func newUpCommand() *cobra.Command {
 	cmd.Flags().StringVar(&nodes.hostAddr, "host-address", "", "host address the nodes reach the APIs on (default: the first global IPv4 address; the Kubernetes API then listens on it)")
 	return cmd
 }
+
+// since is the time from start, as berth up prints it.
+func since(start time.Time) string { return time.Since(start).Round(100 * time.Millisecond).String() }
 
 // reachableFromNodes refuses an address nodes cannot reach: loopback, or
 // all addresses (whose kubeconfigs would name loopback).

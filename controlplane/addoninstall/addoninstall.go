@@ -47,6 +47,8 @@ var kinds = map[schema.GroupVersionKind]struct {
 	{Group: "policy", Version: "v1", Kind: "PodDisruptionBudget"}:                   {"poddisruptionbudgets", true},
 	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRole"}:        {"clusterroles", false},
 	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "ClusterRoleBinding"}: {"clusterrolebindings", false},
+	{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBinding"}:        {"rolebindings", true},
+	{Group: "apiregistration.k8s.io", Version: "v1", Kind: "APIService"}:            {"apiservices", false},
 }
 
 // object is one document of a manifest, ready to apply.

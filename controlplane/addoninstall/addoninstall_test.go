@@ -48,7 +48,7 @@ metadata: {name: r}
 }
 
 // What the control plane installs passes the same checks.
-func TestParseCoreDNS(t *testing.T) {
+func TestParseAddons(t *testing.T) {
 	m, err := addons.CoreDNS(addons.CoreDNSImage, netip.MustParseAddr("10.100.0.10"))
 	if err != nil {
 		t.Fatal(err)
@@ -56,5 +56,12 @@ func TestParseCoreDNS(t *testing.T) {
 	objs, err := parse(m)
 	if err != nil || len(objs) != 7 {
 		t.Fatalf("coredns manifest: %d objects, %v", len(objs), err)
+	}
+	m, err = addons.MetricsServer(addons.MetricsServerImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if objs, err = parse(m); err != nil || len(objs) != 9 {
+		t.Fatalf("metrics-server manifest: %d objects, %v", len(objs), err)
 	}
 }

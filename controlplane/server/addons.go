@@ -12,7 +12,8 @@ import (
 )
 
 // installAddons installs CoreDNS on the address kubelets name as
-// clusterDNS, as EKS installs it with a new cluster.
+// clusterDNS, as EKS installs it with a new cluster, and metrics-server
+// when it is given an image.
 func (s *Server) installAddons(ctx context.Context, admin *rest.Config) error {
 	dnsIP, err := addons.ClusterDNS(s.cfg.ServiceCIDR)
 	if err != nil {
@@ -21,6 +22,13 @@ func (s *Server) installAddons(ctx context.Context, admin *rest.Config) error {
 	manifest, err := addons.CoreDNS(s.cfg.CoreDNSImage, dnsIP)
 	if err != nil {
 		return err
+	}
+	if s.cfg.MetricsServerImage != "" {
+		ms, err := addons.MetricsServer(s.cfg.MetricsServerImage)
+		if err != nil {
+			return err
+		}
+		manifest = append(append(manifest, "\n---\n"...), ms...)
 	}
 	client, err := dynamic.NewForConfig(admin)
 	if err != nil {

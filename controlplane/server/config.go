@@ -72,6 +72,9 @@ type Config struct {
 	// CoreDNSImage.
 	BootstrapAddons bool
 	CoreDNSImage    string
+	// MetricsServerImage, when set, installs metrics-server (EKS's
+	// optional add-on) from it.
+	MetricsServerImage string
 }
 
 // LogTypes are the control-plane log types EKS offers.
@@ -120,6 +123,12 @@ func (c *Config) Validate() error {
 	}
 	if err := addons.CheckImage(c.CoreDNSImage); c.BootstrapAddons && err != nil {
 		errs = append(errs, "--coredns-image: "+err.Error())
+	}
+	if err := addons.CheckImage(c.MetricsServerImage); c.MetricsServerImage != "" && err != nil {
+		errs = append(errs, "--metrics-server-image: "+err.Error())
+	}
+	if c.MetricsServerImage != "" && !c.BootstrapAddons {
+		errs = append(errs, "--metrics-server-image needs --bootstrap-self-managed-addons")
 	}
 	if c.NetworkPolicyChunkSize < 0 {
 		errs = append(errs, fmt.Sprintf("--network-policy-endpoint-chunk-size %d: must be positive", c.NetworkPolicyChunkSize))

@@ -477,6 +477,10 @@ func (s *Server) apiserverArgs(host string, port int, advertise string, etcdServ
 		"--requestheader-username-headers=X-Remote-User",
 		"--proxy-client-cert-file=" + c.frontProxyClient.CertFile,
 		"--proxy-client-key-file=" + c.frontProxyClient.KeyFile,
+		// The API server runs outside the cluster network, where no
+		// kube-proxy carries cluster IPs: it reaches aggregated APIs and
+		// webhooks on their endpoints' addresses (pods' VPC addresses).
+		"--enable-aggregator-routing=true",
 		"--service-account-issuer=" + s.clusterIssuer(),
 		"--service-account-key-file=" + c.saKey,
 		"--service-account-signing-key-file=" + c.saKey,

@@ -1,6 +1,7 @@
-// Package addons embeds the manifests of the add-ons EKS installs with a
-// cluster and berth-controlplane installs likewise (CoreDNS), rendered
-// for one cluster.
+// Package addons embeds the manifests of the add-ons berth-controlplane
+// installs: CoreDNS, as EKS installs it with every cluster, and
+// metrics-server, EKS's optional add-on, which `berth up` asks for. They
+// are rendered for one cluster.
 package addons
 
 import (
@@ -20,10 +21,34 @@ const CoreDNSVersion = "v1.15.0"
 // local nodes, and the control plane's default.
 const CoreDNSImage = "localhost/berth/coredns:" + CoreDNSVersion
 
-//go:embed coredns.yaml
-var corednsTemplate string
+// MetricsServerVersion is the metrics-server of go.mod's tool line.
+const MetricsServerVersion = "v0.9.0"
 
-var coredns = template.Must(template.New("coredns.yaml").Option("missingkey=error").Parse(corednsTemplate))
+// MetricsServerImage is the image of that metrics-server that `berth up`
+// imports into local nodes.
+const MetricsServerImage = "localhost/berth/metrics-server:" + MetricsServerVersion
+
+var (
+	//go:embed coredns.yaml
+	corednsTemplate string
+	//go:embed metrics-server.yaml
+	metricsServerTemplate string
+
+	coredns       = template.Must(template.New("coredns.yaml").Option("missingkey=error").Parse(corednsTemplate))
+	metricsServer = template.Must(template.New("metrics-server.yaml").Option("missingkey=error").Parse(metricsServerTemplate))
+)
+
+// MetricsServer renders metrics-server.yaml with its image.
+func MetricsServer(image string) ([]byte, error) {
+	if err := CheckImage(image); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := metricsServer.Execute(&b, struct{ Image string }{image}); err != nil {
+		return nil, fmt.Errorf("render metrics-server.yaml: %w", err)
+	}
+	return b.Bytes(), nil
+}
 
 // CoreDNS renders coredns.yaml for a cluster: its image, and the Service
 // address kubelets name as clusterDNS.

@@ -12,15 +12,27 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
-// The image's tag names the CoreDNS that berth-coredns is built from.
-func TestCoreDNSVersionIsGoMods(t *testing.T) {
+// The images' tags name the versions their binaries are built from.
+func TestVersionsAreGoMods(t *testing.T) {
 	mod, err := os.ReadFile("../../go.mod")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^\s*github\.com/coredns/coredns (v\S+)`).FindSubmatch(mod)
-	if m == nil || string(m[1]) != CoreDNSVersion {
-		t.Fatalf("go.mod requires coredns %q, CoreDNSVersion is %s", m, CoreDNSVersion)
+	for module, want := range map[string]string{"github.com/coredns/coredns": CoreDNSVersion, "sigs.k8s.io/metrics-server": MetricsServerVersion} {
+		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(module) + ` (v\S+)`).FindSubmatch(mod)
+		if m == nil || string(m[1]) != want {
+			t.Errorf("go.mod requires %s %q, the image's tag is %s", module, m, want)
+		}
+	}
+}
+
+func TestMetricsServerRenders(t *testing.T) {
+	out, err := MetricsServer(MetricsServerImage)
+	if err != nil || !strings.Contains(string(out), "image: "+MetricsServerImage+"\n") || !strings.Contains(string(out), "kind: APIService") {
+		t.Fatalf("MetricsServer: %v\n%s", err, out)
+	}
+	if _, err := MetricsServer("bad image"); err == nil {
+		t.Error("a bad image accepted")
 	}
 }
 

@@ -57,6 +57,12 @@ import (
 // MetadataIP is where instances find IMDS and the API.
 const MetadataIP = "169.254.169.254"
 
+// VPCMTU is the MTU of ENIs and of the VPC fabric between them: jumbo
+// frames, as in an AWS VPC (and what ipamd sets, AWS_VPC_ENI_MTU). Past
+// the VPC (the uplink to the host) frames are 1500 bytes, and the router
+// answers bigger ones with ICMP "fragmentation needed".
+const VPCMTU = 9001
+
 // Host and router ends of a VPC's uplink.
 const (
 	hostLinkIP   = "169.254.123.1"
@@ -617,7 +623,8 @@ func (d *Datapath) addENI(st *ec2.State, e *ec2.ENI) (err error) {
 	if a.NetworkCardIndex > 0 {
 		ifname = fmt.Sprintf("eth%d", a.NetworkCardIndex*100+a.DeviceIndex)
 	}
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: routerIf}, PeerName: ifname, PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(int(in.ns))}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: routerIf, MTU: VPCMTU}, PeerName: ifname, PeerHardwareAddr: mac,
+		PeerNamespace: netlink.NsFd(int(in.ns)), PeerMTU: VPCMTU}
 	if err := r.h.LinkAdd(veth); err != nil {
 		return fmt.Errorf("plug %s as %s of %s: %w", e.ID, ifname, in.id, err)
 	}

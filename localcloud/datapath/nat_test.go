@@ -2,6 +2,7 @@ package datapath_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"os/exec"
 	"strings"
@@ -73,4 +74,57 @@ func askRemoteAddr(t *testing.T, ns, addr string) (string, error) {
 		return err
 	})
 	return got, err
+}
+
+// TestJumboFrames: instances whose interfaces run at the VPC's 9001-byte
+// MTU (as ipamd sets them) exchange full-size frames through the router,
+// and path MTU discovery shrinks them towards the host (1500 bytes past
+// the VPC). A router end left at 1500 dropped every big frame silently:
+// connections opened and then hung.
+func TestJumboFrames(t *testing.T) {
+	state, reg := t.TempDir(), t.TempDir()
+	c := startCloud(t, state, reg)
+	vpcCIDR := e2e.LockCIDR(t)
+	_, sub := c.vpc(t, vpcCIDR, strings.Replace(vpcCIDR, "/16", "/20", 1))
+	nodes := c.run(t, sub, 2, types.InstanceTypeM5Large)
+	a, b := nodes[0], nodes[1]
+	for _, n := range nodes {
+		if out := sh(t, "berth-"+n.id, "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "mtu 9001") {
+			t.Fatalf("%s eth0: %s", n.id, out)
+		}
+	}
+	serveEcho(t, "berth-"+b.id, ":7001")
+	ln, err := net.Listen("tcp", e2e.HostAddress(t)+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	big := strings.Repeat("0123456789abcdef", 64<<10/16) // 64 KiB
+	for _, dst := range []string{b.ip + ":7001", ln.Addr().String()} {
+		var got []byte
+		err := inNS(t, "berth-"+a.id, func() error {
+			c, err := net.DialTimeout("tcp", dst, 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			go func() { _, _ = c.Write([]byte(big)) }()
+			got = make([]byte, len(big))
+			_, err = io.ReadFull(c, got)
+			return err
+		})
+		if err != nil || string(got) != big {
+			t.Fatalf("64 KiB echoed from %s through the VPC router: %v", dst, err)
+		}
+	}
 }

@@ -49,7 +49,7 @@ func TestUpRunsPods(t *testing.T) {
 		e2e.Require(t, err == nil, tool+" not installed (make deps)")
 	}
 	berth, kubectl := e2e.Bin(t, "berth"), e2e.Bin(t, "kubectl")
-	for _, b := range []string{"berth-localcloud", "berth-controlplane", "berth-bootstrap", "berth-ipamd", "berth-cni", "berth-pause", "berth-coredns", "kubelet"} {
+	for _, b := range []string{"berth-localcloud", "berth-controlplane", "berth-bootstrap", "berth-ipamd", "berth-cni", "berth-pause", "berth-coredns", "metrics-server", "kubelet"} {
 		e2e.Bin(t, b)
 	}
 	host := e2e.HostAddress(t)
@@ -103,6 +103,13 @@ func TestUpRunsPods(t *testing.T) {
 	out := run(up...)
 	if !strings.Contains(out, "node ip-") || !strings.Contains(out, " ready: instance i-") {
 		t.Fatalf("berth up did not report a ready node:\n%s", out)
+	}
+
+	// berth up again, as a user runs make up twice: everything is running
+	// and stays as it is (its kubelets report Ready on their Leases, not
+	// on the Nodes, which it must not wait for).
+	if again := run(up...); !strings.Contains(again, "coredns ready") {
+		t.Fatalf("a second berth up on the running cluster:\n%s", again)
 	}
 
 	// A second berth up with other settings does not take the running
@@ -210,8 +217,8 @@ func TestUpRunsPods(t *testing.T) {
 	// the control plane approved from EC2's facts about the instance; the
 	// pod finds the Service by a partial name through the search domains
 	// kubelet wrote into its resolv.conf.
-	waitKubectl(t, kc, "logs", "echo listening on :8080", "logs", "echo")
-	waitKubectl(t, kc, "exec", clusterIP, "exec", "echo", "--", "/echo", "lookup", "echo.default")
+	waitKubectl(t, kc, time.Minute, "logs", "echo listening on :8080", "logs", "echo")
+	waitKubectl(t, kc, time.Minute, "exec", clusterIP, "exec", "echo", "--", "/echo", "lookup", "echo.default")
 	if csr, err := kc("get", "csr", "-o", `jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].type} {.status.conditions[0].reason}{"\n"}{end}`); err != nil ||
 		!strings.Contains(csr, "kubernetes.io/kubelet-serving Approved AutoApproved") {
 		t.Fatalf("kubelet serving CSRs: %q %v", csr, err)
@@ -228,6 +235,12 @@ func TestUpRunsPods(t *testing.T) {
 		t.Fatalf("kubectl label: %v\n%s", err, out)
 	}
 	waitReach(t, podIP, clusterIP, true)
+
+	// metrics-server, installed for berth up, serves the resource-metrics
+	// API through the aggregator from what it scrapes off the kubelets: a
+	// Node's usage needs two of its 15 s scrapes.
+	waitKubectl(t, kc, 2*time.Minute, "top node", nodes[0], "top", "node", nodes[0], "--no-headers")
+	waitKubectl(t, kc, time.Minute, "top pod", "echo", "top", "pod", "echo", "--no-headers")
 
 	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
 	// checkpoint no longer holds its address.
@@ -457,11 +470,11 @@ func remoteAddrFrom(fromPod netip.Addr, addr string) (string, error) {
 }
 
 // waitKubectl runs kubectl until its output contains want.
-func waitKubectl(t *testing.T, kc func(...string) (string, error), what, want string, args ...string) {
+func waitKubectl(t *testing.T, kc func(...string) (string, error), timeout time.Duration, what, want string, args ...string) {
 	t.Helper()
 	var out string
 	var err error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(time.Second) {
 		if out, err = kc(args...); err == nil && strings.Contains(out, want) {
 			return
 		}

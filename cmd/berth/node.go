@@ -393,7 +393,7 @@ func withoutAWS(env []string) []string {
 }
 
 // nodeImage is an image local nodes get by import, as an AMI ships images
-// pre-pulled: they have no registry to pull from.
+// pre-pulled: berth's own images are in no registry.
 type nodeImage struct {
 	name string
 	tar  []byte

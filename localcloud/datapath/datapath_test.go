@@ -190,6 +190,11 @@ func serveEcho(t *testing.T, ns, addr string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	echoOn(t, ln)
+}
+
+// echoOn echoes every connection to ln until the test ends.
+func echoOn(t *testing.T, ln net.Listener) {
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {

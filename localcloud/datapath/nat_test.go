@@ -98,16 +98,7 @@ func TestJumboFrames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	echoOn(t, ln)
 	big := strings.Repeat("0123456789abcdef", 64<<10/16) // 64 KiB
 	for _, dst := range []string{b.ip + ":7001", ln.Addr().String()} {
 		var got []byte

@@ -74,7 +74,12 @@ func (p *Provider) instance(ctx context.Context, node *v1.Node) (*ec2types.Insta
 	if err != nil {
 		return nil, err
 	}
-	out, err := p.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	return Lookup(ctx, p.EC2, id)
+}
+
+// Lookup describes one instance; nil when EC2 does not know it.
+func Lookup(ctx context.Context, c EC2, id string) (*ec2types.Instance, error) {
+	out, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidInstanceID.NotFound" {
 		return nil, nil

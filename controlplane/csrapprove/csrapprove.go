@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,17 +30,14 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-)
 
-// EC2 is the one call the approver makes.
-type EC2 interface {
-	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
-}
+	"github.com/berth-io/berth/controlplane/cloudnode"
+)
 
 // Approver watches CSRs and approves kubelets' serving requests.
 type Approver struct {
 	Client kubernetes.Interface
-	EC2    EC2
+	EC2    cloudnode.EC2
 	Log    *slog.Logger
 }
 
@@ -144,22 +140,18 @@ func (a *Approver) handle(ctx context.Context, csr *certificatesv1.CertificateSi
 
 // instance is the EC2 instance of the Node's provider ID.
 func (a *Approver) instance(ctx context.Context, n *corev1.Node) (*ec2types.Instance, error) {
-	id := n.Spec.ProviderID[strings.LastIndex(n.Spec.ProviderID, "/")+1:]
-	if !strings.HasPrefix(n.Spec.ProviderID, "aws://") || !strings.HasPrefix(id, "i-") {
-		return nil, fmt.Errorf("%w: node %s has no aws provider ID (%q)", errNotNow, n.Name, n.Spec.ProviderID)
-	}
-	out, err := a.EC2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	id, err := cloudnode.InstanceID(n.Spec.ProviderID)
 	if err != nil {
-		return nil, fmt.Errorf("%w: describe instance %s: %v", errNotNow, id, err)
+		return nil, fmt.Errorf("%w: node %s: %v", errNotNow, n.Name, err)
 	}
-	for _, r := range out.Reservations {
-		for i := range r.Instances {
-			if aws.ToString(r.Instances[i].InstanceId) == id {
-				return &r.Instances[i], nil
-			}
-		}
+	inst, err := cloudnode.Lookup(ctx, a.EC2, id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNotNow, err)
 	}
-	return nil, refusal{fmt.Sprintf("instance %s of node %s not found", id, n.Name)}
+	if inst == nil {
+		return nil, refusal{fmt.Sprintf("instance %s of node %s not found", id, n.Name)}
+	}
+	return inst, nil
 }
 
 // Check verifies what a CSR says without the cloud: a kubelet-serving

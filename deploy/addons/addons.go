@@ -43,9 +43,13 @@ func MetricsServer(image string) ([]byte, error) {
 	if err := CheckImage(image); err != nil {
 		return nil, err
 	}
+	return render(metricsServer, struct{ Image string }{image})
+}
+
+func render(t *template.Template, data any) ([]byte, error) {
 	var b bytes.Buffer
-	if err := metricsServer.Execute(&b, struct{ Image string }{image}); err != nil {
-		return nil, fmt.Errorf("render metrics-server.yaml: %w", err)
+	if err := t.Execute(&b, data); err != nil {
+		return nil, fmt.Errorf("render %s: %w", t.Name(), err)
 	}
 	return b.Bytes(), nil
 }
@@ -59,14 +63,7 @@ func CoreDNS(image string, clusterIP netip.Addr) ([]byte, error) {
 	if !clusterIP.IsValid() {
 		return nil, fmt.Errorf("coredns: no cluster IP")
 	}
-	var b bytes.Buffer
-	if err := coredns.Execute(&b, struct {
-		Image     string
-		ClusterIP string
-	}{image, clusterIP.String()}); err != nil {
-		return nil, fmt.Errorf("render coredns.yaml: %w", err)
-	}
-	return b.Bytes(), nil
+	return render(coredns, struct{ Image, ClusterIP string }{image, clusterIP.String()})
 }
 
 // CheckImage refuses what cannot be an image reference (nor break the

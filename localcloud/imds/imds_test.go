@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -261,11 +262,16 @@ func TestMetadataLags(t *testing.T) {
 	eni := get(t, c, "network/interfaces/macs/"+mac+"/interface-id")
 	out := e.call("AssignPrivateIpAddresses", "NetworkInterfaceId", eni, "SecondaryPrivateIpAddressCount", "1")
 	added := between(out, "<privateIpAddress>", "</privateIpAddress>")
-	if strings.Contains(get(t, c, "network/interfaces/macs/"+mac+"/local-ipv4s"), added) {
+	// Addresses are random in the subnet, so compare whole lines: 10.0.1.12
+	// is a substring of 10.0.1.123.
+	listed := func() bool {
+		return slices.Contains(strings.Split(get(t, c, "network/interfaces/macs/"+mac+"/local-ipv4s"), "\n"), added)
+	}
+	if listed() {
 		t.Fatal("new address visible before the lag")
 	}
 	deadline := time.Now().Add(3 * time.Second)
-	for !strings.Contains(get(t, c, "network/interfaces/macs/"+mac+"/local-ipv4s"), added) {
+	for !listed() {
 		if time.Now().After(deadline) {
 			t.Fatal("new address never appeared")
 		}

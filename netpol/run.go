@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -179,7 +178,8 @@ func kubeConfig(path string) (*rest.Config, error) {
 func askIPAMD(ctx context.Context, socket string) (mode, nodeIP string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Started beside ipamd, which serves a moment later.
+	conn, err := unixsock.Dial(socket)
 	if err != nil {
 		return "", "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,17 +42,31 @@ type Image struct {
 // image digest, so a repeated import is a no-op.
 var epoch = time.Unix(0, 0).UTC()
 
-// WriteLayout writes the image as an OCI image layout tar to w.
-func (im Image) WriteLayout(w io.Writer) error {
+// Blob is one content-addressed blob of an image.
+type Blob struct {
+	Desc v1.Descriptor
+	Data []byte
+}
+
+// Built is an image as its blobs: what a registry or a content store holds.
+type Built struct {
+	Name     string
+	Manifest Blob // its descriptor carries the platform and the name annotations
+	Config   Blob
+	Layers   []Blob
+}
+
+// Build makes the image's layer, config and manifest.
+func (im Image) Build() (*Built, error) {
 	// The tag follows the last ':' after the last '/' (a registry's port
 	// is not a tag).
 	last := im.Name[strings.LastIndex(im.Name, "/")+1:]
 	if i := strings.LastIndex(last, ":"); i <= 0 || i == len(last)-1 {
-		return fmt.Errorf("image name %q: want repository:tag", im.Name)
+		return nil, fmt.Errorf("image name %q: want repository:tag", im.Name)
 	}
 	layer, err := im.layer()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	layerDesc := descriptor(v1.MediaTypeImageLayer, layer)
 	created := epoch
@@ -63,13 +78,13 @@ func (im Image) WriteLayout(w io.Writer) error {
 		RootFS: v1.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDesc.Digest}},
 	})
 	if err != nil {
-		return fmt.Errorf("image config: %w", err)
+		return nil, fmt.Errorf("image config: %w", err)
 	}
 	cfgDesc := descriptor(v1.MediaTypeImageConfig, cfg)
 	manifest, err := json.Marshal(v1.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageManifest,
 		Config: cfgDesc, Layers: []v1.Descriptor{layerDesc}})
 	if err != nil {
-		return fmt.Errorf("image manifest: %w", err)
+		return nil, fmt.Errorf("image manifest: %w", err)
 	}
 	mDesc := descriptor(v1.MediaTypeImageManifest, manifest)
 	mDesc.Platform = &v1.Platform{OS: "linux", Architecture: im.Arch}
@@ -79,24 +94,38 @@ func (im Image) WriteLayout(w io.Writer) error {
 		// ...and other tools after the tag in this one.
 		v1.AnnotationRefName: im.Name[strings.LastIndex(im.Name, ":")+1:],
 	}
+	return &Built{Name: im.Name, Manifest: Blob{mDesc, manifest}, Config: Blob{cfgDesc, cfg},
+		Layers: []Blob{{layerDesc, layer}}}, nil
+}
+
+// WriteLayout writes the image as an OCI image layout tar to w.
+func (im Image) WriteLayout(w io.Writer) error {
+	b, err := im.Build()
+	if err != nil {
+		return err
+	}
+	return b.WriteLayout(w)
+}
+
+// WriteLayout writes the built image as an OCI image layout tar to w.
+func (b *Built) WriteLayout(w io.Writer) error {
 	index, err := json.Marshal(v1.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: v1.MediaTypeImageIndex,
-		Manifests: []v1.Descriptor{mDesc}})
+		Manifests: []v1.Descriptor{b.Manifest.Desc}})
 	if err != nil {
 		return fmt.Errorf("image index: %w", err)
 	}
 	layout, _ := json.Marshal(v1.ImageLayout{Version: v1.ImageLayoutVersion})
-
-	tw := tar.NewWriter(w)
-	for _, f := range []struct {
+	type entry struct {
 		name string
 		data []byte
-	}{
-		{v1.ImageLayoutFile, layout},
-		{"blobs/sha256/" + layerDesc.Digest.Encoded(), layer},
-		{"blobs/sha256/" + cfgDesc.Digest.Encoded(), cfg},
-		{"blobs/sha256/" + mDesc.Digest.Encoded(), manifest},
-		{v1.ImageIndexFile, index},
-	} {
+	}
+	files := []entry{{v1.ImageLayoutFile, layout}}
+	for _, blob := range append(slices.Clone(b.Layers), b.Config, b.Manifest) {
+		files = append(files, entry{"blobs/sha256/" + blob.Desc.Digest.Encoded(), blob.Data})
+	}
+	files = append(files, entry{v1.ImageIndexFile, index})
+	tw := tar.NewWriter(w)
+	for _, f := range files {
 		if err := writeFile(tw, f.name, 0o644, f.data); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/berth-io/berth/deploy/addons"
 	"github.com/berth-io/berth/deploy/rbac"
+	"github.com/berth-io/berth/internal/imageload"
 	"github.com/berth-io/berth/internal/ociimage"
 )
 
@@ -58,6 +60,9 @@ type nodeOptions struct {
 	resolvConf string
 	sts        string    // localcloud's listener on hostAddr, where nodes presign their tokens
 	start      time.Time // of this berth up, for the times it prints
+	// images waits for the nodes' images, built while the control plane
+	// starts.
+	images func() ([]imageload.Image, error)
 }
 
 // localAWS is what `berth up` needs to reach localcloud and the EKS API.
@@ -392,17 +397,12 @@ func withoutAWS(env []string) []string {
 	return out
 }
 
-// nodeImage is an image local nodes get by import, as an AMI ships images
-// pre-pulled: berth's own images are in no registry.
-type nodeImage struct {
-	name string
-	tar  []byte
-}
-
-// nodeImages builds the images of the binaries that local nodes need:
-// the pod sandbox, CoreDNS and metrics-server.
-func nodeImages(binDir string) ([]nodeImage, error) {
-	var imgs []nodeImage
+// nodeImages builds the images of the binaries that local nodes need (the
+// pod sandbox, CoreDNS and metrics-server) and saves their blobs under
+// dir, which every node's containerd shares: an AMI ships such images
+// pre-pulled, and berth's own are in no registry.
+func nodeImages(binDir, dir string) ([]imageload.Image, error) {
+	var imgs []imageload.Image
 	// Each at the path of the upstream image's program, which is also
 	// its process name.
 	for _, b := range []struct{ name, bin, path string }{
@@ -414,55 +414,32 @@ func nodeImages(binDir string) ([]nodeImage, error) {
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", b.name, err)
 		}
-		img := ociimage.Image{Name: b.name, Arch: runtime.GOARCH, Entrypoint: []string{b.path},
-			Files: []ociimage.File{{Path: b.path, Mode: 0o755, Data: data}}}
-		var tar bytes.Buffer
-		if err := img.WriteLayout(&tar); err != nil {
+		built, err := ociimage.Image{Name: b.name, Arch: runtime.GOARCH, Entrypoint: []string{b.path},
+			Files: []ociimage.File{{Path: b.path, Mode: 0o755, Data: data}}}.Build()
+		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", b.name, err)
 		}
-		imgs = append(imgs, nodeImage{name: b.name, tar: tar.Bytes()})
+		// Pinned, so that kubelet's image GC never removes what no
+		// registry can give back (containerd 1.7 and later honour it).
+		img, err := imageload.Save(dir, built, map[string]string{"io.cri-containerd.pinned": "pinned"})
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, img)
 	}
 	return imgs, nil
 }
 
-// importImages loads images into a node's containerd once it serves.
-func importImages(ctx context.Context, root string, imgs []nodeImage, timeout time.Duration) error {
-	sock := filepath.Join(root, "run/containerd/containerd.sock")
-	if err := waitFile(ctx, sock, timeout); err != nil {
-		return fmt.Errorf("containerd of node %s: %w", filepath.Base(root), err)
-	}
-	ctr := func(stdin []byte, args ...string) error {
-		cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", sock, "--namespace", "k8s.io", "images"}, args...)...)
-		if stdin != nil {
-			cmd.Stdin = bytes.NewReader(stdin)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("ctr images %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-		}
-		return nil
-	}
-	deadline := time.Now().Add(timeout)
-	for _, img := range imgs {
-		// The socket file appears before containerd serves on it: retry.
-		for {
-			err := ctr(img.tar, "import", "-")
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("image %s: %w", img.name, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
-		// Pinned, so that kubelet's image GC never removes what no
-		// registry can give back (containerd 1.7 and later honour it).
-		if err := ctr(nil, "label", img.name, "io.cri-containerd.pinned=pinned"); err != nil {
-			return err
-		}
+// loadImages makes images known to a node's containerd as soon as it
+// serves. Their blobs are linked into its content store, not copied: the
+// CRI plugin unpacks an image when a pod first runs it.
+func loadImages(ctx context.Context, root string, imgs []imageload.Image, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s := imageload.Store{Socket: filepath.Join(root, "run/containerd/containerd.sock"), Namespace: "k8s.io",
+		ContentDir: filepath.Join(root, "var/lib/containerd/io.containerd.content.v1.content")}
+	if _, err := s.Load(ctx, imgs...); err != nil {
+		return fmt.Errorf("images of node %s: %w", filepath.Base(root), err)
 	}
 	return nil
 }
@@ -495,19 +472,35 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err != nil {
 		return err
 	}
-	proxyKubeconfig, err := serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, kubeProxyRBAC, "kube-system", "kube-proxy")
-	if err != nil {
-		return fmt.Errorf("kube-proxy: %w", err)
-	}
-	netpolKubeconfig, err := serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, string(rbac.NetpolAgent), "kube-system", "berth-netpol")
-	if err != nil {
-		return fmt.Errorf("network policy agent: %w", err)
-	}
-	imgs, err := nodeImages(binDir)
-	if err != nil {
+	// The agents' credentials: two kubectl round trips each, side by side.
+	var proxyKubeconfig, netpolKubeconfig string
+	var creds errgroup.Group
+	creds.Go(func() (err error) {
+		proxyKubeconfig, err = serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, kubeProxyRBAC, "kube-system", "kube-proxy")
+		if err != nil {
+			return fmt.Errorf("kube-proxy: %w", err)
+		}
+		return nil
+	})
+	creds.Go(func() (err error) {
+		netpolKubeconfig, err = serviceAccountKubeconfig(ctx, binDir, kubeconfig, state, cl, string(rbac.NetpolAgent), "kube-system", "berth-netpol")
+		if err != nil {
+			return fmt.Errorf("network policy agent: %w", err)
+		}
+		return nil
+	})
+	if err := creds.Wait(); err != nil {
 		return err
 	}
-	var imports errgroup.Group
+	type node struct {
+		id, name  string
+		bootstrap component
+		npa       string // the policy agent's socket
+		netpol    string // its component's name
+	}
+	var nodes []node
+	// Every node's agents start together: a policy agent takes a second or
+	// more to load its programs and sync.
 	for _, in := range insts {
 		id := aws.ToString(in.InstanceId)
 		if err := waitFile(ctx, "/var/run/netns/berth-"+id, 30*time.Second); err != nil {
@@ -517,41 +510,49 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 			return fmt.Errorf("node dir: %w", err)
 		}
 		name := aws.ToString(in.PrivateDnsName)
-		node := nodeComponents(state, binDir, id, o.sts)
-		bootstrap, agents := node[0], append(node[1:], kubeProxyComponent(state, binDir, id, name, proxyKubeconfig),
+		comps := nodeComponents(state, binDir, id, o.sts)
+		agents := append(comps[1:], kubeProxyComponent(state, binDir, id, name, proxyKubeconfig),
 			netpolComponent(state, binDir, id, name, netpolKubeconfig))
-		npa := filepath.Join(nodeDir(state, id), "var/run/aws-node/npa.sock")
-		if _, ok := running(state, agents[len(agents)-1].name); !ok {
-			_ = os.Remove(npa) // a stopped agent's: not an answer
+		n := node{id: id, name: name, bootstrap: comps[0], npa: filepath.Join(nodeDir(state, id), "var/run/aws-node/npa.sock"),
+			netpol: agents[len(agents)-1].name}
+		if _, ok := running(state, n.netpol); !ok {
+			_ = os.Remove(n.npa) // a stopped agent's: not an answer
 		}
 		for _, c := range agents {
 			if err := start(ctx, state, binDir, c); err != nil {
 				return err
 			}
 		}
+		nodes = append(nodes, n)
+	}
+	imgs, err := o.images()
+	if err != nil {
+		return err
+	}
+	var loads errgroup.Group
+	for _, n := range nodes {
 		// kubelet (re)creates pods as soon as it runs: the policy agent
 		// must answer berth-cni by then, or those pods go unenforced.
-		if err := waitFile(ctx, npa, time.Minute); err != nil {
-			return fmt.Errorf("network policy agent of %s (log: %s): %w", id, logPath(state, agents[len(agents)-1].name), err)
+		if err := waitFile(ctx, n.npa, time.Minute); err != nil {
+			return fmt.Errorf("network policy agent of %s (log: %s): %w", n.id, logPath(state, n.netpol), err)
 		}
 		// A kubelet started before this berth up reports its heartbeat on
 		// its Lease, and on the Node only every few minutes: its Node's
 		// Ready stands as it is. A kubelet started now must post its own.
-		if _, ok := running(state, bootstrap.name); ok {
-			readySince[id] = time.Time{}
+		if _, ok := running(state, n.bootstrap.name); ok {
+			readySince[n.id] = time.Time{}
 		} else {
-			readySince[id] = started
+			readySince[n.id] = started
 		}
-		if err := start(ctx, state, binDir, bootstrap); err != nil {
+		if err := start(ctx, state, binDir, n.bootstrap); err != nil {
 			return err
 		}
-		// The import overlaps the next node's start: its kubelet gets pods
-		// only once Ready, by which time the images are in (a pod placed
-		// earlier waits out a pull backoff, no more).
-		root := nodeDir(state, id)
-		imports.Go(func() error { return importImages(ctx, root, imgs, 60*time.Second) })
+		// Within milliseconds of containerd's start, before kubelet has
+		// registered its Node, let alone been given a pod.
+		root := nodeDir(state, n.id)
+		loads.Go(func() error { return loadImages(ctx, root, imgs, time.Minute) })
 	}
-	if err := imports.Wait(); err != nil {
+	if err := loads.Wait(); err != nil {
 		return err
 	}
 	for _, in := range insts {
@@ -577,10 +578,11 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	}
 	// Pods resolve Services by name from their first start: the control
 	// plane's CoreDNS add-on must answer on kube-dns first.
-	if err := pollKubectl(ctx, binDir, kubeconfig, 2*time.Minute, "an available replica", func(out string) bool {
+	if err := watchKubectl(ctx, binDir, kubeconfig, 2*time.Minute, "an available replica", func(out string) bool {
 		n, err := strconv.Atoi(out)
 		return err == nil && n > 0
-	}, "--namespace", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.availableReplicas}"); err != nil {
+	}, "--namespace", "kube-system", "get", "deployments", "--field-selector", "metadata.name=coredns",
+		"-o", `jsonpath={.status.availableReplicas}{"\n"}`); err != nil {
 		return fmt.Errorf("coredns: %w", err)
 	}
 	dns, _ := kubectl(ctx, binDir, kubeconfig, "", "--namespace", "kube-system", "get", "service", "kube-dns", "-o", "jsonpath={.spec.clusterIP}")
@@ -588,15 +590,62 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	return nil
 }
 
-// waitNodeReady polls the Node's Ready condition with kubectl until it is
-// True as posted by a kubelet since `since`: after a restart the Node still
-// shows the Ready of the kubelet before. A zero since takes any True.
+// waitNodeReady watches the Node's Ready condition with kubectl until it
+// is True as posted by a kubelet since `since`: after a restart the Node
+// still shows the Ready of the kubelet before. A zero since takes any True.
 func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
-	return pollKubectl(ctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
+	return watchKubectl(ctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
 		status, beat, _ := strings.Cut(out, " ")
 		t, err := time.Parse(time.RFC3339, beat)
 		return status == "True" && err == nil && !t.Before(since.Truncate(time.Second))
-	}, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}`)
+	}, "get", "nodes", "--field-selector", "metadata.name="+name,
+		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}`)
+}
+
+// watchKubectl runs `kubectl ... --watch`, whose output has a line per
+// version of the object, until ok accepts a line: it sees a change at
+// once, where polling would see it up to a period late. A watch the
+// server ends is started again.
+func watchKubectl(ctx context.Context, binDir, kubeconfig string, timeout time.Duration, want string, ok func(string) bool, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		found, err := func() (bool, error) {
+			wctx, stop := context.WithCancel(ctx)
+			defer stop()
+			cmd := exec.CommandContext(wctx, filepath.Join(binDir, "kubectl"), append(append([]string{"--kubeconfig", kubeconfig}, args...), "--watch")...)
+			cmd.WaitDelay = time.Second // for output a killed kubectl left open
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				return false, err
+			}
+			if err := cmd.Start(); err != nil {
+				return false, fmt.Errorf("kubectl: %w", err)
+			}
+			lines := bufio.NewScanner(out)
+			found := false
+			for !found && lines.Scan() {
+				last = strings.TrimSpace(lines.Text())
+				found = ok(last)
+			}
+			stop()
+			if err := cmd.Wait(); err != nil && !found && stderr.Len() > 0 {
+				last = strings.TrimSpace(stderr.String())
+			}
+			return found, nil
+		}()
+		if err != nil || found {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kubectl %s: not %s after %s (last: %s)", strings.Join(args, " "), want, timeout, last)
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // waitKubectl runs kubectl until it prints want.

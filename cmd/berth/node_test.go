@@ -167,3 +167,42 @@ func TestNodeResolvConf(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchKubectl runs the watch against a stand-in kubectl: it returns
+// at the first line accepted, starts a watch again when kubectl exits
+// (a server ending the watch), and gives up at its timeout with the last
+// thing kubectl said.
+func TestWatchKubectl(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	// Each run appends its arguments; the second run and later print Ready.
+	script := `#!/bin/sh
+echo "$@" >> ` + calls + `
+n=$(wc -l < ` + calls + `)
+echo "False 2026-01-01T00:00:00Z"
+if [ "$n" -ge 2 ]; then echo "True 2026-01-01T00:00:05Z"; exec sleep 30; fi
+echo "watch closed" >&2
+exit 1
+`
+	if err := os.WriteFile(filepath.Join(dir, "kubectl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	start := time.Now()
+	if err := watchKubectl(ctx, dir, "kc", 10*time.Second, "True", func(s string) bool { return strings.HasPrefix(s, "True") },
+		"get", "nodes"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("returned after %s: the accepted line should end the wait (and kill the watch)", d)
+	}
+	b, _ := os.ReadFile(calls)
+	if got := strings.Split(strings.TrimSpace(string(b)), "\n"); len(got) != 2 || got[0] != "--kubeconfig kc get nodes --watch" {
+		t.Errorf("kubectl runs: %q, want two of --kubeconfig kc get nodes --watch", got)
+	}
+
+	err := watchKubectl(ctx, dir, "kc", 1500*time.Millisecond, "Ready", func(string) bool { return false }, "get", "nodes")
+	if err == nil || !strings.Contains(err.Error(), "not Ready after 1.5s") || !strings.Contains(err.Error(), "True 2026-01-01T00:00:05Z") {
+		t.Errorf("timeout error: %v", err)
+	}
+}

@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/berth-io/berth/deploy/addons"
+	"github.com/berth-io/berth/internal/imageload"
 )
 
 // The local cluster is a set of background processes whose pid files live
@@ -55,7 +57,10 @@ func controlplaneComponent(cluster, listen, eksListen, etcdClient, etcdPeer stri
 
 func localcloudComponent(listen []string) component {
 	return component{name: "berth-localcloud", args: func(state string) []string {
-		args := []string{"serve", "--state-dir", filepath.Join(state, "localcloud")}
+		// A local node has nothing to wait for at boot: EC2's pending
+		// time, which localcloud emulates for tests, would only delay
+		// the cluster by two seconds.
+		args := []string{"serve", "--state-dir", filepath.Join(state, "localcloud"), "--instance-start-delay", "0s"}
 		for _, l := range listen {
 			args = append(args, "--listen", l)
 		}
@@ -114,6 +119,17 @@ func newUpCommand() *cobra.Command {
 				if !isLoopback(listen) {
 					return fmt.Errorf("--localcloud-listen %s: with nodes, a loopback address (nodes reach localcloud on --host-address)", listen)
 				}
+			}
+			if nodes.count > 0 {
+				// The nodes' images take a second or two to build: while
+				// localcloud and the control plane start.
+				var imgs []imageload.Image
+				var build errgroup.Group
+				build.Go(func() (err error) {
+					imgs, err = nodeImages(binDir, filepath.Join(stateDir, "images"))
+					return err
+				})
+				nodes.images = func() ([]imageload.Image, error) { return imgs, build.Wait() }
 			}
 			lc := localcloudComponent(lcListen)
 			if err := start(cmd.Context(), stateDir, binDir, lc); err != nil {

@@ -590,16 +590,29 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	return nil
 }
 
-// waitNodeReady watches the Node's Ready condition with kubectl until it
-// is True as posted by a kubelet since `since`: after a restart the Node
-// still shows the Ready of the kubelet before. A zero since takes any True.
+// waitNodeReady waits until the Node is Ready and, unless since is zero,
+// its kubelet has been heard from since `since`: after a restart the Node
+// still shows the Ready of the kubelet before.
+//
+// A kubelet is heard from on its Lease at once when it starts; its Node
+// status follows only at its next status period (10 s), unless the Node
+// is not Ready, when it posts at once. So a restarted kubelet is taken as
+// running by its Lease, and as Ready by the Node's standing condition:
+// one it would find wrong it changes at that next period.
 func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
-	return watchKubectl(ctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
-		status, beat, _ := strings.Cut(out, " ")
-		t, err := time.Parse(time.RFC3339, beat)
-		return status == "True" && err == nil && !t.Before(since.Truncate(time.Second))
-	}, "get", "nodes", "--field-selector", "metadata.name="+name,
-		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}`)
+	deadline := time.Now().Add(timeout)
+	if !since.IsZero() {
+		if err := watchKubectl(ctx, binDir, kubeconfig, timeout, "renewed since "+since.Format(time.RFC3339), func(out string) bool {
+			t, err := time.Parse(time.RFC3339Nano, out)
+			return err == nil && !t.Before(since)
+		}, "--namespace", "kube-node-lease", "get", "leases", "--field-selector", "metadata.name="+name,
+			"-o", `jsonpath={.spec.renewTime}{"\n"}`); err != nil {
+			return fmt.Errorf("kubelet's lease: %w", err)
+		}
+	}
+	return watchKubectl(ctx, binDir, kubeconfig, time.Until(deadline), "Ready", func(out string) bool { return out == "True" },
+		"get", "nodes", "--field-selector", "metadata.name="+name,
+		"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}{"\n"}`)
 }
 
 // watchKubectl runs `kubectl ... --watch`, whose output has a line per

@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,9 +26,10 @@ import (
 // containerd is a real containerd with its own root, CRI plugin included.
 type containerd struct {
 	dir, sock string
+	stop      func() // idempotent; also run at the test's end
 }
 
-func startContainerd(t *testing.T) *containerd {
+func startContainerd(t testing.TB) *containerd {
 	t.Helper()
 	testenv.RequireRoot(t, "containerd's snapshotters mount")
 	for _, tool := range []string{"containerd", "ctr"} {
@@ -56,22 +59,26 @@ state = %q
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("containerd log:\n%s", b)
-		}
-	})
+	var once sync.Once
+	c.stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+			log.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(log.Name())
+				t.Logf("containerd log:\n%s", b)
+			}
+		})
+	}
+	t.Cleanup(c.stop)
 	return c
 }
 
@@ -79,7 +86,7 @@ func (c *containerd) contentDir() string {
 	return filepath.Join(c.dir, "root", "io.containerd.content.v1.content")
 }
 
-func (c *containerd) ctr(t *testing.T, args ...string) string {
+func (c *containerd) ctr(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ctr", append([]string{"--address", c.sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 	if err != nil {
@@ -104,7 +111,7 @@ func testImage(t *testing.T, dir, name string, fill byte) (Image, []byte) {
 	return img, data
 }
 
-func load(t *testing.T, s Store, imgs ...Image) Stats {
+func load(t testing.TB, s Store, imgs ...Image) Stats {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -263,4 +270,73 @@ func TestSaveOnce(t *testing.T) {
 	if ok, err := holds(layer.Path, layer.Desc.Digest); err != nil || !ok {
 		t.Errorf("a corrupt layer file was kept (%v)", err)
 	}
+}
+
+// BenchmarkLoad times making a 58 MB image (a CoreDNS-sized binary)
+// runnable on a fresh containerd: Load with its blobs linked into the
+// content store, against the peer, `ctr images import` of the same image
+// as an OCI layout tar (what berth up did before), in the same run.
+// Reported: each one's median and the ratio.
+func BenchmarkLoad(b *testing.B) {
+	data := make([]byte, 58<<20)
+	for i := range data {
+		data[i] = byte(i * 7919 >> 3) // not all zeros: no sparse shortcuts
+	}
+	built, err := ociimage.Image{Name: "localhost/berth/bench:1", Arch: runtime.GOARCH, Entrypoint: []string{"/bench"},
+		Files: []ociimage.File{{Path: "/bench", Mode: 0o755, Data: data}}}.Build()
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := Save(b.TempDir(), built, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var layout bytes.Buffer
+	if err := built.WriteLayout(&layout); err != nil {
+		b.Fatal(err)
+	}
+	// Load leaves the unpack to the CRI plugin's first container of the
+	// image, so it is also timed with that unpack (ctr images mount
+	// unpacks, then mounts) to count what a node pays before its pod runs.
+	var loads, unpacked, imports []time.Duration
+	for i := 0; i < b.N*3; i++ {
+		for _, viaCtr := range []bool{i%2 == 0, i%2 != 0} {
+			b.StopTimer()
+			c := startContainerd(b)
+			// Served before the clock starts, so both pay no start-up.
+			load(b, Store{Socket: c.sock, Namespace: "warm"})
+			b.StartTimer()
+			start := time.Now()
+			if viaCtr {
+				cmd := exec.Command("ctr", "--address", c.sock, "--namespace", "k8s.io", "images", "import", "-")
+				cmd.Stdin = bytes.NewReader(layout.Bytes())
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("ctr import: %v\n%s", err, out)
+				}
+				imports = append(imports, time.Since(start))
+			} else {
+				load(b, Store{Socket: c.sock, Namespace: "k8s.io", ContentDir: c.contentDir()}, img)
+				loads = append(loads, time.Since(start))
+				mnt := b.TempDir()
+				c.ctr(b, "images", "mount", img.Name, mnt)
+				unpacked = append(unpacked, time.Since(start))
+				b.StopTimer()
+				c.ctr(b, "images", "unmount", "--rm", mnt)
+				b.StartTimer()
+			}
+			b.StopTimer()
+			c.stop()
+			b.StartTimer()
+		}
+	}
+	med := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return d[len(d)/2].Seconds() * 1000
+	}
+	b.ReportMetric(med(loads), "load-ms")
+	b.ReportMetric(med(imports), "ctr-import-ms")
+	b.ReportMetric(med(unpacked), "load+unpack-ms")
+	b.ReportMetric(med(loads)/med(imports), "load/import")
+	b.ReportMetric(med(unpacked)/med(imports), "load+unpack/import")
+	b.ReportMetric(0, "ns/op")
 }

@@ -594,20 +594,40 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 // its kubelet has been heard from since `since`: after a restart the Node
 // still shows the Ready of the kubelet before.
 //
-// A kubelet is heard from on its Lease at once when it starts; its Node
-// status follows only at its next status period (10 s), unless the Node
-// is not Ready, when it posts at once. So a restarted kubelet is taken as
-// running by its Lease, and as Ready by the Node's standing condition:
-// one it would find wrong it changes at that next period.
+// A kubelet is heard from either way first: a new node's kubelet posts
+// its Node's status as soon as it is ready, and makes its Lease only at
+// its next renewal (10 s); a restarted kubelet renews its Lease at start,
+// but on a Node it finds Ready it posts status only at its next period
+// (10 s). So a restarted kubelet is taken as Ready by its Lease and the
+// Node's standing condition: one it would find wrong it changes at that
+// next period.
 func waitNodeReady(ctx context.Context, binDir, kubeconfig, name string, since time.Time, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	if !since.IsZero() {
-		if err := watchKubectl(ctx, binDir, kubeconfig, timeout, "renewed since "+since.Format(time.RFC3339), func(out string) bool {
-			t, err := time.Parse(time.RFC3339Nano, out)
-			return err == nil && !t.Before(since)
-		}, "--namespace", "kube-node-lease", "get", "leases", "--field-selector", "metadata.name="+name,
-			"-o", `jsonpath={.spec.renewTime}{"\n"}`); err != nil {
-			return fmt.Errorf("kubelet's lease: %w", err)
+		hctx, cancel := context.WithCancel(ctx)
+		heard := make(chan error, 2)
+		go func() {
+			heard <- watchKubectl(hctx, binDir, kubeconfig, timeout, "renewed since "+since.Format(time.RFC3339), func(out string) bool {
+				t, err := time.Parse(time.RFC3339Nano, out)
+				return err == nil && !t.Before(since)
+			}, "--namespace", "kube-node-lease", "get", "leases", "--field-selector", "metadata.name="+name,
+				"-o", `jsonpath={.spec.renewTime}{"\n"}`)
+		}()
+		go func() {
+			heard <- watchKubectl(hctx, binDir, kubeconfig, timeout, "Ready since "+since.Format(time.RFC3339), func(out string) bool {
+				status, beat, _ := strings.Cut(out, " ")
+				t, err := time.Parse(time.RFC3339, beat)
+				return status == "True" && err == nil && !t.Before(since.Truncate(time.Second))
+			}, "get", "nodes", "--field-selector", "metadata.name="+name,
+				"-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}`)
+		}()
+		err := <-heard
+		if err != nil {
+			err = <-heard // the other may still hear it
+		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("kubelet not heard from (Lease or Node status) since %s: %w", since.Format(time.RFC3339), err)
 		}
 	}
 	return watchKubectl(ctx, binDir, kubeconfig, time.Until(deadline), "Ready", func(out string) bool { return out == "True" },

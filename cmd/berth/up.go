@@ -270,7 +270,11 @@ func newDownCommand() *cobra.Command {
 					}
 				}
 			}
+			cpRunning := isRunning(stateDir, "berth-controlplane")
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {
+				if name == "berth-controlplane" && cpRunning && len(names) > 0 {
+					markNodesDown(cmd.Context(), cmd.ErrOrStderr(), stateDir, names)
+				}
 				stopped, err := stop(stateDir, name)
 				if err != nil {
 					return err
@@ -293,6 +297,46 @@ func newDownCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", ".berth", "directory of the local cluster's state")
 	return cmd
+}
+
+// markNodesDown sets the Ready condition of the stopped nodes' Nodes to
+// Unknown, as the node lifecycle controller does once a kubelet has been
+// silent for its grace period. A kubelet that starts on a Node it finds
+// Ready posts its status only at its next period, up to 10 s later (and
+// may post NotReady first); on one not Ready it posts as soon as it is.
+// Best effort: a failure is said and the cluster still stops.
+func markNodesDown(ctx context.Context, warn io.Writer, state string, components []string) {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	binDir, kubeconfig := filepath.Dir(self), filepath.Join(state, "controlplane", "admin.kubeconfig")
+	ids := map[string]bool{}
+	for _, c := range components {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(c, "node-"), "-bootstrap"); ok {
+			ids[id] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	out, err := kubectl(ctx, binDir, kubeconfig, "", "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.providerID}{"\n"}{end}`)
+	if err != nil {
+		fmt.Fprintf(warn, "warning: nodes left Ready: %v\n", err)
+		return
+	}
+	now := time.Now().UTC().Format(time.RFC3339)
+	patch := fmt.Sprintf(`{"status":{"conditions":[{"type":"Ready","status":"Unknown","reason":"NodeStatusUnknown",`+
+		`"message":"Kubelet stopped posting node status (berth down).","lastHeartbeatTime":%q,"lastTransitionTime":%q}]}}`, now, now)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, provider, _ := strings.Cut(line, " ")
+		if !ids[provider[strings.LastIndex(provider, "/")+1:]] {
+			continue
+		}
+		// Conditions merge by type: the others stay as the kubelet left them.
+		if _, err := kubectl(ctx, binDir, kubeconfig, "", "patch", "node", name, "--subresource", "status", "--type", "strategic", "-p", patch); err != nil {
+			fmt.Fprintf(warn, "warning: node %s left Ready: %v\n", name, err)
+		}
+	}
 }
 
 func pidPath(state, name string) string { return filepath.Join(state, name+".pid") }

@@ -244,7 +244,11 @@ func TestUpRunsPods(t *testing.T) {
 
 	// berth down: the pod's sandbox is removed through CNI DEL, so ipamd's
 	// checkpoint no longer holds its address.
+	downAt := time.Now().Truncate(time.Second)
 	out = down()
+	if strings.Contains(out, "warning") {
+		t.Errorf("berth down warned:\n%s", out)
+	}
 	want := []string{"stopped berth-controlplane", "stopped berth-localcloud"}
 	for _, id := range instances {
 		for _, c := range []string{"bootstrap", "kube-proxy", "netpol", "ipamd"} {
@@ -287,6 +291,14 @@ func TestUpRunsPods(t *testing.T) {
 	for n, id := range instances {
 		if !strings.Contains(out, "node "+n+" ready: instance "+id) {
 			t.Fatalf("berth up did not bring node %s (%s) back:\n%s", n, id, out)
+		}
+	}
+	// berth down marked the Nodes' Ready Unknown, so the new kubelets
+	// posted Ready at once rather than at their next status period.
+	for n := range instances {
+		at, err := kc("get", "node", n, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].lastTransitionTime}`)
+		if ts, perr := time.Parse(time.RFC3339, strings.TrimSpace(at)); err != nil || perr != nil || ts.Before(downAt) {
+			t.Errorf("node %s: Ready since %q (%v), want a transition after berth down at %s", n, at, err, downAt.Format(time.RFC3339))
 		}
 	}
 	// Until the new kubelet reports, the API still shows the pod as it was.

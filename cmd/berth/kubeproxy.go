@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ekstypes "github.com/aws/aws-sdk-go-v2/service/eks/types"
@@ -34,15 +37,29 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:
 subjects: [{kind: ServiceAccount, name: kube-proxy, namespace: kube-system}]
 `
 
-// agentTokenLife is how long a node agent's token lives; each berth up
-// writes a new one.
-const agentTokenLife = "8760h"
+// agentTokenLife is how long a node agent's token lives. berth up writes
+// a new one when the kept one has less than agentTokenRenew left, or the
+// API no longer takes it.
+const (
+	agentTokenLife  = "8760h"
+	agentTokenRenew = 30 * 24 * time.Hour
+)
 
 // serviceAccountKubeconfig applies rbacYAML (a ServiceAccount and its
 // role) and writes a kubeconfig of that service account for the nodes'
 // agents (mode 0600): the cluster's endpoint, which nodes reach, and a
 // token. EKS runs these agents as DaemonSets of the same accounts.
 func serviceAccountKubeconfig(ctx context.Context, binDir, kubeconfig, state string, cl *ekstypes.Cluster, rbacYAML, namespace, account string) (string, error) {
+	path := filepath.Join(state, account+".kubeconfig")
+	// The kubeconfig records what it was made for: the same RBAC, endpoint
+	// and CA, a token far from expiry that the API still takes as the
+	// account, and it is kept. A restarted cluster then makes no kubectl
+	// calls here: those that need discovery can wait seconds on an
+	// aggregated API whose pods are not back yet.
+	made := fmt.Sprintf("%x", sha256.Sum256([]byte(rbacYAML+"\x00"+aws.ToString(cl.Endpoint)+"\x00"+aws.ToString(cl.CertificateAuthority.Data))))
+	if keptKubeconfig(ctx, binDir, path, made, "system:serviceaccount:"+namespace+":"+account) {
+		return path, nil
+	}
 	if _, err := kubectl(ctx, binDir, kubeconfig, rbacYAML, "apply", "-f", "-"); err != nil {
 		return "", err
 	}
@@ -54,7 +71,8 @@ func serviceAccountKubeconfig(ctx context.Context, binDir, kubeconfig, state str
 	if err != nil {
 		return "", fmt.Errorf("cluster CA: %w", err)
 	}
-	kc := fmt.Sprintf(`apiVersion: v1
+	kc := fmt.Sprintf(`# berth-made-for: %[6]s
+apiVersion: v1
 kind: Config
 clusters:
 - name: %[1]s
@@ -69,9 +87,48 @@ contexts:
 - name: %[4]s@%[1]s
   context: {cluster: %[1]s, user: %[4]s}
 current-context: %[4]s@%[1]s
-`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), base64.StdEncoding.EncodeToString(ca), account, strings.TrimSpace(string(token)))
-	path := filepath.Join(state, account+".kubeconfig")
+`, aws.ToString(cl.Name), aws.ToString(cl.Endpoint), base64.StdEncoding.EncodeToString(ca), account, strings.TrimSpace(string(token)), made)
 	return path, atomicfile.WriteFile(path, []byte(kc), 0o600)
+}
+
+// keptKubeconfig says whether the agent kubeconfig at path can be used
+// again: made for `made`, its token valid for agentTokenRenew more, and
+// taken by the API as user.
+func keptKubeconfig(ctx context.Context, binDir, path, made, user string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil || !bytes.HasPrefix(b, []byte("# berth-made-for: "+made+"\n")) {
+		return false
+	}
+	_, rest, ok := bytes.Cut(b, []byte("\n    token: "))
+	if !ok {
+		return false
+	}
+	token, _, _ := bytes.Cut(rest, []byte("\n"))
+	if exp, err := tokenExpiry(string(token)); err != nil || time.Until(exp) < agentTokenRenew {
+		return false
+	}
+	out, err := kubectl(ctx, binDir, path, "", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	return err == nil && strings.TrimSpace(string(out)) == user
+}
+
+// tokenExpiry reads the exp claim of a JWT, unverified: the API server
+// verifies it, this only decides when to ask for a new one.
+func tokenExpiry(jwt string) (time.Time, error) {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return time.Time{}, fmt.Errorf("token: not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return time.Time{}, fmt.Errorf("token payload: %w", err)
+	}
+	var claims struct {
+		Exp int64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil || claims.Exp == 0 {
+		return time.Time{}, fmt.Errorf("token: no exp claim (%v)", err)
+	}
+	return time.Unix(claims.Exp, 0), nil
 }
 
 // kubeProxyComponent runs kube-proxy in a node's network namespace. It

@@ -206,3 +206,50 @@ exit 1
 		t.Errorf("timeout error: %v", err)
 	}
 }
+
+// TestKeptKubeconfig: an agent's kubeconfig is used again only when made
+// for the same RBAC, endpoint and CA, its token is far from expiry, and
+// the API (asked through a stand-in kubectl) takes it as the account.
+func TestKeptKubeconfig(t *testing.T) {
+	dir := t.TempDir()
+	answer := filepath.Join(dir, "answer")
+	script := "#!/bin/sh\necho \"$@\" >> " + filepath.Join(dir, "calls") + "\ncat " + answer + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "kubectl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	jwt := func(exp time.Time) string {
+		claims := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":"x","exp":%d}`, exp.Unix())))
+		return "eyJhbGciOiJSUzI1NiJ9." + claims + ".c2ln"
+	}
+	user := "system:serviceaccount:kube-system:kube-proxy"
+	write := func(made, token, who string) string {
+		p := filepath.Join(dir, "kube-proxy.kubeconfig")
+		kc := "# berth-made-for: " + made + "\napiVersion: v1\nkind: Config\nusers:\n- name: kube-proxy\n  user:\n    token: " + token + "\ncontexts: []\n"
+		if err := os.WriteFile(p, []byte(kc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(answer, []byte(who), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name        string
+		made, token string
+		who         string
+		want        bool
+	}{
+		{"kept", "abc", jwt(time.Now().Add(300 * 24 * time.Hour)), user, true},
+		{"other RBAC, endpoint or CA", "abd", jwt(time.Now().Add(300 * 24 * time.Hour)), user, false},
+		{"token expiring within the renewal window", "abc", jwt(time.Now().Add(24 * time.Hour)), user, false},
+		{"token not a JWT", "abc", "opaque", user, false},
+		{"API takes it as someone else", "abc", jwt(time.Now().Add(300 * 24 * time.Hour)), "system:anonymous", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := write(c.made, c.token, c.who)
+			if got := keptKubeconfig(t.Context(), dir, p, "abc", user); got != c.want {
+				t.Errorf("kept = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -555,21 +556,30 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	if err := loads.Wait(); err != nil {
 		return err
 	}
+	// Nodes are waited on together, each said as it turns Ready.
+	ready, rctx := errgroup.WithContext(ctx) // the first failure ends the other waits
+	var mu sync.Mutex
 	for _, in := range insts {
-		name := aws.ToString(in.PrivateDnsName)
-		if err := waitNodeReady(ctx, binDir, kubeconfig, name, readySince[aws.ToString(in.InstanceId)], 3*time.Minute); err != nil {
-			return fmt.Errorf("node %s (%s; logs in %s): %w", name, aws.ToString(in.InstanceId),
-				filepath.Join(nodeDir(state, aws.ToString(in.InstanceId)), "var/log/berth"), err)
-		}
-		// An agent that exits at once (a bad flag, a taken port) leaves a
-		// Ready node without Services or policies: say so now.
-		id := aws.ToString(in.InstanceId)
-		for _, suffix := range nodeProcesses {
-			if c := "node-" + id + suffix; !isRunning(state, c) {
-				return fmt.Errorf("node %s: %s exited (log: %s)", name, c, logPath(state, c))
+		name, id := aws.ToString(in.PrivateDnsName), aws.ToString(in.InstanceId)
+		ready.Go(func() error {
+			if err := waitNodeReady(rctx, binDir, kubeconfig, name, readySince[id], 3*time.Minute); err != nil {
+				return fmt.Errorf("node %s (%s; logs in %s): %w", name, id, filepath.Join(nodeDir(state, id), "var/log/berth"), err)
 			}
-		}
-		fmt.Fprintf(out, "node %s ready: instance %s (%s), %s [%s]\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress), since(o.start))
+			// An agent that exits at once (a bad flag, a taken port)
+			// leaves a Ready node without Services or policies: say so now.
+			for _, suffix := range nodeProcesses {
+				if c := "node-" + id + suffix; !isRunning(state, c) {
+					return fmt.Errorf("node %s: %s exited (log: %s)", name, c, logPath(state, c))
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(out, "node %s ready: instance %s (%s), %s [%s]\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress), since(o.start))
+			return nil
+		})
+	}
+	if err := ready.Wait(); err != nil {
+		return err
 	}
 	// A pod made right after `berth up` needs its namespace's service
 	// account, which the controller manager makes within seconds.

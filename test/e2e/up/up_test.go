@@ -5,10 +5,18 @@ package up_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -236,6 +244,11 @@ func TestUpRunsPods(t *testing.T) {
 	}
 	waitReach(t, podIP, clusterIP, true)
 
+	// An admission webhook served by a pod: the API server, outside the
+	// cluster network, reaches it on the pod's address (aggregator
+	// routing), as it must for any webhook users install.
+	checkWebhook(t, kc, echoNode)
+
 	// metrics-server, installed for berth up, serves the resource-metrics
 	// API through the aggregator from what it scrapes off the kubelets: a
 	// Node's usage needs two of its 15 s scrapes.
@@ -352,6 +365,122 @@ func waitReach(t *testing.T, from netip.Addr, clusterIP string, want bool) {
 	}
 	t.Fatalf("pod %s reaching the Service %s: want reachable %v, last: %v", from, clusterIP, want, last)
 }
+
+// checkWebhook runs echo as a validating webhook for pods labelled
+// berth-test/webhook=on, with a serving certificate from a CA of the
+// test's, and has the API server ask it (server-side dry runs).
+func checkWebhook(t *testing.T, kc func(...string) (string, error), node string) {
+	t.Helper()
+	caPEM, certPEM, keyPEM := webhookCerts(t, "webhook.default.svc")
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := kc("create", "secret", "tls", "webhook-tls", "--cert", filepath.Join(dir, "tls.crt"), "--key", filepath.Join(dir, "tls.key")); err != nil {
+		t.Fatalf("kubectl create secret: %v\n%s", err, out)
+	}
+	manifest := fmt.Sprintf(webhookYAML, node, base64.StdEncoding.EncodeToString(caPEM))
+	if out, err := kc("apply", "-f", writeFile(t, manifest)); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = kc("delete", "validatingwebhookconfiguration", "berth-test") })
+	dryRun := func(name, labels string) (string, error) {
+		return kc("run", name, "--image", "localhost/berth/pause:3.10", "--labels", labels, "--dry-run=server")
+	}
+	// failurePolicy Fail: until the webhook answers, every labelled pod
+	// is refused with "failed calling webhook".
+	var out string
+	var err error
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if out, err = dryRun("allowed", "berth-test/webhook=on"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("a pod the webhook allows: %v\n%s", err, out)
+	}
+	out, err = dryRun("denied", "berth-test/webhook=on,berth-test/deny=yes")
+	if err == nil || !strings.Contains(out, "denied by the echo webhook") {
+		t.Fatalf("a pod the webhook denies: %v\n%s", err, out)
+	}
+}
+
+// webhookCerts makes a CA and a serving certificate for host, in PEM.
+func webhookCerts(t *testing.T, host string) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "berth-test webhook CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: host},
+		DNSNames: []string{host}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+const webhookYAML = `apiVersion: v1
+kind: Pod
+metadata: {name: webhook, namespace: default, labels: {app: webhook}}
+spec:
+  nodeName: %[1]s
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: webhook
+    image: localhost/berth/echo:test
+    imagePullPolicy: Never
+    args: [webhook, ":8443", /tls/tls.crt, /tls/tls.key]
+    volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]
+  volumes: [{name: tls, secret: {secretName: webhook-tls}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: webhook, namespace: default}
+spec:
+  selector: {app: webhook}
+  ports: [{port: 443, targetPort: 8443}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: berth-test}
+webhooks:
+- name: pods.berth-test.example.com
+  objectSelector: {matchLabels: {berth-test/webhook: "on"}}
+  rules: [{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}]
+  clientConfig:
+    service: {namespace: default, name: webhook, path: /validate, port: 443}
+    caBundle: %[2]s
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 5
+`
 
 const holdYAML = `apiVersion: v1
 kind: Pod

@@ -448,7 +448,6 @@ func loadImages(ctx context.Context, root string, imgs []imageload.Image, timeou
 // upNodes boots the cluster's nodes and waits for each to register Ready.
 func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubeconfig string, o nodeOptions, a *localAWS) error {
 	started := time.Now()
-	readySince := map[string]time.Time{} // by instance ID
 	cidr, err := checkVPCCIDR(o.vpcCIDR)
 	if err != nil {
 		return err
@@ -494,10 +493,11 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		return err
 	}
 	type node struct {
-		id, name  string
-		bootstrap component
-		npa       string // the policy agent's socket
-		netpol    string // its component's name
+		id, name, ip string
+		bootstrap    component
+		npa          string    // the policy agent's socket
+		netpol       string    // its component's name
+		since        time.Time // its kubelet must be heard from since (zero: one running before)
 	}
 	var nodes []node
 	// Every node's agents start together: a policy agent takes a second or
@@ -514,8 +514,8 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		comps := nodeComponents(state, binDir, id, o.sts)
 		agents := append(comps[1:], kubeProxyComponent(state, binDir, id, name, proxyKubeconfig),
 			netpolComponent(state, binDir, id, name, netpolKubeconfig))
-		n := node{id: id, name: name, bootstrap: comps[0], npa: filepath.Join(nodeDir(state, id), "var/run/aws-node/npa.sock"),
-			netpol: agents[len(agents)-1].name}
+		n := node{id: id, name: name, ip: aws.ToString(in.PrivateIpAddress), bootstrap: comps[0],
+			npa: filepath.Join(nodeDir(state, id), "var/run/aws-node/npa.sock"), netpol: agents[len(agents)-1].name}
 		if _, ok := running(state, n.netpol); !ok {
 			_ = os.Remove(n.npa) // a stopped agent's: not an answer
 		}
@@ -531,7 +531,8 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		return err
 	}
 	var loads errgroup.Group
-	for _, n := range nodes {
+	for i := range nodes {
+		n := &nodes[i]
 		// kubelet (re)creates pods as soon as it runs: the policy agent
 		// must answer berth-cni by then, or those pods go unenforced.
 		if err := waitFile(ctx, n.npa, time.Minute); err != nil {
@@ -540,10 +541,8 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 		// A kubelet started before this berth up reports its heartbeat on
 		// its Lease, and on the Node only every few minutes: its Node's
 		// Ready stands as it is. A kubelet started now must post its own.
-		if _, ok := running(state, n.bootstrap.name); ok {
-			readySince[n.id] = time.Time{}
-		} else {
-			readySince[n.id] = started
+		if !isRunning(state, n.bootstrap.name) {
+			n.since = started
 		}
 		if err := start(ctx, state, binDir, n.bootstrap); err != nil {
 			return err
@@ -559,22 +558,21 @@ func upNodes(ctx context.Context, out io.Writer, state, binDir, cluster, kubecon
 	// Nodes are waited on together, each said as it turns Ready.
 	ready, rctx := errgroup.WithContext(ctx) // the first failure ends the other waits
 	var mu sync.Mutex
-	for _, in := range insts {
-		name, id := aws.ToString(in.PrivateDnsName), aws.ToString(in.InstanceId)
+	for _, n := range nodes {
 		ready.Go(func() error {
-			if err := waitNodeReady(rctx, binDir, kubeconfig, name, readySince[id], 3*time.Minute); err != nil {
-				return fmt.Errorf("node %s (%s; logs in %s): %w", name, id, filepath.Join(nodeDir(state, id), "var/log/berth"), err)
+			if err := waitNodeReady(rctx, binDir, kubeconfig, n.name, n.since, 3*time.Minute); err != nil {
+				return fmt.Errorf("node %s (%s; logs in %s): %w", n.name, n.id, filepath.Join(nodeDir(state, n.id), "var/log/berth"), err)
 			}
 			// An agent that exits at once (a bad flag, a taken port)
 			// leaves a Ready node without Services or policies: say so now.
 			for _, suffix := range nodeProcesses {
-				if c := "node-" + id + suffix; !isRunning(state, c) {
-					return fmt.Errorf("node %s: %s exited (log: %s)", name, c, logPath(state, c))
+				if c := "node-" + n.id + suffix; !isRunning(state, c) {
+					return fmt.Errorf("node %s: %s exited (log: %s)", n.name, c, logPath(state, c))
 				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			fmt.Fprintf(out, "node %s ready: instance %s (%s), %s [%s]\n", name, id, o.typ, aws.ToString(in.PrivateIpAddress), since(o.start))
+			fmt.Fprintf(out, "node %s ready: instance %s (%s), %s [%s]\n", n.name, n.id, o.typ, n.ip, since(o.start))
 			return nil
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -255,16 +256,16 @@ func newDownCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var names []string
+			var names, ids []string
 			seen := map[string]bool{}
 			for _, p := range pids {
-				base := strings.TrimSuffix(filepath.Base(p), ".pid")
-				node := base
+				node := strings.TrimSuffix(filepath.Base(p), ".pid")
 				for _, suffix := range nodeProcesses {
 					node = strings.TrimSuffix(node, suffix)
 				}
 				if !seen[node] {
 					seen[node] = true
+					ids = append(ids, strings.TrimPrefix(node, "node-"))
 					for _, suffix := range nodeProcesses {
 						names = append(names, node+suffix)
 					}
@@ -272,8 +273,8 @@ func newDownCommand() *cobra.Command {
 			}
 			cpRunning := isRunning(stateDir, "berth-controlplane")
 			for _, name := range append(names, "berth-controlplane", "berth-localcloud") {
-				if name == "berth-controlplane" && cpRunning && len(names) > 0 {
-					markNodesDown(cmd.Context(), cmd.ErrOrStderr(), stateDir, names)
+				if name == "berth-controlplane" && cpRunning && len(ids) > 0 {
+					markNodesDown(cmd.Context(), cmd.ErrOrStderr(), stateDir, ids)
 				}
 				stopped, err := stop(stateDir, name)
 				if err != nil {
@@ -305,18 +306,12 @@ func newDownCommand() *cobra.Command {
 // Ready posts its status only at its next period, up to 10 s later (and
 // may post NotReady first); on one not Ready it posts as soon as it is.
 // Best effort: a failure is said and the cluster still stops.
-func markNodesDown(ctx context.Context, warn io.Writer, state string, components []string) {
+func markNodesDown(ctx context.Context, warn io.Writer, state string, instanceIDs []string) {
 	self, err := os.Executable()
 	if err != nil {
 		return
 	}
 	binDir, kubeconfig := filepath.Dir(self), filepath.Join(state, "controlplane", "admin.kubeconfig")
-	ids := map[string]bool{}
-	for _, c := range components {
-		if id, ok := strings.CutSuffix(strings.TrimPrefix(c, "node-"), "-bootstrap"); ok {
-			ids[id] = true
-		}
-	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	out, err := kubectl(ctx, binDir, kubeconfig, "", "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.providerID}{"\n"}{end}`)
@@ -329,7 +324,7 @@ func markNodesDown(ctx context.Context, warn io.Writer, state string, components
 		`"message":"Kubelet stopped posting node status (berth down).","lastHeartbeatTime":%q,"lastTransitionTime":%q}]}}`, now, now)
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		name, provider, _ := strings.Cut(line, " ")
-		if !ids[provider[strings.LastIndex(provider, "/")+1:]] {
+		if !slices.Contains(instanceIDs, provider[strings.LastIndex(provider, "/")+1:]) {
 			continue
 		}
 		// Conditions merge by type: the others stay as the kubelet left them.

@@ -15,12 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/berth-io/berth/internal/ociimage"
 	"github.com/berth-io/berth/internal/testenv"
+	"github.com/berth-io/berth/internal/unixsock"
 )
 
 // containerd is a real containerd with its own root, CRI plugin included.
@@ -230,7 +229,7 @@ func TestLoadBadBlob(t *testing.T) {
 // criSees asks the CRI plugin, as kubelet does, for the image.
 func criSees(t *testing.T, c *containerd, name, id string) {
 	t.Helper()
-	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := unixsock.Dial(c.sock)
 	if err != nil {
 		t.Fatal(err)
 	}
